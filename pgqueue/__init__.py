@@ -1,0 +1,56 @@
+"""pgqueue: a PostgreSQL job and message queue for SQLAlchemy 2, sync and async.
+
+>>> from pgqueue import SyncAdmin, SyncProducer      # doctest: +SKIP
+>>> admin = SyncAdmin("postgresql://localhost/app")   # doctest: +SKIP
+>>> admin.install(); admin.create_queue("emails")     # doctest: +SKIP
+>>> SyncProducer(admin.engine, "emails").enqueue({"to": "a@example.org"})  # doctest: +SKIP
+"""
+
+from .admin import SyncAdmin
+from .admin_async import AsyncAdmin
+from .errors import (
+    DuplicateJob,
+    InvalidArgument,
+    InvalidDelay,
+    InvalidPayload,
+    InvalidQueueName,
+    MessageNotFound,
+    NotRunning,
+    PgQueueError,
+    QueueAlreadyExists,
+    QueueNotFound,
+    SchemaNotInstalled,
+    WrongBindType,
+)
+from .producer import SyncProducer
+from .producer_async import AsyncProducer
+from .schema import include_name, metadata
+from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncAdmin",
+    "AsyncProducer",
+    "DuplicateJob",
+    "InvalidArgument",
+    "InvalidDelay",
+    "InvalidPayload",
+    "InvalidQueueName",
+    "JobSpec",
+    "Message",
+    "MessageNotFound",
+    "NotRunning",
+    "PgQueueError",
+    "QueueAlreadyExists",
+    "QueueInfo",
+    "QueueMetrics",
+    "QueueNotFound",
+    "SchemaNotInstalled",
+    "SyncAdmin",
+    "SyncProducer",
+    "WorkerInfo",
+    "WrongBindType",
+    "include_name",
+    "metadata",
+]

@@ -1,0 +1,100 @@
+"""Executing plans: the one hand-written sync/async pair of the core.
+
+``run`` drives a plan on a sync ``Connection``/``Session``, ``arun`` on an
+``AsyncConnection``/``AsyncSession``. Without ``bind`` each call is its own
+transaction (``engine.begin()``); with ``bind`` it runs inside the caller's
+transaction and never commits or rolls it back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from ._ops import Context, Plan
+from .errors import WrongBindType, translate
+
+T = TypeVar("T")
+
+Bind = Connection | Session
+AsyncBind = AsyncConnection | AsyncSession
+
+
+def _wrong_bind(bind: object, face: str, expected: str) -> WrongBindType:
+    return WrongBindType(
+        f"bind= of the {face} face must be {expected}, not {type(bind).__name__}"
+        + (" (use the Async* classes with async connections)" if face == "sync" else "")
+        + (" (use the Sync* classes with sync connections)" if face == "async" else "")
+    )
+
+
+def check_bind(bind: object) -> Bind:
+    if not isinstance(bind, Connection | Session):
+        raise _wrong_bind(bind, "sync", "a sqlalchemy Connection or Session")
+    return bind
+
+
+def acheck_bind(bind: object) -> AsyncBind:
+    if not isinstance(bind, AsyncConnection | AsyncSession):
+        raise _wrong_bind(bind, "async", "an AsyncConnection or AsyncSession")
+    return bind
+
+
+def _translated(exc: DBAPIError, ctx: Context) -> BaseException:
+    return translate(exc, schema=ctx.schema, queue=ctx.queue)
+
+
+def _execute(conn: Bind, plan: Plan[T], ctx: Context) -> T:
+    options = ctx.options
+    try:
+        step = next(plan)
+        while True:
+            try:
+                result: Any = conn.execute(step.statement, step.params, execution_options=options)
+            except DBAPIError as exc:
+                err = _translated(exc, ctx)
+                if err is exc:
+                    raise
+                raise err from exc
+            step = plan.send(result.all() if result.returns_rows else ())
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _aexecute(conn: AsyncBind, plan: Plan[T], ctx: Context) -> T:
+    options = ctx.options
+    try:
+        step = next(plan)
+        while True:
+            try:
+                result: Any = await conn.execute(
+                    step.statement, step.params, execution_options=options
+                )
+            except DBAPIError as exc:
+                err = _translated(exc, ctx)
+                if err is exc:
+                    raise
+                raise err from exc
+            step = plan.send(result.all() if result.returns_rows else ())
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def run(engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context) -> T:
+    """Run ``plan`` in the caller's transaction (``bind``) or a transaction of its own."""
+    if bind is not None:
+        return _execute(check_bind(bind), plan, ctx)
+    with engine.begin() as conn:
+        return _execute(conn, plan, ctx)
+
+
+async def arun(engine: AsyncEngine, bind: AsyncBind | None, plan: Plan[T], ctx: Context) -> T:
+    """Async twin of :func:`run`."""
+    if bind is not None:
+        return await _aexecute(acheck_bind(bind), plan, ctx)
+    async with engine.begin() as conn:
+        return await _aexecute(conn, plan, ctx)

@@ -1,0 +1,148 @@
+# DO NOT EDIT: generated from _identity_async.py by tools/async_to_sync.py
+"""Identity and lifecycle shared by producers, consumers and workers (async source).
+
+Each registers itself in ``pgqueue_workers`` (hostname, port, pid) the first time it
+does work, and exposes the seeds' lifecycle: ``worker_id``, ``heartbeat``,
+``status``, ``is_healthy``, ``suspend``, ``resume``, ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from . import _ops
+from ._compat import Lock, dispose, make_engine
+from ._drive import run
+from .errors import InvalidArgument, NotRunning
+from .types import WorkerInfo
+
+READY, SUSPENDED, STOPPED = "ready", "suspended", "stopped"
+
+
+class SyncIdentity:
+    """Registration and lifecycle of one producer, consumer or worker."""
+
+    _kind = "producer"
+
+    def __init__(
+        self,
+        engine: Engine | str | URL,
+        queues: Sequence[str],
+        *,
+        schema: str,
+        hostname: str | None,
+        port: int | None,
+    ) -> None:
+        self._engine, self._owns_engine = make_engine(engine)
+        for q in queues:
+            _ops.check_queue_name(q)
+        self._queues = tuple(queues)
+        self._ctx = _ops.Context(_ops.check_schema_name(schema), queues[0] if queues else None)
+        if port is not None and (isinstance(port, bool) or not 0 < port < 65536):
+            raise InvalidArgument(f"port must be an int from 1 to 65535, got {port!r}")
+        self._hostname = hostname or socket.gethostname()
+        self._port = port
+        self._worker_id: int | None = None
+        self._state = READY
+        self._register_lock = Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this object runs on."""
+        return self._engine
+
+    @property
+    def schema(self) -> str:
+        """The schema holding pgqueue's tables."""
+        return self._ctx.schema
+
+    @property
+    def worker_id(self) -> int | None:
+        """Id of this object's row in ``pgqueue_workers`` (``None`` until registered)."""
+        return self._worker_id
+
+    def register(self) -> WorkerInfo:
+        """Register in ``pgqueue_workers`` (done on first use; idempotent).
+
+        >>> info = producer.register()   # doctest: +SKIP
+        >>> info.hostname, info.status         # doctest: +SKIP
+        ('my-service', 'ready')
+        """
+        with self._register_lock:
+            if self._worker_id is not None:
+                return self.heartbeat()
+            plan = _ops.register(
+                self._ctx, self._kind, self._queues, self._hostname, self._port, os.getpid()
+            )
+            info = run(self._engine, None, plan, self._ctx)
+            self._worker_id = info.id
+            return info
+
+    def _ensure_registered(self) -> int:
+        if self._worker_id is None:
+            self.register()
+        assert self._worker_id is not None
+        return self._worker_id
+
+    def _check_running(self) -> None:
+        if self._state != READY:
+            raise NotRunning(
+                f"this {type(self).__name__} is {self._state}: "
+                + ("call resume() first" if self._state == SUSPENDED else "create a new one")
+            )
+
+    def heartbeat(self) -> WorkerInfo:
+        """Record that this process is alive (database clock)."""
+        worker_id = self._ensure_registered()
+        info = run(self._engine, None, _ops.heartbeat(self._ctx, worker_id), self._ctx)
+        if info is None:  # our row was cleaned up (marked dead): register afresh
+            self._worker_id = None
+            return self.register()
+        return info
+
+    def status(self) -> str:
+        """``"ready"``, ``"suspended"`` or ``"stopped"``, as recorded in the database."""
+        if self._worker_id is None:
+            return self._state
+        info = run(self._engine, None, _ops.get_worker(self._ctx, self._worker_id), self._ctx)
+        return info.status if info is not None else self._state
+
+    def is_healthy(self, max_age: timedelta | float = timedelta(minutes=5)) -> bool:
+        """Whether the last heartbeat is younger than ``max_age`` and we are not stopped."""
+        age = _ops.seconds(max_age, "max_age")
+        if self._worker_id is None or age is None:
+            return False
+        plan = _ops.is_healthy(self._ctx, self._worker_id, age)
+        return run(self._engine, None, plan, self._ctx)
+
+    def _set_state(self, state: str) -> None:
+        if self._state == STOPPED:
+            raise NotRunning(f"this {type(self).__name__} was shut down; create a new one")
+        worker_id = self._ensure_registered()
+        run(self._engine, None, _ops.set_status(self._ctx, worker_id, state), self._ctx)
+        self._state = state
+
+    def suspend(self) -> None:
+        """Stop taking new work until :meth:`resume` (enqueue/dequeue raise NotRunning)."""
+        self._set_state(SUSPENDED)
+
+    def resume(self) -> None:
+        """Take work again after :meth:`suspend`."""
+        self._set_state(READY)
+
+    def shutdown(self) -> None:
+        """Mark this object stopped for good and release an engine it created itself."""
+        if self._state == STOPPED:
+            return
+        if self._worker_id is not None:
+            plan = _ops.set_status(self._ctx, self._worker_id, STOPPED)
+            run(self._engine, None, plan, self._ctx)
+        self._state = STOPPED
+        if self._owns_engine:
+            dispose(self._engine)

@@ -1,0 +1,100 @@
+"""Running pgqueue's packaged Alembic migrations, shared by every entry point.
+
+``install`` upgrades to head in pgqueue's own version table
+(``pgqueue_alembic_version``, so it never collides with the host's ``alembic_version``)
+under a transaction-scoped advisory lock, so two processes installing at once
+serialise and the second finds the schema at head.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+
+from alembic import command
+
+from .schema import metadata, translate_map
+
+VERSION_TABLE = "pgqueue_alembic_version"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgqueue.migrations'), hashtext(:schema))"
+
+
+def script_location() -> str:
+    return str(resources.files("pgqueue") / "migrations")
+
+
+def _config(connection: Connection, schema: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location())
+    cfg.attributes["connection"] = connection
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
+def configure_and_run(context: Any, connection: Connection, schema: str) -> None:
+    """Body of ``env.py``: point the tables at ``schema`` and run under the lock."""
+    previous = connection.get_execution_options().get("schema_translate_map")
+    connection.execution_options(schema_translate_map=translate_map(schema))
+    try:
+        _run(context, connection, schema)
+    finally:
+        connection.execution_options(schema_translate_map=previous)
+
+
+def _run(context: Any, connection: Connection, schema: str) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        version_table_schema=schema,
+        transactional_ddl=True,
+    )
+    with context.begin_transaction():
+        connection.execute(text(_LOCK), {"schema": schema})
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(connection, schema)}"))
+        context.run_migrations()
+
+
+def _quote(connection: Connection, schema: str) -> str:
+    return str(connection.dialect.identifier_preparer.quote_schema(schema))
+
+
+def url_and_schema(config: Config, x_args: dict[str, str]) -> tuple[URL, str]:
+    """URL and schema for the repository's ``alembic`` command line.
+
+    ``-x dsn=...`` or ``PGQUEUE_DSN`` / ``DATABASE_URL``; ``-x schema=...`` or
+    ``PGQUEUE_SCHEMA`` (default ``public``).
+    """
+    from .errors import InvalidArgument
+
+    url = (
+        x_args.get("dsn")
+        or os.environ.get("PGQUEUE_DSN")
+        or os.environ.get("DATABASE_URL")
+        or config.get_main_option("sqlalchemy.url")
+    )
+    if not url:
+        raise InvalidArgument("no database: pass -x dsn=... or set PGQUEUE_DSN or DATABASE_URL")
+    from ._urls import sync_url
+
+    return sync_url(url), x_args.get("schema") or os.environ.get("PGQUEUE_SCHEMA", "public")
+
+
+#: ``upgrade`` / ``downgrade``: (connection, schema, revision).
+MigrateFn = Callable[[Connection, str, str], None]
+
+
+def upgrade(connection: Connection, schema: str, revision: str = "heads") -> None:
+    """Upgrade pgqueue's tables in ``schema`` to ``revision`` on ``connection``."""
+    command.upgrade(_config(connection, schema), revision)
+
+
+def downgrade(connection: Connection, schema: str, revision: str = "base") -> None:
+    """Downgrade pgqueue's tables in ``schema`` (``base`` drops them all)."""
+    command.downgrade(_config(connection, schema), revision)

@@ -1,0 +1,410 @@
+"""Sans-IO plans: every operation written once, for both faces.
+
+A plan is a generator that yields :class:`Step` (a statement and its parameters),
+receives the rows the statement returned, and finally returns the operation's
+result. ``_drive.run`` / ``_drive.arun`` execute plans on a sync or async connection;
+nothing here does I/O, so the logic (validation, error mapping, retries of a race)
+exists exactly once. Validation happens before the first yield: bad input never
+reaches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Executable, Row
+
+from . import _sql
+from .errors import (
+    DuplicateJob,
+    InvalidArgument,
+    InvalidDelay,
+    InvalidPayload,
+    InvalidQueueName,
+    QueueAlreadyExists,
+    QueueNotFound,
+)
+from .schema import translate_map
+from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
+
+T = TypeVar("T")
+Rows = Sequence[Row[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One statement of a plan and its parameters."""
+
+    statement: Executable
+    params: Mapping[str, Any]
+
+
+Plan = Generator[Step, Rows, T]
+OnDuplicate = Literal["raise", "skip"]
+
+#: Longest delay accepted: anything further out is a unit mistake (ms for s).
+MAX_DELAY = timedelta(days=3650)
+MAX_PRIORITY = 32767
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,47}$")
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+# --------------------------------------------------------------------------- context
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every statement of one face instance shares: schema and queue."""
+
+    schema: str
+    queue: str | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"schema_translate_map": translate_map(self.schema)}
+
+    @property
+    def channel(self) -> str:
+        assert self.queue is not None
+        return channel_name(self.schema, self.queue)
+
+
+def channel_name(schema: str, queue: str) -> str:
+    """The LISTEN/NOTIFY channel of one queue (an identifier of at most 63 bytes)."""
+    name = f"pgqueue.{queue}" if schema == "public" else f"pgqueue.{schema}.{queue}"
+    if len(name.encode()) <= 63:
+        return name
+    import hashlib
+
+    return "pgqueue." + hashlib.sha1(f"{schema}.{queue}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- validation
+def check_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: 1 to 48 characters from [A-Za-z0-9_.:-], "
+            "not starting with '.', ':' or '-'"
+        )
+    return name
+
+
+def check_schema_name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name.encode()) > 63 or "\x00" in name:
+        raise InvalidArgument(f"invalid schema name {name!r}")
+    return name
+
+
+def seconds(value: float | timedelta | None, what: str, *, allow_zero: bool = True) -> float | None:
+    """A non-negative, finite, sane duration in seconds (``None`` passes through)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidDelay(f"{what} must be seconds (int, float) or a timedelta, not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidDelay(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    if value > MAX_DELAY.total_seconds():
+        raise InvalidDelay(f"{what} of {value!r} s is more than 10 years: a unit mistake?")
+    return float(value)
+
+
+def positive_seconds(value: float | timedelta, what: str) -> float:
+    """A duration that must be given and be more than zero."""
+    secs = seconds(value, what, allow_zero=False)
+    if secs is None:
+        raise InvalidDelay(f"{what} is required")
+    return secs
+
+
+def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidArgument(f"{what} must be an integer from 1 to {maximum}, got {value!r}")
+    return value
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def _run_at(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidDelay(f"run_at must be a datetime, not {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidDelay("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    limit = datetime.now(value.tzinfo) + MAX_DELAY
+    if value > limit:
+        raise InvalidDelay(f"run_at {value.isoformat()} is more than 10 years away")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    """Options given to ``enqueue`` / ``batch_enqueue`` themselves."""
+
+    priority: int = 0
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    dedupe_key: str | None = None
+    headers: Mapping[str, Any] | None = None
+    entrypoint: str | None = None
+    max_attempts: int | None = None
+
+
+def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[str, list[Any]]:
+    """Validate jobs and lay them out as the parallel arrays ``INSERT_JOBS`` unnests."""
+    arrays: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "b_entrypoint",
+            "b_payload",
+            "b_headers",
+            "b_priority",
+            "b_max_attempts",
+            "b_dedupe_key",
+            "b_delay",
+            "b_run_at",
+        )
+    }
+    for i, item in enumerate(items):
+        spec = item if isinstance(item, JobSpec) else JobSpec(item)
+        where = f"job {i}"
+
+        def pick(name: str, spec: JobSpec = spec) -> Any:
+            own = getattr(spec, name)
+            return own if own is not None else getattr(defaults, name)
+
+        priority = pick("priority")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidArgument(f"{where}: priority must be an int, not {priority!r}")
+        if not -MAX_PRIORITY - 1 <= priority <= MAX_PRIORITY:
+            raise InvalidArgument(f"{where}: priority must be within -32768..32767")
+        delay, run_at = pick("delay"), pick("run_at")
+        if spec.delay is not None and spec.run_at is None:
+            run_at = None  # a job's own delay overrides a batch-wide run_at
+        if spec.run_at is not None and spec.delay is None:
+            delay = None
+        if delay is not None and run_at is not None:
+            raise InvalidDelay(f"{where}: give delay or run_at, not both")
+        dedupe_key = pick("dedupe_key")
+        if dedupe_key is not None and (
+            not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024
+        ):
+            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 chars")
+        entrypoint = pick("entrypoint") or queue
+        if not isinstance(entrypoint, str) or len(entrypoint) > 255 or "\x00" in entrypoint:
+            raise InvalidArgument(f"{where}: entrypoint must be a str of <= 255 characters")
+        max_attempts = pick("max_attempts")
+        if max_attempts is not None:
+            positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
+        headers = pick("headers")
+        if headers is not None and not isinstance(headers, Mapping):
+            raise InvalidPayload(f"{where}: headers must be a mapping, not {type(headers)}")
+        arrays["b_entrypoint"].append(entrypoint)
+        arrays["b_payload"].append(_json(spec.payload, f"{where}: payload"))
+        arrays["b_headers"].append(None if headers is None else _json(dict(headers), "headers"))
+        arrays["b_priority"].append(priority)
+        arrays["b_max_attempts"].append(max_attempts)
+        arrays["b_dedupe_key"].append(dedupe_key)
+        arrays["b_delay"].append(seconds(delay, f"{where}: delay") or 0.0)
+        arrays["b_run_at"].append(_run_at(run_at))
+    return arrays
+
+
+# --------------------------------------------------------------------------- results
+# Rows are selected in the dataclasses' field order (see _sql.MESSAGE_COLUMNS).
+def message(row: Row[Any]) -> Message:
+    fields: Any = row[:15]
+    return Message(*fields)
+
+
+def queue_info(row: Row[Any]) -> QueueInfo:
+    fields: Any = row
+    return QueueInfo(*fields)
+
+
+def worker_info(row: Row[Any]) -> WorkerInfo:
+    values = list(row)
+    values[2] = tuple(values[2].split(",")) if values[2] else ()
+    return WorkerInfo(*values)
+
+
+# --------------------------------------------------------------------------- producer
+def enqueue(
+    ctx: Context,
+    arrays: dict[str, list[Any]],
+    *,
+    on_duplicate: OnDuplicate,
+    in_caller_tx: bool,
+) -> Plan[list[Message]]:
+    """Insert a batch in one statement; returns one Message per input, in input order.
+
+    With ``on_duplicate="skip"`` a job whose ``dedupe_key`` collides with a live job is
+    not inserted and the live job is returned in its place. With ``"raise"`` nothing is
+    enqueued: our own transaction is rolled back by the exception; inside a caller's
+    transaction (which we must not roll back) the rows just inserted are deleted first.
+    """
+    wanted = list(range(len(arrays["b_payload"])))
+    results: dict[int, Message] = {}
+    for _ in range(3):
+        batch = {k: [v[i] for i in wanted] for k, v in arrays.items()}
+        rows = yield Step(
+            _sql.INSERT_JOBS, {**batch, "b_queue": ctx.queue, "b_channel": ctx.channel}
+        )
+        if not rows:
+            (exists,) = yield Step(_sql.QUEUE_EXISTS, {"b_queue": ctx.queue})
+            if not exists[0]:
+                raise QueueNotFound(str(ctx.queue))
+        skipped: list[int] = []
+        it = iter(rows)
+        row = next(it, None)
+        for i in wanted:  # rows come back in input order; a skipped input has no row
+            if row is not None and row.dedupe_key == arrays["b_dedupe_key"][i]:
+                results[i] = message(row)
+                row = next(it, None)
+            else:
+                skipped.append(i)
+        if not skipped:
+            break
+        keys = [arrays["b_dedupe_key"][i] for i in skipped]
+        if on_duplicate == "raise":
+            if in_caller_tx and rows:
+                yield Step(_sql.DELETE_JOBS_BY_ID, {"b_ids": [r.id for r in rows]})
+            raise DuplicateJob(str(ctx.queue), keys)
+        live = yield Step(_sql.SELECT_BY_DEDUPE_KEYS, {"b_queue": ctx.queue, "b_dedupe_keys": keys})
+        by_key = {r.dedupe_key: message(r) for r in live}
+        wanted = []
+        for i in skipped:
+            found = by_key.get(arrays["b_dedupe_key"][i])
+            if found is None:
+                wanted.append(i)  # the live job finished meanwhile: insert ours after all
+            else:
+                results[i] = found
+        if not wanted:
+            break
+    return [results[i] for i in sorted(results)]
+
+
+def extend_visibility(ctx: Context, message_id: int, secs: float) -> Plan[bool]:
+    rows = yield Step(
+        _sql.SET_AVAILABLE_AT, {"b_id": message_id, "b_queue": ctx.queue, "b_seconds": secs}
+    )
+    return bool(rows)
+
+
+# --------------------------------------------------------------------------- workers
+def register(
+    ctx: Context, kind: str, queues: Sequence[str], hostname: str, port: int | None, pid: int
+) -> Plan[WorkerInfo]:
+    (row,) = yield Step(
+        _sql.REGISTER_WORKER,
+        {
+            "b_kind": kind,
+            "b_queues": ",".join(queues),
+            "b_hostname": hostname,
+            "b_port": port,
+            "b_pid": pid,
+        },
+    )
+    return worker_info(row)
+
+
+def heartbeat(ctx: Context, worker_id: int) -> Plan[WorkerInfo | None]:
+    rows = yield Step(_sql.HEARTBEAT, {"b_worker_id": worker_id})
+    return worker_info(rows[0]) if rows else None
+
+
+def set_status(ctx: Context, worker_id: int, status: str) -> Plan[WorkerInfo | None]:
+    rows = yield Step(_sql.SET_WORKER_STATUS, {"b_worker_id": worker_id, "b_status": status})
+    return worker_info(rows[0]) if rows else None
+
+
+def get_worker(ctx: Context, worker_id: int) -> Plan[WorkerInfo | None]:
+    rows = yield Step(_sql.SELECT_WORKER, {"b_worker_id": worker_id})
+    return worker_info(rows[0]) if rows else None
+
+
+def is_healthy(ctx: Context, worker_id: int, max_age: float) -> Plan[bool]:
+    rows = yield Step(_sql.WORKER_HEALTHY, {"b_worker_id": worker_id, "b_max_age": max_age})
+    return bool(rows and rows[0][0])
+
+
+# --------------------------------------------------------------------------- admin
+def create_queue(
+    ctx: Context,
+    name: str,
+    *,
+    exists_ok: bool,
+    max_attempts: int,
+    visibility_timeout: float,
+    retry_backoff: float,
+    retry_backoff_max: float,
+    archive: bool,
+) -> Plan[QueueInfo]:
+    rows = yield Step(
+        _sql.INSERT_QUEUE,
+        {
+            "b_queue": name,
+            "b_max_attempts": max_attempts,
+            "b_visibility_timeout": visibility_timeout,
+            "b_retry_backoff": retry_backoff,
+            "b_retry_backoff_max": retry_backoff_max,
+            "b_archive": archive,
+        },
+    )
+    if rows:
+        return queue_info(rows[0])
+    if not exists_ok:
+        raise QueueAlreadyExists(name)
+    return (yield from get_queue(ctx, name))
+
+
+def get_queue(ctx: Context, name: str) -> Plan[QueueInfo]:
+    rows = yield Step(_sql.SELECT_QUEUE, {"b_queue": name})
+    if not rows:
+        raise QueueNotFound(name)
+    return queue_info(rows[0])
+
+
+def list_queues(ctx: Context) -> Plan[list[QueueInfo]]:
+    rows = yield Step(_sql.SELECT_QUEUES, {})
+    return [queue_info(r) for r in rows]
+
+
+def purge_queue(ctx: Context, name: str) -> Plan[int]:
+    yield from get_queue(ctx, name)
+    rows = yield Step(_sql.PURGE_QUEUE, {"b_queue": name})
+    return len(rows)
+
+
+def delete_queue(ctx: Context, name: str) -> Plan[None]:
+    rows = yield Step(_sql.DELETE_QUEUE, {"b_queue": name})
+    if not rows:
+        raise QueueNotFound(name)
+
+
+def set_paused(ctx: Context, name: str, paused: bool) -> Plan[QueueInfo]:
+    rows = yield Step(_sql.SET_QUEUE_PAUSED, {"b_queue": name, "b_paused": paused})
+    if not rows:
+        raise QueueNotFound(name)
+    return queue_info(rows[0])
+
+
+def metrics(ctx: Context, name: str) -> Plan[QueueMetrics]:
+    yield from get_queue(ctx, name)
+    (row,) = yield Step(_sql.METRICS, {"b_queue": name})
+    fields: Any = row
+    return QueueMetrics(name, *fields)

@@ -1,0 +1,143 @@
+# DO NOT EDIT: generated from admin_async.py by tools/async_to_sync.py
+"""SyncAdmin: install the schema and manage queues (source of the generated SyncAdmin)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from . import _migrate, _ops
+from ._compat import connection_of, make_engine, run_sync
+from ._drive import Bind, check_bind, run
+from .types import QueueInfo, QueueMetrics
+
+
+class SyncAdmin:
+    """Schema installation and queue management.
+
+    >>> admin = SyncAdmin(engine)                  # doctest: +SKIP
+    >>> admin.install()                       # doctest: +SKIP
+    >>> q = admin.create_queue("emails")      # doctest: +SKIP
+    >>> admin.metrics("emails").ready       # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, engine: Engine | str | URL, *, schema: str = "public") -> None:
+        self._engine, self._owns_engine = make_engine(engine)
+        self._ctx = _ops.Context(_ops.check_schema_name(schema))
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this admin runs on."""
+        return self._engine
+
+    @property
+    def schema(self) -> str:
+        """The schema holding pgqueue's tables."""
+        return self._ctx.schema
+
+    def install(self, *, bind: Bind | None = None) -> None:
+        """Create or upgrade pgqueue's tables to the newest revision (idempotent).
+
+        Runs the packaged Alembic migrations with pgqueue's own version table, under an
+        advisory lock: concurrent installs serialise, and the second finds nothing to do.
+
+        >>> SyncAdmin(engine, schema="jobs").install()  # doctest: +SKIP
+        """
+        self._migrate(_migrate.upgrade, "heads", bind)
+
+    def uninstall(self, *, bind: Bind | None = None) -> None:
+        """Drop pgqueue's tables from the schema (every job and queue is lost).
+
+        >>> admin.uninstall()  # doctest: +SKIP
+        """
+        self._migrate(_migrate.downgrade, "base", bind)
+
+    def _migrate(self, fn: _migrate.MigrateFn, revision: str, bind: Bind | None) -> None:
+        if bind is not None:
+            conn = connection_of(check_bind(bind))
+            run_sync(conn, fn, self._ctx.schema, revision)
+            return
+        with self._engine.connect() as conn:
+            run_sync(conn, fn, self._ctx.schema, revision)
+            conn.commit()
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        exists_ok: bool = False,
+        max_attempts: int = 5,
+        visibility_timeout: float | timedelta = 30.0,
+        retry_backoff: float | timedelta = 1.0,
+        retry_backoff_max: float | timedelta = 3600.0,
+        archive: bool = False,
+        bind: Bind | None = None,
+    ) -> QueueInfo:
+        """Create a queue; raises QueueAlreadyExists unless ``exists_ok``.
+
+        ``max_attempts``: deliveries before a failing job is dead-lettered.
+        ``visibility_timeout``: how long a lease lasts unless extended. ``retry_backoff``
+        / ``retry_backoff_max``: base and cap of the exponential retry delay.
+        ``archive``: keep finished jobs in ``pgqueue_archive`` instead of deleting them.
+
+        >>> admin.create_queue("emails", max_attempts=10, archive=True)  # doctest: +SKIP
+        """
+        plan = _ops.create_queue(
+            self._ctx,
+            _ops.check_queue_name(name),
+            exists_ok=bool(exists_ok),
+            max_attempts=_ops.positive_int(max_attempts, "max_attempts", maximum=1_000_000),
+            visibility_timeout=_ops.positive_seconds(visibility_timeout, "visibility_timeout"),
+            retry_backoff=_ops.positive_seconds(retry_backoff, "retry_backoff"),
+            retry_backoff_max=_ops.positive_seconds(retry_backoff_max, "retry_backoff_max"),
+            archive=bool(archive),
+        )
+        return run(self._engine, bind, plan, self._ctx)
+
+    def get_queue(self, name: str, *, bind: Bind | None = None) -> QueueInfo:
+        """A queue's settings; raises QueueNotFound.
+
+        >>> admin.get_queue("emails").max_attempts  # doctest: +SKIP
+        5
+        """
+        plan = _ops.get_queue(self._ctx, _ops.check_queue_name(name))
+        return run(self._engine, bind, plan, self._ctx)
+
+    def list_queues(self, *, bind: Bind | None = None) -> list[QueueInfo]:
+        """Every queue, by name.
+
+        >>> [q.name for q in admin.list_queues()]  # doctest: +SKIP
+        ['emails', 'reports']
+        """
+        return run(self._engine, bind, _ops.list_queues(self._ctx), self._ctx)
+
+    def purge_queue(self, name: str, *, bind: Bind | None = None) -> int:
+        """Delete every job of a queue (ready, scheduled, running, dead); returns how many.
+
+        >>> admin.purge_queue("emails")  # doctest: +SKIP
+        42
+        """
+        plan = _ops.purge_queue(self._ctx, _ops.check_queue_name(name))
+        return run(self._engine, bind, plan, self._ctx)
+
+    def delete_queue(self, name: str, *, bind: Bind | None = None) -> None:
+        """Delete a queue with its jobs and archive; raises QueueNotFound.
+
+        >>> admin.delete_queue("emails")  # doctest: +SKIP
+        """
+        plan = _ops.delete_queue(self._ctx, _ops.check_queue_name(name))
+        run(self._engine, bind, plan, self._ctx)
+
+    def metrics(self, name: str, *, bind: Bind | None = None) -> QueueMetrics:
+        """Counts of ready, scheduled, running, dead and archived jobs, and the age of the
+        oldest ready job.
+
+        >>> m = admin.metrics("emails")  # doctest: +SKIP
+        >>> m.ready, m.running                  # doctest: +SKIP
+        (120, 8)
+        """
+        plan = _ops.metrics(self._ctx, _ops.check_queue_name(name))
+        return run(self._engine, bind, plan, self._ctx)

@@ -1,0 +1,121 @@
+"""Every error pgqueue raises on purpose derives from :class:`PgQueueError`.
+
+Input is validated before anything is written. Errors the database reports about
+pgqueue's own tables are translated by SQLSTATE and constraint name
+(:func:`translate`), so users catch these types rather than driver exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PgQueueError(Exception):
+    """Base class of every pgqueue error."""
+
+
+class InvalidArgument(PgQueueError, ValueError):
+    """An argument is out of range or of the wrong shape (nothing was written)."""
+
+
+class InvalidQueueName(InvalidArgument):
+    """A queue name is empty, too long or has characters outside ``[A-Za-z0-9_.:-]``."""
+
+
+class InvalidPayload(InvalidArgument):
+    """A payload or headers mapping cannot be serialised to JSON."""
+
+
+class InvalidDelay(InvalidArgument):
+    """A delay, ``run_at`` or timeout is negative, not finite, or absurdly far away."""
+
+
+class WrongBindType(PgQueueError, TypeError):
+    """``bind=`` is not a connection or session of this face (sync vs async)."""
+
+
+class QueueNotFound(PgQueueError, LookupError):
+    """The queue does not exist (create it with ``admin.create_queue``)."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"queue {queue!r} does not exist; create it with admin.create_queue()")
+        self.queue = queue
+
+
+class QueueAlreadyExists(PgQueueError):
+    """``create_queue`` was called for a name that exists (pass ``exists_ok=True``)."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"queue {queue!r} already exists (pass exists_ok=True to accept it)")
+        self.queue = queue
+
+
+class DuplicateJob(PgQueueError):
+    """A live job with the same ``dedupe_key`` exists (pass ``on_duplicate="skip"``)."""
+
+    def __init__(self, queue: str, dedupe_keys: list[str]) -> None:
+        shown = ", ".join(repr(k) for k in dedupe_keys[:5])
+        more = f" and {len(dedupe_keys) - 5} more" if len(dedupe_keys) > 5 else ""
+        super().__init__(
+            f"queue {queue!r} already has a live job with dedupe_key {shown}{more}; "
+            'nothing was enqueued (pass on_duplicate="skip" to enqueue the others)'
+        )
+        self.queue = queue
+        self.dedupe_keys = dedupe_keys
+
+
+class SchemaNotInstalled(PgQueueError):
+    """pgqueue's tables are missing from the schema in use."""
+
+    def __init__(self, schema: str) -> None:
+        super().__init__(
+            f"pgqueue's tables were not found in schema {schema!r}: "
+            "run `alembic upgrade head` or `pgqueue install` (or admin.install())"
+        )
+        self.schema = schema
+
+
+class NotRunning(PgQueueError):
+    """A producer, consumer or worker was suspended or shut down and refuses work."""
+
+
+class MessageNotFound(PgQueueError, LookupError):
+    """The message id does not exist in this queue (forged id or another queue's message)."""
+
+
+class LeaseLost(PgQueueError):
+    """Raised by ``ack(..., strict=True)`` style calls when the lease is no longer held."""
+
+
+_UNDEFINED_TABLE = "42P01"
+_UNDEFINED_SCHEMA = "3F000"
+_UNIQUE_VIOLATION = "23505"
+_FOREIGN_KEY_VIOLATION = "23503"
+
+
+def _diag(exc: BaseException) -> tuple[str | None, str | None]:
+    """(sqlstate, constraint name) from a SQLAlchemy DBAPIError of any driver."""
+    orig: Any = getattr(exc, "orig", exc)
+    candidates = [orig, getattr(orig, "__cause__", None)]
+    sqlstate: str | None = None
+    constraint: str | None = None
+    for c in candidates:
+        if c is None:
+            continue
+        sqlstate = sqlstate or getattr(c, "sqlstate", None) or getattr(c, "pgcode", None)
+        diag = getattr(c, "diag", None)  # psycopg
+        constraint = constraint or getattr(diag, "constraint_name", None)
+        constraint = constraint or getattr(c, "constraint_name", None)  # asyncpg
+    return sqlstate, constraint
+
+
+def translate(exc: BaseException, *, schema: str, queue: str | None = None) -> BaseException:
+    """Map a database error about pgqueue's tables to a pgqueue error (or return it as is)."""
+    sqlstate, constraint = _diag(exc)
+    if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_SCHEMA) and "pgqueue_" in str(exc):
+        return SchemaNotInstalled(schema)
+    if sqlstate == _FOREIGN_KEY_VIOLATION and constraint == "fk_pgqueue_jobs_queue_pgqueue_queues":
+        return QueueNotFound(queue or "?")
+    if sqlstate == _UNIQUE_VIOLATION and constraint == "uq_pgqueue_queues_name":
+        return QueueAlreadyExists(queue or "?")
+    return exc

@@ -1,0 +1,165 @@
+"""AsyncProducer: enqueue jobs from asyncio code (source of the generated SyncProducer)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _ops
+from ._drive import AsyncBind, acheck_bind, arun
+from ._identity_async import AsyncIdentity
+from .errors import InvalidArgument, InvalidDelay
+from .types import JSON, JobSpec, Message
+
+
+class AsyncProducer(AsyncIdentity):
+    """Puts jobs on one queue.
+
+    >>> engine = create_async_engine("postgresql+asyncpg://localhost/app")  # doctest: +SKIP
+    >>> producer = AsyncProducer(engine, "emails", hostname="web-1", port=8000)  # doctest: +SKIP
+    >>> m = await producer.enqueue({"to": "a@example.org"}, priority=5)  # doctest: +SKIP
+    >>> m.status                                                          # doctest: +SKIP
+    'queued'
+
+    Every method takes ``bind=`` (an ``AsyncConnection`` or ``AsyncSession``): the job
+    is then written inside the caller's transaction and exists if and only if that
+    transaction commits.
+    """
+
+    _kind = "producer"
+
+    def __init__(
+        self,
+        engine: AsyncEngine | str | URL,
+        queue: str,
+        *,
+        schema: str = "public",
+        hostname: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
+        self._queue = queue
+
+    @property
+    def queue(self) -> str:
+        """The queue this producer writes to."""
+        return self._queue
+
+    async def enqueue(
+        self,
+        payload: JSON,
+        *,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        dedupe_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        entrypoint: str | None = None,
+        max_attempts: int | None = None,
+        on_duplicate: _ops.OnDuplicate = "raise",
+        bind: AsyncBind | None = None,
+    ) -> Message:
+        """Enqueue one job and return it.
+
+        ``priority``: higher runs first (-32768..32767). ``delay`` (seconds or timedelta)
+        or ``run_at`` (aware datetime): when it becomes available, by the database
+        clock. ``dedupe_key``: at most one live job per key in this queue; a duplicate
+        raises :class:`~pgqueue.errors.DuplicateJob`, or with ``on_duplicate="skip"``
+        the live job is returned instead. ``entrypoint`` defaults to the queue name;
+        ``max_attempts`` defaults to the queue's.
+
+        >>> async with AsyncSession(engine) as s, s.begin():   # doctest: +SKIP
+        ...     s.add(Order(id=1))
+        ...     await producer.enqueue({"order": 1}, bind=s)   # commits with the order
+        """
+        defaults = _ops.JobDefaults(
+            priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts
+        )
+        (message,) = await self._insert([payload], defaults, on_duplicate, bind)
+        return message
+
+    async def batch_enqueue(
+        self,
+        payloads: Sequence[JSON | JobSpec],
+        *,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        headers: Mapping[str, Any] | None = None,
+        entrypoint: str | None = None,
+        max_attempts: int | None = None,
+        on_duplicate: _ops.OnDuplicate = "raise",
+        bind: AsyncBind | None = None,
+    ) -> list[Message]:
+        """Enqueue many jobs in one statement; returns their Messages in input order.
+
+        Keyword options apply to every job; wrap a payload in
+        :class:`~pgqueue.types.JobSpec` to give it options of its own. The batch is all
+        or nothing: invalid input or a duplicate (with ``on_duplicate="raise"``) enqueues
+        none of it.
+
+        >>> jobs = [{"n": 1}, JobSpec({"n": 2}, priority=9)]  # doctest: +SKIP
+        >>> await producer.batch_enqueue(jobs)               # doctest: +SKIP
+        """
+        if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Sequence):
+            raise InvalidArgument("batch_enqueue takes a list of payloads or JobSpecs")
+        defaults = _ops.JobDefaults(
+            priority, delay, run_at, None, headers, entrypoint, max_attempts
+        )
+        return await self._insert(payloads, defaults, on_duplicate, bind)
+
+    async def enqueue_delayed(
+        self,
+        payload: JSON,
+        delay_seconds: float | timedelta,
+        *,
+        bind: AsyncBind | None = None,
+        **options: Any,
+    ) -> Message:
+        """Enqueue a job that becomes visible ``delay_seconds`` from now (database clock).
+
+        >>> await producer.enqueue_delayed({"reminder": "x"}, 300)  # doctest: +SKIP
+        """
+        if _ops.seconds(delay_seconds, "delay_seconds") is None:
+            raise InvalidDelay("delay_seconds is required")
+        return await self.enqueue(payload, delay=delay_seconds, bind=bind, **options)
+
+    async def extend_visibility(
+        self, message_id: int, seconds: float | timedelta, *, bind: AsyncBind | None = None
+    ) -> bool:
+        """Make a live job invisible until ``seconds`` from now; False if there is none.
+
+        >>> await producer.extend_visibility(m.id, 30)  # doctest: +SKIP
+        True
+        """
+        secs = _ops.seconds(seconds, "seconds")
+        assert secs is not None
+        message_id = _ops.positive_int(message_id, "message_id", maximum=2**63 - 1)
+        plan = _ops.extend_visibility(self._ctx, message_id, secs)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def _insert(
+        self,
+        items: Sequence[Any],
+        defaults: _ops.JobDefaults,
+        on_duplicate: _ops.OnDuplicate,
+        bind: AsyncBind | None,
+    ) -> list[Message]:
+        self._check_running()
+        if bind is not None:
+            acheck_bind(bind)
+        if on_duplicate not in ("raise", "skip"):
+            raise InvalidArgument('on_duplicate must be "raise" or "skip"')
+        arrays = _ops.job_arrays(self._queue, items, defaults)
+        if not items:
+            return []
+        if self._worker_id is None:
+            await self.register()
+        plan = _ops.enqueue(
+            self._ctx, arrays, on_duplicate=on_duplicate, in_caller_tx=bind is not None
+        )
+        return await arun(self._engine, bind, plan, self._ctx)

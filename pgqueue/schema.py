@@ -1,0 +1,195 @@
+"""pgqueue's tables, declared once on their own ``MetaData``.
+
+The tables carry no schema name: every statement is executed with
+``schema_translate_map={None: schema}`` (see :func:`translate_map`), so one compiled
+form serves any schema a user installs pgqueue into. The migrations under
+``pgqueue/migrations`` create exactly these tables; a test checks that
+``compare_metadata`` finds no difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: The MetaData that owns pgqueue's tables (never the host application's).
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: Job states kept in the hot table. Finished jobs leave it (deleted or archived).
+QUEUED, RUNNING, DEAD = "queued", "running", "dead"
+
+#: Names of every table pgqueue owns, for the Alembic autogenerate filter.
+TABLE_NAMES = frozenset(
+    {
+        "pgqueue_queues",
+        "pgqueue_jobs",
+        "pgqueue_archive",
+        "pgqueue_workers",
+        "pgqueue_alembic_version",
+    }
+)
+
+_now = func.now()
+
+queues = Table(
+    "pgqueue_queues",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("max_attempts", Integer, nullable=False, server_default=text("5")),
+    Column("visibility_timeout", Double, nullable=False, server_default=text("30")),
+    Column("retry_backoff", Double, nullable=False, server_default=text("1")),
+    Column("retry_backoff_max", Double, nullable=False, server_default=text("3600")),
+    Column("archive", Boolean, nullable=False, server_default=text("false")),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    CheckConstraint("max_attempts >= 1", name="max_attempts"),
+    CheckConstraint("visibility_timeout > 0", name="visibility_timeout"),
+)
+
+jobs = Table(
+    "pgqueue_jobs",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column(
+        "queue",
+        Text,
+        ForeignKey("pgqueue_queues.name", ondelete="CASCADE", onupdate="CASCADE"),
+        nullable=False,
+    ),
+    Column("entrypoint", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB, nullable=True),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("status", Text, nullable=False, server_default=text("'queued'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=True),
+    Column("dedupe_key", Text, nullable=True),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # When the job may next be leased: the scheduled time while queued, the lease
+    # expiry while running (so an expired lease is eligible again with no reaper).
+    Column("available_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("lease", Uuid, nullable=True),
+    Column("locked_by", Text, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # One {"attempt", "at", "error"} object per failed attempt, oldest first.
+    Column("errors", JSONB, nullable=True),
+    CheckConstraint("status IN ('queued', 'running', 'dead')", name="status"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
+    CheckConstraint("priority BETWEEN -32768 AND 32767", name="priority"),
+    # Matches the dequeue order exactly: queue, then priority DESC, then FIFO by id.
+    Index(
+        "ix_pgqueue_jobs_dequeue",
+        "queue",
+        text("priority DESC"),
+        "id",
+        postgresql_where=text("status IN ('queued', 'running')"),
+    ),
+    # Dedupe while a job is alive; a dead job no longer blocks a fresh one.
+    Index(
+        "uq_pgqueue_jobs_dedupe",
+        "queue",
+        "dedupe_key",
+        unique=True,
+        postgresql_where=text("dedupe_key IS NOT NULL AND status <> 'dead'"),
+    ),
+    Index("ix_pgqueue_jobs_dead", "queue", "id", postgresql_where=text("status = 'dead'")),
+)
+
+archive = Table(
+    "pgqueue_archive",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("queue", Text, nullable=False),
+    Column("entrypoint", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB, nullable=True),
+    Column("priority", SmallInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=True),
+    Column("dedupe_key", Text, nullable=True),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("outcome", Text, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("errors", JSONB, nullable=True),
+    CheckConstraint("outcome IN ('completed', 'archived', 'deleted')", name="outcome"),
+    Index("ix_pgqueue_archive_queue_finished_at", "queue", "finished_at"),
+)
+
+workers = Table(
+    "pgqueue_workers",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("queues", Text, nullable=True),
+    Column("hostname", Text, nullable=False),
+    Column("port", Integer, nullable=True),
+    Column("pid", Integer, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'ready'")),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    CheckConstraint("kind IN ('producer', 'consumer', 'worker')", name="kind"),
+    CheckConstraint("status IN ('ready', 'suspended', 'stopped')", name="status"),
+    Index("ix_pgqueue_workers_heartbeat_at", "heartbeat_at"),
+)
+
+#: Storage settings of the hot table, applied by the migration: updates (lease, retry)
+#: stay on the same page (HOT), and autovacuum keeps up with a table that churns.
+JOBS_STORAGE: dict[str, Any] = {
+    "fillfactor": 70,
+    "autovacuum_vacuum_scale_factor": 0.01,
+    "autovacuum_vacuum_threshold": 1000,
+    "autovacuum_analyze_scale_factor": 0.02,
+    "autovacuum_vacuum_cost_delay": 0,
+}
+
+
+def translate_map(schema: str) -> dict[str | None, str]:
+    """The ``schema_translate_map`` that points pgqueue's tables at ``schema``."""
+    return {None: schema}
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Alembic ``include_name`` hook for a host app's ``env.py``.
+
+    A host application that autogenerates its own migrations passes this so that
+    Alembic neither proposes dropping pgqueue's tables nor touches their indexes::
+
+        from pgqueue.schema import include_name
+        context.configure(..., include_name=include_name)
+    """
+    if type_ == "table":
+        return name not in TABLE_NAMES
+    if type_ in ("index", "unique_constraint", "foreign_key_constraint", "column"):
+        return parent_names.get("table_name") not in TABLE_NAMES
+    return True

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Generate the sync faces (and sync tests) from their async sources.
+
+Each ``*_async.py`` listed in ``SOURCES`` is rewritten line by line with the ordered
+regex ``RULES`` below, formatted with ruff, stamped "DO NOT EDIT" and written next to
+it without the ``_async`` suffix.
+
+    python tools/async_to_sync.py           # regenerate
+    python tools/async_to_sync.py --check   # CI: fail on a stale file or an unused rule
+
+Whatever cannot be expressed as a rename belongs in ``pgqueue/_acompat.py`` /
+``pgqueue/_compat.py``, never here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Async sources; each generates the same path without ``_async``.
+SOURCES = [
+    "pgqueue/_identity_async.py",
+    "pgqueue/producer_async.py",
+    "pgqueue/admin_async.py",
+    "pgqueue/consumer_async.py",
+    "tests/test_producer_async.py",
+    "tests/test_admin_async.py",
+    "tests/test_consumer_async.py",
+]
+
+#: Ordered (pattern, replacement) pairs, applied to every line.
+RULES: list[tuple[str, str]] = [
+    (r"^from sqlalchemy\.ext\.asyncio import AsyncEngine$", "from sqlalchemy import Engine"),
+    (
+        r"^from sqlalchemy\.ext\.asyncio import AsyncEngine, create_async_engine$",
+        "from sqlalchemy import Engine, create_engine",
+    ),
+    (r"\bAsyncEngine\b", "Engine"),
+    (r"\bAsyncConnection\b", "Connection"),
+    (r"\bAsyncSession\b", "Session"),
+    (r"\bAsyncIterator\b", "Iterator"),
+    (r"\bAsyncBind\b", "Bind"),
+    (r"\bcreate_async_engine\b", "create_engine"),
+    (r"\bacheck_bind\b", "check_bind"),
+    (r"\barun\b", "run"),
+    (r"\b_acompat\b", "_compat"),
+    (r"\b(_identity|producer|admin|consumer|worker)_async\b", r"\1"),
+    (r"\bAsync(Identity|Producer|Consumer|Admin|Worker)\b", r"Sync\1"),
+    (r"\basync_db\b", "sync_db"),
+    (r"\basync_face\b", "sync_face"),
+    (r"\basynccontextmanager\b", "contextmanager"),
+    (r"\b__aiter__\b", "__iter__"),
+    (r"\b__anext__\b", "__next__"),
+    (r"\bStopAsyncIteration\b", "StopIteration"),
+    (r"\basync (def|with|for) ", r"\1 "),
+    (r"\(await ([^()]*(?:\([^()]*\))?)\)", r"\1"),
+    (r"\bawait ", ""),
+]
+
+STAMP = "# DO NOT EDIT: generated from {src} by tools/async_to_sync.py\n"
+
+
+def convert(text: str, hits: list[int]) -> str:
+    compiled = [re.compile(p) for p, _ in RULES]
+    out = []
+    for line in text.splitlines(keepends=True):
+        for i, (pattern, (_, repl)) in enumerate(zip(compiled, RULES, strict=True)):
+            line, n = pattern.subn(repl, line)
+            hits[i] += n
+        out.append(line)
+    return "".join(out)
+
+
+def ruff_format(text: str, path: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"ruff format failed on generated {path}:\n{done.stderr}")
+    return done.stdout
+
+
+def generate(src: Path, hits: list[int]) -> tuple[Path, str]:
+    dst = src.with_name(src.name.replace("_async.py", ".py"))
+    body = convert(src.read_text(), hits)
+    return dst, ruff_format(STAMP.format(src=src.name) + body, dst)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="fail if any file is stale")
+    args = parser.parse_args(argv)
+    hits = [0] * len(RULES)
+    stale: list[str] = []
+    for name in SOURCES:
+        src = ROOT / name
+        if not src.exists():
+            print(f"missing source: {name}", file=sys.stderr)
+            return 1
+        dst, text = generate(src, hits)
+        current = dst.read_text() if dst.exists() else None
+        if current != text:
+            stale.append(str(dst.relative_to(ROOT)))
+            if not args.check:
+                dst.write_text(text)
+    unused = [p for (p, _), n in zip(RULES, hits, strict=True) if n == 0]
+    if unused:
+        print("rules that never fired (remove them):", *unused, sep="\n  ", file=sys.stderr)
+    if args.check and stale:
+        print("stale generated files (run tools/async_to_sync.py):", *stale, sep="\n  ")
+    elif stale:
+        print("regenerated:", *stale, sep="\n  ")
+    return 1 if unused or (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
