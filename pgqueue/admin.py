@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Engine
 from sqlalchemy.engine import URL
+from sqlalchemy import Engine
 
 from . import _migrate, _ops
 from ._compat import connection_of, make_engine, run_sync

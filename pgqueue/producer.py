@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.engine import URL
+from sqlalchemy import Engine
 
 from . import _ops
 from ._drive import Bind, check_bind, run

@@ -27,10 +27,8 @@ SOURCES = [
     "pgqueue/_identity_async.py",
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
-    "pgqueue/consumer_async.py",
     "tests/test_producer_async.py",
     "tests/test_admin_async.py",
-    "tests/test_consumer_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.
@@ -50,7 +48,7 @@ RULES: list[tuple[str, str]] = [
     (r"\barun\b", "run"),
     (r"\b_acompat\b", "_compat"),
     (r"\b(_identity|producer|admin|consumer|worker)_async\b", r"\1"),
-    (r"\bAsync(Identity|Producer|Consumer|Admin|Worker)\b", r"Sync\1"),
+    (r"\bAsync(Identity|Producer|Consumer|Admin|Worker|DB)\b", r"Sync\1"),
     (r"\basync_db\b", "sync_db"),
     (r"\basync_face\b", "sync_face"),
     (r"\basynccontextmanager\b", "contextmanager"),
