@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from ._listen.aio import Listener
 from ._urls import async_url
 from .errors import WrongBindType
 
@@ -32,6 +33,18 @@ def make_engine(engine: AsyncEngine | str | URL) -> tuple[AsyncEngine, bool]:
         f"the async face needs an AsyncEngine or a URL, not {type(engine).__name__} "
         "(use the Sync* classes with a sync Engine)"
     )
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` up to ``timeout`` seconds; whether it was set."""
+    if timeout is None:
+        await event.wait()
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return event.is_set()
+    return True
 
 
 async def dispose(engine: AsyncEngine) -> None:
@@ -54,4 +67,14 @@ async def run_sync(conn: AsyncConnection, fn: Callable[..., T], *args: Any) -> T
     return await conn.run_sync(fn, *args)
 
 
-__all__ = ["Event", "Lock", "connection_of", "dispose", "make_engine", "run_sync", "sleep"]
+__all__ = [
+    "Event",
+    "Listener",
+    "Lock",
+    "connection_of",
+    "dispose",
+    "make_engine",
+    "run_sync",
+    "sleep",
+    "wait_event",
+]

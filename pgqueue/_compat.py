@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
+from ._listen.sync import Listener
 from ._urls import sync_url
 from .errors import WrongBindType
 
@@ -35,6 +36,11 @@ def make_engine(engine: Engine | str | URL) -> tuple[Engine, bool]:
     )
 
 
+def wait_event(event: threading.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` up to ``timeout`` seconds; whether it was set."""
+    return event.wait(timeout)
+
+
 def dispose(engine: Engine) -> None:
     engine.dispose()
 
@@ -55,4 +61,14 @@ def run_sync(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
     return fn(conn, *args)
 
 
-__all__ = ["Event", "Lock", "connection_of", "dispose", "make_engine", "run_sync", "sleep"]
+__all__ = [
+    "Event",
+    "Listener",
+    "Lock",
+    "connection_of",
+    "dispose",
+    "make_engine",
+    "run_sync",
+    "sleep",
+    "wait_event",
+]

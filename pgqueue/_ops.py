@@ -30,7 +30,7 @@ from .errors import (
     QueueAlreadyExists,
     QueueNotFound,
 )
-from .schema import translate_map
+from .schema import RUNNING, translate_map
 from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
 
 T = TypeVar("T")
@@ -227,7 +227,7 @@ def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[
 # --------------------------------------------------------------------------- results
 # Rows are selected in the dataclasses' field order (see _sql.MESSAGE_COLUMNS).
 def message(row: Row[Any]) -> Message:
-    fields: Any = row[:15]
+    fields: Any = row[:16]
     return Message(*fields)
 
 
@@ -397,10 +397,12 @@ def delete_queue(ctx: Context, name: str) -> Plan[None]:
 
 
 def set_paused(ctx: Context, name: str, paused: bool) -> Plan[QueueInfo]:
-    rows = yield Step(_sql.SET_QUEUE_PAUSED, {"b_queue": name, "b_paused": paused})
+    params = {"b_queue": name, "b_paused": paused, "b_channel": channel_name(ctx.schema, name)}
+    rows = yield Step(_sql.SET_QUEUE_PAUSED, params)
     if not rows:
         raise QueueNotFound(name)
-    return queue_info(rows[0])
+    fields: Any = rows[0][:-1]  # without the notify column
+    return QueueInfo(*fields)
 
 
 def metrics(ctx: Context, name: str) -> Plan[QueueMetrics]:
@@ -408,3 +410,128 @@ def metrics(ctx: Context, name: str) -> Plan[QueueMetrics]:
     (row,) = yield Step(_sql.METRICS, {"b_queue": name})
     fields: Any = row
     return QueueMetrics(name, *fields)
+
+
+# --------------------------------------------------------------------------- consumer
+MAX_BATCH = 10_000
+#: FINISH modes: delete only, archive if the queue keeps an archive, always archive.
+DELETE, ACK, ARCHIVE = 0, 1, 2
+
+
+def batch_size(value: object) -> int:
+    return positive_int(value, "batch_size", maximum=MAX_BATCH)
+
+
+def leased(ctx: Context, messages: Iterable[object]) -> list[Message]:
+    """Check that each message is a leased Message of this consumer's queue."""
+    out = []
+    for m in messages:
+        if not isinstance(m, Message):
+            raise InvalidArgument(f"expected a Message from dequeue(), got {type(m).__name__}")
+        if m.queue != ctx.queue:
+            raise InvalidArgument(
+                f"message {m.id} belongs to queue {m.queue!r}, not {ctx.queue!r}: "
+                "settle it with a consumer of its own queue"
+            )
+        if m.lease is None or isinstance(m.id, bool) or not isinstance(m.id, int) or m.id < 1:
+            raise InvalidArgument(f"message {m.id!r} is not a leased message from dequeue()")
+        out.append(m)
+    return out
+
+
+def _lease_params(
+    ctx: Context, messages: Sequence[Message], errors: Sequence[str | None]
+) -> dict[str, Any]:
+    return {
+        "b_queue": ctx.queue,
+        "b_ids": [m.id for m in messages],
+        "b_leases": [m.lease for m in messages],
+        "b_errors": list(errors),
+    }
+
+
+def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
+    done = {r[0] for r in rows}
+    return [m.id in done for m in messages]
+
+
+def dequeue(
+    ctx: Context, consumer: str, limit: int, visibility_timeout: float | None
+) -> Plan[list[Message]]:
+    rows = yield Step(
+        _sql.DEQUEUE,
+        {
+            "b_queue": ctx.queue,
+            "b_limit": limit,
+            "b_consumer": consumer,
+            "b_visibility_timeout": visibility_timeout,
+        },
+    )
+    # Rows come back in no particular order; hand them out in the dequeue order. Jobs
+    # dead-lettered on the way (lease expired on their last attempt) are not handed out.
+    leased_now = [message(r) for r in rows if r.status == RUNNING]
+    leased_now.sort(key=lambda m: (-m.priority, m.id))
+    return leased_now
+
+
+def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Plan[list[bool]]:
+    if not messages:
+        return []
+    params = _lease_params(ctx, messages, [None] * len(messages))
+    rows = yield Step(_sql.FINISH, {**params, "b_mode": mode})
+    return _hits(messages, rows)
+
+
+def nack(
+    ctx: Context, messages: Sequence[Message], errors: Sequence[str | None], delay: float | None
+) -> Plan[list[bool]]:
+    if not messages:
+        return []
+    params = _lease_params(ctx, messages, errors)
+    rows = yield Step(_sql.NACK, {**params, "b_delay": delay, "b_channel": ctx.channel})
+    return _hits(messages, rows)
+
+
+def release(ctx: Context, messages: Sequence[Message]) -> Plan[list[bool]]:
+    if not messages:
+        return []
+    params = _lease_params(ctx, messages, [None] * len(messages))
+    rows = yield Step(_sql.RELEASE, {**params, "b_channel": ctx.channel})
+    return _hits(messages, rows)
+
+
+def extend(ctx: Context, messages: Sequence[Message], secs: float) -> Plan[list[bool]]:
+    params = _lease_params(ctx, messages, [None] * len(messages))
+    rows = yield Step(_sql.EXTEND_LEASE, {**params, "b_seconds": secs})
+    return _hits(messages, rows)
+
+
+def next_available(ctx: Context) -> Plan[float | None]:
+    """Seconds until this queue may have work (0: now; None: nothing pending)."""
+    rows = yield Step(_sql.NEXT_AVAILABLE_AT, {"b_queue": ctx.queue})
+    row: Any = rows[0]
+    next_at, now = row[0], row[1]
+    if next_at is None:
+        return None
+    return max(0.0, float((next_at - now).total_seconds()))
+
+
+def error_text(error: BaseException | str | None) -> str | None:
+    """What is stored as a job's last error: the exception's type and message."""
+    if error is None or isinstance(error, str):
+        return None if error is None else error[:10_000]
+    return f"{type(error).__name__}: {error}"[:10_000]
+
+
+# --------------------------------------------------------------------------- dead letters
+def list_dead(ctx: Context, name: str, limit: int, after_id: int) -> Plan[list[Message]]:
+    yield from get_queue(ctx, name)
+    rows = yield Step(_sql.LIST_DEAD, {"b_queue": name, "b_limit": limit, "b_after_id": after_id})
+    return [message(r) for r in rows]
+
+
+def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Plan[int]:
+    yield from get_queue(ctx, name)
+    params = {"b_queue": name, "b_ids": ids, "b_channel": channel_name(ctx.schema, name)}
+    rows = yield Step(_sql.REQUEUE_DEAD, params)
+    return len(rows)

@@ -17,22 +17,26 @@ from sqlalchemy import (
     Integer,
     Interval,
     Text,
+    Uuid,
     and_,
     bindparam,
+    case,
     cast,
     column,
     delete,
     exists,
     func,
     literal_column,
+    or_,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.types import DateTime
 
-from .schema import DEAD, QUEUED, RUNNING, archive, jobs, queues, workers
+from .schema import DEAD, QUEUED, RUNNING, SCHEDULED, archive, jobs, queues, workers
 
 _TS = DateTime(timezone=True)
 
@@ -51,8 +55,10 @@ def _const(value: str) -> ColumnElement[str]:
     return literal_column(f"'{value}'", Text)
 
 
-_QUEUED, _RUNNING, _DEAD = _const(QUEUED), _const(RUNNING), _const(DEAD)
-_LIVE = jobs.c.status.in_([_QUEUED, _RUNNING])
+_QUEUED, _SCHEDULED = _const(QUEUED), _const(SCHEDULED)
+_RUNNING, _DEAD = _const(RUNNING), _const(DEAD)
+_LIVE = jobs.c.status.in_([_QUEUED, _SCHEDULED, _RUNNING])
+_WAITING = jobs.c.status.in_([_SCHEDULED, _RUNNING])  # the predicate of ix_pgqueue_jobs_waiting
 
 
 #: Columns that make a :class:`~pgqueue.types.Message`, in its field order.
@@ -72,6 +78,7 @@ MESSAGE_COLUMNS = (
     jobs.c.lease,
     jobs.c.locked_by,
     jobs.c.last_error,
+    jobs.c.errors,
 )
 
 # --------------------------------------------------------------------------- enqueue
@@ -124,6 +131,7 @@ INSERT_JOBS = (
             jobs.c.max_attempts,
             jobs.c.dedupe_key,
             jobs.c.available_at,
+            jobs.c.status,
         ],
         select(
             queues.c.name,
@@ -134,6 +142,7 @@ INSERT_JOBS = (
             _batch.c.max_attempts,
             _batch.c.dedupe_key,
             _available_at,
+            case((_available_at > func.now(), _SCHEDULED), else_=_QUEUED),
         )
         .select_from(queues)
         .join(_batch, true())
@@ -171,8 +180,218 @@ SET_AVAILABLE_AT = (
         jobs.c.queue == bindparam("b_queue"),
         _LIVE,
     )
-    .values(available_at=func.statement_timestamp() + _seconds(bindparam("b_seconds", Double)))
+    .values(
+        available_at=func.statement_timestamp() + _seconds(bindparam("b_seconds", Double)),
+        status=case((jobs.c.status == _RUNNING, _RUNNING), else_=_SCHEDULED),
+    )
     .returning(jobs.c.id)
+)
+
+# --------------------------------------------------------------------------- consumer
+_stmt_now = func.statement_timestamp()
+_q = (
+    select(queues.c.name, queues.c.max_attempts, queues.c.visibility_timeout)
+    .where(queues.c.name == bindparam("b_queue"), queues.c.paused.is_(False))
+    .cte("q")
+)
+_limit = bindparam("b_limit", type_=Integer)
+# Two candidate sets, each read in its own index's order and locked with SKIP LOCKED:
+# ready jobs (ix_pgqueue_jobs_ready: priority DESC, id) and jobs whose time has come
+# (ix_pgqueue_jobs_waiting: due scheduled jobs and expired leases). Neither scans rows
+# that are not eligible, however many scheduled or running jobs there are.
+_ready_c = (
+    select(jobs.c.id, jobs.c.priority)
+    .where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED)
+    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .limit(_limit)
+    .with_for_update(skip_locked=True)
+    .cte("ready")
+)
+_due_c = (
+    select(jobs.c.id, jobs.c.priority)
+    .where(jobs.c.queue == bindparam("b_queue"), _WAITING, jobs.c.available_at <= _stmt_now)
+    .order_by(jobs.c.available_at)
+    .limit(_limit)
+    .with_for_update(skip_locked=True)
+    .cte("due")
+)
+_both = union_all(
+    select(_ready_c.c.id, _ready_c.c.priority), select(_due_c.c.id, _due_c.c.priority)
+).subquery("both")
+_picked = (
+    select(_both.c.id)
+    .where(exists(select(_q.c.name)))
+    .order_by(_both.c.priority.desc(), _both.c.id)
+    .limit(_limit)
+    .cte("picked")
+)
+# A running job whose lease expired after its last allowed attempt (its worker died
+# every time: a poison job) is dead-lettered instead of being run again.
+_exhausted = and_(
+    jobs.c.status == _RUNNING,
+    jobs.c.attempts >= func.coalesce(jobs.c.max_attempts, _q.c.max_attempts),
+)
+_vt = func.coalesce(bindparam("b_visibility_timeout", type_=Double), _q.c.visibility_timeout)
+DEQUEUE = (
+    update(jobs)
+    .where(jobs.c.id == _picked.c.id, _q.c.name == jobs.c.queue)
+    .values(
+        status=case((_exhausted, _DEAD), else_=_RUNNING),
+        attempts=case((_exhausted, jobs.c.attempts), else_=jobs.c.attempts + 1),
+        lease=case((_exhausted, None), else_=func.gen_random_uuid()),
+        locked_by=case((_exhausted, None), else_=bindparam("b_consumer", type_=Text)),
+        available_at=case((_exhausted, jobs.c.available_at), else_=_stmt_now + _seconds(_vt)),
+        last_error=case(
+            (_exhausted, literal_column("'lease expired on its last attempt (worker lost)'")),
+            else_=jobs.c.last_error,
+        ),
+    )
+    .returning(*MESSAGE_COLUMNS)
+)
+
+_leased = (
+    func.unnest(
+        bindparam("b_ids", type_=ARRAY(BigInteger)),
+        bindparam("b_leases", type_=ARRAY(Uuid)),
+        bindparam("b_errors", type_=ARRAY(Text)),
+    )
+    .table_valued(column("id", BigInteger), column("lease", Uuid), column("error", Text))
+    .render_derived(name="m")
+)
+_holds_lease = and_(
+    jobs.c.id == _leased.c.id,
+    jobs.c.lease == _leased.c.lease,
+    jobs.c.status == _RUNNING,
+    jobs.c.queue == bindparam("b_queue"),
+)
+
+# Finishing: delete from the hot table and, per b_mode, copy into the archive in the
+# same statement. b_mode: 0 never archive (delete), 1 if the queue archives (ack),
+# 2 always (archive).
+_finished = delete(jobs).where(_holds_lease).returning(*jobs.c).cte("finished")
+_mode = bindparam("b_mode", type_=Integer)
+_archived = (
+    insert(archive)
+    .from_select(
+        [
+            archive.c.id,
+            archive.c.queue,
+            archive.c.entrypoint,
+            archive.c.payload,
+            archive.c.headers,
+            archive.c.priority,
+            archive.c.attempts,
+            archive.c.max_attempts,
+            archive.c.dedupe_key,
+            archive.c.enqueued_at,
+            archive.c.outcome,
+            archive.c.last_error,
+            archive.c.errors,
+        ],
+        select(
+            _finished.c.id,
+            _finished.c.queue,
+            _finished.c.entrypoint,
+            _finished.c.payload,
+            _finished.c.headers,
+            _finished.c.priority,
+            _finished.c.attempts,
+            _finished.c.max_attempts,
+            _finished.c.dedupe_key,
+            _finished.c.enqueued_at,
+            case((_mode == 2, literal_column("'archived'")), else_=literal_column("'completed'")),
+            _finished.c.last_error,
+            _finished.c.errors,
+        ).where(
+            or_(
+                _mode == 2,
+                and_(
+                    _mode == 1,
+                    select(queues.c.archive)
+                    .where(queues.c.name == _finished.c.queue)
+                    .scalar_subquery(),
+                ),
+            )
+        ),
+    )
+    .returning(archive.c.id)
+    .cte("archived")
+)
+FINISH = select(_finished.c.id).add_cte(_archived)
+
+# Retrying: back to scheduled after an exponential backoff with jitter (or b_delay),
+# or dead-lettered once the attempts are spent. Each failure is appended to errors.
+_max_attempts = func.coalesce(jobs.c.max_attempts, queues.c.max_attempts)
+_spent = jobs.c.attempts >= _max_attempts
+_backoff = func.least(
+    queues.c.retry_backoff * func.power(2.0, func.least(jobs.c.attempts - 1, 60)),
+    queues.c.retry_backoff_max,
+) * (0.5 + func.random() * 0.5)
+_delay = func.coalesce(bindparam("b_delay", type_=Double), _backoff)
+NACK = (
+    update(jobs)
+    .where(_holds_lease, queues.c.name == jobs.c.queue)
+    .values(
+        status=case((_spent, _DEAD), else_=_SCHEDULED),
+        available_at=case((_spent, func.now()), else_=func.now() + _seconds(_delay)),
+        lease=None,
+        locked_by=None,
+        last_error=_leased.c.error,
+        errors=func.coalesce(jobs.c.errors, cast(literal_column("'[]'"), JSONB))
+        + func.jsonb_build_array(
+            func.jsonb_build_object(
+                literal_column("'attempt'"),
+                jobs.c.attempts,
+                literal_column("'at'"),
+                func.now(),
+                literal_column("'error'"),
+                _leased.c.error,
+            )
+        ),
+    )
+    .returning(jobs.c.id, jobs.c.status, jobs.c.available_at, _notify)
+)
+
+#: Give leased jobs back untouched (shutdown, or an iterator closed early): ready again
+#: at once, and the delivery that never ran does not count as an attempt.
+RELEASE = (
+    update(jobs)
+    .where(_holds_lease)
+    .values(
+        status=_QUEUED,
+        lease=None,
+        locked_by=None,
+        available_at=func.now(),
+        attempts=func.greatest(jobs.c.attempts - 1, 0),
+    )
+    .returning(jobs.c.id, _notify)
+)
+
+#: The lease now ends ``b_seconds`` from now (SQS ChangeMessageVisibility semantics).
+EXTEND_LEASE = (
+    update(jobs)
+    .where(_holds_lease)
+    .values(available_at=_stmt_now + _seconds(bindparam("b_seconds", type_=Double)))
+    .returning(jobs.c.id, jobs.c.available_at)
+)
+
+#: When an idle consumer should look again: now if a job is ready, else the earliest
+#: due time among scheduled jobs and leases (NULL: nothing pending; sleep on LISTEN).
+NEXT_AVAILABLE_AT = select(
+    case(
+        (
+            ~exists().where(queues.c.name == bindparam("b_queue"), queues.c.paused.is_(False)),
+            None,
+        ),
+        (
+            exists().where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED),
+            func.now(),
+        ),
+        else_=select(func.min(jobs.c.available_at))
+        .where(jobs.c.queue == bindparam("b_queue"), _WAITING)
+        .scalar_subquery(),
+    ),
+    func.now(),
 )
 
 # --------------------------------------------------------------------------- queues
@@ -219,19 +438,54 @@ DELETE_QUEUE = (
     .add_cte(_deleted_archive)
 )
 
+#: Resuming wakes the queue's idle consumers (they sleep while it is paused).
 SET_QUEUE_PAUSED = (
     update(queues)
     .where(queues.c.name == bindparam("b_queue"))
     .values(paused=bindparam("b_paused"))
-    .returning(*QUEUE_COLUMNS)
+    .returning(*QUEUE_COLUMNS, _notify)
+)
+
+_dead = and_(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _DEAD)
+LIST_DEAD = (
+    select(*MESSAGE_COLUMNS)
+    .where(_dead, jobs.c.id > bindparam("b_after_id", type_=BigInteger))
+    .order_by(jobs.c.id)
+    .limit(bindparam("b_limit", type_=Integer))
+)
+
+#: Dead jobs back to the queue with a fresh set of attempts; their errors are kept.
+#: One whose dedupe_key a live job now holds stays dead (it would be a duplicate).
+_live_twin = jobs.alias("live")
+REQUEUE_DEAD = (
+    update(jobs)
+    .where(
+        _dead,
+        or_(
+            bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
+            jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        ),
+        or_(
+            jobs.c.dedupe_key.is_(None),
+            ~exists().where(
+                _live_twin.c.queue == jobs.c.queue,
+                _live_twin.c.dedupe_key == jobs.c.dedupe_key,
+                _live_twin.c.status != _DEAD,
+            ),
+        ),
+    )
+    .values(status=_QUEUED, attempts=0, available_at=func.now(), lease=None, locked_by=None)
+    .returning(jobs.c.id, _notify)
 )
 
 _now = func.now()
-_ready = and_(jobs.c.status == _QUEUED, jobs.c.available_at <= _now)
+_ready = or_(
+    jobs.c.status == _QUEUED, and_(jobs.c.status == _SCHEDULED, jobs.c.available_at <= _now)
+)
 _count = func.count()
 METRICS = select(
     _count.filter(_ready).label("ready"),
-    _count.filter(and_(jobs.c.status == _QUEUED, jobs.c.available_at > _now)).label("scheduled"),
+    _count.filter(and_(jobs.c.status == _SCHEDULED, jobs.c.available_at > _now)).label("scheduled"),
     _count.filter(jobs.c.status == _RUNNING).label("running"),
     _count.filter(jobs.c.status == _DEAD).label("dead"),
     (
@@ -241,7 +495,7 @@ METRICS = select(
         .scalar_subquery()
         .label("archived")
     ),
-    (_now - func.min(jobs.c.enqueued_at).filter(_ready)).label("oldest_ready_age"),
+    (_now - func.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
 ).where(jobs.c.queue == bindparam("b_queue"))
 
 # --------------------------------------------------------------------------- workers

@@ -44,7 +44,9 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 #: Job states kept in the hot table. Finished jobs leave it (deleted or archived).
-QUEUED, RUNNING, DEAD = "queued", "running", "dead"
+#: ``queued``: available now; ``scheduled``: available from ``available_at`` (delayed
+#: or retrying); ``running``: leased until ``available_at``; ``dead``: dead-lettered.
+QUEUED, SCHEDULED, RUNNING, DEAD = "queued", "scheduled", "running", "dead"
 
 #: Names of every table pgqueue owns, for the Alembic autogenerate filter.
 TABLE_NAMES = frozenset(
@@ -102,17 +104,26 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     # One {"attempt", "at", "error"} object per failed attempt, oldest first.
     Column("errors", JSONB, nullable=True),
-    CheckConstraint("status IN ('queued', 'running', 'dead')", name="status"),
+    CheckConstraint("status IN ('queued', 'scheduled', 'running', 'dead')", name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
     CheckConstraint("priority BETWEEN -32768 AND 32767", name="priority"),
-    # Matches the dequeue order exactly: queue, then priority DESC, then FIFO by id.
+    # Ready jobs in exactly the dequeue order: queue, then priority DESC, then FIFO by id.
     Index(
-        "ix_pgqueue_jobs_dequeue",
+        "ix_pgqueue_jobs_ready",
         "queue",
         text("priority DESC"),
         "id",
-        postgresql_where=text("status IN ('queued', 'running')"),
+        postgresql_where=text("status = 'queued'"),
+    ),
+    # Jobs that become available at a time: scheduled ones and running ones (whose
+    # available_at is the lease expiry). Due ones are leased too; the earliest one is
+    # what an idle consumer sleeps until.
+    Index(
+        "ix_pgqueue_jobs_waiting",
+        "queue",
+        "available_at",
+        postgresql_where=text("status IN ('scheduled', 'running')"),
     ),
     # Dedupe while a job is alive; a dead job no longer blocks a fresh one.
     Index(

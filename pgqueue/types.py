@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +36,8 @@ class Message:
     lease: uuid.UUID | None = None
     locked_by: str | None = None
     last_error: str | None = None
+    #: One ``{"attempt", "at", "error"}`` mapping per failed attempt, oldest first.
+    errors: Sequence[Mapping[str, Any]] | None = None
 
     @property
     def locked_until(self) -> datetime | None:

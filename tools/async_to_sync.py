@@ -27,6 +27,7 @@ SOURCES = [
     "pgqueue/_identity_async.py",
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
+    "pgqueue/consumer_async.py",
     "tests/test_producer_async.py",
     "tests/test_admin_async.py",
 ]

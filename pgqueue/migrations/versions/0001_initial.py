@@ -74,7 +74,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("errors", postgresql.JSONB(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('queued', 'running', 'dead')", name="ck_pgqueue_jobs_status"
+            "status IN ('queued', 'scheduled', 'running', 'dead')", name="ck_pgqueue_jobs_status"
         ),
         sa.CheckConstraint("attempts >= 0", name="ck_pgqueue_jobs_attempts"),
         sa.CheckConstraint(
@@ -91,10 +91,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_pgqueue_jobs"),
     )
     op.create_index(
-        "ix_pgqueue_jobs_dequeue",
+        "ix_pgqueue_jobs_ready",
         "pgqueue_jobs",
         ["queue", sa.text("priority DESC"), "id"],
-        postgresql_where=sa.text("status IN ('queued', 'running')"),
+        postgresql_where=sa.text("status = 'queued'"),
+    )
+    op.create_index(
+        "ix_pgqueue_jobs_waiting",
+        "pgqueue_jobs",
+        ["queue", "available_at"],
+        postgresql_where=sa.text("status IN ('scheduled', 'running')"),
     )
     op.create_index(
         "uq_pgqueue_jobs_dedupe",

@@ -1,0 +1,109 @@
+"""LISTEN for the async face: asyncpg (callback) or psycopg async (notifies())."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import HEALTH_INTERVAL, backoff, listen_sql, log
+
+
+class Listener:
+    """Sets :attr:`event` on every notification of ``channel``; reconnects by itself."""
+
+    def __init__(self, engine: AsyncEngine, channel: str) -> None:
+        self._driver = engine.dialect.driver
+        if self._driver not in ("asyncpg", "psycopg_async", "psycopg"):
+            raise NotImplementedError(f"LISTEN needs asyncpg or psycopg, not {self._driver}")
+        self._engine = engine
+        self._channel = channel
+        self.event = asyncio.Event()
+        self._listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None
+
+    async def start(self, timeout: float = 10.0) -> bool:
+        """Start listening; True once LISTEN is in effect (False if not yet, on timeout)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"pgqueue-listen-{self._channel}")
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _connect(self) -> Any:
+        raw = await self._engine.raw_connection()
+        conn = raw.driver_connection
+        raw.detach()  # ours for good: never handed back to the pool
+        assert conn is not None
+        if self._driver == "asyncpg":
+            await conn.add_listener(self._channel, self._on_notify)
+        else:
+            await conn.rollback()
+            await conn.set_autocommit(True)
+            await conn.execute(listen_sql(self._channel))
+        return conn
+
+    def _on_notify(self, *_: Any) -> None:
+        self.event.set()
+
+    async def _serve(self, conn: Any) -> None:
+        if self._driver == "asyncpg":
+            lost = asyncio.get_running_loop().create_future()
+
+            def on_lost(*_: Any) -> None:
+                if not lost.done():
+                    lost.set_result(None)
+
+            conn.add_termination_listener(on_lost)
+            while True:  # a health check catches a silently dead socket too
+                try:
+                    await asyncio.wait_for(asyncio.shield(lost), HEALTH_INTERVAL)
+                except asyncio.TimeoutError:
+                    await asyncio.wait_for(conn.execute("SELECT 1"), HEALTH_INTERVAL)
+                else:
+                    raise ConnectionError("listen connection closed")
+        else:
+            while True:
+                async for _ in conn.notifies(timeout=HEALTH_INTERVAL):
+                    self.event.set()
+                await asyncio.wait_for(conn.execute("SELECT 1"), HEALTH_INTERVAL)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._conn = await self._connect()
+                if attempt:
+                    log.info("LISTEN %s: reconnected", self._channel)
+                attempt = 0
+                self._listening.set()
+                self.event.set()  # anything sent while we were away is lost: look again
+                await self._serve(self._conn)
+            except asyncio.CancelledError:
+                await self._close_conn()
+                raise
+            except Exception as exc:
+                self._listening.clear()
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning("LISTEN %s lost (%s); retrying in %.2fs", self._channel, exc, delay)
+                await self._close_conn()
+                await asyncio.sleep(delay)
+
+    async def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to release
+                await asyncio.wait_for(conn.close(), 2)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

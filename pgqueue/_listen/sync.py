@@ -1,0 +1,83 @@
+"""LISTEN for the sync face: psycopg 3, read by a daemon thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from sqlalchemy import Engine
+
+from . import HEALTH_INTERVAL, backoff, listen_sql, log
+
+
+class Listener:
+    """Sets :attr:`event` on every notification of ``channel``; reconnects by itself."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        if engine.dialect.driver != "psycopg":
+            raise NotImplementedError(
+                f"LISTEN needs psycopg 3 on the sync face, not {engine.dialect.driver}"
+            )
+        self._engine = engine
+        self._channel = channel
+        self.event = threading.Event()
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+
+    def start(self, timeout: float = 10.0) -> bool:
+        """Start listening; True once LISTEN is in effect (False if not yet, on timeout)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"pgqueue-listen-{self._channel}", daemon=True
+            )
+            self._thread.start()
+        return self._listening.wait(timeout)
+
+    def _connect(self) -> Any:
+        raw = self._engine.raw_connection()
+        conn = raw.driver_connection
+        raw.detach()  # ours for good: never handed back to the pool
+        assert conn is not None
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute(listen_sql(self._channel))
+        return conn
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._conn = self._connect()
+                if attempt:
+                    log.info("LISTEN %s: reconnected", self._channel)
+                attempt = 0
+                self._listening.set()
+                self.event.set()  # anything sent while we were away is lost: look again
+                while not self._stop.is_set():
+                    for _ in self._conn.notifies(timeout=HEALTH_INTERVAL / 5):
+                        self.event.set()
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                self._listening.clear()
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning("LISTEN %s lost (%s); retrying in %.2fs", self._channel, exc, delay)
+                self._close_conn()
+                self._stop.wait(delay)
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to release
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)

@@ -1,0 +1,280 @@
+# DO NOT EDIT: generated from consumer_async.py by tools/async_to_sync.py
+"""SyncConsumer: lease and settle jobs (source of the generated SyncConsumer)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+
+from sqlalchemy.engine import URL
+from sqlalchemy import Engine
+
+from . import _ops
+from ._compat import Listener, sleep, wait_event
+from ._drive import Bind, check_bind, run
+from ._identity import STOPPED, SUSPENDED, SyncIdentity
+from .types import Message
+
+log = logging.getLogger("pgqueue.consumer")
+
+
+class SyncConsumer(SyncIdentity):
+    """Leases jobs from one queue and settles them: at-least-once delivery.
+
+    >>> consumer = SyncConsumer(engine, "emails", visibility_timeout=30)  # doctest: +SKIP
+    >>> for m in consumer.dequeue(batch_size=10):                   # doctest: +SKIP
+    ...     send(m.payload)
+    ...     consumer.ack(m)
+
+    A leased message carries a ``lease`` (fencing token). ``ack``, ``nack``,
+    ``archive``, ``delete``, ``release`` and ``extend_visibility`` take effect only
+    while the job still holds that lease, and return False otherwise: a consumer whose
+    lease expired and whose job went to another consumer can never overwrite the new
+    owner's outcome.
+
+    ``listen=True`` (default) waits for work on LISTEN/NOTIFY; ``listen=False`` polls
+    every ``poll_interval`` seconds (for PgBouncer in transaction mode).
+    """
+
+    _kind = "consumer"
+
+    def __init__(
+        self,
+        engine: Engine | str | URL,
+        queue: str,
+        *,
+        schema: str = "public",
+        visibility_timeout: float | timedelta | None = None,
+        listen: bool = True,
+        poll_interval: float | timedelta = 1.0,
+        hostname: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
+        self._queue = queue
+        self._visibility_timeout = _ops.seconds(
+            visibility_timeout, "visibility_timeout", allow_zero=False
+        )
+        self._poll_interval = _ops.positive_seconds(poll_interval, "poll_interval")
+        self._listen = bool(listen)
+        self._listener: Listener | None = None
+
+    @property
+    def queue(self) -> str:
+        """The queue this consumer leases from."""
+        return self._queue
+
+    def _locked_by(self) -> str:
+        return f"{self._ensure_registered()}@{self._hostname}"
+
+    def dequeue(
+        self,
+        batch_size: int = 1,
+        *,
+        visibility_timeout: float | timedelta | None = None,
+        bind: Bind | None = None,
+    ) -> list[Message]:
+        """Lease up to ``batch_size`` available jobs, highest priority first, then FIFO.
+
+        Each is ``running`` until ``visibility_timeout`` seconds from now (default: this
+        consumer's, else the queue's); a lease that expires makes the job available
+        again, with no reaper. Returns ``[]`` when nothing is available or the queue is
+        paused.
+
+        >>> batch = consumer.dequeue(batch_size=10, visibility_timeout=60)  # doctest: +SKIP
+        """
+        self._check_running()
+        size = _ops.batch_size(batch_size)
+        vt = _ops.seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
+        if bind is not None:
+            check_bind(bind)
+        plan = _ops.dequeue(self._ctx, self._locked_by(), size, vt or self._visibility_timeout)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def ack(self, message: Message, *, bind: Bind | None = None) -> bool:
+        """Complete a job (deleted, or archived if its queue keeps an archive).
+
+        False if the lease was lost. With ``bind=`` the completion commits or rolls back
+        with the caller's own writes.
+
+        >>> with Session(engine) as s, s.begin():  # doctest: +SKIP
+        ...     s.add(Receipt(job=m.id))
+        ...     consumer.ack(m, bind=s)
+        """
+        (done,) = self.ack_batch([message], bind=bind)
+        return done
+
+    def ack_batch(self, messages: Sequence[Message], *, bind: Bind | None = None) -> list[bool]:
+        """Complete many jobs in one statement; one bool per message, in order."""
+        return self._finish(messages, _ops.ACK, bind)
+
+    def archive(self, message: Message, *, bind: Bind | None = None) -> bool:
+        """Complete a job and keep it in the archive (outcome ``archived``) whatever the
+        queue's setting. False if the lease was lost."""
+        (done,) = self._finish([message], _ops.ARCHIVE, bind)
+        return done
+
+    def delete(self, message: Message, *, bind: Bind | None = None) -> bool:
+        """Remove a job without archiving it. False if the lease was lost."""
+        (done,) = self._finish([message], _ops.DELETE, bind)
+        return done
+
+    def _finish(self, messages: Sequence[Message], mode: int, bind: Bind | None) -> list[bool]:
+        checked = _ops.leased(self._ctx, messages)
+        if bind is not None:
+            check_bind(bind)
+        return run(self._engine, bind, _ops.finish(self._ctx, checked, mode), self._ctx)
+
+    def nack(
+        self,
+        message: Message,
+        *,
+        error: BaseException | str | None = None,
+        delay: float | timedelta | None = None,
+        bind: Bind | None = None,
+    ) -> bool:
+        """Fail this attempt: retry after ``delay`` (default: exponential backoff with
+        jitter from the queue's ``retry_backoff``), or dead-letter the job if it has had
+        ``max_attempts`` attempts. ``error`` is recorded. False if the lease was lost.
+
+        >>> try:                                            # doctest: +SKIP
+        ...     handle(m)
+        ... except Exception as exc:
+        ...     consumer.nack(m, error=exc)
+        """
+        (done,) = self.nack_batch([message], error=error, delay=delay, bind=bind)
+        return done
+
+    def nack_batch(
+        self,
+        messages: Sequence[Message],
+        *,
+        error: BaseException | str | None = None,
+        delay: float | timedelta | None = None,
+        bind: Bind | None = None,
+    ) -> list[bool]:
+        """:meth:`nack` many jobs in one statement; one bool per message, in order."""
+        checked = _ops.leased(self._ctx, messages)
+        secs = _ops.seconds(delay, "delay")
+        if bind is not None:
+            check_bind(bind)
+        errors = [_ops.error_text(error)] * len(checked)
+        plan = _ops.nack(self._ctx, checked, errors, secs)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def release(self, message: Message, *, bind: Bind | None = None) -> bool:
+        """Give a leased job back untouched: available at once, and the attempt does
+        not count. False if the lease was lost."""
+        (done,) = self.release_batch([message], bind=bind)
+        return done
+
+    def release_batch(self, messages: Sequence[Message], *, bind: Bind | None = None) -> list[bool]:
+        """:meth:`release` many jobs in one statement; one bool per message, in order."""
+        checked = _ops.leased(self._ctx, messages)
+        if bind is not None:
+            check_bind(bind)
+        return run(self._engine, bind, _ops.release(self._ctx, checked), self._ctx)
+
+    def extend_visibility(
+        self, message: Message, seconds: float | timedelta, *, bind: Bind | None = None
+    ) -> bool:
+        """Keep the lease until ``seconds`` from now (database clock). False if lost.
+
+        >>> consumer.extend_visibility(m, 60)  # doctest: +SKIP
+        True
+        """
+        checked = _ops.leased(self._ctx, [message])
+        secs = _ops.positive_seconds(seconds, "seconds")
+        if bind is not None:
+            check_bind(bind)
+        (done,) = run(self._engine, bind, _ops.extend(self._ctx, checked, secs), self._ctx)
+        return done
+
+    def wait(self, timeout: float | timedelta | None = None) -> bool:
+        """Block until this queue has an available job; False if ``timeout`` passed first.
+
+        Wakes on NOTIFY (sent on enqueue, retry, release and queue resume), and by
+        itself when the earliest scheduled job or expiring lease comes due, without
+        polling. With ``listen=False`` it polls every ``poll_interval``.
+
+        >>> while consumer.wait(timeout=30):       # doctest: +SKIP
+        ...     for m in consumer.dequeue(10): ...
+        """
+        limit = _ops.seconds(timeout, "timeout")
+        deadline = None if limit is None else time.monotonic() + limit
+        listener = self._ensure_listener()
+        while True:
+            if listener is not None:
+                listener.event.clear()
+            due_in = run(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+            if due_in == 0:
+                return True
+            pause = None if deadline is None else deadline - time.monotonic()
+            if pause is not None and pause <= 0:
+                return False
+            for bound in (due_in, None if listener is not None else self._poll_interval):
+                if bound is not None:
+                    pause = bound if pause is None else min(pause, bound)
+            if listener is None:
+                sleep(pause if pause is not None else self._poll_interval)
+            else:
+                wait_event(listener.event, pause)
+
+    def _ensure_listener(self) -> Listener | None:
+        if not self._listen:
+            return None
+        if self._listener is None:
+            try:
+                self._listener = Listener(self._engine, self._ctx.channel)
+            except NotImplementedError as exc:
+                log.warning("%s; polling every %ss instead", exc, self._poll_interval)
+                self._listen = False
+                return None
+        self._listener.start()
+        return self._listener
+
+    def messages(
+        self,
+        *,
+        batch_size: int = 10,
+        visibility_timeout: float | timedelta | None = None,
+        idle_timeout: float | timedelta | None = None,
+    ) -> Iterator[Message]:
+        """Leased messages as work arrives; settle each before taking the next batch.
+
+        Ends after ``idle_timeout`` seconds with no work (default: never) or once the
+        consumer is shut down; while suspended it pauses. Messages of a batch not yet
+        handed out when the loop stops are released at once.
+
+        >>> for m in consumer.messages(batch_size=10):  # doctest: +SKIP
+        ...     consumer.ack(m)
+        """
+        size = _ops.batch_size(batch_size)
+        idle = _ops.seconds(idle_timeout, "idle_timeout")
+        while self._state != STOPPED:
+            if self._state == SUSPENDED:
+                sleep(self._poll_interval)
+                continue
+            batch = self.dequeue(size, visibility_timeout=visibility_timeout)
+            if not batch:
+                if not self.wait(idle):
+                    return
+                continue
+            handed = 0
+            try:
+                for m in batch:
+                    handed += 1
+                    yield m
+            finally:
+                rest = batch[handed:]
+                if rest:
+                    self.release_batch(rest)
+
+    def shutdown(self) -> None:
+        """Stop listening, mark this consumer stopped, and release an engine it created."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        super().shutdown()
