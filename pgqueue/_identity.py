@@ -13,8 +13,8 @@ import socket
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy.engine import URL
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 from . import _ops
 from ._compat import Lock, dispose, make_engine

@@ -1,12 +1,12 @@
 # DO NOT EDIT: generated from admin_async.py by tools/async_to_sync.py
-"""SyncAdmin: install the schema and manage queues (source of the generated SyncAdmin)."""
+"""SyncAdmin: install the schema and manage queues."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy.engine import URL
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 from . import _migrate, _ops
 from ._compat import connection_of, make_engine, run_sync

@@ -1,4 +1,4 @@
-"""AsyncAdmin: install the schema and manage queues (source of the generated SyncAdmin)."""
+"""AsyncAdmin: install the schema and manage queues."""
 
 from __future__ import annotations
 

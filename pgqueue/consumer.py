@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from consumer_async.py by tools/async_to_sync.py
-"""SyncConsumer: lease and settle jobs (source of the generated SyncConsumer)."""
+"""SyncConsumer: lease and settle jobs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
-from sqlalchemy.engine import URL
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 from . import _ops
 from ._compat import Listener, sleep, wait_event

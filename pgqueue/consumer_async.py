@@ -1,4 +1,4 @@
-"""AsyncConsumer: lease and settle jobs (source of the generated SyncConsumer)."""
+"""AsyncConsumer: lease and settle jobs."""
 
 from __future__ import annotations
 

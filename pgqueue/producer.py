@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from producer_async.py by tools/async_to_sync.py
-"""SyncProducer: enqueue jobs from asyncio code (source of the generated SyncProducer)."""
+"""SyncProducer: put jobs on a queue."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import URL
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 from . import _ops
 from ._drive import Bind, check_bind, run

@@ -1,4 +1,4 @@
-"""AsyncProducer: enqueue jobs from asyncio code (source of the generated SyncProducer)."""
+"""AsyncProducer: put jobs on a queue."""
 
 from __future__ import annotations
 

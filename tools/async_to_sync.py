@@ -75,9 +75,9 @@ def convert(text: str, hits: list[int]) -> str:
     return "".join(out)
 
 
-def ruff_format(text: str, path: Path) -> str:
+def _ruff(args: list[str], text: str, path: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+        [sys.executable, "-m", "ruff", *args, "--stdin-filename", str(path), "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -85,8 +85,16 @@ def ruff_format(text: str, path: Path) -> str:
         check=False,
     )
     if done.returncode != 0:
-        raise SystemExit(f"ruff format failed on generated {path}:\n{done.stderr}")
+        raise SystemExit(f"ruff {args[0]} failed on generated {path}:\n{done.stderr}")
     return done.stdout
+
+
+def ruff_format(text: str, path: Path) -> str:
+    """Imports sorted again (renames reorder them), then formatted."""
+    sorted_imports = _ruff(
+        ["check", "--select", "I", "--fix", "--quiet", "--exit-zero"], text, path
+    )
+    return _ruff(["format"], sorted_imports, path)
 
 
 def generate(src: Path, hits: list[int]) -> tuple[Path, str]:
