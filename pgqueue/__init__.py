@@ -8,6 +8,8 @@
 
 from .admin import SyncAdmin
 from .admin_async import AsyncAdmin
+from .consumer import SyncConsumer
+from .consumer_async import AsyncConsumer
 from .errors import (
     DuplicateJob,
     InvalidArgument,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncAdmin",
+    "AsyncConsumer",
     "AsyncProducer",
     "DuplicateJob",
     "InvalidArgument",
@@ -48,6 +51,7 @@ __all__ = [
     "QueueNotFound",
     "SchemaNotInstalled",
     "SyncAdmin",
+    "SyncConsumer",
     "SyncProducer",
     "WorkerInfo",
     "WrongBindType",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -11,7 +12,8 @@ from sqlalchemy.engine import URL
 from . import _migrate, _ops
 from ._compat import connection_of, make_engine, run_sync
 from ._drive import Bind, check_bind, run
-from .types import QueueInfo, QueueMetrics
+from .errors import InvalidArgument
+from .types import Message, QueueInfo, QueueMetrics
 
 
 class SyncAdmin:
@@ -140,4 +142,55 @@ class SyncAdmin:
         (120, 8)
         """
         plan = _ops.metrics(self._ctx, _ops.check_queue_name(name))
+        return run(self._engine, bind, plan, self._ctx)
+
+    def pause_queue(self, name: str, *, bind: Bind | None = None) -> QueueInfo:
+        """Stop handing out the queue's jobs (enqueue still works) until resumed.
+
+        >>> admin.pause_queue("emails")  # doctest: +SKIP
+        """
+        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), True)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def resume_queue(self, name: str, *, bind: Bind | None = None) -> QueueInfo:
+        """Hand out the queue's jobs again; idle consumers are woken by NOTIFY.
+
+        >>> admin.resume_queue("emails")  # doctest: +SKIP
+        """
+        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), False)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def list_dead(
+        self,
+        name: str,
+        *,
+        limit: int = 100,
+        after_id: int = 0,
+        bind: Bind | None = None,
+    ) -> list[Message]:
+        """Dead-lettered jobs of a queue by id, with ``attempts``, ``last_error`` and the
+        ``errors`` of every attempt. Page with ``after_id`` (the last id seen).
+
+        >>> for m in admin.list_dead("emails"):  # doctest: +SKIP
+        ...     print(m.id, m.attempts, m.last_error)
+        """
+        size = _ops.positive_int(limit, "limit", maximum=_ops.MAX_BATCH)
+        if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+            raise InvalidArgument(f"after_id must be an int >= 0, got {after_id!r}")
+        plan = _ops.list_dead(self._ctx, _ops.check_queue_name(name), size, after_id)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def requeue_dead(
+        self, name: str, *, ids: Sequence[int] | None = None, bind: Bind | None = None
+    ) -> int:
+        """Put dead jobs back on their queue (all, or those in ``ids``) with a fresh set of
+        attempts; their error history is kept. Returns how many were requeued.
+
+        >>> admin.requeue_dead("emails", ids=[42])  # doctest: +SKIP
+        1
+        """
+        wanted = None
+        if ids is not None:
+            wanted = [_ops.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
+        plan = _ops.requeue_dead(self._ctx, _ops.check_queue_name(name), wanted)
         return run(self._engine, bind, plan, self._ctx)

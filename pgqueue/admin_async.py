@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy.engine import URL
@@ -10,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import _migrate, _ops
 from ._acompat import connection_of, make_engine, run_sync
 from ._drive import AsyncBind, acheck_bind, arun
-from .types import QueueInfo, QueueMetrics
+from .errors import InvalidArgument
+from .types import Message, QueueInfo, QueueMetrics
 
 
 class AsyncAdmin:
@@ -139,4 +141,55 @@ class AsyncAdmin:
         (120, 8)
         """
         plan = _ops.metrics(self._ctx, _ops.check_queue_name(name))
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def pause_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:
+        """Stop handing out the queue's jobs (enqueue still works) until resumed.
+
+        >>> await admin.pause_queue("emails")  # doctest: +SKIP
+        """
+        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), True)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def resume_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:
+        """Hand out the queue's jobs again; idle consumers are woken by NOTIFY.
+
+        >>> await admin.resume_queue("emails")  # doctest: +SKIP
+        """
+        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), False)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def list_dead(
+        self,
+        name: str,
+        *,
+        limit: int = 100,
+        after_id: int = 0,
+        bind: AsyncBind | None = None,
+    ) -> list[Message]:
+        """Dead-lettered jobs of a queue by id, with ``attempts``, ``last_error`` and the
+        ``errors`` of every attempt. Page with ``after_id`` (the last id seen).
+
+        >>> for m in await admin.list_dead("emails"):  # doctest: +SKIP
+        ...     print(m.id, m.attempts, m.last_error)
+        """
+        size = _ops.positive_int(limit, "limit", maximum=_ops.MAX_BATCH)
+        if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+            raise InvalidArgument(f"after_id must be an int >= 0, got {after_id!r}")
+        plan = _ops.list_dead(self._ctx, _ops.check_queue_name(name), size, after_id)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def requeue_dead(
+        self, name: str, *, ids: Sequence[int] | None = None, bind: AsyncBind | None = None
+    ) -> int:
+        """Put dead jobs back on their queue (all, or those in ``ids``) with a fresh set of
+        attempts; their error history is kept. Returns how many were requeued.
+
+        >>> await admin.requeue_dead("emails", ids=[42])  # doctest: +SKIP
+        1
+        """
+        wanted = None
+        if ids is not None:
+            wanted = [_ops.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
+        plan = _ops.requeue_dead(self._ctx, _ops.check_queue_name(name), wanted)
         return await arun(self._engine, bind, plan, self._ctx)
