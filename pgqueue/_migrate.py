@@ -54,11 +54,19 @@ def _run(context: Any, connection: Connection, schema: str) -> None:
         version_table=VERSION_TABLE,
         version_table_schema=schema,
         transactional_ddl=True,
+        include_name=_not_version_table,
     )
     with context.begin_transaction():
         connection.execute(text(_LOCK), {"schema": schema})
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(connection, schema)}"))
         context.run_migrations()
+
+
+def _not_version_table(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Autogenerate filter (``alembic check`` / ``revision --autogenerate`` from a
+    checkout): the version table sits in an explicitly named schema, which Alembic only
+    recognises when that schema is not the connection's default one (``public``)."""
+    return not (type_ == "table" and name == VERSION_TABLE)
 
 
 def _quote(connection: Connection, schema: str) -> str:

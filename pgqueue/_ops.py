@@ -451,8 +451,9 @@ def _lease_params(
 
 
 def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
-    done = {r[0] for r in rows}
-    return [m.id in done for m in messages]
+    """Which messages took effect: rows carry (id, lease) of each job still leased."""
+    done = {(r[0], r[1]) for r in rows}
+    return [(m.id, m.lease) in done for m in messages]
 
 
 def dequeue(

@@ -317,7 +317,7 @@ _archived = (
     .returning(archive.c.id)
     .cte("archived")
 )
-FINISH = select(_finished.c.id).add_cte(_archived)
+FINISH = select(_finished.c.id, _finished.c.lease).add_cte(_archived)
 
 # Retrying: back to scheduled after an exponential backoff with jitter (or b_delay),
 # or dead-lettered once the attempts are spent. Each failure is appended to errors.
@@ -349,7 +349,7 @@ NACK = (
             )
         ),
     )
-    .returning(jobs.c.id, jobs.c.status, jobs.c.available_at, _notify)
+    .returning(jobs.c.id, _leased.c.lease, jobs.c.status, jobs.c.available_at, _notify)
 )
 
 #: Give leased jobs back untouched (shutdown, or an iterator closed early): ready again
@@ -364,7 +364,7 @@ RELEASE = (
         available_at=func.now(),
         attempts=func.greatest(jobs.c.attempts - 1, 0),
     )
-    .returning(jobs.c.id, _notify)
+    .returning(jobs.c.id, _leased.c.lease, _notify)
 )
 
 #: The lease now ends ``b_seconds`` from now (SQS ChangeMessageVisibility semantics).
@@ -372,7 +372,7 @@ EXTEND_LEASE = (
     update(jobs)
     .where(_holds_lease)
     .values(available_at=_stmt_now + _seconds(bindparam("b_seconds", type_=Double)))
-    .returning(jobs.c.id, jobs.c.available_at)
+    .returning(jobs.c.id, _leased.c.lease, jobs.c.available_at)
 )
 
 #: When an idle consumer should look again: now if a job is ready, else the earliest

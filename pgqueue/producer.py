@@ -138,7 +138,8 @@ class SyncProducer(SyncIdentity):
         True
         """
         secs = _ops.seconds(seconds, "seconds")
-        assert secs is not None
+        if secs is None:
+            raise InvalidDelay("seconds is required")
         message_id = _ops.positive_int(message_id, "message_id", maximum=2**63 - 1)
         plan = _ops.extend_visibility(self._ctx, message_id, secs)
         return run(self._engine, bind, plan, self._ctx)

@@ -139,7 +139,8 @@ jobs = Table(
 archive = Table(
     "pgqueue_archive",
     metadata,
-    Column("id", BigInteger, primary_key=True),
+    # The finished job's id, copied from pgqueue_jobs: no sequence of its own.
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("queue", Text, nullable=False),
     Column("entrypoint", Text, nullable=False),
     Column("payload", JSONB, nullable=False),

@@ -12,10 +12,12 @@ test files are generated from the async ones.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +111,10 @@ async def async_engine(clean: URL, request: pytest.FixtureRequest) -> AsyncItera
     await engine.dispose()
 
 
+def _all(result: Any) -> list[Any]:
+    return list(result.all()) if result.returns_rows else []
+
+
 @dataclass
 class SyncDB:
     """One way of calling pgqueue: through the engine, or ``bind=`` a Connection/Session.
@@ -126,10 +132,11 @@ class SyncDB:
         self.kw = {"bind": self.bind} if self.bind is not None else {}
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
+        """Run ``sql``; its rows (``[]`` for a statement that returns none)."""
         if self.bind is not None:
-            return list(self.bind.execute(text(sql), params).all())
+            return _all(self.bind.execute(text(sql), params))
         with self.engine.begin() as conn:
-            return list(conn.execute(text(sql), params).all())
+            return _all(conn.execute(text(sql), params))
 
     def scalar(self, sql: str, **params: Any) -> Any:
         return self.rows(sql, **params)[0][0]
@@ -148,10 +155,11 @@ class AsyncDB:
         self.kw = {"bind": self.bind} if self.bind is not None else {}
 
     async def rows(self, sql: str, **params: Any) -> list[Any]:
+        """Run ``sql``; its rows (``[]`` for a statement that returns none)."""
         if self.bind is not None:
-            return list((await self.bind.execute(text(sql), params)).all())
+            return _all(await self.bind.execute(text(sql), params))
         async with self.engine.begin() as conn:
-            return list((await conn.execute(text(sql), params)).all())
+            return _all(await conn.execute(text(sql), params))
 
     async def scalar(self, sql: str, **params: Any) -> Any:
         return (await self.rows(sql, **params))[0][0]
@@ -185,3 +193,73 @@ async def async_db(
         async with AsyncSession(async_engine) as session:
             yield AsyncDB(async_engine, session)
             await session.rollback()
+
+
+# --------------------------------------------------------------------------- helpers
+# Written once for both faces: the behaviour suites call these with an Engine or an
+# AsyncEngine, and the same name works in the async source and its generated twin.
+EMPTY_SCHEMA = "pgq_empty"
+
+
+@contextmanager
+def statements_on(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
+    """Collect the SQL of every statement sent to the server through ``engine``.
+
+    ``with statements_on(db.engine) as sent: ...`` then ``len(sent)`` is the number of
+    round trips (each execute is one), whatever bind the statements went through.
+    """
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    sent: list[str] = []
+
+    def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(sync_engine, "before_cursor_execute", _record)
+    try:
+        yield sent
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", _record)
+
+
+def new_session(engine: Engine | AsyncEngine) -> Any:
+    """A new ORM session of the engine's face (``AsyncSession`` or ``Session``)."""
+    if isinstance(engine, AsyncEngine):
+        return AsyncSession(engine)
+    return Session(engine)
+
+
+@dataclass
+class Foreign:
+    """An engine, a connection and a session of the *other* face than the test's."""
+
+    engine: Engine | AsyncEngine
+    connection: Connection | AsyncConnection
+    session: Session | AsyncSession
+
+
+@pytest.fixture
+def foreign(clean: URL, request: pytest.FixtureRequest) -> Iterator[Foreign]:
+    """The other face's engine and binds, for ``WrongBindType`` tests.
+
+    An async test gets sync objects and a sync test gets async ones (never connected:
+    the bind type is checked before any I/O).
+    """
+    if inspect.iscoroutinefunction(request.function):
+        engine = make_sync_engine(clean)
+        with engine.connect() as conn, Session(engine) as session:
+            yield Foreign(engine, conn, session)
+        engine.dispose()
+    else:
+        aengine = make_async_engine(clean)
+        yield Foreign(aengine, AsyncConnection(aengine), AsyncSession(aengine))
+
+
+@pytest.fixture(scope="session")
+def empty_schema(installed: URL) -> str:
+    """A schema that exists but holds none of pgqueue's tables."""
+    engine = make_sync_engine(installed)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {EMPTY_SCHEMA} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {EMPTY_SCHEMA}"))
+    engine.dispose()
+    return EMPTY_SCHEMA

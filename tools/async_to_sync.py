@@ -30,6 +30,7 @@ SOURCES = [
     "pgqueue/consumer_async.py",
     "tests/test_producer_async.py",
     "tests/test_admin_async.py",
+    "tests/test_consumer_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.
@@ -56,8 +57,10 @@ RULES: list[tuple[str, str]] = [
     (r"\b__aiter__\b", "__iter__"),
     (r"\b__anext__\b", "__next__"),
     (r"\bStopAsyncIteration\b", "StopIteration"),
+    (r"\.aclose\(\)", ".close()"),
     (r"\basync (def|with|for) ", r"\1 "),
-    (r"\(await ([^()]*(?:\([^()]*\))?)\)", r"\1"),
+    # "(await f(x)).y" -> "f(x).y", but "len(await f(x))" keeps its call parentheses
+    (r"(?<![\w\])])\(await ([^()]*(?:\([^()]*\))?)\)", r"\1"),
     (r"\bawait ", ""),
 ]
 

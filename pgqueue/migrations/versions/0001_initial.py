@@ -7,6 +7,11 @@ Create Date: 2026-11-22
 Tables are created without a schema name; the migration environment sets
 ``schema_translate_map`` (``pgqueue install --schema``) or the host app's default
 schema applies. Storage settings of the hot table are applied here, not in the model.
+
+Every constraint and index name is wrapped in ``op.f()`` (final as written): otherwise
+Alembic applies the naming convention of whatever ``target_metadata`` the running
+``env.py`` has, so pgqueue's own (``ck_%(table_name)s_%(constraint_name)s``) would
+double the ``ck_`` names and a host application's env could rename them again.
 """
 
 from collections.abc import Sequence
@@ -50,10 +55,12 @@ def upgrade() -> None:
         sa.Column("archive", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("paused", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("created_at", ts, server_default=now, nullable=False),
-        sa.CheckConstraint("max_attempts >= 1", name="ck_pgqueue_queues_max_attempts"),
-        sa.CheckConstraint("visibility_timeout > 0", name="ck_pgqueue_queues_visibility_timeout"),
-        sa.PrimaryKeyConstraint("id", name="pk_pgqueue_queues"),
-        sa.UniqueConstraint("name", name="uq_pgqueue_queues_name"),
+        sa.CheckConstraint("max_attempts >= 1", name=op.f("ck_pgqueue_queues_max_attempts")),
+        sa.CheckConstraint(
+            "visibility_timeout > 0", name=op.f("ck_pgqueue_queues_visibility_timeout")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pgqueue_queues")),
+        sa.UniqueConstraint("name", name=op.f("uq_pgqueue_queues_name")),
     )
     op.create_table(
         "pgqueue_jobs",
@@ -74,43 +81,46 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("errors", postgresql.JSONB(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('queued', 'scheduled', 'running', 'dead')", name="ck_pgqueue_jobs_status"
+            "status IN ('queued', 'scheduled', 'running', 'dead')",
+            name=op.f("ck_pgqueue_jobs_status"),
         ),
-        sa.CheckConstraint("attempts >= 0", name="ck_pgqueue_jobs_attempts"),
+        sa.CheckConstraint("attempts >= 0", name=op.f("ck_pgqueue_jobs_attempts")),
         sa.CheckConstraint(
-            "max_attempts IS NULL OR max_attempts >= 1", name="ck_pgqueue_jobs_max_attempts"
+            "max_attempts IS NULL OR max_attempts >= 1", name=op.f("ck_pgqueue_jobs_max_attempts")
         ),
-        sa.CheckConstraint("priority BETWEEN -32768 AND 32767", name="ck_pgqueue_jobs_priority"),
+        sa.CheckConstraint(
+            "priority BETWEEN -32768 AND 32767", name=op.f("ck_pgqueue_jobs_priority")
+        ),
         sa.ForeignKeyConstraint(
             ["queue"],
             ["pgqueue_queues.name"],
-            name="fk_pgqueue_jobs_queue_pgqueue_queues",
+            name=op.f("fk_pgqueue_jobs_queue_pgqueue_queues"),
             ondelete="CASCADE",
             onupdate="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_pgqueue_jobs"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pgqueue_jobs")),
     )
     op.create_index(
-        "ix_pgqueue_jobs_ready",
+        op.f("ix_pgqueue_jobs_ready"),
         "pgqueue_jobs",
         ["queue", sa.text("priority DESC"), "id"],
         postgresql_where=sa.text("status = 'queued'"),
     )
     op.create_index(
-        "ix_pgqueue_jobs_waiting",
+        op.f("ix_pgqueue_jobs_waiting"),
         "pgqueue_jobs",
         ["queue", "available_at"],
         postgresql_where=sa.text("status IN ('scheduled', 'running')"),
     )
     op.create_index(
-        "uq_pgqueue_jobs_dedupe",
+        op.f("uq_pgqueue_jobs_dedupe"),
         "pgqueue_jobs",
         ["queue", "dedupe_key"],
         unique=True,
         postgresql_where=sa.text("dedupe_key IS NOT NULL AND status <> 'dead'"),
     )
     op.create_index(
-        "ix_pgqueue_jobs_dead",
+        op.f("ix_pgqueue_jobs_dead"),
         "pgqueue_jobs",
         ["queue", "id"],
         postgresql_where=sa.text("status = 'dead'"),
@@ -134,12 +144,13 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("errors", postgresql.JSONB(), nullable=True),
         sa.CheckConstraint(
-            "outcome IN ('completed', 'archived', 'deleted')", name="ck_pgqueue_archive_outcome"
+            "outcome IN ('completed', 'archived', 'deleted')",
+            name=op.f("ck_pgqueue_archive_outcome"),
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_pgqueue_archive"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pgqueue_archive")),
     )
     op.create_index(
-        "ix_pgqueue_archive_queue_finished_at", "pgqueue_archive", ["queue", "finished_at"]
+        op.f("ix_pgqueue_archive_queue_finished_at"), "pgqueue_archive", ["queue", "finished_at"]
     )
 
     op.create_table(
@@ -154,14 +165,14 @@ def upgrade() -> None:
         sa.Column("started_at", ts, server_default=now, nullable=False),
         sa.Column("heartbeat_at", ts, server_default=now, nullable=False),
         sa.CheckConstraint(
-            "kind IN ('producer', 'consumer', 'worker')", name="ck_pgqueue_workers_kind"
+            "kind IN ('producer', 'consumer', 'worker')", name=op.f("ck_pgqueue_workers_kind")
         ),
         sa.CheckConstraint(
-            "status IN ('ready', 'suspended', 'stopped')", name="ck_pgqueue_workers_status"
+            "status IN ('ready', 'suspended', 'stopped')", name=op.f("ck_pgqueue_workers_status")
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_pgqueue_workers"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pgqueue_workers")),
     )
-    op.create_index("ix_pgqueue_workers_heartbeat_at", "pgqueue_workers", ["heartbeat_at"])
+    op.create_index(op.f("ix_pgqueue_workers_heartbeat_at"), "pgqueue_workers", ["heartbeat_at"])
 
 
 def downgrade() -> None:
