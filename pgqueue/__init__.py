@@ -16,18 +16,22 @@ from .errors import (
     InvalidDelay,
     InvalidPayload,
     InvalidQueueName,
+    JobTimeout,
     MessageNotFound,
     NotRunning,
     PgQueueError,
     QueueAlreadyExists,
     QueueNotFound,
     SchemaNotInstalled,
+    UnknownEntrypoint,
     WrongBindType,
 )
 from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
 from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
+from .worker import SyncWorker
+from .worker_async import AsyncWorker
 
 __version__ = "0.1.0"
 
@@ -35,12 +39,14 @@ __all__ = [
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
+    "AsyncWorker",
     "DuplicateJob",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
     "InvalidQueueName",
     "JobSpec",
+    "JobTimeout",
     "Message",
     "MessageNotFound",
     "NotRunning",
@@ -53,6 +59,8 @@ __all__ = [
     "SyncAdmin",
     "SyncConsumer",
     "SyncProducer",
+    "SyncWorker",
+    "UnknownEntrypoint",
     "WorkerInfo",
     "WrongBindType",
     "include_name",

@@ -34,7 +34,7 @@ from .schema import RUNNING, translate_map
 from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
 
 T = TypeVar("T")
-Rows = Sequence[Row[Any]]
+Rows = Sequence[Any]  # sqlalchemy Rows; typed loosely, indexed by position
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,7 +457,11 @@ def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
 
 
 def dequeue(
-    ctx: Context, consumer: str, limit: int, visibility_timeout: float | None
+    ctx: Context,
+    consumer: str,
+    limit: int,
+    visibility_timeout: float | None,
+    entrypoints: Sequence[str] | None = None,
 ) -> Plan[list[Message]]:
     rows = yield Step(
         _sql.DEQUEUE,
@@ -466,6 +470,7 @@ def dequeue(
             "b_limit": limit,
             "b_consumer": consumer,
             "b_visibility_timeout": visibility_timeout,
+            "b_entrypoints": None if entrypoints is None else list(entrypoints),
         },
     )
     # Rows come back in no particular order; hand them out in the dequeue order. Jobs
@@ -484,13 +489,26 @@ def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Plan[list[bo
 
 
 def nack(
-    ctx: Context, messages: Sequence[Message], errors: Sequence[str | None], delay: float | None
-) -> Plan[list[bool]]:
+    ctx: Context,
+    messages: Sequence[Message],
+    errors: Sequence[str | None],
+    delay: float | None,
+    max_attempts: int | None = None,
+) -> Plan[list[str | None]]:
+    """Fail an attempt; per message its new status (scheduled/dead), None if lease lost.
+
+    ``max_attempts`` (an entrypoint's) applies to jobs that set none of their own."""
     if not messages:
         return []
-    params = _lease_params(ctx, messages, errors)
-    rows = yield Step(_sql.NACK, {**params, "b_delay": delay, "b_channel": ctx.channel})
-    return _hits(messages, rows)
+    params = {
+        **_lease_params(ctx, messages, errors),
+        "b_delay": delay,
+        "b_channel": ctx.channel,
+        "b_max_attempts": max_attempts,
+    }
+    rows = yield Step(_sql.NACK, params)
+    status = {(r[0], r[1]): r[2] for r in rows}
+    return [status.get((m.id, m.lease)) for m in messages]
 
 
 def release(ctx: Context, messages: Sequence[Message]) -> Plan[list[bool]]:
@@ -536,3 +554,69 @@ def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Plan[int
     params = {"b_queue": name, "b_ids": ids, "b_channel": channel_name(ctx.schema, name)}
     rows = yield Step(_sql.REQUEUE_DEAD, params)
     return len(rows)
+
+
+# --------------------------------------------------------------------------- workers
+def limited_dequeue(
+    ctx: Context,
+    consumer: str,
+    want: int,
+    visibility_timeout: float | None,
+    entrypoint: str,
+    concurrency_limit: int | None,
+    rate_limit: float | None,
+) -> Plan[list[Message]]:
+    """Lease jobs of one entrypoint within its limits, shared by every worker.
+
+    An advisory lock held to the end of the transaction serialises these dequeues per
+    (schema, queue, entrypoint), so counting the running jobs (or taking tokens) and
+    claiming cannot race between workers."""
+    key = f"{ctx.schema}.{ctx.queue}.{entrypoint}"
+    yield Step(_sql.LIMIT_LOCK, {"b_key": key})
+    scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
+    if concurrency_limit is not None:
+        rows = yield Step(_sql.COUNT_RUNNING, scope)
+        want = min(want, concurrency_limit - int(rows[0][0]))
+    if rate_limit is not None and want > 0:
+        yield Step(_sql.ENSURE_BUCKET, {**scope, "b_rate": rate_limit})
+        rows = yield Step(_sql.REFILL_BUCKET, {**scope, "b_rate": rate_limit})
+        want = min(want, int(rows[0][0]))
+    if want <= 0:
+        return []
+    got = yield from dequeue(ctx, consumer, want, visibility_timeout, [entrypoint])
+    if rate_limit is not None and got:
+        yield Step(_sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
+    return got
+
+
+def sweep_workers(ctx: Context, dead_after: float, retention: float = 86_400.0) -> Plan[int]:
+    """Mark workers without a heartbeat for ``dead_after`` s dead; drop old rows."""
+    rows = yield Step(_sql.MARK_DEAD_WORKERS, {"b_dead_after": dead_after})
+    yield Step(_sql.DELETE_OLD_WORKERS, {"b_retention": retention})
+    return len(rows)
+
+
+def database_now(ctx: Context) -> Plan[datetime]:
+    rows = yield Step(_sql.DATABASE_NOW, {})
+    now: datetime = rows[0][0]
+    return now
+
+
+def upsert_schedule(
+    ctx: Context, name: str, cron: str, entrypoint: str
+) -> Plan[tuple[datetime | None, datetime]]:
+    """Record a schedule; returns its last enqueued tick and the database's now."""
+    rows = yield Step(
+        _sql.UPSERT_SCHEDULE,
+        {"b_name": name, "b_cron": cron, "b_queue": ctx.queue, "b_entrypoint": entrypoint},
+    )
+    return rows[0][0], rows[0][1]
+
+
+def claim_tick(ctx: Context, name: str, tick: datetime, arrays: dict[str, list[Any]]) -> Plan[bool]:
+    """Enqueue the job of one tick if no one has: claim and insert in one transaction."""
+    rows = yield Step(_sql.CLAIM_TICK, {"b_name": name, "b_tick": tick})
+    if not rows:
+        return False
+    yield from enqueue(ctx, arrays, on_duplicate="skip", in_caller_tx=True)
+    return True

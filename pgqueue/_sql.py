@@ -36,7 +36,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.types import DateTime
 
-from .schema import DEAD, QUEUED, RUNNING, SCHEDULED, archive, jobs, queues, workers
+from .schema import (
+    DEAD,
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+    archive,
+    jobs,
+    queues,
+    rate_limits,
+    schedules,
+    workers,
+)
 
 _TS = DateTime(timezone=True)
 
@@ -195,13 +206,16 @@ _q = (
     .cte("q")
 )
 _limit = bindparam("b_limit", type_=Integer)
+_entrypoints = bindparam("b_entrypoints", type_=ARRAY(Text))
+# NULL: any entrypoint (a plain consumer); else only these (a worker's handlers).
+_handled = or_(_entrypoints.is_(None), jobs.c.entrypoint == func.any(_entrypoints))
 # Two candidate sets, each read in its own index's order and locked with SKIP LOCKED:
 # ready jobs (ix_pgqueue_jobs_ready: priority DESC, id) and jobs whose time has come
 # (ix_pgqueue_jobs_waiting: due scheduled jobs and expired leases). Neither scans rows
 # that are not eligible, however many scheduled or running jobs there are.
 _ready_c = (
     select(jobs.c.id, jobs.c.priority)
-    .where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED)
+    .where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED, _handled)
     .order_by(jobs.c.priority.desc(), jobs.c.id)
     .limit(_limit)
     .with_for_update(skip_locked=True)
@@ -209,7 +223,12 @@ _ready_c = (
 )
 _due_c = (
     select(jobs.c.id, jobs.c.priority)
-    .where(jobs.c.queue == bindparam("b_queue"), _WAITING, jobs.c.available_at <= _stmt_now)
+    .where(
+        jobs.c.queue == bindparam("b_queue"),
+        _WAITING,
+        jobs.c.available_at <= _stmt_now,
+        _handled,
+    )
     .order_by(jobs.c.available_at)
     .limit(_limit)
     .with_for_update(skip_locked=True)
@@ -321,7 +340,9 @@ FINISH = select(_finished.c.id, _finished.c.lease).add_cte(_archived)
 
 # Retrying: back to scheduled after an exponential backoff with jitter (or b_delay),
 # or dead-lettered once the attempts are spent. Each failure is appended to errors.
-_max_attempts = func.coalesce(jobs.c.max_attempts, queues.c.max_attempts)
+_max_attempts = func.coalesce(
+    jobs.c.max_attempts, bindparam("b_max_attempts", type_=Integer), queues.c.max_attempts
+)
 _spent = jobs.c.attempts >= _max_attempts
 _backoff = func.least(
     queues.c.retry_backoff * func.power(2.0, func.least(jobs.c.attempts - 1, 60)),
@@ -544,3 +565,121 @@ WORKER_HEALTHY = select(
     (workers.c.heartbeat_at >= func.now() - _seconds(bindparam("b_max_age", type_=Double)))
     & (workers.c.status != _const("stopped"))
 ).where(workers.c.id == bindparam("b_worker_id"))
+
+
+#: Workers whose heartbeat stopped are marked dead; long-finished rows are removed.
+MARK_DEAD_WORKERS = (
+    update(workers)
+    .where(
+        workers.c.status.in_([_const("ready"), _const("suspended")]),
+        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_dead_after", Double)),
+    )
+    .values(status=_const("dead"))
+    .returning(workers.c.id)
+)
+DELETE_OLD_WORKERS = (
+    delete(workers)
+    .where(
+        workers.c.status.in_([_const("stopped"), _const("dead")]),
+        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_retention", Double)),
+    )
+    .returning(workers.c.id)
+)
+
+# --------------------------------------------------------------------------- limits
+#: Serialises the limited dequeues of one (schema, queue, entrypoint) across every
+#: worker until the transaction ends, so "count running, then claim" cannot race.
+LIMIT_LOCK = select(
+    func.pg_advisory_xact_lock(
+        func.hashtext(literal_column("'pgqueue.limit'")),
+        func.hashtext(bindparam("b_key", type_=Text)),
+    )
+)
+
+#: Jobs of one entrypoint leased right now (an expired lease no longer counts).
+COUNT_RUNNING = (
+    select(func.count())
+    .select_from(jobs)
+    .where(
+        jobs.c.queue == bindparam("b_queue"),
+        jobs.c.status == _RUNNING,
+        jobs.c.available_at > _stmt_now,
+        jobs.c.entrypoint == bindparam("b_entrypoint", type_=Text),
+    )
+)
+
+_rate = bindparam("b_rate", type_=Double)
+_clock = func.clock_timestamp()
+ENSURE_BUCKET = (
+    insert(rate_limits)
+    .values(
+        queue=bindparam("b_queue"),
+        entrypoint=bindparam("b_entrypoint"),
+        tokens=func.greatest(_rate, 1.0),
+        updated_at=_clock,
+    )
+    .on_conflict_do_nothing(index_elements=[rate_limits.c.queue, rate_limits.c.entrypoint])
+)
+
+#: Refill the bucket for the time elapsed (capacity: one second's worth, at least 1).
+REFILL_BUCKET = (
+    update(rate_limits)
+    .where(
+        rate_limits.c.queue == bindparam("b_queue"),
+        rate_limits.c.entrypoint == bindparam("b_entrypoint"),
+    )
+    .values(
+        tokens=func.least(
+            func.greatest(_rate, 1.0),
+            rate_limits.c.tokens + _rate * func.extract("epoch", _clock - rate_limits.c.updated_at),
+        ),
+        updated_at=_clock,
+    )
+    .returning(rate_limits.c.tokens)
+)
+
+SPEND_TOKENS = (
+    update(rate_limits)
+    .where(
+        rate_limits.c.queue == bindparam("b_queue"),
+        rate_limits.c.entrypoint == bindparam("b_entrypoint"),
+    )
+    .values(tokens=rate_limits.c.tokens - bindparam("b_taken", type_=Double))
+)
+
+# --------------------------------------------------------------------------- schedules
+UPSERT_SCHEDULE = (
+    insert(schedules)
+    .values(
+        name=bindparam("b_name"),
+        cron=bindparam("b_cron"),
+        queue=bindparam("b_queue"),
+        entrypoint=bindparam("b_entrypoint"),
+    )
+    .on_conflict_do_update(
+        index_elements=[schedules.c.name],
+        set_={
+            "cron": bindparam("b_cron"),
+            "queue": bindparam("b_queue"),
+            "entrypoint": bindparam("b_entrypoint"),
+            "updated_at": func.now(),
+        },
+    )
+    .returning(schedules.c.last_tick, func.now())
+)
+
+#: Exactly one caller per tick gets a row back: the one that moved last_tick forward.
+CLAIM_TICK = (
+    update(schedules)
+    .where(
+        schedules.c.name == bindparam("b_name"),
+        or_(
+            schedules.c.last_tick.is_(None),
+            schedules.c.last_tick < bindparam("b_tick", type_=_TS),
+        ),
+    )
+    .values(last_tick=bindparam("b_tick", type_=_TS), updated_at=func.now())
+    .returning(schedules.c.name)
+)
+
+DATABASE_NOW = select(func.now())

@@ -162,7 +162,7 @@ class SyncConsumer(SyncIdentity):
             check_bind(bind)
         errors = [_ops.error_text(error)] * len(checked)
         plan = _ops.nack(self._ctx, checked, errors, secs)
-        return run(self._engine, bind, plan, self._ctx)
+        return [s is not None for s in run(self._engine, bind, plan, self._ctx)]
 
     def release(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -227,7 +227,7 @@ class SyncConsumer(SyncIdentity):
             return None
         if self._listener is None:
             try:
-                self._listener = Listener(self._engine, self._ctx.channel)
+                self._listener = Listener(self._engine, [self._ctx.channel])
             except NotImplementedError as exc:
                 log.warning("%s; polling every %ss instead", exc, self._poll_interval)
                 self._listen = False

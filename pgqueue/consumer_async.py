@@ -167,7 +167,7 @@ class AsyncConsumer(AsyncIdentity):
             acheck_bind(bind)
         errors = [_ops.error_text(error)] * len(checked)
         plan = _ops.nack(self._ctx, checked, errors, secs)
-        return await arun(self._engine, bind, plan, self._ctx)
+        return [s is not None for s in await arun(self._engine, bind, plan, self._ctx)]
 
     async def release(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -234,7 +234,7 @@ class AsyncConsumer(AsyncIdentity):
             return None
         if self._listener is None:
             try:
-                self._listener = Listener(self._engine, self._ctx.channel)
+                self._listener = Listener(self._engine, [self._ctx.channel])
             except NotImplementedError as exc:
                 log.warning("%s; polling every %ss instead", exc, self._poll_interval)
                 self._listen = False

@@ -83,8 +83,12 @@ class MessageNotFound(PgQueueError, LookupError):
     """The message id does not exist in this queue (forged id or another queue's message)."""
 
 
-class LeaseLost(PgQueueError):
-    """Raised by ``ack(..., strict=True)`` style calls when the lease is no longer held."""
+class JobTimeout(PgQueueError, TimeoutError):
+    """A handler ran longer than its entrypoint's ``timeout`` (recorded as the job's error)."""
+
+
+class UnknownEntrypoint(PgQueueError, LookupError):
+    """A worker leased a job whose entrypoint it has no handler for."""
 
 
 _UNDEFINED_TABLE = "42P01"

@@ -171,8 +171,31 @@ workers = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=_now),
     CheckConstraint("kind IN ('producer', 'consumer', 'worker')", name="kind"),
-    CheckConstraint("status IN ('ready', 'suspended', 'stopped')", name="status"),
+    CheckConstraint("status IN ('ready', 'suspended', 'stopped', 'dead')", name="status"),
     Index("ix_pgqueue_workers_heartbeat_at", "heartbeat_at"),
+)
+
+#: Cron schedules: the last tick enqueued, claimed with a conditional UPDATE so exactly
+#: one worker enqueues each tick however many run the schedule.
+schedules = Table(
+    "pgqueue_schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("entrypoint", Text, nullable=False),
+    Column("last_tick", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+#: Token buckets of rate-limited entrypoints, shared by every worker.
+rate_limits = Table(
+    "pgqueue_rate_limits",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("entrypoint", Text, primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
 )
 
 #: Storage settings of the hot table, applied by the migration: updates (lease, retry)
@@ -200,8 +223,10 @@ def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> 
         from pgqueue.schema import include_name
         context.configure(..., include_name=include_name)
     """
+    # The model's tables too, so a table added to it is never left out of the filter.
+    ours = TABLE_NAMES.union(metadata.tables)
     if type_ == "table":
-        return name not in TABLE_NAMES
+        return name not in ours
     if type_ in ("index", "unique_constraint", "foreign_key_constraint", "column"):
-        return parent_names.get("table_name") not in TABLE_NAMES
+        return parent_names.get("table_name") not in ours
     return True

@@ -28,6 +28,7 @@ SOURCES = [
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
+    "pgqueue/worker_async.py",
     "tests/test_producer_async.py",
     "tests/test_admin_async.py",
     "tests/test_consumer_async.py",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,15 +13,18 @@ from . import HEALTH_INTERVAL, backoff, listen_sql, log
 
 
 class Listener:
-    """Sets :attr:`event` on every notification of ``channel``; reconnects by itself."""
+    """Sets :attr:`event` on every notification of its channels; reconnects by itself."""
 
-    def __init__(self, engine: AsyncEngine, channel: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, channels: Sequence[str], event: asyncio.Event | None = None
+    ) -> None:
         self._driver = engine.dialect.driver
         if self._driver not in ("asyncpg", "psycopg_async", "psycopg"):
             raise NotImplementedError(f"LISTEN needs asyncpg or psycopg, not {self._driver}")
         self._engine = engine
-        self._channel = channel
-        self.event = asyncio.Event()
+        self._channels = list(channels)
+        self._channel = ",".join(self._channels)  # for logs
+        self.event = event if event is not None else asyncio.Event()
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
@@ -41,11 +45,13 @@ class Listener:
         raw.detach()  # ours for good: never handed back to the pool
         assert conn is not None
         if self._driver == "asyncpg":
-            await conn.add_listener(self._channel, self._on_notify)
+            for channel in self._channels:
+                await conn.add_listener(channel, self._on_notify)
         else:
             await conn.rollback()
             await conn.set_autocommit(True)
-            await conn.execute(listen_sql(self._channel))
+            for channel in self._channels:
+                await conn.execute(listen_sql(channel))
         return conn
 
     def _on_notify(self, *_: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -12,16 +13,19 @@ from . import HEALTH_INTERVAL, backoff, listen_sql, log
 
 
 class Listener:
-    """Sets :attr:`event` on every notification of ``channel``; reconnects by itself."""
+    """Sets :attr:`event` on every notification of its channels; reconnects by itself."""
 
-    def __init__(self, engine: Engine, channel: str) -> None:
+    def __init__(
+        self, engine: Engine, channels: Sequence[str], event: threading.Event | None = None
+    ) -> None:
         if engine.dialect.driver != "psycopg":
             raise NotImplementedError(
                 f"LISTEN needs psycopg 3 on the sync face, not {engine.dialect.driver}"
             )
         self._engine = engine
-        self._channel = channel
-        self.event = threading.Event()
+        self._channels = list(channels)
+        self._channel = ",".join(self._channels)  # for logs
+        self.event = event if event is not None else threading.Event()
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -43,7 +47,8 @@ class Listener:
         assert conn is not None
         conn.rollback()
         conn.autocommit = True
-        conn.execute(listen_sql(self._channel))
+        for channel in self._channels:
+            conn.execute(listen_sql(channel))
         return conn
 
     def _run(self) -> None:

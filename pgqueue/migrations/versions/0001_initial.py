@@ -176,6 +176,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("pgqueue_rate_limits")
+    op.drop_table("pgqueue_schedules")
     op.drop_table("pgqueue_workers")
     op.drop_table("pgqueue_archive")
     op.drop_table("pgqueue_jobs")
