@@ -337,6 +337,11 @@ def get_worker(ctx: Context, worker_id: int) -> Plan[WorkerInfo | None]:
     return worker_info(rows[0]) if rows else None
 
 
+def list_workers(ctx: Context, include_stopped: bool) -> Plan[list[WorkerInfo]]:
+    rows = yield Step(_sql.SELECT_WORKERS, {"b_all": include_stopped})
+    return [worker_info(r) for r in rows]
+
+
 def is_healthy(ctx: Context, worker_id: int, max_age: float) -> Plan[bool]:
     rows = yield Step(_sql.WORKER_HEALTHY, {"b_worker_id": worker_id, "b_max_age": max_age})
     return bool(rows and rows[0][0])

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Double,
     Integer,
@@ -559,6 +560,18 @@ SET_WORKER_STATUS = (
 )
 
 SELECT_WORKER = select(*WORKER_COLUMNS).where(workers.c.id == bindparam("b_worker_id"))
+
+#: Live workers (ready or suspended), or every recorded one.
+SELECT_WORKERS = (
+    select(*WORKER_COLUMNS)
+    .where(
+        or_(
+            bindparam("b_all", type_=Boolean),
+            workers.c.status.in_([_const("ready"), _const("suspended")]),
+        )
+    )
+    .order_by(workers.c.id)
+)
 
 #: Database-clock health check: heartbeat younger than ``b_max_age`` seconds.
 WORKER_HEALTHY = select(

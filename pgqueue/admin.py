@@ -13,7 +13,7 @@ from . import _migrate, _ops
 from ._compat import connection_of, make_engine, run_sync
 from ._drive import Bind, check_bind, run
 from .errors import InvalidArgument
-from .types import Message, QueueInfo, QueueMetrics
+from .types import Message, QueueInfo, QueueMetrics, WorkerInfo
 
 
 class SyncAdmin:
@@ -193,4 +193,16 @@ class SyncAdmin:
         if ids is not None:
             wanted = [_ops.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
         plan = _ops.requeue_dead(self._ctx, _ops.check_queue_name(name), wanted)
+        return run(self._engine, bind, plan, self._ctx)
+
+    def list_workers(
+        self, *, include_stopped: bool = False, bind: Bind | None = None
+    ) -> list[WorkerInfo]:
+        """Registered producers, consumers and workers: live ones (ready or suspended),
+        or every recorded one with ``include_stopped``.
+
+        >>> [(w.hostname, w.status) for w in admin.list_workers()]  # doctest: +SKIP
+        [('web-1', 'ready')]
+        """
+        plan = _ops.list_workers(self._ctx, bool(include_stopped))
         return run(self._engine, bind, plan, self._ctx)

@@ -12,7 +12,7 @@ from . import _migrate, _ops
 from ._acompat import connection_of, make_engine, run_sync
 from ._drive import AsyncBind, acheck_bind, arun
 from .errors import InvalidArgument
-from .types import Message, QueueInfo, QueueMetrics
+from .types import Message, QueueInfo, QueueMetrics, WorkerInfo
 
 
 class AsyncAdmin:
@@ -192,4 +192,16 @@ class AsyncAdmin:
         if ids is not None:
             wanted = [_ops.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
         plan = _ops.requeue_dead(self._ctx, _ops.check_queue_name(name), wanted)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def list_workers(
+        self, *, include_stopped: bool = False, bind: AsyncBind | None = None
+    ) -> list[WorkerInfo]:
+        """Registered producers, consumers and workers: live ones (ready or suspended),
+        or every recorded one with ``include_stopped``.
+
+        >>> [(w.hostname, w.status) for w in await admin.list_workers()]  # doctest: +SKIP
+        [('web-1', 'ready')]
+        """
+        plan = _ops.list_workers(self._ctx, bool(include_stopped))
         return await arun(self._engine, bind, plan, self._ctx)

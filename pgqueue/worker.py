@@ -225,6 +225,20 @@ class SyncWorker(SyncIdentity):
 
         return register
 
+    def _configure(
+        self, *, concurrency: int | None = None, queues: Sequence[str] | None = None
+    ) -> None:
+        """Overrides from the command line (``pgqueue run --concurrency --queues``)."""
+        if self._running:
+            raise InvalidArgument("cannot reconfigure a running worker")
+        if concurrency is not None:
+            self._concurrency = _ops.positive_int(concurrency, "concurrency", maximum=10_000)
+            self._batch_size = min(self._batch_size, self._concurrency)
+        if queues:
+            names = [_ops.check_queue_name(q) for q in queues]
+            self._queues = tuple(names)
+            self._contexts = {q: _ops.Context(self._ctx.schema, q) for q in names}
+
     @property
     def entrypoints(self) -> Mapping[str, Entrypoint]:
         """Registered entrypoints by name."""
