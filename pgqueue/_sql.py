@@ -399,6 +399,8 @@ EXTEND_LEASE = (
 
 #: When an idle consumer should look again: now if a job is ready, else the earliest
 #: due time among scheduled jobs and leases (NULL: nothing pending; sleep on LISTEN).
+#: A worker passes its entrypoints: jobs only another worker can run are not its work
+#: (counting them would make it spin on a job it never takes).
 NEXT_AVAILABLE_AT = select(
     case(
         (
@@ -406,11 +408,13 @@ NEXT_AVAILABLE_AT = select(
             None,
         ),
         (
-            exists().where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED),
+            exists().where(
+                jobs.c.queue == bindparam("b_queue"), jobs.c.status == _QUEUED, _handled
+            ),
             func.now(),
         ),
         else_=select(func.min(jobs.c.available_at))
-        .where(jobs.c.queue == bindparam("b_queue"), _WAITING)
+        .where(jobs.c.queue == bindparam("b_queue"), _WAITING, _handled)
         .scalar_subquery(),
     ),
     func.now(),
@@ -545,9 +549,10 @@ REGISTER_WORKER = (
     .returning(*WORKER_COLUMNS)
 )
 
+#: A row marked dead by a sweep matches nothing: its owner registers afresh.
 HEARTBEAT = (
     update(workers)
-    .where(workers.c.id == bindparam("b_worker_id"))
+    .where(workers.c.id == bindparam("b_worker_id"), workers.c.status != _const("dead"))
     .values(heartbeat_at=func.now())
     .returning(*WORKER_COLUMNS)
 )
