@@ -55,6 +55,8 @@ TABLE_NAMES = frozenset(
         "pgqueue_jobs",
         "pgqueue_archive",
         "pgqueue_workers",
+        "pgqueue_schedules",
+        "pgqueue_rate_limits",
         "pgqueue_alembic_version",
     }
 )

@@ -1,4 +1,4 @@
-"""pgqueue's initial schema: queues, jobs, archive, workers.
+"""pgqueue's initial schema: queues, jobs, archive, workers, schedules, rate limits.
 
 Revision ID: pgqueue_0001
 Revises:
@@ -168,11 +168,32 @@ def upgrade() -> None:
             "kind IN ('producer', 'consumer', 'worker')", name=op.f("ck_pgqueue_workers_kind")
         ),
         sa.CheckConstraint(
-            "status IN ('ready', 'suspended', 'stopped')", name=op.f("ck_pgqueue_workers_status")
+            "status IN ('ready', 'suspended', 'stopped', 'dead')",
+            name=op.f("ck_pgqueue_workers_status"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pgqueue_workers")),
     )
     op.create_index(op.f("ix_pgqueue_workers_heartbeat_at"), "pgqueue_workers", ["heartbeat_at"])
+
+    op.create_table(
+        "pgqueue_schedules",
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("cron", sa.Text(), nullable=False),
+        sa.Column("queue", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.Text(), nullable=False),
+        sa.Column("last_tick", ts, nullable=True),
+        sa.Column("updated_at", ts, server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_pgqueue_schedules")),
+    )
+
+    op.create_table(
+        "pgqueue_rate_limits",
+        sa.Column("queue", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.Text(), nullable=False),
+        sa.Column("tokens", sa.Double(), nullable=False),
+        sa.Column("updated_at", ts, server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("queue", "entrypoint", name=op.f("pk_pgqueue_rate_limits")),
+    )
 
 
 def downgrade() -> None:
