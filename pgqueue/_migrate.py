@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
-from alembic import command
-
 from .schema import metadata, translate_map
+
+if TYPE_CHECKING:  # Alembic is imported only when migrating: it doubles import time
+    from alembic.config import Config
 
 VERSION_TABLE = "pgqueue_alembic_version"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgqueue.migrations'), hashtext(:schema))"
@@ -30,6 +30,8 @@ def script_location() -> str:
 
 
 def _config(connection: Connection, schema: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", script_location())
     cfg.attributes["connection"] = connection
@@ -100,9 +102,13 @@ MigrateFn = Callable[[Connection, str, str], None]
 
 def upgrade(connection: Connection, schema: str, revision: str = "heads") -> None:
     """Upgrade pgqueue's tables in ``schema`` to ``revision`` on ``connection``."""
+    from alembic import command
+
     command.upgrade(_config(connection, schema), revision)
 
 
 def downgrade(connection: Connection, schema: str, revision: str = "base") -> None:
     """Downgrade pgqueue's tables in ``schema`` (``base`` drops them all)."""
+    from alembic import command
+
     command.downgrade(_config(connection, schema), revision)

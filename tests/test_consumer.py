@@ -87,11 +87,12 @@ def test_batch_ack_is_one_statement_with_per_message_results(sync_db: SyncDB) ->
     producer.batch_enqueue([{"n": i} for i in range(5)], **sync_db.kw)
     batch = consumer.dequeue(batch_size=5, **sync_db.kw)
     forged = replace(batch[0], lease=uuid.uuid4())
-    assert consumer.ack_batch([*batch[:3], forged], **sync_db.kw) == [
+    assert consumer.ack_batch([*batch[:3], forged, batch[0]], **sync_db.kw) == [
         True,
         True,
         True,
         False,
+        False,  # listed twice, completed once
     ]
     assert consumer.nack_batch(batch[3:], error="x", delay=0, **sync_db.kw) == [True, True]
     assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE status = 'scheduled'") == 2
@@ -199,9 +200,17 @@ def test_lease_expired_on_last_attempt_dead_letters(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db, max_attempts=1)
     producer.enqueue({"n": 1}, **sync_db.kw)
     (m,) = consumer.dequeue(**sync_db.kw)
-    sync_db.rows("UPDATE pgqueue_jobs SET available_at = now() - interval '1 second'")
-    assert consumer.dequeue(**sync_db.kw) == []
-    status, error = sync_db.rows("SELECT status, last_error FROM pgqueue_jobs")[0]
+    producer.enqueue({"n": 2}, **sync_db.kw)
+    sync_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=m.id,
+    )
+    # the dead-lettered job does not use up the batch: the next ready job comes back
+    (other,) = consumer.dequeue(**sync_db.kw)
+    assert other.payload == {"n": 2}
+    status, error = (
+        sync_db.rows("SELECT status, last_error FROM pgqueue_jobs WHERE id = :id", id=m.id)
+    )[0]
     assert status == "dead" and "lease expired" in error
 
 

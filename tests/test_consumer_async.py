@@ -86,11 +86,12 @@ async def test_batch_ack_is_one_statement_with_per_message_results(async_db: Asy
     await producer.batch_enqueue([{"n": i} for i in range(5)], **async_db.kw)
     batch = await consumer.dequeue(batch_size=5, **async_db.kw)
     forged = replace(batch[0], lease=uuid.uuid4())
-    assert await consumer.ack_batch([*batch[:3], forged], **async_db.kw) == [
+    assert await consumer.ack_batch([*batch[:3], forged, batch[0]], **async_db.kw) == [
         True,
         True,
         True,
         False,
+        False,  # listed twice, completed once
     ]
     assert await consumer.nack_batch(batch[3:], error="x", delay=0, **async_db.kw) == [True, True]
     assert (
@@ -200,9 +201,17 @@ async def test_lease_expired_on_last_attempt_dead_letters(async_db: AsyncDB) -> 
     _, producer, consumer = await _setup(async_db, max_attempts=1)
     await producer.enqueue({"n": 1}, **async_db.kw)
     (m,) = await consumer.dequeue(**async_db.kw)
-    await async_db.rows("UPDATE pgqueue_jobs SET available_at = now() - interval '1 second'")
-    assert await consumer.dequeue(**async_db.kw) == []
-    status, error = (await async_db.rows("SELECT status, last_error FROM pgqueue_jobs"))[0]
+    await producer.enqueue({"n": 2}, **async_db.kw)
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=m.id,
+    )
+    # the dead-lettered job does not use up the batch: the next ready job comes back
+    (other,) = await consumer.dequeue(**async_db.kw)
+    assert other.payload == {"n": 2}
+    status, error = (
+        await async_db.rows("SELECT status, last_error FROM pgqueue_jobs WHERE id = :id", id=m.id)
+    )[0]
     assert status == "dead" and "lease expired" in error
 
 
