@@ -74,9 +74,14 @@ class SyncIdentity:
         >>> info.hostname, info.status         # doctest: +SKIP
         ('my-service', 'ready')
         """
+        self._check_not_stopped()
         with self._register_lock:
             if self._worker_id is not None:
-                return self.heartbeat()
+                # Not self.heartbeat(): it re-registers through here, and we hold the lock.
+                beat = _ops.heartbeat(self._ctx, self._worker_id)
+                info = run(self._engine, None, beat, self._ctx)
+                if info is not None:
+                    return info
             plan = _ops.register(
                 self._ctx, self._kind, self._queues, self._hostname, self._port, os.getpid()
             )
@@ -90,6 +95,10 @@ class SyncIdentity:
         assert self._worker_id is not None
         return self._worker_id
 
+    def _check_not_stopped(self) -> None:
+        if self._state == STOPPED:
+            raise NotRunning(f"this {type(self).__name__} was shut down; create a new one")
+
     def _check_running(self) -> None:
         if self._state != READY:
             raise NotRunning(
@@ -99,6 +108,7 @@ class SyncIdentity:
 
     def heartbeat(self) -> WorkerInfo:
         """Record that this process is alive (database clock)."""
+        self._check_not_stopped()
         worker_id = self._ensure_registered()
         info = run(self._engine, None, _ops.heartbeat(self._ctx, worker_id), self._ctx)
         if info is None:  # our row was cleaned up (marked dead): register afresh
@@ -122,8 +132,7 @@ class SyncIdentity:
         return run(self._engine, None, plan, self._ctx)
 
     def _set_state(self, state: str) -> None:
-        if self._state == STOPPED:
-            raise NotRunning(f"this {type(self).__name__} was shut down; create a new one")
+        self._check_not_stopped()
         worker_id = self._ensure_registered()
         run(self._engine, None, _ops.set_status(self._ctx, worker_id, state), self._ctx)
         self._state = state

@@ -137,6 +137,7 @@ class SyncProducer(SyncIdentity):
         >>> producer.extend_visibility(m.id, 30)  # doctest: +SKIP
         True
         """
+        self._check_not_stopped()
         secs = _ops.seconds(seconds, "seconds")
         if secs is None:
             raise InvalidDelay("seconds is required")

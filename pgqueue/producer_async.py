@@ -136,6 +136,7 @@ class AsyncProducer(AsyncIdentity):
         >>> await producer.extend_visibility(m.id, 30)  # doctest: +SKIP
         True
         """
+        self._check_not_stopped()
         secs = _ops.seconds(seconds, "seconds")
         if secs is None:
             raise InvalidDelay("seconds is required")

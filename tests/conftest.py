@@ -30,7 +30,10 @@ from sqlalchemy.orm import Session
 from pgqueue import SyncAdmin
 
 SCHEMA = "pgq_test"
-TABLES = "pgqueue_jobs, pgqueue_archive, pgqueue_queues, pgqueue_workers"
+TABLES = (
+    "pgqueue_jobs, pgqueue_archive, pgqueue_queues, pgqueue_workers, "
+    "pgqueue_schedules, pgqueue_rate_limits"
+)
 
 
 def _with_driver(url: URL, driver: str) -> URL:
