@@ -517,6 +517,7 @@ def test_out_of_range_options(sync_db: SyncDB, producer: SyncProducer) -> None:
         ("dedupe_key", 5),
         ("entrypoint", "e" * 256),
         ("entrypoint", "nul\x00"),
+        ("entrypoint", ""),
         ("entrypoint", 5),
     ):
         assert_rejected(sync_db, producer, InvalidArgument, **{option: value})

@@ -538,6 +538,7 @@ async def test_out_of_range_options(async_db: AsyncDB, producer: AsyncProducer) 
         ("dedupe_key", 5),
         ("entrypoint", "e" * 256),
         ("entrypoint", "nul\x00"),
+        ("entrypoint", ""),
         ("entrypoint", 5),
     ):
         await assert_rejected(async_db, producer, InvalidArgument, **{option: value})

@@ -32,15 +32,12 @@ SOURCES = [
     "tests/test_producer_async.py",
     "tests/test_admin_async.py",
     "tests/test_consumer_async.py",
+    "tests/test_worker_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.
 RULES: list[tuple[str, str]] = [
     (r"^from sqlalchemy\.ext\.asyncio import AsyncEngine$", "from sqlalchemy import Engine"),
-    (
-        r"^from sqlalchemy\.ext\.asyncio import AsyncEngine, create_async_engine$",
-        "from sqlalchemy import Engine, create_engine",
-    ),
     (r"\bAsyncEngine\b", "Engine"),
     (r"\bAsyncConnection\b", "Connection"),
     (r"\bAsyncSession\b", "Session"),
@@ -53,11 +50,8 @@ RULES: list[tuple[str, str]] = [
     (r"\b(_identity|producer|admin|consumer|worker)_async\b", r"\1"),
     (r"\bAsync(Identity|Producer|Consumer|Admin|Worker|DB)\b", r"Sync\1"),
     (r"\basync_db\b", "sync_db"),
-    (r"\basync_face\b", "sync_face"),
+    (r"\basync_engine\b", "sync_engine"),
     (r"\basynccontextmanager\b", "contextmanager"),
-    (r"\b__aiter__\b", "__iter__"),
-    (r"\b__anext__\b", "__next__"),
-    (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\.aclose\(\)", ".close()"),
     (r"\basync (def|with|for) ", r"\1 "),
     # "(await f(x)).y" -> "f(x).y", but "len(await f(x))" keeps its call parentheses
