@@ -79,6 +79,10 @@ class TaskGroup:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+#: What a handler of this face may be (for error messages).
+HANDLER_KINDS = "an async def function (run on the loop) or a plain function (run in a thread)"
+
+
 def is_handler(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` can be a handler of this face (async def, or a plain callable
     that runs in a thread)."""
@@ -141,6 +145,7 @@ async def run_sync(conn: AsyncConnection, fn: Callable[..., T], *args: Any) -> T
 
 
 __all__ = [
+    "HANDLER_KINDS",
     "Event",
     "Listener",
     "Lock",

@@ -79,6 +79,10 @@ class TaskGroup:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+#: What a handler of this face may be (for error messages).
+HANDLER_KINDS = "a plain function, not an async def one (AsyncWorker runs those)"
+
+
 def is_handler(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` can be a handler of this face (a plain callable, not async def)."""
     return callable(fn) and not inspect.iscoroutinefunction(fn)
@@ -144,6 +148,7 @@ def run_sync(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
 
 
 __all__ = [
+    "HANDLER_KINDS",
     "Event",
     "Listener",
     "Lock",

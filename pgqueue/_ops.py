@@ -204,9 +204,15 @@ def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[
             not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024
         ):
             raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 chars")
-        entrypoint = pick("entrypoint") or queue
-        if not isinstance(entrypoint, str) or len(entrypoint) > 255 or "\x00" in entrypoint:
-            raise InvalidArgument(f"{where}: entrypoint must be a str of <= 255 characters")
+        entrypoint = pick("entrypoint")
+        entrypoint = queue if entrypoint is None else entrypoint
+        if (
+            not isinstance(entrypoint, str)
+            or not entrypoint
+            or len(entrypoint) > 255
+            or "\x00" in entrypoint
+        ):
+            raise InvalidArgument(f"{where}: entrypoint must be a str of 1 to 255 characters")
         max_attempts = pick("max_attempts")
         if max_attempts is not None:
             positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
@@ -458,7 +464,12 @@ def _lease_params(
 def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
     """Which messages took effect: rows carry (id, lease) of each job still leased."""
     done = {(r[0], r[1]) for r in rows}
-    return [(m.id, m.lease) in done for m in messages]
+    hits = []
+    for m in messages:  # a message listed twice took effect once
+        key = (m.id, m.lease)
+        hits.append(key in done)
+        done.discard(key)
+    return hits
 
 
 def dequeue(
@@ -468,19 +479,22 @@ def dequeue(
     visibility_timeout: float | None,
     entrypoints: Sequence[str] | None = None,
 ) -> Plan[list[Message]]:
-    rows = yield Step(
-        _sql.DEQUEUE,
-        {
-            "b_queue": ctx.queue,
-            "b_limit": limit,
-            "b_consumer": consumer,
-            "b_visibility_timeout": visibility_timeout,
-            "b_entrypoints": None if entrypoints is None else list(entrypoints),
-        },
-    )
-    # Rows come back in no particular order; hand them out in the dequeue order. Jobs
-    # dead-lettered on the way (lease expired on their last attempt) are not handed out.
-    leased_now = [message(r) for r in rows if r.status == RUNNING]
+    params = {
+        "b_queue": ctx.queue,
+        "b_consumer": consumer,
+        "b_visibility_timeout": visibility_timeout,
+        "b_entrypoints": None if entrypoints is None else list(entrypoints),
+    }
+    leased_now: list[Message] = []
+    while len(leased_now) < limit:
+        rows = yield Step(_sql.DEQUEUE, {**params, "b_limit": limit - len(leased_now)})
+        # Jobs dead-lettered on the way (lease expired on their last attempt) are not
+        # handed out; they took slots of this batch, so look again for the others. Each
+        # pass dead-letters at least one job, so this ends.
+        leased_now += [message(r) for r in rows if r.status == RUNNING]
+        if all(r.status == RUNNING for r in rows):
+            break
+    # Rows come back in no particular order; hand them out in the dequeue order.
     leased_now.sort(key=lambda m: (-m.priority, m.id))
     return leased_now
 
@@ -530,9 +544,14 @@ def extend(ctx: Context, messages: Sequence[Message], secs: float) -> Plan[list[
     return _hits(messages, rows)
 
 
-def next_available(ctx: Context) -> Plan[float | None]:
-    """Seconds until this queue may have work (0: now; None: nothing pending)."""
-    rows = yield Step(_sql.NEXT_AVAILABLE_AT, {"b_queue": ctx.queue})
+def next_available(ctx: Context, entrypoints: Sequence[str] | None = None) -> Plan[float | None]:
+    """Seconds until this queue may have work (0: now; None: nothing pending); with
+    ``entrypoints``, work for those entrypoints only (a worker's handlers)."""
+    params = {
+        "b_queue": ctx.queue,
+        "b_entrypoints": None if entrypoints is None else list(entrypoints),
+    }
+    rows = yield Step(_sql.NEXT_AVAILABLE_AT, params)
     row: Any = rows[0]
     next_at, now = row[0], row[1]
     if next_at is None:
@@ -570,8 +589,9 @@ def limited_dequeue(
     entrypoint: str,
     concurrency_limit: int | None,
     rate_limit: float | None,
-) -> Plan[list[Message]]:
-    """Lease jobs of one entrypoint within its limits, shared by every worker.
+) -> Plan[tuple[list[Message], bool]]:
+    """Lease jobs of one entrypoint within its limits, shared by every worker; also
+    whether a limit held jobs back (then look again soon: no NOTIFY will say when).
 
     An advisory lock held to the end of the transaction serialises these dequeues per
     (schema, queue, entrypoint), so counting the running jobs (or taking tokens) and
@@ -579,6 +599,7 @@ def limited_dequeue(
     key = f"{ctx.schema}.{ctx.queue}.{entrypoint}"
     yield Step(_sql.LIMIT_LOCK, {"b_key": key})
     scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
+    asked = want
     if concurrency_limit is not None:
         rows = yield Step(_sql.COUNT_RUNNING, scope)
         want = min(want, concurrency_limit - int(rows[0][0]))
@@ -587,11 +608,12 @@ def limited_dequeue(
         rows = yield Step(_sql.REFILL_BUCKET, {**scope, "b_rate": rate_limit})
         want = min(want, int(rows[0][0]))
     if want <= 0:
-        return []
+        return [], True
     got = yield from dequeue(ctx, consumer, want, visibility_timeout, [entrypoint])
     if rate_limit is not None and got:
         yield Step(_sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
-    return got
+    # Fewer than the limit allowed: this entrypoint has no more ready jobs right now.
+    return got, want < asked and len(got) == want
 
 
 def sweep_workers(ctx: Context, dead_after: float, retention: float = 86_400.0) -> Plan[int]:

@@ -628,18 +628,23 @@ COUNT_RUNNING = (
 
 _rate = bindparam("b_rate", type_=Double)
 _clock = func.clock_timestamp()
+#: Most tokens a bucket holds: a tenth of a second's worth, at least one. Starts within
+#: any T seconds are fewer than capacity + rate * T, so up to 10 jobs/s no 1-second
+#: window sees more than ``rate_limit`` starts, and above that at most 10% more. (A
+#: capacity of a whole second's worth let a full bucket double the rate for a second.)
+_capacity = func.greatest(_rate / 10.0, 1.0)
 ENSURE_BUCKET = (
     insert(rate_limits)
     .values(
         queue=bindparam("b_queue"),
         entrypoint=bindparam("b_entrypoint"),
-        tokens=func.greatest(_rate, 1.0),
+        tokens=_capacity,
         updated_at=_clock,
     )
     .on_conflict_do_nothing(index_elements=[rate_limits.c.queue, rate_limits.c.entrypoint])
 )
 
-#: Refill the bucket for the time elapsed (capacity: one second's worth, at least 1).
+#: Refill the bucket for the time elapsed, up to its capacity.
 REFILL_BUCKET = (
     update(rate_limits)
     .where(
@@ -648,7 +653,7 @@ REFILL_BUCKET = (
     )
     .values(
         tokens=func.least(
-            func.greatest(_rate, 1.0),
+            _capacity,
             rate_limits.c.tokens + _rate * func.extract("epoch", _clock - rate_limits.c.updated_at),
         ),
         updated_at=_clock,

@@ -182,12 +182,15 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     progress = Progress(None, f"enqueue {args.queue}")
     total, batch = 0, []
     options = {"entrypoint": args.entrypoint, "priority": args.priority, "delay": args.delay}
-    for payload in _payloads(args):
-        batch.append(payload)
-        if len(batch) >= args.batch_size:
-            total += len(producer.batch_enqueue(batch, **options))
-            batch.clear()
-            progress.update(total)
+    try:
+        for payload in _payloads(args):
+            batch.append(payload)
+            if len(batch) >= args.batch_size:
+                total += len(producer.batch_enqueue(batch, **options))
+                batch.clear()
+                progress.update(total)
+    except CliError as exc:  # say what a rerun would enqueue twice
+        raise CliError(f"{exc}; {total} job(s) before it were enqueued", exc.code) from None
     if batch:
         total += len(producer.batch_enqueue(batch, **options))
     if args.payload is None:
@@ -518,5 +521,12 @@ def _is_connect_error(exc: DBAPIError) -> bool:
     text_ = str(exc).lower()
     return any(
         s in text_
-        for s in ("connection refused", "could not connect", "connection failed", "timeout")
+        for s in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "timeout",
+            "failed to resolve host",  # psycopg: an unknown host is unreachable too
+            "could not translate host name",  # libpq's wording
+        )
     ) or isinstance(exc.orig, OSError)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import _ops
 from ._compat import (
+    HANDLER_KINDS,
     Event,
     Listener,
     Lock,
@@ -81,8 +82,9 @@ class SyncWorker(SyncIdentity):
     ...     mailer.send(**job.payload)
     >>> worker.run()  # until SIGTERM/SIGINT or shutdown()  # doctest: +SKIP
 
-    Handlers on SyncWorker may be ``async def`` (run on the loop) or plain functions
-    (run in a thread so they never block it). A handler that returns completes the job
+    On the async face a handler may be ``async def`` (run on the event loop) or a plain
+    function (run in a thread, so it never blocks the loop); the sync face takes plain
+    functions, each run in a pool thread. A handler that returns completes the job
     (acks are batched); one that raises fails the attempt: the job is retried with
     backoff, and dead-lettered after ``max_attempts``. While a job runs, a heartbeat
     keeps its lease alive, so a long job is not run twice while its worker lives; if
@@ -123,6 +125,7 @@ class SyncWorker(SyncIdentity):
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
         self._held: dict[int, Message] = {}
+        self._finished: set[int] = set()  # held jobs whose handler returned or raised
         self._done: list[Message] = []
         self._done_lock = Lock()
         self._flushing = False
@@ -130,6 +133,7 @@ class SyncWorker(SyncIdentity):
         self._halt = Event()  # background loops end
         self._stop_requested = False
         self._running = False
+        self._state_changes = 0  # suspend()/resume() calls begun or ended here
         self._stats = {"completed": 0, "failed": 0, "dead": 0, "lost": 0}
 
     # ------------------------------------------------------------------ registration
@@ -171,8 +175,8 @@ class SyncWorker(SyncIdentity):
         def register(fn: H) -> H:
             if not is_handler(fn):
                 raise InvalidArgument(
-                    f"{fn!r} cannot be a handler of {type(self).__name__} "
-                    "(SyncWorker takes plain functions; SyncWorker takes both)"
+                    f"{fn!r} cannot be a handler of {type(self).__name__}: "
+                    f"a handler is {HANDLER_KINDS}"
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
@@ -312,6 +316,15 @@ class SyncWorker(SyncIdentity):
             return
         super().shutdown()
 
+    def _set_state(self, state: str) -> None:
+        # Counted before and after: a heartbeat that read the status meanwhile must not
+        # adopt it (it may predate this change and would undo it).
+        self._state_changes += 1
+        try:
+            super()._set_state(state)
+        finally:
+            self._state_changes += 1
+
     def _until_registered(self) -> None:
         attempt = 0
         while True:
@@ -349,6 +362,9 @@ class SyncWorker(SyncIdentity):
                 self._wakeup.clear()
                 continue
             self._wakeup.clear()
+            # Idle before looking: a job still running during _fetch could be retried
+            # (rescheduled) after next_available was read, so its answer would be stale.
+            idle = len(jobs) == 0
             try:
                 fetched, retry_in = self._fetch(free)
                 attempt = 0
@@ -362,7 +378,7 @@ class SyncWorker(SyncIdentity):
                 jobs.spawn(self._execute, m)
             if fetched:
                 continue
-            if drain and len(jobs) == 0 and (retry_in is None or retry_in > DRAIN_HORIZON):
+            if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
                 return
             pause = self._poll_interval if not self._listen else None
             for bound in (retry_in, 0.5 if drain else None):
@@ -380,6 +396,7 @@ class SyncWorker(SyncIdentity):
         plain = [e.name for e in self._entrypoints.values() if not e.limited]
         limited = [e for e in self._entrypoints.values() if e.limited]
         for ctx in self._contexts.values():
+            held: set[str] = set()
             want = min(free - len(out), self._batch_size)
             if want <= 0:
                 break
@@ -390,16 +407,20 @@ class SyncWorker(SyncIdentity):
                 want = min(free - len(out), self._batch_size)
                 if want <= 0:
                     break
-                plan = _ops.limited_dequeue(
+                limited_plan = _ops.limited_dequeue(
                     ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
                 )
-                got = run(self._engine, None, plan, ctx)
+                got, held_back = run(self._engine, None, limited_plan, ctx)
                 out += got
-                if len(got) < want:  # held back by a limit: look again soon
+                if held_back:  # by a limit: look again soon
+                    held.add(ep.name)
                     soon = 1.0 / ep.rate_limit if ep.rate_limit else self._poll_interval
                     retry_in = soon if retry_in is None else min(retry_in, soon)
-            if not out:
-                due = run(self._engine, None, _ops.next_available(ctx), ctx)
+            # When to look again for the rest: jobs held back by a limit (or only another
+            # worker can run) are ready but not ours to take now; counting them would spin.
+            others = [name for name in self._entrypoints if name not in held]
+            if not out and others:
+                due = run(self._engine, None, _ops.next_available(ctx, others), ctx)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
@@ -411,8 +432,10 @@ class SyncWorker(SyncIdentity):
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
             call_handler(ep.handler, m, ep.timeout)
         except Exception as exc:
+            self._finished.add(m.id)
             self._fail(m, ep, exc)
         else:
+            self._finished.add(m.id)
             self._complete(m)
         finally:
             self._wakeup.set()  # a slot is free
@@ -428,16 +451,21 @@ class SyncWorker(SyncIdentity):
         self._flush_acks()
 
     def _flush_acks(self) -> None:
-        try:
-            while True:
-                with self._done_lock:
-                    batch, self._done = self._done, []
-                    if not batch:
-                        return
-                self._settle("ack", batch)
-        finally:
+        while True:
             with self._done_lock:
-                self._flushing = False
+                batch, self._done = self._done, []
+                if not batch:
+                    # In the same critical section as the check: a job completing now
+                    # either was in this batch or finds no flush in progress and flushes.
+                    self._flushing = False
+                    return
+            try:
+                self._settle("ack", batch)
+            except BaseException:  # cancelled at the shutdown timeout: ack them later
+                with self._done_lock:
+                    self._done[:0] = batch
+                    self._flushing = False
+                raise
 
     def _settle(
         self,
@@ -476,6 +504,7 @@ class SyncWorker(SyncIdentity):
                     attempt = self._backoff(what, exc, attempt)
             for m, outcome in zip(msgs, outcomes, strict=True):
                 self._held.pop(m.id, None)
+                self._finished.discard(m.id)
                 if outcome is None or outcome is False:
                     self._stats["lost"] += what != "release"
                 elif what == "ack":
@@ -501,7 +530,9 @@ class SyncWorker(SyncIdentity):
         self._settle("nack", [m], exc, delay, limit)
 
     def _release_held(self) -> None:
-        held = list(self._held.values())
+        # Only jobs whose handler has not finished: releasing one that completed (its
+        # ack in flight, or a thread of the sync face still flushing) would run it again.
+        held = [m for m in list(self._held.values()) if m.id not in self._finished]
         if held:
             self._settle("release", held)
 
@@ -512,13 +543,19 @@ class SyncWorker(SyncIdentity):
         beats = 0
         while not wait_event(self._halt, self._heartbeat_interval):
             try:
+                changes = self._state_changes
                 info = self.heartbeat()
-                if info.status == SUSPENDED and self._state == READY:
+                if changes != self._state_changes:
+                    pass  # suspend()/resume() ran meanwhile: theirs is the newer status
+                elif info.status == SUSPENDED and self._state == READY:
                     self._state = SUSPENDED  # suspended from outside (pgqueue CLI)
                 elif info.status == READY and self._state == SUSPENDED:
                     self._state = READY
+                # list() copies in one step: on the sync face other threads change _held,
+                # and iterating it while they do raises (and would end the heartbeat).
+                held = list(self._held.values())
                 for queue, ctx in self._contexts.items():
-                    mine = [m for m in self._held.values() if m.queue == queue]
+                    mine = [m for m in held if m.queue == queue]
                     if mine:
                         extend = _ops.extend(ctx, mine, self._visibility_timeout)
                         run(self._engine, None, extend, ctx)
@@ -526,7 +563,7 @@ class SyncWorker(SyncIdentity):
                     sweep = _ops.sweep_workers(self._ctx, 3 * self._visibility_timeout)
                     run(self._engine, None, sweep, self._ctx)
                 beats += 1
-            except _TRANSIENT as exc:
+            except Exception as exc:  # never end: running jobs depend on it
                 log.warning("worker %s: heartbeat failed (%s)", self._worker_id, exc)
 
     def _schedule_loop(self) -> None:

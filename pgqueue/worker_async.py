@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _ops
 from ._acompat import (
+    HANDLER_KINDS,
     Event,
     Listener,
     Lock,
@@ -80,8 +81,9 @@ class AsyncWorker(AsyncIdentity):
     ...     await mailer.send(**job.payload)
     >>> await worker.run()  # until SIGTERM/SIGINT or shutdown()  # doctest: +SKIP
 
-    Handlers on AsyncWorker may be ``async def`` (run on the loop) or plain functions
-    (run in a thread so they never block it). A handler that returns completes the job
+    On the async face a handler may be ``async def`` (run on the event loop) or a plain
+    function (run in a thread, so it never blocks the loop); the sync face takes plain
+    functions, each run in a pool thread. A handler that returns completes the job
     (acks are batched); one that raises fails the attempt: the job is retried with
     backoff, and dead-lettered after ``max_attempts``. While a job runs, a heartbeat
     keeps its lease alive, so a long job is not run twice while its worker lives; if
@@ -122,6 +124,7 @@ class AsyncWorker(AsyncIdentity):
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
         self._held: dict[int, Message] = {}
+        self._finished: set[int] = set()  # held jobs whose handler returned or raised
         self._done: list[Message] = []
         self._done_lock = Lock()
         self._flushing = False
@@ -129,6 +132,7 @@ class AsyncWorker(AsyncIdentity):
         self._halt = Event()  # background loops end
         self._stop_requested = False
         self._running = False
+        self._state_changes = 0  # suspend()/resume() calls begun or ended here
         self._stats = {"completed": 0, "failed": 0, "dead": 0, "lost": 0}
 
     # ------------------------------------------------------------------ registration
@@ -170,8 +174,8 @@ class AsyncWorker(AsyncIdentity):
         def register(fn: H) -> H:
             if not is_handler(fn):
                 raise InvalidArgument(
-                    f"{fn!r} cannot be a handler of {type(self).__name__} "
-                    "(SyncWorker takes plain functions; AsyncWorker takes both)"
+                    f"{fn!r} cannot be a handler of {type(self).__name__}: "
+                    f"a handler is {HANDLER_KINDS}"
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
@@ -311,6 +315,15 @@ class AsyncWorker(AsyncIdentity):
             return
         await super().shutdown()
 
+    async def _set_state(self, state: str) -> None:
+        # Counted before and after: a heartbeat that read the status meanwhile must not
+        # adopt it (it may predate this change and would undo it).
+        self._state_changes += 1
+        try:
+            await super()._set_state(state)
+        finally:
+            self._state_changes += 1
+
     async def _until_registered(self) -> None:
         attempt = 0
         while True:
@@ -348,6 +361,9 @@ class AsyncWorker(AsyncIdentity):
                 self._wakeup.clear()
                 continue
             self._wakeup.clear()
+            # Idle before looking: a job still running during _fetch could be retried
+            # (rescheduled) after next_available was read, so its answer would be stale.
+            idle = len(jobs) == 0
             try:
                 fetched, retry_in = await self._fetch(free)
                 attempt = 0
@@ -361,7 +377,7 @@ class AsyncWorker(AsyncIdentity):
                 jobs.spawn(self._execute, m)
             if fetched:
                 continue
-            if drain and len(jobs) == 0 and (retry_in is None or retry_in > DRAIN_HORIZON):
+            if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
                 return
             pause = self._poll_interval if not self._listen else None
             for bound in (retry_in, 0.5 if drain else None):
@@ -379,6 +395,7 @@ class AsyncWorker(AsyncIdentity):
         plain = [e.name for e in self._entrypoints.values() if not e.limited]
         limited = [e for e in self._entrypoints.values() if e.limited]
         for ctx in self._contexts.values():
+            held: set[str] = set()
             want = min(free - len(out), self._batch_size)
             if want <= 0:
                 break
@@ -389,16 +406,20 @@ class AsyncWorker(AsyncIdentity):
                 want = min(free - len(out), self._batch_size)
                 if want <= 0:
                     break
-                plan = _ops.limited_dequeue(
+                limited_plan = _ops.limited_dequeue(
                     ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
                 )
-                got = await arun(self._engine, None, plan, ctx)
+                got, held_back = await arun(self._engine, None, limited_plan, ctx)
                 out += got
-                if len(got) < want:  # held back by a limit: look again soon
+                if held_back:  # by a limit: look again soon
+                    held.add(ep.name)
                     soon = 1.0 / ep.rate_limit if ep.rate_limit else self._poll_interval
                     retry_in = soon if retry_in is None else min(retry_in, soon)
-            if not out:
-                due = await arun(self._engine, None, _ops.next_available(ctx), ctx)
+            # When to look again for the rest: jobs held back by a limit (or only another
+            # worker can run) are ready but not ours to take now; counting them would spin.
+            others = [name for name in self._entrypoints if name not in held]
+            if not out and others:
+                due = await arun(self._engine, None, _ops.next_available(ctx, others), ctx)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
@@ -410,8 +431,10 @@ class AsyncWorker(AsyncIdentity):
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
             await call_handler(ep.handler, m, ep.timeout)
         except Exception as exc:
+            self._finished.add(m.id)
             await self._fail(m, ep, exc)
         else:
+            self._finished.add(m.id)
             await self._complete(m)
         finally:
             self._wakeup.set()  # a slot is free
@@ -427,16 +450,21 @@ class AsyncWorker(AsyncIdentity):
         await self._flush_acks()
 
     async def _flush_acks(self) -> None:
-        try:
-            while True:
-                async with self._done_lock:
-                    batch, self._done = self._done, []
-                    if not batch:
-                        return
-                await self._settle("ack", batch)
-        finally:
+        while True:
             async with self._done_lock:
-                self._flushing = False
+                batch, self._done = self._done, []
+                if not batch:
+                    # In the same critical section as the check: a job completing now
+                    # either was in this batch or finds no flush in progress and flushes.
+                    self._flushing = False
+                    return
+            try:
+                await self._settle("ack", batch)
+            except BaseException:  # cancelled at the shutdown timeout: ack them later
+                async with self._done_lock:
+                    self._done[:0] = batch
+                    self._flushing = False
+                raise
 
     async def _settle(
         self,
@@ -475,6 +503,7 @@ class AsyncWorker(AsyncIdentity):
                     attempt = await self._backoff(what, exc, attempt)
             for m, outcome in zip(msgs, outcomes, strict=True):
                 self._held.pop(m.id, None)
+                self._finished.discard(m.id)
                 if outcome is None or outcome is False:
                     self._stats["lost"] += what != "release"
                 elif what == "ack":
@@ -500,7 +529,9 @@ class AsyncWorker(AsyncIdentity):
         await self._settle("nack", [m], exc, delay, limit)
 
     async def _release_held(self) -> None:
-        held = list(self._held.values())
+        # Only jobs whose handler has not finished: releasing one that completed (its
+        # ack in flight, or a thread of the sync face still flushing) would run it again.
+        held = [m for m in list(self._held.values()) if m.id not in self._finished]
         if held:
             await self._settle("release", held)
 
@@ -511,13 +542,19 @@ class AsyncWorker(AsyncIdentity):
         beats = 0
         while not await wait_event(self._halt, self._heartbeat_interval):
             try:
+                changes = self._state_changes
                 info = await self.heartbeat()
-                if info.status == SUSPENDED and self._state == READY:
+                if changes != self._state_changes:
+                    pass  # suspend()/resume() ran meanwhile: theirs is the newer status
+                elif info.status == SUSPENDED and self._state == READY:
                     self._state = SUSPENDED  # suspended from outside (pgqueue CLI)
                 elif info.status == READY and self._state == SUSPENDED:
                     self._state = READY
+                # list() copies in one step: on the sync face other threads change _held,
+                # and iterating it while they do raises (and would end the heartbeat).
+                held = list(self._held.values())
                 for queue, ctx in self._contexts.items():
-                    mine = [m for m in self._held.values() if m.queue == queue]
+                    mine = [m for m in held if m.queue == queue]
                     if mine:
                         extend = _ops.extend(ctx, mine, self._visibility_timeout)
                         await arun(self._engine, None, extend, ctx)
@@ -525,7 +562,7 @@ class AsyncWorker(AsyncIdentity):
                     sweep = _ops.sweep_workers(self._ctx, 3 * self._visibility_timeout)
                     await arun(self._engine, None, sweep, self._ctx)
                 beats += 1
-            except _TRANSIENT as exc:
+            except Exception as exc:  # never end: running jobs depend on it
                 log.warning("worker %s: heartbeat failed (%s)", self._worker_id, exc)
 
     async def _schedule_loop(self) -> None:
