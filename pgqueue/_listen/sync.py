@@ -9,7 +9,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from . import HEALTH_INTERVAL, backoff, listen_sql, log
+from . import backoff, listen_sql, log
+
+#: How often the reader thread checks whether it should stop (closing waits this long).
+STOP_CHECK = 0.2
 
 
 class Listener:
@@ -62,7 +65,7 @@ class Listener:
                 self._listening.set()
                 self.event.set()  # anything sent while we were away is lost: look again
                 while not self._stop.is_set():
-                    for _ in self._conn.notifies(timeout=HEALTH_INTERVAL / 5):
+                    for _ in self._conn.notifies(timeout=STOP_CHECK):
                         self.event.set()
             except Exception as exc:
                 if self._stop.is_set():
