@@ -8,6 +8,7 @@ transaction and never commits or rolls it back.
 
 from __future__ import annotations
 
+import random
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -19,6 +20,19 @@ from ._ops import Context, Plan
 from .errors import WrongBindType, translate
 
 T = TypeVar("T")
+
+#: Errors that mean "the database is unreachable right now": long-lived loops (workers,
+#: a consumer's wait and iterator) log, back off and retry instead of dying.
+TRANSIENT = (DBAPIError, OSError, ConnectionError)
+#: Longest pause between attempts to reach the database again.
+MAX_BACKOFF = 5.0
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff from 0.1 s, capped at :data:`MAX_BACKOFF`, with jitter."""
+    base: float = min(MAX_BACKOFF, 0.1 * 2.0 ** min(attempt, 30))
+    return base * (0.5 + random.random() / 2)
+
 
 Bind = Connection | Session
 AsyncBind = AsyncConnection | AsyncSession

@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from . import _ops
 from ._compat import Listener, sleep, wait_event
-from ._drive import Bind, check_bind, run
+from ._drive import TRANSIENT, Bind, backoff_delay, check_bind, run
 from ._identity import STOPPED, SUSPENDED, SyncIdentity
 from .types import Message
 
@@ -205,10 +205,28 @@ class SyncConsumer(SyncIdentity):
         limit = _ops.seconds(timeout, "timeout")
         deadline = None if limit is None else time.monotonic() + limit
         listener = self._ensure_listener()
+        attempt = 0
         while True:
             if listener is not None:
                 listener.event.clear()
-            due_in = run(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+            try:
+                due_in = run(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+                attempt = 0
+            except TRANSIENT as exc:  # the database went away: wait for it, don't die
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "consumer %s: cannot reach the database (%s); retry in %.2fs",
+                    self._worker_id,
+                    _first_line(exc),
+                    delay,
+                )
+                if deadline is not None:
+                    delay = min(delay, deadline - time.monotonic())
+                    if delay <= 0:
+                        return False
+                sleep(delay)
+                continue
             if due_in == 0:
                 return True
             pause = None if deadline is None else deadline - time.monotonic()
@@ -253,11 +271,25 @@ class SyncConsumer(SyncIdentity):
         """
         size = _ops.batch_size(batch_size)
         idle = _ops.seconds(idle_timeout, "idle_timeout")
+        attempt = 0
         while self._state != STOPPED:
             if self._state == SUSPENDED:
                 sleep(self._poll_interval)
                 continue
-            batch = self.dequeue(size, visibility_timeout=visibility_timeout)
+            try:
+                batch = self.dequeue(size, visibility_timeout=visibility_timeout)
+                attempt = 0
+            except TRANSIENT as exc:  # the database went away: wait for it, don't die
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "consumer %s: dequeue failed (%s); retry in %.2fs",
+                    self._worker_id,
+                    _first_line(exc),
+                    delay,
+                )
+                sleep(delay)
+                continue
             if not batch:
                 if not self.wait(idle):
                     return
@@ -270,7 +302,10 @@ class SyncConsumer(SyncIdentity):
             finally:
                 rest = batch[handed:]
                 if rest:
-                    self.release_batch(rest)
+                    try:
+                        self.release_batch(rest)
+                    except TRANSIENT:  # unreachable: they come back after their lease
+                        log.warning("could not release %d leased jobs", len(rest))
 
     def shutdown(self) -> None:
         """Stop listening, mark this consumer stopped, and release an engine it created."""
@@ -278,3 +313,8 @@ class SyncConsumer(SyncIdentity):
             self._listener.close()
             self._listener = None
         super().shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

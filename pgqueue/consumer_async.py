@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _ops
 from ._acompat import Listener, sleep, wait_event
-from ._drive import AsyncBind, acheck_bind, arun
+from ._drive import TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay
 from ._identity_async import STOPPED, SUSPENDED, AsyncIdentity
 from .types import Message
 
@@ -212,10 +212,28 @@ class AsyncConsumer(AsyncIdentity):
         limit = _ops.seconds(timeout, "timeout")
         deadline = None if limit is None else time.monotonic() + limit
         listener = await self._ensure_listener()
+        attempt = 0
         while True:
             if listener is not None:
                 listener.event.clear()
-            due_in = await arun(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+            try:
+                due_in = await arun(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+                attempt = 0
+            except TRANSIENT as exc:  # the database went away: wait for it, don't die
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "consumer %s: cannot reach the database (%s); retry in %.2fs",
+                    self._worker_id,
+                    _first_line(exc),
+                    delay,
+                )
+                if deadline is not None:
+                    delay = min(delay, deadline - time.monotonic())
+                    if delay <= 0:
+                        return False
+                await sleep(delay)
+                continue
             if due_in == 0:
                 return True
             pause = None if deadline is None else deadline - time.monotonic()
@@ -260,11 +278,25 @@ class AsyncConsumer(AsyncIdentity):
         """
         size = _ops.batch_size(batch_size)
         idle = _ops.seconds(idle_timeout, "idle_timeout")
+        attempt = 0
         while self._state != STOPPED:
             if self._state == SUSPENDED:
                 await sleep(self._poll_interval)
                 continue
-            batch = await self.dequeue(size, visibility_timeout=visibility_timeout)
+            try:
+                batch = await self.dequeue(size, visibility_timeout=visibility_timeout)
+                attempt = 0
+            except TRANSIENT as exc:  # the database went away: wait for it, don't die
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "consumer %s: dequeue failed (%s); retry in %.2fs",
+                    self._worker_id,
+                    _first_line(exc),
+                    delay,
+                )
+                await sleep(delay)
+                continue
             if not batch:
                 if not await self.wait(idle):
                     return
@@ -277,7 +309,10 @@ class AsyncConsumer(AsyncIdentity):
             finally:
                 rest = batch[handed:]
                 if rest:
-                    await self.release_batch(rest)
+                    try:
+                        await self.release_batch(rest)
+                    except TRANSIENT:  # unreachable: they come back after their lease
+                        log.warning("could not release %d leased jobs", len(rest))
 
     async def shutdown(self) -> None:
         """Stop listening, mark this consumer stopped, and release an engine it created."""
@@ -285,3 +320,8 @@ class AsyncConsumer(AsyncIdentity):
             await self._listener.close()
             self._listener = None
         await super().shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

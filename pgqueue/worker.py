@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +11,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 
 from . import _ops
 from ._compat import (
@@ -27,7 +25,7 @@ from ._compat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import run
+from ._drive import MAX_BACKOFF, TRANSIENT, backoff_delay, run
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -36,10 +34,7 @@ log = logging.getLogger("pgqueue.worker")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-#: Errors that mean "the database is unreachable right now": back off and retry.
-_TRANSIENT = (DBAPIError, OSError, ConnectionError)
-#: Longest pause between attempts to reach the database again.
-MAX_BACKOFF = 5.0
+_TRANSIENT = TRANSIENT  # the database is unreachable right now: back off and retry
 #: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
 DRAIN_HORIZON = 5.0
 
@@ -339,7 +334,7 @@ class SyncWorker(SyncIdentity):
                     raise
 
     def _backoff(self, what: str, exc: BaseException, attempt: int) -> int:
-        delay = min(MAX_BACKOFF, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
+        delay = backoff_delay(attempt)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
             "worker %s: %s failed (%s); retry in %.2fs", self._worker_id, what, reason, delay

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _ops
@@ -26,7 +24,7 @@ from ._acompat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import arun
+from ._drive import MAX_BACKOFF, TRANSIENT, arun, backoff_delay
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -35,10 +33,7 @@ log = logging.getLogger("pgqueue.worker")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-#: Errors that mean "the database is unreachable right now": back off and retry.
-_TRANSIENT = (DBAPIError, OSError, ConnectionError)
-#: Longest pause between attempts to reach the database again.
-MAX_BACKOFF = 5.0
+_TRANSIENT = TRANSIENT  # the database is unreachable right now: back off and retry
 #: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
 DRAIN_HORIZON = 5.0
 
@@ -338,7 +333,7 @@ class AsyncWorker(AsyncIdentity):
                     raise
 
     async def _backoff(self, what: str, exc: BaseException, attempt: int) -> int:
-        delay = min(MAX_BACKOFF, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
+        delay = backoff_delay(attempt)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
             "worker %s: %s failed (%s); retry in %.2fs", self._worker_id, what, reason, delay

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from pgqueue import SyncAdmin, SyncProducer
 
@@ -497,4 +498,139 @@ def test_worker_survives_database_restart_and_terminated_connections(
         assert completed == set(ids)
         assert left == 0
     finally:
+        engine.dispose()
+
+
+def _fill_connections(dsn: str) -> list[Any]:
+    """Open connections until the server refuses more ("too many clients")."""
+    import psycopg
+
+    held: list[Any] = []
+    for _ in range(500):
+        try:
+            held.append(psycopg.connect(dsn, autocommit=True))
+        except psycopg.OperationalError as exc:
+            assert "too many" in str(exc) or "reserved" in str(exc), exc
+            return held
+    raise AssertionError("the server never refused a connection")
+
+
+def test_worker_survives_a_full_connection_limit(
+    private_server: Any, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """Every connection slot is taken while the worker's own connections are killed:
+    its reconnects are refused ("too many clients") for a few seconds. The worker
+    process backs off instead of dying, and once slots free up it finishes every job
+    exactly once."""
+    dsn = private_server.get_postmaster_info().get_uri()
+    engine = make_sync_engine(make_url(dsn), pool_pre_ping=True)  # search_path: our schema
+    held: list[Any] = []
+    try:
+        admin = SyncAdmin(engine, schema=SCHEMA)
+        admin.install()
+        with engine.begin() as conn:
+            conn.execute(text(f"SET search_path TO {SCHEMA}"))
+            LEDGER.create(conn)
+        admin.create_queue("tasks", max_attempts=20, retry_backoff=0.1, retry_backoff_max=1)
+        ids = enqueue(engine, [{"n": i, "sleep": 0.005} for i in range(600)])
+
+        def done() -> int:
+            return int(
+                scalar(
+                    engine,
+                    f"SELECT count(DISTINCT job_id) FROM {SCHEMA}.worker_ledger"
+                    " WHERE finished IS NOT NULL",
+                )
+            )
+
+        proc = spawn(dsn, "async", face="async")
+        wait_for(lambda: done() >= 100, 60, "100 jobs done")
+        engine.dispose()  # our own pooled connections would otherwise keep slots
+
+        held = _fill_connections(dsn)
+        mine = [c.info.backend_pid for c in held]
+        killed = (
+            held[0]
+            .execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> ALL(%s)",
+                (mine,),
+            )
+            .fetchone()[0]
+        )
+        assert killed >= 1
+        time.sleep(4)
+        assert proc.alive(), f"worker died at the connection limit{proc.log()}"
+        for c in held:
+            c.close()
+        held = []
+
+        wait_for(lambda: done() == 600, 90, "every job done after the limit")
+        assert proc.alive(), f"worker exited{proc.log()}"
+        assert "too many" in proc.log() or "retry" in proc.log()
+        stop_all([proc])
+        assert_each_completed_once(engine, ids)
+    finally:
+        for c in held:
+            c.close()
+        engine.dispose()
+
+
+def test_consumer_iterator_survives_terminated_connections(private_server: Any) -> None:
+    """A SyncConsumer's messages() loop keeps going when every connection it has (pool
+    and LISTEN) is killed twice mid-run: it backs off, reconnects, and acks every job
+    exactly once."""
+    import threading
+
+    from pgqueue import SyncConsumer
+
+    dsn = private_server.get_postmaster_info().get_uri()
+    engine = create_engine(make_url(dsn).set(drivername="postgresql+psycopg"))
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.install()
+    admin.create_queue("tasks", visibility_timeout=2)
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    consumer_engine = create_engine(
+        make_url(dsn).set(drivername="postgresql+psycopg"),
+        connect_args={"application_name": "pgq-test-consumer"},
+    )
+    consumer = SyncConsumer(consumer_engine, "tasks", schema=SCHEMA, visibility_timeout=2)
+    acked: list[int] = []
+    failures: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for m in consumer.messages(batch_size=10, idle_timeout=8):
+                time.sleep(0.002)
+                try:
+                    if consumer.ack(m):
+                        acked.append(m.payload["n"])
+                except DBAPIError:  # the ack itself was cut off: redelivered after 2 s
+                    continue
+        except BaseException as exc:  # the point of the test: nothing escapes
+            failures.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    try:
+        producer.batch_enqueue([{"n": i} for i in range(300)])
+        thread.start()
+        for _ in range(2):
+            wait_for(lambda: len(acked) >= 100 or bool(failures), 60, "progress")
+            with engine.begin() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = 'pgq-test-consumer'"
+                    )
+                ).scalar()
+            assert killed >= 1
+            producer.batch_enqueue([{"n": 300 + len(acked) * 1000 + i} for i in range(100)])
+        thread.join(timeout=90)
+        assert not thread.is_alive(), "the consumer loop did not finish"
+        assert failures == []
+        assert len(acked) == len(set(acked)) == 500
+        assert scalar(engine, f"SELECT count(*) FROM {SCHEMA}.pgqueue_jobs") == 0
+    finally:
+        consumer.shutdown()
+        consumer_engine.dispose()
         engine.dispose()
