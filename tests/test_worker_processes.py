@@ -614,8 +614,12 @@ def test_consumer_iterator_survives_terminated_connections(private_server: Any) 
     try:
         producer.batch_enqueue([{"n": i} for i in range(300)])
         thread.start()
-        for _ in range(2):
-            wait_for(lambda: len(acked) >= 100 or bool(failures), 60, "progress")
+        for progress in (100, 200):  # kill only once it has reconnected and made progress
+
+            def moved(progress: int = progress) -> bool:
+                return len(acked) >= progress or bool(failures)
+
+            wait_for(moved, 60, f"{progress} jobs acked")
             with engine.begin() as conn:
                 killed = conn.execute(
                     text(
