@@ -28,6 +28,12 @@ TRANSIENT = (DBAPIError, OSError, ConnectionError)
 MAX_BACKOFF = 5.0
 
 
+def first_line(exc: BaseException) -> str:
+    """A one-line description of a (possibly multi-line) database error, for logs."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def backoff_delay(attempt: int) -> float:
     """Exponential backoff from 0.1 s, capped at :data:`MAX_BACKOFF`, with jitter."""
     base: float = min(MAX_BACKOFF, 0.1 * 2.0 ** min(attempt, 30))

@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from . import _ops
 from ._compat import Listener, sleep, wait_event
-from ._drive import TRANSIENT, Bind, backoff_delay, check_bind, run
+from ._drive import TRANSIENT, Bind, backoff_delay, check_bind, first_line, run
 from ._identity import STOPPED, SUSPENDED, SyncIdentity
 from .types import Message
 
@@ -213,14 +213,8 @@ class SyncConsumer(SyncIdentity):
                 due_in = run(self._engine, None, _ops.next_available(self._ctx), self._ctx)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
-                delay = backoff_delay(attempt)
+                delay = self._retry_delay("wait", exc, attempt)
                 attempt += 1
-                log.warning(
-                    "consumer %s: cannot reach the database (%s); retry in %.2fs",
-                    self._worker_id,
-                    _first_line(exc),
-                    delay,
-                )
                 if deadline is not None:
                     delay = min(delay, deadline - time.monotonic())
                     if delay <= 0:
@@ -280,15 +274,8 @@ class SyncConsumer(SyncIdentity):
                 batch = self.dequeue(size, visibility_timeout=visibility_timeout)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
-                delay = backoff_delay(attempt)
+                sleep(self._retry_delay("dequeue", exc, attempt))
                 attempt += 1
-                log.warning(
-                    "consumer %s: dequeue failed (%s); retry in %.2fs",
-                    self._worker_id,
-                    _first_line(exc),
-                    delay,
-                )
-                sleep(delay)
                 continue
             if not batch:
                 if not self.wait(idle):
@@ -307,14 +294,21 @@ class SyncConsumer(SyncIdentity):
                     except TRANSIENT:  # unreachable: they come back after their lease
                         log.warning("could not release %d leased jobs", len(rest))
 
+    def _retry_delay(self, what: str, exc: BaseException, attempt: int) -> float:
+        """Log a lost database and how long to back off before attempt ``attempt + 1``."""
+        delay = backoff_delay(attempt)
+        log.warning(
+            "consumer %s: %s failed (%s); retry in %.2fs",
+            self._worker_id,
+            what,
+            first_line(exc),
+            delay,
+        )
+        return delay
+
     def shutdown(self) -> None:
         """Stop listening, mark this consumer stopped, and release an engine it created."""
         if self._listener is not None:
             self._listener.close()
             self._listener = None
         super().shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

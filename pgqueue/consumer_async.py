@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _ops
 from ._acompat import Listener, sleep, wait_event
-from ._drive import TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay
+from ._drive import TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay, first_line
 from ._identity_async import STOPPED, SUSPENDED, AsyncIdentity
 from .types import Message
 
@@ -220,14 +220,8 @@ class AsyncConsumer(AsyncIdentity):
                 due_in = await arun(self._engine, None, _ops.next_available(self._ctx), self._ctx)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
-                delay = backoff_delay(attempt)
+                delay = self._retry_delay("wait", exc, attempt)
                 attempt += 1
-                log.warning(
-                    "consumer %s: cannot reach the database (%s); retry in %.2fs",
-                    self._worker_id,
-                    _first_line(exc),
-                    delay,
-                )
                 if deadline is not None:
                     delay = min(delay, deadline - time.monotonic())
                     if delay <= 0:
@@ -287,15 +281,8 @@ class AsyncConsumer(AsyncIdentity):
                 batch = await self.dequeue(size, visibility_timeout=visibility_timeout)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
-                delay = backoff_delay(attempt)
+                await sleep(self._retry_delay("dequeue", exc, attempt))
                 attempt += 1
-                log.warning(
-                    "consumer %s: dequeue failed (%s); retry in %.2fs",
-                    self._worker_id,
-                    _first_line(exc),
-                    delay,
-                )
-                await sleep(delay)
                 continue
             if not batch:
                 if not await self.wait(idle):
@@ -314,14 +301,21 @@ class AsyncConsumer(AsyncIdentity):
                     except TRANSIENT:  # unreachable: they come back after their lease
                         log.warning("could not release %d leased jobs", len(rest))
 
+    def _retry_delay(self, what: str, exc: BaseException, attempt: int) -> float:
+        """Log a lost database and how long to back off before attempt ``attempt + 1``."""
+        delay = backoff_delay(attempt)
+        log.warning(
+            "consumer %s: %s failed (%s); retry in %.2fs",
+            self._worker_id,
+            what,
+            first_line(exc),
+            delay,
+        )
+        return delay
+
     async def shutdown(self) -> None:
         """Stop listening, mark this consumer stopped, and release an engine it created."""
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
         await super().shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -25,7 +25,7 @@ from ._compat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import MAX_BACKOFF, TRANSIENT, backoff_delay, run
+from ._drive import MAX_BACKOFF, TRANSIENT, backoff_delay, first_line, run
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -34,7 +34,6 @@ log = logging.getLogger("pgqueue.worker")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_TRANSIENT = TRANSIENT  # the database is unreachable right now: back off and retry
 #: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
 DRAIN_HORIZON = 5.0
 
@@ -328,16 +327,19 @@ class SyncWorker(SyncIdentity):
                 return
             except SchemaNotInstalled:
                 raise
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 attempt = self._backoff("register", exc, attempt)
                 if self._stop_requested:
                     raise
 
     def _backoff(self, what: str, exc: BaseException, attempt: int) -> int:
         delay = backoff_delay(attempt)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
-            "worker %s: %s failed (%s); retry in %.2fs", self._worker_id, what, reason, delay
+            "worker %s: %s failed (%s); retry in %.2fs",
+            self._worker_id,
+            what,
+            first_line(exc),
+            delay,
         )
         wait_event(self._halt, delay)
         return attempt + 1
@@ -365,7 +367,7 @@ class SyncWorker(SyncIdentity):
                 attempt = 0
             except SchemaNotInstalled:
                 raise
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 attempt = self._backoff("fetch", exc, attempt)
                 continue
             for m in fetched:
@@ -491,7 +493,7 @@ class SyncWorker(SyncIdentity):
                 try:
                     outcomes = run(self._engine, None, plan, ctx)
                     break
-                except _TRANSIENT as exc:
+                except TRANSIENT as exc:
                     if self._halt.is_set() and attempt >= 10:
                         log.error("gave up on %s of %d jobs: redelivered later", what, len(msgs))
                         outcomes = [None] * len(msgs)
@@ -567,7 +569,7 @@ class SyncWorker(SyncIdentity):
         while not self._halt.is_set():
             try:
                 now = run(self._engine, None, _ops.database_now(self._ctx), self._ctx)
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning("schedules: cannot read the database clock (%s)", exc)
                 wait_event(self._halt, MAX_BACKOFF)
                 continue
@@ -597,5 +599,5 @@ class SyncWorker(SyncIdentity):
         try:
             if run(self._engine, None, _ops.claim_tick(ctx, s.name, tick, arrays), ctx):
                 log.info("schedule %s: enqueued tick %s", s.name, tick.isoformat())
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("schedule %s: tick %s failed (%s)", s.name, tick, exc)

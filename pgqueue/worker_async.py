@@ -24,7 +24,7 @@ from ._acompat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import MAX_BACKOFF, TRANSIENT, arun, backoff_delay
+from ._drive import MAX_BACKOFF, TRANSIENT, arun, backoff_delay, first_line
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -33,7 +33,6 @@ log = logging.getLogger("pgqueue.worker")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_TRANSIENT = TRANSIENT  # the database is unreachable right now: back off and retry
 #: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
 DRAIN_HORIZON = 5.0
 
@@ -327,16 +326,19 @@ class AsyncWorker(AsyncIdentity):
                 return
             except SchemaNotInstalled:
                 raise
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 attempt = await self._backoff("register", exc, attempt)
                 if self._stop_requested:
                     raise
 
     async def _backoff(self, what: str, exc: BaseException, attempt: int) -> int:
         delay = backoff_delay(attempt)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
-            "worker %s: %s failed (%s); retry in %.2fs", self._worker_id, what, reason, delay
+            "worker %s: %s failed (%s); retry in %.2fs",
+            self._worker_id,
+            what,
+            first_line(exc),
+            delay,
         )
         await wait_event(self._halt, delay)
         return attempt + 1
@@ -364,7 +366,7 @@ class AsyncWorker(AsyncIdentity):
                 attempt = 0
             except SchemaNotInstalled:
                 raise
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 attempt = await self._backoff("fetch", exc, attempt)
                 continue
             for m in fetched:
@@ -490,7 +492,7 @@ class AsyncWorker(AsyncIdentity):
                 try:
                     outcomes = await arun(self._engine, None, plan, ctx)
                     break
-                except _TRANSIENT as exc:
+                except TRANSIENT as exc:
                     if self._halt.is_set() and attempt >= 10:
                         log.error("gave up on %s of %d jobs: redelivered later", what, len(msgs))
                         outcomes = [None] * len(msgs)
@@ -566,7 +568,7 @@ class AsyncWorker(AsyncIdentity):
         while not self._halt.is_set():
             try:
                 now = await arun(self._engine, None, _ops.database_now(self._ctx), self._ctx)
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning("schedules: cannot read the database clock (%s)", exc)
                 await wait_event(self._halt, MAX_BACKOFF)
                 continue
@@ -596,5 +598,5 @@ class AsyncWorker(AsyncIdentity):
         try:
             if await arun(self._engine, None, _ops.claim_tick(ctx, s.name, tick, arrays), ctx):
                 log.info("schedule %s: enqueued tick %s", s.name, tick.isoformat())
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("schedule %s: tick %s failed (%s)", s.name, tick, exc)
