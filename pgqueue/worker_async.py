@@ -24,7 +24,7 @@ from ._acompat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import MAX_BACKOFF, TRANSIENT, arun, backoff_delay, first_line
+from ._drive import MAX_BACKOFF, TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay, first_line
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -119,6 +119,7 @@ class AsyncWorker(AsyncIdentity):
         self._schedules: list[Schedule] = []
         self._held: dict[int, Message] = {}
         self._finished: set[int] = set()  # held jobs whose handler returned or raised
+        self._acked: set[int] = set()  # held jobs their handler completed via ack(bind=)
         self._done: list[Message] = []
         self._done_lock = Lock()
         self._flushing = False
@@ -246,6 +247,34 @@ class AsyncWorker(AsyncIdentity):
         """Jobs this worker completed, failed (retried), dead-lettered, and lost the
         lease of, since it started."""
         return dict(self._stats)
+
+    async def ack(self, job: Message, *, bind: AsyncBind | None = None) -> bool:
+        """Complete ``job`` from inside its handler, in the handler's own transaction:
+        the completion commits or rolls back with the handler's writes, so work done in
+        the same database happens exactly once even if the worker dies right after.
+
+        False if the lease was lost (the job timed out and may run elsewhere): roll back
+        then. The worker's own completion after the handler returns is then a no-op.
+
+        >>> @worker.entrypoint("charge")  # doctest: +SKIP
+        ... async def charge(job: Message) -> None:
+        ...     async with engine.begin() as conn:
+        ...         await conn.execute(insert(payments).values(order=job.payload["order"]))
+        ...         if not await worker.ack(job, bind=conn):
+        ...             raise RuntimeError("lease lost: roll back, the job runs again")
+        """
+        if not isinstance(job, Message):
+            raise InvalidArgument(f"expected a Message, got {type(job).__name__}")
+        ctx = self._contexts.get(job.queue)
+        if ctx is None:
+            raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
+        checked = _ops.leased(ctx, [job])
+        if bind is not None:
+            acheck_bind(bind)
+        (done,) = await arun(self._engine, bind, _ops.finish(ctx, checked, _ops.ACK), ctx)
+        if done:
+            self._acked.add(job.id)
+        return bool(done)
 
     # ------------------------------------------------------------------ run
     async def run(self, *, drain: bool = False) -> None:
@@ -501,7 +530,11 @@ class AsyncWorker(AsyncIdentity):
             for m, outcome in zip(msgs, outcomes, strict=True):
                 self._held.pop(m.id, None)
                 self._finished.discard(m.id)
-                if outcome is None or outcome is False:
+                by_handler = m.id in self._acked  # ack(bind=): committed unless rolled back
+                self._acked.discard(m.id)
+                if by_handler and (outcome is None or outcome is False):
+                    self._stats["completed"] += 1
+                elif outcome is None or outcome is False:
                     self._stats["lost"] += what != "release"
                 elif what == "ack":
                     self._stats["completed"] += 1

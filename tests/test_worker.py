@@ -32,6 +32,7 @@ from pgqueue import (
     Message,
     NotRunning,
     SyncAdmin,
+    SyncConsumer,
     SyncProducer,
     SyncWorker,
 )
@@ -261,6 +262,49 @@ def test_drain_completes_every_job_exactly_once(sync_engine: Engine) -> None:
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
     assert worker.stats["completed"] == 400 and worker.stats["lost"] == 0
     assert worker.status() == "stopped"
+
+
+def test_a_handler_completes_its_job_in_its_own_transaction(
+    sync_engine: Engine,
+) -> None:
+    """``worker.ack(job, bind=conn)``: the handler's writes and the completion commit
+    together; rolled back together, the job is retried (its receipt written once)."""
+    producer = queue(sync_engine, archive=True, retry_backoff=0.05)
+    rows(sync_engine, "DROP TABLE IF EXISTS receipts")
+    rows(sync_engine, "CREATE TABLE receipts (job_id bigint, attempt int)")
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(20)])]
+    worker = make_worker(sync_engine)
+    outcomes: list[bool] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        if job.payload["n"] == 1:  # no bind: completes at once, in its own transaction
+            outcomes.append(worker.ack(job))
+            return
+        with sync_engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO receipts VALUES (:id, :attempt)"),
+                {"id": job.id, "attempt": job.attempts},
+            )
+            outcomes.append(worker.ack(job, bind=conn))
+            if job.payload["n"] % 4 == 0 and job.attempts == 1:
+                raise RuntimeError("roll back the receipt and the completion")
+
+    with pytest.raises(InvalidArgument):
+        worker.ack("not a message")  # type: ignore[arg-type]
+    drain(worker)
+    receipts = rows(sync_engine, "SELECT job_id, attempt FROM receipts ORDER BY job_id")
+    retried = {ids[n] for n in range(0, 20, 4)}
+    assert receipts == [(i, 2 if i in retried else 1) for i in ids if i != ids[1]]
+    assert outcomes == [True] * 25
+    archived = rows(sync_engine, "SELECT id, attempts FROM pgqueue_archive ORDER BY id")
+    assert archived == [(i, 2 if i in retried else 1) for i in ids]
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    assert worker.stats == {"completed": 20, "failed": 5, "dead": 0, "lost": 0}
+    queue(sync_engine, "other").enqueue({})
+    (m,) = SyncConsumer(sync_engine, "other", schema=SCHEMA).dequeue()
+    with pytest.raises(InvalidArgument, match="does not serve queue 'other'"):
+        worker.ack(m)
 
 
 # --------------------------------------------------------------------------- failures

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pgqueue import (
     AsyncAdmin,
+    AsyncConsumer,
     AsyncProducer,
     AsyncWorker,
     InvalidArgument,
@@ -261,6 +262,49 @@ async def test_drain_completes_every_job_exactly_once(async_engine: AsyncEngine)
     assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
     assert worker.stats["completed"] == 400 and worker.stats["lost"] == 0
     assert await worker.status() == "stopped"
+
+
+async def test_a_handler_completes_its_job_in_its_own_transaction(
+    async_engine: AsyncEngine,
+) -> None:
+    """``worker.ack(job, bind=conn)``: the handler's writes and the completion commit
+    together; rolled back together, the job is retried (its receipt written once)."""
+    producer = await queue(async_engine, archive=True, retry_backoff=0.05)
+    await rows(async_engine, "DROP TABLE IF EXISTS receipts")
+    await rows(async_engine, "CREATE TABLE receipts (job_id bigint, attempt int)")
+    ids = [m.id for m in await producer.batch_enqueue([{"n": i} for i in range(20)])]
+    worker = make_worker(async_engine)
+    outcomes: list[bool] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        if job.payload["n"] == 1:  # no bind: completes at once, in its own transaction
+            outcomes.append(await worker.ack(job))
+            return
+        async with async_engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO receipts VALUES (:id, :attempt)"),
+                {"id": job.id, "attempt": job.attempts},
+            )
+            outcomes.append(await worker.ack(job, bind=conn))
+            if job.payload["n"] % 4 == 0 and job.attempts == 1:
+                raise RuntimeError("roll back the receipt and the completion")
+
+    with pytest.raises(InvalidArgument):
+        await worker.ack("not a message")  # type: ignore[arg-type]
+    await drain(worker)
+    receipts = await rows(async_engine, "SELECT job_id, attempt FROM receipts ORDER BY job_id")
+    retried = {ids[n] for n in range(0, 20, 4)}
+    assert receipts == [(i, 2 if i in retried else 1) for i in ids if i != ids[1]]
+    assert outcomes == [True] * 25
+    archived = await rows(async_engine, "SELECT id, attempts FROM pgqueue_archive ORDER BY id")
+    assert archived == [(i, 2 if i in retried else 1) for i in ids]
+    assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    assert worker.stats == {"completed": 20, "failed": 5, "dead": 0, "lost": 0}
+    await (await queue(async_engine, "other")).enqueue({})
+    (m,) = await AsyncConsumer(async_engine, "other", schema=SCHEMA).dequeue()
+    with pytest.raises(InvalidArgument, match="does not serve queue 'other'"):
+        await worker.ack(m)
 
 
 # --------------------------------------------------------------------------- failures
