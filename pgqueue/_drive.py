@@ -3,12 +3,17 @@
 ``run`` drives a plan on a sync ``Connection``/``Session``, ``arun`` on an
 ``AsyncConnection``/``AsyncSession``. Without ``bind`` each call is its own
 transaction (``engine.begin()``); with ``bind`` it runs inside the caller's
-transaction and never commits or rolls it back.
+transaction and never commits or rolls it back. A plan whose statements are each
+complete on their own (``atomic=False``: one statement, or several that need not see
+each other's effects atomically) runs in autocommit instead, saving the BEGIN and
+COMMIT round trips: the hot path (dequeue, ack, nack, heartbeat, most enqueues) is one
+round trip per call.
 """
 
 from __future__ import annotations
 
 import random
+import weakref
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -104,17 +109,46 @@ async def _aexecute(conn: AsyncBind, plan: Plan[T], ctx: Context) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-def run(engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context) -> T:
-    """Run ``plan`` in the caller's transaction (``bind``) or a transaction of its own."""
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: Any) -> Any:
+    """``engine`` with autocommit connections (same pool), made once per engine."""
+    found = _AUTOCOMMIT.get(engine)
+    if found is None:
+        found = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return found
+
+
+def run(
+    engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context, *, atomic: bool = True
+) -> T:
+    """Run ``plan`` in the caller's transaction (``bind``), a transaction of its own,
+    or (``atomic=False``) in autocommit."""
     if bind is not None:
         return _execute(check_bind(bind), plan, ctx)
+    if not atomic:
+        auto: Engine = _autocommit(engine)
+        with auto.connect() as conn:
+            return _execute(conn, plan, ctx)
     with engine.begin() as conn:
         return _execute(conn, plan, ctx)
 
 
-async def arun(engine: AsyncEngine, bind: AsyncBind | None, plan: Plan[T], ctx: Context) -> T:
+async def arun(
+    engine: AsyncEngine,
+    bind: AsyncBind | None,
+    plan: Plan[T],
+    ctx: Context,
+    *,
+    atomic: bool = True,
+) -> T:
     """Async twin of :func:`run`."""
     if bind is not None:
         return await _aexecute(acheck_bind(bind), plan, ctx)
+    if not atomic:
+        auto: AsyncEngine = _autocommit(engine)
+        async with auto.connect() as conn:
+            return await _aexecute(conn, plan, ctx)
     async with engine.begin() as conn:
         return await _aexecute(conn, plan, ctx)

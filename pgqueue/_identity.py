@@ -79,7 +79,7 @@ class SyncIdentity:
             if self._worker_id is not None:
                 # Not self.heartbeat(): it re-registers through here, and we hold the lock.
                 beat = _ops.heartbeat(self._ctx, self._worker_id)
-                info = run(self._engine, None, beat, self._ctx)
+                info = run(self._engine, None, beat, self._ctx, atomic=False)
                 if info is not None:
                     return info
             plan = _ops.register(
@@ -110,7 +110,8 @@ class SyncIdentity:
         """Record that this process is alive (database clock)."""
         self._check_not_stopped()
         worker_id = self._ensure_registered()
-        info = run(self._engine, None, _ops.heartbeat(self._ctx, worker_id), self._ctx)
+        plan = _ops.heartbeat(self._ctx, worker_id)
+        info = run(self._engine, None, plan, self._ctx, atomic=False)
         if info is None:  # our row was cleaned up (marked dead): register afresh
             self._worker_id = None
             return self.register()

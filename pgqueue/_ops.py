@@ -128,9 +128,12 @@ def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
     return value
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def _json(value: Any, what: str) -> str:
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODE(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
@@ -164,69 +167,91 @@ class JobDefaults:
     max_attempts: int | None = None
 
 
+_ARRAYS = (
+    "b_entrypoint",
+    "b_headers",
+    "b_priority",
+    "b_max_attempts",
+    "b_dedupe_key",
+    "b_delay",
+    "b_run_at",
+)
+_Options = tuple[str, str | None, int, int | None, str | None, float, datetime | None]
+
+
+def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -> _Options:
+    """One job's options (its own, else the call's), validated, in ``_ARRAYS`` order."""
+
+    def pick(name: str) -> Any:
+        own = None if spec is None else getattr(spec, name)
+        return own if own is not None else getattr(d, name)
+
+    priority = pick("priority")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidArgument(f"{where}: priority must be an int, not {priority!r}")
+    if not -MAX_PRIORITY - 1 <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(f"{where}: priority must be within -32768..32767")
+    delay, run_at = pick("delay"), pick("run_at")
+    if spec is not None and spec.delay is not None and spec.run_at is None:
+        run_at = None  # a job's own delay overrides a batch-wide run_at
+    if spec is not None and spec.run_at is not None and spec.delay is None:
+        delay = None
+    if delay is not None and run_at is not None:
+        raise InvalidDelay(f"{where}: give delay or run_at, not both")
+    dedupe_key = pick("dedupe_key")
+    if dedupe_key is not None and (
+        not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024
+    ):
+        raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 chars")
+    entrypoint = pick("entrypoint")
+    entrypoint = queue if entrypoint is None else entrypoint
+    if (
+        not isinstance(entrypoint, str)
+        or not entrypoint
+        or len(entrypoint) > 255
+        or "\x00" in entrypoint
+    ):
+        raise InvalidArgument(f"{where}: entrypoint must be a str of 1 to 255 characters")
+    max_attempts = pick("max_attempts")
+    if max_attempts is not None:
+        positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
+    headers = pick("headers")
+    if headers is not None and not isinstance(headers, Mapping):
+        raise InvalidPayload(f"{where}: headers must be a mapping, not {type(headers)}")
+    return (
+        entrypoint,
+        None if headers is None else _json(dict(headers), "headers"),
+        priority,
+        max_attempts,
+        dedupe_key,
+        seconds(delay, f"{where}: delay") or 0.0,
+        _run_at(run_at),
+    )
+
+
 def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[str, list[Any]]:
-    """Validate jobs and lay them out as the parallel arrays ``INSERT_JOBS`` unnests."""
-    arrays: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "b_entrypoint",
-            "b_payload",
-            "b_headers",
-            "b_priority",
-            "b_max_attempts",
-            "b_dedupe_key",
-            "b_delay",
-            "b_run_at",
-        )
-    }
+    """Validate jobs and lay them out as the parallel arrays ``INSERT_JOBS`` unnests.
+
+    A plain payload takes the call's options, validated once per call: per job only
+    the payload is encoded (the hot path of a large batch)."""
+    payloads: list[str] = []
+    options: list[_Options] = []
+    shared: _Options | None = None
     for i, item in enumerate(items):
-        spec = item if isinstance(item, JobSpec) else JobSpec(item)
-        where = f"job {i}"
-
-        def pick(name: str, spec: JobSpec = spec) -> Any:
-            own = getattr(spec, name)
-            return own if own is not None else getattr(defaults, name)
-
-        priority = pick("priority")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidArgument(f"{where}: priority must be an int, not {priority!r}")
-        if not -MAX_PRIORITY - 1 <= priority <= MAX_PRIORITY:
-            raise InvalidArgument(f"{where}: priority must be within -32768..32767")
-        delay, run_at = pick("delay"), pick("run_at")
-        if spec.delay is not None and spec.run_at is None:
-            run_at = None  # a job's own delay overrides a batch-wide run_at
-        if spec.run_at is not None and spec.delay is None:
-            delay = None
-        if delay is not None and run_at is not None:
-            raise InvalidDelay(f"{where}: give delay or run_at, not both")
-        dedupe_key = pick("dedupe_key")
-        if dedupe_key is not None and (
-            not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024
-        ):
-            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 chars")
-        entrypoint = pick("entrypoint")
-        entrypoint = queue if entrypoint is None else entrypoint
-        if (
-            not isinstance(entrypoint, str)
-            or not entrypoint
-            or len(entrypoint) > 255
-            or "\x00" in entrypoint
-        ):
-            raise InvalidArgument(f"{where}: entrypoint must be a str of 1 to 255 characters")
-        max_attempts = pick("max_attempts")
-        if max_attempts is not None:
-            positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
-        headers = pick("headers")
-        if headers is not None and not isinstance(headers, Mapping):
-            raise InvalidPayload(f"{where}: headers must be a mapping, not {type(headers)}")
-        arrays["b_entrypoint"].append(entrypoint)
-        arrays["b_payload"].append(_json(spec.payload, f"{where}: payload"))
-        arrays["b_headers"].append(None if headers is None else _json(dict(headers), "headers"))
-        arrays["b_priority"].append(priority)
-        arrays["b_max_attempts"].append(max_attempts)
-        arrays["b_dedupe_key"].append(dedupe_key)
-        arrays["b_delay"].append(seconds(delay, f"{where}: delay") or 0.0)
-        arrays["b_run_at"].append(_run_at(run_at))
+        if isinstance(item, JobSpec):
+            options.append(_job_options(queue, f"job {i}", item, defaults))
+            payload = item.payload
+        else:
+            if shared is None:
+                shared = _job_options(queue, f"job {i}", None, defaults)
+            options.append(shared)
+            payload = item
+        payloads.append(_json(payload, f"job {i}: payload"))
+    columns: list[list[Any]] = [list(c) for c in zip(*options, strict=True)] or [
+        [] for _ in _ARRAYS
+    ]
+    arrays = dict(zip(_ARRAYS, columns, strict=True))
+    arrays["b_payload"] = payloads
     return arrays
 
 
@@ -235,6 +260,26 @@ def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[
 def message(row: Row[Any]) -> Message:
     fields: Any = row[:16]
     return Message(*fields)
+
+
+def inserted(ctx: Context, arrays: dict[str, list[Any]], i: int, row: Any) -> Message:
+    """The Message of job ``i`` of a batch: the database's id, status and times (see
+    ``_sql.INSERTED_COLUMNS``), the rest as sent (JSON decoded as the database would)."""
+    headers = arrays["b_headers"][i]
+    return Message(
+        row[0],
+        ctx.queue or "",
+        json.loads(arrays["b_payload"][i]),
+        arrays["b_entrypoint"][i],
+        arrays["b_priority"][i],
+        row[1],
+        0,
+        arrays["b_max_attempts"][i],
+        row[2],
+        row[3],
+        row[4],
+        None if headers is None else json.loads(headers),
+    )
 
 
 def queue_info(row: Row[Any]) -> QueueInfo:
@@ -263,13 +308,16 @@ def enqueue(
     enqueued: our own transaction is rolled back by the exception; inside a caller's
     transaction (which we must not roll back) the rows just inserted are deleted first.
     """
-    wanted = list(range(len(arrays["b_payload"])))
+    everything = list(range(len(arrays["b_payload"])))
+    wanted = everything
     results: dict[int, Message] = {}
     for _ in range(3):
-        batch = {k: [v[i] for i in wanted] for k, v in arrays.items()}
-        rows = yield Step(
-            _sql.INSERT_JOBS, {**batch, "b_queue": ctx.queue, "b_channel": ctx.channel}
+        batch = (
+            arrays
+            if wanted is everything
+            else {k: [v[i] for i in wanted] for k, v in arrays.items()}
         )
+        rows = yield _insert_step(ctx, batch)
         if not rows:
             (exists,) = yield Step(_sql.QUEUE_EXISTS, {"b_queue": ctx.queue})
             if not exists[0]:
@@ -279,7 +327,7 @@ def enqueue(
         row = next(it, None)
         for i in wanted:  # rows come back in input order; a skipped input has no row
             if row is not None and row.dedupe_key == arrays["b_dedupe_key"][i]:
-                results[i] = message(row)
+                results[i] = inserted(ctx, arrays, i, row)
                 row = next(it, None)
             else:
                 skipped.append(i)
@@ -302,6 +350,20 @@ def enqueue(
         if not wanted:
             break
     return [results[i] for i in sorted(results)]
+
+
+def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
+    """INSERT_UNIFORM_JOBS when every job has the same options (the usual batch of plain
+    payloads), else INSERT_JOBS with one array per option."""
+    target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
+    if len(batch["b_payload"]) > 1 and all(
+        column.count(column[0]) == len(column) for column in (batch[k] for k in _ARRAYS)
+    ):
+        scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
+        return Step(
+            _sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": batch["b_payload"], **target}
+        )
+    return Step(_sql.INSERT_JOBS, {**batch, **target})
 
 
 def extend_visibility(ctx: Context, message_id: int, secs: float) -> Plan[bool]:
@@ -402,6 +464,10 @@ def purge_queue(ctx: Context, name: str) -> Plan[int]:
 
 
 def delete_queue(ctx: Context, name: str) -> Plan[None]:
+    # ACCESS EXCLUSIVE on pgqueue_queues waits for every enqueue that has read a queue
+    # row (their jobs are then committed and deleted below) and holds back new ones
+    # until we commit (they then find no queue). Short: only this transaction.
+    yield Step(_sql.lock_queues(ctx.schema), {})
     rows = yield Step(_sql.DELETE_QUEUE, {"b_queue": name})
     if not rows:
         raise QueueNotFound(name)

@@ -8,6 +8,7 @@ so a lease taken late in a long caller transaction still lasts its full timeout)
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Double,
+    Executable,
     Integer,
     Interval,
     Text,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     union_all,
     update,
@@ -93,80 +96,107 @@ MESSAGE_COLUMNS = (
     jobs.c.errors,
 )
 
+#: What an insert returns: only what the database decided. The rest of the Message is
+#: what the producer sent (the payload never travels back; a producer-only role needs
+#: no SELECT on it).
+INSERTED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.status,
+    jobs.c.enqueued_at,
+    jobs.c.available_at,
+    jobs.c.dedupe_key,
+)
+
 # --------------------------------------------------------------------------- enqueue
-# One round trip for any number of jobs: parallel arrays unnested in input order. The
+# One round trip for any number of jobs: arrays unnested in input order. The
 # join to pgqueue_queues yields no rows for an unknown queue (reported as
 # QueueNotFound without aborting the caller's transaction). The uncorrelated
 # pg_notify() in RETURNING runs once per statement, and only when a row was inserted.
-_batch = (
-    func.unnest(
-        bindparam("b_entrypoint", type_=ARRAY(Text)),
-        bindparam("b_payload", type_=ARRAY(Text)),
-        bindparam("b_headers", type_=ARRAY(Text)),
-        bindparam("b_priority", type_=ARRAY(Integer)),
-        bindparam("b_max_attempts", type_=ARRAY(Integer)),
-        bindparam("b_dedupe_key", type_=ARRAY(Text)),
-        bindparam("b_delay", type_=ARRAY(Double)),
-        bindparam("b_run_at", type_=ARRAY(_TS)),
-    )
-    .table_valued(
-        column("entrypoint", Text),
-        column("payload", Text),
-        column("headers", Text),
-        column("priority", Integer),
-        column("max_attempts", Integer),
-        column("dedupe_key", Text),
-        column("delay", Double),
-        column("run_at", _TS),
-        with_ordinality="ord",
-    )
-    .render_derived(name="u")
-)
-
-_available_at = func.coalesce(_batch.c.run_at, func.now() + _seconds(_batch.c.delay))
-
 _notify = (
     select(func.pg_notify(bindparam("b_channel", type_=Text), bindparam("b_queue", type_=Text)))
     .scalar_subquery()
     .label("notified")
 )
 
-INSERT_JOBS = (
-    insert(jobs)
-    .from_select(
-        [
-            jobs.c.queue,
-            jobs.c.entrypoint,
-            jobs.c.payload,
-            jobs.c.headers,
-            jobs.c.priority,
-            jobs.c.max_attempts,
-            jobs.c.dedupe_key,
-            jobs.c.available_at,
-            jobs.c.status,
-        ],
-        select(
-            queues.c.name,
-            _batch.c.entrypoint,
-            cast(_batch.c.payload, JSONB),
-            cast(_batch.c.headers, JSONB),
-            _batch.c.priority,
-            _batch.c.max_attempts,
-            _batch.c.dedupe_key,
-            _available_at,
-            case((_available_at > func.now(), _SCHEDULED), else_=_QUEUED),
-        )
-        .select_from(queues)
-        .join(_batch, true())
-        .where(queues.c.name == bindparam("b_queue"))
-        .order_by(_batch.c.ord),
-    )
-    .on_conflict_do_nothing(
-        index_elements=[jobs.c.queue, jobs.c.dedupe_key],
-        index_where=and_(jobs.c.dedupe_key.is_not(None), jobs.c.status != _DEAD),
-    )
-    .returning(*MESSAGE_COLUMNS, _notify)
+_OPTION_COLUMNS = (
+    ("entrypoint", Text),
+    ("headers", Text),
+    ("priority", Integer),
+    ("max_attempts", Integer),
+    ("dedupe_key", Text),
+    ("delay", Double),
+    ("run_at", _TS),
 )
+
+
+def _insert_jobs(uniform: bool) -> Any:
+    """INSERT_JOBS (every job's options as parallel arrays) or INSERT_UNIFORM_JOBS (one
+    set of options, ``u_*`` scalars, for a whole batch of plain payloads: the driver
+    encodes and the server unnests one array instead of eight)."""
+    if uniform:
+        u = (
+            func.unnest(bindparam("b_payload", type_=ARRAY(Text)))
+            .table_valued(column("payload", Text), with_ordinality="ord")
+            .render_derived(name="u")
+        )
+        opt: dict[str, ColumnElement[Any]] = {
+            name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS
+        }
+    else:
+        u = (
+            func.unnest(
+                *(bindparam(f"b_{name}", type_=ARRAY(t)) for name, t in _OPTION_COLUMNS),
+                bindparam("b_payload", type_=ARRAY(Text)),
+            )
+            .table_valued(
+                *(column(name, t) for name, t in _OPTION_COLUMNS),
+                column("payload", Text),
+                with_ordinality="ord",
+            )
+            .render_derived(name="u")
+        )
+        opt = {name: u.c[name] for name, _ in _OPTION_COLUMNS}
+    available_at = func.coalesce(opt["run_at"], func.now() + _seconds(opt["delay"]))
+    return (
+        insert(jobs)
+        .from_select(
+            [
+                jobs.c.queue,
+                jobs.c.entrypoint,
+                jobs.c.payload,
+                jobs.c.headers,
+                jobs.c.priority,
+                jobs.c.max_attempts,
+                jobs.c.dedupe_key,
+                jobs.c.available_at,
+                jobs.c.status,
+            ],
+            select(
+                queues.c.name,
+                opt["entrypoint"],
+                cast(u.c.payload, JSONB),
+                cast(opt["headers"], JSONB),
+                opt["priority"],
+                opt["max_attempts"],
+                opt["dedupe_key"],
+                available_at,
+                case((available_at > func.now(), _SCHEDULED), else_=_QUEUED),
+            )
+            .select_from(queues)
+            .join(u, true())
+            .where(queues.c.name == bindparam("b_queue"))
+            .order_by(u.c.ord),
+        )
+        .on_conflict_do_nothing(
+            index_elements=[jobs.c.queue, jobs.c.dedupe_key],
+            index_where=and_(jobs.c.dedupe_key.is_not(None), jobs.c.status != _DEAD),
+        )
+        .returning(*INSERTED_COLUMNS, _notify)
+    )
+
+
+INSERT_JOBS = _insert_jobs(uniform=False)
+INSERT_UNIFORM_JOBS = _insert_jobs(uniform=True)
 
 #: Whether a queue exists (to tell "unknown queue" from "every job was a duplicate").
 QUEUE_EXISTS = select(exists().where(queues.c.name == bindparam("b_queue")))
@@ -453,15 +483,29 @@ SELECT_QUEUES = select(*QUEUE_COLUMNS).order_by(queues.c.name)
 #: Purging removes the queue's jobs in the hot table (all states); the archive is history.
 PURGE_QUEUE = delete(jobs).where(jobs.c.queue == bindparam("b_queue")).returning(jobs.c.id)
 
-#: Jobs go with their queue (ON DELETE CASCADE); its archive rows are removed too.
+
+@lru_cache(maxsize=64)
+def lock_queues(schema: str) -> Executable:
+    """``LOCK TABLE <schema>.pgqueue_queues IN ACCESS EXCLUSIVE MODE`` (raw SQL is not
+    schema-translated, so the schema is quoted in here)."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return text(f"LOCK TABLE {quoted}.pgqueue_queues IN ACCESS EXCLUSIVE MODE")
+
+
+#: A queue goes with its jobs and its archive rows. Run after LOCK_QUEUES (see
+#: ``_ops.delete_queue``): no enqueue can be between reading the queue and committing.
 _deleted_archive = (
     delete(archive).where(archive.c.queue == bindparam("b_queue")).returning(archive.c.id).cte("a")
+)
+_deleted_jobs = (
+    delete(jobs).where(jobs.c.queue == bindparam("b_queue")).returning(jobs.c.id).cte("j")
 )
 DELETE_QUEUE = (
     delete(queues)
     .where(queues.c.name == bindparam("b_queue"))
     .returning(queues.c.id)
     .add_cte(_deleted_archive)
+    .add_cte(_deleted_jobs)
 )
 
 #: Resuming wakes the queue's idle consumers (they sleep while it is paused).

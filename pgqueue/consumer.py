@@ -91,7 +91,7 @@ class SyncConsumer(SyncIdentity):
         if bind is not None:
             check_bind(bind)
         plan = _ops.dequeue(self._ctx, self._locked_by(), size, vt or self._visibility_timeout)
-        return run(self._engine, bind, plan, self._ctx)
+        return run(self._engine, bind, plan, self._ctx, atomic=False)
 
     def ack(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
@@ -125,7 +125,8 @@ class SyncConsumer(SyncIdentity):
         checked = _ops.leased(self._ctx, messages)
         if bind is not None:
             check_bind(bind)
-        return run(self._engine, bind, _ops.finish(self._ctx, checked, mode), self._ctx)
+        plan = _ops.finish(self._ctx, checked, mode)
+        return run(self._engine, bind, plan, self._ctx, atomic=False)
 
     def nack(
         self,
@@ -162,7 +163,7 @@ class SyncConsumer(SyncIdentity):
             check_bind(bind)
         errors = [_ops.error_text(error)] * len(checked)
         plan = _ops.nack(self._ctx, checked, errors, secs)
-        return [s is not None for s in run(self._engine, bind, plan, self._ctx)]
+        return [s is not None for s in run(self._engine, bind, plan, self._ctx, atomic=False)]
 
     def release(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -175,7 +176,8 @@ class SyncConsumer(SyncIdentity):
         checked = _ops.leased(self._ctx, messages)
         if bind is not None:
             check_bind(bind)
-        return run(self._engine, bind, _ops.release(self._ctx, checked), self._ctx)
+        plan = _ops.release(self._ctx, checked)
+        return run(self._engine, bind, plan, self._ctx, atomic=False)
 
     def extend_visibility(
         self, message: Message, seconds: float | timedelta, *, bind: Bind | None = None
@@ -189,7 +191,8 @@ class SyncConsumer(SyncIdentity):
         secs = _ops.positive_seconds(seconds, "seconds")
         if bind is not None:
             check_bind(bind)
-        (done,) = run(self._engine, bind, _ops.extend(self._ctx, checked, secs), self._ctx)
+        plan = _ops.extend(self._ctx, checked, secs)
+        (done,) = run(self._engine, bind, plan, self._ctx, atomic=False)
         return done
 
     def wait(self, timeout: float | timedelta | None = None) -> bool:
@@ -210,7 +213,8 @@ class SyncConsumer(SyncIdentity):
             if listener is not None:
                 listener.event.clear()
             try:
-                due_in = run(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+                plan = _ops.next_available(self._ctx)
+                due_in = run(self._engine, None, plan, self._ctx, atomic=False)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
                 delay = self._retry_delay("wait", exc, attempt)

@@ -92,7 +92,7 @@ class AsyncConsumer(AsyncIdentity):
         plan = _ops.dequeue(
             self._ctx, await self._locked_by(), size, vt or self._visibility_timeout
         )
-        return await arun(self._engine, bind, plan, self._ctx)
+        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
 
     async def ack(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
@@ -130,7 +130,8 @@ class AsyncConsumer(AsyncIdentity):
         checked = _ops.leased(self._ctx, messages)
         if bind is not None:
             acheck_bind(bind)
-        return await arun(self._engine, bind, _ops.finish(self._ctx, checked, mode), self._ctx)
+        plan = _ops.finish(self._ctx, checked, mode)
+        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
 
     async def nack(
         self,
@@ -167,7 +168,9 @@ class AsyncConsumer(AsyncIdentity):
             acheck_bind(bind)
         errors = [_ops.error_text(error)] * len(checked)
         plan = _ops.nack(self._ctx, checked, errors, secs)
-        return [s is not None for s in await arun(self._engine, bind, plan, self._ctx)]
+        return [
+            s is not None for s in await arun(self._engine, bind, plan, self._ctx, atomic=False)
+        ]
 
     async def release(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -182,7 +185,8 @@ class AsyncConsumer(AsyncIdentity):
         checked = _ops.leased(self._ctx, messages)
         if bind is not None:
             acheck_bind(bind)
-        return await arun(self._engine, bind, _ops.release(self._ctx, checked), self._ctx)
+        plan = _ops.release(self._ctx, checked)
+        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
 
     async def extend_visibility(
         self, message: Message, seconds: float | timedelta, *, bind: AsyncBind | None = None
@@ -196,7 +200,8 @@ class AsyncConsumer(AsyncIdentity):
         secs = _ops.positive_seconds(seconds, "seconds")
         if bind is not None:
             acheck_bind(bind)
-        (done,) = await arun(self._engine, bind, _ops.extend(self._ctx, checked, secs), self._ctx)
+        plan = _ops.extend(self._ctx, checked, secs)
+        (done,) = await arun(self._engine, bind, plan, self._ctx, atomic=False)
         return done
 
     async def wait(self, timeout: float | timedelta | None = None) -> bool:
@@ -217,7 +222,8 @@ class AsyncConsumer(AsyncIdentity):
             if listener is not None:
                 listener.event.clear()
             try:
-                due_in = await arun(self._engine, None, _ops.next_available(self._ctx), self._ctx)
+                plan = _ops.next_available(self._ctx)
+                due_in = await arun(self._engine, None, plan, self._ctx, atomic=False)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
                 delay = self._retry_delay("wait", exc, attempt)

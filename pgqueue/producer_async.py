@@ -164,4 +164,6 @@ class AsyncProducer(AsyncIdentity):
         plan = _ops.enqueue(
             self._ctx, arrays, on_duplicate=on_duplicate, in_caller_tx=bind is not None
         )
-        return await arun(self._engine, bind, plan, self._ctx)
+        # All or nothing needs a transaction only when a duplicate can fail the batch.
+        atomic = on_duplicate == "raise" and any(k is not None for k in arrays["b_dedupe_key"])
+        return await arun(self._engine, bind, plan, self._ctx, atomic=atomic)

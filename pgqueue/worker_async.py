@@ -123,6 +123,7 @@ class AsyncWorker(AsyncIdentity):
         self._done: list[Message] = []
         self._done_lock = Lock()
         self._flushing = False
+        self._ackers = TaskGroup(1)  # the group commit of acks, off the job slots
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._halt = Event()  # background loops end
         self._stop_requested = False
@@ -271,7 +272,8 @@ class AsyncWorker(AsyncIdentity):
         checked = _ops.leased(ctx, [job])
         if bind is not None:
             acheck_bind(bind)
-        (done,) = await arun(self._engine, bind, _ops.finish(ctx, checked, _ops.ACK), ctx)
+        plan = _ops.finish(ctx, checked, _ops.ACK)
+        (done,) = await arun(self._engine, bind, plan, ctx, atomic=False)
         if done:
             self._acked.add(job.id)
         return bool(done)
@@ -313,6 +315,7 @@ class AsyncWorker(AsyncIdentity):
             if not finished:
                 log.warning("shutdown timeout: releasing %d running jobs", len(self._held))
                 await jobs.cancel()
+            await self._ackers.join(None)
             await self._flush_acks()
             await self._release_held()
             self._halt.set()
@@ -379,10 +382,14 @@ class AsyncWorker(AsyncIdentity):
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
-            free = self._concurrency - len(jobs)
-            # Fetch in batches: with jobs still running, wait until half a batch of slots
-            # is free rather than leasing one job per round trip.
-            if free <= 0 or (len(jobs) and free < (self._batch_size + 1) // 2):
+            # A slot frees when its handler returns; its ack commits in the background,
+            # while the next batch is fetched: jobs done but not yet acked may take up to
+            # one batch more than the concurrency.
+            held = len(self._held)
+            free = min(self._concurrency - len(jobs), self._concurrency + self._batch_size - held)
+            # Fetch in batches: with jobs still running or being acked, wait until half a
+            # batch is free rather than leasing one job per round trip.
+            if free <= 0 or (held and free < (self._batch_size + 1) // 2):
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
@@ -427,7 +434,7 @@ class AsyncWorker(AsyncIdentity):
                 break
             if plain:
                 plan = _ops.dequeue(ctx, me, want, vt, plain)
-                out += await arun(self._engine, None, plan, ctx)
+                out += await arun(self._engine, None, plan, ctx, atomic=False)
             for ep in limited:
                 want = min(free - len(out), self._batch_size)
                 if want <= 0:
@@ -445,7 +452,8 @@ class AsyncWorker(AsyncIdentity):
             # worker can run) are ready but not ours to take now; counting them would spin.
             others = [name for name in self._entrypoints if name not in held]
             if not out and others:
-                due = await arun(self._engine, None, _ops.next_available(ctx, others), ctx)
+                ask = _ops.next_available(ctx, others)
+                due = await arun(self._engine, None, ask, ctx, atomic=False)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
@@ -466,14 +474,16 @@ class AsyncWorker(AsyncIdentity):
             self._wakeup.set()  # a slot is free
 
     async def _complete(self, m: Message) -> None:
-        # Group commit: whoever finds no flush in progress flushes everything done so
-        # far, so acks batch themselves under load and wait for nothing when idle.
+        # Group commit: whoever finds no flush in progress starts one (in the background,
+        # freeing the job's slot at once) that acks everything done by then, and again
+        # until nothing is left: acks batch themselves under load and wait for nothing
+        # when idle.
         async with self._done_lock:
             self._done.append(m)
             if self._flushing:
                 return
             self._flushing = True
-        await self._flush_acks()
+        self._ackers.spawn(self._flush_acks)
 
     async def _flush_acks(self) -> None:
         while True:
@@ -519,7 +529,7 @@ class AsyncWorker(AsyncIdentity):
                 else:
                     plan = _ops.release(ctx, msgs)
                 try:
-                    outcomes = await arun(self._engine, None, plan, ctx)
+                    outcomes = await arun(self._engine, None, plan, ctx, atomic=False)
                     break
                 except TRANSIENT as exc:
                     if self._halt.is_set() and attempt >= 10:
@@ -540,6 +550,7 @@ class AsyncWorker(AsyncIdentity):
                     self._stats["completed"] += 1
                 elif what == "nack":
                     self._stats["dead" if outcome == "dead" else "failed"] += 1
+        self._wakeup.set()  # fewer jobs held: room to fetch
 
     async def _fail(self, m: Message, ep: Entrypoint | None, exc: BaseException) -> None:
         log.warning(
@@ -587,7 +598,7 @@ class AsyncWorker(AsyncIdentity):
                     mine = [m for m in held if m.queue == queue]
                     if mine:
                         extend = _ops.extend(ctx, mine, self._visibility_timeout)
-                        await arun(self._engine, None, extend, ctx)
+                        await arun(self._engine, None, extend, ctx, atomic=False)
                 if beats % 20 == 0:
                     sweep = _ops.sweep_workers(self._ctx, 3 * self._visibility_timeout)
                     await arun(self._engine, None, sweep, self._ctx)

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from pgqueue import AsyncAdmin, AsyncProducer, Message, SyncAdmin, SyncProducer
+from pgqueue import AsyncAdmin, AsyncProducer, Message, QueueNotFound, SyncAdmin, SyncProducer
 
 from .conftest import SCHEMA, make_async_engine, make_sync_engine
 
@@ -164,3 +164,56 @@ async def test_eight_tasks_enqueue_at_once(clean: URL) -> None:
         assert elapsed < 60, f"{PRODUCERS * JOBS} jobs took {elapsed:.1f}s"
     finally:
         await aengine.dispose()
+
+
+def test_deleting_a_queue_while_producers_enqueue_leaves_no_orphans(engine: Engine) -> None:
+    """There is no foreign key from jobs to queues (migration 0002): ``delete_queue``
+    locks pgqueue_queues, so each racing enqueue either commits first and its jobs go
+    with the queue, or runs after and raises QueueNotFound. Five rounds of 4 threads
+    enqueuing batches and singles while the queue is deleted under them."""
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    for round_ in range(5):
+        admin.create_queue("doomed")
+        refused = [0] * 4
+        errors: list[BaseException] = []
+        started = threading.Barrier(5)
+
+        def produce(
+            p: int,
+            refused: list[int] = refused,
+            errors: list[BaseException] = errors,
+            started: threading.Barrier = started,
+        ) -> None:
+            producer = SyncProducer(engine, "doomed", schema=SCHEMA)
+            started.wait(timeout=30)
+            try:
+                for n in range(10_000):
+                    try:
+                        if n % 2:
+                            producer.enqueue({"p": p, "n": n})
+                        else:
+                            producer.batch_enqueue([{"p": p, "n": n, "i": i} for i in range(50)])
+                    except QueueNotFound:
+                        refused[p] += 1
+                        if refused[p] >= 3:
+                            return
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                producer.shutdown()
+
+        threads = [threading.Thread(target=produce, args=(p,)) for p in range(4)]
+        for t in threads:
+            t.start()
+        started.wait(timeout=30)
+        time.sleep(0.05 * (round_ + 1))
+        admin.delete_queue("doomed")
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads) and errors == []
+        assert refused == [3] * 4
+        with engine.connect() as conn:
+            orphans = conn.execute(
+                text("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'doomed'")
+            ).scalar_one()
+        assert orphans == 0, f"round {round_}: {orphans} jobs outlived their queue"
