@@ -12,6 +12,7 @@ round trip per call.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import weakref
 from typing import Any, TypeVar
@@ -152,3 +153,59 @@ async def arun(
             return await _aexecute(conn, plan, ctx)
     async with engine.begin() as conn:
         return await _aexecute(conn, plan, ctx)
+
+
+class Held:
+    """One autocommit connection kept checked out by a loop that runs statement after
+    statement (a worker's fetch loop, its ack flusher): checking a connection out of
+    the pool and back costs about as much client time as a small statement. Used by one
+    thread or task at a time. Any error returns the connection (and the next ``run``
+    takes a fresh one), so a connection lost with the database is never reused."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine: Engine = _autocommit(engine)
+        self._conn: Connection | None = None
+
+    def run(self, plan: Plan[T], ctx: Context) -> T:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        try:
+            return _execute(self._conn, plan, ctx)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: the pool discards it
+                conn.close()
+
+
+class AsyncHeld:
+    """Async twin of :class:`Held`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine: AsyncEngine = _autocommit(engine)
+        self._conn: AsyncConnection | None = None
+
+    async def run(self, plan: Plan[T], ctx: Context) -> T:
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        try:
+            return await _aexecute(self._conn, plan, ctx)
+        except Exception:
+            await self.close()
+            raise
+        except BaseException:  # cancelled mid-statement: its state is unknown
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: the pool discards it
+                await conn.close()

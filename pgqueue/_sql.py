@@ -284,7 +284,12 @@ _exhausted = and_(
 _vt = func.coalesce(bindparam("b_visibility_timeout", type_=Double), _q.c.visibility_timeout)
 DEQUEUE = (
     update(jobs)
-    .where(jobs.c.id == _picked.c.id, _q.c.name == jobs.c.queue)
+    .where(
+        # By key (as in _holds_lease): never a scan of the table joined to the picks.
+        jobs.c.id == func.any(func.array(select(_picked.c.id).scalar_subquery())),
+        jobs.c.id == _picked.c.id,
+        _q.c.name == jobs.c.queue,
+    )
     .values(
         status=case((_exhausted, _DEAD), else_=_RUNNING),
         attempts=case((_exhausted, jobs.c.attempts), else_=jobs.c.attempts + 1),
@@ -308,7 +313,11 @@ _leased = (
     .table_valued(column("id", BigInteger), column("lease", Uuid), column("error", Text))
     .render_derived(name="m")
 )
+# ``id = ANY(b_ids)`` repeats the join condition as an index condition on the primary
+# key: whatever the planner believes about the table's size (statistics lag behind a
+# burst of jobs), it reaches the batch's rows by key and never scans the table.
 _holds_lease = and_(
+    jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
     jobs.c.id == _leased.c.id,
     jobs.c.lease == _leased.c.lease,
     jobs.c.status == _RUNNING,

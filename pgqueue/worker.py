@@ -25,7 +25,16 @@ from ._compat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import MAX_BACKOFF, TRANSIENT, Bind, backoff_delay, check_bind, first_line, run
+from ._drive import (
+    MAX_BACKOFF,
+    TRANSIENT,
+    Bind,
+    Held,
+    backoff_delay,
+    check_bind,
+    first_line,
+    run,
+)
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -125,6 +134,8 @@ class SyncWorker(SyncIdentity):
         self._done_lock = Lock()
         self._flushing = False
         self._ackers = TaskGroup(1)  # the group commit of acks, off the job slots
+        self._fetch_conn = Held(self._engine)  # used by run()'s loop only
+        self._ack_conn = Held(self._engine)  # used by one ack flush at a time
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._halt = Event()  # background loops end
         self._stop_requested = False
@@ -318,6 +329,8 @@ class SyncWorker(SyncIdentity):
                 jobs.cancel()
             self._ackers.join(None)
             self._flush_acks()
+            self._fetch_conn.close()
+            self._ack_conn.close()
             self._release_held()
             self._halt.set()
             background.join(5.0)
@@ -435,7 +448,7 @@ class SyncWorker(SyncIdentity):
                 break
             if plain:
                 plan = _ops.dequeue(ctx, me, want, vt, plain)
-                out += run(self._engine, None, plan, ctx, atomic=False)
+                out += self._fetch_conn.run(plan, ctx)
             for ep in limited:
                 want = min(free - len(out), self._batch_size)
                 if want <= 0:
@@ -454,7 +467,7 @@ class SyncWorker(SyncIdentity):
             others = [name for name in self._entrypoints if name not in held]
             if not out and others:
                 ask = _ops.next_available(ctx, others)
-                due = run(self._engine, None, ask, ctx, atomic=False)
+                due = self._fetch_conn.run(ask, ctx)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
@@ -530,7 +543,10 @@ class SyncWorker(SyncIdentity):
                 else:
                     plan = _ops.release(ctx, msgs)
                 try:
-                    outcomes = run(self._engine, None, plan, ctx, atomic=False)
+                    if what == "ack":  # only ever one flush at a time: its own connection
+                        outcomes = self._ack_conn.run(plan, ctx)
+                    else:
+                        outcomes = run(self._engine, None, plan, ctx, atomic=False)
                     break
                 except TRANSIENT as exc:
                     if self._halt.is_set() and attempt >= 10:

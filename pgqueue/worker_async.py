@@ -24,7 +24,16 @@ from ._acompat import (
     wait_event,
 )
 from ._cron import Cron
-from ._drive import MAX_BACKOFF, TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay, first_line
+from ._drive import (
+    MAX_BACKOFF,
+    TRANSIENT,
+    AsyncBind,
+    AsyncHeld,
+    acheck_bind,
+    arun,
+    backoff_delay,
+    first_line,
+)
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
 from .types import JSON, Message
@@ -124,6 +133,8 @@ class AsyncWorker(AsyncIdentity):
         self._done_lock = Lock()
         self._flushing = False
         self._ackers = TaskGroup(1)  # the group commit of acks, off the job slots
+        self._fetch_conn = AsyncHeld(self._engine)  # used by run()'s loop only
+        self._ack_conn = AsyncHeld(self._engine)  # used by one ack flush at a time
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._halt = Event()  # background loops end
         self._stop_requested = False
@@ -317,6 +328,8 @@ class AsyncWorker(AsyncIdentity):
                 await jobs.cancel()
             await self._ackers.join(None)
             await self._flush_acks()
+            await self._fetch_conn.close()
+            await self._ack_conn.close()
             await self._release_held()
             self._halt.set()
             await background.join(5.0)
@@ -434,7 +447,7 @@ class AsyncWorker(AsyncIdentity):
                 break
             if plain:
                 plan = _ops.dequeue(ctx, me, want, vt, plain)
-                out += await arun(self._engine, None, plan, ctx, atomic=False)
+                out += await self._fetch_conn.run(plan, ctx)
             for ep in limited:
                 want = min(free - len(out), self._batch_size)
                 if want <= 0:
@@ -453,7 +466,7 @@ class AsyncWorker(AsyncIdentity):
             others = [name for name in self._entrypoints if name not in held]
             if not out and others:
                 ask = _ops.next_available(ctx, others)
-                due = await arun(self._engine, None, ask, ctx, atomic=False)
+                due = await self._fetch_conn.run(ask, ctx)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
@@ -529,7 +542,10 @@ class AsyncWorker(AsyncIdentity):
                 else:
                     plan = _ops.release(ctx, msgs)
                 try:
-                    outcomes = await arun(self._engine, None, plan, ctx, atomic=False)
+                    if what == "ack":  # only ever one flush at a time: its own connection
+                        outcomes = await self._ack_conn.run(plan, ctx)
+                    else:
+                        outcomes = await arun(self._engine, None, plan, ctx, atomic=False)
                     break
                 except TRANSIENT as exc:
                     if self._halt.is_set() and attempt >= 10:

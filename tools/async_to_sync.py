@@ -43,6 +43,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncSession\b", "Session"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncBind\b", "Bind"),
+    (r"\bAsyncHeld\b", "Held"),
     (r"\bcreate_async_engine\b", "create_engine"),
     (r"\bacheck_bind\b", "check_bind"),
     (r"\barun\b", "run"),
