@@ -60,7 +60,13 @@ def _run(context: Any, connection: Connection, schema: str) -> None:
     )
     with context.begin_transaction():
         connection.execute(text(_LOCK), {"schema": schema})
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(connection, schema)}"))
+        # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
+        # when the schema exists, which an admin role granted on the schema lacks.
+        found = connection.execute(
+            text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema}
+        ).first()
+        if found is None:
+            connection.execute(text(f"CREATE SCHEMA {_quote(connection, schema)}"))
         context.run_migrations()
 
 

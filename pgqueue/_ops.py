@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Executable, Row
@@ -85,7 +85,7 @@ def channel_name(schema: str, queue: str) -> str:
 
 # --------------------------------------------------------------------------- validation
 def check_queue_name(name: object) -> str:
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
         raise InvalidQueueName(
             f"invalid queue name {name!r}: 1 to 48 characters from [A-Za-z0-9_.:-], "
             "not starting with '.', ':' or '-'"
@@ -107,7 +107,9 @@ def seconds(value: float | timedelta | None, what: str, *, allow_zero: bool = Tr
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidDelay(f"{what} must be seconds (int, float) or a timedelta, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if isinstance(value, int) and value > MAX_DELAY.total_seconds():
+        pass  # an int too large for a float: "more than 10 years" below, not OverflowError
+    elif not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise InvalidDelay(f"{what} must be a finite number of seconds >= 0, got {value!r}")
     if value > MAX_DELAY.total_seconds():
         raise InvalidDelay(f"{what} of {value!r} s is more than 10 years: a unit mistake?")
@@ -131,6 +133,17 @@ def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+def _utf8(text: str, what: str) -> None:
+    """PostgreSQL text: no NUL, and encodable as UTF-8 (no lone surrogates)."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"{what} is not valid Unicode text: {exc.reason}") from None
+
+
 def _json(value: Any, what: str) -> str:
     try:
         text = _ENCODE(value)
@@ -138,6 +151,11 @@ def _json(value: Any, what: str) -> str:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidPayload(f"{what} is not valid Unicode text: {exc.reason}") from None
     return text
 
 
@@ -148,8 +166,13 @@ def _run_at(value: datetime | None) -> datetime | None:
         raise InvalidDelay(f"run_at must be a datetime, not {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidDelay("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    limit = datetime.now(value.tzinfo) + MAX_DELAY
-    if value > limit:
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:  # before year 1 once in UTC
+        raise InvalidDelay(f"run_at {value.isoformat()} is out of range") from None
+    if utc.year < 1970:
+        raise InvalidDelay(f"run_at {value.isoformat()} is before 1970: a unit mistake?")
+    if value > datetime.now(value.tzinfo) + MAX_DELAY:
         raise InvalidDelay(f"run_at {value.isoformat()} is more than 10 years away")
     return value
 
@@ -199,10 +222,13 @@ def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -
     if delay is not None and run_at is not None:
         raise InvalidDelay(f"{where}: give delay or run_at, not both")
     dedupe_key = pick("dedupe_key")
-    if dedupe_key is not None and (
-        not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024
-    ):
-        raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 chars")
+    if dedupe_key is not None:
+        # Bytes, not characters: the unique index's rows are limited to ~2.7 kB.
+        if not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024:
+            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 bytes")
+        _utf8(dedupe_key, f"{where}: dedupe_key")
+        if len(dedupe_key.encode()) > 1024:
+            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 bytes")
     entrypoint = pick("entrypoint")
     entrypoint = queue if entrypoint is None else entrypoint
     if (
@@ -212,6 +238,7 @@ def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -
         or "\x00" in entrypoint
     ):
         raise InvalidArgument(f"{where}: entrypoint must be a str of 1 to 255 characters")
+    _utf8(entrypoint, f"{where}: entrypoint")
     max_attempts = pick("max_attempts")
     if max_attempts is not None:
         positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)

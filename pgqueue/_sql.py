@@ -498,7 +498,8 @@ def lock_queues(schema: str) -> Executable:
     """``LOCK TABLE <schema>.pgqueue_queues IN ACCESS EXCLUSIVE MODE`` (raw SQL is not
     schema-translated, so the schema is quoted in here)."""
     quoted = '"' + schema.replace('"', '""') + '"'
-    return text(f"LOCK TABLE {quoted}.pgqueue_queues IN ACCESS EXCLUSIVE MODE")
+    escaped = quoted.replace(":", "\\:")  # text() would read ":name" as a parameter
+    return text(f"LOCK TABLE {escaped}.pgqueue_queues IN ACCESS EXCLUSIVE MODE")
 
 
 #: A queue goes with its jobs and its archive rows. Run after LOCK_QUEUES (see
