@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import _migrate, _ops
+from . import _grants, _migrate, _ops
 from ._compat import connection_of, make_engine, run_sync
 from ._drive import Bind, check_bind, run
 from .errors import InvalidArgument
@@ -206,3 +207,27 @@ class SyncAdmin:
         """
         plan = _ops.list_workers(self._ctx, bool(include_stopped))
         return run(self._engine, bind, plan, self._ctx)
+
+    def grant(
+        self,
+        role: str,
+        kind: Literal["producer", "worker", "admin"],
+        *,
+        bind: Bind | None = None,
+    ) -> None:
+        """Grant an existing role what one kind of pgqueue user needs, and nothing more.
+
+        ``"producer"``: enqueue and register; it cannot read payloads nor update or
+        delete jobs. ``"worker"``: what consumers and workers do (dequeue, ack, nack,
+        heartbeat, register, schedules, limits). ``"admin"``: everything on pgqueue's
+        tables with the grant option, and ``CREATE`` on the schema (install). Every
+        privilege and the statement needing it: ``pgqueue._grants.PRIVILEGES``.
+        Raises InvalidArgument for an unknown kind or role (nothing is executed for
+        an invalid kind or role name), and PgQueueError if the current user could
+        not grant everything (it must own the tables or hold the grant option).
+
+        >>> admin.grant("web_app", "producer")    # doctest: +SKIP
+        >>> admin.grant("jobs_runner", "worker")  # doctest: +SKIP
+        """
+        plan = _grants.grant(self._ctx, _grants.check_role_name(role), _grants.check_kind(kind))
+        run(self._engine, bind, plan, self._ctx)

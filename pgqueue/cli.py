@@ -6,6 +6,7 @@
     echo '{"to": "a@example.org"}' | pgqueue enqueue emails
     pgqueue run myapp.jobs:worker --concurrency 16
     pgqueue stats
+    pgqueue grant web_app --as producer           # least-privilege roles
 
 The database comes from ``--dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``.
 Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 database unreachable,
@@ -209,6 +210,13 @@ def cmd_dead(args: argparse.Namespace) -> int:
     else:
         n = admin.requeue_dead(args.queue, ids=args.id or None)
         print(f"requeued {n} dead job(s) on {args.queue!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------- roles
+def cmd_grant(args: argparse.Namespace) -> int:
+    _admin(args).grant(args.role, args.kind)
+    print(f"granted {args.kind} privileges on schema {args.schema!r} to role {args.role!r}")
     return 0
 
 
@@ -476,6 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("queue")
     d.add_argument("--id", type=int, action="append", help="only this job (repeatable)")
     p.set_defaults(func=cmd_dead)
+
+    p = sub.add_parser("grant", help="grant a role what a producer, worker or admin needs")
+    p.add_argument("role", help="an existing PostgreSQL role")
+    p.add_argument(
+        "--as",
+        dest="kind",
+        required=True,
+        choices=("producer", "worker", "admin"),
+        help="producer: enqueue only; worker: consume and run jobs; admin: everything",
+    )
+    p.set_defaults(func=cmd_grant)
 
     p = sub.add_parser("demo", help="enqueue and process a few thousand jobs (embedded PG)")
     p.add_argument("--jobs", type=int, default=5000)
