@@ -30,7 +30,7 @@ from .errors import (
     QueueAlreadyExists,
     QueueNotFound,
 )
-from .schema import RUNNING, translate_map
+from .schema import RUNNING
 from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
 
 T = TypeVar("T")
@@ -56,6 +56,9 @@ _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 # --------------------------------------------------------------------------- context
+_NO_TRANSLATE: dict[str, Any] = {"schema_translate_map": None}
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What every statement of one face instance shares: schema and queue."""
@@ -65,7 +68,14 @@ class Context:
 
     @property
     def options(self) -> dict[str, Any]:
-        return {"schema_translate_map": translate_map(self.schema)}
+        # The statements name their schema (``sql``); no translate map of a caller's
+        # connection may apply to them.
+        return _NO_TRANSLATE
+
+    @property
+    def sql(self) -> Any:
+        """Every statement of ``_sql`` with pgqueue's tables in this schema."""
+        return _sql.for_schema(self.schema)
 
     @property
     def channel(self) -> str:
@@ -346,7 +356,7 @@ def enqueue(
         )
         rows = yield _insert_step(ctx, batch)
         if not rows:
-            (exists,) = yield Step(_sql.QUEUE_EXISTS, {"b_queue": ctx.queue})
+            (exists,) = yield Step(ctx.sql.QUEUE_EXISTS, {"b_queue": ctx.queue})
             if not exists[0]:
                 raise QueueNotFound(str(ctx.queue))
         skipped: list[int] = []
@@ -363,9 +373,11 @@ def enqueue(
         keys = [arrays["b_dedupe_key"][i] for i in skipped]
         if on_duplicate == "raise":
             if in_caller_tx and rows:
-                yield Step(_sql.DELETE_JOBS_BY_ID, {"b_ids": [r.id for r in rows]})
+                yield Step(ctx.sql.DELETE_JOBS_BY_ID, {"b_ids": [r.id for r in rows]})
             raise DuplicateJob(str(ctx.queue), keys)
-        live = yield Step(_sql.SELECT_BY_DEDUPE_KEYS, {"b_queue": ctx.queue, "b_dedupe_keys": keys})
+        live = yield Step(
+            ctx.sql.SELECT_BY_DEDUPE_KEYS, {"b_queue": ctx.queue, "b_dedupe_keys": keys}
+        )
         by_key = {r.dedupe_key: message(r) for r in live}
         wanted = []
         for i in skipped:
@@ -388,14 +400,14 @@ def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
     ):
         scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
         return Step(
-            _sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": batch["b_payload"], **target}
+            ctx.sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": batch["b_payload"], **target}
         )
-    return Step(_sql.INSERT_JOBS, {**batch, **target})
+    return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
 
 
 def extend_visibility(ctx: Context, message_id: int, secs: float) -> Plan[bool]:
     rows = yield Step(
-        _sql.SET_AVAILABLE_AT, {"b_id": message_id, "b_queue": ctx.queue, "b_seconds": secs}
+        ctx.sql.SET_AVAILABLE_AT, {"b_id": message_id, "b_queue": ctx.queue, "b_seconds": secs}
     )
     return bool(rows)
 
@@ -405,7 +417,7 @@ def register(
     ctx: Context, kind: str, queues: Sequence[str], hostname: str, port: int | None, pid: int
 ) -> Plan[WorkerInfo]:
     (row,) = yield Step(
-        _sql.REGISTER_WORKER,
+        ctx.sql.REGISTER_WORKER,
         {
             "b_kind": kind,
             "b_queues": ",".join(queues),
@@ -418,27 +430,27 @@ def register(
 
 
 def heartbeat(ctx: Context, worker_id: int) -> Plan[WorkerInfo | None]:
-    rows = yield Step(_sql.HEARTBEAT, {"b_worker_id": worker_id})
+    rows = yield Step(ctx.sql.HEARTBEAT, {"b_worker_id": worker_id})
     return worker_info(rows[0]) if rows else None
 
 
 def set_status(ctx: Context, worker_id: int, status: str) -> Plan[WorkerInfo | None]:
-    rows = yield Step(_sql.SET_WORKER_STATUS, {"b_worker_id": worker_id, "b_status": status})
+    rows = yield Step(ctx.sql.SET_WORKER_STATUS, {"b_worker_id": worker_id, "b_status": status})
     return worker_info(rows[0]) if rows else None
 
 
 def get_worker(ctx: Context, worker_id: int) -> Plan[WorkerInfo | None]:
-    rows = yield Step(_sql.SELECT_WORKER, {"b_worker_id": worker_id})
+    rows = yield Step(ctx.sql.SELECT_WORKER, {"b_worker_id": worker_id})
     return worker_info(rows[0]) if rows else None
 
 
 def list_workers(ctx: Context, include_stopped: bool) -> Plan[list[WorkerInfo]]:
-    rows = yield Step(_sql.SELECT_WORKERS, {"b_all": include_stopped})
+    rows = yield Step(ctx.sql.SELECT_WORKERS, {"b_all": include_stopped})
     return [worker_info(r) for r in rows]
 
 
 def is_healthy(ctx: Context, worker_id: int, max_age: float) -> Plan[bool]:
-    rows = yield Step(_sql.WORKER_HEALTHY, {"b_worker_id": worker_id, "b_max_age": max_age})
+    rows = yield Step(ctx.sql.WORKER_HEALTHY, {"b_worker_id": worker_id, "b_max_age": max_age})
     return bool(rows and rows[0][0])
 
 
@@ -455,7 +467,7 @@ def create_queue(
     archive: bool,
 ) -> Plan[QueueInfo]:
     rows = yield Step(
-        _sql.INSERT_QUEUE,
+        ctx.sql.INSERT_QUEUE,
         {
             "b_queue": name,
             "b_max_attempts": max_attempts,
@@ -473,20 +485,20 @@ def create_queue(
 
 
 def get_queue(ctx: Context, name: str) -> Plan[QueueInfo]:
-    rows = yield Step(_sql.SELECT_QUEUE, {"b_queue": name})
+    rows = yield Step(ctx.sql.SELECT_QUEUE, {"b_queue": name})
     if not rows:
         raise QueueNotFound(name)
     return queue_info(rows[0])
 
 
 def list_queues(ctx: Context) -> Plan[list[QueueInfo]]:
-    rows = yield Step(_sql.SELECT_QUEUES, {})
+    rows = yield Step(ctx.sql.SELECT_QUEUES, {})
     return [queue_info(r) for r in rows]
 
 
 def purge_queue(ctx: Context, name: str) -> Plan[int]:
     yield from get_queue(ctx, name)
-    rows = yield Step(_sql.PURGE_QUEUE, {"b_queue": name})
+    rows = yield Step(ctx.sql.PURGE_QUEUE, {"b_queue": name})
     return len(rows)
 
 
@@ -495,14 +507,14 @@ def delete_queue(ctx: Context, name: str) -> Plan[None]:
     # row (their jobs are then committed and deleted below) and holds back new ones
     # until we commit (they then find no queue). Short: only this transaction.
     yield Step(_sql.lock_queues(ctx.schema), {})
-    rows = yield Step(_sql.DELETE_QUEUE, {"b_queue": name})
+    rows = yield Step(ctx.sql.DELETE_QUEUE, {"b_queue": name})
     if not rows:
         raise QueueNotFound(name)
 
 
 def set_paused(ctx: Context, name: str, paused: bool) -> Plan[QueueInfo]:
     params = {"b_queue": name, "b_paused": paused, "b_channel": channel_name(ctx.schema, name)}
-    rows = yield Step(_sql.SET_QUEUE_PAUSED, params)
+    rows = yield Step(ctx.sql.SET_QUEUE_PAUSED, params)
     if not rows:
         raise QueueNotFound(name)
     fields: Any = rows[0][:-1]  # without the notify column
@@ -511,7 +523,7 @@ def set_paused(ctx: Context, name: str, paused: bool) -> Plan[QueueInfo]:
 
 def metrics(ctx: Context, name: str) -> Plan[QueueMetrics]:
     yield from get_queue(ctx, name)
-    (row,) = yield Step(_sql.METRICS, {"b_queue": name})
+    (row,) = yield Step(ctx.sql.METRICS, {"b_queue": name})
     fields: Any = row
     return QueueMetrics(name, *fields)
 
@@ -580,7 +592,7 @@ def dequeue(
     }
     leased_now: list[Message] = []
     while len(leased_now) < limit:
-        rows = yield Step(_sql.DEQUEUE, {**params, "b_limit": limit - len(leased_now)})
+        rows = yield Step(ctx.sql.DEQUEUE, {**params, "b_limit": limit - len(leased_now)})
         # Jobs dead-lettered on the way (lease expired on their last attempt) are not
         # handed out; they took slots of this batch, so look again for the others. Each
         # pass dead-letters at least one job, so this ends.
@@ -596,7 +608,7 @@ def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Plan[list[bo
     if not messages:
         return []
     params = _lease_params(ctx, messages, [None] * len(messages))
-    rows = yield Step(_sql.FINISH, {**params, "b_mode": mode})
+    rows = yield Step(ctx.sql.FINISH, {**params, "b_mode": mode})
     return _hits(messages, rows)
 
 
@@ -618,7 +630,7 @@ def nack(
         "b_channel": ctx.channel,
         "b_max_attempts": max_attempts,
     }
-    rows = yield Step(_sql.NACK, params)
+    rows = yield Step(ctx.sql.NACK, params)
     status = {(r[0], r[1]): r[2] for r in rows}
     return [status.get((m.id, m.lease)) for m in messages]
 
@@ -627,13 +639,13 @@ def release(ctx: Context, messages: Sequence[Message]) -> Plan[list[bool]]:
     if not messages:
         return []
     params = _lease_params(ctx, messages, [None] * len(messages))
-    rows = yield Step(_sql.RELEASE, {**params, "b_channel": ctx.channel})
+    rows = yield Step(ctx.sql.RELEASE, {**params, "b_channel": ctx.channel})
     return _hits(messages, rows)
 
 
 def extend(ctx: Context, messages: Sequence[Message], secs: float) -> Plan[list[bool]]:
     params = _lease_params(ctx, messages, [None] * len(messages))
-    rows = yield Step(_sql.EXTEND_LEASE, {**params, "b_seconds": secs})
+    rows = yield Step(ctx.sql.EXTEND_LEASE, {**params, "b_seconds": secs})
     return _hits(messages, rows)
 
 
@@ -644,7 +656,7 @@ def next_available(ctx: Context, entrypoints: Sequence[str] | None = None) -> Pl
         "b_queue": ctx.queue,
         "b_entrypoints": None if entrypoints is None else list(entrypoints),
     }
-    rows = yield Step(_sql.NEXT_AVAILABLE_AT, params)
+    rows = yield Step(ctx.sql.NEXT_AVAILABLE_AT, params)
     row: Any = rows[0]
     next_at, now = row[0], row[1]
     if next_at is None:
@@ -662,14 +674,16 @@ def error_text(error: BaseException | str | None) -> str | None:
 # --------------------------------------------------------------------------- dead letters
 def list_dead(ctx: Context, name: str, limit: int, after_id: int) -> Plan[list[Message]]:
     yield from get_queue(ctx, name)
-    rows = yield Step(_sql.LIST_DEAD, {"b_queue": name, "b_limit": limit, "b_after_id": after_id})
+    rows = yield Step(
+        ctx.sql.LIST_DEAD, {"b_queue": name, "b_limit": limit, "b_after_id": after_id}
+    )
     return [message(r) for r in rows]
 
 
 def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Plan[int]:
     yield from get_queue(ctx, name)
     params = {"b_queue": name, "b_ids": ids, "b_channel": channel_name(ctx.schema, name)}
-    rows = yield Step(_sql.REQUEUE_DEAD, params)
+    rows = yield Step(ctx.sql.REQUEUE_DEAD, params)
     return len(rows)
 
 
@@ -690,34 +704,34 @@ def limited_dequeue(
     (schema, queue, entrypoint), so counting the running jobs (or taking tokens) and
     claiming cannot race between workers."""
     key = f"{ctx.schema}.{ctx.queue}.{entrypoint}"
-    yield Step(_sql.LIMIT_LOCK, {"b_key": key})
+    yield Step(ctx.sql.LIMIT_LOCK, {"b_key": key})
     scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
     asked = want
     if concurrency_limit is not None:
-        rows = yield Step(_sql.COUNT_RUNNING, scope)
+        rows = yield Step(ctx.sql.COUNT_RUNNING, scope)
         want = min(want, concurrency_limit - int(rows[0][0]))
     if rate_limit is not None and want > 0:
-        yield Step(_sql.ENSURE_BUCKET, {**scope, "b_rate": rate_limit})
-        rows = yield Step(_sql.REFILL_BUCKET, {**scope, "b_rate": rate_limit})
+        yield Step(ctx.sql.ENSURE_BUCKET, {**scope, "b_rate": rate_limit})
+        rows = yield Step(ctx.sql.REFILL_BUCKET, {**scope, "b_rate": rate_limit})
         want = min(want, int(rows[0][0]))
     if want <= 0:
         return [], True
     got = yield from dequeue(ctx, consumer, want, visibility_timeout, [entrypoint])
     if rate_limit is not None and got:
-        yield Step(_sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
+        yield Step(ctx.sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
     # Fewer than the limit allowed: this entrypoint has no more ready jobs right now.
     return got, want < asked and len(got) == want
 
 
 def sweep_workers(ctx: Context, dead_after: float, retention: float = 86_400.0) -> Plan[int]:
     """Mark workers without a heartbeat for ``dead_after`` s dead; drop old rows."""
-    rows = yield Step(_sql.MARK_DEAD_WORKERS, {"b_dead_after": dead_after})
-    yield Step(_sql.DELETE_OLD_WORKERS, {"b_retention": retention})
+    rows = yield Step(ctx.sql.MARK_DEAD_WORKERS, {"b_dead_after": dead_after})
+    yield Step(ctx.sql.DELETE_OLD_WORKERS, {"b_retention": retention})
     return len(rows)
 
 
 def database_now(ctx: Context) -> Plan[datetime]:
-    rows = yield Step(_sql.DATABASE_NOW, {})
+    rows = yield Step(ctx.sql.DATABASE_NOW, {})
     now: datetime = rows[0][0]
     return now
 
@@ -727,7 +741,7 @@ def upsert_schedule(
 ) -> Plan[tuple[datetime | None, datetime]]:
     """Record a schedule; returns its last enqueued tick and the database's now."""
     rows = yield Step(
-        _sql.UPSERT_SCHEDULE,
+        ctx.sql.UPSERT_SCHEDULE,
         {"b_name": name, "b_cron": cron, "b_queue": ctx.queue, "b_entrypoint": entrypoint},
     )
     return rows[0][0], rows[0][1]
@@ -735,7 +749,7 @@ def upsert_schedule(
 
 def claim_tick(ctx: Context, name: str, tick: datetime, arrays: dict[str, list[Any]]) -> Plan[bool]:
     """Enqueue the job of one tick if no one has: claim and insert in one transaction."""
-    rows = yield Step(_sql.CLAIM_TICK, {"b_name": name, "b_tick": tick})
+    rows = yield Step(ctx.sql.CLAIM_TICK, {"b_name": name, "b_tick": tick})
     if not rows:
         return False
     yield from enqueue(ctx, arrays, on_duplicate="skip", in_caller_tx=True)

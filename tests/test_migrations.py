@@ -641,3 +641,27 @@ async def test_uninstall_then_operations_raise_schema_not_installed(
     finally:
         engine.dispose()
         await aengine.dispose()
+
+
+@pytest.mark.parametrize("schema", ["public", "pgq_test", 'Odd "Schema".x:y'])
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_statements_per_schema_render_what_a_translate_map_would(schema: str, driver: str) -> None:
+    """``_sql.for_schema`` clones every statement with the tables in ``schema`` (no
+    per-execution rendering of a schema_translate_map): the SQL must be exactly what
+    the translate map gives, statement by statement."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.sql.base import Executable
+
+    from pgqueue import _sql
+    from pgqueue.schema import translate_map
+
+    dialect = postgresql.asyncpg.dialect() if driver == "asyncpg" else postgresql.psycopg.dialect()
+    clones = vars(_sql.for_schema(schema))
+    names = [n for n, v in vars(_sql).items() if n.isupper() and isinstance(v, Executable)]
+    assert sorted(clones) == sorted(names) and len(names) > 30
+    mapping = translate_map(schema)
+    for name in names:
+        compiled = getattr(_sql, name).compile(dialect=dialect, schema_translate_map=mapping)
+        expected = compiled.preparer._render_schema_translates(compiled.string, mapping)
+        assert str(clones[name].compile(dialect=dialect)) == expected, name
+        assert schema.replace('"', '""') in expected or "pgqueue_" not in expected, name

@@ -49,6 +49,7 @@ from pgqueue.errors import (
     QueueNotFound,
     SchemaNotInstalled,
 )
+from pgqueue.schema import TABLE_NAMES
 
 from .conftest import SCHEMA, make_async_engine, make_sync_engine, statements_on
 
@@ -161,9 +162,10 @@ class Roles:
                 others = [_sql_name(r) for r in self.names if r != admin]
                 if others:
                     conn.exec_driver_sql(f"SET ROLE {_sql_name(admin)}")
-                    conn.exec_driver_sql(
-                        f"REVOKE ALL ON ALL TABLES IN SCHEMA {SCHEMA} FROM {', '.join(others)}"
-                    )
+                    # pgqueue's tables only: other tests leave tables of their own in
+                    # the schema (a ledger), on which the admin has no grant to revoke.
+                    tables = ", ".join(f"{SCHEMA}.{t}" for t in sorted(TABLE_NAMES))
+                    conn.exec_driver_sql(f"REVOKE ALL ON {tables} FROM {', '.join(others)}")
                     conn.exec_driver_sql("RESET ROLE")
             if self.names:  # all at once: one role may have granted to another
                 conn.exec_driver_sql(f"DROP OWNED BY {', '.join(map(_sql_name, self.names))}")
