@@ -668,6 +668,9 @@ def error_text(error: BaseException | str | None) -> str | None:
     """What is stored as a job's last error: the exception's type and message."""
     if error is None or isinstance(error, str):
         return None if error is None else error[:10_000]
+    orig = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError: the driver's message,
+    if isinstance(orig, BaseException):  # without the statement and its parameters
+        return f"{type(error).__name__}: {type(orig).__name__}: {orig}".strip()[:10_000]
     return f"{type(error).__name__}: {error}"[:10_000]
 
 
