@@ -61,19 +61,7 @@ def _names(cols: Iterable[Column[object]]) -> tuple[str, ...]:
 
 
 # Every column INSERT_JOBS writes (the rest have server defaults).
-_JOB_INSERT = _names(
-    (
-        jobs.c.queue,
-        jobs.c.entrypoint,
-        jobs.c.payload,
-        jobs.c.headers,
-        jobs.c.priority,
-        jobs.c.max_attempts,
-        jobs.c.dedupe_key,
-        jobs.c.available_at,
-        jobs.c.status,
-    )
-)
+_JOB_INSERT = _names(_sql.JOB_INSERT_COLUMNS)
 # What the producer's inserts read back: their RETURNING columns, and the columns of
 # the ON CONFLICT arbiter (uq_pgqueue_jobs_dedupe: queue, dedupe_key; its predicate
 # reads status). Never the payload: a producer may write payloads, not read them.

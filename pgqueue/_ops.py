@@ -143,15 +143,15 @@ def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def _utf8(text: str, what: str) -> None:
+def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) -> None:
     """PostgreSQL text: no NUL, and encodable as UTF-8 (no lone surrogates)."""
     if "\x00" in text:
-        raise InvalidArgument(f"{what} contains a NUL character, which PostgreSQL cannot store")
+        raise error(f"{what} contains a NUL character, which PostgreSQL cannot store")
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidArgument(f"{what} is not valid Unicode text: {exc.reason}") from None
+            raise error(f"{what} is not valid Unicode text: {exc.reason}") from None
 
 
 def _json(value: Any, what: str) -> str:
@@ -161,11 +161,7 @@ def _json(value: Any, what: str) -> str:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidPayload(f"{what} is not valid Unicode text: {exc.reason}") from None
+    _utf8(text, what, InvalidPayload)  # NUL in JSON text is escaped: only the encoding
     return text
 
 

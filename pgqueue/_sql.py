@@ -103,6 +103,19 @@ MESSAGE_COLUMNS = (
     jobs.c.errors,
 )
 
+#: What an insert writes (the rest have server defaults), in the select list's order.
+JOB_INSERT_COLUMNS = (
+    jobs.c.queue,
+    jobs.c.entrypoint,
+    jobs.c.payload,
+    jobs.c.headers,
+    jobs.c.priority,
+    jobs.c.max_attempts,
+    jobs.c.dedupe_key,
+    jobs.c.available_at,
+    jobs.c.status,
+)
+
 #: What an insert returns: only what the database decided. The rest of the Message is
 #: what the producer sent (the payload never travels back; a producer-only role needs
 #: no SELECT on it).
@@ -167,17 +180,7 @@ def _insert_jobs(uniform: bool) -> Any:
     return (
         insert(jobs)
         .from_select(
-            [
-                jobs.c.queue,
-                jobs.c.entrypoint,
-                jobs.c.payload,
-                jobs.c.headers,
-                jobs.c.priority,
-                jobs.c.max_attempts,
-                jobs.c.dedupe_key,
-                jobs.c.available_at,
-                jobs.c.status,
-            ],
+            list(JOB_INSERT_COLUMNS),
             select(
                 queues.c.name,
                 opt["entrypoint"],
