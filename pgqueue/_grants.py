@@ -176,8 +176,7 @@ WORKER: tuple[Privilege, ...] = (
         "pgqueue_jobs",
         "DELETE",
         (),
-        "FINISH: ack, archive and delete remove the job from the hot table; "
-        "DELETE_JOBS_BY_ID undoes a failed batch inside the caller's transaction",
+        "FINISH: ack, archive and delete remove the job from the hot table",
     ),
     Privilege(
         "pgqueue_jobs",

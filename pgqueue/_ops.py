@@ -339,8 +339,16 @@ def enqueue(
     With ``on_duplicate="skip"`` a job whose ``dedupe_key`` collides with a live job is
     not inserted and the live job is returned in its place. With ``"raise"`` nothing is
     enqueued: our own transaction is rolled back by the exception; inside a caller's
-    transaction (which we must not roll back) the rows just inserted are deleted first.
+    transaction (which we must not roll back) the insert runs under a savepoint that is
+    rolled back first (no DELETE privilege needed, nothing left behind).
     """
+    guarded = (
+        in_caller_tx
+        and on_duplicate == "raise"
+        and any(k is not None for k in arrays["b_dedupe_key"])
+    )
+    if guarded:
+        yield Step(ctx.sql.SAVEPOINT, {})
     everything = list(range(len(arrays["b_payload"])))
     wanted = everything
     results: dict[int, Message] = {}
@@ -354,6 +362,8 @@ def enqueue(
         if not rows:
             (exists,) = yield Step(ctx.sql.QUEUE_EXISTS, {"b_queue": ctx.queue})
             if not exists[0]:
+                if guarded:
+                    yield Step(ctx.sql.RELEASE_SAVEPOINT, {})
                 raise QueueNotFound(str(ctx.queue))
         skipped: list[int] = []
         it = iter(rows)
@@ -368,8 +378,8 @@ def enqueue(
             break
         keys = [arrays["b_dedupe_key"][i] for i in skipped]
         if on_duplicate == "raise":
-            if in_caller_tx and rows:
-                yield Step(ctx.sql.DELETE_JOBS_BY_ID, {"b_ids": [r.id for r in rows]})
+            if guarded:
+                yield Step(ctx.sql.ROLLBACK_TO_SAVEPOINT, {})
             raise DuplicateJob(str(ctx.queue), keys)
         live = yield Step(
             ctx.sql.SELECT_BY_DEDUPE_KEYS, {"b_queue": ctx.queue, "b_dedupe_keys": keys}
@@ -384,6 +394,8 @@ def enqueue(
                 results[i] = found
         if not wanted:
             break
+    if guarded:
+        yield Step(ctx.sql.RELEASE_SAVEPOINT, {})
     return [results[i] for i in sorted(results)]
 
 

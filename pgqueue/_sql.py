@@ -218,11 +218,12 @@ SELECT_BY_DEDUPE_KEYS = select(*MESSAGE_COLUMNS).where(
     jobs.c.status != _DEAD,
 )
 
-#: Undo the inserted part of a batch that must fail as a whole inside a caller's
-#: transaction (we may not roll that transaction back ourselves).
-DELETE_JOBS_BY_ID = delete(jobs).where(
-    jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger)))
-)
+#: A batch that must fail as a whole inside a caller's transaction (a duplicate with
+#: on_duplicate="raise"): its insert runs under a savepoint, rolled back on failure. We
+#: may not roll the caller's transaction back, and a producer role has no DELETE.
+SAVEPOINT = text("SAVEPOINT pgqueue_enqueue")
+ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT pgqueue_enqueue")
+RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT pgqueue_enqueue")
 
 #: Producer-side visibility change (no lease: the producer owns no lease).
 SET_AVAILABLE_AT = (

@@ -664,4 +664,5 @@ def test_statements_per_schema_render_what_a_translate_map_would(schema: str, dr
         compiled = getattr(_sql, name).compile(dialect=dialect, schema_translate_map=mapping)
         expected = compiled.preparer._render_schema_translates(compiled.string, mapping)
         assert str(clones[name].compile(dialect=dialect)) == expected, name
-        assert schema.replace('"', '""') in expected or "pgqueue_" not in expected, name
+        if any(table in expected for table in PGQUEUE_TABLES):  # names a table: qualified
+            assert schema.replace('"', '""') in expected, name

@@ -73,11 +73,6 @@ SKIP_READS_PAYLOAD = pytest.mark.xfail(
     reason="on_duplicate='skip' returns the live job via SELECT_BY_DEDUPE_KEYS, which "
     "selects MESSAGE_COLUMNS including payload: a producer may not read payloads",
 )
-BIND_DUPLICATE_DELETES = pytest.mark.xfail(
-    strict=True,
-    reason="a batch failing with DuplicateJob inside the caller's transaction is undone "
-    "with DELETE_JOBS_BY_ID: needs DELETE on pgqueue_jobs (a SAVEPOINT would not)",
-)
 
 
 # --------------------------------------------------------------------------- harness
@@ -409,7 +404,6 @@ def test_producer_skips_duplicates(roles: Roles) -> None:
     assert roles.counts()["pgqueue_jobs"] == 1
 
 
-@BIND_DUPLICATE_DELETES
 def test_producer_duplicate_inside_the_callers_transaction(roles: Roles) -> None:
     """The batch fails as a whole with DuplicateJob; the caller's transaction goes on."""
     SyncAdmin(roles.su, schema=SCHEMA).create_queue("tasks")
