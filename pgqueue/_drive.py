@@ -8,6 +8,14 @@ complete on their own (``atomic=False``: one statement, or several that need not
 each other's effects atomically) runs in autocommit instead, saving the BEGIN and
 COMMIT round trips: the hot path (dequeue, ack, nack, heartbeat, most enqueues) is one
 round trip per call.
+
+On those autocommit connections the hot statements (``_sql.DIRECT_NAMES``) skip
+SQLAlchemy's execution layer: each is compiled once per dialect and sent to the driver
+connection (asyncpg, psycopg) with its parameters bound as SQLAlchemy would bind them.
+SQLAlchemy's per-execution work (execution context, parameter processing, result
+wrapping, and on asyncpg the greenlet hop) cost two to three times the driver's own
+client time per statement. An engine with ``echo`` or cursor-execute event listeners
+(tracing, logging) keeps the SQLAlchemy path, so instrumentation sees every statement.
 """
 
 from __future__ import annotations
@@ -15,14 +23,18 @@ from __future__ import annotations
 import contextlib
 import random
 import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
-from ._ops import Context, Plan
+from . import _sql
+from ._ops import Context, Plan, Step
 from .errors import WrongBindType, translate
 
 T = TypeVar("T")
@@ -74,38 +86,267 @@ def _translated(exc: DBAPIError, ctx: Context) -> BaseException:
     return translate(exc, schema=ctx.schema, queue=ctx.queue)
 
 
-def _execute(conn: Bind, plan: Plan[T], ctx: Context) -> T:
-    options = ctx.options
+# --------------------------------------------------------------------------- direct
+class Direct:
+    """One hot statement compiled for one dialect, executed on its driver connection."""
+
+    __slots__ = (
+        "compiled",
+        "defaults",
+        "literals",
+        "names",
+        "processors",
+        "sql",
+        "statement",
+        "variants",
+    )
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled: Any = statement.compile(dialect=dialect)
+        self.statement = statement  # kept: the cache is keyed by its id()
+        self.compiled = compiled
+        self.sql: str = compiled.string
+        # asyncpg binds by position ($1, $2 ...), psycopg by name (%(b_queue)s).
+        self.names: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positional else None
+        )
+        # Parameters rendered into the SQL text (DEQUEUE's LIMIT): one text per value.
+        self.literals = tuple(sorted(b.key for b in compiled.literal_execute_params))
+        self.variants: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
+        # Values bound inside the statement itself (literals such as status names).
+        self.defaults: dict[str, Any] = {
+            name: bind.effective_value
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
+        }
+        self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+
+    def prepare(self, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL text and the driver's arguments for one execution."""
+        values = {**self.defaults, **params}
+        for name, process in self.processors.items():
+            value = values.get(name)
+            if value is not None:
+                values[name] = process(value)
+        sql, names = self.sql, self.names
+        if self.literals:
+            sql, names = self._variant(values)
+        return sql, values if names is None else [values[name] for name in names]
+
+    def _variant(self, values: dict[str, Any]) -> tuple[str, tuple[str, ...] | None]:
+        key = tuple(values[name] for name in self.literals)
+        variants = self.variants
+        found = variants.get(key)
+        if found is None:
+            state = self.compiled.construct_expanded_state(values)
+            names = None if self.names is None else tuple(state.positiontup)
+            found = (state.statement, names)
+            if len(variants) < 256:  # batch sizes seen: a handful
+                variants[key] = found
+        return found
+
+
+_DIRECT_DRIVERS = frozenset({"asyncpg", "psycopg"})
+_COMPILED: dict[tuple[int, type, str], Direct] = {}
+
+
+def _result_processed(statement: Any, dialect: Dialect) -> bool:
+    """Whether SQLAlchemy would convert any column this statement returns."""
+    compiled: Any = statement.compile(dialect=dialect)
+    for column in compiled._result_columns:
+        try:
+            if column[3].dialect_impl(dialect)._cached_result_processor(dialect, None):
+                return True
+        except Exception:  # needs the column's wire type to decide: assume it converts
+            return True
+    return False
+
+
+def direct(statement: Any, dialect: Dialect) -> Direct | None:
+    """The compiled form of a hot statement for ``dialect`` (None: use SQLAlchemy)."""
+    key = (id(statement), type(dialect), dialect.paramstyle)
+    found = _COMPILED.get(key)
+    if found is not None and found.statement is statement:
+        return found
+    if _sql.DIRECT.get(id(statement)) is not statement or dialect.driver not in _DIRECT_DRIVERS:
+        return None
+    if _result_processed(statement, dialect):
+        return None
+    found = _COMPILED[key] = Direct(statement, dialect)
+    return found
+
+
+def _observed(engine: Any) -> bool:
+    """Whether someone watches this engine's statements (echo, cursor events)."""
+    dispatch = engine.dispatch
+    return bool(engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
+def _driver_errors(driver: str) -> tuple[type[BaseException], ...]:
+    if driver == "asyncpg":
+        import asyncpg
+
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    import psycopg
+
+    return (psycopg.Error,)
+
+
+_ERRORS: dict[str, tuple[type[BaseException], ...]] = {}
+
+
+def _wrapped(exc: BaseException, compiled: Direct, dialect: Dialect, lost: bool) -> BaseException:
+    """A driver error as SQLAlchemy would raise it (parameters hidden: payloads)."""
+    orig: Any = exc
+    wrapped: BaseException = DBAPIError.instance(
+        compiled.sql,
+        None,
+        orig,
+        Exception,
+        hide_parameters=True,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )
+    return wrapped
+
+
+def _errors(driver: str) -> tuple[type[BaseException], ...]:
+    found = _ERRORS.get(driver)
+    if found is None:
+        found = _ERRORS[driver] = _driver_errors(driver)
+    return found
+
+
+def _send(
+    raw: Any,
+    dialect: Dialect,
+    compiled: Direct,
+    params: Mapping[str, Any],
+    invalidate: Callable[[], Any],
+) -> Sequence[Any]:
+    """Execute on ``raw``, a psycopg connection in autocommit."""
     try:
-        step = next(plan)
+        with raw.cursor() as cur:
+            cur.execute(*compiled.prepare(params))
+            return cur.fetchall() if cur.description is not None else ()
+    except BaseException as exc:
+        # A database error leaves the connection usable unless it was lost; anything
+        # else (interrupted mid-statement) leaves it in an unknown state: discard it.
+        known = isinstance(exc, _errors(dialect.driver))
+        lost = not known or bool(raw.closed)
+        if lost:
+            with contextlib.suppress(Exception):
+                invalidate()
+        if known:
+            raise _wrapped(exc, compiled, dialect, lost) from exc
+        raise
+
+
+async def _asend(
+    raw: Any,
+    dialect: Dialect,
+    compiled: Direct,
+    params: Mapping[str, Any],
+    invalidate: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Execute on ``raw``, an asyncpg connection or a psycopg one in autocommit."""
+    asyncpg = dialect.driver == "asyncpg"
+    try:
+        sql, args = compiled.prepare(params)
+        if asyncpg:
+            return await raw.fetch(sql, *args)
+        async with raw.cursor() as cur:
+            await cur.execute(sql, args)
+            return await cur.fetchall() if cur.description is not None else ()
+    except BaseException as exc:  # as in _send; cancelled mid-statement too
+        known = isinstance(exc, _errors(dialect.driver))
+        lost = not known or bool(raw.is_closed() if asyncpg else raw.closed)
+        if lost:
+            with contextlib.suppress(Exception):
+                await invalidate()
+        if known:
+            raise _wrapped(exc, compiled, dialect, lost) from exc
+        raise
+
+
+def _raise_translated(exc: DBAPIError, ctx: Context) -> None:
+    err = _translated(exc, ctx)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
+# --------------------------------------------------------------------------- plans
+def _execute(
+    conn: Bind,
+    plan: Plan[T],
+    ctx: Context,
+    *,
+    autocommit: bool = False,
+    step: Step | None = None,
+) -> T:
+    """Drive ``plan`` on ``conn`` (from ``step`` if the plan has begun); ``autocommit``:
+    ``conn`` is an autocommit Connection of pgqueue's own, whose hot statements may go
+    to the driver directly."""
+    options = ctx.options
+    dialect = None
+    if autocommit and isinstance(conn, Connection) and not _observed(conn.engine):
+        dialect = conn.dialect
+    try:
+        if step is None:
+            step = next(plan)
         while True:
+            compiled = None if dialect is None else direct(step.statement, dialect)
             try:
-                result: Any = conn.execute(step.statement, step.params, execution_options=options)
+                if compiled is not None:
+                    assert isinstance(conn, Connection)
+                    raw = conn.connection.driver_connection
+                    rows = _send(raw, conn.dialect, compiled, step.params, conn.invalidate)
+                else:
+                    result: Any = conn.execute(
+                        step.statement, step.params, execution_options=options
+                    )
+                    rows = result.all() if result.returns_rows else ()
             except DBAPIError as exc:
-                err = _translated(exc, ctx)
-                if err is exc:
-                    raise
-                raise err from exc
-            step = plan.send(result.all() if result.returns_rows else ())
+                _raise_translated(exc, ctx)
+            step = plan.send(rows)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def _aexecute(conn: AsyncBind, plan: Plan[T], ctx: Context) -> T:
+async def _aexecute(
+    conn: AsyncBind,
+    plan: Plan[T],
+    ctx: Context,
+    *,
+    autocommit: bool = False,
+    step: Step | None = None,
+) -> T:
+    """Async twin of :func:`_execute`."""
     options = ctx.options
+    dialect = None
+    if autocommit and isinstance(conn, AsyncConnection) and not _observed(conn.sync_engine):
+        dialect = conn.dialect
+    raw: Any = None
     try:
-        step = next(plan)
+        if step is None:
+            step = next(plan)
         while True:
+            compiled = None if dialect is None else direct(step.statement, dialect)
             try:
-                result: Any = await conn.execute(
-                    step.statement, step.params, execution_options=options
-                )
+                if compiled is not None:
+                    assert isinstance(conn, AsyncConnection)
+                    if raw is None:
+                        raw = (await conn.get_raw_connection()).driver_connection
+                    rows = await _asend(raw, conn.dialect, compiled, step.params, conn.invalidate)
+                else:
+                    result: Any = await conn.execute(
+                        step.statement, step.params, execution_options=options
+                    )
+                    rows = result.all() if result.returns_rows else ()
             except DBAPIError as exc:
-                err = _translated(exc, ctx)
-                if err is exc:
-                    raise
-                raise err from exc
-            step = plan.send(result.all() if result.returns_rows else ())
+                _raise_translated(exc, ctx)
+            step = plan.send(rows)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
@@ -121,6 +362,109 @@ def _autocommit(engine: Any) -> Any:
     return found
 
 
+def _pooled(engine: Engine) -> Dialect | None:
+    """The dialect when ``engine``'s hot statements may skip SQLAlchemy (else None)."""
+    dialect = engine.dialect
+    if dialect.driver not in _DIRECT_DRIVERS or _observed(engine):
+        return None
+    return dialect
+
+
+def _checkout(engine: Engine, dialect: Dialect) -> Any:
+    """A pool connection; a failure to connect raised as ``engine.connect()`` raises it
+    (a DBAPIError: transient for the loops that retry), not as the driver's error."""
+    try:
+        return engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:
+        err: BaseException = DBAPIError.instance(
+            None,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=dialect.is_disconnect(exc, None, None),
+            dialect=dialect,
+        )
+        raise err from exc
+
+
+def _run_pooled(engine: Engine, dialect: Dialect, plan: Plan[T], ctx: Context) -> T:
+    """A plan of single statements on a pool connection used directly: no Connection
+    object, no isolation level set and reset around it. Its first statement not on
+    the direct list hands the rest of the plan to a SQLAlchemy autocommit Connection."""
+    try:
+        step = next(plan)
+    except StopIteration as stop:  # nothing to do (an empty batch)
+        return stop.value  # type: ignore[no-any-return]
+    if direct(step.statement, dialect) is None:
+        with _autocommit(engine).connect() as conn:
+            return _execute(conn, plan, ctx, autocommit=True, step=step)
+    fairy = _checkout(engine, dialect)
+    raw: Any = fairy.driver_connection
+    restore = raw.autocommit  # psycopg: off in SQLAlchemy's pool
+    try:
+        raw.autocommit = True
+        try:
+            while True:
+                compiled = direct(step.statement, dialect)
+                if compiled is None:
+                    break
+                try:
+                    rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
+                except DBAPIError as exc:
+                    _raise_translated(exc, ctx)
+                step = plan.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+    finally:
+        if fairy.is_valid:
+            with contextlib.suppress(Exception):
+                raw.autocommit = restore
+        fairy.close()
+    with _autocommit(engine).connect() as conn:
+        return _execute(conn, plan, ctx, autocommit=True, step=step)
+
+
+async def _arun_pooled(engine: AsyncEngine, dialect: Dialect, plan: Plan[T], ctx: Context) -> T:
+    """Async twin of :func:`_run_pooled`."""
+    try:
+        step = next(plan)
+    except StopIteration as stop:  # nothing to do (an empty batch)
+        return stop.value  # type: ignore[no-any-return]
+    if direct(step.statement, dialect) is None:
+        async with _autocommit(engine).connect() as conn:
+            return await _aexecute(conn, plan, ctx, autocommit=True, step=step)
+    fairy = await greenlet_spawn(_checkout, engine.sync_engine, dialect)
+    raw: Any = fairy.driver_connection
+    psycopg = dialect.driver == "psycopg"  # asyncpg runs in autocommit unless told
+    restore = raw.autocommit if psycopg else None
+
+    async def invalidate() -> None:
+        await greenlet_spawn(fairy.invalidate)
+
+    try:
+        if psycopg and not restore:
+            await raw.set_autocommit(True)
+        try:
+            while True:
+                compiled = direct(step.statement, dialect)
+                if compiled is None:
+                    break
+                try:
+                    rows = await _asend(raw, dialect, compiled, step.params, invalidate)
+                except DBAPIError as exc:
+                    _raise_translated(exc, ctx)
+                step = plan.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+    finally:
+        if psycopg and not restore and fairy.is_valid:
+            with contextlib.suppress(Exception):
+                await raw.set_autocommit(False)
+        await greenlet_spawn(fairy.close)
+    async with _autocommit(engine).connect() as conn:
+        return await _aexecute(conn, plan, ctx, autocommit=True, step=step)
+
+
 def run(
     engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context, *, atomic: bool = True
 ) -> T:
@@ -129,9 +473,12 @@ def run(
     if bind is not None:
         return _execute(check_bind(bind), plan, ctx)
     if not atomic:
+        dialect = _pooled(engine)
+        if dialect is not None:
+            return _run_pooled(engine, dialect, plan, ctx)
         auto: Engine = _autocommit(engine)
         with auto.connect() as conn:
-            return _execute(conn, plan, ctx)
+            return _execute(conn, plan, ctx, autocommit=True)
     with engine.begin() as conn:
         return _execute(conn, plan, ctx)
 
@@ -148,9 +495,12 @@ async def arun(
     if bind is not None:
         return await _aexecute(acheck_bind(bind), plan, ctx)
     if not atomic:
+        dialect = _pooled(engine.sync_engine)
+        if dialect is not None:
+            return await _arun_pooled(engine, dialect, plan, ctx)
         auto: AsyncEngine = _autocommit(engine)
         async with auto.connect() as conn:
-            return await _aexecute(conn, plan, ctx)
+            return await _aexecute(conn, plan, ctx, autocommit=True)
     async with engine.begin() as conn:
         return await _aexecute(conn, plan, ctx)
 
@@ -170,7 +520,7 @@ class Held:
         if self._conn is None:
             self._conn = self._engine.connect()
         try:
-            return _execute(self._conn, plan, ctx)
+            return _execute(self._conn, plan, ctx, autocommit=True)
         except BaseException:
             self.close()
             raise
@@ -193,7 +543,7 @@ class AsyncHeld:
         if self._conn is None:
             self._conn = await self._engine.connect()
         try:
-            return await _aexecute(self._conn, plan, ctx)
+            return await _aexecute(self._conn, plan, ctx, autocommit=True)
         except Exception:
             await self.close()
             raise
