@@ -554,6 +554,13 @@ class SyncWorker(SyncIdentity):
                         outcomes = [None] * len(msgs)
                         break
                     attempt = self._backoff(what, exc, attempt)
+                except Exception:
+                    # Not the database being away: retrying will not help. Let go of
+                    # the jobs (no more heartbeats) so their leases expire and they are
+                    # delivered again, to this worker or another.
+                    log.exception("%s of %d jobs failed: redelivered later", what, len(msgs))
+                    outcomes = [None] * len(msgs)
+                    break
             for m, outcome in zip(msgs, outcomes, strict=True):
                 self._held.pop(m.id, None)
                 self._finished.discard(m.id)
