@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -302,6 +304,10 @@ def _load_worker(spec: str) -> SyncWorker | AsyncWorker:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a worker that does
+    # not stop (or stops serving) is doing, without stopping it.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     worker = _load_worker(args.worker)
     worker._configure(
         concurrency=args.concurrency, queues=args.queues.split(",") if args.queues else None

@@ -111,6 +111,8 @@ class WorkerProcess:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.signal(signal.SIGUSR1)  # `pgqueue run` prints its threads' stacks
+            time.sleep(1)
             raise AssertionError(
                 f"{self.name} still running after {timeout}s{self.log()}"
             ) from None
