@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -119,7 +120,11 @@ class Direct:
             for bind, name in compiled.bind_names.items()
             if not bind.required
         }
-        self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        self.processors: dict[str, Callable[[Any], Any]] = {
+            name: process
+            for name, process in compiled._bind_processors.items()
+            if not _list_copy(compiled.binds.get(name), dialect)
+        }
 
     def prepare(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL text and the driver's arguments for one execution."""
@@ -144,6 +149,15 @@ class Direct:
             if len(variants) < 256:  # batch sizes seen: a handful
                 variants[key] = found
         return found
+
+
+def _list_copy(bind: Any, dialect: Dialect) -> bool:
+    """Whether a parameter's bind processor only copies a list (an ARRAY of a type the
+    driver takes as is): the plans pass lists, which both drivers take directly."""
+    kind = getattr(bind, "type", None)
+    if not isinstance(kind, ARRAY):
+        return False
+    return kind.item_type.dialect_impl(dialect).bind_processor(dialect) is None
 
 
 _DIRECT_DRIVERS = frozenset({"asyncpg", "psycopg"})

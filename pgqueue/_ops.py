@@ -417,9 +417,10 @@ def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
     """INSERT_UNIFORM_JOBS when every job has the same options (the usual batch of plain
     payloads), else INSERT_JOBS with one array per option."""
     target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
-    if len(batch["b_payload"]) > 1 and all(
-        column.count(column[0]) == len(column) for column in (batch[k] for k in _ARRAYS)
-    ):
+    if len(batch["b_payload"]) == 1:
+        scalars = {"u" + k[1:]: batch[k][0] for k in (*_ARRAYS, "b_payload")}
+        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target})
+    if all(column.count(column[0]) == len(column) for column in (batch[k] for k in _ARRAYS)):
         scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
         return Step(
             ctx.sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": batch["b_payload"], **target}

@@ -150,19 +150,23 @@ _OPTION_COLUMNS = (
 )
 
 
-def _insert_jobs(uniform: bool) -> Any:
+def _insert_jobs(uniform: bool, one: bool = False) -> Any:
     """INSERT_JOBS (every job's options as parallel arrays) or INSERT_UNIFORM_JOBS (one
     set of options, ``u_*`` scalars, for a whole batch of plain payloads: the driver
-    encodes and the server unnests one array instead of eight)."""
-    if uniform:
+    encodes and the server unnests one array instead of eight), or INSERT_ONE_JOB (all
+    scalars: ``enqueue``'s one job, no array and no unnest)."""
+    u: Any
+    opt: dict[str, ColumnElement[Any]]
+    if one:
+        u = select(bindparam("u_payload", type_=Text).label("payload")).subquery("u")
+        opt = {name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS}
+    elif uniform:
         u = (
             func.unnest(bindparam("b_payload", type_=ARRAY(Text)))
             .table_valued(column("payload", Text), with_ordinality="ord")
             .render_derived(name="u")
         )
-        opt: dict[str, ColumnElement[Any]] = {
-            name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS
-        }
+        opt = {name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS}
     else:
         u = (
             func.unnest(
@@ -196,7 +200,7 @@ def _insert_jobs(uniform: bool) -> Any:
             .select_from(queues)
             .join(u, true())
             .where(queues.c.name == bindparam("b_queue"))
-            .order_by(u.c.ord),
+            .order_by(*([] if one else [u.c.ord])),
         )
         .on_conflict_do_nothing(
             index_elements=[jobs.c.queue, jobs.c.dedupe_key],
@@ -208,6 +212,7 @@ def _insert_jobs(uniform: bool) -> Any:
 
 INSERT_JOBS = _insert_jobs(uniform=False)
 INSERT_UNIFORM_JOBS = _insert_jobs(uniform=True)
+INSERT_ONE_JOB = _insert_jobs(uniform=True, one=True)
 
 #: Whether a queue exists (to tell "unknown queue" from "every job was a duplicate").
 QUEUE_EXISTS = select(exists().where(queues.c.name == bindparam("b_queue")))
@@ -820,6 +825,7 @@ DIRECT_NAMES = (
     "NEXT_AVAILABLE_AT",
     "INSERT_JOBS",
     "INSERT_UNIFORM_JOBS",
+    "INSERT_ONE_JOB",
     "QUEUE_EXISTS",
     "SELECT_BY_DEDUPE_KEYS",
     "SET_AVAILABLE_AT",
