@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
@@ -42,7 +43,8 @@ T = TypeVar("T")
 
 #: Errors that mean "the database is unreachable right now": long-lived loops (workers,
 #: a consumer's wait and iterator) log, back off and retry instead of dying.
-TRANSIENT = (DBAPIError, OSError, ConnectionError)
+#: (A pool with no connection to spare, ``sqlalchemy.exc.TimeoutError``, is one too.)
+TRANSIENT = (DBAPIError, OSError, ConnectionError, PoolTimeout)
 #: Longest pause between attempts to reach the database again.
 MAX_BACKOFF = 5.0
 
@@ -161,7 +163,12 @@ def _list_copy(bind: Any, dialect: Dialect) -> bool:
 
 
 _DIRECT_DRIVERS = frozenset({"asyncpg", "psycopg"})
-_COMPILED: dict[tuple[int, type, str], Direct] = {}
+#: Per dialect (one per engine), by the statement's id(): its Direct, or None when it
+#: must go through SQLAlchemy. Statements are ``_sql.for_schema`` clones, which live as
+#: long as the process (so an id is never reused for another statement).
+_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[int, Direct | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _result_processed(statement: Any, dialect: Dialect) -> bool:
@@ -178,22 +185,49 @@ def _result_processed(statement: Any, dialect: Dialect) -> bool:
 
 def direct(statement: Any, dialect: Dialect) -> Direct | None:
     """The compiled form of a hot statement for ``dialect`` (None: use SQLAlchemy)."""
-    key = (id(statement), type(dialect), dialect.paramstyle)
-    found = _COMPILED.get(key)
-    if found is not None and found.statement is statement:
-        return found
-    if _sql.DIRECT.get(id(statement)) is not statement or dialect.driver not in _DIRECT_DRIVERS:
-        return None
-    if _result_processed(statement, dialect):
-        return None
-    found = _COMPILED[key] = Direct(statement, dialect)
+    cache = _COMPILED.get(dialect)
+    if cache is None:
+        cache = _COMPILED.setdefault(dialect, {})
+    key = id(statement)
+    if key in cache:
+        return cache[key]
+    found = None
+    if (
+        _sql.DIRECT.get(key) is statement
+        and dialect.driver in _DIRECT_DRIVERS
+        and not _result_processed(statement, dialect)
+    ):
+        found = Direct(statement, dialect)
+    cache[key] = found
     return found
 
 
 def _observed(engine: Any) -> bool:
-    """Whether someone watches this engine's statements (echo, cursor events)."""
-    dispatch = engine.dispatch
-    return bool(engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+    """Whether someone watches or steers this engine's statements: echo or the
+    ``sqlalchemy.engine`` logger at INFO, execute/cursor-execute listeners, or
+    ``handle_error`` hooks (which may decide that an error is a disconnect)."""
+    d = engine.dispatch
+    if d.before_cursor_execute or d.after_cursor_execute or d.before_execute:
+        return True
+    if d.after_execute or engine.echo:
+        return True
+    dialect = engine.dialect.dispatch  # handle_error and do_execute live there
+    if dialect.handle_error or dialect.do_execute or dialect.do_execute_no_params:
+        return True
+    should_log = getattr(engine, "_should_log_info", None)
+    return bool(should_log is not None and should_log())
+
+
+def _direct_capable(dbapi_connection: Any, dialect: Dialect) -> bool:
+    """Whether statements may be sent to this connection's driver directly: not when
+    SQLAlchemy's asyncpg adapter was told to name or not cache its prepared statements
+    (a PgBouncer recipe): asyncpg's own statement cache would not follow that."""
+    if dialect.driver != "asyncpg":
+        return True
+    cache = getattr(dbapi_connection, "_prepared_statement_cache", None)
+    name_func = getattr(dbapi_connection, "_prepared_statement_name_func", None)
+    default = getattr(dbapi_connection, "_default_name_func", None)
+    return cache is not None and name_func is not None and name_func == default
 
 
 def _driver_errors(driver: str) -> tuple[type[BaseException], ...]:
@@ -209,14 +243,32 @@ def _driver_errors(driver: str) -> tuple[type[BaseException], ...]:
 _ERRORS: dict[str, tuple[type[BaseException], ...]] = {}
 
 
-def _wrapped(exc: BaseException, compiled: Direct, dialect: Dialect, lost: bool) -> BaseException:
+def _adapted(exc: BaseException, dialect: Dialect) -> BaseException:
+    """asyncpg's exception as SQLAlchemy's asyncpg adapter raises it (its DBAPI classes:
+    IntegrityError, ProgrammingError, ...); psycopg's is its DBAPI's already."""
+    if dialect.driver != "asyncpg":
+        return exc
+    try:
+        from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(
+            dialect.loaded_dbapi,
+            exc,  # type: ignore[arg-type]
+        )
+    except Exception as translated:
+        return translated
+    return exc
+
+
+def _wrapped(exc: BaseException, sql: str | None, dialect: Dialect, lost: bool) -> BaseException:
     """A driver error as SQLAlchemy would raise it (parameters hidden: payloads)."""
-    orig: Any = exc
+    orig: Any = _adapted(exc, dialect)
+    base = dialect.loaded_dbapi.Error
     wrapped: BaseException = DBAPIError.instance(
-        compiled.sql,
+        sql,
         None,
         orig,
-        Exception,
+        base if isinstance(orig, base) else Exception,
         hide_parameters=True,
         connection_invalidated=lost,
         dialect=dialect,
@@ -239,9 +291,10 @@ def _send(
     invalidate: Callable[[], Any],
 ) -> Sequence[Any]:
     """Execute on ``raw``, a psycopg connection in autocommit."""
+    sql, args = compiled.prepare(params)
     try:
         with raw.cursor() as cur:
-            cur.execute(*compiled.prepare(params))
+            cur.execute(sql, args)
             return cur.fetchall() if cur.description is not None else ()
     except BaseException as exc:
         # A database error leaves the connection usable unless it was lost; anything
@@ -252,7 +305,7 @@ def _send(
             with contextlib.suppress(Exception):
                 invalidate()
         if known:
-            raise _wrapped(exc, compiled, dialect, lost) from exc
+            raise _wrapped(exc, compiled.sql, dialect, lost) from exc
         raise
 
 
@@ -265,8 +318,8 @@ async def _asend(
 ) -> Any:
     """Execute on ``raw``, an asyncpg connection or a psycopg one in autocommit."""
     asyncpg = dialect.driver == "asyncpg"
+    sql, args = compiled.prepare(params)
     try:
-        sql, args = compiled.prepare(params)
         if asyncpg:
             return await raw.fetch(sql, *args)
         async with raw.cursor() as cur:
@@ -279,7 +332,7 @@ async def _asend(
             with contextlib.suppress(Exception):
                 await invalidate()
         if known:
-            raise _wrapped(exc, compiled, dialect, lost) from exc
+            raise _wrapped(exc, compiled.sql, dialect, lost) from exc
         raise
 
 
@@ -347,11 +400,16 @@ async def _aexecute(
             step = next(plan)
         while True:
             compiled = None if dialect is None else direct(step.statement, dialect)
+            if compiled is not None and raw is None:
+                assert isinstance(conn, AsyncConnection) and dialect is not None
+                fairy = await conn.get_raw_connection()
+                if _direct_capable(fairy.dbapi_connection, dialect):
+                    raw = fairy.driver_connection
+                else:
+                    dialect = compiled = None
             try:
                 if compiled is not None:
                     assert isinstance(conn, AsyncConnection)
-                    if raw is None:
-                        raw = (await conn.get_raw_connection()).driver_connection
                     rows = await _asend(raw, conn.dialect, compiled, step.params, conn.invalidate)
                 else:
                     result: Any = await conn.execute(
@@ -409,31 +467,30 @@ def _run_pooled(engine: Engine, dialect: Dialect, plan: Plan[T], ctx: Context) -
         step = next(plan)
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
-    if direct(step.statement, dialect) is None:
-        with _autocommit(engine).connect() as conn:
-            return _execute(conn, plan, ctx, autocommit=True, step=step)
-    fairy = _checkout(engine, dialect)
-    raw: Any = fairy.driver_connection
-    restore = raw.autocommit  # psycopg: off in SQLAlchemy's pool
-    try:
-        raw.autocommit = True
+    if direct(step.statement, dialect) is not None:
+        fairy = _checkout(engine, dialect)
         try:
-            while True:
-                compiled = direct(step.statement, dialect)
-                if compiled is None:
-                    break
-                try:
-                    rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
-                except DBAPIError as exc:
-                    _raise_translated(exc, ctx)
-                step = plan.send(rows)
+            raw: Any = fairy.driver_connection
+            restore = raw.autocommit  # psycopg: off in SQLAlchemy's pool
+            raw.autocommit = True
+            try:
+                while (compiled := direct(step.statement, dialect)) is not None:
+                    try:
+                        rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
+                    except DBAPIError as exc:
+                        _raise_translated(exc, ctx)
+                    step = plan.send(rows)
+            finally:
+                if fairy.is_valid:
+                    raw.autocommit = restore
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-    finally:
-        if fairy.is_valid:
+        except dialect.loaded_dbapi.Error as exc:  # switching autocommit
             with contextlib.suppress(Exception):
-                raw.autocommit = restore
-        fairy.close()
+                fairy.invalidate()
+            raise _wrapped(exc, None, dialect, True) from exc
+        finally:
+            fairy.close()
     with _autocommit(engine).connect() as conn:
         return _execute(conn, plan, ctx, autocommit=True, step=step)
 
@@ -444,37 +501,37 @@ async def _arun_pooled(engine: AsyncEngine, dialect: Dialect, plan: Plan[T], ctx
         step = next(plan)
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
-    if direct(step.statement, dialect) is None:
-        async with _autocommit(engine).connect() as conn:
-            return await _aexecute(conn, plan, ctx, autocommit=True, step=step)
-    fairy = await greenlet_spawn(_checkout, engine.sync_engine, dialect)
-    raw: Any = fairy.driver_connection
-    psycopg = dialect.driver == "psycopg"  # asyncpg runs in autocommit unless told
-    restore = raw.autocommit if psycopg else None
+    if direct(step.statement, dialect) is not None:
+        fairy = await greenlet_spawn(_checkout, engine.sync_engine, dialect)
 
-    async def invalidate() -> None:
-        await greenlet_spawn(fairy.invalidate)
+        async def invalidate() -> None:
+            await greenlet_spawn(fairy.invalidate)
 
-    try:
-        if psycopg and not restore:
-            await raw.set_autocommit(True)
         try:
-            while True:
-                compiled = direct(step.statement, dialect)
-                if compiled is None:
-                    break
+            if _direct_capable(fairy.dbapi_connection, dialect):
+                raw: Any = fairy.driver_connection
+                psycopg = dialect.driver == "psycopg"  # asyncpg: autocommit unless told
+                restore = raw.autocommit if psycopg else True
+                if not restore:
+                    await raw.set_autocommit(True)
                 try:
-                    rows = await _asend(raw, dialect, compiled, step.params, invalidate)
-                except DBAPIError as exc:
-                    _raise_translated(exc, ctx)
-                step = plan.send(rows)
+                    while (compiled := direct(step.statement, dialect)) is not None:
+                        try:
+                            rows = await _asend(raw, dialect, compiled, step.params, invalidate)
+                        except DBAPIError as exc:
+                            _raise_translated(exc, ctx)
+                        step = plan.send(rows)
+                finally:
+                    if not restore and fairy.is_valid:
+                        await raw.set_autocommit(False)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-    finally:
-        if psycopg and not restore and fairy.is_valid:
+        except dialect.loaded_dbapi.Error as exc:  # switching autocommit
             with contextlib.suppress(Exception):
-                await raw.set_autocommit(False)
-        await greenlet_spawn(fairy.close)
+                await invalidate()
+            raise _wrapped(exc, None, dialect, True) from exc
+        finally:
+            await greenlet_spawn(fairy.close)
     async with _autocommit(engine).connect() as conn:
         return await _aexecute(conn, plan, ctx, autocommit=True, step=step)
 

@@ -9,7 +9,7 @@ so a lease taken late in a long caller transaction still lasts its full timeout)
 from __future__ import annotations
 
 import weakref
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -240,7 +240,7 @@ SET_AVAILABLE_AT = (
         _LIVE,
     )
     .values(
-        available_at=func.statement_timestamp() + _seconds(bindparam("b_seconds", Double)),
+        available_at=func.statement_timestamp() + _seconds(bindparam("b_seconds", type_=Double)),
         status=case((jobs.c.status == _RUNNING, _RUNNING), else_=_SCHEDULED),
     )
     .returning(jobs.c.id)
@@ -666,7 +666,7 @@ MARK_DEAD_WORKERS = (
     update(workers)
     .where(
         workers.c.status.in_([_const("ready"), _const("suspended")]),
-        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_dead_after", Double)),
+        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_dead_after", type_=Double)),
     )
     .values(status=_const("dead"))
     .returning(workers.c.id)
@@ -675,7 +675,7 @@ DELETE_OLD_WORKERS = (
     delete(workers)
     .where(
         workers.c.status.in_([_const("stopped"), _const("dead")]),
-        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_retention", Double)),
+        workers.c.heartbeat_at < func.now() - _seconds(bindparam("b_retention", type_=Double)),
     )
     .returning(workers.c.id)
 )
@@ -784,7 +784,7 @@ CLAIM_TICK = (
 DATABASE_NOW = select(func.now())
 
 
-@lru_cache(maxsize=64)
+@cache
 def for_schema(schema: str) -> SimpleNamespace:
     """Every statement above with pgqueue's tables in ``schema``, cloned once per schema.
 

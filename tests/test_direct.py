@@ -99,12 +99,10 @@ def _sync_round(engine: Engine) -> list[dict[str, Any]]:
 
 
 def _compiled_for(dialect: Any) -> set[str]:
+    """Names of the statements this dialect has sent to its driver directly."""
     names = {id(getattr(_sql.for_schema(SCHEMA), n)): n for n in _sql.DIRECT_NAMES}
-    return {
-        names[key[0]]
-        for key, d in _drive._COMPILED.items()
-        if key[0] in names and key[1] is type(dialect)
-    }
+    cache = _drive._COMPILED.get(dialect, {})
+    return {names[key] for key, d in cache.items() if key in names and d is not None}
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
@@ -352,3 +350,81 @@ def test_unreachable_database_is_a_dbapi_error_sync(clean: URL) -> None:
             SyncProducer(engine, "direct", schema=SCHEMA).extend_visibility(1, 30)
     finally:
         engine.dispose()
+
+
+def test_driver_errors_keep_sqlalchemys_classes() -> None:
+    """A driver error on the direct path is the DBAPIError subclass SQLAlchemy would
+    raise (IntegrityError for a unique violation ...), on both drivers."""
+    import asyncpg
+    import psycopg
+    from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
+    from sqlalchemy.dialects.postgresql import psycopg as sa_psycopg
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for dialect_cls, unique, undefined in (
+        (sa_asyncpg.dialect, asyncpg.UniqueViolationError, asyncpg.UndefinedTableError),
+        (sa_psycopg.dialect, psycopg.errors.UniqueViolation, psycopg.errors.UndefinedTable),
+    ):
+        dialect: Any = dialect_cls()
+        dialect.loaded_dbapi = dialect.import_dbapi()
+        assert isinstance(_drive._wrapped(unique("dup"), "x", dialect, False), IntegrityError)
+        assert isinstance(_drive._wrapped(undefined("no"), "x", dialect, False), ProgrammingError)
+
+
+def test_watched_engines_keep_sqlalchemys_path(clean: URL) -> None:
+    """Statement logging through the ``sqlalchemy.engine`` logger, execute listeners
+    and handle_error hooks all see (or steer) every statement."""
+    import logging
+
+    engine = make_sync_engine(clean)
+    try:
+        assert not _drive._observed(engine)
+        logger = logging.getLogger("sqlalchemy.engine")
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            assert _drive._observed(engine)
+        finally:
+            logger.setLevel(level)
+        assert not _drive._observed(engine)
+        for name in ("handle_error", "before_execute", "after_cursor_execute"):
+
+            def hook(*args: Any, **kw: Any) -> None:
+                return None
+
+            event.listen(engine, name, hook)
+            assert _drive._observed(engine), name
+            event.remove(engine, name, hook)
+        assert not _drive._observed(engine)
+    finally:
+        engine.dispose()
+
+
+async def test_asyncpg_told_not_to_cache_statements_keeps_sqlalchemys_path(clean: URL) -> None:
+    """SQLAlchemy's PgBouncer recipe for asyncpg (no prepared statement cache, or
+    statements named by a function): asyncpg's own cache would not follow it."""
+    plain = make_async_engine(clean, "asyncpg")
+    uncached = make_async_engine(
+        clean, "asyncpg", connect_args={"prepared_statement_cache_size": 0}
+    )
+    try:
+        for engine, capable in ((plain, True), (uncached, False)):
+            async with engine.connect() as conn:
+                fairy = await conn.get_raw_connection()
+                assert _drive._direct_capable(fairy.dbapi_connection, conn.dialect) is capable
+        await AsyncAdmin(uncached, schema=SCHEMA).create_queue("direct")
+        producer = AsyncProducer(uncached, "direct", schema=SCHEMA)
+        consumer = AsyncConsumer(uncached, "direct", schema=SCHEMA)
+        await producer.enqueue({"n": 1})
+        (m,) = await consumer.dequeue()
+        assert await consumer.ack(m)
+    finally:
+        await plain.dispose()
+        await uncached.dispose()
+
+
+def test_an_exhausted_pool_is_transient() -> None:
+    """Worker loops wait and retry on it (a settle that gave up would run jobs again)."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    assert issubclass(PoolTimeout, _drive.TRANSIENT)
