@@ -1,8 +1,8 @@
 """pgqueue's tables, declared once on their own ``MetaData``.
 
-The tables carry no schema name: every statement is executed with
-``schema_translate_map={None: schema}`` (see :func:`translate_map`), so one compiled
-form serves any schema a user installs pgqueue into. The migrations under
+The tables carry no schema name. The statements in ``_sql`` are cloned once per schema
+in use (``_sql.for_schema``); the migrations run with ``schema_translate_map={None:
+schema}`` (see :func:`translate_map`). The migrations under
 ``pgqueue/migrations`` create exactly these tables; a test checks that
 ``compare_metadata`` finds no difference.
 """
