@@ -21,6 +21,7 @@ client time per statement. An engine with ``echo`` or cursor-execute event liste
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -100,13 +101,10 @@ class Direct:
         "names",
         "processors",
         "sql",
-        "statement",
         "variants",
     )
 
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        compiled: Any = statement.compile(dialect=dialect)
-        self.statement = statement  # kept: the cache is keyed by its id()
+    def __init__(self, compiled: Any, dialect: Dialect) -> None:
         self.compiled = compiled
         self.sql: str = compiled.string
         # asyncpg binds by position ($1, $2 ...), psycopg by name (%(b_queue)s).
@@ -142,14 +140,13 @@ class Direct:
 
     def _variant(self, values: dict[str, Any]) -> tuple[str, tuple[str, ...] | None]:
         key = tuple(values[name] for name in self.literals)
-        variants = self.variants
-        found = variants.get(key)
+        found = self.variants.get(key)
         if found is None:
             state = self.compiled.construct_expanded_state(values)
             names = None if self.names is None else tuple(state.positiontup)
             found = (state.statement, names)
-            if len(variants) < 256:  # batch sizes seen: a handful
-                variants[key] = found
+            if len(self.variants) < 256:  # batch sizes seen: a handful
+                self.variants[key] = found
         return found
 
 
@@ -171,9 +168,8 @@ _COMPILED: weakref.WeakKeyDictionary[Dialect, dict[int, Direct | None]] = (
 )
 
 
-def _result_processed(statement: Any, dialect: Dialect) -> bool:
-    """Whether SQLAlchemy would convert any column this statement returns."""
-    compiled: Any = statement.compile(dialect=dialect)
+def _result_processed(compiled: Any, dialect: Dialect) -> bool:
+    """Whether SQLAlchemy would convert any column this compiled statement returns."""
     for column in compiled._result_columns:
         try:
             if column[3].dialect_impl(dialect)._cached_result_processor(dialect, None):
@@ -191,13 +187,13 @@ def direct(statement: Any, dialect: Dialect) -> Direct | None:
     key = id(statement)
     if key in cache:
         return cache[key]
+    if key not in _sql.DIRECT:  # not a hot statement (nor cached: its id may be reused)
+        return None
     found = None
-    if (
-        _sql.DIRECT.get(key) is statement
-        and dialect.driver in _DIRECT_DRIVERS
-        and not _result_processed(statement, dialect)
-    ):
-        found = Direct(statement, dialect)
+    if dialect.driver in _DIRECT_DRIVERS:
+        compiled: Any = statement.compile(dialect=dialect)
+        if not _result_processed(compiled, dialect):
+            found = Direct(compiled, dialect)
     cache[key] = found
     return found
 
@@ -230,7 +226,9 @@ def _direct_capable(dbapi_connection: Any, dialect: Dialect) -> bool:
     return cache is not None and name_func is not None and name_func == default
 
 
-def _driver_errors(driver: str) -> tuple[type[BaseException], ...]:
+@functools.cache
+def _errors(driver: str) -> tuple[type[BaseException], ...]:
+    """The driver's own exception classes (what the direct path catches)."""
     if driver == "asyncpg":
         import asyncpg
 
@@ -238,9 +236,6 @@ def _driver_errors(driver: str) -> tuple[type[BaseException], ...]:
     import psycopg
 
     return (psycopg.Error,)
-
-
-_ERRORS: dict[str, tuple[type[BaseException], ...]] = {}
 
 
 def _adapted(exc: BaseException, dialect: Dialect) -> BaseException:
@@ -274,13 +269,6 @@ def _wrapped(exc: BaseException, sql: str | None, dialect: Dialect, lost: bool) 
         dialect=dialect,
     )
     return wrapped
-
-
-def _errors(driver: str) -> tuple[type[BaseException], ...]:
-    found = _ERRORS.get(driver)
-    if found is None:
-        found = _ERRORS[driver] = _driver_errors(driver)
-    return found
 
 
 def _send(

@@ -415,17 +415,16 @@ def enqueue(
 
 def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
     """INSERT_UNIFORM_JOBS when every job has the same options (the usual batch of plain
-    payloads), else INSERT_JOBS with one array per option."""
+    payloads; INSERT_ONE_JOB for one job), else INSERT_JOBS with one array per option."""
     target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
-    if len(batch["b_payload"]) == 1:
-        scalars = {"u" + k[1:]: batch[k][0] for k in (*_ARRAYS, "b_payload")}
-        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target})
-    if all(column.count(column[0]) == len(column) for column in (batch[k] for k in _ARRAYS)):
-        scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
-        return Step(
-            ctx.sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": batch["b_payload"], **target}
-        )
-    return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
+    columns = (batch[k] for k in _ARRAYS)
+    if not batch["b_payload"] or not all(c.count(c[0]) == len(c) for c in columns):
+        return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
+    scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
+    payloads = batch["b_payload"]
+    if len(payloads) == 1:  # enqueue(): no array at all
+        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, "u_payload": payloads[0], **target})
+    return Step(ctx.sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": payloads, **target})
 
 
 def extend_visibility(ctx: Context, message_id: int, secs: float) -> Plan[bool]:

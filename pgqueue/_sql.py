@@ -8,7 +8,6 @@ so a lease taken late in a long caller transaction still lasts its full timeout)
 
 from __future__ import annotations
 
-import weakref
 from functools import cache, lru_cache
 from types import SimpleNamespace
 from typing import Any
@@ -808,8 +807,7 @@ def for_schema(schema: str) -> SimpleNamespace:
         for name, value in globals().items()
         if name.isupper() and isinstance(value, ClauseElement) and isinstance(value, Executable)
     }
-    for name in DIRECT_NAMES:
-        DIRECT[id(clones[name])] = clones[name]
+    DIRECT.update((id(clones[name]), clones[name]) for name in DIRECT_NAMES)
     return SimpleNamespace(**clones)
 
 
@@ -831,5 +829,6 @@ DIRECT_NAMES = (
     "SET_AVAILABLE_AT",
     "HEARTBEAT",
 )
-#: The per-schema clones of ``DIRECT_NAMES`` by ``id()`` (an entry leaves with its clone).
-DIRECT: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+#: The per-schema clones of ``DIRECT_NAMES`` by ``id()``. ``for_schema`` keeps every
+#: clone for the life of the process, so an id here never names another statement.
+DIRECT: dict[int, Any] = {}
