@@ -360,10 +360,12 @@ def enqueue(
         and on_duplicate == "raise"
         and any(k is not None for k in arrays["b_dedupe_key"])
     )
+    payloads = decoded(arrays["b_payload"])
+    if _plain(arrays):
+        return (yield from _enqueue_plain(ctx, arrays, payloads))
     if guarded:
         yield Step(ctx.sql.SAVEPOINT, {})
     everything = list(range(len(arrays["b_payload"])))
-    payloads = decoded(arrays["b_payload"])
     wanted = everything
     results: dict[int, Message] = {}
     for _ in range(3):
@@ -413,18 +415,61 @@ def enqueue(
     return [results[i] for i in sorted(results)]
 
 
-def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
-    """INSERT_UNIFORM_JOBS when every job has the same options (the usual batch of plain
-    payloads; INSERT_ONE_JOB for one job), else INSERT_JOBS with one array per option."""
-    target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
-    columns = (batch[k] for k in _ARRAYS)
-    if not batch["b_payload"] or not all(c.count(c[0]) == len(c) for c in columns):
-        return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
-    scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
+def _uniform(batch: dict[str, list[Any]]) -> bool:
+    """Whether every job of a (non-empty) batch has the same options."""
+    return all(c.count(c[0]) == len(c) for c in (batch[k] for k in _ARRAYS))
+
+
+def _plain(batch: dict[str, list[Any]]) -> bool:
+    """A batch of two or more jobs with the same options and no dedupe_key (the usual
+    ``enqueue_many`` of payloads): INSERT_UNIFORM_JOBS, which no job can conflict in."""
     payloads = batch["b_payload"]
-    if len(payloads) == 1:  # enqueue(): no array at all
+    return len(payloads) > 1 and batch["b_dedupe_key"][0] is None and _uniform(batch)
+
+
+def _enqueue_plain(
+    ctx: Context, arrays: dict[str, list[Any]], payloads: list[Any]
+) -> Plan[list[Message]]:
+    """One INSERT_UNIFORM_JOBS: one row of the batch's ids, status and times."""
+    params = {"u" + k[1:]: arrays[k][0] for k in _ARRAYS if k != "b_dedupe_key"}
+    params.update(b_payload=arrays["b_payload"], b_queue=ctx.queue, b_channel=ctx.channel)
+    rows = yield Step(ctx.sql.INSERT_UNIFORM_JOBS, params)
+    if not rows:  # nothing inserted, and nothing could conflict: no such queue
+        raise QueueNotFound(str(ctx.queue))
+    ids, status, enqueued_at, available_at = rows[0][:4]
+    if len(ids) != len(payloads):
+        raise RuntimeError(f"pgqueue: {len(payloads)} jobs sent, {len(ids)} inserted")
+    queue, entrypoint = ctx.queue or "", arrays["b_entrypoint"][0]
+    priority, max_attempts = arrays["b_priority"][0], arrays["b_max_attempts"][0]
+    headers = arrays["b_headers"][0]
+    return [
+        Message(
+            job_id,
+            queue,
+            payload,
+            entrypoint,
+            priority,
+            status,
+            0,
+            max_attempts,
+            enqueued_at,
+            available_at,
+            None,
+            None if headers is None else json.loads(headers),  # each its own dict
+        )
+        for job_id, payload in zip(ids, payloads, strict=True)
+    ]
+
+
+def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
+    """INSERT_ONE_JOB for one job (no array at all), else INSERT_JOBS with one array per
+    option; both skip a job whose dedupe_key a live job holds."""
+    target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
+    payloads = batch["b_payload"]
+    if len(payloads) == 1:  # enqueue()
+        scalars = {"u" + k[1:]: batch[k][0] for k in _ARRAYS}
         return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, "u_payload": payloads[0], **target})
-    return Step(ctx.sql.INSERT_UNIFORM_JOBS, {**scalars, "b_payload": payloads, **target})
+    return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
 
 
 def extend_visibility(ctx: Context, message_id: int, secs: float) -> Plan[bool]:

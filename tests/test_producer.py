@@ -220,6 +220,45 @@ def test_batch_enqueue_plain_payloads_in_input_order(
     assert {(r.entrypoint, r.priority) for r in rows} == {("count", 2)}
 
 
+def test_plain_batch_messages_are_what_the_database_holds(
+    sync_db: SyncDB, producer: SyncProducer
+) -> None:
+    # Jobs sharing their options and no dedupe_key: one INSERT with no ON CONFLICT that
+    # returns one row for the whole batch; every Message must still be the stored job.
+    producer.register()  # only the batch itself is counted
+    with statements_on(sync_db.engine) as sent:
+        ms = producer.batch_enqueue(
+            [{"n": i} for i in range(3)],
+            delay=60,
+            headers={"h": 1},
+            entrypoint="ep",
+            priority=-3,
+            max_attempts=4,
+            **sync_db.kw,
+        )
+    assert len(sent) == 1 and "ON CONFLICT" not in sent[0].upper()
+    assert [m.status for m in ms] == ["scheduled"] * 3
+    for m in ms:
+        row = job(sync_db, m.id)
+        assert (
+            m.id, m.queue, m.entrypoint, m.payload, m.headers, m.priority, m.status,
+            m.attempts, m.max_attempts, m.dedupe_key, m.enqueued_at, m.available_at,
+        ) == tuple(row)  # fmt: skip
+        assert m.available_at - m.enqueued_at == timedelta(seconds=60)
+    assert ms[0].headers is not ms[1].headers  # each Message its own mapping
+
+
+def test_one_dedupe_key_shared_by_a_whole_batch(sync_db: SyncDB, producer: SyncProducer) -> None:
+    # Same options everywhere, but a dedupe_key: the deduplicating insert, not the plain one.
+    batch = [JobSpec({"n": i}, dedupe_key="same") for i in range(3)]
+    with pytest.raises(DuplicateJob):
+        producer.batch_enqueue(batch, **sync_db.kw)
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs") == 0
+    ms = producer.batch_enqueue(batch, on_duplicate="skip", **sync_db.kw)
+    assert ms[0] == ms[1] == ms[2] and ms[0].payload == {"n": 0}
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs") == 1
+
+
 def test_batch_enqueue_mixes_job_specs_with_batch_options(
     sync_db: SyncDB, producer: SyncProducer
 ) -> None:
