@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
@@ -206,6 +206,7 @@ _ARRAYS = (
     "b_run_at",
 )
 _Options = tuple[str, str | None, int, int | None, str | None, float, datetime | None]
+_OPTION_DEDUPE_KEY = _ARRAYS.index("b_dedupe_key")
 
 
 def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -> _Options:
@@ -262,30 +263,58 @@ def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -
     )
 
 
-def job_arrays(queue: str, items: Iterable[Any], defaults: JobDefaults) -> dict[str, list[Any]]:
-    """Validate jobs and lay them out as the parallel arrays ``INSERT_JOBS`` unnests.
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """A validated batch, laid out for the inserts.
+
+    ``arrays`` holds each option as a parallel array (the ``b_*`` that ``INSERT_JOBS``
+    unnests). The payloads are JSON: one text per job (``texts``), or, for a plain batch
+    (two or more jobs sharing their options, with no dedupe_key: ``INSERT_UNIFORM_JOBS``),
+    one JSON array of them all (``document``), encoded in one call instead of one per
+    job."""
+
+    size: int
+    arrays: dict[str, list[Any]]
+    texts: list[str]
+    document: str | None = None
+
+    @property
+    def deduplicated(self) -> bool:
+        """Whether any job has a dedupe_key (so a duplicate can fail the batch)."""
+        return any(k is not None for k in self.arrays["b_dedupe_key"])
+
+
+def validate_jobs(queue: str, items: Sequence[Any], defaults: JobDefaults) -> Jobs:
+    """Validate jobs and lay them out as :class:`Jobs`.
 
     A plain payload takes the call's options, validated once per call: per job only
-    the payload is encoded (the hot path of a large batch)."""
+    the payload is encoded (the hot path of a large batch); a batch of plain payloads
+    only, with no dedupe_key, is encoded in one call."""
+    if len(items) > 1 and not any(isinstance(item, JobSpec) for item in items):
+        shared = _job_options(queue, "job 0", None, defaults)
+        if shared[_OPTION_DEDUPE_KEY] is None:
+            try:
+                document = _json(list(items), "payloads")
+            except InvalidPayload:
+                pass  # encode each below: the error names the job
+            else:
+                columns = [[value] * len(items) for value in shared]
+                return Jobs(len(items), dict(zip(_ARRAYS, columns, strict=True)), [], document)
     payloads: list[str] = []
     options: list[_Options] = []
-    shared: _Options | None = None
+    shared_options: _Options | None = None
     for i, item in enumerate(items):
         if isinstance(item, JobSpec):
             options.append(_job_options(queue, f"job {i}", item, defaults))
             payload = item.payload
         else:
-            if shared is None:
-                shared = _job_options(queue, f"job {i}", None, defaults)
-            options.append(shared)
+            if shared_options is None:
+                shared_options = _job_options(queue, f"job {i}", None, defaults)
+            options.append(shared_options)
             payload = item
         payloads.append(_json(payload, f"job {i}: payload"))
-    columns: list[list[Any]] = [list(c) for c in zip(*options, strict=True)] or [
-        [] for _ in _ARRAYS
-    ]
-    arrays = dict(zip(_ARRAYS, columns, strict=True))
-    arrays["b_payload"] = payloads
-    return arrays
+    columns = [list(c) for c in zip(*options, strict=True)] or [[] for _ in _ARRAYS]
+    return Jobs(len(payloads), dict(zip(_ARRAYS, columns, strict=True)), payloads)
 
 
 # --------------------------------------------------------------------------- results
@@ -296,9 +325,30 @@ _DEDUPE_KEY = [c.name for c in _sql.MESSAGE_COLUMNS].index("dedupe_key")
 _INSERTED_DEDUPE_KEY = [c.name for c in _sql.INSERTED_COLUMNS].index("dedupe_key")
 
 
+def _builder(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor of a frozen slots dataclass from every field value, in field order.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+    this calls each slot's descriptor directly, in about half the time (1.2 against
+    2.4 µs for a Message): one is built per job enqueued or leased."""
+    names = [f.name for f in fields(cls)]
+    source = (
+        f"def build({', '.join(names)}):\n    new = _new(_cls)\n"
+        + "".join(f"    _set_{name}(new, {name})\n" for name in names)
+        + "    return new\n"
+    )
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update((f"_set_{name}", getattr(cls, name).__set__) for name in names)
+    exec(source, namespace)  # the field names of pgqueue's own dataclass: no input
+    return namespace["build"]  # type: ignore[no-any-return]
+
+
+#: ``Message(...)`` with all 16 fields given positionally, about twice as fast.
+_message = _builder(Message)
+
+
 def message(row: Row[Any]) -> Message:
-    fields: Any = row[:16]
-    return Message(*fields)
+    return _message(*row[:16])  # type: ignore[no-any-return]
 
 
 def decoded(texts: Sequence[str]) -> list[Any]:
@@ -312,7 +362,7 @@ def inserted(ctx: Context, arrays: dict[str, list[Any]], i: int, row: Any, paylo
     ``_sql.INSERTED_COLUMNS``), the rest as sent (``payload``: decoded from the JSON
     sent, as the database would)."""
     headers = arrays["b_headers"][i]
-    return Message(
+    return _message(  # type: ignore[no-any-return]
         row[0],
         ctx.queue or "",
         payload,
@@ -325,6 +375,10 @@ def inserted(ctx: Context, arrays: dict[str, list[Any]], i: int, row: Any, paylo
         row[3],
         row[4],
         None if headers is None else json.loads(headers),
+        None,
+        None,
+        None,
+        None,
     )
 
 
@@ -342,7 +396,7 @@ def worker_info(row: Row[Any]) -> WorkerInfo:
 # --------------------------------------------------------------------------- producer
 def enqueue(
     ctx: Context,
-    arrays: dict[str, list[Any]],
+    jobs: Jobs,
     *,
     on_duplicate: OnDuplicate,
     in_caller_tx: bool,
@@ -355,17 +409,14 @@ def enqueue(
     transaction (which we must not roll back) the insert runs under a savepoint that is
     rolled back first (no DELETE privilege needed, nothing left behind).
     """
-    guarded = (
-        in_caller_tx
-        and on_duplicate == "raise"
-        and any(k is not None for k in arrays["b_dedupe_key"])
-    )
-    payloads = decoded(arrays["b_payload"])
-    if _plain(arrays):
-        return (yield from _enqueue_plain(ctx, arrays, payloads))
+    if jobs.document is not None:
+        return (yield from _enqueue_plain(ctx, jobs))
+    guarded = in_caller_tx and on_duplicate == "raise" and jobs.deduplicated
+    arrays = {**jobs.arrays, "b_payload": jobs.texts}
+    payloads = decoded(jobs.texts)
     if guarded:
         yield Step(ctx.sql.SAVEPOINT, {})
-    everything = list(range(len(arrays["b_payload"])))
+    everything = list(range(jobs.size))
     wanted = everything
     results: dict[int, Message] = {}
     for _ in range(3):
@@ -415,35 +466,23 @@ def enqueue(
     return [results[i] for i in sorted(results)]
 
 
-def _uniform(batch: dict[str, list[Any]]) -> bool:
-    """Whether every job of a (non-empty) batch has the same options."""
-    return all(c.count(c[0]) == len(c) for c in (batch[k] for k in _ARRAYS))
-
-
-def _plain(batch: dict[str, list[Any]]) -> bool:
-    """A batch of two or more jobs with the same options and no dedupe_key (the usual
-    ``enqueue_many`` of payloads): INSERT_UNIFORM_JOBS, which no job can conflict in."""
-    payloads = batch["b_payload"]
-    return len(payloads) > 1 and batch["b_dedupe_key"][0] is None and _uniform(batch)
-
-
-def _enqueue_plain(
-    ctx: Context, arrays: dict[str, list[Any]], payloads: list[Any]
-) -> Plan[list[Message]]:
+def _enqueue_plain(ctx: Context, jobs: Jobs) -> Plan[list[Message]]:
     """One INSERT_UNIFORM_JOBS: one row of the batch's ids, status and times."""
+    arrays = jobs.arrays
     params = {"u" + k[1:]: arrays[k][0] for k in _ARRAYS if k != "b_dedupe_key"}
-    params.update(b_payload=arrays["b_payload"], b_queue=ctx.queue, b_channel=ctx.channel)
+    params.update(b_payloads=jobs.document, b_queue=ctx.queue, b_channel=ctx.channel)
     rows = yield Step(ctx.sql.INSERT_UNIFORM_JOBS, params)
     if not rows:  # nothing inserted, and nothing could conflict: no such queue
         raise QueueNotFound(str(ctx.queue))
     ids, status, enqueued_at, available_at = rows[0][:4]
-    if len(ids) != len(payloads):
-        raise RuntimeError(f"pgqueue: {len(payloads)} jobs sent, {len(ids)} inserted")
+    if len(ids) != jobs.size:
+        raise RuntimeError(f"pgqueue: {jobs.size} jobs sent, {len(ids)} inserted")
+    payloads = json.loads(jobs.document or "")  # as the database decodes them
     queue, entrypoint = ctx.queue or "", arrays["b_entrypoint"][0]
     priority, max_attempts = arrays["b_priority"][0], arrays["b_max_attempts"][0]
     headers = arrays["b_headers"][0]
     return [
-        Message(
+        _message(
             job_id,
             queue,
             payload,
@@ -456,6 +495,10 @@ def _enqueue_plain(
             available_at,
             None,
             None if headers is None else json.loads(headers),  # each its own dict
+            None,
+            None,
+            None,
+            None,
         )
         for job_id, payload in zip(ids, payloads, strict=True)
     ]
@@ -817,10 +860,10 @@ def upsert_schedule(
     return rows[0][0], rows[0][1]
 
 
-def claim_tick(ctx: Context, name: str, tick: datetime, arrays: dict[str, list[Any]]) -> Plan[bool]:
+def claim_tick(ctx: Context, name: str, tick: datetime, jobs: Jobs) -> Plan[bool]:
     """Enqueue the job of one tick if no one has: claim and insert in one transaction."""
     rows = yield Step(ctx.sql.CLAIM_TICK, {"b_name": name, "b_tick": tick})
     if not rows:
         return False
-    yield from enqueue(ctx, arrays, on_duplicate="skip", in_caller_tx=True)
+    yield from enqueue(ctx, jobs, on_duplicate="skip", in_caller_tx=True)
     return True

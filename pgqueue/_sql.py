@@ -151,25 +151,18 @@ _OPTION_COLUMNS = (
 )
 
 
-def _insert_jobs(uniform: bool, one: bool = False, dedupe: bool = True) -> Any:
-    """The INSERT ... SELECT of a batch (no ON CONFLICT, no RETURNING yet): every job's
-    options as parallel arrays, or (``uniform``) one set of options as ``u_*`` scalars
-    for a whole batch of payloads (the driver encodes and the server unnests one array
-    instead of eight), or (``one``) all scalars: ``enqueue``'s one job, no array at all.
-    Without ``dedupe`` the jobs have no dedupe_key (and no ``u_dedupe_key`` parameter)."""
+def _insert_jobs(shape: str) -> Any:
+    """The INSERT ... SELECT of a batch (no ON CONFLICT, no RETURNING yet), by ``shape``:
+
+    - ``"arrays"``: every job's options and payload as parallel arrays (``b_*``);
+    - ``"document"``: one set of options as ``u_*`` scalars and no dedupe_key, the
+      payloads as one JSON array (``b_payloads``): the client encodes one value and the
+      server splits it, instead of one text per job;
+    - ``"one"``: all scalars, ``u_payload`` too: ``enqueue``'s one job."""
     u: Any
     opt: dict[str, ColumnElement[Any]]
-    if one:
-        u = select(bindparam("u_payload", type_=Text).label("payload")).subquery("u")
-        opt = {name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS}
-    elif uniform:
-        u = (
-            func.unnest(bindparam("b_payload", type_=ARRAY(Text)))
-            .table_valued(column("payload", Text), with_ordinality="ord")
-            .render_derived(name="u")
-        )
-        opt = {name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS}
-    else:
+    payload: ColumnElement[Any]
+    if shape == "arrays":
         u = (
             func.unnest(
                 *(bindparam(f"b_{name}", type_=ARRAY(t)) for name, t in _OPTION_COLUMNS),
@@ -183,15 +176,27 @@ def _insert_jobs(uniform: bool, one: bool = False, dedupe: bool = True) -> Any:
             .render_derived(name="u")
         )
         opt = {name: u.c[name] for name, _ in _OPTION_COLUMNS}
-    if not dedupe:
-        opt["dedupe_key"] = null()
+        payload = cast(u.c.payload, JSONB)
+    else:
+        opt = {name: bindparam(f"u_{name}", type_=t) for name, t in _OPTION_COLUMNS}
+        if shape == "one":
+            u = select(bindparam("u_payload", type_=Text).label("payload")).subquery("u")
+            payload = cast(u.c.payload, JSONB)
+        else:
+            u = (
+                func.jsonb_array_elements(cast(bindparam("b_payloads", type_=Text), JSONB))
+                .table_valued(column("payload", JSONB), with_ordinality="ord")
+                .render_derived(name="u")
+            )
+            opt["dedupe_key"] = null()
+            payload = u.c.payload
     available_at = func.coalesce(opt["run_at"], func.now() + _seconds(opt["delay"]))
     return insert(jobs).from_select(
         list(JOB_INSERT_COLUMNS),
         select(
             queues.c.name,
             opt["entrypoint"],
-            cast(u.c.payload, JSONB),
+            payload,
             cast(opt["headers"], JSONB),
             opt["priority"],
             opt["max_attempts"],
@@ -202,7 +207,7 @@ def _insert_jobs(uniform: bool, one: bool = False, dedupe: bool = True) -> Any:
         .select_from(queues)
         .join(u, true())
         .where(queues.c.name == bindparam("b_queue"))
-        .order_by(*([] if one else [u.c.ord])),
+        .order_by(*([] if shape == "one" else [u.c.ord])),
     )
 
 
@@ -215,8 +220,8 @@ def _deduplicated(rows: Any) -> Any:
     ).returning(*INSERTED_COLUMNS, _notify)
 
 
-INSERT_JOBS = _deduplicated(_insert_jobs(uniform=False))
-INSERT_ONE_JOB = _deduplicated(_insert_jobs(uniform=True, one=True))
+INSERT_JOBS = _deduplicated(_insert_jobs("arrays"))
+INSERT_ONE_JOB = _deduplicated(_insert_jobs("one"))
 
 
 def _plain_batch() -> Any:
@@ -229,7 +234,7 @@ def _plain_batch() -> Any:
     500 rows of timestamps cost the client more than building the batch. No row at
     all when nothing was inserted (an unknown queue)."""
     ins = (
-        _insert_jobs(uniform=True, dedupe=False)
+        _insert_jobs("document")
         .returning(jobs.c.id, jobs.c.status, jobs.c.enqueued_at, jobs.c.available_at)
         .cte("ins")
     )

@@ -157,14 +157,14 @@ class SyncProducer(SyncIdentity):
             check_bind(bind)
         if on_duplicate not in ("raise", "skip"):
             raise InvalidArgument('on_duplicate must be "raise" or "skip"')
-        arrays = _ops.job_arrays(self._queue, items, defaults)
+        jobs = _ops.validate_jobs(self._queue, items, defaults)
         if not items:
             return []
         if self._worker_id is None:
             self.register()
         plan = _ops.enqueue(
-            self._ctx, arrays, on_duplicate=on_duplicate, in_caller_tx=bind is not None
+            self._ctx, jobs, on_duplicate=on_duplicate, in_caller_tx=bind is not None
         )
         # All or nothing needs a transaction only when a duplicate can fail the batch.
-        atomic = on_duplicate == "raise" and any(k is not None for k in arrays["b_dedupe_key"])
+        atomic = on_duplicate == "raise" and jobs.deduplicated
         return run(self._engine, bind, plan, self._ctx, atomic=atomic)

@@ -658,13 +658,13 @@ class SyncWorker(SyncIdentity):
 
     def _claim(self, s: Schedule, tick: Any) -> None:
         ctx = self._contexts[s.queue]
-        arrays = _ops.job_arrays(
+        jobs = _ops.validate_jobs(
             s.queue,
             [{"schedule": s.name, "tick": tick.isoformat()} if s.payload is None else s.payload],
             _ops.JobDefaults(entrypoint=s.entrypoint),
         )
         try:
-            if run(self._engine, None, _ops.claim_tick(ctx, s.name, tick, arrays), ctx):
+            if run(self._engine, None, _ops.claim_tick(ctx, s.name, tick, jobs), ctx):
                 log.info("schedule %s: enqueued tick %s", s.name, tick.isoformat())
         except TRANSIENT as exc:
             log.warning("schedule %s: tick %s failed (%s)", s.name, tick, exc)
