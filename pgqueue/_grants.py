@@ -70,10 +70,11 @@ _PRODUCER_READS = tuple(
         (
             {
                 c.name
-                for statement in (_sql.INSERT_JOBS, _sql.INSERT_UNIFORM_JOBS)
+                for statement in (_sql.INSERT_JOBS, _sql.INSERT_ONE_JOB)
                 for c in statement.exported_columns
                 if isinstance(c, Column) and c.table is jobs
             }
+            | {c.name for c in _sql.PLAIN_INSERTED_COLUMNS}  # INSERT_UNIFORM_JOBS's CTE
             | {"queue", "dedupe_key", "status"}
         )
         - {"payload"},
@@ -113,16 +114,16 @@ PRODUCER: tuple[Privilege, ...] = (
         "pgqueue_jobs",
         "INSERT",
         _JOB_INSERT,
-        "INSERT_JOBS / INSERT_UNIFORM_JOBS: the columns an enqueue writes (id, attempts, "
-        "lease, errors... keep their defaults; the id comes from an identity column, "
-        "which needs no USAGE on its sequence)",
+        "INSERT_JOBS / INSERT_UNIFORM_JOBS / INSERT_ONE_JOB: the columns an enqueue "
+        "writes (id, attempts, lease, errors... keep their defaults; the id comes "
+        "from an identity column, which needs no USAGE on its sequence)",
     ),
     Privilege(
         "pgqueue_jobs",
         "SELECT",
         _PRODUCER_READS,
-        "INSERT_JOBS / INSERT_UNIFORM_JOBS: RETURNING what the database decided (id, "
-        "status, times, dedupe_key; never the payload), and ON CONFLICT (queue, "
+        "INSERT_JOBS / INSERT_UNIFORM_JOBS / INSERT_ONE_JOB: RETURNING what the database "
+        "decided (id, status, times, dedupe_key; never the payload), and ON CONFLICT (queue, "
         "dedupe_key) WHERE ... status <> 'dead' reads the arbiter index's columns",
     ),
     Privilege(

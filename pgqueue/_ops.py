@@ -207,6 +207,8 @@ _ARRAYS = (
 )
 _Options = tuple[str, str | None, int, int | None, str | None, float, datetime | None]
 _OPTION_DEDUPE_KEY = _ARRAYS.index("b_dedupe_key")
+#: Longest JSON array of a plain batch's payloads sent as one jsonb value.
+_DOCUMENT_MAX_CHARS = 2**25
 
 
 def _job_options(queue: str, where: str, spec: JobSpec | None, d: JobDefaults) -> _Options:
@@ -296,8 +298,10 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobDefaults) -> Jo
             try:
                 document = _json(list(items), "payloads")
             except InvalidPayload:
-                pass  # encode each below: the error names the job
-            else:
+                document = None  # encode each below: the error names the job
+            # PostgreSQL caps one jsonb array at 256 MB (a text[] at 1 GB): a huge
+            # batch goes as one text per job (a character is at most 4 bytes).
+            if document is not None and len(document) <= _DOCUMENT_MAX_CHARS:
                 columns = [[value] * len(items) for value in shared]
                 return Jobs(len(items), dict(zip(_ARRAYS, columns, strict=True)), [], document)
     payloads: list[str] = []
@@ -471,13 +475,14 @@ def _enqueue_plain(ctx: Context, jobs: Jobs) -> Plan[list[Message]]:
     arrays = jobs.arrays
     params = {"u" + k[1:]: arrays[k][0] for k in _ARRAYS if k != "b_dedupe_key"}
     params.update(b_payloads=jobs.document, b_queue=ctx.queue, b_channel=ctx.channel)
+    # Decoded before anything is written: a failure here must not follow a commit.
+    payloads = json.loads(jobs.document or "")  # as the database decodes them
     rows = yield Step(ctx.sql.INSERT_UNIFORM_JOBS, params)
     if not rows:  # nothing inserted, and nothing could conflict: no such queue
         raise QueueNotFound(str(ctx.queue))
     ids, status, enqueued_at, available_at = rows[0][:4]
     if len(ids) != jobs.size:
         raise RuntimeError(f"pgqueue: {jobs.size} jobs sent, {len(ids)} inserted")
-    payloads = json.loads(jobs.document or "")  # as the database decodes them
     queue, entrypoint = ctx.queue or "", arrays["b_entrypoint"][0]
     priority, max_attempts = arrays["b_priority"][0], arrays["b_max_attempts"][0]
     headers = arrays["b_headers"][0]
@@ -646,6 +651,21 @@ DELETE, ACK, ARCHIVE = 0, 1, 2
 
 def batch_size(value: object) -> int:
     return positive_int(value, "batch_size", maximum=MAX_BATCH)
+
+
+def fetch_size(want: int) -> int:
+    """How many jobs a worker leases when it has room for ``want``: ``want`` up to 16,
+    above that rounded down to its four leading bits (at most an eighth fewer).
+
+    Each LIMIT is its own prepared DEQUEUE (``_sql._limit``), and a worker's room varies
+    from fetch to fetch: with a ``batch_size`` in the hundreds, exact sizes would be
+    hundreds of statements, beyond the drivers' statement caches (asyncpg and psycopg
+    keep 100) and ``_drive.Direct``'s variants. Rounded, a batch of 10,000 needs at most
+    89. Leasing fewer is harmless: the next fetch takes the rest."""
+    if want <= 16:
+        return want
+    step = 1 << (want.bit_length() - 4)
+    return want - want % step
 
 
 def leased(ctx: Context, messages: Iterable[object]) -> list[Message]:
@@ -829,11 +849,13 @@ def limited_dequeue(
         want = min(want, int(rows[0][0]))
     if want <= 0:
         return [], True
-    got = yield from dequeue(ctx, consumer, want, visibility_timeout, [entrypoint])
+    take = fetch_size(want)
+    got = yield from dequeue(ctx, consumer, take, visibility_timeout, [entrypoint])
     if rate_limit is not None and got:
         yield Step(ctx.sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
-    # Fewer than the limit allowed: this entrypoint has no more ready jobs right now.
-    return got, want < asked and len(got) == want
+    # All it asked for, but less than the worker wanted (a limit, or the rounding):
+    # there may be more to take soon. Fewer: no more ready jobs right now.
+    return got, take < asked and len(got) == take
 
 
 def sweep_workers(ctx: Context, dead_after: float, retention: float = 86_400.0) -> Plan[int]:

@@ -1,7 +1,7 @@
 """Every statement pgqueue runs, built once at import.
 
-Bind parameters are named ``b_*``. Tables carry no schema: the executing code passes
-``schema_translate_map`` so one compiled form serves every schema. Time always comes
+Bind parameters are named ``b_*`` (``u_*``: one value for a whole batch). Tables carry
+no schema here: ``for_schema`` clones every statement once per schema. Time always comes
 from the database clock (``now()`` for enqueue, ``statement_timestamp()`` for leases,
 so a lease taken late in a long caller transaction still lasts its full timeout).
 """
@@ -224,6 +224,10 @@ INSERT_JOBS = _deduplicated(_insert_jobs("arrays"))
 INSERT_ONE_JOB = _deduplicated(_insert_jobs("one"))
 
 
+#: What a plain batch's insert reads back (before aggregating it to one row).
+PLAIN_INSERTED_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.enqueued_at, jobs.c.available_at)
+
+
 def _plain_batch() -> Any:
     """A batch of jobs sharing their options and no dedupe_key, as one row: their ids
     (input order), then status, enqueued_at and available_at, the same for every job.
@@ -233,11 +237,7 @@ def _plain_batch() -> Any:
     quarter of a 500-job insert's server time). One row, not one per job: decoding
     500 rows of timestamps cost the client more than building the batch. No row at
     all when nothing was inserted (an unknown queue)."""
-    ins = (
-        _insert_jobs("document")
-        .returning(jobs.c.id, jobs.c.status, jobs.c.enqueued_at, jobs.c.available_at)
-        .cte("ins")
-    )
+    ins = _insert_jobs("document").returning(*PLAIN_INSERTED_COLUMNS).cte("ins")
     return select(
         # NullType: the driver's list of ints as is (no ARRAY result processing).
         type_coerce(func.array_agg(aggregate_order_by(ins.c.id, ins.c.id)), NullType()),

@@ -442,14 +442,14 @@ class AsyncWorker(AsyncIdentity):
         limited = [e for e in self._entrypoints.values() if e.limited]
         for ctx in self._contexts.values():
             held: set[str] = set()
-            want = min(free - len(out), self._batch_size)
+            want = _ops.fetch_size(min(free - len(out), self._batch_size))
             if want <= 0:
                 break
             if plain:
                 plan = _ops.dequeue(ctx, me, want, vt, plain)
                 out += await self._fetch_conn.run(plan, ctx)
             for ep in limited:
-                want = min(free - len(out), self._batch_size)
+                want = _ops.fetch_size(min(free - len(out), self._batch_size))
                 if want <= 0:
                     break
                 limited_plan = _ops.limited_dequeue(

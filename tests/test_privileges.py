@@ -318,6 +318,7 @@ def test_sync_producer_enqueues_without_reading_payloads(roles: Roles) -> None:
     later = producer.enqueue_delayed({"n": 2}, 60)
     keyed = producer.enqueue({"n": 3}, dedupe_key="k-3", delay=timedelta(seconds=5))
     batch = producer.batch_enqueue([{"n": 4}, JobSpec({"n": 5}, dedupe_key="k-5", delay=1)])
+    plain = producer.batch_enqueue([{"p": 1}, {"p": 2}], priority=1)  # INSERT_UNIFORM_JOBS
     with engine.connect() as conn:  # bind=: the job commits with the caller's own write
         conn.execute(text("CREATE TEMP TABLE orders (id int)"))
         conn.execute(text("INSERT INTO orders VALUES (1)"))
@@ -330,6 +331,7 @@ def test_sync_producer_enqueues_without_reading_payloads(roles: Roles) -> None:
     ids = [m.id for m in (one, later, keyed, *batch, bound)]
     assert [payload_of(roles, i) for i in ids] == [{"n": n} for n in range(1, 7)]
     assert roles.rows("SELECT id FROM pgqueue_jobs WHERE id = :id", id=gone[0].id) == []
+    assert [payload_of(roles, m.id) for m in plain] == [{"p": 1}, {"p": 2}]
     (row,) = roles.rows(
         "SELECT priority, headers, entrypoint FROM pgqueue_jobs WHERE id = :id", id=one.id
     )
@@ -371,6 +373,7 @@ async def test_async_producer_enqueues_without_reading_payloads(roles: Roles, dr
         one = await producer.enqueue({"n": 1}, priority=-2, dedupe_key="a", max_attempts=2)
         later = await producer.enqueue_delayed({"n": 2}, timedelta(minutes=1))
         batch = await producer.batch_enqueue([{"n": 3}, JobSpec({"n": 4}, dedupe_key="b")])
+        plain = await producer.batch_enqueue([{"p": 1}, {"p": 2}])  # INSERT_UNIFORM_JOBS
         async with engine.connect() as conn:
             bound = await producer.enqueue({"n": 5}, bind=conn)
             await conn.commit()
@@ -378,6 +381,7 @@ async def test_async_producer_enqueues_without_reading_payloads(roles: Roles, dr
             await conn.rollback()
         ids = [m.id for m in (one, later, *batch, bound)]
         assert [payload_of(roles, i) for i in ids] == [{"n": n} for n in range(1, 6)]
+        assert [payload_of(roles, m.id) for m in plain] == [{"p": 1}, {"p": 2}]
         assert roles.rows("SELECT id FROM pgqueue_jobs WHERE id = :id", id=gone.id) == []
 
         nope = AsyncProducer(engine, "nope", schema=SCHEMA)

@@ -972,3 +972,22 @@ async def test_failed_batch_in_a_caller_transaction_keeps_the_callers_writes(
     rows = await committed(async_db, "SELECT id, payload FROM pgqueue_jobs")
     assert [(r.id, r.payload) for r in rows] == [(kept.id, {"kept": True})]
     assert [tuple(r) for r in await host_rows(async_db)] == [(1,)]
+
+
+def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
+    # _ops builds Messages through each slot's descriptor (faster than a frozen
+    # dataclass's __init__): the result must be indistinguishable from Message(...).
+    import dataclasses
+
+    from pgqueue import _ops
+    from pgqueue.types import Message
+
+    now = datetime.now(timezone.utc)
+    values = (7, "q", {"a": [1]}, "ep", -2, "running", 1, 3, now, now, "k", {"h": 1})
+    values += (None, "w", "boom", [{"attempt": 1}])
+    built = _ops.message(values)
+    assert built == Message(*values) and type(built) is Message
+    assert dataclasses.astuple(built) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.id = 8  # type: ignore[misc]
+    assert dataclasses.replace(built, id=8).id == 8

@@ -35,6 +35,7 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
     SyncWorker,
+    _ops,
 )
 from pgqueue._compat import TaskGroup, sleep
 
@@ -262,6 +263,30 @@ def test_drain_completes_every_job_exactly_once(sync_engine: Engine) -> None:
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
     assert worker.stats["completed"] == 400 and worker.stats["lost"] == 0
     assert worker.status() == "stopped"
+
+
+def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
+    # Each LIMIT is its own prepared DEQUEUE: a worker's fetch sizes are rounded so a
+    # large batch_size does not overflow the drivers' 100-statement caches.
+    sizes = [_ops.fetch_size(want) for want in range(1, _ops.MAX_BATCH + 1)]
+    assert sizes[:16] == list(range(1, 17))
+    assert all(want * 7 / 8 < size <= want for want, size in enumerate(sizes, 1))
+    assert len(set(sizes)) < 90 and len(set(sizes[:1000])) < 64
+
+
+def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(1500)])]
+    worker = make_worker(sync_engine, concurrency=100, batch_size=100)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    drain(worker)
+    assert sorted(ran) == ids  # each once: fetches of rounded sizes lose nothing
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
 def test_a_handler_completes_its_job_in_its_own_transaction(
