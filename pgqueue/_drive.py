@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from . import _sql
 from ._ops import Context, Plan, Step
@@ -447,6 +447,68 @@ def _checkout(engine: Engine, dialect: Dialect) -> Any:
         raise err from exc
 
 
+def _direct_pooled(
+    engine: Engine, dialect: Dialect, plan: Plan[T], step: Step, ctx: Context, aio: bool
+) -> tuple[bool, Any, Step]:
+    """Run a plan's statements on a pool connection used directly, for as long as they
+    are on the direct list: ``(True, result, step)`` when the plan finished, else
+    ``(False, None, step)`` with its first statement that is not.
+
+    Sync code for both faces: the async face runs it inside one ``greenlet_spawn``
+    (``aio``), so checkout, statements and return cost one greenlet, not one for the
+    checkout and one for the return (25 to 35 µs of client CPU per call on asyncpg)."""
+    fairy = _checkout(engine, dialect)
+    try:
+        if not _direct_capable(fairy.dbapi_connection, dialect):
+            return False, None, step
+        raw: Any = fairy.driver_connection
+        # psycopg: off in SQLAlchemy's pool, switched for the call; asyncpg: always on.
+        restore = raw.autocommit if dialect.driver == "psycopg" else True
+        if not restore:
+            _set_autocommit(raw, True, aio)
+        try:
+            while (compiled := direct(step.statement, dialect)) is not None:
+                try:
+                    if aio:
+                        rows = await_only(
+                            _asend(raw, dialect, compiled, step.params, _invalidator(fairy))
+                        )
+                    else:
+                        rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
+                except DBAPIError as exc:
+                    _raise_translated(exc, ctx)
+                step = plan.send(rows)
+        finally:
+            if not restore and fairy.is_valid:
+                _set_autocommit(raw, restore, aio)
+    except StopIteration as stop:
+        return True, stop.value, step
+    except dialect.loaded_dbapi.Error as exc:  # switching autocommit
+        with contextlib.suppress(Exception):
+            fairy.invalidate()
+        raise _wrapped(exc, None, dialect, True) from exc
+    finally:
+        fairy.close()
+    return False, None, step
+
+
+def _set_autocommit(raw: Any, on: bool, aio: bool) -> None:
+    """A psycopg connection's autocommit (the async one's from inside a greenlet)."""
+    if aio:
+        await_only(raw.set_autocommit(on))
+    else:
+        raw.autocommit = on
+
+
+def _invalidator(fairy: Any) -> Callable[[], Awaitable[Any]]:
+    """``fairy.invalidate`` for ``_asend``, whose coroutine runs outside the greenlet."""
+
+    async def invalidate() -> None:
+        await greenlet_spawn(fairy.invalidate)
+
+    return invalidate
+
+
 def _run_pooled(engine: Engine, dialect: Dialect, plan: Plan[T], ctx: Context) -> T:
     """A plan of single statements on a pool connection used directly: no Connection
     object, no isolation level set and reset around it. Its first statement not on
@@ -456,29 +518,9 @@ def _run_pooled(engine: Engine, dialect: Dialect, plan: Plan[T], ctx: Context) -
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
     if direct(step.statement, dialect) is not None:
-        fairy = _checkout(engine, dialect)
-        try:
-            raw: Any = fairy.driver_connection
-            restore = raw.autocommit  # psycopg: off in SQLAlchemy's pool
-            raw.autocommit = True
-            try:
-                while (compiled := direct(step.statement, dialect)) is not None:
-                    try:
-                        rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
-                    except DBAPIError as exc:
-                        _raise_translated(exc, ctx)
-                    step = plan.send(rows)
-            finally:
-                if fairy.is_valid:
-                    raw.autocommit = restore
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except dialect.loaded_dbapi.Error as exc:  # switching autocommit
-            with contextlib.suppress(Exception):
-                fairy.invalidate()
-            raise _wrapped(exc, None, dialect, True) from exc
-        finally:
-            fairy.close()
+        done, value, step = _direct_pooled(engine, dialect, plan, step, ctx, aio=False)
+        if done:
+            return value  # type: ignore[no-any-return]
     with _autocommit(engine).connect() as conn:
         return _execute(conn, plan, ctx, autocommit=True, step=step)
 
@@ -490,36 +532,11 @@ async def _arun_pooled(engine: AsyncEngine, dialect: Dialect, plan: Plan[T], ctx
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
     if direct(step.statement, dialect) is not None:
-        fairy = await greenlet_spawn(_checkout, engine.sync_engine, dialect)
-
-        async def invalidate() -> None:
-            await greenlet_spawn(fairy.invalidate)
-
-        try:
-            if _direct_capable(fairy.dbapi_connection, dialect):
-                raw: Any = fairy.driver_connection
-                psycopg = dialect.driver == "psycopg"  # asyncpg: autocommit unless told
-                restore = raw.autocommit if psycopg else True
-                if not restore:
-                    await raw.set_autocommit(True)
-                try:
-                    while (compiled := direct(step.statement, dialect)) is not None:
-                        try:
-                            rows = await _asend(raw, dialect, compiled, step.params, invalidate)
-                        except DBAPIError as exc:
-                            _raise_translated(exc, ctx)
-                        step = plan.send(rows)
-                finally:
-                    if not restore and fairy.is_valid:
-                        await raw.set_autocommit(False)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except dialect.loaded_dbapi.Error as exc:  # switching autocommit
-            with contextlib.suppress(Exception):
-                await invalidate()
-            raise _wrapped(exc, None, dialect, True) from exc
-        finally:
-            await greenlet_spawn(fairy.close)
+        done, value, step = await greenlet_spawn(
+            _direct_pooled, engine.sync_engine, dialect, plan, step, ctx, True
+        )
+        if done:
+            return value  # type: ignore[no-any-return]
     async with _autocommit(engine).connect() as conn:
         return await _aexecute(conn, plan, ctx, autocommit=True, step=step)
 
