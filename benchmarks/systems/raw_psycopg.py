@@ -121,9 +121,12 @@ class RawPsycopg(System):
         with self._connect() as conn:
             while done < n and clock() < end:
                 conn.execute(INSERT_MANY, (jobs,))
-                while rows := conn.execute(CLAIM, (CHURN_BATCH,)).fetchall():
-                    conn.execute(DELETE, ([r[0] for r in rows],))
-                    done += len(rows)
+                while True:
+                    if rows := conn.execute(CLAIM, (CHURN_BATCH,)).fetchall():
+                        conn.execute(DELETE, ([r[0] for r in rows],))
+                        done += len(rows)
+                    elif not conn.execute(raw_sql.ANY_READY).fetchone()[0]:  # type: ignore[index]
+                        break  # (an empty claim with jobs left: see raw_asyncpg.churn)
         return done
 
 
