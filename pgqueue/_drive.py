@@ -466,15 +466,14 @@ def _direct_pooled(
         restore = raw.autocommit if dialect.driver == "psycopg" else True
         if not restore:
             _set_autocommit(raw, True, aio)
+        invalidate = _invalidator(fairy) if aio else fairy.invalidate
         try:
             while (compiled := direct(step.statement, dialect)) is not None:
                 try:
                     if aio:
-                        rows = await_only(
-                            _asend(raw, dialect, compiled, step.params, _invalidator(fairy))
-                        )
+                        rows = await_only(_asend(raw, dialect, compiled, step.params, invalidate))
                     else:
-                        rows = _send(raw, dialect, compiled, step.params, fairy.invalidate)
+                        rows = _send(raw, dialect, compiled, step.params, invalidate)
                 except DBAPIError as exc:
                     _raise_translated(exc, ctx)
                 step = plan.send(rows)

@@ -275,10 +275,13 @@ class Jobs:
     one JSON array of them all (``document``), encoded in one call instead of one per
     job."""
 
-    size: int
     arrays: dict[str, list[Any]]
     texts: list[str]
     document: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.arrays["b_entrypoint"])
 
     @property
     def deduplicated(self) -> bool:
@@ -303,7 +306,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobDefaults) -> Jo
             # batch goes as one text per job (a character is at most 4 bytes).
             if document is not None and len(document) <= _DOCUMENT_MAX_CHARS:
                 columns = [[value] * len(items) for value in shared]
-                return Jobs(len(items), dict(zip(_ARRAYS, columns, strict=True)), [], document)
+                return Jobs(dict(zip(_ARRAYS, columns, strict=True)), [], document)
     payloads: list[str] = []
     options: list[_Options] = []
     shared_options: _Options | None = None
@@ -318,7 +321,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobDefaults) -> Jo
             payload = item
         payloads.append(_json(payload, f"job {i}: payload"))
     columns = [list(c) for c in zip(*options, strict=True)] or [[] for _ in _ARRAYS]
-    return Jobs(len(payloads), dict(zip(_ARRAYS, columns, strict=True)), payloads)
+    return Jobs(dict(zip(_ARRAYS, columns, strict=True)), payloads)
 
 
 # --------------------------------------------------------------------------- results
@@ -364,7 +367,7 @@ def decoded(texts: Sequence[str]) -> list[Any]:
 def inserted(ctx: Context, arrays: dict[str, list[Any]], i: int, row: Any, payload: Any) -> Message:
     """The Message of job ``i`` of a batch: the database's id, status and times (see
     ``_sql.INSERTED_COLUMNS``), the rest as sent (``payload``: decoded from the JSON
-    sent, as the database would)."""
+    sent, as the database would; headers decoded for each Message: its own dict)."""
     headers = arrays["b_headers"][i]
     return _message(  # type: ignore[no-any-return]
         row[0],
@@ -414,7 +417,7 @@ def enqueue(
     rolled back first (no DELETE privilege needed, nothing left behind).
     """
     if jobs.document is not None:
-        return (yield from _enqueue_plain(ctx, jobs))
+        return (yield from _enqueue_plain(ctx, jobs, jobs.document))
     guarded = in_caller_tx and on_duplicate == "raise" and jobs.deduplicated
     arrays = {**jobs.arrays, "b_payload": jobs.texts}
     payloads = decoded(jobs.texts)
@@ -470,41 +473,22 @@ def enqueue(
     return [results[i] for i in sorted(results)]
 
 
-def _enqueue_plain(ctx: Context, jobs: Jobs) -> Plan[list[Message]]:
+def _enqueue_plain(ctx: Context, jobs: Jobs, document: str) -> Plan[list[Message]]:
     """One INSERT_UNIFORM_JOBS: one row of the batch's ids, status and times."""
     arrays = jobs.arrays
     params = {"u" + k[1:]: arrays[k][0] for k in _ARRAYS if k != "b_dedupe_key"}
-    params.update(b_payloads=jobs.document, b_queue=ctx.queue, b_channel=ctx.channel)
+    params.update(b_payloads=document, b_queue=ctx.queue, b_channel=ctx.channel)
     # Decoded before anything is written: a failure here must not follow a commit.
-    payloads = json.loads(jobs.document or "")  # as the database decodes them
+    payloads = json.loads(document)  # as the database decodes them
     rows = yield Step(ctx.sql.INSERT_UNIFORM_JOBS, params)
     if not rows:  # nothing inserted, and nothing could conflict: no such queue
         raise QueueNotFound(str(ctx.queue))
     ids, status, enqueued_at, available_at = rows[0][:4]
     if len(ids) != jobs.size:
         raise RuntimeError(f"pgqueue: {jobs.size} jobs sent, {len(ids)} inserted")
-    queue, entrypoint = ctx.queue or "", arrays["b_entrypoint"][0]
-    priority, max_attempts = arrays["b_priority"][0], arrays["b_max_attempts"][0]
-    headers = arrays["b_headers"][0]
+    # Every job has the options of job 0 and no dedupe_key.
     return [
-        _message(
-            job_id,
-            queue,
-            payload,
-            entrypoint,
-            priority,
-            status,
-            0,
-            max_attempts,
-            enqueued_at,
-            available_at,
-            None,
-            None if headers is None else json.loads(headers),  # each its own dict
-            None,
-            None,
-            None,
-            None,
-        )
+        inserted(ctx, arrays, 0, (job_id, status, enqueued_at, available_at, None), payload)
         for job_id, payload in zip(ids, payloads, strict=True)
     ]
 

@@ -450,7 +450,7 @@ class SyncWorker(SyncIdentity):
                 plan = _ops.dequeue(ctx, me, want, vt, plain)
                 out += self._fetch_conn.run(plan, ctx)
             for ep in limited:
-                want = _ops.fetch_size(min(free - len(out), self._batch_size))
+                want = min(free - len(out), self._batch_size)  # rounded by limited_dequeue
                 if want <= 0:
                     break
                 limited_plan = _ops.limited_dequeue(

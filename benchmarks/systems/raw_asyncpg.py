@@ -132,7 +132,7 @@ class RawAsyncpg(System):
                     done += len(rows)
                 elif not await conn.fetchval(raw_sql.ANY_READY):
                     break
-                # else an empty claim with jobs left (PostgreSQL 18 after a long
-                # churn): rows left here were counted as the drain's afterwards
+                # else an empty claim with jobs left (seen on PostgreSQL 18 after a
+                # long churn): look again, as the drain does
         await conn.close()
         return done
