@@ -7,23 +7,30 @@ between asyncio and threads lives here, as in psycopg_pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from ._compat import chained
 from ._listen.aio import Listener
+from ._threads import DaemonPool
 from ._urls import async_url
 from .errors import JobTimeout, WrongBindType
 
 T = TypeVar("T")
+log = logging.getLogger("pgqueue")
 
 Lock = asyncio.Lock
 Event = asyncio.Event
+#: What a task sees when it is cancelled (the sync face has no such thing).
+Cancelled = asyncio.CancelledError
 
 
 def make_engine(engine: AsyncEngine | str | URL) -> tuple[AsyncEngine, bool]:
@@ -51,29 +58,31 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
 
 
 class TaskGroup:
-    """Jobs in flight: one asyncio task each."""
+    """Work in flight: one asyncio task each, by key (a job's id)."""
 
     def __init__(self, size: int) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[Any, asyncio.Task[Any]] = {}
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, key: Any = None) -> None:
         task = asyncio.ensure_future(fn(*args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        key = task if key is None else key
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     async def join(self, timeout: float | None) -> bool:
-        """Wait for every job; whether they all finished within ``timeout``."""
+        """Wait for every task; whether they all finished within ``timeout``."""
         if not self._tasks:
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout)
         return not pending
 
-    async def cancel(self) -> None:
-        """Cancel the jobs still running and wait for them to unwind."""
-        tasks = list(self._tasks)
+    async def cancel(self, keys: Iterable[Any] | None = None) -> None:
+        """Cancel the tasks of ``keys`` (all if None) and wait for them to unwind."""
+        wanted = self._tasks.keys() if keys is None else set(keys)
+        tasks = [t for k, t in list(self._tasks.items()) if k in wanted]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -89,39 +98,93 @@ def is_handler(fn: Callable[..., Any]) -> bool:
     return callable(fn)
 
 
-async def call_handler(fn: Callable[..., Any], message: Any, timeout: float | None) -> None:
-    """Run a handler: ``async def`` on the loop, a plain function in a thread."""
+async def call_handler(
+    fn: Callable[..., Any],
+    message: Any,
+    timeout: float | None,
+    threads: DaemonPool,
+    in_thread: Callable[[], None],
+    on_timeout: Callable[[], None],
+) -> Any:
+    """Run a handler: ``async def`` on the loop (cancelled at its timeout), a plain
+    function on one of the worker's handler threads (``in_thread()`` is called first).
+
+    A thread cannot be interrupted: at its timeout ``on_timeout()`` is called (the job
+    is flagged, see ``worker.cancelled``), and the handler keeps its slot until it
+    really returns; then the attempt fails with JobTimeout. Cancelling this call does
+    not pretend the thread stopped either (it is shielded)."""
     if inspect.iscoroutinefunction(fn):
-        work: Awaitable[Any] = fn(message)
-    else:
-        work = asyncio.to_thread(fn, message)
+        if timeout is None:
+            return await fn(message)
+        try:
+            return await asyncio.wait_for(fn(message), timeout)
+        except asyncio.TimeoutError:
+            on_timeout()
+            raise JobTimeout(f"handler ran longer than its timeout of {timeout:g}s") from None
+    in_thread()
+    work = asyncio.wrap_future(threads.submit(fn, message))
     if timeout is None:
-        await work
-        return
+        return await asyncio.shield(work)
     try:
-        await asyncio.wait_for(work, timeout)
+        return await asyncio.wait_for(asyncio.shield(work), timeout)
     except asyncio.TimeoutError:
+        on_timeout()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(work)  # its slot is taken until it returns
         raise JobTimeout(f"handler ran longer than its timeout of {timeout:g}s") from None
 
 
-def on_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` on SIGTERM/SIGINT (main thread only); returns an undo."""
-    if threading.current_thread() is not threading.main_thread():
+def on_signals(callback: Callable[[], None], install: bool = True) -> Callable[[], None]:
+    """Call ``callback`` on SIGTERM/SIGINT, then the handler that was there before (if
+    it is a function of the host's, not the default); returns an undo that puts the
+    previous handlers back. Nothing is touched unless ``install`` (and only in the
+    main thread)."""
+    if not install or threading.current_thread() is not threading.main_thread():
         return lambda: None
     loop = asyncio.get_running_loop()
-    installed = []
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
         try:
-            loop.add_signal_handler(sig, callback)
-            installed.append(sig)
+            loop.add_signal_handler(sig, chained, callback, before, sig)
         except (NotImplementedError, RuntimeError):  # not on this platform/loop
-            pass
+            continue
+        previous[sig] = before
 
     def undo() -> None:
-        for sig in installed:
+        for sig, before in previous.items():
             loop.remove_signal_handler(sig)
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)
 
     return undo
+
+
+class Repeater:
+    """Calls ``fn`` every ``interval`` seconds in the background (a task) until
+    stopped; an exception is logged and the next call comes as usual."""
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]], interval: float, name: str) -> None:
+        self._fn, self._interval, self._name = fn, interval, name
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._fn()
+            except Exception as exc:
+                log.warning("%s failed (%s)", self._name, exc)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 async def dispose(engine: AsyncEngine) -> None:
@@ -146,9 +209,12 @@ async def run_sync(conn: AsyncConnection, fn: Callable[..., T], *args: Any) -> T
 
 __all__ = [
     "HANDLER_KINDS",
+    "Cancelled",
+    "DaemonPool",
     "Event",
     "Listener",
     "Lock",
+    "Repeater",
     "TaskGroup",
     "call_handler",
     "connection_of",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 
@@ -17,13 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from ._listen.sync import Listener
+from ._threads import DaemonPool
 from ._urls import sync_url
 from .errors import JobTimeout, WrongBindType
 
 T = TypeVar("T")
+log = logging.getLogger("pgqueue")
 
 Lock = threading.Lock
 Event = threading.Event
+
+
+class Cancelled(BaseException):
+    """Never raised: a thread cannot be cancelled (the async face's CancelledError)."""
 
 
 def make_engine(engine: Engine | str | URL) -> tuple[Engine, bool]:
@@ -46,37 +54,43 @@ def wait_event(event: threading.Event, timeout: float | None) -> bool:
 
 
 class TaskGroup:
-    """Jobs in flight: one pool thread each."""
+    """Work in flight: one daemon pool thread each, by key (a job's id)."""
 
     def __init__(self, size: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pgqueue-job")
-        self._futures: set[Future[Any]] = set()
+        self._pool = DaemonPool(size, "pgqueue-job")
+        self._futures: dict[Any, Future[Any]] = {}
         self._lock = threading.Lock()
 
-    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> None:
         future = self._pool.submit(fn, *args)
+        key = future if key is None else key
         with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._discard)
+            self._futures[key] = future
+        future.add_done_callback(lambda _: self._discard(key))
 
-    def _discard(self, future: Future[Any]) -> None:
+    def _discard(self, key: Any) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._futures.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._futures)
 
     def join(self, timeout: float | None) -> bool:
-        """Wait for every job; whether they all finished within ``timeout``."""
+        """Wait for every task; whether they all finished within ``timeout``."""
         with self._lock:
-            futures = set(self._futures)
+            futures = set(self._futures.values())
         _, pending = wait_futures(futures, timeout=timeout)
         return not pending
 
-    def cancel(self) -> None:
-        """Threads cannot be interrupted: drop what has not started and stop the pool."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def cancel(self, keys: Iterable[Any] | None = None) -> None:
+        """Threads cannot be interrupted: drop the tasks of ``keys`` (all if None) that
+        have not started; the others run on until they return."""
+        with self._lock:
+            wanted = self._futures.keys() if keys is None else set(keys)
+            futures = [f for k, f in self._futures.items() if k in wanted]
+        for future in futures:
+            future.cancel()
 
 
 #: What a handler of this face may be (for error messages).
@@ -88,43 +102,95 @@ def is_handler(fn: Callable[..., Any]) -> bool:
     return callable(fn) and not inspect.iscoroutinefunction(fn)
 
 
-def call_handler(fn: Callable[..., Any], message: Any, timeout: float | None) -> None:
-    """Run a handler in this thread; with a timeout, in a helper thread we stop waiting
-    for (a thread cannot be killed: its late result is fenced off by the lease)."""
+def call_handler(
+    fn: Callable[..., Any],
+    message: Any,
+    timeout: float | None,
+    threads: DaemonPool,
+    in_thread: Callable[[], None],
+    on_timeout: Callable[[], None],
+) -> Any:
+    """Run a handler in this thread (a job slot of the worker's daemon pool; ``threads``
+    serves the async face only). A thread cannot be interrupted: at its timeout
+    ``on_timeout()`` is called (the job is flagged, see ``worker.cancelled``), the
+    handler keeps its slot until it really returns, and then the attempt fails with
+    JobTimeout."""
+    in_thread()
     if timeout is None:
-        fn(message)
-        return
-    failure: list[BaseException] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            fn(message)
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="pgqueue-handler", daemon=True).start()
-    if not done.wait(timeout):
+        return fn(message)
+    timer = threading.Timer(timeout, on_timeout)
+    timer.daemon = True
+    started = time.monotonic()
+    timer.start()
+    try:
+        result = fn(message)
+    finally:
+        timer.cancel()
+    if time.monotonic() - started > timeout:
         raise JobTimeout(f"handler ran longer than its timeout of {timeout:g}s")
-    if failure:
-        raise failure[0]
+    return result
 
 
-def on_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` on SIGTERM/SIGINT (main thread only); returns an undo."""
-    if threading.current_thread() is not threading.main_thread():
+def chained(callback: Callable[[], None], before: Any, sig: int) -> None:
+    """Run ``callback``, then ``before``: the host's own handler of ``sig`` (not the
+    default ones, which would kill the process or raise KeyboardInterrupt)."""
+    callback()
+    if callable(before) and before is not signal.default_int_handler:
+        before(sig, None)
+
+
+def _handle(callback: Callable[[], None], before: Any, sig: int, _frame: Any) -> None:
+    chained(callback, before, sig)
+
+
+def on_signals(callback: Callable[[], None], install: bool = True) -> Callable[[], None]:
+    """Call ``callback`` on SIGTERM/SIGINT, then the handler that was there before (if
+    it is a function of the host's, not the default); returns an undo that puts the
+    previous handlers back. Nothing is touched unless ``install`` (and only in the
+    main thread)."""
+    if not install or threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {
-        sig: signal.signal(sig, lambda *_: callback()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
+        signal.signal(sig, functools.partial(_handle, callback, before))
+        previous[sig] = before
 
     def undo() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, before in previous.items():
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)
 
     return undo
+
+
+class Repeater:
+    """Calls ``fn`` every ``interval`` seconds in the background (a daemon thread)
+    until stopped; an exception is logged and the next call comes as usual."""
+
+    def __init__(self, fn: Callable[[], Any], interval: float, name: str) -> None:
+        self._fn, self._interval, self._name = fn, interval, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.wait(self._interval):
+            try:
+                self._fn()
+            except Exception as exc:
+                log.warning("%s failed (%s)", self._name, exc)
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
 
 def dispose(engine: Engine) -> None:
@@ -149,9 +215,12 @@ def run_sync(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
 
 __all__ = [
     "HANDLER_KINDS",
+    "Cancelled",
+    "DaemonPool",
     "Event",
     "Listener",
     "Lock",
+    "Repeater",
     "TaskGroup",
     "call_handler",
     "connection_of",

@@ -35,7 +35,7 @@ def _value(text: str, names: dict[str, int], expr: str) -> int:
     text = text.lower()
     if text in names:
         return names[text]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise InvalidArgument(f"bad cron expression {expr!r}: {text!r} is not a number")
     return int(text)
 
@@ -77,6 +77,8 @@ class Cron:
         self.weekdays = frozenset(d % 7 for d in dows)  # 7 is Sunday too
         self._any_day = fields[2] == "*"
         self._any_weekday = fields[4] == "*"
+        # Refused here, not found out by the scheduler: e.g. "0 0 30 2 *" (no 30 February).
+        self.next_after(datetime(2000, 1, 1, tzinfo=timezone.utc))
 
     def _day_matches(self, dt: datetime) -> bool:
         dom = dt.day in self.days
@@ -88,7 +90,9 @@ class Cron:
     def next_after(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""
         dt = after.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(366 * 24 * 60):
+        # Steps are days, then hours, then minutes: eight years of days (a 29 February
+        # schedule can wait that long, across 2100) and a day's hours and minutes.
+        for _ in range(8 * 366 + 24 + 60):
             if dt.month not in self.months or not self._day_matches(dt):
                 dt = (dt + timedelta(days=1)).replace(hour=0, minute=0)
             elif dt.hour not in self.hours:

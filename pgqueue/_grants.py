@@ -34,8 +34,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.schema import DDL
 
-from . import _sql
-from ._ops import Context, Plan, Step
+from ._plans import Context, Step, Steps, plan
+from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
 from .schema import TABLE_NAMES, archive, jobs, rate_limits, schedules, workers
 
@@ -61,7 +61,7 @@ def _names(cols: Iterable[Column[object]]) -> tuple[str, ...]:
 
 
 # Every column INSERT_JOBS writes (the rest have server defaults).
-_JOB_INSERT = _names(_sql.JOB_INSERT_COLUMNS)
+_JOB_INSERT = _names(enqueue_sql.JOB_INSERT_COLUMNS)
 # What the producer's inserts read back: their RETURNING columns, and the columns of
 # the ON CONFLICT arbiter (uq_pgqueue_jobs_dedupe: queue, dedupe_key; its predicate
 # reads status). Never the payload: a producer may write payloads, not read them.
@@ -70,11 +70,11 @@ _PRODUCER_READS = tuple(
         (
             {
                 c.name
-                for statement in (_sql.INSERT_JOBS, _sql.INSERT_ONE_JOB)
+                for statement in (enqueue_sql.INSERT_JOBS, enqueue_sql.INSERT_ONE_JOB)
                 for c in statement.exported_columns
                 if isinstance(c, Column) and c.table is jobs
             }
-            | {c.name for c in _sql.PLAIN_INSERTED_COLUMNS}  # INSERT_UNIFORM_JOBS's CTE
+            | {c.name for c in enqueue_sql.PLAIN_INSERTED_COLUMNS}  # INSERT_UNIFORM_JOBS's CTE
             | {"queue", "dedupe_key", "status"}
         )
         - {"payload"},
@@ -403,7 +403,8 @@ def _checks(kind: str, tables: Collection[str]) -> tuple[list[str], list[str], l
     return t, p, c
 
 
-def grant(ctx: Context, role: str, kind: str) -> Plan[None]:
+@plan(transaction=True)
+def grant(ctx: Context, role: str, kind: str) -> Steps[None]:
     """Grant ``kind``'s privileges on ``ctx.schema`` to ``role``, then verify them."""
     names = sorted(TABLE_NAMES)
     (row,) = yield Step(_LOOKUP, {"b_role": role, "b_schema": ctx.schema, "b_tables": names})

@@ -1,8 +1,13 @@
 """Identity and lifecycle shared by producers, consumers and workers (async source).
 
-Each registers itself in ``pgqueue_workers`` (hostname, port, pid) the first time it
-does work, and exposes the seeds' lifecycle: ``worker_id``, ``heartbeat``,
-``status``, ``is_healthy``, ``suspend``, ``resume``, ``shutdown``.
+A producer or consumer is *ephemeral* until asked to register (the seeds' ephemeral
+producer): it writes nothing but jobs and leases, and never behind the caller's back.
+``register()`` (or a lifecycle call that needs a row: ``heartbeat``, ``suspend``,
+``resume``) makes it *managed*: a row in ``pgqueue_workers`` (hostname, port, pid),
+kept alive by a heartbeat in the background until ``close()``. A worker is always
+managed while it runs. The seeds' lifecycle: ``worker_id``, ``heartbeat``,
+``status``, ``is_healthy``, ``suspend``, ``resume``, ``shutdown``; and on every face
+``close()`` and ``async with`` / ``with``.
 """
 
 from __future__ import annotations
@@ -11,23 +16,31 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import timedelta
+from types import TracebackType
+from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _ops
-from ._acompat import Lock, dispose, make_engine
+from . import _validate
+from ._acompat import Lock, Repeater, dispose, make_engine
 from ._drive import arun
+from ._plans import Context
+from ._plans import identity as identity_plans
+from ._sql.workers import HEARTBEAT_EVERY
 from .errors import InvalidArgument, NotRunning
 from .types import WorkerInfo
 
 READY, SUSPENDED, STOPPED = "ready", "suspended", "stopped"
+_I = TypeVar("_I", bound="AsyncIdentity")
 
 
 class AsyncIdentity:
     """Registration and lifecycle of one producer, consumer or worker."""
 
     _kind = "producer"
+    #: Whether a registered object heartbeats by itself (a worker's maintenance does).
+    _beats_itself = True
 
     def __init__(
         self,
@@ -38,18 +51,20 @@ class AsyncIdentity:
         hostname: str | None,
         port: int | None,
     ) -> None:
-        self._engine, self._owns_engine = make_engine(engine)
         for q in queues:
-            _ops.check_queue_name(q)
-        self._queues = tuple(queues)
-        self._ctx = _ops.Context(_ops.check_schema_name(schema), queues[0] if queues else None)
+            _validate.check_queue_name(q)
+        ctx = Context(_validate.check_schema_name(schema), queues[0] if queues else None)
         if port is not None and (isinstance(port, bool) or not 0 < port < 65536):
             raise InvalidArgument(f"port must be an int from 1 to 65535, got {port!r}")
+        self._engine, self._owns_engine = make_engine(engine)
+        self._queues = tuple(queues)
+        self._ctx = ctx
         self._hostname = hostname or socket.gethostname()
         self._port = port
         self._worker_id: int | None = None
         self._state = READY
         self._register_lock = Lock()
+        self._auto_beat = Repeater(self._background_beat, HEARTBEAT_EVERY, f"pgqueue-{self._kind}")
 
     @property
     def engine(self) -> AsyncEngine:
@@ -66,8 +81,16 @@ class AsyncIdentity:
         """Id of this object's row in ``pgqueue_workers`` (``None`` until registered)."""
         return self._worker_id
 
+    @property
+    def _locked_by(self) -> str:
+        """Who holds a lease (``locked_by``): the registration, else host and pid."""
+        if self._worker_id is not None:
+            return f"{self._worker_id}@{self._hostname}"
+        return f"{self._kind}@{self._hostname}:{os.getpid()}"
+
     async def register(self) -> WorkerInfo:
-        """Register in ``pgqueue_workers`` (done on first use; idempotent).
+        """Register in ``pgqueue_workers`` (a managed producer, consumer or worker) and
+        keep the row alive with a heartbeat until :meth:`close`. Idempotent.
 
         >>> info = await producer.register()   # doctest: +SKIP
         >>> info.hostname, info.status         # doctest: +SKIP
@@ -75,24 +98,40 @@ class AsyncIdentity:
         """
         self._check_not_stopped()
         async with self._register_lock:
+            info = None
             if self._worker_id is not None:
                 # Not self.heartbeat(): it re-registers through here, and we hold the lock.
-                beat = _ops.heartbeat(self._ctx, self._worker_id)
-                info = await arun(self._engine, None, beat, self._ctx, atomic=False)
-                if info is not None:
-                    return info
-            plan = _ops.register(
-                self._ctx, self._kind, self._queues, self._hostname, self._port, os.getpid()
-            )
-            info = await arun(self._engine, None, plan, self._ctx)
-            self._worker_id = info.id
+                beat = identity_plans.heartbeat(self._ctx, self._worker_id)
+                info = await arun(self._engine, None, beat, self._ctx)
+            if info is None:
+                plan = identity_plans.register(
+                    self._ctx,
+                    self._kind,
+                    self._queues,
+                    self._registered_entrypoints(),
+                    self._hostname,
+                    self._port,
+                    os.getpid(),
+                )
+                info = await arun(self._engine, None, plan, self._ctx)
+                self._worker_id = info.id
+            if self._beats_itself:
+                self._auto_beat.start()
             return info
+
+    def _registered_entrypoints(self) -> list[str] | None:
+        """What this object runs (a worker's entrypoints), recorded with its row."""
+        return None
 
     async def _ensure_registered(self) -> int:
         if self._worker_id is None:
             await self.register()
         assert self._worker_id is not None
         return self._worker_id
+
+    async def _background_beat(self) -> None:
+        if self._worker_id is not None and self._state != STOPPED:
+            await self.heartbeat()
 
     def _check_not_stopped(self) -> None:
         if self._state == STOPPED:
@@ -106,37 +145,43 @@ class AsyncIdentity:
             )
 
     async def heartbeat(self) -> WorkerInfo:
-        """Record that this process is alive (database clock)."""
+        """Record that this process is alive (database clock); registers if needed."""
         self._check_not_stopped()
         worker_id = await self._ensure_registered()
-        plan = _ops.heartbeat(self._ctx, worker_id)
-        info = await arun(self._engine, None, plan, self._ctx, atomic=False)
+        plan = identity_plans.heartbeat(self._ctx, worker_id)
+        info = await arun(self._engine, None, plan, self._ctx)
         if info is None:  # our row was cleaned up (marked dead): register afresh
             self._worker_id = None
             return await self.register()
         return info
 
     async def status(self) -> str:
-        """``"ready"``, ``"suspended"`` or ``"stopped"``, as recorded in the database."""
+        """``"ready"``, ``"suspended"`` or ``"stopped"`` (``"dead"`` once its heartbeat
+        stopped), as recorded in the database; this object's own state if it never
+        registered."""
         if self._worker_id is None:
             return self._state
         info = await arun(
-            self._engine, None, _ops.get_worker(self._ctx, self._worker_id), self._ctx
+            self._engine, None, identity_plans.get_worker(self._ctx, self._worker_id), self._ctx
         )
         return info.status if info is not None else self._state
 
     async def is_healthy(self, max_age: timedelta | float = timedelta(minutes=5)) -> bool:
-        """Whether the last heartbeat is younger than ``max_age`` and we are not stopped."""
-        age = _ops.seconds(max_age, "max_age")
+        """Whether this object is registered, alive (ready or suspended, not stopped or
+        dead) and its last heartbeat is younger than ``max_age``.
+
+        From another process, use ``pgqueue health`` (exit code 0 when healthy)."""
+        age = _validate.seconds(max_age, "max_age")
         if self._worker_id is None or age is None:
             return False
-        plan = _ops.is_healthy(self._ctx, self._worker_id, age)
+        plan = identity_plans.is_healthy(self._ctx, self._worker_id, age)
         return await arun(self._engine, None, plan, self._ctx)
 
     async def _set_state(self, state: str) -> None:
         self._check_not_stopped()
         worker_id = await self._ensure_registered()
-        await arun(self._engine, None, _ops.set_status(self._ctx, worker_id, state), self._ctx)
+        plan = identity_plans.set_status(self._ctx, worker_id, state)
+        await arun(self._engine, None, plan, self._ctx)
         self._state = state
 
     async def suspend(self) -> None:
@@ -148,12 +193,35 @@ class AsyncIdentity:
         await self._set_state(READY)
 
     async def shutdown(self) -> None:
-        """Mark this object stopped for good and release an engine it created itself."""
+        """Stop for good: mark the registration stopped, stop its heartbeat, and dispose
+        of an engine this object created itself (from a URL). Same as :meth:`close`."""
         if self._state == STOPPED:
             return
-        if self._worker_id is not None:
-            plan = _ops.set_status(self._ctx, self._worker_id, STOPPED)
-            await arun(self._engine, None, plan, self._ctx)
         self._state = STOPPED
-        if self._owns_engine:
-            await dispose(self._engine)
+        await self._auto_beat.stop()
+        try:
+            if self._worker_id is not None:
+                plan = identity_plans.set_status(self._ctx, self._worker_id, STOPPED)
+                await arun(self._engine, None, plan, self._ctx)
+        finally:
+            if self._owns_engine:
+                await dispose(self._engine)
+
+    async def close(self) -> None:
+        """Release what this object holds (see :meth:`shutdown`); idempotent.
+
+        >>> async with AsyncProducer(url, "emails") as producer:  # doctest: +SKIP
+        ...     await producer.enqueue({"to": "a@example.org"})
+        """
+        await self.shutdown()
+
+    async def __aenter__(self: _I) -> _I:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from types import TracebackType
 from typing import Literal
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _grants, _migrate, _ops
-from ._acompat import connection_of, make_engine, run_sync
+from . import _grants, _migrate, _validate
+from ._acompat import connection_of, dispose, make_engine, run_sync
 from ._drive import AsyncBind, acheck_bind, arun
+from ._plans import Context
+from ._plans import admin as admin_plans
 from .errors import InvalidArgument
 from .types import Message, QueueInfo, QueueMetrics, WorkerInfo
 
@@ -28,7 +31,7 @@ class AsyncAdmin:
 
     def __init__(self, engine: AsyncEngine | str | URL, *, schema: str = "public") -> None:
         self._engine, self._owns_engine = make_engine(engine)
-        self._ctx = _ops.Context(_ops.check_schema_name(schema))
+        self._ctx = Context(_validate.check_schema_name(schema))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -39,6 +42,27 @@ class AsyncAdmin:
     def schema(self) -> str:
         """The schema holding pgqueue's tables."""
         return self._ctx.schema
+
+    async def close(self) -> None:
+        """Dispose of the engine if this admin created it (from a URL); idempotent.
+
+        >>> async with AsyncAdmin("postgresql+asyncpg://localhost/app") as admin:  # doctest: +SKIP
+        ...     await admin.install()
+        """
+        if self._owns_engine:
+            self._owns_engine = False
+            await dispose(self._engine)
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     async def install(self, *, bind: AsyncBind | None = None) -> None:
         """Create or upgrade pgqueue's tables to the newest revision (idempotent).
@@ -87,14 +111,14 @@ class AsyncAdmin:
 
         >>> await admin.create_queue("emails", max_attempts=10, archive=True)  # doctest: +SKIP
         """
-        plan = _ops.create_queue(
+        plan = admin_plans.create_queue(
             self._ctx,
-            _ops.check_queue_name(name),
+            _validate.check_queue_name(name),
             exists_ok=bool(exists_ok),
-            max_attempts=_ops.positive_int(max_attempts, "max_attempts", maximum=1_000_000),
-            visibility_timeout=_ops.positive_seconds(visibility_timeout, "visibility_timeout"),
-            retry_backoff=_ops.positive_seconds(retry_backoff, "retry_backoff"),
-            retry_backoff_max=_ops.positive_seconds(retry_backoff_max, "retry_backoff_max"),
+            max_attempts=_validate.positive_int(max_attempts, "max_attempts", maximum=1_000_000),
+            visibility_timeout=_validate.positive_seconds(visibility_timeout, "visibility_timeout"),
+            retry_backoff=_validate.positive_seconds(retry_backoff, "retry_backoff"),
+            retry_backoff_max=_validate.positive_seconds(retry_backoff_max, "retry_backoff_max"),
             archive=bool(archive),
         )
         return await arun(self._engine, bind, plan, self._ctx)
@@ -105,7 +129,7 @@ class AsyncAdmin:
         >>> (await admin.get_queue("emails")).max_attempts  # doctest: +SKIP
         5
         """
-        plan = _ops.get_queue(self._ctx, _ops.check_queue_name(name))
+        plan = admin_plans.get_queue(self._ctx, _validate.check_queue_name(name))
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def list_queues(self, *, bind: AsyncBind | None = None) -> list[QueueInfo]:
@@ -114,7 +138,7 @@ class AsyncAdmin:
         >>> [q.name for q in await admin.list_queues()]  # doctest: +SKIP
         ['emails', 'reports']
         """
-        return await arun(self._engine, bind, _ops.list_queues(self._ctx), self._ctx)
+        return await arun(self._engine, bind, admin_plans.list_queues(self._ctx), self._ctx)
 
     async def purge_queue(self, name: str, *, bind: AsyncBind | None = None) -> int:
         """Delete every job of a queue (ready, scheduled, running, dead); returns how many.
@@ -122,15 +146,34 @@ class AsyncAdmin:
         >>> await admin.purge_queue("emails")  # doctest: +SKIP
         42
         """
-        plan = _ops.purge_queue(self._ctx, _ops.check_queue_name(name))
+        plan = admin_plans.purge_queue(self._ctx, _validate.check_queue_name(name))
         return await arun(self._engine, bind, plan, self._ctx)
 
-    async def delete_queue(self, name: str, *, bind: AsyncBind | None = None) -> None:
+    async def delete_queue(
+        self,
+        name: str,
+        *,
+        wait: float | timedelta = 30.0,
+        bind: AsyncBind | None = None,
+    ) -> None:
         """Delete a queue with its jobs and archive; raises QueueNotFound.
+
+        Other queues never wait for it: it locks no table, only the rows it deletes, in
+        batches. Enqueues that started before it may still commit jobs to the queue; it
+        waits for the transactions open at that moment to end, up to ``wait`` seconds
+        (with ``bind=`` it cannot: nothing is committed before you commit).
 
         >>> await admin.delete_queue("emails")  # doctest: +SKIP
         """
-        plan = _ops.delete_queue(self._ctx, _ops.check_queue_name(name))
+        seconds = _validate.seconds(wait, "wait") or 0.0
+        if bind is not None:
+            acheck_bind(bind)
+        plan = admin_plans.delete_queue(
+            self._ctx,
+            _validate.check_queue_name(name),
+            wait=seconds,
+            in_caller_tx=bind is not None,
+        )
         await arun(self._engine, bind, plan, self._ctx)
 
     async def metrics(self, name: str, *, bind: AsyncBind | None = None) -> QueueMetrics:
@@ -141,7 +184,7 @@ class AsyncAdmin:
         >>> m.ready, m.running                  # doctest: +SKIP
         (120, 8)
         """
-        plan = _ops.metrics(self._ctx, _ops.check_queue_name(name))
+        plan = admin_plans.metrics(self._ctx, _validate.check_queue_name(name))
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def pause_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:
@@ -149,7 +192,7 @@ class AsyncAdmin:
 
         >>> await admin.pause_queue("emails")  # doctest: +SKIP
         """
-        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), True)
+        plan = admin_plans.set_paused(self._ctx, _validate.check_queue_name(name), True)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def resume_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:
@@ -157,7 +200,7 @@ class AsyncAdmin:
 
         >>> await admin.resume_queue("emails")  # doctest: +SKIP
         """
-        plan = _ops.set_paused(self._ctx, _ops.check_queue_name(name), False)
+        plan = admin_plans.set_paused(self._ctx, _validate.check_queue_name(name), False)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def list_dead(
@@ -174,10 +217,10 @@ class AsyncAdmin:
         >>> for m in await admin.list_dead("emails"):  # doctest: +SKIP
         ...     print(m.id, m.attempts, m.last_error)
         """
-        size = _ops.positive_int(limit, "limit", maximum=_ops.MAX_BATCH)
+        size = _validate.positive_int(limit, "limit", maximum=_validate.MAX_BATCH)
         if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
             raise InvalidArgument(f"after_id must be an int >= 0, got {after_id!r}")
-        plan = _ops.list_dead(self._ctx, _ops.check_queue_name(name), size, after_id)
+        plan = admin_plans.list_dead(self._ctx, _validate.check_queue_name(name), size, after_id)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def requeue_dead(
@@ -191,8 +234,8 @@ class AsyncAdmin:
         """
         wanted = None
         if ids is not None:
-            wanted = [_ops.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
-        plan = _ops.requeue_dead(self._ctx, _ops.check_queue_name(name), wanted)
+            wanted = [_validate.positive_int(i, "id", maximum=2**63 - 1) for i in ids]
+        plan = admin_plans.requeue_dead(self._ctx, _validate.check_queue_name(name), wanted)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def list_workers(
@@ -204,7 +247,7 @@ class AsyncAdmin:
         >>> [(w.hostname, w.status) for w in await admin.list_workers()]  # doctest: +SKIP
         [('web-1', 'ready')]
         """
-        plan = _ops.list_workers(self._ctx, bool(include_stopped))
+        plan = admin_plans.list_workers(self._ctx, bool(include_stopped))
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def grant(

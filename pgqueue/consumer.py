@@ -11,10 +11,12 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import _ops
+from . import _validate
 from ._compat import Listener, sleep, wait_event
-from ._drive import TRANSIENT, Bind, backoff_delay, check_bind, first_line, run
+from ._drive import Bind, check_bind, run
 from ._identity import STOPPED, SUSPENDED, SyncIdentity
+from ._plans import consumer as consumer_plans
+from ._retry import TRANSIENT, backoff_delay, first_line
 from .types import Message
 
 log = logging.getLogger("pgqueue.consumer")
@@ -54,10 +56,10 @@ class SyncConsumer(SyncIdentity):
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
-        self._visibility_timeout = _ops.seconds(
+        self._visibility_timeout = _validate.seconds(
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
-        self._poll_interval = _ops.positive_seconds(poll_interval, "poll_interval")
+        self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._listen = bool(listen)
         self._listener: Listener | None = None
 
@@ -65,9 +67,6 @@ class SyncConsumer(SyncIdentity):
     def queue(self) -> str:
         """The queue this consumer leases from."""
         return self._queue
-
-    def _locked_by(self) -> str:
-        return f"{self._ensure_registered()}@{self._hostname}"
 
     def dequeue(
         self,
@@ -86,12 +85,14 @@ class SyncConsumer(SyncIdentity):
         >>> batch = consumer.dequeue(batch_size=10, visibility_timeout=60)  # doctest: +SKIP
         """
         self._check_running()
-        size = _ops.batch_size(batch_size)
-        vt = _ops.seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
+        size = _validate.batch_size(batch_size)
+        vt = _validate.seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
         if bind is not None:
             check_bind(bind)
-        plan = _ops.dequeue(self._ctx, self._locked_by(), size, vt or self._visibility_timeout)
-        return run(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.dequeue(
+            self._ctx, self._locked_by, size, vt or self._visibility_timeout
+        )
+        return run(self._engine, bind, plan, self._ctx)
 
     def ack(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
@@ -108,25 +109,25 @@ class SyncConsumer(SyncIdentity):
 
     def ack_batch(self, messages: Sequence[Message], *, bind: Bind | None = None) -> list[bool]:
         """Complete many jobs in one statement; one bool per message, in order."""
-        return self._finish(messages, _ops.ACK, bind)
+        return self._finish(messages, consumer_plans.ACK, bind)
 
     def archive(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Complete a job and keep it in the archive (outcome ``archived``) whatever the
         queue's setting. False if the lease was lost."""
-        (done,) = self._finish([message], _ops.ARCHIVE, bind)
+        (done,) = self._finish([message], consumer_plans.ARCHIVE, bind)
         return done
 
     def delete(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Remove a job without archiving it. False if the lease was lost."""
-        (done,) = self._finish([message], _ops.DELETE, bind)
+        (done,) = self._finish([message], consumer_plans.DELETE, bind)
         return done
 
     def _finish(self, messages: Sequence[Message], mode: int, bind: Bind | None) -> list[bool]:
-        checked = _ops.leased(self._ctx, messages)
+        checked = _validate.leased(self._queue, messages)
         if bind is not None:
             check_bind(bind)
-        plan = _ops.finish(self._ctx, checked, mode)
-        return run(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.finish(self._ctx, checked, mode)
+        return run(self._engine, bind, plan, self._ctx)
 
     def nack(
         self,
@@ -157,13 +158,17 @@ class SyncConsumer(SyncIdentity):
         bind: Bind | None = None,
     ) -> list[bool]:
         """:meth:`nack` many jobs in one statement; one bool per message, in order."""
-        checked = _ops.leased(self._ctx, messages)
-        secs = _ops.seconds(delay, "delay")
+        checked = _validate.leased(self._queue, messages)
+        secs = _validate.seconds(delay, "delay")
         if bind is not None:
             check_bind(bind)
-        errors = [_ops.error_text(error)] * len(checked)
-        plan = _ops.nack(self._ctx, checked, errors, secs)
-        return [s is not None for s in run(self._engine, bind, plan, self._ctx, atomic=False)]
+        failure = consumer_plans.Failure(
+            _validate.error_text(error),
+            _validate.traceback_text(error),
+            secs,
+        )
+        plan = consumer_plans.nack(self._ctx, checked, [failure] * len(checked))
+        return [s is not None for s in run(self._engine, bind, plan, self._ctx)]
 
     def release(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -173,11 +178,11 @@ class SyncConsumer(SyncIdentity):
 
     def release_batch(self, messages: Sequence[Message], *, bind: Bind | None = None) -> list[bool]:
         """:meth:`release` many jobs in one statement; one bool per message, in order."""
-        checked = _ops.leased(self._ctx, messages)
+        checked = _validate.leased(self._queue, messages)
         if bind is not None:
             check_bind(bind)
-        plan = _ops.release(self._ctx, checked)
-        return run(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.release(self._ctx, checked)
+        return run(self._engine, bind, plan, self._ctx)
 
     def extend_visibility(
         self, message: Message, seconds: float | timedelta, *, bind: Bind | None = None
@@ -187,12 +192,12 @@ class SyncConsumer(SyncIdentity):
         >>> consumer.extend_visibility(m, 60)  # doctest: +SKIP
         True
         """
-        checked = _ops.leased(self._ctx, [message])
-        secs = _ops.positive_seconds(seconds, "seconds")
+        checked = _validate.leased(self._queue, [message])
+        secs = _validate.positive_seconds(seconds, "seconds")
         if bind is not None:
             check_bind(bind)
-        plan = _ops.extend(self._ctx, checked, secs)
-        (done,) = run(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.extend(self._ctx, checked, secs)
+        (done,) = run(self._engine, bind, plan, self._ctx)
         return done
 
     def wait(self, timeout: float | timedelta | None = None) -> bool:
@@ -205,7 +210,7 @@ class SyncConsumer(SyncIdentity):
         >>> while consumer.wait(timeout=30):       # doctest: +SKIP
         ...     for m in consumer.dequeue(10): ...
         """
-        limit = _ops.seconds(timeout, "timeout")
+        limit = _validate.seconds(timeout, "timeout")
         deadline = None if limit is None else time.monotonic() + limit
         listener = self._ensure_listener()
         attempt = 0
@@ -213,8 +218,8 @@ class SyncConsumer(SyncIdentity):
             if listener is not None:
                 listener.event.clear()
             try:
-                plan = _ops.next_available(self._ctx)
-                due_in = run(self._engine, None, plan, self._ctx, atomic=False)
+                plan = consumer_plans.next_available(self._ctx)
+                due_in = run(self._engine, None, plan, self._ctx)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
                 delay = self._retry_delay("wait", exc, attempt)
@@ -267,8 +272,8 @@ class SyncConsumer(SyncIdentity):
         >>> for m in consumer.messages(batch_size=10):  # doctest: +SKIP
         ...     consumer.ack(m)
         """
-        size = _ops.batch_size(batch_size)
-        idle = _ops.seconds(idle_timeout, "idle_timeout")
+        size = _validate.batch_size(batch_size)
+        idle = _validate.seconds(idle_timeout, "idle_timeout")
         attempt = 0
         while self._state != STOPPED:
             if self._state == SUSPENDED:

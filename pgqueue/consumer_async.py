@@ -10,10 +10,12 @@ from datetime import timedelta
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _ops
+from . import _validate
 from ._acompat import Listener, sleep, wait_event
-from ._drive import TRANSIENT, AsyncBind, acheck_bind, arun, backoff_delay, first_line
+from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import STOPPED, SUSPENDED, AsyncIdentity
+from ._plans import consumer as consumer_plans
+from ._retry import TRANSIENT, backoff_delay, first_line
 from .types import Message
 
 log = logging.getLogger("pgqueue.consumer")
@@ -53,10 +55,10 @@ class AsyncConsumer(AsyncIdentity):
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
-        self._visibility_timeout = _ops.seconds(
+        self._visibility_timeout = _validate.seconds(
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
-        self._poll_interval = _ops.positive_seconds(poll_interval, "poll_interval")
+        self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._listen = bool(listen)
         self._listener: Listener | None = None
 
@@ -64,9 +66,6 @@ class AsyncConsumer(AsyncIdentity):
     def queue(self) -> str:
         """The queue this consumer leases from."""
         return self._queue
-
-    async def _locked_by(self) -> str:
-        return f"{await self._ensure_registered()}@{self._hostname}"
 
     async def dequeue(
         self,
@@ -85,14 +84,14 @@ class AsyncConsumer(AsyncIdentity):
         >>> batch = await consumer.dequeue(batch_size=10, visibility_timeout=60)  # doctest: +SKIP
         """
         self._check_running()
-        size = _ops.batch_size(batch_size)
-        vt = _ops.seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
+        size = _validate.batch_size(batch_size)
+        vt = _validate.seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
         if bind is not None:
             acheck_bind(bind)
-        plan = _ops.dequeue(
-            self._ctx, await self._locked_by(), size, vt or self._visibility_timeout
+        plan = consumer_plans.dequeue(
+            self._ctx, self._locked_by, size, vt or self._visibility_timeout
         )
-        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
+        return await arun(self._engine, bind, plan, self._ctx)
 
     async def ack(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
@@ -111,27 +110,27 @@ class AsyncConsumer(AsyncIdentity):
         self, messages: Sequence[Message], *, bind: AsyncBind | None = None
     ) -> list[bool]:
         """Complete many jobs in one statement; one bool per message, in order."""
-        return await self._finish(messages, _ops.ACK, bind)
+        return await self._finish(messages, consumer_plans.ACK, bind)
 
     async def archive(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Complete a job and keep it in the archive (outcome ``archived``) whatever the
         queue's setting. False if the lease was lost."""
-        (done,) = await self._finish([message], _ops.ARCHIVE, bind)
+        (done,) = await self._finish([message], consumer_plans.ARCHIVE, bind)
         return done
 
     async def delete(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Remove a job without archiving it. False if the lease was lost."""
-        (done,) = await self._finish([message], _ops.DELETE, bind)
+        (done,) = await self._finish([message], consumer_plans.DELETE, bind)
         return done
 
     async def _finish(
         self, messages: Sequence[Message], mode: int, bind: AsyncBind | None
     ) -> list[bool]:
-        checked = _ops.leased(self._ctx, messages)
+        checked = _validate.leased(self._queue, messages)
         if bind is not None:
             acheck_bind(bind)
-        plan = _ops.finish(self._ctx, checked, mode)
-        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.finish(self._ctx, checked, mode)
+        return await arun(self._engine, bind, plan, self._ctx)
 
     async def nack(
         self,
@@ -162,15 +161,17 @@ class AsyncConsumer(AsyncIdentity):
         bind: AsyncBind | None = None,
     ) -> list[bool]:
         """:meth:`nack` many jobs in one statement; one bool per message, in order."""
-        checked = _ops.leased(self._ctx, messages)
-        secs = _ops.seconds(delay, "delay")
+        checked = _validate.leased(self._queue, messages)
+        secs = _validate.seconds(delay, "delay")
         if bind is not None:
             acheck_bind(bind)
-        errors = [_ops.error_text(error)] * len(checked)
-        plan = _ops.nack(self._ctx, checked, errors, secs)
-        return [
-            s is not None for s in await arun(self._engine, bind, plan, self._ctx, atomic=False)
-        ]
+        failure = consumer_plans.Failure(
+            _validate.error_text(error),
+            _validate.traceback_text(error),
+            secs,
+        )
+        plan = consumer_plans.nack(self._ctx, checked, [failure] * len(checked))
+        return [s is not None for s in await arun(self._engine, bind, plan, self._ctx)]
 
     async def release(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -182,11 +183,11 @@ class AsyncConsumer(AsyncIdentity):
         self, messages: Sequence[Message], *, bind: AsyncBind | None = None
     ) -> list[bool]:
         """:meth:`release` many jobs in one statement; one bool per message, in order."""
-        checked = _ops.leased(self._ctx, messages)
+        checked = _validate.leased(self._queue, messages)
         if bind is not None:
             acheck_bind(bind)
-        plan = _ops.release(self._ctx, checked)
-        return await arun(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.release(self._ctx, checked)
+        return await arun(self._engine, bind, plan, self._ctx)
 
     async def extend_visibility(
         self, message: Message, seconds: float | timedelta, *, bind: AsyncBind | None = None
@@ -196,12 +197,12 @@ class AsyncConsumer(AsyncIdentity):
         >>> await consumer.extend_visibility(m, 60)  # doctest: +SKIP
         True
         """
-        checked = _ops.leased(self._ctx, [message])
-        secs = _ops.positive_seconds(seconds, "seconds")
+        checked = _validate.leased(self._queue, [message])
+        secs = _validate.positive_seconds(seconds, "seconds")
         if bind is not None:
             acheck_bind(bind)
-        plan = _ops.extend(self._ctx, checked, secs)
-        (done,) = await arun(self._engine, bind, plan, self._ctx, atomic=False)
+        plan = consumer_plans.extend(self._ctx, checked, secs)
+        (done,) = await arun(self._engine, bind, plan, self._ctx)
         return done
 
     async def wait(self, timeout: float | timedelta | None = None) -> bool:
@@ -214,7 +215,7 @@ class AsyncConsumer(AsyncIdentity):
         >>> while await consumer.wait(timeout=30):       # doctest: +SKIP
         ...     for m in await consumer.dequeue(10): ...
         """
-        limit = _ops.seconds(timeout, "timeout")
+        limit = _validate.seconds(timeout, "timeout")
         deadline = None if limit is None else time.monotonic() + limit
         listener = await self._ensure_listener()
         attempt = 0
@@ -222,8 +223,8 @@ class AsyncConsumer(AsyncIdentity):
             if listener is not None:
                 listener.event.clear()
             try:
-                plan = _ops.next_available(self._ctx)
-                due_in = await arun(self._engine, None, plan, self._ctx, atomic=False)
+                plan = consumer_plans.next_available(self._ctx)
+                due_in = await arun(self._engine, None, plan, self._ctx)
                 attempt = 0
             except TRANSIENT as exc:  # the database went away: wait for it, don't die
                 delay = self._retry_delay("wait", exc, attempt)
@@ -276,8 +277,8 @@ class AsyncConsumer(AsyncIdentity):
         >>> async for m in consumer.messages(batch_size=10):  # doctest: +SKIP
         ...     await consumer.ack(m)
         """
-        size = _ops.batch_size(batch_size)
-        idle = _ops.seconds(idle_timeout, "idle_timeout")
+        size = _validate.batch_size(batch_size)
+        idle = _validate.seconds(idle_timeout, "idle_timeout")
         attempt = 0
         while self._state != STOPPED:
             if self._state == SUSPENDED:

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _ops
+from . import _validate
 from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import AsyncIdentity
+from ._plans import producer as producer_plans
 from .errors import InvalidArgument, InvalidDelay
 from .types import JSON, JobSpec, Message
 
@@ -60,7 +61,7 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
-        on_duplicate: _ops.OnDuplicate = "raise",
+        on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> Message:
         """Enqueue one job and return it.
@@ -76,8 +77,15 @@ class AsyncProducer(AsyncIdentity):
         ...     s.add(Order(id=1))
         ...     await producer.enqueue({"order": 1}, bind=s)   # commits with the order
         """
-        defaults = _ops.JobDefaults(
-            priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts
+        defaults = JobSpec(
+            None,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            dedupe_key=dedupe_key,
+            headers=headers,
+            entrypoint=entrypoint,
+            max_attempts=max_attempts,
         )
         (message,) = await self._insert([payload], defaults, on_duplicate, bind)
         return message
@@ -92,7 +100,7 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
-        on_duplicate: _ops.OnDuplicate = "raise",
+        on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> list[Message]:
         """Enqueue many jobs in one statement; returns their Messages in input order.
@@ -107,8 +115,14 @@ class AsyncProducer(AsyncIdentity):
         """
         if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Sequence):
             raise InvalidArgument("batch_enqueue takes a list of payloads or JobSpecs")
-        defaults = _ops.JobDefaults(
-            priority, delay, run_at, None, headers, entrypoint, max_attempts
+        defaults = JobSpec(
+            None,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            headers=headers,
+            entrypoint=entrypoint,
+            max_attempts=max_attempts,
         )
         return await self._insert(payloads, defaults, on_duplicate, bind)
 
@@ -124,31 +138,34 @@ class AsyncProducer(AsyncIdentity):
 
         >>> await producer.enqueue_delayed({"reminder": "x"}, 300)  # doctest: +SKIP
         """
-        if _ops.seconds(delay_seconds, "delay_seconds") is None:
+        if _validate.seconds(delay_seconds, "delay_seconds") is None:
             raise InvalidDelay("delay_seconds is required")
         return await self.enqueue(payload, delay=delay_seconds, bind=bind, **options)
 
     async def extend_visibility(
         self, message_id: int, seconds: float | timedelta, *, bind: AsyncBind | None = None
     ) -> bool:
-        """Make a live job invisible until ``seconds`` from now; False if there is none.
+        """Extend the lease of a job being processed (the seeds' meaning): it then lasts
+        at least ``seconds`` (> 0) from now, by the database clock, and never less than
+        it already did. False if the job is not found in this queue or is not currently
+        leased (queued, scheduled, dead, finished, or its lease already expired):
+        nothing is changed then. To postpone a job that waits, use
+        ``admin.reschedule``.
 
         >>> await producer.extend_visibility(m.id, 30)  # doctest: +SKIP
         True
         """
         self._check_not_stopped()
-        secs = _ops.seconds(seconds, "seconds")
-        if secs is None:
-            raise InvalidDelay("seconds is required")
-        message_id = _ops.positive_int(message_id, "message_id", maximum=2**63 - 1)
-        plan = _ops.extend_visibility(self._ctx, message_id, secs)
+        secs = _validate.positive_seconds(seconds, "seconds")
+        job_id = _validate.job_id(message_id)
+        plan = producer_plans.extend_visibility(self._ctx, job_id, secs)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def _insert(
         self,
         items: Sequence[Any],
-        defaults: _ops.JobDefaults,
-        on_duplicate: _ops.OnDuplicate,
+        defaults: JobSpec,
+        on_duplicate: _validate.OnDuplicate,
         bind: AsyncBind | None,
     ) -> list[Message]:
         self._check_running()
@@ -156,14 +173,10 @@ class AsyncProducer(AsyncIdentity):
             acheck_bind(bind)
         if on_duplicate not in ("raise", "skip"):
             raise InvalidArgument('on_duplicate must be "raise" or "skip"')
-        jobs = _ops.validate_jobs(self._queue, items, defaults)
+        jobs = _validate.validate_jobs(self._queue, items, defaults)
         if not items:
             return []
-        if self._worker_id is None:
-            await self.register()
-        plan = _ops.enqueue(
+        plan = producer_plans.enqueue(
             self._ctx, jobs, on_duplicate=on_duplicate, in_caller_tx=bind is not None
         )
-        # All or nothing needs a transaction only when a duplicate can fail the batch.
-        atomic = on_duplicate == "raise" and jobs.deduplicated
-        return await arun(self._engine, bind, plan, self._ctx, atomic=atomic)
+        return await arun(self._engine, bind, plan, self._ctx)

@@ -29,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -168,6 +168,8 @@ workers = Table(
     Column("status", Text, nullable=False, server_default=text("'ready'")),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # A worker's entrypoints (NULL for producers and consumers): which jobs it serves.
+    Column("entrypoints", ARRAY(Text), nullable=True),
     CheckConstraint("kind IN ('producer', 'consumer', 'worker')", name="kind"),
     CheckConstraint("status IN ('ready', 'suspended', 'stopped', 'dead')", name="status"),
     Index("ix_pgqueue_workers_heartbeat_at", "heartbeat_at"),

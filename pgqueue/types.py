@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +67,11 @@ class JobSpec:
     max_attempts: int | None = None
 
 
+#: The options a job can have (every field of :class:`JobSpec` but the payload), in
+#: field order: the one definition that validation and the insert statements follow.
+JOB_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(JobSpec))[1:]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
     """A queue and its settings."""
@@ -113,3 +118,5 @@ class WorkerInfo:
     status: str
     started_at: datetime
     heartbeat_at: datetime
+    #: A worker's entrypoints (empty for producers and consumers).
+    entrypoints: tuple[str, ...] = ()

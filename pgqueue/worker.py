@@ -1,42 +1,51 @@
 # DO NOT EDIT: generated from worker_async.py by tools/async_to_sync.py
-"""SyncWorker: run handlers for jobs, by entrypoint, with bounded concurrency."""
+"""SyncWorker: run handlers for jobs, by entrypoint, with bounded concurrency.
+
+The worker orchestrates small services, each in its own module: the fetch loop here,
+the completer (``_completer``: every settle, group-committed), maintenance
+(``_maintenance``: heartbeat, lease keeping, sweeps) and the scheduler
+(``_scheduler``: cron). Written under the rules of threads (shared state is in
+``_inflight.InFlight``, behind a lock), so the generated sync twin is right too.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import _ops
+from . import _registry, _validate
 from ._compat import (
     HANDLER_KINDS,
+    Cancelled,
+    DaemonPool,
     Event,
     Listener,
-    Lock,
     TaskGroup,
     call_handler,
     is_handler,
     on_signals,
     wait_event,
 )
-from ._cron import Cron
-from ._drive import (
-    MAX_BACKOFF,
-    TRANSIENT,
-    Bind,
-    Held,
-    backoff_delay,
-    check_bind,
-    first_line,
-    run,
-)
+from ._completer import SyncCompleter
+from ._drive import Bind, Held, check_bind, run
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
-from .errors import InvalidArgument, NotRunning, SchemaNotInstalled, UnknownEntrypoint
+from ._inflight import InFlight, Job
+from ._maintenance import SyncMaintainer
+from ._plans import Context
+from ._plans import consumer as consumer_plans
+from ._plans import identity as identity_plans
+from ._plans import worker as worker_plans
+from ._plans.consumer import Failure
+from ._registry import Entrypoint, RetryPolicy, Schedule
+from ._retry import TRANSIENT, backoff_delay, first_line
+from ._scheduler import SyncScheduler
+from ._startup import SyncStartup
+from .errors import InvalidArgument, NotRunning, UnknownEntrypoint
 from .types import JSON, Message
 
 log = logging.getLogger("pgqueue.worker")
@@ -47,35 +56,6 @@ H = TypeVar("H", bound=Callable[..., Any])
 DRAIN_HORIZON = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Entrypoint:
-    """A registered handler and its limits."""
-
-    name: str
-    handler: Callable[..., Any]
-    concurrency_limit: int | None
-    rate_limit: float | None
-    max_attempts: int | None
-    timeout: float | None
-    retry_delay: Callable[[Message, BaseException], float | None] | None
-
-    @property
-    def limited(self) -> bool:
-        return self.concurrency_limit is not None or self.rate_limit is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A cron schedule that enqueues one job per tick."""
-
-    name: str
-    cron: Cron
-    queue: str
-    entrypoint: str
-    payload: JSON
-    catch_up: int
-
-
 class SyncWorker(SyncIdentity):
     """Serves one or more queues: leases jobs, runs their handlers, settles them.
 
@@ -83,18 +63,20 @@ class SyncWorker(SyncIdentity):
     >>> @worker.entrypoint("emails", timeout=60)
     ... def send(job: Message) -> None:
     ...     mailer.send(**job.payload)
-    >>> worker.run()  # until SIGTERM/SIGINT or shutdown()  # doctest: +SKIP
+    >>> worker.run()  # until SIGTERM/SIGINT or request_stop()  # doctest: +SKIP
 
     On the async face a handler may be ``async def`` (run on the event loop) or a plain
-    function (run in a thread, so it never blocks the loop); the sync face takes plain
-    functions, each run in a pool thread. A handler that returns completes the job
-    (acks are batched); one that raises fails the attempt: the job is retried with
-    backoff, and dead-lettered after ``max_attempts``. While a job runs, a heartbeat
-    keeps its lease alive, so a long job is not run twice while its worker lives; if
-    the worker dies, its jobs come back after one visibility timeout.
+    function (run on one of ``concurrency`` handler threads, so it never blocks the
+    loop); the sync face takes plain functions, each run on a job slot's thread. A
+    handler that returns completes the job (settles are batched); one that raises
+    fails the attempt: the job is retried with backoff, and dead-lettered after
+    ``max_attempts``. While a handler runs its job's lease is kept alive, so no other
+    worker runs it at the same time; if the worker dies, its jobs come back after one
+    lease. ``visibility_timeout`` (the lease) defaults to each queue's own.
     """
 
     _kind = "worker"
+    _beats_itself = False  # its maintenance service heartbeats
 
     def __init__(
         self,
@@ -104,44 +86,42 @@ class SyncWorker(SyncIdentity):
         schema: str = "public",
         concurrency: int = 8,
         batch_size: int | None = None,
-        visibility_timeout: float | timedelta = 30.0,
+        visibility_timeout: float | timedelta | None = None,
         heartbeat_interval: float | timedelta | None = None,
         listen: bool = True,
         poll_interval: float | timedelta = 1.0,
         shutdown_timeout: float | timedelta = 30.0,
+        install_signal_handlers: bool = True,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
             raise InvalidArgument("a worker needs at least one queue")
+        concurrency = _validate.positive_int(concurrency, "concurrency", maximum=10_000)
+        self._batch_size = _validate.batch_size(batch_size or concurrency)
+        self._visibility_timeout = _validate.seconds(
+            visibility_timeout, "visibility_timeout", allow_zero=False
+        )
+        self._heartbeat_interval = _validate.seconds(
+            heartbeat_interval, "heartbeat_interval", allow_zero=False
+        )
+        _check_intervals(self._heartbeat_interval, self._visibility_timeout)
+        self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
+        self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
         super().__init__(engine, names, schema=schema, hostname=hostname, port=port)
-        self._concurrency = _ops.positive_int(concurrency, "concurrency", maximum=10_000)
-        self._batch_size = _ops.batch_size(batch_size or self._concurrency)
-        self._visibility_timeout = _ops.positive_seconds(visibility_timeout, "visibility_timeout")
-        interval = heartbeat_interval or self._visibility_timeout / 3
-        self._heartbeat_interval = _ops.positive_seconds(interval, "heartbeat_interval")
+        self._concurrency = concurrency
         self._listen = bool(listen)
-        self._poll_interval = _ops.positive_seconds(poll_interval, "poll_interval")
-        self._shutdown_timeout = _ops.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
-        self._contexts = {q: _ops.Context(self._ctx.schema, q) for q in names}
+        self._install_signal_handlers = bool(install_signal_handlers)
+        self._contexts = {q: Context(self._ctx.schema, q) for q in names}
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
-        self._held: dict[int, Message] = {}
-        self._finished: set[int] = set()  # held jobs whose handler returned or raised
-        self._acked: set[int] = set()  # held jobs their handler completed via ack(bind=)
-        self._done: list[Message] = []
-        self._done_lock = Lock()
-        self._flushing = False
-        self._ackers = TaskGroup(1)  # the group commit of acks, off the job slots
-        self._fetch_conn = Held(self._engine)  # used by run()'s loop only
-        self._ack_conn = Held(self._engine)  # used by one ack flush at a time
+        self._inflight = InFlight()
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
-        self._halt = Event()  # background loops end
         self._stop_requested = False
         self._running = False
+        self._leases: dict[str, float] = {}
         self._state_changes = 0  # suspend()/resume() calls begun or ended here
-        self._stats = {"completed": 0, "failed": 0, "dead": 0, "lost": 0}
 
     # ------------------------------------------------------------------ registration
     def entrypoint(
@@ -152,14 +132,16 @@ class SyncWorker(SyncIdentity):
         rate_limit: float | None = None,
         max_attempts: int | None = None,
         timeout: float | timedelta | None = None,
-        retry: Callable[[Message, BaseException], float | None] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of jobs with this entrypoint.
 
         ``concurrency_limit``: most jobs of this entrypoint running at once across every
         worker on every machine. ``rate_limit``: most jobs started per second across
         every worker. ``max_attempts``: overrides the queue's for jobs that do not set
-        their own. ``timeout``: seconds before the attempt is failed. ``retry(job,
+        their own. ``timeout``: seconds before the attempt fails (an ``async def``
+        handler is cancelled; a thread cannot be: ``worker.cancelled(job)`` turns True
+        and the job keeps its lease and slot until the handler returns). ``retry(job,
         error)``: seconds until the next attempt (``None``: the queue's backoff).
 
         >>> @worker.entrypoint("report", concurrency_limit=2, rate_limit=10, timeout=300)
@@ -167,17 +149,13 @@ class SyncWorker(SyncIdentity):
         """
         if not isinstance(name, str) or not name or len(name) > 255:
             raise InvalidArgument(f"entrypoint name must be a non-empty str, got {name!r}")
-        if concurrency_limit is not None:
-            _ops.positive_int(concurrency_limit, "concurrency_limit", maximum=1_000_000)
-        if rate_limit is not None and (
-            isinstance(rate_limit, bool)
-            or not isinstance(rate_limit, int | float)
-            or not 0 < rate_limit <= 1_000_000
-        ):
-            raise InvalidArgument(f"rate_limit must be jobs per second > 0, got {rate_limit!r}")
-        if max_attempts is not None:
-            _ops.positive_int(max_attempts, "max_attempts", maximum=1_000_000)
-        limit = _ops.seconds(timeout, "timeout", allow_zero=False)
+        checked = _registry.entrypoint_options(  # now, not when decorating
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry=retry,
+        )
 
         def register(fn: H) -> H:
             if not is_handler(fn):
@@ -187,15 +165,7 @@ class SyncWorker(SyncIdentity):
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
-            self._entrypoints[name] = Entrypoint(
-                name,
-                fn,
-                concurrency_limit,
-                None if rate_limit is None else float(rate_limit),
-                max_attempts,
-                limit,
-                retry,
-            )
+            self._entrypoints[name] = Entrypoint(name, fn, **checked)
             return fn
 
         return register
@@ -213,21 +183,24 @@ class SyncWorker(SyncIdentity):
         """Enqueue a job for ``entrypoint`` at every tick of ``cron`` (UTC), exactly once
         per tick however many workers run the schedule; the job gets retries and
         history like any other. ``catch_up``: on start, enqueue up to that many ticks
-        missed while no worker ran. Decorates the handler of ``entrypoint``.
+        missed while no worker ran. Decorates the handler of ``entrypoint``. An
+        expression that never fires (``0 0 30 2 *``) is refused here.
 
         >>> @worker.schedule("*/5 * * * *", entrypoint="cleanup")
         ... def cleanup(job: Message) -> None: ...
         """
-        parsed = Cron(cron)
-        target = _ops.check_queue_name(queue or self._queues[0])
-        if target not in self._contexts:
-            raise InvalidArgument(f"schedule queue {target!r} is not served by this worker")
-        if isinstance(catch_up, bool) or not isinstance(catch_up, int) or catch_up < 0:
-            raise InvalidArgument(f"catch_up must be an int >= 0, got {catch_up!r}")
-        label = name or f"{target}:{entrypoint}:{cron}"
-        if any(s.name == label for s in self._schedules):
-            raise InvalidArgument(f"schedule {label!r} is already registered")
-        self._schedules.append(Schedule(label, parsed, target, entrypoint, payload, catch_up))
+        self._schedules.append(
+            _registry.schedule(
+                cron,
+                entrypoint=entrypoint,
+                queue=queue or self._queues[0],
+                served=self._contexts,
+                taken={s.name for s in self._schedules},
+                payload=payload,
+                name=name,
+                catch_up=catch_up,
+            )
+        )
 
         def register(fn: H) -> H:
             if entrypoint not in self._entrypoints:
@@ -243,12 +216,15 @@ class SyncWorker(SyncIdentity):
         if self._running:
             raise InvalidArgument("cannot reconfigure a running worker")
         if concurrency is not None:
-            self._concurrency = _ops.positive_int(concurrency, "concurrency", maximum=10_000)
+            self._concurrency = _validate.positive_int(concurrency, "concurrency", maximum=10_000)
             self._batch_size = min(self._batch_size, self._concurrency)
         if queues:
-            names = [_ops.check_queue_name(q) for q in queues]
+            names = [_validate.check_queue_name(q) for q in queues]
             self._queues = tuple(names)
-            self._contexts = {q: _ops.Context(self._ctx.schema, q) for q in names}
+            self._contexts = {q: Context(self._ctx.schema, q) for q in names}
+
+    def _registered_entrypoints(self) -> list[str]:
+        return sorted(self._entrypoints)
 
     @property
     def entrypoints(self) -> Mapping[str, Entrypoint]:
@@ -257,10 +233,11 @@ class SyncWorker(SyncIdentity):
 
     @property
     def stats(self) -> Mapping[str, int]:
-        """Jobs this worker completed, failed (retried), dead-lettered, and lost the
-        lease of, since it started."""
-        return dict(self._stats)
+        """Jobs this worker completed, failed (retried), dead-lettered, released and
+        lost the lease of, since it was created."""
+        return self._inflight.stats
 
+    # ------------------------------------------------------------------ from handlers
     def ack(self, job: Message, *, bind: Bind | None = None) -> bool:
         """Complete ``job`` from inside its handler, in the handler's own transaction:
         the completion commits or rolls back with the handler's writes, so work done in
@@ -281,79 +258,182 @@ class SyncWorker(SyncIdentity):
         ctx = self._contexts.get(job.queue)
         if ctx is None:
             raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
-        checked = _ops.leased(ctx, [job])
+        checked = _validate.leased(ctx.queue, [job])
         if bind is not None:
             check_bind(bind)
-        plan = _ops.finish(ctx, checked, _ops.ACK)
-        (done,) = run(self._engine, bind, plan, ctx, atomic=False)
+        plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK)
+        (done,) = run(self._engine, bind, plan, ctx)
         if done:
-            self._acked.add(job.id)
+            self._inflight.acked(job.id)
         return bool(done)
+
+    def cancelled(self, job: Message) -> bool:
+        """Whether ``job``'s handler should stop: its timeout has passed. A handler on a
+        thread (which cannot be interrupted) checks it to end early.
+
+        >>> @worker.entrypoint("export", timeout=600)  # doctest: +SKIP
+        ... def export(job: Message) -> None:
+        ...     for chunk in chunks(job.payload):
+        ...         if worker.cancelled(job):
+        ...             return
+        ...         write(chunk)
+        """
+        held = self._inflight.get(job.id)
+        return held is not None and held.cancel.is_set()
 
     # ------------------------------------------------------------------ run
     def run(self, *, drain: bool = False) -> None:
-        """Serve the queues until SIGTERM/SIGINT or :meth:`shutdown` (with ``drain``:
-        until no job is ready or running and none comes due within ``DRAIN_HORIZON``).
-        Then stop taking jobs, let the running ones finish for up to
-        ``shutdown_timeout``, release the rest for other workers at once, and mark this
-        worker stopped.
+        """Serve the queues until SIGTERM/SIGINT or :meth:`request_stop` (with
+        ``drain``: until no job is ready or running and none comes due within
+        ``DRAIN_HORIZON``). Then stop taking jobs, give running handlers
+        ``shutdown_timeout`` to finish, release the jobs not started, and mark this
+        worker stopped. A handler that cannot be interrupted (a thread) and is still
+        running keeps its job's lease, heartbeated in the background until it returns:
+        the job is never handed to another worker while its code may run.
+
+        Signal handlers are installed only with ``install_signal_handlers`` (the
+        default), and the previous ones are put back when ``run()`` returns; the host's
+        own handlers still run after the worker's. A worker can run again after
+        ``run()`` returned.
         """
         if not self._entrypoints:
             raise InvalidArgument("register at least one handler with @worker.entrypoint")
         if self._state == STOPPED:
             raise NotRunning("this worker was shut down; create a new one")
+        if self._running:
+            raise InvalidArgument("this worker is already running (or its handlers still are)")
         self._running = True
         self._stop_requested = False
-        self._halt.clear()
-        undo_signals = on_signals(self.request_stop)
+        self._worker_id = None  # each run is a registration of its own
+        halt = Event()
+        threads = DaemonPool(self._concurrency)
+        undo_signals = on_signals(self.request_stop, self._install_signal_handlers)
         jobs = TaskGroup(self._concurrency)
-        background = TaskGroup(3)
+        completer = SyncCompleter(
+            self._engine, self._contexts, self._inflight, halt=halt, settled=self._wakeup.set
+        )
+        background = TaskGroup(2)
         listener: Listener | None = None
+        fetch_conn = Held(self._engine)
         try:
-            self._until_registered()
-            background.spawn(self._heartbeat_loop)
+            startup = SyncStartup(
+                self,
+                self._ctx,
+                self._contexts,
+                self._entrypoints,
+                concurrency=self._concurrency,
+                visibility_timeout=self._visibility_timeout,
+            )
+            self._leases = startup.start(lambda: self._stop_requested)
+            interval = self._heartbeat_interval or startup.heartbeat_interval(self._leases)
+            _check_intervals(interval, min(self._leases.values()))
+            maintainer = SyncMaintainer(
+                self._engine,
+                self._ctx,
+                self._contexts,
+                self._inflight,
+                interval=interval,
+                lease=self._leases.__getitem__,
+                beat=self._heartbeat_and_adopt,
+                check=startup.check,
+                stopping=halt,
+            )
+            background.spawn(maintainer.run)
             if self._schedules:
-                background.spawn(self._schedule_loop)
+                scheduler = SyncScheduler(
+                    self._engine, self._ctx, self._contexts, self._schedules, halt
+                )
+                background.spawn(scheduler.run)
             if self._listen:
                 channels = [c.channel for c in self._contexts.values()]
                 listener = Listener(self._engine, channels, self._wakeup)
                 listener.start()
-            self._serve(jobs, drain)
+            self._serve(jobs, completer, fetch_conn, threads, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
             self._wakeup.set()
-            finished = jobs.join(self._shutdown_timeout)
-            if not finished:
-                log.warning("shutdown timeout: releasing %d running jobs", len(self._held))
-                jobs.cancel()
-            self._ackers.join(None)
-            self._flush_acks()
-            self._fetch_conn.close()
-            self._ack_conn.close()
-            self._release_held()
-            self._halt.set()
-            background.join(5.0)
-            background.cancel()
+            halt.set()
+            fetch_conn.close()
+            self._wind_down(jobs, completer, background, listener, threads)
+
+    def _wind_down(
+        self,
+        jobs: TaskGroup,
+        completer: SyncCompleter,
+        background: TaskGroup,
+        listener: Listener | None,
+        threads: DaemonPool,
+    ) -> None:
+        """Let running handlers finish for ``shutdown_timeout``, cancel those that can
+        be (their jobs are released), release jobs never started; then finish now, or
+        in the background once the handlers that cannot be interrupted return."""
+        if not jobs.join(self._shutdown_timeout):
+            running = self._inflight.running()
+            jobs.cancel([j.message.id for j in running if not j.in_thread])
+            jobs.cancel([m.id for m in self._inflight.waiting()])
+        completer.release(self._inflight.waiting())
+        lingering = self._inflight.running()
+        if lingering:
+            log.warning(
+                "worker %s: %d handlers still running after the shutdown timeout; their jobs "
+                "keep their leases until they return (never released while they may run)",
+                self._worker_id,
+                len(lingering),
+            )
+            self._linger = TaskGroup(1)
+            self._linger.spawn(self._finish, jobs, completer, background, listener, threads)
+            return
+        self._finish(jobs, completer, background, listener, threads)
+
+    def _finish(
+        self,
+        jobs: TaskGroup,
+        completer: SyncCompleter,
+        background: TaskGroup,
+        listener: Listener | None,
+        threads: DaemonPool,
+    ) -> None:
+        try:
+            jobs.join(None)
+            completer.join()
+            background.join(None)
+        finally:
+            completer.close()
+            threads.close()
             if listener is not None:
                 listener.close()
+            self._mark_stopped()
             self._running = False
-            super().shutdown()
+
+    def _mark_stopped(self) -> None:
+        """The registration of this run is over (``status()`` says so; a new run
+        registers again)."""
+        if self._worker_id is not None:
+            try:
+                plan = identity_plans.set_status(self._ctx, self._worker_id, STOPPED)
+                run(self._engine, None, plan, self._ctx)
+            except TRANSIENT as exc:
+                log.warning("worker %s: could not record its stop (%s)", self._worker_id, exc)
+        if self._state != STOPPED:
+            self._state = READY
 
     def request_stop(self) -> None:
-        """Ask :meth:`run` to stop gracefully (what SIGTERM/SIGINT do). Thread-safe
-        enough for a signal handler: it only sets flags."""
+        """Ask :meth:`run` to stop gracefully (what SIGTERM/SIGINT do). Safe to call from
+        a signal handler or another thread: it only sets flags."""
         if not self._stop_requested:
             log.info("worker %s: stopping", self._worker_id)
         self._stop_requested = True
         self._wakeup.set()
 
     def shutdown(self) -> None:
-        """Stop :meth:`run` gracefully, or mark an idle worker stopped."""
-        if self._running:
-            self.request_stop()
-            return
-        super().shutdown()
+        """Stop for good: stop :meth:`run` if it runs (it returns soon after), and
+        release what this worker holds."""
+        self.request_stop()
+        if not self._running:
+            super().shutdown()
+        else:
+            self._state = STOPPED  # run() marks the registration stopped on its way out
 
     def _set_state(self, state: str) -> None:
         # Counted before and after: a heartbeat that read the status meanwhile must not
@@ -364,67 +444,63 @@ class SyncWorker(SyncIdentity):
         finally:
             self._state_changes += 1
 
-    def _until_registered(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                self.register()
-                return
-            except SchemaNotInstalled:
-                raise
-            except TRANSIENT as exc:
-                attempt = self._backoff("register", exc, attempt)
-                if self._stop_requested:
-                    raise
+    def _heartbeat_and_adopt(self) -> None:
+        """Heartbeat; adopt a status set from outside (``pgqueue`` CLI suspend)."""
+        changes = self._state_changes
+        info = self.heartbeat()
+        if changes != self._state_changes:
+            return  # suspend()/resume() ran meanwhile: theirs is the newer status
+        if info.status == SUSPENDED and self._state == READY:
+            self._state = SUSPENDED
+        elif info.status == READY and self._state == SUSPENDED:
+            self._state = READY
 
-    def _backoff(self, what: str, exc: BaseException, attempt: int) -> int:
-        delay = backoff_delay(attempt)
-        log.warning(
-            "worker %s: %s failed (%s); retry in %.2fs",
-            self._worker_id,
-            what,
-            first_line(exc),
-            delay,
-        )
-        wait_event(self._halt, delay)
-        return attempt + 1
-
-    def _serve(self, jobs: TaskGroup, drain: bool) -> None:
+    # ------------------------------------------------------------------ the fetch loop
+    def _serve(
+        self,
+        jobs: TaskGroup,
+        completer: SyncCompleter,
+        conn: Held,
+        threads: DaemonPool,
+        drain: bool,
+        startup: SyncStartup,
+    ) -> None:
         attempt = 0
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
-            # A slot frees when its handler returns; its ack commits in the background,
-            # while the next batch is fetched: jobs done but not yet acked may take up to
-            # one batch more than the concurrency.
-            held = len(self._held)
+            # A slot frees when its handler returns; its settle commits in the
+            # background while the next batch is fetched: jobs done but not yet settled
+            # may take up to one batch more than the concurrency.
+            held = len(self._inflight)
             free = min(self._concurrency - len(jobs), self._concurrency + self._batch_size - held)
-            # Fetch in batches: with jobs still running or being acked, wait until half a
+            # Fetch in batches: with jobs still running or settling, wait until half a
             # batch is free rather than leasing one job per round trip.
             if free <= 0 or (held and free < (self._batch_size + 1) // 2):
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
             self._wakeup.clear()
-            # Idle before looking: a job still running during _fetch could be retried
-            # (rescheduled) after next_available was read, so its answer would be stale.
-            idle = len(jobs) == 0
+            # Idle before looking: a job still running or settling during _fetch could be
+            # retried (rescheduled) after next_available was read: a stale answer.
+            idle = len(self._inflight) == 0
             try:
-                fetched, retry_in = self._fetch(free)
+                fetched, retry_in = self._fetch(conn, free)
                 attempt = 0
-            except SchemaNotInstalled:
-                raise
             except TRANSIENT as exc:
-                attempt = self._backoff("fetch", exc, attempt)
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning("worker %s: fetch failed (%s)", self._worker_id, first_line(exc))
+                wait_event(self._wakeup, delay)
                 continue
-            for m in fetched:
-                self._held[m.id] = m
-                jobs.spawn(self._execute, m)
+            for job in self._inflight.hold(fetched):
+                jobs.spawn(self._execute, job, completer, threads, key=job.message.id)
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
+                startup.check(draining=True)
                 return
             pause = self._poll_interval if not self._listen else None
             for bound in (retry_in, 0.5 if drain else None):
@@ -432,28 +508,27 @@ class SyncWorker(SyncIdentity):
                     pause = bound if pause is None else min(pause, bound)
             wait_event(self._wakeup, pause)
 
-    def _fetch(self, free: int) -> tuple[list[Message], float | None]:
+    def _fetch(self, conn: Held, free: int) -> tuple[list[Message], float | None]:
         """Lease up to ``free`` jobs across the queues; also how soon to look again
         without a notification (a scheduled job or a limit will allow more)."""
         out: list[Message] = []
         retry_in: float | None = None
-        me = f"{self._worker_id}@{self._hostname}"
-        vt = self._visibility_timeout
+        me = self._locked_by
         plain = [e.name for e in self._entrypoints.values() if not e.limited]
         limited = [e for e in self._entrypoints.values() if e.limited]
-        for ctx in self._contexts.values():
+        for queue, ctx in self._contexts.items():
+            vt = self._leases.get(queue)
             held: set[str] = set()
-            want = _ops.fetch_size(min(free - len(out), self._batch_size))
+            want = worker_plans.fetch_size(min(free - len(out), self._batch_size))
             if want <= 0:
                 break
             if plain:
-                plan = _ops.dequeue(ctx, me, want, vt, plain)
-                out += self._fetch_conn.run(plan, ctx)
+                out += conn.run(consumer_plans.dequeue(ctx, me, want, vt, plain), ctx)
             for ep in limited:
                 want = min(free - len(out), self._batch_size)  # rounded by limited_dequeue
                 if want <= 0:
                     break
-                limited_plan = _ops.limited_dequeue(
+                limited_plan = worker_plans.limited_dequeue(
                     ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
                 )
                 got, held_back = run(self._engine, None, limited_plan, ctx)
@@ -466,205 +541,71 @@ class SyncWorker(SyncIdentity):
             # worker can run) are ready but not ours to take now; counting them would spin.
             others = [name for name in self._entrypoints if name not in held]
             if not out and others:
-                ask = _ops.next_available(ctx, others)
-                due = self._fetch_conn.run(ask, ctx)
+                due = conn.run(consumer_plans.next_available(ctx, others), ctx)
                 if due is not None:
                     retry_in = due if retry_in is None else min(retry_in, due)
         return out, retry_in
 
-    def _execute(self, m: Message) -> None:
+    # ------------------------------------------------------------------ one job
+    def _execute(self, job: Job, completer: SyncCompleter, threads: DaemonPool) -> None:
+        m = job.message
         ep = self._entrypoints.get(m.entrypoint)
+        self._inflight.start(job)
+
+        def timed_out() -> None:
+            job.cancel.set()
+            log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
+
         try:
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
-            call_handler(ep.handler, m, ep.timeout)
+            call_handler(
+                ep.handler, m, ep.timeout, threads, lambda: self._inflight.in_thread(job), timed_out
+            )
+        except Cancelled:  # at the shutdown timeout: its handler stopped, unfinished
+            self._inflight.finish(job)
+            completer.release([m])
+            raise
         except Exception as exc:
-            self._finished.add(m.id)
-            self._fail(m, ep, exc)
+            self._inflight.finish(job)
+            self._fail(m, ep, exc, completer)
         else:
-            self._finished.add(m.id)
-            self._complete(m)
+            self._inflight.finish(job)
+            completer.ack(m)
         finally:
             self._wakeup.set()  # a slot is free
 
-    def _complete(self, m: Message) -> None:
-        # Group commit: whoever finds no flush in progress starts one (in the background,
-        # freeing the job's slot at once) that acks everything done by then, and again
-        # until nothing is left: acks batch themselves under load and wait for nothing
-        # when idle.
-        with self._done_lock:
-            self._done.append(m)
-            if self._flushing:
-                return
-            self._flushing = True
-        self._ackers.spawn(self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        while True:
-            with self._done_lock:
-                batch, self._done = self._done, []
-                if not batch:
-                    # In the same critical section as the check: a job completing now
-                    # either was in this batch or finds no flush in progress and flushes.
-                    self._flushing = False
-                    return
-            try:
-                self._settle("ack", batch)
-            except BaseException:  # cancelled at the shutdown timeout: ack them later
-                with self._done_lock:
-                    self._done[:0] = batch
-                    self._flushing = False
-                raise
-
-    def _settle(
-        self,
-        what: str,
-        batch: list[Message],
-        error: BaseException | None = None,
-        delay: float | None = None,
-        max_attempts: int | None = None,
+    def _fail(
+        self, m: Message, ep: Entrypoint | None, exc: Exception, completer: SyncCompleter
     ) -> None:
-        """Ack, nack or release a batch, retrying while the database is unreachable. A
-        job whose lease expired meanwhile is redelivered to someone: never lost."""
-        by_queue: dict[str, list[Message]] = {}
-        for m in batch:
-            by_queue.setdefault(m.queue, []).append(m)
-        for queue, msgs in by_queue.items():
-            ctx = self._contexts[queue]
-            attempt = 0
-            plan: _ops.Plan[Sequence[bool | str | None]]
-            outcomes: Sequence[bool | str | None]
-            while True:
-                if what == "ack":
-                    plan = _ops.finish(ctx, msgs, _ops.ACK)
-                elif what == "nack":
-                    errors = [_ops.error_text(error)] * len(msgs)
-                    plan = _ops.nack(ctx, msgs, errors, delay, max_attempts)
-                else:
-                    plan = _ops.release(ctx, msgs)
-                try:
-                    if what == "ack":  # only ever one flush at a time: its own connection
-                        outcomes = self._ack_conn.run(plan, ctx)
-                    else:
-                        outcomes = run(self._engine, None, plan, ctx, atomic=False)
-                    break
-                except TRANSIENT as exc:
-                    if self._halt.is_set() and attempt >= 10:
-                        log.error("gave up on %s of %d jobs: redelivered later", what, len(msgs))
-                        outcomes = [None] * len(msgs)
-                        break
-                    attempt = self._backoff(what, exc, attempt)
-                except Exception:
-                    # Not the database being away: retrying will not help. Let go of
-                    # the jobs (no more heartbeats) so their leases expire and they are
-                    # delivered again, to this worker or another.
-                    log.exception("%s of %d jobs failed: redelivered later", what, len(msgs))
-                    outcomes = [None] * len(msgs)
-                    break
-            for m, outcome in zip(msgs, outcomes, strict=True):
-                self._held.pop(m.id, None)
-                self._finished.discard(m.id)
-                by_handler = m.id in self._acked  # ack(bind=): committed unless rolled back
-                self._acked.discard(m.id)
-                if by_handler and (outcome is None or outcome is False):
-                    self._stats["completed"] += 1
-                elif outcome is None or outcome is False:
-                    self._stats["lost"] += what != "release"
-                elif what == "ack":
-                    self._stats["completed"] += 1
-                elif what == "nack":
-                    self._stats["dead" if outcome == "dead" else "failed"] += 1
-        self._wakeup.set()  # fewer jobs held: room to fetch
-
-    def _fail(self, m: Message, ep: Entrypoint | None, exc: BaseException) -> None:
         log.warning(
             "job %s (%s) attempt %s failed: %s",
             m.id,
             m.entrypoint,
             m.attempts,
-            _ops.error_text(exc),
+            _validate.error_text(exc),
+            exc_info=exc,
+            extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
         )
         delay = None
         if ep is not None and ep.retry_delay is not None:
             try:
-                delay = _ops.seconds(ep.retry_delay(m, exc), "retry delay")
+                delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
             except Exception as retry_exc:  # a broken retry policy must not lose the job
                 log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
-        limit = ep.max_attempts if ep is not None else None
-        self._settle("nack", [m], exc, delay, limit)
-
-    def _release_held(self) -> None:
-        # Only jobs whose handler has not finished: releasing one that completed (its
-        # ack in flight, or a thread of the sync face still flushing) would run it again.
-        held = [m for m in list(self._held.values()) if m.id not in self._finished]
-        if held:
-            self._settle("release", held)
-
-    # ------------------------------------------------------------------ background
-    def _heartbeat_loop(self) -> None:
-        """Heartbeat and extend the leases of running jobs, from outside handler code;
-        now and then mark workers whose heartbeat stopped as dead."""
-        beats = 0
-        while not wait_event(self._halt, self._heartbeat_interval):
-            try:
-                changes = self._state_changes
-                info = self.heartbeat()
-                if changes != self._state_changes:
-                    pass  # suspend()/resume() ran meanwhile: theirs is the newer status
-                elif info.status == SUSPENDED and self._state == READY:
-                    self._state = SUSPENDED  # suspended from outside (pgqueue CLI)
-                elif info.status == READY and self._state == SUSPENDED:
-                    self._state = READY
-                # list() copies in one step: on the sync face other threads change _held,
-                # and iterating it while they do raises (and would end the heartbeat).
-                held = list(self._held.values())
-                for queue, ctx in self._contexts.items():
-                    mine = [m for m in held if m.queue == queue]
-                    if mine:
-                        extend = _ops.extend(ctx, mine, self._visibility_timeout)
-                        run(self._engine, None, extend, ctx, atomic=False)
-                if beats % 20 == 0:
-                    sweep = _ops.sweep_workers(self._ctx, 3 * self._visibility_timeout)
-                    run(self._engine, None, sweep, self._ctx)
-                beats += 1
-            except Exception as exc:  # never end: running jobs depend on it
-                log.warning("worker %s: heartbeat failed (%s)", self._worker_id, exc)
-
-    def _schedule_loop(self) -> None:
-        for s in self._schedules:
-            self._start_schedule(s)
-        while not self._halt.is_set():
-            try:
-                now = run(self._engine, None, _ops.database_now(self._ctx), self._ctx)
-            except TRANSIENT as exc:
-                log.warning("schedules: cannot read the database clock (%s)", exc)
-                wait_event(self._halt, MAX_BACKOFF)
-                continue
-            ticks = [(s.cron.next_after(now), s) for s in self._schedules]
-            tick = min(when for when, _ in ticks)
-            if wait_event(self._halt, max(0.0, (tick - now).total_seconds())):
-                return
-            for when, s in ticks:
-                if when <= tick:
-                    self._claim(s, when)
-
-    def _start_schedule(self, s: Schedule) -> None:
-        ctx = self._contexts[s.queue]
-        plan = _ops.upsert_schedule(ctx, s.name, s.cron.expr, s.entrypoint)
-        last_tick, now = run(self._engine, None, plan, ctx)
-        if s.catch_up and last_tick is not None:
-            for tick in s.cron.ticks_between(last_tick, now, s.catch_up):
-                self._claim(s, tick)
-
-    def _claim(self, s: Schedule, tick: Any) -> None:
-        ctx = self._contexts[s.queue]
-        jobs = _ops.validate_jobs(
-            s.queue,
-            [{"schedule": s.name, "tick": tick.isoformat()} if s.payload is None else s.payload],
-            _ops.JobDefaults(entrypoint=s.entrypoint),
+        failure = Failure(
+            _validate.error_text(exc),
+            _validate.traceback_text(exc),
+            delay,
+            ep.max_attempts if ep is not None else None,
         )
-        try:
-            if run(self._engine, None, _ops.claim_tick(ctx, s.name, tick, jobs), ctx):
-                log.info("schedule %s: enqueued tick %s", s.name, tick.isoformat())
-        except TRANSIENT as exc:
-            log.warning("schedule %s: tick %s failed (%s)", s.name, tick, exc)
+        completer.nack(m, failure)
+
+
+def _check_intervals(heartbeat: float | None, lease: float | None) -> None:
+    """A lease must outlive a late heartbeat: else two healthy workers run one job."""
+    if heartbeat is not None and lease is not None and heartbeat > lease / 2:
+        raise InvalidArgument(
+            f"heartbeat_interval ({heartbeat:g}s) must be at most half the visibility "
+            f"timeout ({lease:g}s): a lease must outlive a late heartbeat"
+        )

@@ -177,6 +177,13 @@ def test_extend_visibility_moves_the_lease_end(sync_db: SyncDB) -> None:
         id=m.id,
     )
     assert 299 <= left <= 300.5
+    # Never shorter than it was: a second consumer cannot take a job being processed.
+    assert consumer.extend_visibility(m, 5, **sync_db.kw)
+    left = sync_db.scalar(
+        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        id=m.id,
+    )
+    assert 299 <= left <= 300.5
     assert not consumer.extend_visibility(replace(m, lease=uuid.uuid4()), 5, **sync_db.kw)
 
 

@@ -178,6 +178,13 @@ async def test_extend_visibility_moves_the_lease_end(async_db: AsyncDB) -> None:
         id=m.id,
     )
     assert 299 <= left <= 300.5
+    # Never shorter than it was: a second consumer cannot take a job being processed.
+    assert await consumer.extend_visibility(m, 5, **async_db.kw)
+    left = await async_db.scalar(
+        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        id=m.id,
+    )
+    assert 299 <= left <= 300.5
     assert not await consumer.extend_visibility(replace(m, lease=uuid.uuid4()), 5, **async_db.kw)
 
 

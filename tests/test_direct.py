@@ -1,9 +1,10 @@
-"""The hot statements sent to the driver connection directly (``_drive.direct``).
+"""The hot statements sent to the driver connection directly (``pgqueue._direct``).
 
-Every behaviour test already runs them (an engine without ``bind=`` takes this path);
-here: the results are exactly SQLAlchemy's, instrumented engines still see every
-statement, and a connection that fails or is interrupted mid-statement is never
-handed out again.
+Every behaviour test already runs them (an engine without ``bind=`` takes this path;
+CI runs the behaviour suite again with ``PGQUEUE_DIRECT=0``); here: the results,
+errors and disconnect handling are exactly SQLAlchemy's, instrumented engines still
+see every statement, the switch turns it off, caches are bounded, and a connection that
+fails or is interrupted mid-statement is never handed out again.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from pgqueue import (
     SyncAdmin,
     SyncConsumer,
     SyncProducer,
+    _direct,
     _drive,
-    _sql,
+    _statements,
 )
-from pgqueue._ops import Context, dequeue
+from pgqueue._plans import Context
+from pgqueue._plans.consumer import dequeue
+from pgqueue._retry import TRANSIENT
 
 from .conftest import SCHEMA, make_async_engine, make_sync_engine, statements_on
 
@@ -99,10 +103,9 @@ def _sync_round(engine: Engine) -> list[dict[str, Any]]:
 
 
 def _compiled_for(dialect: Any) -> set[str]:
-    """Names of the statements this dialect has sent to its driver directly."""
-    names = {id(getattr(_sql.for_schema(SCHEMA), n)): n for n in _sql.DIRECT_NAMES}
-    cache = _drive._COMPILED.get(dialect, {})
-    return {names[key] for key, d in cache.items() if key in names and d is not None}
+    """Names of the statements this kind of dialect has sent to its driver directly."""
+    cache = _statements.for_schema(SCHEMA).direct
+    return {name for (kind, _, name), d in cache.items() if kind is type(dialect) and d is not None}
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
@@ -165,7 +168,9 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
 
     dialects: list[Any] = [asyncpg.dialect(), psycopg.dialect()]  # type: ignore[no-untyped-call]
     for dialect in dialects:
-        d = _drive.direct(_sql.for_schema(SCHEMA).DEQUEUE, dialect)
+        d = _direct.compiled_for(
+            _statements.for_schema(SCHEMA).DEQUEUE, dialect, _statements.for_schema(SCHEMA)
+        )
         assert d is not None
         params = {
             "b_queue": "q",
@@ -202,7 +207,6 @@ def test_held_connection_lost_is_replaced_sync(clean: URL) -> None:
         with pytest.raises(DBAPIError) as lost:
             held.run(dequeue(ctx, "me", 5, None), ctx)
         assert lost.value.connection_invalidated
-        assert "[parameters" not in str(lost.value)  # payloads never reach the logs
         assert held.run(dequeue(ctx, "me", 5, None), ctx) == []  # a new connection
         held.close()
     finally:
@@ -337,7 +341,7 @@ async def test_unreachable_database_is_a_dbapi_error_async(clean: URL, driver: s
     engine = make_async_engine(nowhere, driver)
     try:
         producer = AsyncProducer(engine, "direct", schema=SCHEMA)
-        with pytest.raises(_drive.TRANSIENT):
+        with pytest.raises(TRANSIENT):
             await producer.extend_visibility(1, 30)
     finally:
         await engine.dispose()
@@ -346,29 +350,10 @@ async def test_unreachable_database_is_a_dbapi_error_async(clean: URL, driver: s
 def test_unreachable_database_is_a_dbapi_error_sync(clean: URL) -> None:
     engine = make_sync_engine(clean.set(host="127.0.0.1", port=1))
     try:
-        with pytest.raises(_drive.TRANSIENT):
+        with pytest.raises(TRANSIENT):
             SyncProducer(engine, "direct", schema=SCHEMA).extend_visibility(1, 30)
     finally:
         engine.dispose()
-
-
-def test_driver_errors_keep_sqlalchemys_classes() -> None:
-    """A driver error on the direct path is the DBAPIError subclass SQLAlchemy would
-    raise (IntegrityError for a unique violation ...), on both drivers."""
-    import asyncpg
-    import psycopg
-    from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
-    from sqlalchemy.dialects.postgresql import psycopg as sa_psycopg
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    for dialect_cls, unique, undefined in (
-        (sa_asyncpg.dialect, asyncpg.UniqueViolationError, asyncpg.UndefinedTableError),
-        (sa_psycopg.dialect, psycopg.errors.UniqueViolation, psycopg.errors.UndefinedTable),
-    ):
-        dialect: Any = dialect_cls()
-        dialect.loaded_dbapi = dialect.import_dbapi()
-        assert isinstance(_drive._wrapped(unique("dup"), "x", dialect, False), IntegrityError)
-        assert isinstance(_drive._wrapped(undefined("no"), "x", dialect, False), ProgrammingError)
 
 
 def test_watched_engines_keep_sqlalchemys_path(clean: URL) -> None:
@@ -378,24 +363,24 @@ def test_watched_engines_keep_sqlalchemys_path(clean: URL) -> None:
 
     engine = make_sync_engine(clean)
     try:
-        assert not _drive._observed(engine)
+        assert not _direct._observed(engine)
         logger = logging.getLogger("sqlalchemy.engine")
         level = logger.level
         logger.setLevel(logging.INFO)
         try:
-            assert _drive._observed(engine)
+            assert _direct._observed(engine)
         finally:
             logger.setLevel(level)
-        assert not _drive._observed(engine)
+        assert not _direct._observed(engine)
         for name in ("handle_error", "before_execute", "after_cursor_execute"):
 
             def hook(*args: Any, **kw: Any) -> None:
                 return None
 
             event.listen(engine, name, hook)
-            assert _drive._observed(engine), name
+            assert _direct._observed(engine), name
             event.remove(engine, name, hook)
-        assert not _drive._observed(engine)
+        assert not _direct._observed(engine)
     finally:
         engine.dispose()
 
@@ -411,7 +396,7 @@ async def test_asyncpg_told_not_to_cache_statements_keeps_sqlalchemys_path(clean
         for engine, capable in ((plain, True), (uncached, False)):
             async with engine.connect() as conn:
                 fairy = await conn.get_raw_connection()
-                assert _drive._direct_capable(fairy.dbapi_connection, conn.dialect) is capable
+                assert _direct.capable(fairy.dbapi_connection, conn.dialect) is capable
         await AsyncAdmin(uncached, schema=SCHEMA).create_queue("direct")
         producer = AsyncProducer(uncached, "direct", schema=SCHEMA)
         consumer = AsyncConsumer(uncached, "direct", schema=SCHEMA)
@@ -427,4 +412,212 @@ def test_an_exhausted_pool_is_transient() -> None:
     """Worker loops wait and retry on it (a settle that gave up would run jobs again)."""
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    assert issubclass(PoolTimeout, _drive.TRANSIENT)
+    assert issubclass(PoolTimeout, TRANSIENT)
+
+
+# --------------------------------------------------------------------------- SQLAlchemy's way
+FACES = ["asyncpg", "psycopg-async", "psycopg-sync"]
+
+
+async def _enqueue_on(face: str, url: URL, payload: Any, **engine_kw: Any) -> None:
+    """One enqueue through a fresh engine of ``face`` (disposed after)."""
+    if face == "psycopg-sync":
+        engine = make_sync_engine(url, **engine_kw)
+        try:
+            SyncProducer(engine, "direct", schema=SCHEMA).enqueue(payload)
+        finally:
+            engine.dispose()
+        return
+    aengine = make_async_engine(url, face.split("-")[0], **engine_kw)
+    try:
+        await AsyncProducer(aengine, "direct", schema=SCHEMA).enqueue(payload)
+    finally:
+        await aengine.dispose()
+
+
+@pytest.mark.parametrize("face", FACES)
+async def test_driver_errors_are_what_sqlalchemy_raises(clean: URL, face: str) -> None:
+    """A database error on the direct path is the DBAPIError subclass SQLAlchemy's own
+    path raises (IntegrityError for a unique violation), with the same original
+    error class, and shows or hides its parameters as ``hide_parameters`` says."""
+    sync = make_sync_engine(clean)
+    index = f"{SCHEMA}.pgq_test_unique_u"
+    try:
+        SyncAdmin(sync, schema=SCHEMA).create_queue("direct")
+        with sync.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE UNIQUE INDEX pgq_test_unique_u ON {SCHEMA}.pgqueue_jobs "
+                    "((payload->>'u'))"
+                )
+            )
+        await _enqueue_on(face, clean, {"u": "secret-1"})
+        seen: dict[tuple[bool, bool], DBAPIError] = {}
+        for direct in (True, False):
+            for hide in (True, False):
+                options = {"execution_options": {"pgqueue_direct": direct}}
+                with pytest.raises(DBAPIError) as info:
+                    await _enqueue_on(
+                        face, clean, {"u": "secret-1"}, hide_parameters=hide, **options
+                    )
+                seen[direct, hide] = info.value
+        for hide in (True, False):
+            on, off = seen[True, hide], seen[False, hide]
+            assert type(on) is type(off) and type(on).__name__ == "IntegrityError"
+            assert type(on.orig) is type(off.orig)
+            # (The server's own DETAIL line names the key whatever the client hides.)
+            assert ("[parameters:" in str(on)) == ("[parameters:" in str(off)) == (not hide)
+            assert ("parameters hidden" in str(on)) == ("parameters hidden" in str(off)) == hide
+            assert on.connection_invalidated is off.connection_invalidated is False
+    finally:
+        with sync.begin() as conn:
+            conn.execute(text(f"DROP INDEX IF EXISTS {index}"))
+        sync.dispose()
+
+
+def _terminate_all(url: URL) -> int:
+    """Terminate every other backend of the test database; how many."""
+    engine = make_sync_engine(url)
+    try:
+        with engine.begin() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "sqlalchemy"])
+@pytest.mark.parametrize("face", FACES)
+async def test_every_backend_terminated_costs_at_most_one_failed_call(
+    clean: URL, face: str, direct: bool
+) -> None:
+    """A disconnect invalidates the whole pool, as SQLAlchemy's ``Connection`` does: a
+    server that dropped every pooled connection costs one failed call, not one per
+    pooled connection."""
+    options = {"execution_options": {"pgqueue_direct": direct}, "pool_size": 4}
+    failures = 0
+    if face == "psycopg-sync":
+        engine = make_sync_engine(clean, **options)
+        try:
+            SyncAdmin(engine, schema=SCHEMA).create_queue("direct")
+            consumer = SyncConsumer(engine, "direct", schema=SCHEMA)
+            held = [engine.connect() for _ in range(4)]  # fill the pool with 4
+            for c in held:
+                c.execute(text("SELECT 1"))
+                c.close()
+            assert _terminate_all(clean) >= 4
+            for _ in range(8):
+                try:
+                    consumer.dequeue()
+                except TRANSIENT:
+                    failures += 1
+        finally:
+            engine.dispose()
+    else:
+        aengine = make_async_engine(clean, face.split("-")[0], **options)
+        try:
+            await AsyncAdmin(aengine, schema=SCHEMA).create_queue("direct")
+            aconsumer = AsyncConsumer(aengine, "direct", schema=SCHEMA)
+            aheld = [await aengine.connect() for _ in range(4)]
+            for ac in aheld:
+                await ac.execute(text("SELECT 1"))
+                await ac.close()
+            assert await asyncio.to_thread(_terminate_all, clean) >= 4
+            for _ in range(8):
+                try:
+                    await aconsumer.dequeue()
+                except TRANSIENT:
+                    failures += 1
+        finally:
+            await aengine.dispose()
+    assert failures <= 1
+
+
+async def test_the_switch_turns_the_direct_path_off(
+    clean: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``execution_options(pgqueue_direct=False)`` on an engine (and PGQUEUE_DIRECT=0
+    for the whole process) sends every statement through SQLAlchemy."""
+    import subprocess
+    import sys
+
+    engine = make_async_engine(clean, "asyncpg").execution_options(pgqueue_direct=False)
+    sync = make_sync_engine(clean).execution_options(pgqueue_direct=False)
+    assert _direct.dialect_for(engine.sync_engine) is None and _direct.dialect_for(sync) is None
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the direct path was used")
+
+    monkeypatch.setattr(_direct, "pooled", refuse)
+    monkeypatch.setattr(_direct.Sender, "__call__", refuse)
+    monkeypatch.setattr(_direct.AsyncSender, "__call__", refuse)
+    try:
+        await AsyncAdmin(engine, schema=SCHEMA).create_queue("direct")
+        await AsyncProducer(engine, "direct", schema=SCHEMA).enqueue({"n": 1})
+        SyncProducer(sync, "direct", schema=SCHEMA).enqueue({"n": 2})
+        consumer = AsyncConsumer(engine, "direct", schema=SCHEMA)
+        assert await consumer.ack_batch(await consumer.dequeue(5)) == [True, True]
+    finally:
+        sync.dispose()
+        await engine.dispose()
+    code = "import pgqueue._direct as d; print(d.ENABLED)"
+    for value, expected in (("0", "False"), ("1", "True")):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**__import__("os").environ, "PGQUEUE_DIRECT": value},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == expected
+
+
+def test_statements_per_schema_are_a_bounded_cache() -> None:
+    """Each schema's statements cost tens of milliseconds and about a megabyte: the
+    most recently used ones are kept, not every schema ever named."""
+    info = _statements.for_schema.cache_info()
+    assert info.maxsize == _statements.CACHED_SCHEMAS
+    for i in range(_statements.CACHED_SCHEMAS + 3):
+        _statements.for_schema(f"pgq_bounded_{i}")
+    assert _statements.for_schema.cache_info().currsize <= _statements.CACHED_SCHEMAS
+    assert _statements.for_schema(SCHEMA).DEQUEUE is _statements.for_schema(SCHEMA).DEQUEUE
+
+
+async def _use_once(face: str, url: URL, n: int) -> Any:
+    """Enqueue and dequeue through a new engine, dispose of it; a weak reference to its
+    dialect (the engine and everything pgqueue made for it are gone from the stack)."""
+    import weakref
+
+    if face == "psycopg-sync":
+        engine = make_sync_engine(url)
+        SyncProducer(engine, "direct", schema=SCHEMA).enqueue({"n": n})
+        SyncConsumer(engine, "direct", schema=SCHEMA).dequeue()
+        engine.dispose()
+        return weakref.ref(engine.dialect)
+    aengine = make_async_engine(url, face.split("-")[0])
+    await AsyncProducer(aengine, "direct", schema=SCHEMA).enqueue({"n": n})
+    await AsyncConsumer(aengine, "direct", schema=SCHEMA).dequeue()
+    await aengine.dispose()
+    return weakref.ref(aengine.sync_engine.dialect)
+
+
+@pytest.mark.parametrize("face", FACES)
+async def test_engines_come_and_go_without_leaking(clean: URL, face: str) -> None:
+    """An engine used once and disposed leaves nothing of its own behind in pgqueue's
+    caches (compiled statements are kept per kind of dialect, not per engine)."""
+    import gc
+
+    admin = make_sync_engine(clean)
+    SyncAdmin(admin, schema=SCHEMA).create_queue("direct")
+    admin.dispose()
+    refs = [await _use_once(face, clean, n) for n in range(20)]
+    gc.collect()
+    alive = sum(r() is not None for r in refs)
+    assert alive <= 1, f"{alive} of {len(refs)} dialects still alive"

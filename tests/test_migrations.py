@@ -646,23 +646,22 @@ async def test_uninstall_then_operations_raise_schema_not_installed(
 @pytest.mark.parametrize("schema", ["public", "pgq_test", 'Odd "Schema".x:y'])
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 def test_statements_per_schema_render_what_a_translate_map_would(schema: str, driver: str) -> None:
-    """``_sql.for_schema`` clones every statement with the tables in ``schema`` (no
-    per-execution rendering of a schema_translate_map): the SQL must be exactly what
+    """``_statements.for_schema`` clones every statement with the tables in ``schema``
+    (no per-execution rendering of a schema_translate_map): the SQL must be exactly what
     the translate map gives, statement by statement."""
     from sqlalchemy.dialects import postgresql
-    from sqlalchemy.sql.base import Executable
 
-    from pgqueue import _sql
+    from pgqueue import _statements
     from pgqueue.schema import translate_map
 
     dialect = postgresql.asyncpg.dialect() if driver == "asyncpg" else postgresql.psycopg.dialect()
-    clones = vars(_sql.for_schema(schema))
-    names = [n for n, v in vars(_sql).items() if n.isupper() and isinstance(v, Executable)]
-    assert sorted(clones) == sorted(names) and len(names) > 30
+    clones = _statements.for_schema(schema)
+    sources = _statements.sources()
+    assert len(sources) > 30
     mapping = translate_map(schema)
-    for name in names:
-        compiled = getattr(_sql, name).compile(dialect=dialect, schema_translate_map=mapping)
+    for name, statement in sources.items():
+        compiled = statement.compile(dialect=dialect, schema_translate_map=mapping)
         expected = compiled.preparer._render_schema_translates(compiled.string, mapping)
-        assert str(clones[name].compile(dialect=dialect)) == expected, name
+        assert str(getattr(clones, name).compile(dialect=dialect)) == expected, name
         if any(table in expected for table in PGQUEUE_TABLES):  # names a table: qualified
             assert schema.replace('"', '""') in expected, name

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, text
 
-from pgqueue import SyncAdmin, SyncProducer
+from pgqueue import SyncAdmin, SyncConsumer, SyncProducer
 from pgqueue.errors import (
     DuplicateJob,
     InvalidArgument,
@@ -635,6 +635,8 @@ def test_schema_not_installed(sync_db: SyncDB, empty_schema: str) -> None:
         assert "alembic upgrade head" in message and "pgqueue install" in message
         assert schema in message
         assert info.value.schema == schema
+        if sync_db.bind is not None:  # the failed statement aborted the caller's transaction
+            sync_db.bind.rollback()
     tables = sync_db.scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = ANY(:schemas)",
         schemas=[empty_schema, "pgq_no_such_schema"],
@@ -653,18 +655,36 @@ def test_bad_schema_or_port(sync_db: SyncDB) -> None:
 
 
 # --------------------------------------------------------------------------- visibility
-def test_extend_visibility(sync_db: SyncDB, producer: SyncProducer) -> None:
-    m = producer.enqueue({"x": 1}, **sync_db.kw)
+def test_extend_visibility_extends_only_a_live_lease(
+    sync_db: SyncDB, producer: SyncProducer
+) -> None:
+    # The seeds' meaning: "extend the lock on a message being processed".
+    consumer = SyncConsumer(sync_db.engine, "tasks", schema=sync_db.schema)
+    queued = producer.enqueue({"x": 1}, **sync_db.kw)
+    delayed = producer.enqueue({"x": 2}, delay=60, **sync_db.kw)
+    before = snapshot(sync_db)
+    assert producer.extend_visibility(queued.id, 30, **sync_db.kw) is False
+    assert producer.extend_visibility(delayed.id, 30, **sync_db.kw) is False
+    assert snapshot(sync_db) == before  # neither hidden nor moved
+    (m,) = consumer.dequeue(1, visibility_timeout=10, **sync_db.kw)
+    assert m.id == queued.id
     assert producer.extend_visibility(m.id, 30, **sync_db.kw) is True
     # Measured from the server's statement time, not the client's clock.
     assert 25 < seconds(sync_db, "available_at - statement_timestamp()", m.id) <= 30
-    assert producer.extend_visibility(m.id, timedelta(0), **sync_db.kw) is True
-    assert seconds(sync_db, "statement_timestamp() - available_at", m.id) >= 0
+    # A shorter extension never shortens the lease (so no second consumer takes it).
+    assert producer.extend_visibility(m.id, 1, **sync_db.kw) is True
+    assert 25 < seconds(sync_db, "available_at - statement_timestamp()", m.id) <= 30
     before = snapshot(sync_db)
-    for bad in (-1, math.nan, math.inf, 3650 * 86400 + 1, "5", None):
+    for bad in (0, timedelta(0), -1, math.nan, math.inf, 3650 * 86400 + 1, "5", None):
         with pytest.raises(InvalidDelay):
             producer.extend_visibility(m.id, bad, **sync_db.kw)  # type: ignore[arg-type]
     assert snapshot(sync_db) == before
+    # A lease that has expired is not the job being processed any more.
+    sync_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=m.id,
+    )
+    assert producer.extend_visibility(m.id, 30, **sync_db.kw) is False
 
 
 def test_extend_visibility_of_no_live_job(sync_db: SyncDB, producer: SyncProducer) -> None:
@@ -685,7 +705,9 @@ def test_extend_visibility_of_no_live_job(sync_db: SyncDB, producer: SyncProduce
 
 
 # --------------------------------------------------------------------------- lifecycle
-def test_registers_on_first_use(sync_db: SyncDB) -> None:
+def test_registration_is_explicit(sync_db: SyncDB) -> None:
+    # An ephemeral producer (the seeds' default) writes nothing but jobs; a managed one
+    # registers when asked to.
     SyncAdmin(sync_db.engine, schema=sync_db.schema).create_queue("tasks", **sync_db.kw)
     producer = SyncProducer(
         sync_db.engine, "tasks", schema=sync_db.schema, hostname="svc-1", port=3000
@@ -694,7 +716,11 @@ def test_registers_on_first_use(sync_db: SyncDB) -> None:
     assert producer.status() == "ready"
     assert producer.is_healthy() is False  # never seen alive
     producer.enqueue({"x": 1}, **sync_db.kw)
-    assert producer.worker_id is not None
+    producer.batch_enqueue([{"x": 2}, {"x": 3}], **sync_db.kw)
+    assert producer.worker_id is None
+    assert workers(sync_db) == 0
+    info = producer.register()
+    assert producer.worker_id == info.id
     (row,) = committed(
         sync_db,
         "SELECT kind, queues, hostname, port, pid, status, started_at <= heartbeat_at"
@@ -703,9 +729,11 @@ def test_registers_on_first_use(sync_db: SyncDB) -> None:
     )
     assert tuple(row) == ("producer", "tasks", "svc-1", 3000, os.getpid(), "ready", True)
     first = producer.worker_id
-    producer.enqueue({"x": 2}, **sync_db.kw)
+    producer.enqueue({"x": 4}, **sync_db.kw)
+    assert producer.register().id == first  # idempotent
     assert producer.worker_id == first
     assert workers(sync_db) == 1
+    assert producer.is_healthy() is True
 
 
 @ENGINE_ONLY
@@ -950,17 +978,17 @@ def test_failed_batch_in_a_caller_transaction_keeps_the_callers_writes(
 
 
 def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
-    # _ops builds Messages through each slot's descriptor (faster than a frozen
+    # _rows builds Messages through each slot's descriptor (faster than a frozen
     # dataclass's __init__): the result must be indistinguishable from Message(...).
     import dataclasses
 
-    from pgqueue import _ops
+    from pgqueue import _rows
     from pgqueue.types import Message
 
     now = datetime.now(timezone.utc)
     values = (7, "q", {"a": [1]}, "ep", -2, "running", 1, 3, now, now, "k", {"h": 1})
     values += (None, "w", "boom", [{"attempt": 1}])
-    built = _ops.message(values)
+    built = _rows.message(values)
     assert built == Message(*values) and type(built) is Message
     assert dataclasses.astuple(built) == values
     with pytest.raises(dataclasses.FrozenInstanceError):

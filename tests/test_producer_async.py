@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, text
 
-from pgqueue import AsyncAdmin, AsyncProducer
+from pgqueue import AsyncAdmin, AsyncConsumer, AsyncProducer
 from pgqueue.errors import (
     DuplicateJob,
     InvalidArgument,
@@ -660,6 +660,8 @@ async def test_schema_not_installed(async_db: AsyncDB, empty_schema: str) -> Non
         assert "alembic upgrade head" in message and "pgqueue install" in message
         assert schema in message
         assert info.value.schema == schema
+        if async_db.bind is not None:  # the failed statement aborted the caller's transaction
+            await async_db.bind.rollback()
     tables = await async_db.scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = ANY(:schemas)",
         schemas=[empty_schema, "pgq_no_such_schema"],
@@ -678,18 +680,36 @@ async def test_bad_schema_or_port(async_db: AsyncDB) -> None:
 
 
 # --------------------------------------------------------------------------- visibility
-async def test_extend_visibility(async_db: AsyncDB, producer: AsyncProducer) -> None:
-    m = await producer.enqueue({"x": 1}, **async_db.kw)
+async def test_extend_visibility_extends_only_a_live_lease(
+    async_db: AsyncDB, producer: AsyncProducer
+) -> None:
+    # The seeds' meaning: "extend the lock on a message being processed".
+    consumer = AsyncConsumer(async_db.engine, "tasks", schema=async_db.schema)
+    queued = await producer.enqueue({"x": 1}, **async_db.kw)
+    delayed = await producer.enqueue({"x": 2}, delay=60, **async_db.kw)
+    before = await snapshot(async_db)
+    assert await producer.extend_visibility(queued.id, 30, **async_db.kw) is False
+    assert await producer.extend_visibility(delayed.id, 30, **async_db.kw) is False
+    assert await snapshot(async_db) == before  # neither hidden nor moved
+    (m,) = await consumer.dequeue(1, visibility_timeout=10, **async_db.kw)
+    assert m.id == queued.id
     assert await producer.extend_visibility(m.id, 30, **async_db.kw) is True
     # Measured from the server's statement time, not the client's clock.
     assert 25 < await seconds(async_db, "available_at - statement_timestamp()", m.id) <= 30
-    assert await producer.extend_visibility(m.id, timedelta(0), **async_db.kw) is True
-    assert await seconds(async_db, "statement_timestamp() - available_at", m.id) >= 0
+    # A shorter extension never shortens the lease (so no second consumer takes it).
+    assert await producer.extend_visibility(m.id, 1, **async_db.kw) is True
+    assert 25 < await seconds(async_db, "available_at - statement_timestamp()", m.id) <= 30
     before = await snapshot(async_db)
-    for bad in (-1, math.nan, math.inf, 3650 * 86400 + 1, "5", None):
+    for bad in (0, timedelta(0), -1, math.nan, math.inf, 3650 * 86400 + 1, "5", None):
         with pytest.raises(InvalidDelay):
             await producer.extend_visibility(m.id, bad, **async_db.kw)  # type: ignore[arg-type]
     assert await snapshot(async_db) == before
+    # A lease that has expired is not the job being processed any more.
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=m.id,
+    )
+    assert await producer.extend_visibility(m.id, 30, **async_db.kw) is False
 
 
 async def test_extend_visibility_of_no_live_job(async_db: AsyncDB, producer: AsyncProducer) -> None:
@@ -710,7 +730,9 @@ async def test_extend_visibility_of_no_live_job(async_db: AsyncDB, producer: Asy
 
 
 # --------------------------------------------------------------------------- lifecycle
-async def test_registers_on_first_use(async_db: AsyncDB) -> None:
+async def test_registration_is_explicit(async_db: AsyncDB) -> None:
+    # An ephemeral producer (the seeds' default) writes nothing but jobs; a managed one
+    # registers when asked to.
     await AsyncAdmin(async_db.engine, schema=async_db.schema).create_queue("tasks", **async_db.kw)
     producer = AsyncProducer(
         async_db.engine, "tasks", schema=async_db.schema, hostname="svc-1", port=3000
@@ -719,7 +741,11 @@ async def test_registers_on_first_use(async_db: AsyncDB) -> None:
     assert await producer.status() == "ready"
     assert await producer.is_healthy() is False  # never seen alive
     await producer.enqueue({"x": 1}, **async_db.kw)
-    assert producer.worker_id is not None
+    await producer.batch_enqueue([{"x": 2}, {"x": 3}], **async_db.kw)
+    assert producer.worker_id is None
+    assert await workers(async_db) == 0
+    info = await producer.register()
+    assert producer.worker_id == info.id
     (row,) = await committed(
         async_db,
         "SELECT kind, queues, hostname, port, pid, status, started_at <= heartbeat_at"
@@ -728,9 +754,11 @@ async def test_registers_on_first_use(async_db: AsyncDB) -> None:
     )
     assert tuple(row) == ("producer", "tasks", "svc-1", 3000, os.getpid(), "ready", True)
     first = producer.worker_id
-    await producer.enqueue({"x": 2}, **async_db.kw)
+    await producer.enqueue({"x": 4}, **async_db.kw)
+    assert (await producer.register()).id == first  # idempotent
     assert producer.worker_id == first
     assert await workers(async_db) == 1
+    assert await producer.is_healthy() is True
 
 
 @ENGINE_ONLY
@@ -975,17 +1003,17 @@ async def test_failed_batch_in_a_caller_transaction_keeps_the_callers_writes(
 
 
 def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
-    # _ops builds Messages through each slot's descriptor (faster than a frozen
+    # _rows builds Messages through each slot's descriptor (faster than a frozen
     # dataclass's __init__): the result must be indistinguishable from Message(...).
     import dataclasses
 
-    from pgqueue import _ops
+    from pgqueue import _rows
     from pgqueue.types import Message
 
     now = datetime.now(timezone.utc)
     values = (7, "q", {"a": [1]}, "ep", -2, "running", 1, 3, now, now, "k", {"h": 1})
     values += (None, "w", "boom", [{"attempt": 1}])
-    built = _ops.message(values)
+    built = _rows.message(values)
     assert built == Message(*values) and type(built) is Message
     assert dataclasses.astuple(built) == values
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -35,9 +35,9 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
     SyncWorker,
-    _ops,
 )
-from pgqueue._compat import TaskGroup, sleep
+from pgqueue._compat import Event, TaskGroup, sleep
+from pgqueue._scheduler import SyncScheduler
 
 from ._worker_app import coroutine_handler
 from .conftest import SCHEMA, statements_on
@@ -265,15 +265,6 @@ def test_drain_completes_every_job_exactly_once(sync_engine: Engine) -> None:
     assert worker.status() == "stopped"
 
 
-def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
-    # Each LIMIT is its own prepared DEQUEUE: a worker's fetch sizes are rounded so a
-    # large batch_size does not overflow the drivers' 100-statement caches.
-    sizes = [_ops.fetch_size(want) for want in range(1, _ops.MAX_BATCH + 1)]
-    assert sizes[:16] == list(range(1, 17))
-    assert all(want * 7 / 8 < size <= want for want, size in enumerate(sizes, 1))
-    assert len(set(sizes)) < 90 and len(set(sizes[:1000])) < 64
-
-
 def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> None:
     producer = queue(sync_engine)
     ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(1500)])]
@@ -446,7 +437,12 @@ def test_timeout_fails_the_attempt_with_job_timeout(sync_engine: Engine) -> None
 
     @worker.entrypoint("tasks", timeout=0.2)
     def handler(job: Message) -> None:
-        sleep(job.payload["sleep"])
+        # An def handler is cancelled at its timeout; one on a thread (sync face)
+        # cannot be, and learns of it from worker.cancelled(job).
+        for _ in range(int(job.payload["sleep"] / 0.02)):
+            if worker.cancelled(job):
+                return
+            sleep(0.02)
         done.append(job.id)
 
     slow = producer.enqueue({"sleep": 2.0})
@@ -704,10 +700,14 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(
     assert workers[1].stats["completed"] == 0
 
 
-def test_shutdown_timeout_releases_running_jobs_at_once(sync_engine: Engine) -> None:
-    """A job still running when shutdown_timeout passes goes back to the queue (attempt
-    not spent) and another worker takes it at once."""
-    producer = queue(sync_engine, archive=True)
+def test_shutdown_timeout_releases_only_what_can_be_stopped(
+    sync_engine: Engine,
+) -> None:
+    """At the shutdown timeout an ``async def`` handler is cancelled: its job goes back to
+    the queue at once (attempt not spent) and another worker takes it. A handler on a
+    thread (the sync face) cannot be stopped: its job keeps its lease, heartbeated,
+    until the handler returns, and no other worker runs it meanwhile."""
+    producer = queue(sync_engine, archive=True, visibility_timeout=1)
     first = make_worker(sync_engine, shutdown_timeout=0.3)
     stop = threading.Event()
     ran: list[tuple[str, int]] = []
@@ -721,34 +721,39 @@ def test_shutdown_timeout_releases_running_jobs_at_once(sync_engine: Engine) -> 
             sleep(0.05)
 
     m = producer.enqueue({})
+    second = make_worker(sync_engine)
+
+    @second.entrypoint("tasks")
+    def quick(job: Message) -> None:
+        ran.append(("second", job.attempts))
+
     try:
         with running(first) as group:
             until_true(lambda: bool(ran))
             began = time.monotonic()
             first.shutdown()
             assert group.join(5)
-            assert time.monotonic() - began < 2.0
+            assert time.monotonic() - began < 2.0  # run() returned at the timeout
         row = job_row(sync_engine, m.id)
-        assert (row.status, row.attempts, row.lease, row.locked_by) == ("queued", 0, None, None)
-        assert (
-            scalar(
-                sync_engine,
-                "SELECT status FROM pgqueue_workers WHERE id = :id",
-                id=first.worker_id,
-            )
-            == "stopped"
-        )
-
-        second = make_worker(sync_engine)
-
-        @second.entrypoint("tasks")
-        def quick(job: Message) -> None:
-            ran.append(("second", job.attempts))
-
-        assert drain(second) < 3.0
+        if ASYNC_FACE:
+            assert (row.status, row.attempts, row.lease, row.locked_by) == ("queued", 0, None, None)
+            sql = "SELECT status FROM pgqueue_workers WHERE id = :id"
+            assert scalar(sync_engine, sql, id=first.worker_id) == "stopped"
+            assert drain(second) < 3.0
+        else:
+            assert (row.status, row.attempts) == ("running", 1)
+            # Three leases of 1 s later the job is still leased to the first worker, and
+            # a second worker running all along never took it.
+            with running(second):
+                sleep(3.0)
+            kept = job_row(sync_engine, m.id)
+            assert (kept.status, kept.lease) == ("running", row.lease)
+            stop.set()
+            until(sync_engine, "SELECT count(*) = 0 FROM pgqueue_jobs")
     finally:
         stop.set()
-    assert ran == [("first", 1), ("second", 1)]
+    expected = [("first", 1), ("second", 1)] if ASYNC_FACE else [("first", 1)]
+    assert ran == expected
     assert scalar(sync_engine, "SELECT attempts FROM pgqueue_archive") == 1
 
 
@@ -809,17 +814,20 @@ def test_claim_tick_enqueues_one_job_per_tick(sync_engine: Engine) -> None:
         w.schedule("*/5 * * * *", entrypoint="tick", name="every5")(coroutine_or_plain)
         workers.append(w)
     a, b = (w._schedules[0] for w in workers)
-    workers[0]._start_schedule(a)
+    one, two = (
+        SyncScheduler(w.engine, w._ctx, w._contexts, w._schedules, Event()) for w in workers
+    )
+    one._start(a)
     t0 = datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
     t1, t2, t3 = (t0 + timedelta(minutes=5 * k) for k in (1, 2, 3))
-    workers[0]._claim(a, t1)
-    workers[1]._claim(b, t1)
-    workers[0]._claim(a, t1)
-    workers[1]._claim(b, t0)  # older than the last tick: never enqueued
-    workers[1]._claim(b, t2)
+    one._claim(a, t1)
+    two._claim(b, t1)
+    one._claim(a, t1)
+    two._claim(b, t0)  # older than the last tick: never enqueued
+    two._claim(b, t2)
     group = TaskGroup(8)
     for i in range(8):
-        group.spawn(workers[i % 2]._claim, (a, b)[i % 2], t3)
+        group.spawn((one, two)[i % 2]._claim, (a, b)[i % 2], t3)
     assert group.join(20)
     found = rows(
         sync_engine,

@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Async sources; each generates the same path without ``_async``.
 SOURCES = [
     "pgqueue/_identity_async.py",
+    "pgqueue/_completer_async.py",
+    "pgqueue/_maintenance_async.py",
+    "pgqueue/_scheduler_async.py",
+    "pgqueue/_startup_async.py",
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
@@ -48,12 +52,24 @@ RULES: list[tuple[str, str]] = [
     (r"\bacheck_bind\b", "check_bind"),
     (r"\barun\b", "run"),
     (r"\b_acompat\b", "_compat"),
-    (r"\b(_identity|producer|admin|consumer|worker)_async\b", r"\1"),
-    (r"\bAsync(Identity|Producer|Consumer|Admin|Worker|DB)\b", r"Sync\1"),
+    (
+        r"\b(_identity|_completer|_maintenance|_scheduler|_startup"
+        r"|producer|admin|consumer|worker)_async\b",
+        r"\1",
+    ),
+    (
+        r"\bAsync(Identity|Producer|Consumer|Admin|Worker"
+        r"|Completer|Maintainer|Scheduler|Startup|DB)\b",
+        r"Sync\1",
+    ),
+    # "Awaitable[X]" -> "X" (X may hold one level of brackets)
+    (r"\bAwaitable\[((?:[^\[\]]|\[[^\[\]]*\])*)\]", r"\1"),
     (r"\basync_db\b", "sync_db"),
     (r"\basync_engine\b", "sync_engine"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\.aclose\(\)", ".close()"),
+    (r"\b__aenter__\b", "__enter__"),
+    (r"\b__aexit__\b", "__exit__"),
     (r"\basync (def|with|for) ", r"\1 "),
     # "(await f(x)).y" -> "f(x).y", but "len(await f(x))" keeps its call parentheses
     (r"(?<![\w\])])\(await ([^()]*(?:\([^()]*\))?)\)", r"\1"),
@@ -89,9 +105,10 @@ def _ruff(args: list[str], text: str, path: Path) -> str:
 
 
 def ruff_format(text: str, path: Path) -> str:
-    """Imports sorted again (renames reorder them), then formatted."""
+    """Imports sorted again (renames reorder them) and unused ones dropped (a rename
+    can leave one, e.g. Awaitable), then formatted."""
     sorted_imports = _ruff(
-        ["check", "--select", "I", "--fix", "--quiet", "--exit-zero"], text, path
+        ["check", "--select", "I,F401", "--fix", "--quiet", "--exit-zero"], text, path
     )
     return _ruff(["format"], sorted_imports, path)
 

@@ -1,0 +1,200 @@
+"""The completer: every settle of a worker's jobs, group-committed (async source).
+
+When a handler returns or raises, its slot is free at once and its settle (ack; nack,
+which retries or dead-letters; release) is queued here. Whoever finds no flush in
+progress starts one in the background that settles everything queued by then, one
+statement per kind and queue, and again until nothing is left: settles batch
+themselves under load and wait for nothing when idle. Failures cost what successes
+cost (each used to be a statement of its own, from its job's slot).
+
+A settle that fails because the database is away is retried with backoff for as long
+as the worker lives (the jobs stay held, so their leases are kept). One the database
+rejects (SQLSTATE 22, 23, 42: nothing a retry can fix) is split to find the job at
+fault; that job's nack is stored once more with a plain error in place of the one that
+could not be stored, and if even that fails the job is let go: its lease expires and
+it is delivered again. Either way, nothing loops forever and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._acompat import Event, TaskGroup, wait_event
+from ._drive import AsyncHeld
+from ._inflight import InFlight
+from ._plans import Context, Plan
+from ._plans import consumer as consumer_plans
+from ._plans.consumer import Failure
+from ._retry import TRANSIENT, backoff_delay, first_line, permanent
+from .types import Message
+
+log = logging.getLogger("pgqueue.worker")
+
+ACK, NACK, RELEASE = "ack", "nack", "release"
+#: Attempts at a settle while the worker stops before giving up (the jobs' leases then
+#: expire and they are delivered again).
+ATTEMPTS_WHEN_STOPPING = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """One job's settle: ``kind`` (ack, nack, release) and, for a nack, its failure."""
+
+    kind: str
+    message: Message
+    failure: Failure | None = None
+    #: A nack stored again with a plain error, the one it had having been rejected.
+    plain: bool = False
+
+
+class AsyncCompleter:
+    """Group commit of a worker's settles; ``inflight`` learns each outcome."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        contexts: Mapping[str, Context],
+        inflight: InFlight,
+        *,
+        halt: Event,
+        settled: Callable[[], None],
+    ) -> None:
+        self._contexts = contexts
+        self._inflight = inflight
+        self._halt = halt
+        self._settled = settled
+        self._conn = AsyncHeld(engine)  # used by one flush at a time
+        self._flusher = TaskGroup(1)
+        self._lock = threading.Lock()  # pending and flushing: never held across I/O
+        self._pending: list[Settle] = []
+        self._flushing = False
+
+    async def ack(self, message: Message) -> None:
+        await self._submit([Settle(ACK, message)])
+
+    async def nack(self, message: Message, failure: Failure) -> None:
+        await self._submit([Settle(NACK, message, failure)])
+
+    async def release(self, messages: Sequence[Message]) -> None:
+        await self._submit([Settle(RELEASE, m) for m in messages])
+
+    async def _submit(self, settles: list[Settle]) -> None:
+        if not settles:
+            return
+        with self._lock:
+            self._pending += settles
+            if self._flushing:
+                return
+            self._flushing = True
+        self._flusher.spawn(self._flush)
+
+    async def _flush(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    # In the same critical section as the check: a settle queued now
+                    # either was in this batch or finds no flush in progress and starts one.
+                    self._flushing = False
+                    return
+            try:
+                await self._settle(batch)
+            except BaseException:  # cancelled: settle them later
+                with self._lock:
+                    self._pending[:0] = batch
+                    self._flushing = False
+                raise
+
+    async def join(self) -> None:
+        """Wait until everything queued so far is settled (or given up)."""
+        await self._flusher.join(None)
+        with self._lock:
+            left = bool(self._pending) and not self._flushing
+            if left:
+                self._flushing = True
+        if left:
+            await self._flush()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # ------------------------------------------------------------------ settling
+    async def _settle(self, batch: list[Settle]) -> None:
+        groups: dict[tuple[str, str], list[Settle]] = {}
+        for s in batch:
+            groups.setdefault((s.message.queue, s.kind), []).append(s)
+        for (queue, kind), settles in groups.items():
+            outcomes = await self._run(self._contexts[queue], kind, settles)
+            self._inflight.settled([s.message for s in settles], outcomes)
+        self._settled()
+
+    async def _run(self, ctx: Context, kind: str, settles: list[Settle]) -> list[str | None]:
+        """Outcomes (None: lease lost or given up), retrying while the database is away."""
+        attempt = 0
+        while True:
+            try:
+                return await self._once(ctx, kind, settles)
+            except TRANSIENT as exc:
+                if permanent(exc):
+                    return await self._isolate(ctx, kind, settles, exc)
+                if self._halt.is_set() and attempt >= ATTEMPTS_WHEN_STOPPING:
+                    log.error("gave up on %s of %d jobs: delivered again later", kind, len(settles))
+                    return [None] * len(settles)
+                delay = backoff_delay(attempt)
+                log.warning(
+                    "%s of %d jobs failed (%s); retry in %.2fs",
+                    kind,
+                    len(settles),
+                    first_line(exc),
+                    delay,
+                )
+                await wait_event(self._halt, delay)
+                attempt += 1
+            except Exception:
+                log.exception("%s of %d jobs failed: delivered again later", kind, len(settles))
+                return [None] * len(settles)
+
+    async def _once(self, ctx: Context, kind: str, settles: list[Settle]) -> list[str | None]:
+        messages = [s.message for s in settles]
+        if kind == NACK:
+            failures = [s.failure or Failure(None) for s in settles]
+            nacked = await self._conn.run(consumer_plans.nack(ctx, messages, failures), ctx)
+            return ["dead" if s == "dead" else None if s is None else "failed" for s in nacked]
+        plan: Plan[list[bool]]
+        if kind == ACK:
+            plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK)
+            done = "completed"
+        else:
+            plan = consumer_plans.release(ctx, messages)
+            done = "released"
+        return [done if hit else None for hit in await self._conn.run(plan, ctx)]
+
+    async def _isolate(
+        self, ctx: Context, kind: str, settles: list[Settle], exc: BaseException
+    ) -> list[str | None]:
+        """The database rejected a batch: settle each job alone, so one bad job cannot
+        hold the others back, and store a plain error for the one at fault."""
+        if len(settles) > 1:
+            return [(await self._run(ctx, kind, [s]))[0] for s in settles]
+        (s,) = settles
+        if kind == NACK and s.failure is not None and not s.plain:
+            plain = Failure(
+                f"the attempt's error could not be stored ({first_line(exc)})",
+                None,
+                s.failure.delay,
+                s.failure.max_attempts,
+            )
+            log.error("job %s: nack rejected (%s); storing a plain error", s.message.id, exc)
+            return await self._run(ctx, kind, [replace(s, failure=plain, plain=True)])
+        log.error(
+            "job %s: %s rejected by the database (%s): delivered again when its lease ends",
+            s.message.id,
+            kind,
+            first_line(exc),
+        )
+        return [None]

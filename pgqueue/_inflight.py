@@ -1,0 +1,109 @@
+"""The jobs a worker holds, shared by its services on both faces.
+
+A job is held from the moment it is leased until its settle (ack, nack, release)
+committed or was given up: the fetch loop adds it, a job slot marks it started and
+finished, the completer removes it, and the maintenance service keeps the lease of
+every held job alive. On the sync face these run on several threads, so every access
+takes the lock (critical sections never wait on I/O, so a ``threading.Lock`` serves the
+async face too).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .types import Message
+
+#: Counters a worker keeps (``worker.stats``): jobs completed, failed (to be retried),
+#: dead-lettered, and whose lease was lost. A released job is none of these.
+STATS = ("completed", "failed", "dead", "lost")
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One held job and where its handler is."""
+
+    message: Message
+    started: float | None = None  # monotonic time the handler began
+    in_thread: bool = False  # its handler runs in a thread (cannot be interrupted)
+    finished: bool = False  # its handler returned or raised
+    acked: bool = False  # the handler completed it itself (worker.ack(bind=))
+    #: Set when the job should stop: its timeout passed (``worker.cancelled(job)``).
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class InFlight:
+    """Held jobs by id, and the worker's counters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._stats = dict.fromkeys(STATS, 0)
+
+    def hold(self, messages: Iterable[Message]) -> list[Job]:
+        with self._lock:
+            jobs = [Job(m) for m in messages]
+            for job in jobs:
+                self._jobs[job.message.id] = job
+            return jobs
+
+    def get(self, job_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def start(self, job: Job, *, in_thread: bool = False) -> None:
+        with self._lock:
+            job.started = time.monotonic()
+            job.in_thread = job.in_thread or in_thread
+
+    def in_thread(self, job: Job) -> None:
+        with self._lock:
+            job.in_thread = True
+
+    def finish(self, job: Job) -> None:
+        with self._lock:
+            job.finished = True
+
+    def acked(self, job_id: int) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.acked = True
+
+    def settled(self, messages: Iterable[Message], outcomes: Iterable[str | None]) -> None:
+        """Let go of settled jobs; ``outcomes``: what each settle did (None: the lease
+        was lost, or the settle was given up)."""
+        with self._lock:
+            for m, outcome in zip(messages, outcomes, strict=True):
+                job = self._jobs.pop(m.id, None)
+                if job is not None and job.acked and outcome in (None, "lost"):
+                    outcome = "completed"  # committed by the handler (worker.ack(bind=))
+                if outcome != "released":
+                    self._stats[outcome or "lost"] += 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def messages(self) -> list[Message]:
+        """Every held job's message (a copy: other threads change the set)."""
+        with self._lock:
+            return [job.message for job in self._jobs.values()]
+
+    def waiting(self) -> list[Message]:
+        """Held jobs whose handler never started (safe to release)."""
+        with self._lock:
+            return [job.message for job in self._jobs.values() if job.started is None]
+
+    def running(self) -> list[Job]:
+        """Held jobs whose handler started and has not returned."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.started is not None and not j.finished]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)

@@ -1,0 +1,102 @@
+# DO NOT EDIT: generated from _maintenance_async.py by tools/async_to_sync.py
+"""Maintenance of a worker: its heartbeat, the leases of the jobs it holds, sweeps of
+registrations whose heartbeat stopped, and periodic checks (async source).
+
+It runs beside the fetch loop until the worker stops *and* holds no job: a handler
+that is still running when ``run()`` returns (a thread cannot be interrupted) keeps
+its lease for as long as the process lives, so no other worker can start the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import Engine
+
+from ._compat import Event, sleep, wait_event
+from ._drive import run
+from ._inflight import InFlight
+from ._plans import Context
+from ._plans import consumer as consumer_plans
+from ._plans import worker as worker_plans
+
+log = logging.getLogger("pgqueue.worker")
+
+#: Sweep registrations whose heartbeat stopped every this many seconds.
+SWEEP_EVERY = 60.0
+#: Run the worker's periodic checks (jobs nobody serves, missing queues) this often.
+CHECK_EVERY = 300.0
+
+
+class SyncMaintainer:
+    """Heartbeats, lease keeping and sweeps for one worker."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ctx: Context,
+        contexts: Mapping[str, Context],
+        inflight: InFlight,
+        *,
+        interval: float,
+        lease: Callable[[str], float],
+        beat: Callable[[], None],
+        check: Callable[[], None],
+        stopping: Event,
+    ) -> None:
+        self._engine = engine
+        self._ctx = ctx
+        self._contexts = contexts
+        self._inflight = inflight
+        self._interval = interval
+        self._lease = lease
+        self._beat = beat
+        self._check = check
+        self._stopping = stopping
+
+    def run(self) -> None:
+        """Until the worker stops and holds no job."""
+        swept = checked = time.monotonic()
+        while True:
+            if self._stopping.is_set():
+                if not len(self._inflight):
+                    return
+                sleep(self._interval)  # handlers still running: keep their leases
+            else:
+                wait_event(self._stopping, self._interval)
+                if self._stopping.is_set() and not len(self._inflight):
+                    return
+            self._guarded("lease keeping", self.keep_leases)
+            if self._stopping.is_set():
+                continue  # the registration ended with the run; the leases go on
+            self._guarded("heartbeat", self._beat)
+            now = time.monotonic()
+            if now - swept >= SWEEP_EVERY:
+                swept = now
+                self._guarded("sweep", self.sweep)
+            if now - checked >= CHECK_EVERY:
+                checked = now
+                self._guarded("checks", self._check)
+
+    def _guarded(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # never end: running jobs depend on this loop
+            log.warning("worker maintenance: %s failed (%s)", what, exc)
+
+    def keep_leases(self) -> None:
+        """Extend the lease of every held job, from outside handler code."""
+        held = self._inflight.messages()
+        for queue, ctx in self._contexts.items():
+            mine = [m for m in held if m.queue == queue]
+            if mine:
+                plan = consumer_plans.extend(ctx, mine, self._lease(queue))
+                run(self._engine, None, plan, ctx)
+
+    def sweep(self) -> None:
+        """Mark registrations whose heartbeat stopped dead; drop long-gone rows."""
+        dead = run(self._engine, None, worker_plans.sweep_workers(self._ctx), self._ctx)
+        if dead:
+            log.info("marked %d registrations dead (no heartbeat)", dead)

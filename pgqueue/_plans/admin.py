@@ -1,0 +1,146 @@
+"""Admin plans: queues, their settings and metrics, dead letters, registered workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Executable
+
+from .. import _rows
+from ..errors import QueueAlreadyExists, QueueNotFound
+from ..types import Message, QueueInfo, QueueMetrics, WorkerInfo
+from . import Context, Plan, Step, Steps, channel_name, plan
+
+#: Rows deleted per statement when purging or deleting a queue: each batch is its own
+#: short transaction (without ``bind=``), so no lock is held for long.
+PURGE_BATCH = 5_000
+
+
+@plan(transaction=False)
+def create_queue(
+    ctx: Context,
+    name: str,
+    *,
+    exists_ok: bool,
+    max_attempts: int,
+    visibility_timeout: float,
+    retry_backoff: float,
+    retry_backoff_max: float,
+    archive: bool,
+) -> Steps[QueueInfo]:
+    rows = yield Step(
+        ctx.sql.INSERT_QUEUE,
+        {
+            "b_queue": name,
+            "b_max_attempts": max_attempts,
+            "b_visibility_timeout": visibility_timeout,
+            "b_retry_backoff": retry_backoff,
+            "b_retry_backoff_max": retry_backoff_max,
+            "b_archive": archive,
+        },
+    )
+    if rows:
+        return _rows.queue_info(rows[0])
+    if not exists_ok:
+        raise QueueAlreadyExists(name)
+    return (yield from get_queue(ctx, name).steps)
+
+
+@plan(transaction=False)
+def get_queue(ctx: Context, name: str) -> Steps[QueueInfo]:
+    rows = yield Step(ctx.sql.SELECT_QUEUE, {"b_queue": name})
+    if not rows:
+        raise QueueNotFound(name)
+    return _rows.queue_info(rows[0])
+
+
+@plan(transaction=False)
+def list_queues(ctx: Context) -> Steps[list[QueueInfo]]:
+    rows = yield Step(ctx.sql.SELECT_QUEUES, {})
+    return [_rows.queue_info(r) for r in rows]
+
+
+def _purge(statement: Executable, name: str) -> Steps[int]:
+    """Delete a queue's rows in batches until none is left; how many."""
+    total = 0
+    while True:
+        rows = yield Step(statement, {"b_queue": name, "b_limit": PURGE_BATCH})
+        deleted = int(rows[0][0])
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+
+
+@plan(transaction=False)
+def purge_queue(ctx: Context, name: str) -> Steps[int]:
+    yield from get_queue(ctx, name).steps
+    return (yield from _purge(ctx.sql.PURGE_JOBS, name))
+
+
+def delete_queue(ctx: Context, name: str, *, wait: float, in_caller_tx: bool) -> Plan[None]:
+    """The queue's row first (enqueues then find no queue, dequeues skip its jobs), then
+    its jobs and archive rows in batches. Locks nothing but the rows it deletes, so
+    other queues never wait (a table lock queued every dequeue behind the oldest open
+    transaction that had enqueued).
+
+    An enqueue that read the queue's row before it went may still be committing jobs:
+    outside a caller's transaction, the transactions open once the row is gone are
+    waited for (up to ``wait`` seconds) before the jobs are deleted."""
+    return Plan(_delete_queue(ctx, name, wait, in_caller_tx), transaction=False)
+
+
+def _delete_queue(ctx: Context, name: str, wait: float, in_caller_tx: bool) -> Steps[None]:
+    rows = yield Step(ctx.sql.DELETE_QUEUE, {"b_queue": name})
+    if not rows:
+        raise QueueNotFound(name)
+    if not in_caller_tx:  # inside one, nothing is committed yet: there is nothing to wait for
+        ((xids,),) = yield Step(ctx.sql.OPEN_TRANSACTIONS, {})
+        pause, waited = 0.005, 0.0
+        while xids and waited < wait:
+            ((still,),) = yield Step(ctx.sql.STILL_OPEN, {"b_xids": list(xids)})
+            if not still:
+                break
+            yield Step(ctx.sql.PAUSE, {"b_seconds": pause})
+            waited += pause
+            pause = min(pause * 2, 0.5)
+    yield from _purge(ctx.sql.PURGE_JOBS, name)
+    yield from _purge(ctx.sql.PURGE_ARCHIVE, name)
+
+
+@plan(transaction=False)
+def set_paused(ctx: Context, name: str, paused: bool) -> Steps[QueueInfo]:
+    params = {"b_queue": name, "b_paused": paused, "b_channel": channel_name(ctx.schema, name)}
+    rows = yield Step(ctx.sql.SET_QUEUE_PAUSED, params)
+    if not rows:
+        raise QueueNotFound(name)
+    return _rows.queue_info(rows[0][:-1])  # without the notify column
+
+
+@plan(transaction=False)
+def metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
+    yield from get_queue(ctx, name).steps
+    (row,) = yield Step(ctx.sql.METRICS, {"b_queue": name})
+    return _rows.queue_metrics(name, row)
+
+
+@plan(transaction=False)
+def list_dead(ctx: Context, name: str, limit: int, after_id: int) -> Steps[list[Message]]:
+    yield from get_queue(ctx, name).steps
+    rows = yield Step(
+        ctx.sql.LIST_DEAD, {"b_queue": name, "b_limit": limit, "b_after_id": after_id}
+    )
+    return [_rows.message(r) for r in rows]
+
+
+@plan(transaction=False)
+def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Steps[int]:
+    yield from get_queue(ctx, name).steps
+    params = {"b_queue": name, "b_ids": ids, "b_channel": channel_name(ctx.schema, name)}
+    rows = yield Step(ctx.sql.REQUEUE_DEAD, params)
+    return len(rows)
+
+
+@plan(transaction=False)
+def list_workers(ctx: Context, include_stopped: bool) -> Steps[list[WorkerInfo]]:
+    rows = yield Step(ctx.sql.SELECT_WORKERS, {"b_all": include_stopped})
+    return [_rows.worker_info(r) for r in rows]

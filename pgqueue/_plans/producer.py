@@ -1,0 +1,140 @@
+"""Producer plans: enqueue (one, a batch, a plain batch) and extending a lease by id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import _rows
+from .._validate import Jobs, OnDuplicate
+from ..errors import DuplicateJob, PgQueueError, QueueNotFound
+from ..types import Message
+from . import Context, Plan, Step, Steps, plan
+
+#: Rounds of "insert, then look up the live twins of the skipped" before giving up: a
+#: twin that finishes between the insert and the lookup is inserted in the next round.
+_ROUNDS = 3
+
+
+def enqueue(
+    ctx: Context, jobs: Jobs, *, on_duplicate: OnDuplicate, in_caller_tx: bool
+) -> Plan[list[Message]]:
+    """Insert a batch in one statement; returns one Message per input, in input order.
+
+    With ``on_duplicate="skip"`` a job whose ``dedupe_key`` collides with a live job is
+    not inserted and the live job is returned in its place. With ``"raise"`` nothing is
+    enqueued: our own transaction is rolled back by the exception; inside a caller's
+    transaction (which we must not roll back) the insert runs under a savepoint that is
+    rolled back first (no DELETE privilege needed, nothing left behind). All or nothing
+    needs a transaction only when a duplicate can fail the batch.
+    """
+    if jobs.document is not None:
+        return Plan(_enqueue_plain(ctx, jobs, jobs.document), transaction=False)
+    steps = _enqueue(ctx, jobs, on_duplicate, in_caller_tx)
+    return Plan(steps, transaction=on_duplicate == "raise" and jobs.deduplicated)
+
+
+def _enqueue(
+    ctx: Context, jobs: Jobs, on_duplicate: OnDuplicate, in_caller_tx: bool
+) -> Steps[list[Message]]:
+    queue = ctx.queue_name
+    guarded = in_caller_tx and on_duplicate == "raise" and jobs.deduplicated
+    arrays = {**jobs.arrays, "b_payload": jobs.texts}
+    keys = arrays["b_dedupe_key"]
+    payloads = _rows.decoded(jobs.texts)
+    if guarded:
+        yield Step(ctx.sql.SAVEPOINT, {})
+    wanted = list(range(jobs.size))
+    results: dict[int, Message] = {}
+    for _ in range(_ROUNDS):
+        batch = arrays if len(wanted) == jobs.size else _pick(arrays, wanted)
+        rows = yield _insert_step(ctx, batch)
+        if not rows:
+            (exists,) = yield Step(ctx.sql.QUEUE_EXISTS, {"b_queue": queue})
+            if not exists[0]:
+                if guarded:
+                    yield Step(ctx.sql.RELEASE_SAVEPOINT, {})
+                raise QueueNotFound(queue)
+        skipped: list[int] = []
+        it = iter(rows)
+        row = next(it, None)
+        for i in wanted:  # rows come back in input order; a skipped input has no row
+            if row is not None and row[_rows.INSERTED_DEDUPE_KEY] == keys[i]:
+                results[i] = _rows.inserted(queue, arrays, i, row, payloads[i])
+                row = next(it, None)
+            else:
+                skipped.append(i)
+        if not skipped:
+            break
+        if on_duplicate == "raise":
+            if guarded:
+                yield Step(ctx.sql.ROLLBACK_TO_SAVEPOINT, {})
+            raise DuplicateJob(queue, [keys[i] for i in skipped])
+        live = yield Step(
+            ctx.sql.SELECT_BY_DEDUPE_KEYS,
+            {"b_queue": queue, "b_dedupe_keys": [keys[i] for i in skipped]},
+        )
+        by_key = {r[_rows.DEDUPE_KEY]: _rows.message(r) for r in live}
+        wanted = []
+        for i in skipped:
+            found = by_key.get(keys[i])
+            if found is None:
+                wanted.append(i)  # the live job finished meanwhile: insert ours after all
+            else:
+                results[i] = found
+        if not wanted:
+            break
+    if len(results) != jobs.size:  # the live twins kept finishing between our rounds
+        raise PgQueueError(
+            f"enqueue on {queue!r}: {jobs.size - len(results)} deduplicated job(s) raced "
+            f"with live jobs finishing {_ROUNDS} times in a row; nothing is lost, retry"
+        )
+    if guarded:
+        yield Step(ctx.sql.RELEASE_SAVEPOINT, {})
+    return [results[i] for i in range(jobs.size)]
+
+
+def _pick(arrays: dict[str, list[Any]], wanted: list[int]) -> dict[str, list[Any]]:
+    return {k: [v[i] for i in wanted] for k, v in arrays.items()}
+
+
+def _enqueue_plain(ctx: Context, jobs: Jobs, document: str) -> Steps[list[Message]]:
+    """One INSERT_UNIFORM_JOBS: one row of the batch's ids, status and times."""
+    queue = ctx.queue_name
+    arrays = jobs.arrays
+    params = {"u" + k[1:]: v[0] for k, v in arrays.items() if k != "b_dedupe_key"}
+    params.update(b_payloads=document, b_queue=queue, b_channel=ctx.channel)
+    # Decoded before anything is written: a failure here must not follow a commit.
+    payloads = json.loads(document)  # as the database decodes them
+    rows = yield Step(ctx.sql.INSERT_UNIFORM_JOBS, params)
+    if not rows:  # nothing inserted, and nothing could conflict: no such queue
+        raise QueueNotFound(queue)
+    ids, status, enqueued_at, available_at = rows[0][:4]
+    if len(ids) != jobs.size:
+        raise PgQueueError(f"enqueue on {queue!r}: {jobs.size} jobs sent, {len(ids)} inserted")
+    # Every job has the options of job 0 and no dedupe_key.
+    return [
+        _rows.inserted(queue, arrays, 0, (job_id, status, enqueued_at, available_at, None), p)
+        for job_id, p in zip(ids, payloads, strict=True)
+    ]
+
+
+def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
+    """INSERT_ONE_JOB for one job (no array at all), else INSERT_JOBS with one array per
+    option; both skip a job whose dedupe_key a live job holds."""
+    target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
+    payloads = batch["b_payload"]
+    if len(payloads) == 1:  # enqueue()
+        scalars = {"u" + k[1:]: v[0] for k, v in batch.items()}
+        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target})
+    return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
+
+
+@plan(transaction=False)
+def extend_visibility(ctx: Context, job_id: int, secs: float) -> Steps[bool]:
+    """Extend the lease of a running job by id (no lease token): True if it was leased
+    and its lease now lasts at least ``secs`` from now, never shorter than before."""
+    rows = yield Step(
+        ctx.sql.EXTEND_BY_ID, {"b_id": job_id, "b_queue": ctx.queue, "b_seconds": secs}
+    )
+    return bool(rows)

@@ -1,0 +1,109 @@
+"""Worker plans: limited dequeues, sweeps of dead workers, cron ticks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .._validate import Jobs
+from ..types import Message
+from . import Context, Step, Steps, plan
+from .consumer import dequeue
+from .producer import enqueue
+
+
+def fetch_size(want: int) -> int:
+    """How many jobs a worker leases when it has room for ``want``: ``want`` up to 16,
+    above that rounded down to its four leading bits (at most an eighth fewer).
+
+    Each LIMIT is its own prepared DEQUEUE (``_sql.lease._limit``), and a worker's room
+    varies from fetch to fetch: with a ``batch_size`` in the hundreds, exact sizes would
+    be hundreds of statements, beyond the drivers' statement caches (asyncpg and
+    psycopg keep 100) and ``_direct.Direct``'s variants. Rounded, a batch of 10,000
+    needs at most 89. Leasing fewer is harmless: the next fetch takes the rest."""
+    if want <= 16:
+        return want
+    step = 1 << (want.bit_length() - 4)
+    return want - want % step
+
+
+@plan(transaction=True)
+def limited_dequeue(
+    ctx: Context,
+    consumer: str,
+    want: int,
+    visibility_timeout: float | None,
+    entrypoint: str,
+    concurrency_limit: int | None,
+    rate_limit: float | None,
+) -> Steps[tuple[list[Message], bool]]:
+    """Lease jobs of one entrypoint within its limits, shared by every worker; also
+    whether a limit held jobs back (then look again soon: no NOTIFY will say when).
+
+    An advisory lock held to the end of the transaction serialises these dequeues per
+    (schema, queue, entrypoint), so counting the running jobs (or taking tokens) and
+    claiming cannot race between workers."""
+    key = f"{ctx.schema}.{ctx.queue}.{entrypoint}"
+    yield Step(ctx.sql.LIMIT_LOCK, {"b_key": key})
+    scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
+    asked = want
+    if concurrency_limit is not None:
+        rows = yield Step(ctx.sql.COUNT_RUNNING, scope)
+        want = min(want, concurrency_limit - int(rows[0][0]))
+    if rate_limit is not None and want > 0:
+        yield Step(ctx.sql.ENSURE_BUCKET, {**scope, "b_rate": rate_limit})
+        rows = yield Step(ctx.sql.REFILL_BUCKET, {**scope, "b_rate": rate_limit})
+        want = min(want, int(rows[0][0]))
+    if want <= 0:
+        return [], True
+    take = fetch_size(want)
+    got = yield from dequeue(ctx, consumer, take, visibility_timeout, [entrypoint]).steps
+    if rate_limit is not None and got:
+        yield Step(ctx.sql.SPEND_TOKENS, {**scope, "b_taken": float(len(got))})
+    # All it asked for, but less than the worker wanted (a limit, or the rounding):
+    # there may be more to take soon. Fewer: no more ready jobs right now.
+    return got, take < asked and len(got) == take
+
+
+@plan(transaction=False)
+def sweep_workers(ctx: Context, retention: float = 86_400.0) -> Steps[int]:
+    """Mark registrations whose heartbeat stopped dead (``_sql.workers.DEAD_AFTER``);
+    drop rows stopped or dead for ``retention`` seconds."""
+    rows = yield Step(ctx.sql.MARK_DEAD_WORKERS, {})
+    yield Step(ctx.sql.DELETE_OLD_WORKERS, {"b_retention": retention})
+    return len(rows)
+
+
+@plan(transaction=False)
+def database_now(ctx: Context) -> Steps[datetime]:
+    rows = yield Step(ctx.sql.DATABASE_NOW, {})
+    now: datetime = rows[0][0]
+    return now
+
+
+@plan(transaction=False)
+def upsert_schedule(
+    ctx: Context, name: str, cron: str, entrypoint: str
+) -> Steps[tuple[datetime | None, datetime]]:
+    """Record a schedule; returns its last enqueued tick and the database's now."""
+    rows = yield Step(
+        ctx.sql.UPSERT_SCHEDULE,
+        {"b_name": name, "b_cron": cron, "b_queue": ctx.queue, "b_entrypoint": entrypoint},
+    )
+    return rows[0][0], rows[0][1]
+
+
+@plan(transaction=True)
+def claim_tick(ctx: Context, name: str, tick: datetime, jobs: Jobs) -> Steps[bool]:
+    """Enqueue the job of one tick if no one has: claim and insert in one transaction."""
+    rows = yield Step(ctx.sql.CLAIM_TICK, {"b_name": name, "b_tick": tick})
+    if not rows:
+        return False
+    yield from enqueue(ctx, jobs, on_duplicate="skip", in_caller_tx=True).steps
+    return True
+
+
+@plan(transaction=False)
+def unserved(ctx: Context) -> Steps[list[tuple[str, int]]]:
+    """Entrypoints at the head of the queue that no live worker serves, with counts."""
+    rows = yield Step(ctx.sql.UNSERVED, {"b_queue": ctx.queue})
+    return [(r[0], int(r[1])) for r in rows]

@@ -1,0 +1,108 @@
+"""What a worker is told to run: entrypoints with their limits, and cron schedules.
+
+Checked when registered (``@worker.entrypoint``, ``@worker.schedule``), before a worker
+runs: a bad limit, a cron expression that never fires or a schedule for a queue the
+worker does not serve is an ``InvalidArgument`` at import time, not a dead schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from . import _validate
+from ._cron import Cron
+from .errors import InvalidArgument
+from .types import JSON, Message
+
+#: ``retry(job, error)``: seconds until the next attempt (None: the queue's backoff).
+RetryPolicy = Callable[[Message, BaseException], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Entrypoint:
+    """A registered handler and its limits."""
+
+    name: str
+    handler: Callable[..., Any]
+    concurrency_limit: int | None
+    rate_limit: float | None
+    max_attempts: int | None
+    timeout: float | None
+    retry_delay: RetryPolicy | None
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency_limit is not None or self.rate_limit is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron schedule that enqueues one job per tick."""
+
+    name: str
+    cron: Cron
+    queue: str
+    entrypoint: str
+    payload: JSON
+    catch_up: int
+
+
+def entrypoint_options(
+    *,
+    concurrency_limit: int | None,
+    rate_limit: float | None,
+    max_attempts: int | None,
+    timeout: float | timedelta | None,
+    retry: RetryPolicy | None,
+) -> dict[str, Any]:
+    """An entrypoint's options, checked and normalised (the fields of
+    :class:`Entrypoint` after ``name`` and ``handler``)."""
+    if concurrency_limit is not None:
+        _validate.positive_int(concurrency_limit, "concurrency_limit", maximum=1_000_000)
+    if rate_limit is not None and (
+        isinstance(rate_limit, bool)
+        or not isinstance(rate_limit, int | float)
+        or not 0 < rate_limit <= 1_000_000
+    ):
+        raise InvalidArgument(f"rate_limit must be jobs per second > 0, got {rate_limit!r}")
+    if max_attempts is not None:
+        _validate.positive_int(max_attempts, "max_attempts", maximum=1_000_000)
+    if retry is not None and not callable(retry):
+        raise InvalidArgument(f"retry must be a callable (job, error) -> seconds, got {retry!r}")
+    return {
+        "concurrency_limit": concurrency_limit,
+        "rate_limit": None if rate_limit is None else float(rate_limit),
+        "max_attempts": max_attempts,
+        "timeout": _validate.seconds(timeout, "timeout", allow_zero=False),
+        "retry_delay": retry,
+    }
+
+
+def schedule(
+    cron: str,
+    *,
+    entrypoint: str,
+    queue: str,
+    served: Collection[str],
+    taken: Collection[str],
+    payload: JSON,
+    name: str | None,
+    catch_up: int,
+) -> Schedule:
+    """A checked :class:`Schedule` of a worker that serves ``served`` queues and has
+    schedules named ``taken`` already."""
+    parsed = Cron(cron)  # refuses an expression that never fires
+    target = _validate.check_queue_name(queue)
+    if target not in served:
+        raise InvalidArgument(f"schedule queue {target!r} is not served by this worker")
+    if isinstance(catch_up, bool) or not isinstance(catch_up, int) or catch_up < 0:
+        raise InvalidArgument(f"catch_up must be an int >= 0, got {catch_up!r}")
+    label = name or f"{target}:{entrypoint}:{cron}"
+    if label in taken:
+        raise InvalidArgument(f"schedule {label!r} is already registered")
+    if payload is not None:
+        _validate.json_text(payload, f"schedule {label!r}: payload")
+    return Schedule(label, parsed, target, entrypoint, payload, catch_up)

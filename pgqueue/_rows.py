@@ -1,0 +1,96 @@
+"""Rows to results: every row pgqueue reads becomes a frozen dataclass here, and only here.
+
+Rows are read by position, in the order the statements select their columns (see
+``_sql._common.MESSAGE_COLUMNS``): rows from the driver directly (``pgqueue._direct``)
+are plain tuples or records, not SQLAlchemy ``Row`` objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from ._sql import enqueue
+from ._sql._common import MESSAGE_COLUMNS
+from .types import Message, QueueInfo, QueueMetrics, WorkerInfo
+
+Row = Sequence[Any]
+
+STATUS = [c.name for c in MESSAGE_COLUMNS].index("status")
+DEDUPE_KEY = [c.name for c in MESSAGE_COLUMNS].index("dedupe_key")
+INSERTED_DEDUPE_KEY = [c.name for c in enqueue.INSERTED_COLUMNS].index("dedupe_key")
+
+
+def _builder(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor of a frozen slots dataclass from every field value, in field order.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+    this calls each slot's descriptor directly, in about half the time (1.2 against
+    2.4 µs for a Message): one is built per job enqueued or leased."""
+    names = [f.name for f in fields(cls)]
+    source = (
+        f"def build({', '.join(names)}):\n    new = _new(_cls)\n"
+        + "".join(f"    _set_{name}(new, {name})\n" for name in names)
+        + "    return new\n"
+    )
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update((f"_set_{name}", getattr(cls, name).__set__) for name in names)
+    exec(source, namespace)  # the field names of pgqueue's own dataclass: no input
+    return namespace["build"]  # type: ignore[no-any-return]
+
+
+#: ``Message(...)`` with every field given positionally, about twice as fast.
+_message = _builder(Message)
+_MESSAGE_FIELDS = len(fields(Message))
+
+
+def message(row: Row) -> Message:
+    return _message(*row[:_MESSAGE_FIELDS])  # type: ignore[no-any-return]
+
+
+def decoded(texts: Sequence[str]) -> list[Any]:
+    """JSON texts decoded as the database would, in one call (one parse of a list is
+    much cheaper than a call per job)."""
+    return json.loads("[" + ",".join(texts) + "]")  # type: ignore[no-any-return]
+
+
+def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload: Any) -> Message:
+    """The Message of job ``i`` of a batch: the database's id, status and times (see
+    ``_sql.enqueue.INSERTED_COLUMNS``), the rest as sent (``payload``: decoded from the
+    JSON sent, as the database would; headers decoded for each Message: its own dict)."""
+    headers = arrays["b_headers"][i]
+    return _message(  # type: ignore[no-any-return]
+        row[0],
+        queue,
+        payload,
+        arrays["b_entrypoint"][i],
+        arrays["b_priority"][i],
+        row[1],
+        0,
+        arrays["b_max_attempts"][i],
+        row[2],
+        row[3],
+        row[4],
+        None if headers is None else json.loads(headers),
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def queue_info(row: Row) -> QueueInfo:
+    return QueueInfo(*row)
+
+
+def queue_metrics(queue: str, row: Row) -> QueueMetrics:
+    return QueueMetrics(queue, *row)
+
+
+def worker_info(row: Row) -> WorkerInfo:
+    values = list(row)
+    values[2] = tuple(values[2].split(",")) if values[2] else ()
+    values[9] = tuple(values[9] or ())
+    return WorkerInfo(*values)

@@ -1,0 +1,86 @@
+"""Building blocks shared by the statement modules: time, status literals, columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Interval,
+    Text,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.types import DateTime
+
+from ..schema import (
+    DEAD,
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+    jobs,
+)
+
+TS = DateTime(timezone=True)
+
+
+ONE_SECOND = literal_column("INTERVAL '1 second'", Interval)
+
+
+def seconds(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``value`` (a double) seconds as an interval."""
+    return value * ONE_SECOND
+
+
+def const(value: str) -> ColumnElement[str]:
+    """A status constant rendered inline, never as a bind parameter: the planner must
+    see it to match the partial indexes (a generic prepared plan cannot otherwise)."""
+    return literal_column(f"'{value}'", Text)
+
+
+STATUS_QUEUED, STATUS_SCHEDULED = const(QUEUED), const(SCHEDULED)
+STATUS_RUNNING, STATUS_DEAD = const(RUNNING), const(DEAD)
+LIVE = jobs.c.status.in_([STATUS_QUEUED, STATUS_SCHEDULED, STATUS_RUNNING])
+WAITING = jobs.c.status.in_(
+    [STATUS_SCHEDULED, STATUS_RUNNING]
+)  # the predicate of ix_pgqueue_jobs_waiting
+
+
+#: Columns that make a :class:`~pgqueue.types.Message`, in its field order.
+MESSAGE_COLUMNS = (
+    jobs.c.id,
+    jobs.c.queue,
+    jobs.c.payload,
+    jobs.c.entrypoint,
+    jobs.c.priority,
+    jobs.c.status,
+    jobs.c.attempts,
+    jobs.c.max_attempts,
+    jobs.c.enqueued_at,
+    jobs.c.available_at,
+    jobs.c.dedupe_key,
+    jobs.c.headers,
+    jobs.c.lease,
+    jobs.c.locked_by,
+    jobs.c.last_error,
+    jobs.c.errors,
+)
+
+
+stmt_now = func.statement_timestamp()
+
+#: ``pg_notify(b_channel, b_queue)`` as a scalar subquery: uncorrelated, it runs once per
+#: statement (and in RETURNING only when a row was written).
+notify = (
+    select(func.pg_notify(bindparam("b_channel", type_=Text), bindparam("b_queue", type_=Text)))
+    .scalar_subquery()
+    .label("notified")
+)
+
+
+def hot(statement: Any) -> Any:
+    """Mark a statement hot: on pgqueue's own autocommit connections it may be sent to
+    the driver directly (``pgqueue._direct``)."""
+    return statement.execution_options(pgqueue_direct=True)

@@ -1,0 +1,319 @@
+"""Leases: dequeue, finish (ack/archive/delete), nack, release, extend, next due time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Integer,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+
+from ..schema import (
+    archive,
+    jobs,
+    queues,
+)
+from ._common import (
+    MESSAGE_COLUMNS,
+    STATUS_DEAD,
+    STATUS_QUEUED,
+    STATUS_RUNNING,
+    STATUS_SCHEDULED,
+    WAITING,
+    hot,
+    notify,
+    seconds,
+    stmt_now,
+)
+
+# --------------------------------------------------------------------------- consumer
+_q = (
+    select(queues.c.name, queues.c.max_attempts, queues.c.visibility_timeout)
+    .where(queues.c.name == bindparam("b_queue"), queues.c.paused.is_(False))
+    .cte("q")
+)
+# A literal in the SQL, not a parameter: with ``LIMIT $n`` PostgreSQL's generic plan
+# assumes a tenth of the table is wanted and costs it far above the custom plans, so a
+# prepared DEQUEUE was planned again at every execution (about 0.3 ms, a third of its
+# time). With the number in the text each batch size is its own prepared statement
+# whose generic plan wins after five runs.
+_limit = bindparam("b_limit", type_=Integer, literal_execute=True)
+_entrypoints = bindparam("b_entrypoints", type_=ARRAY(Text))
+# NULL: any entrypoint (a plain consumer); else only these (a worker's handlers).
+_handled = or_(_entrypoints.is_(None), jobs.c.entrypoint == func.any(_entrypoints))
+# Two candidate sets, each read in its own index's order and locked with SKIP LOCKED:
+# ready jobs (ix_pgqueue_jobs_ready: priority DESC, id) and jobs whose time has come
+# (ix_pgqueue_jobs_waiting: due scheduled jobs and expired leases). Neither scans rows
+# that are not eligible, however many scheduled or running jobs there are.
+_ready_c = (
+    select(jobs.c.id, jobs.c.priority)
+    .where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == STATUS_QUEUED, _handled)
+    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .limit(_limit)
+    .with_for_update(skip_locked=True)
+    .cte("ready")
+)
+_due_c = (
+    select(jobs.c.id, jobs.c.priority)
+    .where(
+        jobs.c.queue == bindparam("b_queue"),
+        WAITING,
+        jobs.c.available_at <= stmt_now,
+        _handled,
+    )
+    .order_by(jobs.c.available_at)
+    .limit(_limit)
+    .with_for_update(skip_locked=True)
+    .cte("due")
+)
+_both = union_all(
+    select(_ready_c.c.id, _ready_c.c.priority), select(_due_c.c.id, _due_c.c.priority)
+).subquery("both")
+_picked = (
+    select(_both.c.id)
+    .where(exists(select(_q.c.name)))
+    .order_by(_both.c.priority.desc(), _both.c.id)
+    .limit(_limit)
+    .cte("picked")
+)
+# A running job whose lease expired after its last allowed attempt (its worker died
+# every time: a poison job) is dead-lettered instead of being run again.
+_exhausted = and_(
+    jobs.c.status == STATUS_RUNNING,
+    jobs.c.attempts >= func.coalesce(jobs.c.max_attempts, _q.c.max_attempts),
+)
+_vt = func.coalesce(bindparam("b_visibility_timeout", type_=Double), _q.c.visibility_timeout)
+DEQUEUE = hot(
+    update(jobs)
+    .where(
+        # By key (as in _holds_lease): never a scan of the table joined to the picks.
+        jobs.c.id == func.any(func.array(select(_picked.c.id).scalar_subquery())),
+        jobs.c.id == _picked.c.id,
+        _q.c.name == jobs.c.queue,
+    )
+    .values(
+        status=case((_exhausted, STATUS_DEAD), else_=STATUS_RUNNING),
+        attempts=case((_exhausted, jobs.c.attempts), else_=jobs.c.attempts + 1),
+        lease=case((_exhausted, None), else_=func.gen_random_uuid()),
+        locked_by=case((_exhausted, None), else_=bindparam("b_consumer", type_=Text)),
+        available_at=case((_exhausted, jobs.c.available_at), else_=stmt_now + seconds(_vt)),
+        last_error=case(
+            (_exhausted, literal_column("'lease expired on its last attempt (worker lost)'")),
+            else_=jobs.c.last_error,
+        ),
+    )
+    .returning(*MESSAGE_COLUMNS)
+)
+
+
+def _lease_rows(*extra: tuple[str, Any]) -> Any:
+    """The settled jobs as rows ``m(id, lease, ...extra)`` from parallel arrays: the
+    ids and leases a settle is fenced by (``b_ids``, ``b_leases``), and per job values
+    (``b_<name>`` of each ``extra`` column)."""
+    names = [("id", BigInteger), ("lease", Uuid), *extra]
+    return (
+        func.unnest(*(bindparam(f"b_{name}s", type_=ARRAY(t)) for name, t in names))
+        .table_valued(*(column(name, t) for name, t in names))
+        .render_derived(name="m")
+    )
+
+
+def _holding(rows: Any) -> Any:
+    """Jobs of ``b_queue`` still running under the lease each row names (fencing).
+
+    ``id = ANY(b_ids)`` repeats the join condition as an index condition on the primary
+    key: whatever the planner believes about the table's size (statistics lag behind a
+    burst of jobs), it reaches the batch's rows by key and never scans the table."""
+    return and_(
+        jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        jobs.c.id == rows.c.id,
+        jobs.c.lease == rows.c.lease,
+        jobs.c.status == STATUS_RUNNING,
+        jobs.c.queue == bindparam("b_queue"),
+    )
+
+
+_leased = _lease_rows()
+_holds_lease = _holding(_leased)
+
+# Finishing: delete from the hot table and, per b_mode, copy into the archive in the
+# same statement. b_mode: 0 never archive (delete), 1 if the queue archives (ack),
+# 2 always (archive).
+_finished = delete(jobs).where(_holds_lease).returning(*jobs.c).cte("finished")
+_mode = bindparam("b_mode", type_=Integer)
+_archived = (
+    insert(archive)
+    .from_select(
+        [
+            archive.c.id,
+            archive.c.queue,
+            archive.c.entrypoint,
+            archive.c.payload,
+            archive.c.headers,
+            archive.c.priority,
+            archive.c.attempts,
+            archive.c.max_attempts,
+            archive.c.dedupe_key,
+            archive.c.enqueued_at,
+            archive.c.outcome,
+            archive.c.last_error,
+            archive.c.errors,
+        ],
+        select(
+            _finished.c.id,
+            _finished.c.queue,
+            _finished.c.entrypoint,
+            _finished.c.payload,
+            _finished.c.headers,
+            _finished.c.priority,
+            _finished.c.attempts,
+            _finished.c.max_attempts,
+            _finished.c.dedupe_key,
+            _finished.c.enqueued_at,
+            case((_mode == 2, literal_column("'archived'")), else_=literal_column("'completed'")),
+            _finished.c.last_error,
+            _finished.c.errors,
+        ).where(
+            or_(
+                _mode == 2,
+                and_(
+                    _mode == 1,
+                    select(queues.c.archive)
+                    .where(queues.c.name == _finished.c.queue)
+                    .scalar_subquery(),
+                ),
+            )
+        ),
+    )
+    .returning(archive.c.id)
+    .cte("archived")
+)
+FINISH = hot(select(_finished.c.id, _finished.c.lease).add_cte(_archived))
+
+# Retrying: back to scheduled after an exponential backoff with jitter (or the job's
+# own delay), or dead-lettered once the attempts are spent. Each failure is appended to
+# errors, with its traceback. Per job (a batch mixes entrypoints): the error, its
+# traceback, a delay (NULL: the queue's backoff) and the entrypoint's max_attempts.
+_failed = _lease_rows(
+    ("error", Text), ("traceback", Text), ("delay", Double), ("max_attempt", Integer)
+)
+_max_attempts = func.coalesce(jobs.c.max_attempts, _failed.c.max_attempt, queues.c.max_attempts)
+_spent = jobs.c.attempts >= _max_attempts
+# pg_catalog.power(float8, float8): qualified and exact, so no function of that name
+# that someone created elsewhere on the search_path can be called instead.
+_growth = func.pg_catalog.power(
+    cast(2.0, Double), cast(func.least(jobs.c.attempts - 1, 60), Double), type_=Double
+)
+_backoff = func.least(queues.c.retry_backoff * _growth, queues.c.retry_backoff_max) * (
+    0.5 + func.pg_catalog.random(type_=Double) * 0.5
+)
+_delay = func.coalesce(_failed.c.delay, _backoff)
+NACK = hot(
+    update(jobs)
+    .where(_holding(_failed), queues.c.name == jobs.c.queue)
+    .values(
+        status=case((_spent, STATUS_DEAD), else_=STATUS_SCHEDULED),
+        available_at=case((_spent, func.now()), else_=func.now() + seconds(_delay)),
+        lease=None,
+        locked_by=None,
+        last_error=_failed.c.error,
+        errors=func.coalesce(jobs.c.errors, cast(literal_column("'[]'"), JSONB))
+        + func.jsonb_build_array(
+            func.jsonb_build_object(
+                literal_column("'attempt'"),
+                jobs.c.attempts,
+                literal_column("'at'"),
+                func.now(),
+                literal_column("'error'"),
+                _failed.c.error,
+                literal_column("'traceback'"),
+                _failed.c.traceback,
+            )
+        ),
+    )
+    .returning(jobs.c.id, _failed.c.lease, jobs.c.status, jobs.c.available_at, notify)
+)
+
+#: Give leased jobs back untouched (shutdown, or an iterator closed early): ready again
+#: at once, and the delivery that never ran does not count as an attempt.
+RELEASE = hot(
+    update(jobs)
+    .where(_holds_lease)
+    .values(
+        status=STATUS_QUEUED,
+        lease=None,
+        locked_by=None,
+        available_at=func.now(),
+        attempts=func.greatest(jobs.c.attempts - 1, 0),
+    )
+    .returning(jobs.c.id, _leased.c.lease, notify)
+)
+
+_extended = func.greatest(
+    jobs.c.available_at, stmt_now + seconds(bindparam("b_seconds", type_=Double))
+)
+#: The lease now lasts at least ``b_seconds`` from now, and never less than it did
+#: (seconds are positive: checked before).
+EXTEND_LEASE = hot(
+    update(jobs)
+    .where(_holds_lease)
+    .values(available_at=_extended)
+    .returning(jobs.c.id, _leased.c.lease, jobs.c.available_at)
+)
+
+#: The same by job id, without the lease token (``producer.extend_visibility``): only a
+#: running job whose lease has not expired (a queued or scheduled job is not touched).
+EXTEND_BY_ID = hot(
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id", type_=BigInteger),
+        jobs.c.queue == bindparam("b_queue"),
+        jobs.c.status == STATUS_RUNNING,
+        jobs.c.available_at > stmt_now,
+    )
+    .values(available_at=_extended)
+    .returning(jobs.c.id)
+)
+
+#: When an idle consumer should look again: now if a job is ready, else the earliest
+#: due time among scheduled jobs and leases (NULL: nothing pending; sleep on LISTEN).
+#: A worker passes its entrypoints: jobs only another worker can run are not its work
+#: (counting them would make it spin on a job it never takes).
+NEXT_AVAILABLE_AT = hot(
+    select(
+        case(
+            (
+                ~exists().where(queues.c.name == bindparam("b_queue"), queues.c.paused.is_(False)),
+                None,
+            ),
+            (
+                exists().where(
+                    jobs.c.queue == bindparam("b_queue"), jobs.c.status == STATUS_QUEUED, _handled
+                ),
+                func.now(),
+            ),
+            else_=select(func.min(jobs.c.available_at))
+            .where(jobs.c.queue == bindparam("b_queue"), WAITING, _handled)
+            .scalar_subquery(),
+        ),
+        func.now(),
+    )
+)

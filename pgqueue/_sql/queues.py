@@ -1,0 +1,201 @@
+"""Queues: create, read, pause, purge, delete; dead letters; metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.types import UserDefinedType
+
+from ..schema import (
+    archive,
+    jobs,
+    queues,
+)
+from ._common import (
+    MESSAGE_COLUMNS,
+    STATUS_DEAD,
+    STATUS_QUEUED,
+    STATUS_RUNNING,
+    STATUS_SCHEDULED,
+    WAITING,
+    notify,
+)
+
+# --------------------------------------------------------------------------- queues
+QUEUE_COLUMNS = (
+    queues.c.id,
+    queues.c.name,
+    queues.c.max_attempts,
+    queues.c.visibility_timeout,
+    queues.c.retry_backoff,
+    queues.c.retry_backoff_max,
+    queues.c.archive,
+    queues.c.paused,
+    queues.c.created_at,
+)
+
+INSERT_QUEUE = (
+    insert(queues)
+    .values(
+        name=bindparam("b_queue"),
+        max_attempts=bindparam("b_max_attempts"),
+        visibility_timeout=bindparam("b_visibility_timeout"),
+        retry_backoff=bindparam("b_retry_backoff"),
+        retry_backoff_max=bindparam("b_retry_backoff_max"),
+        archive=bindparam("b_archive"),
+    )
+    .on_conflict_do_nothing(index_elements=[queues.c.name])
+    .returning(*QUEUE_COLUMNS)
+)
+
+SELECT_QUEUE = select(*QUEUE_COLUMNS).where(queues.c.name == bindparam("b_queue"))
+SELECT_QUEUES = select(*QUEUE_COLUMNS).order_by(queues.c.name)
+
+#: A queue's jobs of every status, reached through the three partial indexes that
+#: together cover every status (ready, waiting, dead).
+_of_queue = and_(
+    jobs.c.queue == bindparam("b_queue"),
+    or_(
+        jobs.c.status == STATUS_QUEUED,
+        WAITING,
+        jobs.c.status == STATUS_DEAD,
+    ),
+)
+_batch = bindparam("b_limit", type_=Integer)
+
+#: Delete up to ``b_limit`` of a queue's jobs (any status); how many went. Purging and
+#: deleting a queue repeat it, each batch its own short transaction, so a million jobs
+#: never sit behind one long lock.
+_purged = (
+    delete(jobs)
+    .where(jobs.c.id.in_(select(jobs.c.id).where(_of_queue).limit(_batch)))
+    .returning(jobs.c.id)
+    .cte("purged")
+)
+PURGE_JOBS = select(func.count()).select_from(_purged)
+
+#: The same for a queue's archived jobs.
+_purged_archive = (
+    delete(archive)
+    .where(
+        archive.c.id.in_(
+            select(archive.c.id).where(archive.c.queue == bindparam("b_queue")).limit(_batch)
+        )
+    )
+    .returning(archive.c.id)
+    .cte("purged")
+)
+PURGE_ARCHIVE = select(func.count()).select_from(_purged_archive)
+
+#: Deleting a queue removes its row first: from then on enqueues find no queue and
+#: dequeues skip its jobs; the jobs and archive rows go after it in batches.
+DELETE_QUEUE = delete(queues).where(queues.c.name == bindparam("b_queue")).returning(queues.c.id)
+
+#: The transactions in progress now (after the queue's row was deleted and committed):
+#: the only ones that may still insert jobs into it (an enqueue that read the queue's
+#: row before). Ids as text: an ``xid8`` need not fit a bigint.
+_xip = func.pg_snapshot_xip(func.pg_current_snapshot()).table_valued("x").render_derived()
+OPEN_TRANSACTIONS = select(
+    func.coalesce(func.array_agg(cast(_xip.c.x, Text)), cast(literal_column("'{}'"), ARRAY(Text)))
+)
+
+
+class _Xid8(UserDefinedType[str]):
+    """PostgreSQL's 64-bit transaction id type (only ever cast to, from text)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+#: How many of those are still in progress (``pg_xact_status``: no lock, no wait).
+_xid = func.unnest(bindparam("b_xids", type_=ARRAY(Text))).table_valued("x").render_derived()
+STILL_OPEN = (
+    select(func.count())
+    .select_from(_xid)
+    .where(func.pg_xact_status(cast(_xid.c.x, _Xid8())) == literal_column("'in progress'"))
+)
+
+#: A short pause between two looks at STILL_OPEN.
+PAUSE = select(func.pg_sleep(bindparam("b_seconds", type_=Double)))
+
+#: Resuming wakes the queue's idle consumers (they sleep while it is paused).
+SET_QUEUE_PAUSED = (
+    update(queues)
+    .where(queues.c.name == bindparam("b_queue"))
+    .values(paused=bindparam("b_paused"))
+    .returning(*QUEUE_COLUMNS, notify)
+)
+
+_dead = and_(jobs.c.queue == bindparam("b_queue"), jobs.c.status == STATUS_DEAD)
+LIST_DEAD = (
+    select(*MESSAGE_COLUMNS)
+    .where(_dead, jobs.c.id > bindparam("b_after_id", type_=BigInteger))
+    .order_by(jobs.c.id)
+    .limit(bindparam("b_limit", type_=Integer))
+)
+
+#: Dead jobs back to the queue with a fresh set of attempts; their errors are kept.
+#: One whose dedupe_key a live job now holds stays dead (it would be a duplicate).
+_live_twin = jobs.alias("live")
+REQUEUE_DEAD = (
+    update(jobs)
+    .where(
+        _dead,
+        or_(
+            bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
+            jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        ),
+        or_(
+            jobs.c.dedupe_key.is_(None),
+            ~exists().where(
+                _live_twin.c.queue == jobs.c.queue,
+                _live_twin.c.dedupe_key == jobs.c.dedupe_key,
+                _live_twin.c.status != STATUS_DEAD,
+            ),
+        ),
+    )
+    .values(status=STATUS_QUEUED, attempts=0, available_at=func.now(), lease=None, locked_by=None)
+    .returning(jobs.c.id, notify)
+)
+
+_now = func.now()
+_ready = or_(
+    jobs.c.status == STATUS_QUEUED,
+    and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at <= _now),
+)
+_count = func.count()
+METRICS = select(
+    _count.filter(_ready).label("ready"),
+    _count.filter(and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at > _now)).label(
+        "scheduled"
+    ),
+    _count.filter(jobs.c.status == STATUS_RUNNING).label("running"),
+    _count.filter(jobs.c.status == STATUS_DEAD).label("dead"),
+    (
+        select(func.count())
+        .select_from(archive)
+        .where(archive.c.queue == bindparam("b_queue"))
+        .scalar_subquery()
+        .label("archived")
+    ),
+    (_now - func.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
+).where(jobs.c.queue == bindparam("b_queue"))

@@ -1,0 +1,331 @@
+"""Argument checks and encoding: bad input is a typed error before anything is written.
+
+Also what pgqueue stores on behalf of handlers and users (error texts), cleaned so
+that it can always be stored: PostgreSQL text holds no NUL and only valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName
+from .types import JOB_OPTIONS, JobSpec, Message
+
+OnDuplicate = Literal["raise", "skip"]
+
+#: Longest delay accepted: anything further out is a unit mistake (ms for s).
+MAX_DELAY = timedelta(days=3650)
+MAX_PRIORITY = 32767
+#: Most jobs one dequeue, ack or nack call takes.
+MAX_BATCH = 10_000
+#: Longest error text kept per attempt (the traceback is cut in the middle beyond it).
+MAX_ERROR_CHARS = 10_000
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,47}$")
+# A schema name is quoted wherever it appears, but SQLAlchemy reads "%" and ":name" in
+# some texts as parameters; a name PostgreSQL reserves ("pg_*") cannot be created.
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+# --------------------------------------------------------------------------- names
+def check_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: 1 to 48 characters from [A-Za-z0-9_.:-], "
+            "not starting with '.', ':' or '-'"
+        )
+    return name
+
+
+def check_schema_name(name: object) -> str:
+    if (
+        not isinstance(name, str)
+        or not _SCHEMA_NAME.fullmatch(name)
+        or name.lower().startswith("pg_")
+    ):
+        raise InvalidArgument(
+            f"invalid schema name {name!r}: 1 to 63 characters from [A-Za-z0-9_$], not "
+            "starting with a digit, '$' or 'pg_'"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- numbers
+def seconds(value: float | timedelta | None, what: str, *, allow_zero: bool = True) -> float | None:
+    """A non-negative, finite, sane duration in seconds (``None`` passes through)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidDelay(f"{what} must be seconds (int, float) or a timedelta, not {value!r}")
+    if isinstance(value, int) and value > MAX_DELAY.total_seconds():
+        pass  # an int too large for a float: "more than 10 years" below, not OverflowError
+    elif not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidDelay(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    if value > MAX_DELAY.total_seconds():
+        raise InvalidDelay(f"{what} of {value!r} s is more than 10 years: a unit mistake?")
+    return float(value)
+
+
+def positive_seconds(value: float | timedelta, what: str) -> float:
+    """A duration that must be given and be more than zero."""
+    secs = seconds(value, what, allow_zero=False)
+    if secs is None:
+        raise InvalidDelay(f"{what} is required")
+    return secs
+
+
+def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidArgument(f"{what} must be an integer from 1 to {maximum}, got {value!r}")
+    return value
+
+
+def job_id(value: object) -> int:
+    """A job id as the database could hold it."""
+    return positive_int(value, "job id", maximum=2**63 - 1)
+
+
+def batch_size(value: object) -> int:
+    return positive_int(value, "batch_size", maximum=MAX_BATCH)
+
+
+# --------------------------------------------------------------------------- text
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) -> None:
+    """PostgreSQL text: no NUL, and encodable as UTF-8 (no lone surrogates)."""
+    if "\x00" in text:
+        raise error(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise error(f"{what} is not valid Unicode text: {exc.reason}") from None
+
+
+def json_text(value: Any, what: str) -> str:
+    """``value`` as the JSON text PostgreSQL will store (InvalidPayload if it cannot)."""
+    try:
+        text = _ENCODE(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    _utf8(text, what, InvalidPayload)  # NUL in JSON text is escaped: only the encoding
+    return text
+
+
+def storable(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` as PostgreSQL can always store it: NUL shown as ``\\x00``, anything that
+    is not valid UTF-8 (lone surrogates) replaced, and at most ``limit`` characters
+    (the middle cut out, so the start and the innermost frames both survive)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        half = (limit - 40) // 2
+        text = f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
+    return text
+
+
+def error_text(error: BaseException | str | None) -> str | None:
+    """What is stored as a failed attempt's error: the exception's type and message on
+    one line (``last_error``, the errors history), always storable."""
+    if error is None:
+        return None
+    if isinstance(error, str):
+        return storable(error)
+    orig = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError: the driver's message,
+    if isinstance(orig, BaseException):  # without the statement and its parameters
+        return storable(f"{type(error).__name__}: {type(orig).__name__}: {orig}".strip())
+    return storable(f"{type(error).__name__}: {error}")
+
+
+def traceback_text(error: BaseException | str | None) -> str | None:
+    """The traceback of a raised exception (chained causes included), bounded and
+    storable; None for a string or an exception never raised."""
+    if not isinstance(error, BaseException) or error.__traceback__ is None:
+        return None
+    return storable("".join(traceback.format_exception(error)).rstrip())
+
+
+# --------------------------------------------------------------------------- times
+def run_at(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidDelay(f"run_at must be a datetime, not {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidDelay("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:  # before year 1 once in UTC
+        raise InvalidDelay(f"run_at {value.isoformat()} is out of range") from None
+    if utc.year < 1970:
+        raise InvalidDelay(f"run_at {value.isoformat()} is before 1970: a unit mistake?")
+    if value > datetime.now(value.tzinfo) + MAX_DELAY:
+        raise InvalidDelay(f"run_at {value.isoformat()} is more than 10 years away")
+    return value
+
+
+# --------------------------------------------------------------------------- jobs
+#: One job's validated options, in ``JOB_OPTIONS`` order (``delay`` in seconds, headers
+#: as JSON text).
+Options = tuple[Any, ...]
+_DEDUPE_KEY = JOB_OPTIONS.index("dedupe_key")
+#: Longest JSON array of a plain batch's payloads sent as one jsonb value.
+_DOCUMENT_MAX_CHARS = 2**25
+
+
+def job_options(queue: str, where: str, spec: JobSpec | None, defaults: JobSpec) -> Options:
+    """One job's options (its own, else the call's ``defaults``), validated."""
+
+    def pick(name: str) -> Any:
+        own = None if spec is None else getattr(spec, name)
+        return own if own is not None else getattr(defaults, name)
+
+    priority = pick("priority")
+    priority = 0 if priority is None else priority
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidArgument(f"{where}: priority must be an int, not {priority!r}")
+    if not -MAX_PRIORITY - 1 <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(f"{where}: priority must be within -32768..32767")
+    delay, when = pick("delay"), pick("run_at")
+    if spec is not None and spec.delay is not None and spec.run_at is None:
+        when = None  # a job's own delay overrides a batch-wide run_at
+    if spec is not None and spec.run_at is not None and spec.delay is None:
+        delay = None
+    if delay is not None and when is not None:
+        raise InvalidDelay(f"{where}: give delay or run_at, not both")
+    dedupe_key = pick("dedupe_key")
+    if dedupe_key is not None:
+        # Bytes, not characters: the unique index's rows are limited to ~2.7 kB.
+        if not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 1024:
+            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 bytes")
+        _utf8(dedupe_key, f"{where}: dedupe_key")
+        if len(dedupe_key.encode()) > 1024:
+            raise InvalidArgument(f"{where}: dedupe_key must be a non-empty str of <= 1024 bytes")
+    entrypoint = pick("entrypoint")
+    entrypoint = queue if entrypoint is None else entrypoint
+    if (
+        not isinstance(entrypoint, str)
+        or not entrypoint
+        or len(entrypoint) > 255
+        or "\x00" in entrypoint
+    ):
+        raise InvalidArgument(f"{where}: entrypoint must be a str of 1 to 255 characters")
+    _utf8(entrypoint, f"{where}: entrypoint")
+    max_attempts = pick("max_attempts")
+    if max_attempts is not None:
+        positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
+    headers = pick("headers")
+    if headers is not None and not isinstance(headers, Mapping):
+        raise InvalidPayload(f"{where}: headers must be a mapping, not {type(headers)}")
+    values = {
+        "priority": priority,
+        "delay": seconds(delay, f"{where}: delay") or 0.0,
+        "run_at": run_at(when),
+        "dedupe_key": dedupe_key,
+        "headers": None if headers is None else json_text(dict(headers), "headers"),
+        "entrypoint": entrypoint,
+        "max_attempts": max_attempts,
+    }
+    return tuple(values[name] for name in JOB_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """A validated batch, laid out for the inserts.
+
+    ``arrays`` holds each option as a parallel array (``b_<option>``, what
+    ``INSERT_JOBS`` unnests). The payloads are JSON: one text per job (``texts``), or,
+    for a plain batch (two or more jobs sharing their options, with no dedupe_key:
+    ``INSERT_UNIFORM_JOBS``), one JSON array of them all (``document``), encoded in one
+    call instead of one per job."""
+
+    arrays: dict[str, list[Any]]
+    texts: list[str]
+    document: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.arrays["b_entrypoint"])
+
+    @property
+    def deduplicated(self) -> bool:
+        """Whether any job has a dedupe_key (so a duplicate can fail the batch)."""
+        return any(k is not None for k in self.arrays["b_dedupe_key"])
+
+
+def _arrays(columns: Sequence[list[Any]]) -> dict[str, list[Any]]:
+    return {f"b_{name}": column for name, column in zip(JOB_OPTIONS, columns, strict=True)}
+
+
+def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
+    """Validate jobs and lay them out as :class:`Jobs`.
+
+    A plain payload takes the call's options, validated once per call: per job only
+    the payload is encoded (the hot path of a large batch); a batch of plain payloads
+    only, with no dedupe_key, is encoded in one call."""
+    if len(items) > 1 and not any(isinstance(item, JobSpec) for item in items):
+        shared = job_options(queue, "job 0", None, defaults)
+        if shared[_DEDUPE_KEY] is None:
+            try:
+                document = json_text(list(items), "payloads")
+            except InvalidPayload:
+                document = None  # encode each below: the error names the job
+            # PostgreSQL caps one jsonb array at 256 MB (a text[] at 1 GB): a huge
+            # batch goes as one text per job (a character is at most 4 bytes).
+            if document is not None and len(document) <= _DOCUMENT_MAX_CHARS:
+                return Jobs(_arrays([[value] * len(items) for value in shared]), [], document)
+    payloads: list[str] = []
+    options: list[Options] = []
+    shared_options: Options | None = None
+    for i, item in enumerate(items):
+        if isinstance(item, JobSpec):
+            options.append(job_options(queue, f"job {i}", item, defaults))
+            payload = item.payload
+        else:
+            if shared_options is None:
+                shared_options = job_options(queue, f"job {i}", None, defaults)
+            options.append(shared_options)
+            payload = item
+        payloads.append(json_text(payload, f"job {i}: payload"))
+    columns = [list(c) for c in zip(*options, strict=True)] or [[] for _ in JOB_OPTIONS]
+    return Jobs(_arrays(columns), payloads)
+
+
+# --------------------------------------------------------------------------- leases
+def leased(queue: str | None, messages: Iterable[object]) -> list[Message]:
+    """Check that each message is a leased Message of ``queue``."""
+    out = []
+    for m in messages:
+        if not isinstance(m, Message):
+            raise InvalidArgument(f"expected a Message from dequeue(), got {type(m).__name__}")
+        if m.queue != queue:
+            raise InvalidArgument(
+                f"message {m.id} belongs to queue {m.queue!r}, not {queue!r}: "
+                "settle it with a consumer of its own queue"
+            )
+        if (
+            not isinstance(m.lease, uuid.UUID)
+            or isinstance(m.id, bool)
+            or not isinstance(m.id, int)
+            or not 1 <= m.id < 2**63
+        ):
+            raise InvalidArgument(f"message {m.id!r} is not a leased message from dequeue()")
+        out.append(m)
+    return out

@@ -1,0 +1,196 @@
+"""Plans driven with canned replies: no database, no driver (the unit tier).
+
+A plan is a generator of steps; here each step is answered with the rows a test
+chooses, so the logic between statements (retries of a race, loops, errors, what
+needs a transaction) is tested on its own, including replies a real database gives
+only under races that are hard to provoke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import pytest
+
+from pgqueue import _validate
+from pgqueue._plans import Context, Plan, Step, admin, consumer, producer, worker
+from pgqueue.errors import DuplicateJob, PgQueueError, QueueNotFound
+from pgqueue.types import JobSpec, Message
+
+T = TypeVar("T")
+CTX = Context("pgq_unit", "tasks")
+NOW = datetime(2026, 12, 3, tzinfo=timezone.utc)
+
+
+def drive(plan: Plan[T], replies: Sequence[Sequence[Any]]) -> tuple[T, list[Step]]:
+    """Answer each step with the next reply; the plan's result and the steps taken."""
+    steps = plan.steps
+    taken: list[Step] = []
+    answers = iter(replies)
+    try:
+        step = next(steps)
+        while True:
+            taken.append(step)
+            try:
+                reply = next(answers)
+            except StopIteration:
+                raise AssertionError(f"no reply left for step {len(taken)}") from None
+            step = steps.send(reply)
+    except StopIteration as stop:
+        return stop.value, taken
+
+
+def names(steps: Sequence[Step]) -> list[str]:
+    """The statement names (their ``pgqueue_direct`` option, or the class) taken."""
+    sql = CTX.sql
+    by_id = {id(getattr(sql, n)): n for n in dir(sql) if n.isupper()}
+    return [by_id.get(id(s.statement), type(s.statement).__name__) for s in steps]
+
+
+def jobs(*specs: Any) -> _validate.Jobs:
+    return _validate.validate_jobs("tasks", list(specs), JobSpec(None))
+
+
+# --------------------------------------------------------------------------- enqueue
+def test_enqueue_that_cannot_account_for_every_job_raises() -> None:
+    """Two deduplicated jobs, skip: the insert skips both, the queue exists, and the
+    live twins are gone by the lookup, three times over. It used to return []."""
+    batch = jobs(JobSpec({"a": 1}, dedupe_key="a"), JobSpec({"b": 2}, dedupe_key="b"))
+    plan = producer.enqueue(CTX, batch, on_duplicate="skip", in_caller_tx=False)
+    replies = [[], [(True,)], []] * 3
+    with pytest.raises(PgQueueError, match="raced"):
+        drive(plan, replies)
+
+
+def test_enqueue_skip_returns_the_live_twin_and_inserts_the_rest() -> None:
+    batch = jobs(JobSpec({"a": 1}, dedupe_key="a"), JobSpec({"b": 2}, dedupe_key="b"))
+    plan = producer.enqueue(CTX, batch, on_duplicate="skip", in_caller_tx=False)
+    assert plan.transaction is False  # nothing to undo: each insert stands alone
+    twin = (7, "tasks", {"a": 0}, "tasks", 0, "queued", 0, None, NOW, NOW, "a")
+    twin += (None, None, None, None, None)
+    inserted = [(8, "queued", NOW, NOW, "b")]
+    result, steps = drive(plan, [inserted, [twin]])
+    assert [m.id for m in result] == [7, 8]
+    assert result[0].payload == {"a": 0} and result[1].payload == {"b": 2}
+    assert names(steps) == ["INSERT_JOBS", "SELECT_BY_DEDUPE_KEYS"]
+
+
+def test_enqueue_raise_inside_a_callers_transaction_rolls_back_its_savepoint() -> None:
+    batch = jobs(JobSpec({"a": 1}, dedupe_key="a"), JobSpec({"b": 2}, dedupe_key="b"))
+    plan = producer.enqueue(CTX, batch, on_duplicate="raise", in_caller_tx=True)
+    assert plan.transaction is True  # all or nothing
+    with pytest.raises(DuplicateJob) as info:
+        drive(plan, [[], [(8, "queued", NOW, NOW, "b")], []])
+    assert info.value.dedupe_keys == ["a"]
+
+
+def test_enqueue_to_a_missing_queue_is_queue_not_found() -> None:
+    plan = producer.enqueue(CTX, jobs({"x": 1}), on_duplicate="raise", in_caller_tx=False)
+    with pytest.raises(QueueNotFound):
+        drive(plan, [[], [(False,)]])
+
+
+def test_plain_batch_is_one_statement_and_checks_the_count() -> None:
+    batch = jobs({"n": 1}, {"n": 2})
+    assert batch.document is not None
+    plan = producer.enqueue(CTX, batch, on_duplicate="raise", in_caller_tx=False)
+    result, steps = drive(plan, [[([11, 12], "queued", NOW, NOW, None)]])
+    assert [m.id for m in result] == [11, 12] and names(steps) == ["INSERT_UNIFORM_JOBS"]
+    again = producer.enqueue(CTX, batch, on_duplicate="raise", in_caller_tx=False)
+    with pytest.raises(PgQueueError, match="2 jobs sent, 1 inserted"):
+        drive(again, [[([11], "queued", NOW, NOW, None)]])
+    with pytest.raises(QueueNotFound):  # no row at all: no such queue
+        drive(producer.enqueue(CTX, batch, on_duplicate="raise", in_caller_tx=False), [[]])
+
+
+# --------------------------------------------------------------------------- consumer
+def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
+    return (job_id, "tasks", {}, "tasks", 0, status, 1, None, NOW, NOW, None, None)
+
+
+def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
+    plan = consumer.dequeue(CTX, "me", 3, None)
+    first = [
+        (*_running(1), "lease", "me", None, None),
+        (*_running(2, "dead"), None, None, None, None),
+    ]
+    second = [(*_running(3), "lease", "me", None, None), (*_running(4), "lease", "me", None, None)]
+    result, steps = drive(plan, [first, second])
+    assert [m.id for m in result] == [1, 3, 4]
+    assert [s.params["b_limit"] for s in steps] == [3, 2]
+
+
+def test_settles_report_per_message_whether_they_took() -> None:
+    import uuid
+
+    lease = uuid.uuid4()
+    m1 = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    m2 = Message(2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4())
+    done, _ = drive(consumer.finish(CTX, [m1, m2, m1], consumer.ACK), [[(1, lease)]])
+    assert done == [True, False, False]  # listed twice: took effect once
+    failure = consumer.Failure("E: x", "Traceback ...", 5.0, 3)
+    nacked, steps = drive(consumer.nack(CTX, [m1, m2], [failure] * 2), [[(1, lease, "dead")]])
+    assert nacked == ["dead", None]
+    assert steps[0].params["b_delays"] == [5.0, 5.0]
+    assert steps[0].params["b_tracebacks"] == ["Traceback ...", "Traceback ..."]
+    assert drive(consumer.release(CTX, []), [])[0] == []  # nothing: no statement
+
+
+# --------------------------------------------------------------------------- admin
+def test_delete_queue_waits_for_older_transactions_then_deletes_in_batches() -> None:
+    plan = admin.delete_queue(CTX, "tasks", wait=10.0, in_caller_tx=False)
+    replies = [
+        [(1,)],  # DELETE_QUEUE
+        [(["701", "702"],)],  # OPEN_TRANSACTIONS
+        [(2,)],  # STILL_OPEN
+        [(None,)],  # PAUSE
+        [(0,)],  # STILL_OPEN: both ended
+        [(admin.PURGE_BATCH,)],  # a full batch: again
+        [(3,)],
+        [(0,)],  # archive
+    ]
+    _, steps = drive(plan, replies)
+    assert names(steps) == [
+        "DELETE_QUEUE",
+        "OPEN_TRANSACTIONS",
+        "STILL_OPEN",
+        "PAUSE",
+        "STILL_OPEN",
+        "PURGE_JOBS",
+        "PURGE_JOBS",
+        "PURGE_ARCHIVE",
+    ]
+    assert steps[2].params["b_xids"] == ["701", "702"]
+
+
+def test_delete_queue_in_a_callers_transaction_does_not_wait() -> None:
+    plan = admin.delete_queue(CTX, "tasks", wait=10.0, in_caller_tx=True)
+    _, steps = drive(plan, [[(1,)], [(0,)], [(0,)]])
+    assert names(steps) == ["DELETE_QUEUE", "PURGE_JOBS", "PURGE_ARCHIVE"]
+    with pytest.raises(QueueNotFound):
+        drive(admin.delete_queue(CTX, "tasks", wait=1.0, in_caller_tx=False), [[]])
+
+
+# --------------------------------------------------------------------------- worker
+def test_limited_dequeue_needs_a_transaction_and_stops_at_the_limit() -> None:
+    plan = worker.limited_dequeue(CTX, "me", 10, None, "tasks", 2, None)
+    assert plan.transaction is True  # the advisory lock lasts to the end of it
+    got, held_back = drive(plan, [[(None,)], [(2,)]])[0]
+    assert (got, held_back) == ([], True)  # two already running: the limit holds
+
+
+def test_plans_that_need_no_transaction_say_so() -> None:
+    assert consumer.dequeue(CTX, "me", 1, None).transaction is False
+    assert admin.purge_queue(CTX, "tasks").transaction is False
+    assert worker.claim_tick(CTX, "s", NOW, jobs({})).transaction is True
+
+
+def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
+    # Each LIMIT is its own prepared DEQUEUE: a worker's fetch sizes are rounded so a
+    # large batch_size does not overflow the drivers' 100-statement caches.
+    sizes = [worker.fetch_size(want) for want in range(1, _validate.MAX_BATCH + 1)]
+    assert sizes[:16] == list(range(1, 17))
+    assert all(want * 7 / 8 < size <= want for want, size in enumerate(sizes, 1))
+    assert len(set(sizes)) < 90 and len(set(sizes[:1000])) < 64
