@@ -6,9 +6,11 @@ under a transaction-scoped advisory lock, so two processes installing at once
 serialise and the second finds the schema at head.
 
 The host-app route (an application's own Alembic with ``pgqueue:migrations/versions``
-in its ``version_locations``): :func:`in_pgqueue_schema`, which every packaged revision
-wears so that ``pgqueue_schema = <name>`` in the app's Alembic config moves pgqueue's
-tables, and only them, to that schema.
+in its ``version_locations``) has two helpers here: :func:`process_revision_directives`
+for the app's ``env.py`` (new revisions go to the app's own folder and history, never
+into the installed package), and :func:`in_pgqueue_schema`, which every packaged
+revision wears so that ``pgqueue_schema = <name>`` in the app's Alembic config moves
+pgqueue's tables, and only them, to that schema.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import os
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
@@ -26,7 +29,9 @@ from .schema import metadata, translate_map
 
 if TYPE_CHECKING:  # Alembic is imported only when migrating: it doubles import time
     from alembic.config import Config
+    from alembic.operations.ops import MigrationScript
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import Script, ScriptDirectory
 
 VERSION_TABLE = "pgqueue_alembic_version"
 #: Host-app route: the Alembic option naming the schema of pgqueue's tables (``[alembic]``
@@ -221,3 +226,91 @@ def in_pgqueue_schema(*, create: bool = False) -> Callable[[_Step], _Step]:
         return run
 
     return decorate
+
+
+def _packaged_versions() -> Path:
+    return (Path(script_location()) / "versions").resolve()
+
+
+def _is_packaged(revision: Script) -> bool:
+    return Path(revision.path).resolve().parent == _packaged_versions()
+
+
+def _version_locations(script: ScriptDirectory) -> list[Path]:
+    from alembic.util import coerce_resource_to_filename
+
+    return [
+        Path(coerce_resource_to_filename(str(location))).resolve()
+        for location in script.version_locations or ()
+    ]
+
+
+def process_revision_directives(
+    context: MigrationContext, revision: object, directives: list[MigrationScript]
+) -> None:
+    """Alembic ``process_revision_directives`` hook for a host app's ``env.py``.
+
+    Keeps the app's new revisions (``alembic revision [--autogenerate]``) in the app's
+    own history and folder, never on pgqueue's branch nor inside the installed package
+    (where the next ``pip install -U pgqueue`` would delete them):
+
+    - without ``--head``, a new revision extends the app's own head, or starts the app's
+      history (``--head base``) if it has none yet, instead of pgqueue's head;
+    - the app's first revision goes to its own version location (the one listed in
+      ``version_locations`` besides ``pgqueue:migrations/versions``);
+    - an explicit ``--head`` on pgqueue's branch or ``--version-path`` into the package
+      is refused, with what to do instead.
+
+    ::
+
+        from pgqueue import include_name, process_revision_directives
+
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            include_name=include_name,
+            process_revision_directives=process_revision_directives,
+        )
+
+    ``alembic revision`` without ``--autogenerate`` runs ``env.py`` (and so this hook)
+    only with ``revision_environment = true`` in ``alembic.ini``.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = context.script
+    if script is None:
+        if context.config is None:
+            return
+        script = ScriptDirectory.from_config(context.config)
+    packaged = _packaged_versions()
+    own_locations = [p for p in _version_locations(script) if p != packaged]
+    for directive in directives:
+        head = directive.head or "head"
+        if head == "head":
+            own_heads = [r for r in script.get_revisions("heads") if not _is_packaged(r)]
+            if not own_heads:
+                directive.head = "base"
+            elif len(own_heads) == 1:
+                directive.head = own_heads[0].revision
+            # Several heads of the app's own: Alembic asks which one (--head).
+        else:
+            theirs = [
+                r.revision for r in script.get_revisions(head) if r is not None and _is_packaged(r)
+            ]
+            if theirs:
+                raise CommandError(
+                    f"--head {head} is on pgqueue's branch ({', '.join(theirs)}), whose "
+                    "revisions ship inside the installed pgqueue package. Base your "
+                    "revision on your own history (leave out --head, or --head base for a "
+                    f"new root) and, if it needs pgqueue's tables, add --depends-on {theirs[0]}"
+                )
+        path = directive.version_path
+        if path is not None and Path(path).resolve() == packaged:
+            raise CommandError(
+                f"--version-path {path} is inside the installed pgqueue package (replaced on "
+                "every upgrade of pgqueue): use your own version location"
+                + (f", e.g. {own_locations[0]}" if own_locations else "")
+            )
+        if path is None and directive.head == "base" and len(own_locations) == 1:
+            directive.version_path = str(own_locations[0])
