@@ -137,9 +137,10 @@ def _ok(app: Path, *args: str) -> str:
     return out
 
 
-def _new_app(root: Path, url: URL, pgqueue_schema: str | None = None) -> Path:
+def _new_app(root: Path, url: URL, pgqueue_schema: str | None = None, *, hook: bool = True) -> Path:
     """``alembic init alembic``, a model, then the setup of README.md / docs/migrations.md
-    §3, edit by edit."""
+    §3, edit by edit (``hook=False``: the setup without ``process_revision_directives``,
+    for the documented ``--head``/``--version-path`` flags instead)."""
     root.mkdir()
     _ok(root, "init", "alembic")
     (root / "models.py").write_text(_MODELS)
@@ -150,28 +151,28 @@ def _new_app(root: Path, url: URL, pgqueue_schema: str | None = None) -> Path:
     setup = (
         "path_separator = space\n"
         "version_locations = %(here)s/alembic/versions pgqueue:migrations/versions\n"
-        "revision_environment = true\n"
     )
+    if hook:
+        setup += "revision_environment = true\n"
     if pgqueue_schema is not None:
         setup += f"pgqueue_schema = {pgqueue_schema}\n"
     _edit(ini, "path_separator = os\n", setup)
 
     env = root / "alembic" / "env.py"
+    names = "include_name, process_revision_directives" if hook else "include_name"
     _edit(
         env,
         "target_metadata = None\n",
-        "from models import Base\n"
-        "from pgqueue import include_name, process_revision_directives\n"
-        "\n"
+        f"from models import Base\nfrom pgqueue import {names}\n\n"
         "target_metadata = Base.metadata\n",
     )
+    hook_line = "            process_revision_directives=process_revision_directives,\n"
     _edit(
         env,
         "connection=connection, target_metadata=target_metadata\n",
         "connection=connection,\n"
         "            target_metadata=target_metadata,\n"
-        "            include_name=include_name,\n"
-        "            process_revision_directives=process_revision_directives,\n",
+        "            include_name=include_name,\n" + (hook_line if hook else ""),
     )
     return root
 
@@ -406,6 +407,68 @@ def test_revision_on_pgqueue_branch_or_folder_is_refused(
 
     assert set(PACKAGED.glob("*.py")) == packaged_untouched
     assert list((app / "alembic" / "versions").glob("*.py")) == []
+
+
+def test_without_the_hook_documented_flags_keep_revisions_apart(
+    tmp_path: Path, app_url: URL, engine: Engine, packaged_untouched: set[Path]
+) -> None:
+    """The documented alternative to the hook: ``--head base --branch-label app
+    --version-path alembic/versions`` for the first revision, ``--head app@head`` after;
+    ``downgrade app@base`` then removes only the app's tables."""
+    app = _new_app(tmp_path / "app", app_url, hook=False)
+    _ok(app, "upgrade", "heads")
+
+    first_flags = ["--head", "base", "--branch-label", "app", "--version-path", "alembic/versions"]
+    first = _revision(app, "--autogenerate", "-m", "create users", *first_flags)
+    _assert_first_revision_is_the_apps(app, first, packaged_untouched)
+    _ok(app, "upgrade", "heads")
+
+    second = _revision(app, "-m", "by hand", "--head", "app@head")
+    assert second.parent == first.parent
+    script = ScriptDirectory.from_config(_config(app))
+    assert script.get_revision("app@head").path == str(second)
+    assert script.get_revision("app@head").down_revision == first.name.split("_", 1)[0]
+    _ok(app, "upgrade", "heads")
+    assert _tables(engine) == {"public": PGQUEUE_TABLES | {"alembic_version", "users"}}
+
+    _ok(app, "downgrade", "app@base")
+    assert _tables(engine) == {"public": PGQUEUE_TABLES | {"alembic_version"}}
+    assert _versions(engine) == {HEAD}
+    _ok(app, "upgrade", "heads")
+    assert _tables(engine) == {"public": PGQUEUE_TABLES | {"alembic_version", "users"}}
+    assert set(PACKAGED.glob("*.py")) == packaged_untouched
+
+
+def test_pgqueue_schema_is_read_from_attributes_x_then_config(tmp_path: Path) -> None:
+    """Where ``pgqueue_schema`` comes from, first found: ``config.attributes``, ``-x``,
+    ``[alembic]`` of alembic.ini, ``[tool.alembic]`` of pyproject.toml; never in
+    pgqueue's own environment (its version table), which has its own ``--schema``."""
+    from argparse import Namespace
+
+    from alembic.runtime.environment import EnvironmentContext
+
+    def schema_of(config: Config, **opts: str) -> str | None:
+        env = EnvironmentContext(config, ScriptDirectory(_migrate.script_location()))
+        ctx = MigrationContext.configure(
+            dialect_name="postgresql", environment_context=env, opts=dict(opts)
+        )
+        return _migrate.host_schema(ctx)
+
+    ini = tmp_path / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    config = Config(str(ini))
+    assert schema_of(config) is None
+    (tmp_path / "pyproject.toml").write_text('[tool.alembic]\npgqueue_schema = "from_toml"\n')
+    config = Config(str(ini), toml_file=str(tmp_path / "pyproject.toml"))
+    assert schema_of(config) == "from_toml"
+    ini.write_text("[alembic]\nscript_location = %(here)s/alembic\npgqueue_schema = from_ini\n")
+    config = Config(str(ini), toml_file=str(tmp_path / "pyproject.toml"))
+    assert schema_of(config) == "from_ini"
+    config.cmd_opts = Namespace(x=["dsn=postgresql://x/y", "pgqueue_schema=from_x"])
+    assert schema_of(config) == "from_x"
+    config.attributes["pgqueue_schema"] = "from_attributes"
+    assert schema_of(config) == "from_attributes"
+    assert schema_of(config, version_table=_migrate.VERSION_TABLE) is None
 
 
 def test_every_packaged_step_wears_in_pgqueue_schema() -> None:
