@@ -276,6 +276,7 @@ def process_revision_directives(
     only with ``revision_environment = true`` in ``alembic.ini``.
     """
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     script = context.script
@@ -295,9 +296,11 @@ def process_revision_directives(
                 directive.head = own_heads[0].revision
             # Several heads of the app's own: Alembic asks which one (--head).
         else:
-            theirs = [
-                r.revision for r in script.get_revisions(head) if r is not None and _is_packaged(r)
-            ]
+            try:
+                based_on = script.get_revisions(head)
+            except RevisionError:  # unknown or ambiguous: Alembic reports it next, as usual
+                based_on = ()
+            theirs = [r.revision for r in based_on if r is not None and _is_packaged(r)]
             if theirs:
                 raise CommandError(
                     f"--head {head} is on pgqueue's branch ({', '.join(theirs)}), whose "
