@@ -85,18 +85,16 @@ def _not_installed(schema: str) -> str:
     else:
         install = f"PGQUEUE_SCHEMA={shlex.quote(schema)} pgqueue install"
         admin = f"admin.install() with schema={schema!r}"
-        host = f", with `pgqueue_schema = {schema}` in its alembic.ini"
+        host = f" with `pgqueue_schema = {schema}` in its alembic.ini"
         checkout = f"-x schema={shlex.quote(schema)} upgrade head"
-    return (
+    return (  # one line: the command line prints it as "pgqueue: error: ..."
         f"pgqueue's tables were not found in schema {schema!r}. Create them the way this "
-        "schema is managed:\n"
-        f"  - pgqueue's own: `{install}` (with --dsn or PGQUEUE_DSN), or {admin}\n"
-        "  - your app's Alembic (pgqueue:migrations/versions in its version_locations): "
-        f"`alembic upgrade heads`{host}\n"
-        f"  - a pgqueue checkout: `alembic -x dsn=... {checkout}`\n"
-        "Done already? Then they are in another schema: pass that one as schema= (your "
-        "app's Alembic puts them where `pgqueue_schema` says, else in its connection's "
-        "default schema)."
+        f"schema is managed: pgqueue's own, `{install}` (with --dsn or PGQUEUE_DSN) or "
+        f"{admin}; your app's Alembic (pgqueue:migrations/versions in its "
+        f"version_locations), `alembic upgrade heads`{host}; a pgqueue checkout, "
+        f"`alembic -x dsn=... {checkout}`. Already done? Then they are in another schema "
+        "(for your app's Alembic, the one `pgqueue_schema` names, else its connection's "
+        "default one): pass that as schema=."
     )
 
 
