@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from pgqueue._migrate import in_pgqueue_schema
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
@@ -17,9 +18,12 @@ branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
+# in_pgqueue_schema: a host app's `pgqueue_schema` moves these operations (docs/migrations.md)
+@in_pgqueue_schema(create=True)
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}
 
 
+@in_pgqueue_schema()
 def downgrade() -> None:
     ${downgrades if downgrades else "pass"}

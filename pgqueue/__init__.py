@@ -6,6 +6,7 @@
 >>> SyncProducer(admin.engine, "emails").enqueue({"to": "a@example.org"})  # doctest: +SKIP
 """
 
+from ._migrate import process_revision_directives
 from .admin import SyncAdmin
 from .admin_async import AsyncAdmin
 from .consumer import SyncConsumer
@@ -65,4 +66,5 @@ __all__ = [
     "WrongBindType",
     "include_name",
     "metadata",
+    "process_revision_directives",
 ]

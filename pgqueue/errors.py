@@ -65,14 +65,37 @@ class DuplicateJob(PgQueueError):
 
 
 class SchemaNotInstalled(PgQueueError):
-    """pgqueue's tables are missing from the schema in use."""
+    """pgqueue's tables are missing from the schema in use.
+
+    The message names the three ways to create them, each spelled for this schema: which
+    one manages a schema is not visible from the failed statement (and the connection may
+    be in the caller's aborted transaction), so it is not guessed.
+    """
 
     def __init__(self, schema: str) -> None:
-        super().__init__(
-            f"pgqueue's tables were not found in schema {schema!r}: "
-            "run `alembic upgrade head` or `pgqueue install` (or admin.install())"
-        )
+        super().__init__(_not_installed(schema))
         self.schema = schema
+
+
+def _not_installed(schema: str) -> str:
+    import shlex
+
+    if schema == "public":
+        install, admin, host, checkout = "pgqueue install", "admin.install()", "", "upgrade head"
+    else:
+        install = f"PGQUEUE_SCHEMA={shlex.quote(schema)} pgqueue install"
+        admin = f"admin.install() with schema={schema!r}"
+        host = f" with `pgqueue_schema = {schema}` in its alembic.ini"
+        checkout = f"-x schema={shlex.quote(schema)} upgrade head"
+    return (  # one line: the command line prints it as "pgqueue: error: ..."
+        f"pgqueue's tables were not found in schema {schema!r}. Create them the way this "
+        f"schema is managed: pgqueue's own, `{install}` (with --dsn or PGQUEUE_DSN) or "
+        f"{admin}; your app's Alembic (pgqueue:migrations/versions in its "
+        f"version_locations), `alembic upgrade heads`{host}; a pgqueue checkout, "
+        f"`alembic -x dsn=... {checkout}`. Already done? Then they are in another schema "
+        "(for your app's Alembic, the one `pgqueue_schema` names, else its connection's "
+        "default one): pass that as schema=."
+    )
 
 
 class NotRunning(PgQueueError):

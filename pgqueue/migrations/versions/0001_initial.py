@@ -5,8 +5,10 @@ Revises:
 Create Date: 2026-11-22
 
 Tables are created without a schema name; the migration environment sets
-``schema_translate_map`` (``pgqueue install --schema``) or the host app's default
-schema applies. Storage settings of the hot table are applied here, not in the model.
+``schema_translate_map`` (``pgqueue install --schema``), or in a host app's Alembic
+``in_pgqueue_schema`` does (``pgqueue_schema = ...`` in its config), or else the host
+connection's default schema applies. Storage settings of the hot table are applied here,
+not in the model.
 
 Every constraint and index name is wrapped in ``op.f()`` (final as written): otherwise
 Alembic applies the naming convention of whatever ``target_metadata`` the running
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from alembic import op
+from pgqueue._migrate import in_pgqueue_schema
 
 revision: str = "pgqueue_0001"
 down_revision: str | None = None
@@ -41,6 +44,7 @@ def _qualified(table: str) -> str:
     return f"{prep.quote_schema(schema)}.{prep.quote(table)}" if schema else prep.quote(table)
 
 
+@in_pgqueue_schema(create=True)
 def upgrade() -> None:
     ts = sa.DateTime(timezone=True)
     now = sa.text("now()")
@@ -196,6 +200,7 @@ def upgrade() -> None:
     )
 
 
+@in_pgqueue_schema()
 def downgrade() -> None:
     op.drop_table("pgqueue_rate_limits")
     op.drop_table("pgqueue_schedules")

@@ -15,6 +15,7 @@ first (and its jobs are deleted with the queue) or starts after (and finds no qu
 from collections.abc import Sequence
 
 from alembic import op
+from pgqueue._migrate import in_pgqueue_schema
 
 revision: str = "pgqueue_0002"
 down_revision: str | None = "pgqueue_0001"
@@ -33,10 +34,12 @@ def _qualified(table: str) -> str:
     return f"{prep.quote_schema(schema)}.{prep.quote(table)}" if schema else prep.quote(table)
 
 
+@in_pgqueue_schema(create=True)
 def upgrade() -> None:
     op.drop_constraint(op.f(_FK), "pgqueue_jobs", type_="foreignkey")
 
 
+@in_pgqueue_schema()
 def downgrade() -> None:
     # Jobs left behind by a queue deleted outside pgqueue would fail the new key.
     jobs, queues = _qualified("pgqueue_jobs"), _qualified("pgqueue_queues")
