@@ -160,10 +160,13 @@ def on_signals(callback: Callable[[], None], install: bool = True) -> Callable[[
 
 
 class Repeater:
-    """Calls ``fn`` every ``interval`` seconds in the background (a task) until
-    stopped; an exception is logged and the next call comes as usual."""
+    """Calls ``fn()()`` (``fn`` a weak reference to a method) every ``interval`` seconds
+    in the background (a task) until stopped, the method is garbage, or it returns
+    False; an exception is logged and the next call comes as usual."""
 
-    def __init__(self, fn: Callable[[], Awaitable[Any]], interval: float, name: str) -> None:
+    def __init__(
+        self, fn: Callable[[], Callable[[], Awaitable[bool]] | None], interval: float, name: str
+    ) -> None:
         self._fn, self._interval, self._name = fn, interval, name
         self._task: asyncio.Task[None] | None = None
 
@@ -174,10 +177,15 @@ class Repeater:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            method = self._fn()
+            if method is None:
+                return
             try:
-                await self._fn()
+                if await method() is False:
+                    return
             except Exception as exc:
                 log.warning("%s failed (%s)", self._name, exc)
+            del method
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -164,10 +164,13 @@ def on_signals(callback: Callable[[], None], install: bool = True) -> Callable[[
 
 
 class Repeater:
-    """Calls ``fn`` every ``interval`` seconds in the background (a daemon thread)
-    until stopped; an exception is logged and the next call comes as usual."""
+    """Calls ``fn()()`` (``fn`` a weak reference to a method) every ``interval`` seconds
+    in the background (a daemon thread) until stopped, the method is garbage, or it
+    returns False; an exception is logged and the next call comes as usual."""
 
-    def __init__(self, fn: Callable[[], Any], interval: float, name: str) -> None:
+    def __init__(
+        self, fn: Callable[[], Callable[[], bool] | None], interval: float, name: str
+    ) -> None:
         self._fn, self._interval, self._name = fn, interval, name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -181,10 +184,15 @@ class Repeater:
     def _run(self) -> None:
         stop = self._stop
         while not stop.wait(self._interval):
+            method = self._fn()
+            if method is None:
+                return
             try:
-                self._fn()
+                if method() is False:
+                    return
             except Exception as exc:
                 log.warning("%s failed (%s)", self._name, exc)
+            del method
 
     def stop(self) -> None:
         thread, self._thread = self._thread, None

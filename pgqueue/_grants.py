@@ -82,7 +82,14 @@ _PRODUCER_READS = tuple(
     )
 )
 _WORKER_INSERT = _names(
-    (workers.c.kind, workers.c.queues, workers.c.hostname, workers.c.port, workers.c.pid)
+    (
+        workers.c.kind,
+        workers.c.queues,
+        workers.c.hostname,
+        workers.c.port,
+        workers.c.pid,
+        workers.c.entrypoints,
+    )
 )
 _WORKER_UPDATE = _names((workers.c.status, workers.c.heartbeat_at))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -64,7 +65,11 @@ class AsyncIdentity:
         self._worker_id: int | None = None
         self._state = READY
         self._register_lock = Lock()
-        self._auto_beat = Repeater(self._background_beat, HEARTBEAT_EVERY, f"pgqueue-{self._kind}")
+        # A weak reference: a producer dropped without close() stops beating once it
+        # is garbage, instead of beating forever from a thread of its own.
+        self._auto_beat = Repeater(
+            weakref.WeakMethod(self._background_beat), HEARTBEAT_EVERY, f"pgqueue-{self._kind}"
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -129,9 +134,13 @@ class AsyncIdentity:
         assert self._worker_id is not None
         return self._worker_id
 
-    async def _background_beat(self) -> None:
-        if self._worker_id is not None and self._state != STOPPED:
-            await self.heartbeat()
+    async def _background_beat(self) -> bool:
+        """One background heartbeat; False once there is no registration to keep alive
+        (stopped, or its row was removed: ``register()`` again to come back)."""
+        if self._worker_id is None or self._state == STOPPED:
+            return False
+        plan = identity_plans.heartbeat(self._ctx, self._worker_id)
+        return await arun(self._engine, None, plan, self._ctx) is not None
 
     def _check_not_stopped(self) -> None:
         if self._state == STOPPED:

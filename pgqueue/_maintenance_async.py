@@ -23,8 +23,8 @@ from ._plans import worker as worker_plans
 
 log = logging.getLogger("pgqueue.worker")
 
-#: Sweep registrations whose heartbeat stopped every this many seconds.
-SWEEP_EVERY = 60.0
+#: Sweep registrations whose heartbeat stopped at the first beat and every this many.
+SWEEP_EVERY_BEATS = 20
 #: Run the worker's periodic checks (jobs nobody serves, missing queues) this often.
 CHECK_EVERY = 300.0
 
@@ -57,24 +57,27 @@ class AsyncMaintainer:
 
     async def run(self) -> None:
         """Until the worker stops and holds no job."""
-        swept = checked = time.monotonic()
+        checked = time.monotonic()
+        beats = 0
         while True:
             if self._stopping.is_set():
+                # Handlers still running (or settling): keep their leases every
+                # interval, and end as soon as the last job is let go.
+                until = time.monotonic() + self._interval
+                while len(self._inflight) and time.monotonic() < until:
+                    await sleep(0.05)
                 if not len(self._inflight):
                     return
-                await sleep(self._interval)  # handlers still running: keep their leases
-            else:
-                await wait_event(self._stopping, self._interval)
-                if self._stopping.is_set() and not len(self._inflight):
-                    return
+            elif await wait_event(self._stopping, self._interval):
+                continue
             await self._guarded("lease keeping", self.keep_leases)
             if self._stopping.is_set():
                 continue  # the registration ended with the run; the leases go on
             await self._guarded("heartbeat", self._beat)
-            now = time.monotonic()
-            if now - swept >= SWEEP_EVERY:
-                swept = now
+            if beats % SWEEP_EVERY_BEATS == 0:
                 await self._guarded("sweep", self.sweep)
+            beats += 1
+            now = time.monotonic()
             if now - checked >= CHECK_EVERY:
                 checked = now
                 await self._guarded("checks", self._check)

@@ -33,7 +33,12 @@ DEFAULT_LEASE = 30.0
 #: SQLSTATEs of a connection that no retry can fix: authorization refused (28000),
 #: password wrong (28P01), no such database (3D000).
 _FATAL = frozenset({"28000", "28P01", "3D000"})
-_FATAL_TEXT = ("password authentication failed", "authentication failed", "does not exist")
+_FATAL_TEXT = (
+    "authentication failed",
+    "does not exist",
+    "not permitted to log in",
+    "no pg_hba.conf entry",
+)
 
 
 class _Worker(Protocol):
@@ -66,9 +71,11 @@ class AsyncStartup:
         self._concurrency = concurrency
         self._visibility_timeout = visibility_timeout
 
-    async def start(self, stop_requested: Callable[[], bool]) -> dict[str, float]:
-        """Register and read the queues; each served queue's lease length."""
-        await self._register(stop_requested)
+    async def start(self, stop_requested: Callable[[], bool]) -> dict[str, float] | None:
+        """Register and read the queues; each served queue's lease length (None: a stop
+        was requested before the worker could register)."""
+        if not await self._register(stop_requested):
+            return None
         engine = self._worker.engine
         leases: dict[str, float] = {}
         for queue, ctx in self._contexts.items():
@@ -95,16 +102,19 @@ class AsyncStartup:
         ``HEARTBEAT_EVERY`` seconds (the registration's liveness)."""
         return min(HEARTBEAT_EVERY, min(leases.values()) / 3)
 
-    async def _register(self, stop_requested: Callable[[], bool]) -> None:
+    async def _register(self, stop_requested: Callable[[], bool]) -> bool:
+        """Whether the worker registered (False: asked to stop first)."""
         attempt = 0
         while True:
+            if stop_requested():
+                return False
             try:
                 await self._worker.register()
-                return
+                return True
             except SchemaNotInstalled:
                 raise
             except TRANSIENT as exc:
-                if _fatal(exc) or stop_requested():
+                if _fatal(exc):
                     raise
                 delay = backoff_delay(attempt)
                 attempt += 1

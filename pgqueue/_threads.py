@@ -40,7 +40,11 @@ class DaemonPool:
             if self._closed:
                 raise RuntimeError("the handler pool is closed")
             self._work.put((future, fn, args))
-            if self._work.qsize() > self._idle and len(self._threads) < self._size:
+            # Each call is promised a thread: an idle one (taken off the count now, so
+            # two calls never count on the same one), else a new one while there is room.
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._size:
                 thread = threading.Thread(
                     target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
@@ -50,11 +54,7 @@ class DaemonPool:
 
     def _serve(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
             item = self._work.get()
-            with self._lock:
-                self._idle -= 1
             if item is _STOP:
                 return
             future, fn, args = item
@@ -66,6 +66,8 @@ class DaemonPool:
                 else:
                     future.set_result(result)
             del item, future, fn, args  # no reference to the last job while idle
+            with self._lock:
+                self._idle += 1
 
     def close(self) -> None:
         """Let idle threads end; calls already running go on (they are daemons)."""

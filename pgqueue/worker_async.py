@@ -118,6 +118,7 @@ class AsyncWorker(AsyncIdentity):
         self._inflight = InFlight()
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._stop_requested = False
+        self._stop_for_good = False
         self._running = False
         self._leases: dict[str, float] = {}
         self._state_changes = 0  # suspend()/resume() calls begun or ended here
@@ -323,7 +324,10 @@ class AsyncWorker(AsyncIdentity):
                 concurrency=self._concurrency,
                 visibility_timeout=self._visibility_timeout,
             )
-            self._leases = await startup.start(lambda: self._stop_requested)
+            leases = await startup.start(lambda: self._stop_requested)
+            if leases is None:
+                return
+            self._leases = leases
             interval = self._heartbeat_interval or startup.heartbeat_interval(self._leases)
             _check_intervals(interval, min(self._leases.values()))
             maintainer = AsyncMaintainer(
@@ -414,7 +418,9 @@ class AsyncWorker(AsyncIdentity):
                 await arun(self._engine, None, plan, self._ctx)
             except TRANSIENT as exc:
                 log.warning("worker %s: could not record its stop (%s)", self._worker_id, exc)
-        if self._state != STOPPED:
+        if self._stop_for_good:
+            await super().shutdown()  # stopped for good; an engine made from a URL goes
+        else:
             self._state = READY
 
     def request_stop(self) -> None:
@@ -426,13 +432,13 @@ class AsyncWorker(AsyncIdentity):
         self._wakeup.set()
 
     async def shutdown(self) -> None:
-        """Stop for good: stop :meth:`run` if it runs (it returns soon after), and
-        release what this worker holds."""
+        """Stop for good: stop :meth:`run` if it runs (it returns soon after; it marks
+        the registration stopped on its way out), and release what this worker holds."""
         self.request_stop()
         if not self._running:
             await super().shutdown()
         else:
-            self._state = STOPPED  # run() marks the registration stopped on its way out
+            self._stop_for_good = True
 
     async def _set_state(self, state: str) -> None:
         # Counted before and after: a heartbeat that read the status meanwhile must not
@@ -491,7 +497,12 @@ class AsyncWorker(AsyncIdentity):
             except TRANSIENT as exc:
                 delay = backoff_delay(attempt)
                 attempt += 1
-                log.warning("worker %s: fetch failed (%s)", self._worker_id, first_line(exc))
+                log.warning(
+                    "worker %s: fetch failed (%s); retry in %.2fs",
+                    self._worker_id,
+                    first_line(exc),
+                    delay,
+                )
                 await wait_event(self._wakeup, delay)
                 continue
             for job in self._inflight.hold(fetched):

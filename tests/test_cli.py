@@ -332,7 +332,10 @@ def test_errors_are_one_clear_line_with_documented_exit_codes(dsn: str, clean: U
         (
             4,
             "pgqueue install",
-            Command(["run", "tests._worker_app:worker"], dsn=dsn, env=missing_schema_env),
+            # no --schema: the app's own PGQUEUE_SCHEMA (the flag would be exported to it)
+            Command(
+                ["run", "tests._worker_app:worker"], dsn=dsn, schema=None, env=missing_schema_env
+            ),
         ),
         (5, "cannot import 'no_such_module_x'", Command(["run", "no_such_module_x:w"], dsn=dsn)),
         (5, "has no 'nothing'", Command(["run", "tests._worker_app:nothing"], dsn=dsn)),

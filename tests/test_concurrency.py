@@ -105,6 +105,7 @@ def test_eight_threads_enqueue_at_once(engine: Engine) -> None:
     def produce(p: int) -> None:
         try:
             producer = SyncProducer(engine, "tasks", schema=SCHEMA, hostname=f"thread-{p}")
+            producer.register()  # managed: one row each, registered at the same time
             calls = plan(p)
             start.wait(timeout=30)
             for call in calls:
@@ -140,6 +141,7 @@ async def test_eight_tasks_enqueue_at_once(clean: URL) -> None:
 
         async def produce(p: int) -> list[Message]:
             producer = AsyncProducer(aengine, "tasks", schema=SCHEMA, hostname=f"task-{p}")
+            await producer.register()  # managed: one row each, registered at the same time
             calls = plan(p)
             out: list[Message] = []
             await start.wait()

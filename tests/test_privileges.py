@@ -664,8 +664,10 @@ def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
     admin.pause_queue("a")
     admin.resume_queue("a")
     producer = SyncProducer(engine, "a", schema=SCHEMA)
+    producer.register()
     m = producer.enqueue({"p": 1})
     consumer = SyncConsumer(engine, "a", schema=SCHEMA)
+    consumer.register()
     (leased,) = consumer.dequeue()
     assert leased.payload == {"p": 1}
     consumer.nack(leased, error="x")

@@ -37,6 +37,7 @@ SOURCES = [
     "tests/test_admin_async.py",
     "tests/test_consumer_async.py",
     "tests/test_worker_async.py",
+    "tests/test_embedding_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.
@@ -52,6 +53,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bacheck_bind\b", "check_bind"),
     (r"\barun\b", "run"),
     (r"\b_acompat\b", "_compat"),
+    (r"\btest_(\w+)_async\b", r"test_\1"),
     (
         r"\b(_identity|_completer|_maintenance|_scheduler|_startup"
         r"|producer|admin|consumer|worker)_async\b",
@@ -66,6 +68,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bAwaitable\[((?:[^\[\]]|\[[^\[\]]*\])*)\]", r"\1"),
     (r"\basync_db\b", "sync_db"),
     (r"\basync_engine\b", "sync_engine"),
+    (r"\bmake_async_engine\b", "make_sync_engine"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\.aclose\(\)", ".close()"),
     (r"\b__aenter__\b", "__enter__"),

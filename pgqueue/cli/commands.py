@@ -1,0 +1,233 @@
+"""Commands on the schema, queues, jobs, dead letters, roles and stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..admin import SyncAdmin
+from ..producer import SyncProducer
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliError,
+    Progress,
+    _admin,
+    _table,
+)
+
+
+# --------------------------------------------------------------------------- schema
+def cmd_install(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    admin.install()
+    print(f"pgqueue schema installed (up to date) in schema {args.schema!r}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CliError("uninstall drops every queue and job: pass --yes to confirm", EXIT_USAGE)
+    _admin(args).uninstall()
+    print(f"pgqueue tables dropped from schema {args.schema!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------- queues
+def cmd_queue(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    if args.action == "create":
+        q = admin.create_queue(
+            args.name,
+            exists_ok=args.exists_ok,
+            max_attempts=args.max_attempts,
+            visibility_timeout=args.visibility_timeout,
+            archive=args.archive,
+        )
+        print(f"created queue {q.name!r}")
+    elif args.action == "list":
+        rows = []
+        for q in admin.list_queues():
+            m = admin.metrics(q.name)
+            rows.append(
+                (
+                    q.name,
+                    "paused" if q.paused else "active",
+                    m.ready,
+                    m.scheduled,
+                    m.running,
+                    m.dead,
+                    q.max_attempts,
+                    q.visibility_timeout,
+                )
+            )
+        header = ("queue", "state", "ready", "scheduled", "running", "dead", "max_att", "vt_s")
+        print(_table(rows, header) if rows else "no queues")
+    elif args.action == "pause":
+        admin.pause_queue(args.name)
+        print(f"paused queue {args.name!r}")
+    elif args.action == "resume":
+        admin.resume_queue(args.name)
+        print(f"resumed queue {args.name!r}")
+    elif args.action == "purge":
+        print(f"purged {admin.purge_queue(args.name)} jobs from {args.name!r}")
+    elif args.action == "delete":
+        admin.delete_queue(args.name)
+        print(f"deleted queue {args.name!r}")
+    return 0
+
+
+def _payloads(args: argparse.Namespace) -> Iterator[Any]:
+    lines: Iterable[str] = [args.payload] if args.payload is not None else sys.stdin
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"line {n} is not JSON: {exc}", EXIT_USAGE) from None
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    producer = SyncProducer(admin.engine, args.queue, schema=args.schema)
+    progress = Progress(None, f"enqueue {args.queue}")
+    total, batch = 0, []
+    options = {"entrypoint": args.entrypoint, "priority": args.priority, "delay": args.delay}
+    try:
+        for payload in _payloads(args):
+            batch.append(payload)
+            if len(batch) >= args.batch_size:
+                total += len(producer.batch_enqueue(batch, **options))
+                batch.clear()
+                progress.update(total)
+    except CliError as exc:  # say what a rerun would enqueue twice
+        raise CliError(f"{exc}; {total} job(s) before it were enqueued", exc.code) from None
+    if batch:
+        total += len(producer.batch_enqueue(batch, **options))
+    if args.payload is None:
+        progress.update(total)
+        progress.finish()
+    print(f"enqueued {total} job(s) on {args.queue!r}")
+    return 0
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    if args.action == "list":
+        dead = admin.list_dead(args.queue, limit=args.limit)
+        rows = [(m.id, m.entrypoint, m.attempts, (m.last_error or "")[:60]) for m in dead]
+        print(_table(rows, ("id", "entrypoint", "attempts", "last_error")) if rows else "none")
+    else:
+        n = admin.requeue_dead(args.queue, ids=args.id or None)
+        print(f"requeued {n} dead job(s) on {args.queue!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------- roles
+def cmd_grant(args: argparse.Namespace) -> int:
+    _admin(args).grant(args.role, args.kind)
+    print(f"granted {args.kind} privileges on schema {args.schema!r} to role {args.role!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------- stats
+def _stats_text(admin: SyncAdmin) -> str:
+    queues = admin.list_queues()
+    rows = []
+    for q in queues:
+        m = admin.metrics(q.name)
+        age = f"{m.oldest_ready_age.total_seconds():.1f}s" if m.oldest_ready_age else "-"
+        rows.append(
+            (
+                q.name,
+                "paused" if q.paused else "active",
+                m.ready,
+                m.scheduled,
+                m.running,
+                m.dead,
+                m.archived,
+                age,
+            )
+        )
+    header = ("queue", "state", "ready", "scheduled", "running", "dead", "archived", "oldest")
+    workers = [
+        (
+            w.id,
+            w.kind,
+            ",".join(w.queues),
+            w.hostname,
+            w.port,
+            w.pid,
+            w.status,
+            w.heartbeat_at.strftime("%H:%M:%S"),
+        )
+        for w in admin.list_workers()
+    ]
+    parts = [
+        time.strftime("pgqueue stats  %Y-%m-%d %H:%M:%S"),
+        "",
+        _table(rows, header) if rows else "no queues",
+        "",
+        _table(workers, ("worker", "kind", "queues", "host", "port", "pid", "status", "beat"))
+        if workers
+        else "no live workers",
+    ]
+    return "\n".join(parts)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    if args.once:
+        print(_stats_text(admin))
+        return 0
+    try:
+        while True:
+            screen = _stats_text(admin)
+            sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n\n(ctrl-c to quit)\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+# --------------------------------------------------------------------------- health
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when a live worker registration matches and its heartbeat (database clock)
+    is younger than ``--max-age``; 1 otherwise. For a liveness probe in the worker's
+    own container: ``pgqueue health`` (this host's workers) or ``--pid``."""
+    from .._drive import run
+    from .._plans import Context
+    from .._plans import identity as identity_plans
+
+    admin = _admin(args)
+    host = None if args.any_host else (args.hostname or socket.gethostname())
+    found = [
+        w
+        for w in admin.list_workers()
+        if w.kind == args.kind
+        and (args.id is None or w.id == args.id)
+        and (args.pid is None or w.pid == args.pid)
+        and (host is None or w.hostname == host)
+    ]
+    ctx = Context(admin.schema)
+    healthy = [
+        w
+        for w in found
+        if run(admin.engine, None, identity_plans.is_healthy(ctx, w.id, args.max_age), ctx)
+    ]
+    for w in found:
+        state = "healthy" if w in healthy else "stale"
+        print(f"{w.kind} {w.id} pid {w.pid} on {w.hostname}: {w.status}, {state}")
+    if not healthy:
+        where = f" on {host}" if host else ""
+        print(
+            f"no healthy {args.kind}{where} (heartbeat within {args.max_age:g}s)", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    return 0

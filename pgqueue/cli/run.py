@@ -1,0 +1,121 @@
+"""``pgqueue run``: load a worker (or a factory of one) and run it.
+
+``--dsn`` and ``--schema`` are honoured three ways: they are exported as
+``PGQUEUE_DSN`` / ``PGQUEUE_SCHEMA`` before the app is imported (an app that reads its
+settings from the environment sees them); a factory ``module:make_worker`` that takes
+arguments is called as ``make_worker(dsn, schema)``; and a worker built otherwise (at
+import time, or by a factory without arguments) must be on that database and schema:
+if it is not, the flags cannot apply to it and the command says so and stops,
+instead of silently running against another database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+
+from ..worker import SyncWorker
+from ..worker_async import AsyncWorker
+from ._common import EXIT_NO_MODULE, EXIT_USAGE, CliError, _dsn
+
+Worker = SyncWorker | AsyncWorker
+
+
+def _target(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CliError(f"expected module:attribute, got {spec!r}", EXIT_USAGE)
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise CliError(f"cannot import {module_name!r}: {exc}", EXIT_NO_MODULE) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise CliError(f"module {module_name!r} has no {attr!r}", EXIT_NO_MODULE) from None
+
+
+def load_worker(args: argparse.Namespace) -> Worker:
+    """The worker ``args.worker`` names, built by its factory if it is one."""
+    spec: str = args.worker
+    if args.dsn:
+        os.environ["PGQUEUE_DSN"] = args.dsn
+    if args.schema_given:
+        os.environ["PGQUEUE_SCHEMA"] = args.schema
+    target = _target(spec)
+    if not isinstance(target, SyncWorker | AsyncWorker):
+        if not callable(target):
+            raise CliError(f"{spec} is not a SyncWorker or AsyncWorker", EXIT_USAGE)
+        target = (
+            target(_dsn(args, required=False), args.schema)
+            if _takes_arguments(target)
+            else target()
+        )
+        if not isinstance(target, SyncWorker | AsyncWorker):
+            raise CliError(f"{spec} did not return a SyncWorker or AsyncWorker", EXIT_USAGE)
+    _check_applies(args, spec, target)
+    return target
+
+
+def _check_applies(args: argparse.Namespace, spec: str, worker: Worker) -> None:
+    """Refuse flags the worker does not follow (it was built with other settings)."""
+    wrong = []
+    if args.schema_given and worker.schema != args.schema:
+        wrong.append(f"--schema {args.schema} (it serves schema {worker.schema!r})")
+    if args.dsn and not _same_database(worker.engine.url, make_url(args.dsn)):
+        wrong.append(f"--dsn (it runs on {worker.engine.url.render_as_string()})")
+    if wrong:
+        raise CliError(
+            f"{' and '.join(wrong)} cannot apply to {spec}, built with its own settings: "
+            "build it from PGQUEUE_DSN / PGQUEUE_SCHEMA, or name a factory "
+            "def make_worker(dsn: str | None, schema: str) -> SyncWorker | AsyncWorker",
+            EXIT_USAGE,
+        )
+
+
+def _same_database(a: URL, b: URL) -> bool:
+    """Same server, database and user (drivers and passwords aside)."""
+    return (a.host, a.port or 5432, a.database, a.username) == (
+        b.host,
+        b.port or 5432,
+        b.database,
+        b.username,
+    )
+
+
+def _takes_arguments(factory: Any) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or an odd callable: call it plainly
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a worker that does
+    # not stop (or stops serving) is doing, without stopping it.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if not args.verbose:  # the worker's start line and stops, without -v
+        logging.getLogger("pgqueue.worker").setLevel(logging.INFO)
+    worker = load_worker(args)
+    worker._configure(
+        concurrency=args.concurrency, queues=args.queues.split(",") if args.queues else None
+    )
+    if isinstance(worker, AsyncWorker):
+        asyncio.run(worker.run(drain=args.drain))
+    else:
+        worker.run(drain=args.drain)
+    print(f"worker stopped: {dict(worker.stats)}", file=sys.stderr)
+    return 0
