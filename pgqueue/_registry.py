@@ -7,10 +7,10 @@ worker does not serve is an ``InvalidArgument`` at import time, not a dead sched
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _validate
 from ._cron import Cron
@@ -106,3 +106,108 @@ def schedule(
     if payload is not None:
         _validate.json_text(payload, f"schedule {label!r}: payload")
     return Schedule(label, parsed, target, entrypoint, payload, catch_up)
+
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class Handlers:
+    """The registration half of a worker (both faces): ``@worker.entrypoint`` and
+    ``@worker.schedule``. The face says what a handler may be (``_is_handler``)."""
+
+    _entrypoints: dict[str, Entrypoint]
+    _schedules: list[Schedule]
+    _queues: tuple[str, ...]
+    _contexts: Mapping[str, Any]
+    _is_handler: Callable[[Callable[..., Any]], bool]
+    _handler_kinds: str
+
+    def entrypoint(
+        self,
+        name: str,
+        *,
+        concurrency_limit: int | None = None,
+        rate_limit: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[H], H]:
+        """Register the decorated function as the handler of jobs with this entrypoint.
+
+        ``concurrency_limit``: most jobs of this entrypoint running at once across every
+        worker on every machine. ``rate_limit``: most jobs started per second across
+        every worker. ``max_attempts``: overrides the queue's for jobs that do not set
+        their own. ``timeout``: seconds before the attempt fails (an ``async def``
+        handler is cancelled; a thread cannot be: ``worker.cancelled(job)`` turns True
+        and the job keeps its lease and slot until the handler returns). ``retry(job,
+        error)``: seconds until the next attempt (``None``: the queue's backoff).
+
+        >>> @worker.entrypoint("report", concurrency_limit=2, rate_limit=10, timeout=300)
+        ... def report(job: Message) -> None: ...
+        """
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise InvalidArgument(f"entrypoint name must be a non-empty str, got {name!r}")
+        checked = entrypoint_options(  # now, not when decorating
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry=retry,
+        )
+
+        def register(fn: H) -> H:
+            if not self._is_handler(fn):
+                raise InvalidArgument(
+                    f"{fn!r} cannot be a handler of {type(self).__name__}: "
+                    f"a handler is {self._handler_kinds}"
+                )
+            if name in self._entrypoints:
+                raise InvalidArgument(f"entrypoint {name!r} is already registered")
+            self._entrypoints[name] = Entrypoint(name, fn, **checked)
+            return fn
+
+        return register
+
+    def schedule(
+        self,
+        cron: str,
+        *,
+        entrypoint: str,
+        queue: str | None = None,
+        payload: JSON = None,
+        name: str | None = None,
+        catch_up: int = 0,
+    ) -> Callable[[H], H]:
+        """Enqueue a job for ``entrypoint`` at every tick of ``cron`` (UTC), exactly once
+        per tick however many workers run the schedule; the job gets retries and
+        history like any other. ``catch_up``: on start, enqueue up to that many ticks
+        missed while no worker ran. Decorates the handler of ``entrypoint``. An
+        expression that never fires (``0 0 30 2 *``) is refused here.
+
+        >>> @worker.schedule("*/5 * * * *", entrypoint="cleanup")
+        ... def cleanup(job: Message) -> None: ...
+        """
+        self._schedules.append(
+            schedule(
+                cron,
+                entrypoint=entrypoint,
+                queue=queue or self._queues[0],
+                served=self._contexts,
+                taken={s.name for s in self._schedules},
+                payload=payload,
+                name=name,
+                catch_up=catch_up,
+            )
+        )
+
+        def register(fn: H) -> H:
+            if entrypoint not in self._entrypoints:
+                self.entrypoint(entrypoint)(fn)
+            return fn
+
+        return register
+
+    @property
+    def entrypoints(self) -> Mapping[str, Entrypoint]:
+        """Registered entrypoints by name."""
+        return dict(self._entrypoints)

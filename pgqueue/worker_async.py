@@ -17,35 +17,34 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _registry, _validate
+from . import _validate
 from ._acompat import (
     HANDLER_KINDS,
-    Cancelled,
     DaemonPool,
     Event,
     Listener,
     TaskGroup,
-    call_handler,
     is_handler,
     on_signals,
     wait_event,
 )
 from ._completer_async import AsyncCompleter
 from ._drive import AsyncBind, AsyncHeld, acheck_bind, arun
+from ._fetcher_async import AsyncFetcher
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
-from ._inflight import InFlight, Job
+from ._inflight import InFlight
 from ._maintenance_async import AsyncMaintainer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
-from ._plans import worker as worker_plans
-from ._plans.consumer import Failure
-from ._registry import Entrypoint, RetryPolicy, Schedule
+from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
+from ._runner_async import AsyncRunner
 from ._scheduler_async import AsyncScheduler
 from ._startup_async import AsyncStartup
-from .errors import InvalidArgument, NotRunning, UnknownEntrypoint
-from .types import JSON, Message
+from ._winddown_async import AsyncServices
+from .errors import InvalidArgument, NotRunning
+from .types import Message
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -55,7 +54,7 @@ H = TypeVar("H", bound=Callable[..., Any])
 DRAIN_HORIZON = 5.0
 
 
-class AsyncWorker(AsyncIdentity):
+class AsyncWorker(AsyncIdentity, Handlers):
     """Serves one or more queues: leases jobs, runs their handlers, settles them.
 
     >>> worker = AsyncWorker(engine, ["emails"], concurrency=16)  # doctest: +SKIP
@@ -76,6 +75,8 @@ class AsyncWorker(AsyncIdentity):
 
     _kind = "worker"
     _beats_itself = False  # its maintenance service heartbeats
+    _is_handler = staticmethod(is_handler)
+    _handler_kinds = HANDLER_KINDS
 
     def __init__(
         self,
@@ -123,92 +124,6 @@ class AsyncWorker(AsyncIdentity):
         self._leases: dict[str, float] = {}
         self._state_changes = 0  # suspend()/resume() calls begun or ended here
 
-    # ------------------------------------------------------------------ registration
-    def entrypoint(
-        self,
-        name: str,
-        *,
-        concurrency_limit: int | None = None,
-        rate_limit: float | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> Callable[[H], H]:
-        """Register the decorated function as the handler of jobs with this entrypoint.
-
-        ``concurrency_limit``: most jobs of this entrypoint running at once across every
-        worker on every machine. ``rate_limit``: most jobs started per second across
-        every worker. ``max_attempts``: overrides the queue's for jobs that do not set
-        their own. ``timeout``: seconds before the attempt fails (an ``async def``
-        handler is cancelled; a thread cannot be: ``worker.cancelled(job)`` turns True
-        and the job keeps its lease and slot until the handler returns). ``retry(job,
-        error)``: seconds until the next attempt (``None``: the queue's backoff).
-
-        >>> @worker.entrypoint("report", concurrency_limit=2, rate_limit=10, timeout=300)
-        ... async def report(job: Message) -> None: ...
-        """
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise InvalidArgument(f"entrypoint name must be a non-empty str, got {name!r}")
-        checked = _registry.entrypoint_options(  # now, not when decorating
-            concurrency_limit=concurrency_limit,
-            rate_limit=rate_limit,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            retry=retry,
-        )
-
-        def register(fn: H) -> H:
-            if not is_handler(fn):
-                raise InvalidArgument(
-                    f"{fn!r} cannot be a handler of {type(self).__name__}: "
-                    f"a handler is {HANDLER_KINDS}"
-                )
-            if name in self._entrypoints:
-                raise InvalidArgument(f"entrypoint {name!r} is already registered")
-            self._entrypoints[name] = Entrypoint(name, fn, **checked)
-            return fn
-
-        return register
-
-    def schedule(
-        self,
-        cron: str,
-        *,
-        entrypoint: str,
-        queue: str | None = None,
-        payload: JSON = None,
-        name: str | None = None,
-        catch_up: int = 0,
-    ) -> Callable[[H], H]:
-        """Enqueue a job for ``entrypoint`` at every tick of ``cron`` (UTC), exactly once
-        per tick however many workers run the schedule; the job gets retries and
-        history like any other. ``catch_up``: on start, enqueue up to that many ticks
-        missed while no worker ran. Decorates the handler of ``entrypoint``. An
-        expression that never fires (``0 0 30 2 *``) is refused here.
-
-        >>> @worker.schedule("*/5 * * * *", entrypoint="cleanup")
-        ... async def cleanup(job: Message) -> None: ...
-        """
-        self._schedules.append(
-            _registry.schedule(
-                cron,
-                entrypoint=entrypoint,
-                queue=queue or self._queues[0],
-                served=self._contexts,
-                taken={s.name for s in self._schedules},
-                payload=payload,
-                name=name,
-                catch_up=catch_up,
-            )
-        )
-
-        def register(fn: H) -> H:
-            if entrypoint not in self._entrypoints:
-                self.entrypoint(entrypoint)(fn)
-            return fn
-
-        return register
-
     def _configure(
         self, *, concurrency: int | None = None, queues: Sequence[str] | None = None
     ) -> None:
@@ -225,11 +140,6 @@ class AsyncWorker(AsyncIdentity):
 
     def _registered_entrypoints(self) -> list[str]:
         return sorted(self._entrypoints)
-
-    @property
-    def entrypoints(self) -> Mapping[str, Entrypoint]:
-        """Registered entrypoints by name."""
-        return dict(self._entrypoints)
 
     @property
     def stats(self) -> Mapping[str, int]:
@@ -306,14 +216,17 @@ class AsyncWorker(AsyncIdentity):
         self._stop_requested = False
         self._worker_id = None  # each run is a registration of its own
         halt = Event()
-        threads = DaemonPool(self._concurrency)
         undo_signals = on_signals(self.request_stop, self._install_signal_handlers)
-        jobs = TaskGroup(self._concurrency)
         completer = AsyncCompleter(
             self._engine, self._contexts, self._inflight, halt=halt, settled=self._wakeup.set
         )
-        background = TaskGroup(2)
-        listener: Listener | None = None
+        services = AsyncServices(
+            self._inflight,
+            TaskGroup(self._concurrency),
+            completer,
+            TaskGroup(2),
+            DaemonPool(self._concurrency),
+        )
         fetch_conn = AsyncHeld(self._engine)
         try:
             startup = AsyncStartup(
@@ -341,83 +254,46 @@ class AsyncWorker(AsyncIdentity):
                 check=startup.check,
                 stopping=halt,
             )
-            background.spawn(maintainer.run)
+            services.background.spawn(maintainer.run)
             if self._schedules:
                 scheduler = AsyncScheduler(
                     self._engine, self._ctx, self._contexts, self._schedules, halt
                 )
-                background.spawn(scheduler.run)
+                services.background.spawn(scheduler.run)
             if self._listen:
                 channels = [c.channel for c in self._contexts.values()]
-                listener = Listener(self._engine, channels, self._wakeup)
-                await listener.start()
-            await self._serve(jobs, completer, fetch_conn, threads, drain, startup)
+                services.listener = Listener(self._engine, channels, self._wakeup)
+                await services.listener.start()
+            fetcher = AsyncFetcher(
+                self._engine,
+                self._contexts,
+                self._entrypoints,
+                self._leases,
+                batch_size=self._batch_size,
+                poll_interval=self._poll_interval,
+                locked_by=self._locked_by,
+            )
+            runner = AsyncRunner(
+                self._entrypoints, self._inflight, completer, services.threads, self._wakeup
+            )
+            await self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
             self._wakeup.set()
             halt.set()
             await fetch_conn.close()
-            await self._wind_down(jobs, completer, background, listener, threads)
+            await services.wind_down(self._shutdown_timeout, self._finished)
 
-    async def _wind_down(
-        self,
-        jobs: TaskGroup,
-        completer: AsyncCompleter,
-        background: TaskGroup,
-        listener: Listener | None,
-        threads: DaemonPool,
-    ) -> None:
-        """Let running handlers finish for ``shutdown_timeout``, cancel those that can
-        be (their jobs are released), release jobs never started; then finish now, or
-        in the background once the handlers that cannot be interrupted return."""
-        if not await jobs.join(self._shutdown_timeout):
-            running = self._inflight.running()
-            await jobs.cancel([j.message.id for j in running if not j.in_thread])
-            await jobs.cancel([m.id for m in self._inflight.waiting()])
-        await completer.release(self._inflight.waiting())
-        lingering = self._inflight.running()
-        if lingering:
-            log.warning(
-                "worker %s: %d handlers still running after the shutdown timeout; their jobs "
-                "keep their leases until they return (never released while they may run)",
-                self._worker_id,
-                len(lingering),
-            )
-            self._linger = TaskGroup(1)
-            self._linger.spawn(self._finish, jobs, completer, background, listener, threads)
-            return
-        await self._finish(jobs, completer, background, listener, threads)
-
-    async def _finish(
-        self,
-        jobs: TaskGroup,
-        completer: AsyncCompleter,
-        background: TaskGroup,
-        listener: Listener | None,
-        threads: DaemonPool,
-    ) -> None:
-        try:
-            await jobs.join(None)
-            await completer.join()
-            await background.join(None)
-        finally:
-            await completer.close()
-            threads.close()
-            if listener is not None:
-                await listener.close()
-            await self._mark_stopped()
-            self._running = False
-
-    async def _mark_stopped(self) -> None:
-        """The registration of this run is over (``status()`` says so; a new run
-        registers again)."""
+    async def _finished(self) -> None:
+        """The run is over: its registration says so (a new run registers again)."""
         if self._worker_id is not None:
             try:
                 plan = identity_plans.set_status(self._ctx, self._worker_id, STOPPED)
                 await arun(self._engine, None, plan, self._ctx)
             except TRANSIENT as exc:
                 log.warning("worker %s: could not record its stop (%s)", self._worker_id, exc)
+        self._running = False
         if self._stop_for_good:
             await super().shutdown()  # stopped for good; an engine made from a URL goes
         else:
@@ -464,9 +340,9 @@ class AsyncWorker(AsyncIdentity):
     async def _serve(
         self,
         jobs: TaskGroup,
-        completer: AsyncCompleter,
+        fetcher: AsyncFetcher,
+        runner: AsyncRunner,
         conn: AsyncHeld,
-        threads: DaemonPool,
         drain: bool,
         startup: AsyncStartup,
     ) -> None:
@@ -488,11 +364,11 @@ class AsyncWorker(AsyncIdentity):
                 self._wakeup.clear()
                 continue
             self._wakeup.clear()
-            # Idle before looking: a job still running or settling during _fetch could be
+            # Idle before looking: a job still running or settling during the fetch could be
             # retried (rescheduled) after next_available was read: a stale answer.
             idle = len(self._inflight) == 0
             try:
-                fetched, retry_in = await self._fetch(conn, free)
+                fetched, retry_in = await fetcher.fetch(conn, free)
                 attempt = 0
             except TRANSIENT as exc:
                 delay = backoff_delay(attempt)
@@ -506,7 +382,7 @@ class AsyncWorker(AsyncIdentity):
                 await wait_event(self._wakeup, delay)
                 continue
             for job in self._inflight.hold(fetched):
-                jobs.spawn(self._execute, job, completer, threads, key=job.message.id)
+                jobs.spawn(runner.execute, job, key=job.message.id)
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
@@ -517,99 +393,6 @@ class AsyncWorker(AsyncIdentity):
                 if bound is not None:
                     pause = bound if pause is None else min(pause, bound)
             await wait_event(self._wakeup, pause)
-
-    async def _fetch(self, conn: AsyncHeld, free: int) -> tuple[list[Message], float | None]:
-        """Lease up to ``free`` jobs across the queues; also how soon to look again
-        without a notification (a scheduled job or a limit will allow more)."""
-        out: list[Message] = []
-        retry_in: float | None = None
-        me = self._locked_by
-        plain = [e.name for e in self._entrypoints.values() if not e.limited]
-        limited = [e for e in self._entrypoints.values() if e.limited]
-        for queue, ctx in self._contexts.items():
-            vt = self._leases.get(queue)
-            held: set[str] = set()
-            want = worker_plans.fetch_size(min(free - len(out), self._batch_size))
-            if want <= 0:
-                break
-            if plain:
-                out += await conn.run(consumer_plans.dequeue(ctx, me, want, vt, plain), ctx)
-            for ep in limited:
-                want = min(free - len(out), self._batch_size)  # rounded by limited_dequeue
-                if want <= 0:
-                    break
-                limited_plan = worker_plans.limited_dequeue(
-                    ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
-                )
-                got, held_back = await arun(self._engine, None, limited_plan, ctx)
-                out += got
-                if held_back:  # by a limit: look again soon
-                    held.add(ep.name)
-                    soon = 1.0 / ep.rate_limit if ep.rate_limit else self._poll_interval
-                    retry_in = soon if retry_in is None else min(retry_in, soon)
-            # When to look again for the rest: jobs held back by a limit (or only another
-            # worker can run) are ready but not ours to take now; counting them would spin.
-            others = [name for name in self._entrypoints if name not in held]
-            if not out and others:
-                due = await conn.run(consumer_plans.next_available(ctx, others), ctx)
-                if due is not None:
-                    retry_in = due if retry_in is None else min(retry_in, due)
-        return out, retry_in
-
-    # ------------------------------------------------------------------ one job
-    async def _execute(self, job: Job, completer: AsyncCompleter, threads: DaemonPool) -> None:
-        m = job.message
-        ep = self._entrypoints.get(m.entrypoint)
-        self._inflight.start(job)
-
-        def timed_out() -> None:
-            job.cancel.set()
-            log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
-
-        try:
-            if ep is None:
-                raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
-            await call_handler(
-                ep.handler, m, ep.timeout, threads, lambda: self._inflight.in_thread(job), timed_out
-            )
-        except Cancelled:  # at the shutdown timeout: its handler stopped, unfinished
-            self._inflight.finish(job)
-            await completer.release([m])
-            raise
-        except Exception as exc:
-            self._inflight.finish(job)
-            await self._fail(m, ep, exc, completer)
-        else:
-            self._inflight.finish(job)
-            await completer.ack(m)
-        finally:
-            self._wakeup.set()  # a slot is free
-
-    async def _fail(
-        self, m: Message, ep: Entrypoint | None, exc: Exception, completer: AsyncCompleter
-    ) -> None:
-        log.warning(
-            "job %s (%s) attempt %s failed: %s",
-            m.id,
-            m.entrypoint,
-            m.attempts,
-            _validate.error_text(exc),
-            exc_info=exc,
-            extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
-        )
-        delay = None
-        if ep is not None and ep.retry_delay is not None:
-            try:
-                delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
-            except Exception as retry_exc:  # a broken retry policy must not lose the job
-                log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
-        failure = Failure(
-            _validate.error_text(exc),
-            _validate.traceback_text(exc),
-            delay,
-            ep.max_attempts if ep is not None else None,
-        )
-        await completer.nack(m, failure)
 
 
 def _check_intervals(heartbeat: float | None, lease: float | None) -> None:

@@ -29,6 +29,9 @@ SOURCES = [
     "pgqueue/_maintenance_async.py",
     "pgqueue/_scheduler_async.py",
     "pgqueue/_startup_async.py",
+    "pgqueue/_fetcher_async.py",
+    "pgqueue/_runner_async.py",
+    "pgqueue/_winddown_async.py",
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
@@ -55,13 +58,14 @@ RULES: list[tuple[str, str]] = [
     (r"\b_acompat\b", "_compat"),
     (r"\btest_(\w+)_async\b", r"test_\1"),
     (
-        r"\b(_identity|_completer|_maintenance|_scheduler|_startup"
+        r"\b(_identity|_completer|_maintenance|_scheduler|_startup|_fetcher|_runner"
+        r"|_winddown"
         r"|producer|admin|consumer|worker)_async\b",
         r"\1",
     ),
     (
         r"\bAsync(Identity|Producer|Consumer|Admin|Worker"
-        r"|Completer|Maintainer|Scheduler|Startup|DB)\b",
+        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|DB)\b",
         r"Sync\1",
     ),
     # "Awaitable[X]" -> "X" (X may hold one level of brackets)

@@ -1,0 +1,83 @@
+# DO NOT EDIT: generated from _fetcher_async.py by tools/async_to_sync.py
+"""Leasing a worker's next jobs across its queues (async source).
+
+Plain entrypoints are leased in one statement per queue, on the worker's own held
+connection; limited ones (concurrency or rate) within their limits, shared by every
+worker (``_plans.worker.limited_dequeue``). With nothing leased, it says how soon to
+look again: a scheduled job or a limit will allow more before any NOTIFY says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Engine
+
+from ._drive import Held, run
+from ._plans import Context
+from ._plans import consumer as consumer_plans
+from ._plans import worker as worker_plans
+from ._registry import Entrypoint
+from .types import Message
+
+
+class SyncFetcher:
+    """Fetches for one run of a worker."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        contexts: Mapping[str, Context],
+        entrypoints: Mapping[str, Entrypoint],
+        leases: Mapping[str, float],
+        *,
+        batch_size: int,
+        poll_interval: float,
+        locked_by: str,
+    ) -> None:
+        self._engine = engine
+        self._contexts = contexts
+        self._entrypoints = entrypoints
+        self._leases = leases
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._locked_by = locked_by
+        self._plain = [e.name for e in entrypoints.values() if not e.limited]
+        self._limited = [e for e in entrypoints.values() if e.limited]
+
+    def fetch(self, conn: Held, free: int) -> tuple[list[Message], float | None]:
+        """Lease up to ``free`` jobs across the queues; also how soon to look again
+        without a notification (None: only when notified)."""
+        out: list[Message] = []
+        retry_in: float | None = None
+        me = self._locked_by
+        for queue, ctx in self._contexts.items():
+            vt = self._leases.get(queue)
+            held: set[str] = set()
+            want = worker_plans.fetch_size(min(free - len(out), self._batch_size))
+            if want <= 0:
+                break
+            if self._plain:
+                plan = consumer_plans.dequeue(ctx, me, want, vt, self._plain)
+                out += conn.run(plan, ctx)
+            for ep in self._limited:
+                want = min(free - len(out), self._batch_size)  # rounded by limited_dequeue
+                if want <= 0:
+                    break
+                limited_plan = worker_plans.limited_dequeue(
+                    ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
+                )
+                got, held_back = run(self._engine, None, limited_plan, ctx)
+                out += got
+                if held_back:  # by a limit: look again soon
+                    held.add(ep.name)
+                    soon = 1.0 / ep.rate_limit if ep.rate_limit else self._poll_interval
+                    retry_in = soon if retry_in is None else min(retry_in, soon)
+            # When to look again for the rest: jobs held back by a limit (or only another
+            # worker can run) are ready but not ours to take now; counting them would spin.
+            others = [name for name in self._entrypoints if name not in held]
+            if not out and others:
+                due = conn.run(consumer_plans.next_available(ctx, others), ctx)
+                if due is not None:
+                    retry_in = due if retry_in is None else min(retry_in, due)
+        return out, retry_in

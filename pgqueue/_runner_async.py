@@ -1,0 +1,99 @@
+"""Running one job in a worker's slot (async source).
+
+The handler runs (``async def`` on the loop, a plain function on a thread of the
+worker's pool); whatever it does, its settle goes to the completer at once and the
+slot is free. A failure is logged with its traceback and stored with it; an
+entrypoint's ``retry`` policy sets the delay. Cancelled at the shutdown timeout (only
+an ``async def`` handler can be), the job is released: its attempt does not count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from . import _validate
+from ._acompat import Cancelled, DaemonPool, Event, call_handler
+from ._completer_async import AsyncCompleter
+from ._inflight import InFlight, Job
+from ._plans.consumer import Failure
+from ._registry import Entrypoint
+from .errors import UnknownEntrypoint
+from .types import Message
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class AsyncRunner:
+    """Runs jobs' handlers for one run of a worker."""
+
+    def __init__(
+        self,
+        entrypoints: Mapping[str, Entrypoint],
+        inflight: InFlight,
+        completer: AsyncCompleter,
+        threads: DaemonPool,
+        freed: Event,
+    ) -> None:
+        self._entrypoints = entrypoints
+        self._inflight = inflight
+        self._completer = completer
+        self._threads = threads
+        self._freed = freed
+
+    async def execute(self, job: Job) -> None:
+        m = job.message
+        ep = self._entrypoints.get(m.entrypoint)
+        self._inflight.start(job)
+
+        def timed_out() -> None:
+            job.cancel.set()
+            log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
+
+        try:
+            if ep is None:
+                raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
+            await call_handler(
+                ep.handler,
+                m,
+                ep.timeout,
+                self._threads,
+                lambda: self._inflight.in_thread(job),
+                timed_out,
+            )
+        except Cancelled:  # at the shutdown timeout: its handler stopped, unfinished
+            self._inflight.finish(job)
+            await self._completer.release([m])
+            raise
+        except Exception as exc:
+            self._inflight.finish(job)
+            await self._fail(m, ep, exc)
+        else:
+            self._inflight.finish(job)
+            await self._completer.ack(m)
+        finally:
+            self._freed.set()  # a slot is free
+
+    async def _fail(self, m: Message, ep: Entrypoint | None, exc: Exception) -> None:
+        log.warning(
+            "job %s (%s) attempt %s failed: %s",
+            m.id,
+            m.entrypoint,
+            m.attempts,
+            _validate.error_text(exc),
+            exc_info=exc,
+            extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
+        )
+        delay = None
+        if ep is not None and ep.retry_delay is not None:
+            try:
+                delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
+            except Exception as retry_exc:  # a broken retry policy must not lose the job
+                log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
+        failure = Failure(
+            _validate.error_text(exc),
+            _validate.traceback_text(exc),
+            delay,
+            ep.max_attempts if ep is not None else None,
+        )
+        await self._completer.nack(m, failure)
