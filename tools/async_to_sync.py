@@ -33,6 +33,7 @@ SOURCES = [
     "tests/behaviour/test_admin_async.py",
     "tests/behaviour/test_consumer_async.py",
     "tests/behaviour/test_worker_async.py",
+    "tests/support/consumer_loop_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.

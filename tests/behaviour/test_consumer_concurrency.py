@@ -26,21 +26,19 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from pgqueue import AsyncConsumer
+from tests.support import consumer_loop, consumer_loop_async
 from tests.support.consumers import (
     CONSUMERS,
     LEDGER,
-    adrain,
+    N,
     assert_exactly_once,
     consumer,
     create_queue,
-    drain,
     enqueue,
-    ledger_rows,
 )
 from tests.support.db import SCHEMA, first, make_async_engine, scalar
+from tests.support.ledger import consumer_rows
 from tests.support.procs import in_threads
-
-N = 20_000
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,7 +74,9 @@ def test_threads_complete_every_job_exactly_once(engine: Engine) -> None:
             c = consumer(engine, visibility_timeout=30)
             c.register()
             start.wait(timeout=30)
-            results[name] = drain(engine, c, LEDGER, name=name, ack=("batch", "each")[i % 2])
+            results[name] = consumer_loop.drain(
+                engine, c, LEDGER, name=name, ack=("batch", "each")[i % 2]
+            )
             c.shutdown()
         except BaseException as exc:
             errors.append(exc)
@@ -107,7 +107,9 @@ async def test_tasks_complete_every_job_exactly_once(engine: Engine, clean: URL)
         results = await asyncio.wait_for(
             asyncio.gather(
                 *(
-                    adrain(aengine, c, LEDGER, name=f"task-{i}", ack=("batch", "each")[i % 2])
+                    consumer_loop_async.drain(
+                        aengine, c, LEDGER, name=f"task-{i}", ack=("batch", "each")[i % 2]
+                    )
                     for i, c in enumerate(consumers)
                 )
             ),
@@ -147,7 +149,7 @@ def test_short_leases_racing_acks_never_complete_a_job_twice(engine: Engine) -> 
         name = f"racer-{i}"
         try:
             c = consumer(engine, visibility_timeout=0.3)
-            results[name] = drain(
+            results[name] = consumer_loop.drain(
                 engine,
                 c,
                 LEDGER,
@@ -213,10 +215,10 @@ async def test_stale_lease_changes_nothing(engine: Engine, clean: URL, driver: s
         assert await b.extend_visibility(fresh, 30) is True
         async with aengine.begin() as conn:
             assert await b.ack_batch([stale2, fresh], bind=conn) == [False, True]
-            await conn.execute(insert(LEDGER), ledger_rows([fresh], "b"))
+            await conn.execute(insert(LEDGER), consumer_rows([fresh], "b"))
         async with aengine.begin() as conn:
             assert await b.ack(fresh2, bind=conn) is True
-            await conn.execute(insert(LEDGER), ledger_rows([fresh2], "b"))
+            await conn.execute(insert(LEDGER), consumer_rows([fresh2], "b"))
         assert await b.ack(fresh) is False  # done once, never twice
         assert await a.ack(stale) is False
     finally:
@@ -238,7 +240,7 @@ def test_ack_rolled_back_with_the_callers_transaction(engine: Engine, bind_kind:
     bind: Any = engine.connect() if bind_kind == "connection" else Session(engine)
     try:
         assert c.ack(m, bind=bind) is True
-        bind.execute(insert(LEDGER), ledger_rows([m], "rolled-back"))
+        bind.execute(insert(LEDGER), consumer_rows([m], "rolled-back"))
         seen = bind.execute(text("SELECT count(*) FROM pgqueue_jobs")).scalar_one()
         assert seen == 0  # gone inside the caller's transaction ...
         assert job_row(engine, m.id) == before  # ... and only there
@@ -254,7 +256,7 @@ def test_ack_rolled_back_with_the_callers_transaction(engine: Engine, bind_kind:
     assert c.ack(m) is False
     with engine.begin() as conn:
         assert c.ack(again, bind=conn) is True
-        conn.execute(insert(LEDGER), ledger_rows([again], "second"))
+        conn.execute(insert(LEDGER), consumer_rows([again], "second"))
     assert c.ack(again) is False
 
     ledger = assert_exactly_once(engine, enqueued)

@@ -1,12 +1,13 @@
 """The consumers of the concurrency tests: their setup, the loops they run, the proof
 that they completed every job exactly once, and consumer processes to kill.
 
-Not a test module. ``drain`` / ``adrain`` are the loops every consumer of
-tests/behaviour/test_consumer_concurrency.py runs in a thread or a task, and of
-tests/system/test_consumer_processes.py in a process of its own (this module's command
-line, :class:`tests.support.procs.ConsumerProcess`), so that a consumer can really die
-by SIGKILL while it holds leases. Each records every completion in the consumer ledger
-(:func:`tests.support.ledger.consumer_ledger`) in the ack's own transaction.
+Not a test module. Every consumer of tests/behaviour/test_consumer_concurrency.py (a
+thread or a task) and of tests/system/test_consumer_processes.py (a process of its own:
+this module's command line, :class:`tests.support.procs.ConsumerProcess`, so that a
+consumer can really die by SIGKILL while it holds leases) runs the loop of
+tests/support/consumer_loop_async.py (or its generated sync twin), which records every
+completion in the consumer ledger (:func:`tests.support.ledger.consumer_ledger`) in the
+ack's own transaction.
 
 Processes talk to the test through stdout, one flushed line per event:
 
@@ -32,22 +33,24 @@ import asyncio
 import json
 import os
 import sys
-import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, func, insert, select
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgqueue import AsyncConsumer, Message, SyncAdmin, SyncConsumer, SyncProducer
-from pgqueue.schema import jobs
+from pgqueue import SyncAdmin, SyncConsumer, SyncProducer
+from tests.support import consumer_loop, consumer_loop_async
+from tests.support.consumer_loop import say
 from tests.support.db import SCHEMA, rows, scalar
 from tests.support.ledger import consumer_ledger
 
 #: Consumers of the tests that run many (threads, tasks or processes).
 CONSUMERS = 8
+#: Jobs those tests drain.
+N = 20_000
 #: The test schema's consumer ledger.
 LEDGER = consumer_ledger(SCHEMA)
 
@@ -103,196 +106,16 @@ def assert_exactly_once(engine: Engine, enqueued: dict[int, int]) -> list[Any]:
     return ledger
 
 
-# --------------------------------------------------------------------------- loops
-
-
-def ledger_rows(
-    messages: Sequence[Message], name: str, done: Sequence[bool] | None = None
-) -> list[dict[str, Any]]:
-    """The consumer ledger's rows of the ``messages`` whose ack returned True (all of
-    them, without ``done``)."""
-    acked = [True] * len(messages) if done is None else done
-    return [
-        {"job_id": m.id, "n": m.payload["n"], "consumer": name, "attempts": m.attempts}
-        for m, ok in zip(messages, acked, strict=True)
-        if ok
-    ]
-
-
-def _jobs_left(queue: str) -> Any:
-    return select(func.count()).select_from(jobs).where(jobs.c.queue == queue)
-
-
-def drain(
-    engine: Engine,
-    consumer: SyncConsumer,
-    ledger: Table,
-    *,
-    name: str,
-    batch_size: int = 50,
-    ack: str = "batch",
-    stall: Callable[[], None] | None = None,
-) -> tuple[int, int]:
-    """Complete jobs until the queue holds none; returns (completed, lost acks).
-
-    ``ack="batch"``: one transaction per batch (``ack_batch(bind=conn)`` + ledger rows);
-    ``"each"``: one transaction per message (``ack(m, bind=conn)`` + its ledger row).
-    A ledger row is written only for an ack that returned True, in the ack's own
-    transaction, so the ledger holds exactly the completions that committed.
-    ``stall``: called before settling each batch (a slow handler).
-    """
-    options = {"schema_translate_map": {None: consumer.schema}}
-    completed = lost = 0
-    while True:
-        batch = consumer.dequeue(batch_size)
-        if not batch:
-            with engine.connect() as conn:
-                left = conn.execute(_jobs_left(consumer.queue), execution_options=options)
-                if not left.scalar_one():
-                    return completed, lost
-            consumer.wait(timeout=0.5)  # wakes as soon as a job or an expired lease is due
-            continue
-        if stall is not None:
-            stall()
-        done: list[bool] = []
-        if ack == "batch":
-            with engine.begin() as conn:
-                done = consumer.ack_batch(batch, bind=conn)
-                rows = ledger_rows(batch, name, done)
-                if rows:
-                    conn.execute(insert(ledger), rows)
-        else:
-            for m in batch:
-                with engine.begin() as conn:
-                    ok = consumer.ack(m, bind=conn)
-                    if ok:
-                        conn.execute(insert(ledger), ledger_rows([m], name))
-                done.append(ok)
-        completed += sum(done)
-        lost += len(done) - sum(done)
-
-
-async def adrain(
-    engine: AsyncEngine,
-    consumer: AsyncConsumer,
-    ledger: Table,
-    *,
-    name: str,
-    batch_size: int = 50,
-    ack: str = "batch",
-) -> tuple[int, int]:
-    """Async twin of :func:`drain`."""
-    options = {"schema_translate_map": {None: consumer.schema}}
-    completed = lost = 0
-    while True:
-        batch = await consumer.dequeue(batch_size)
-        if not batch:
-            async with engine.connect() as conn:
-                left = await conn.execute(_jobs_left(consumer.queue), execution_options=options)
-                if not left.scalar_one():
-                    return completed, lost
-            await consumer.wait(timeout=0.5)
-            continue
-        done: list[bool] = []
-        if ack == "batch":
-            async with engine.begin() as conn:
-                done = await consumer.ack_batch(batch, bind=conn)
-                rows = ledger_rows(batch, name, done)
-                if rows:
-                    await conn.execute(insert(ledger), rows)
-        else:
-            for m in batch:
-                async with engine.begin() as conn:
-                    ok = await consumer.ack(m, bind=conn)
-                    if ok:
-                        await conn.execute(insert(ledger), ledger_rows([m], name))
-                done.append(ok)
-        completed += sum(done)
-        lost += len(done) - sum(done)
-
-
 # --------------------------------------------------------------------------- process
-def say(*words: object) -> None:
-    """Print one line in a single write(2): the lines of forked children never mix
-    (``print`` may split a line into several writes)."""
-    os.write(sys.stdout.fileno(), (" ".join(map(str, words)) + "\n").encode())
-
-
-def hold_forever() -> None:
-    while True:  # until SIGKILL; blocks an event loop too, on purpose
-        time.sleep(60)
-
-
-def _url(dsn: str, driver: str) -> URL:
-    return make_url(dsn).set(drivername=f"postgresql+{driver}")
-
-
-def _hold(args: argparse.Namespace, leased: Sequence[Message]) -> None:
-    say("HOLDING", args.name, os.getpid(), ",".join(str(m.id) for m in leased))
-    hold_forever()
-
-
-def run_sync(args: argparse.Namespace) -> None:
-    engine = create_engine(_url(args.dsn, "psycopg"), pool_size=2)
-    consumer = SyncConsumer(
-        engine, args.queue, schema=args.schema, visibility_timeout=args.vt, listen=False
-    )
-    if args.mode == "lease":
-        consumer.wait(timeout=args.wait)
-        leased = consumer.dequeue(args.batch, visibility_timeout=args.vt)
-        say("LEASED", json.dumps([[m.id, m.attempts] for m in leased]))
-        if leased:
-            hold_forever()
-        return
-    ledger = consumer_ledger(args.schema)
-    if args.hold_after is not None:
-        for _ in range(args.hold_after):
-            batch = consumer.dequeue(args.batch)
-            with engine.begin() as conn:
-                done = consumer.ack_batch(batch, bind=conn)
-                conn.execute(insert(ledger), ledger_rows(batch, args.name, done))
-        _hold(args, consumer.dequeue(args.batch, visibility_timeout=args.hold_vt))
-    completed, lost = drain(
-        engine, consumer, ledger, name=args.name, batch_size=args.batch, ack=args.ack
-    )
-    consumer.shutdown()
-    engine.dispose()
-    say("DONE", args.name, completed, lost)
-
-
-async def run_async(args: argparse.Namespace) -> None:
-    engine = create_async_engine(_url(args.dsn, "asyncpg"), pool_size=2)
-    consumer = AsyncConsumer(
-        engine, args.queue, schema=args.schema, visibility_timeout=args.vt, listen=False
-    )
-    if args.mode == "lease":
-        await consumer.wait(timeout=args.wait)
-        leased = await consumer.dequeue(args.batch, visibility_timeout=args.vt)
-        say("LEASED", json.dumps([[m.id, m.attempts] for m in leased]))
-        if leased:
-            hold_forever()
-        return
-    ledger = consumer_ledger(args.schema)
-    if args.hold_after is not None:
-        for _ in range(args.hold_after):
-            batch = await consumer.dequeue(args.batch)
-            async with engine.begin() as conn:
-                done = await consumer.ack_batch(batch, bind=conn)
-                await conn.execute(insert(ledger), ledger_rows(batch, args.name, done))
-        _hold(args, await consumer.dequeue(args.batch, visibility_timeout=args.hold_vt))
-    completed, lost = await adrain(
-        engine, consumer, ledger, name=args.name, batch_size=args.batch, ack=args.ack
-    )
-    await consumer.shutdown()
-    await engine.dispose()
-    say("DONE", args.name, completed, lost)
-
-
 def run(args: argparse.Namespace) -> None:
+    """One consumer process, of the face ``args.face``."""
+    url = make_url(args.dsn)
     if args.face == "sync":
-        run_sync(args)
+        engine = create_engine(url.set(drivername="postgresql+psycopg"), pool_size=2)
+        consumer_loop.serve(engine, args)
     else:
-        asyncio.run(run_async(args))
+        aengine = create_async_engine(url.set(drivername="postgresql+asyncpg"), pool_size=2)
+        asyncio.run(consumer_loop_async.serve(aengine, args))
 
 
 def run_children(args: argparse.Namespace) -> None:

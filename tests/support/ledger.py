@@ -17,6 +17,7 @@ database server, the clock every process shares.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -108,6 +109,19 @@ def consumer_ledger(schema: str) -> Table:
         Column("consumer", Text, nullable=False),
         Column("attempts", Integer, nullable=False),
     )
+
+
+def consumer_rows(
+    messages: Sequence[Message], name: str, done: Sequence[bool] | None = None
+) -> list[dict[str, Any]]:
+    """The :func:`consumer_ledger` rows of the ``messages`` whose ack returned True (all
+    of them, without ``done``), completed by consumer ``name``."""
+    acked = [True] * len(messages) if done is None else done
+    return [
+        {"job_id": m.id, "n": m.payload["n"], "consumer": name, "attempts": m.attempts}
+        for m, ok in zip(messages, acked, strict=True)
+        if ok
+    ]
 
 
 def fresh(engine: Engine, ledger: Table) -> None:

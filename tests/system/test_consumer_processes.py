@@ -24,16 +24,15 @@ from sqlalchemy import Engine, insert
 from tests.support.consumers import (
     CONSUMERS,
     LEDGER,
+    N,
     assert_exactly_once,
     consumer,
     create_queue,
     enqueue,
-    ledger_rows,
 )
 from tests.support.db import SCHEMA, rows, scalar
+from tests.support.ledger import consumer_rows
 from tests.support.procs import ConsumerProcess
-
-N = 20_000
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,7 +150,7 @@ def test_sigkilled_consumer_jobs_return_only_after_the_visibility_timeout(
     assert waited < 5, "woke by the wait() timeout, not when the lease came due"
     with engine.begin() as conn:
         assert second.ack_batch(batch, bind=conn) == [True] * 100
-        conn.execute(insert(LEDGER), ledger_rows(batch, "second"))
+        conn.execute(insert(LEDGER), consumer_rows(batch, "second"))
 
     ledger = assert_exactly_once(engine, enqueued)
     assert {(r.consumer, r.attempts) for r in ledger} == {("second", 2)}

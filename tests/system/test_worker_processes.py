@@ -30,6 +30,8 @@ from tests.support.procs import WorkerProcess
 from tests.support.servers import RestartableServer
 
 LEDGER = worker_ledger(SCHEMA)
+#: The faces of the tests that run three workers at once.
+FACES = ("async", "sync", "async")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,6 +62,16 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for p in started:
         p.stop()
+
+
+def three_workers(
+    engine: Engine, dsn: str, spawn: Callable[..., WorkerProcess], **settings: Any
+) -> list[WorkerProcess]:
+    """Worker processes ``w0`` (async), ``w1`` (sync) and ``w2`` (async), registered."""
+    procs = [spawn(dsn, f"w{i}", face=face, **settings) for i, face in enumerate(FACES)]
+    for p in procs:
+        p.registered(engine)
+    return procs
 
 
 def enqueue(engine: Engine, payloads: list[Any], queue: str = "tasks", **options: Any) -> list[int]:
@@ -102,12 +114,7 @@ def test_concurrency_limit_holds_across_processes(
     30 jobs of 0.2 s: at no instant do more than 2 run (from the ledger's intervals,
     on the database clock), and all 30 complete once."""
     SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
-    procs = [
-        spawn(dsn, f"w{i}", face=face, concurrency=4, concurrency_limit=2, poll=0.2)
-        for i, face in enumerate(("async", "sync", "async"))
-    ]
-    for p in procs:
-        p.registered(engine)
+    procs = three_workers(engine, dsn, spawn, concurrency=4, concurrency_limit=2, poll=0.2)
     ids = enqueue(engine, [{"n": i, "sleep": 0.2} for i in range(30)], entrypoint="limited")
     until(lambda: completions(engine) == 30, 45, "30 completions")
     stop_all(procs)
@@ -140,12 +147,7 @@ def test_rate_limit_holds_across_processes(
     dequeues span at least 19/5 = 3.8 s. Handler starts (another process's clock
     reading a few ms later) obey the same 6 per second."""
     SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
-    procs = [
-        spawn(dsn, f"w{i}", face=face, concurrency=4, rate_limit=5, poll=0.2)
-        for i, face in enumerate(("async", "sync", "async"))
-    ]
-    for p in procs:
-        p.registered(engine)
+    procs = three_workers(engine, dsn, spawn, concurrency=4, rate_limit=5, poll=0.2)
     ids = enqueue(engine, [{"n": i} for i in range(20)], entrypoint="rated")
     assert len(ids) == 20
     until(lambda: completions(engine) == 20, 45, "20 completions")
@@ -279,12 +281,7 @@ def test_cron_ticks_once_with_three_processes(
         name=name,
         last=minute - timedelta(minutes=5),
     )
-    procs = [
-        spawn(dsn, f"w{i}", face=face, cron="* * * * *", catch_up=3)
-        for i, face in enumerate(("async", "sync", "async"))
-    ]
-    for p in procs:
-        p.registered(engine)
+    procs = three_workers(engine, dsn, spawn, cron="* * * * *", catch_up=3)
     until(lambda: completions(engine) >= 3, 20, "three tick jobs")
     time.sleep(0.5)  # room for a duplicate to show up
     stop_all(procs)
