@@ -42,7 +42,7 @@ from pgqueue.schema import JOBS_STORAGE, include_name
 from pgqueue.schema import metadata as pgqueue_metadata
 from tests.support.db import statements_on
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VERSION_TABLE = _migrate.VERSION_TABLE
 #: pgqueue's own tables, as the model declares them.
 PGQUEUE_TABLES = set(pgqueue_metadata.tables)
