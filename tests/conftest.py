@@ -8,7 +8,8 @@ once into the schema ``pgq_test``; each test starts from empty tables.
 Behaviour tests take ``async_db`` (AsyncEngine / AsyncConnection / AsyncSession x
 asyncpg / psycopg) or ``sync_db`` (Engine / Connection / Session x psycopg): the sync
 test files are generated from the async ones. Helpers live in ``tests/support``;
-this file holds fixtures only (tests/unit/conftest.py takes the database away).
+this file holds fixtures only, and the hook that marks each test with its tier
+(tests/unit/conftest.py takes the database away).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -30,15 +32,29 @@ from tests.support.consumers import CONSUMERS, LEDGER
 from tests.support.db import (
     EMPTY_SCHEMA,
     SCHEMA,
-    TABLES,
     AsyncDB,
     Foreign,
     SyncDB,
     dsn_of,
+    emptier,
     make_async_engine,
     make_sync_engine,
 )
 from tests.support.ledger import fresh
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "behaviour", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the folder it is in (``-m system``, ...); every
+    system test is slow as well."""
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "system":
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +86,18 @@ def installed(pg_url: URL) -> Iterator[URL]:
     yield pg_url
 
 
-@pytest.fixture
-def clean(installed: URL) -> URL:
-    engine = make_sync_engine(installed)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+@pytest.fixture(scope="session")
+def empty_tables(installed: URL) -> Iterator[Callable[[], None]]:
+    """Empties pgqueue's tables in ``pgq_test`` (and restarts their identities)."""
+    engine = make_sync_engine(installed, pool_size=1)
+    yield emptier(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def clean(installed: URL, empty_tables: Callable[[], None]) -> URL:
+    """The test server with pgqueue's tables empty, as every test starts."""
+    empty_tables()
     return installed
 
 

@@ -22,7 +22,7 @@ from tests.support.procs import WORKER_APP, Command, Result
 
 CLI_SCHEMA = "pgq_cli"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ JOBS = 2_000
 #: Of each producer's jobs, how many are enqueued one call each (the rest in batches).
 SINGLES = 200
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def plan(producer: int) -> list[list[dict[str, int]]]:

@@ -98,6 +98,7 @@ def test_batch_ack_is_one_statement_with_per_message_results(sync_db: SyncDB) ->
     assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE status = 'scheduled'") == 2
 
 
+@pytest.mark.slow
 def test_nack_retries_with_backoff_then_dead_letters(sync_db: SyncDB) -> None:
     admin, producer, consumer = _setup(
         sync_db, max_attempts=3, retry_backoff=10, retry_backoff_max=15
@@ -279,6 +280,7 @@ def test_suspended_consumer_refuses_to_dequeue(sync_db: SyncDB) -> None:
         consumer.dequeue(**sync_db.kw)
 
 
+@pytest.mark.slow
 def test_wait_returns_at_once_when_work_is_ready(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db)
     producer.enqueue({"n": 1})
@@ -288,6 +290,7 @@ def test_wait_returns_at_once_when_work_is_ready(sync_db: SyncDB) -> None:
     consumer.shutdown()
 
 
+@pytest.mark.slow
 def test_wait_times_out_on_an_empty_queue(sync_db: SyncDB) -> None:
     _, _, consumer = _setup(sync_db)
     started = time.monotonic()
@@ -296,6 +299,7 @@ def test_wait_times_out_on_an_empty_queue(sync_db: SyncDB) -> None:
     consumer.shutdown()
 
 
+@pytest.mark.slow
 def test_wait_wakes_for_the_earliest_scheduled_job(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db)
     producer.enqueue({"n": 1}, delay=0.7)
@@ -307,6 +311,7 @@ def test_wait_wakes_for_the_earliest_scheduled_job(sync_db: SyncDB) -> None:
     consumer.shutdown()
 
 
+@pytest.mark.slow
 def test_messages_iterates_and_stops_when_idle(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db)
     producer.batch_enqueue([{"n": i} for i in range(7)])

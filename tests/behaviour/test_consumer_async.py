@@ -99,6 +99,7 @@ async def test_batch_ack_is_one_statement_with_per_message_results(async_db: Asy
     )
 
 
+@pytest.mark.slow
 async def test_nack_retries_with_backoff_then_dead_letters(async_db: AsyncDB) -> None:
     admin, producer, consumer = await _setup(
         async_db, max_attempts=3, retry_backoff=10, retry_backoff_max=15
@@ -280,6 +281,7 @@ async def test_suspended_consumer_refuses_to_dequeue(async_db: AsyncDB) -> None:
         await consumer.dequeue(**async_db.kw)
 
 
+@pytest.mark.slow
 async def test_wait_returns_at_once_when_work_is_ready(async_db: AsyncDB) -> None:
     _, producer, consumer = await _setup(async_db)
     await producer.enqueue({"n": 1})
@@ -289,6 +291,7 @@ async def test_wait_returns_at_once_when_work_is_ready(async_db: AsyncDB) -> Non
     await consumer.shutdown()
 
 
+@pytest.mark.slow
 async def test_wait_times_out_on_an_empty_queue(async_db: AsyncDB) -> None:
     _, _, consumer = await _setup(async_db)
     started = time.monotonic()
@@ -297,6 +300,7 @@ async def test_wait_times_out_on_an_empty_queue(async_db: AsyncDB) -> None:
     await consumer.shutdown()
 
 
+@pytest.mark.slow
 async def test_wait_wakes_for_the_earliest_scheduled_job(async_db: AsyncDB) -> None:
     _, producer, consumer = await _setup(async_db)
     await producer.enqueue({"n": 1}, delay=0.7)
@@ -308,6 +312,7 @@ async def test_wait_wakes_for_the_earliest_scheduled_job(async_db: AsyncDB) -> N
     await consumer.shutdown()
 
 
+@pytest.mark.slow
 async def test_messages_iterates_and_stops_when_idle(async_db: AsyncDB) -> None:
     _, producer, consumer = await _setup(async_db)
     await producer.batch_enqueue([{"n": i} for i in range(7)])

@@ -40,7 +40,7 @@ from tests.support.db import SCHEMA, first, make_async_engine, scalar
 from tests.support.ledger import consumer_rows
 from tests.support.procs import in_threads
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ def schema(pg_url: URL) -> Iterator[str]:
 # --------------------------------------------------------------------------- (a)
 
 
+@pytest.mark.slow
 def test_alembic_upgrade_head_from_checkout(pg_url: URL, schema: str) -> None:
     """The repo's alembic.ini installs the packaged revisions into ``-x schema``,
     recording them in the same version table ``admin.install()`` uses; env vars work
@@ -178,6 +179,7 @@ def _assert_installed_once(pg_url: URL, schema: str, first: list[str], second: l
     assert not [sql for sql in first + second if _HOST_VERSION_TABLE.search(sql)]
 
 
+@pytest.mark.slow
 def test_sync_install_is_idempotent_with_own_version_table(pg_url: URL, schema: str) -> None:
     """Installing twice: the second finds head and changes nothing; the revision is in
     ``<schema>.pgqueue_alembic_version`` and ``alembic_version`` is never touched."""
@@ -195,6 +197,7 @@ def test_sync_install_is_idempotent_with_own_version_table(pg_url: URL, schema: 
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+@pytest.mark.slow
 async def test_async_install_is_idempotent_with_own_version_table(
     pg_url: URL, schema: str, driver: str
 ) -> None:
@@ -249,6 +252,7 @@ def _lock_waiters(conn: Connection, schema: str) -> int:
     return int(conn.execute(text(sql), {"s": schema}).scalar_one())
 
 
+@pytest.mark.slow
 def test_concurrent_install_in_two_processes(pg_url: URL, schema: str) -> None:
     """Two processes (one sync, one async face) installing the same fresh schema at the
     same moment both succeed, and the schema ends at head exactly once.
@@ -415,6 +419,7 @@ def test_path_separator_trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert ScriptDirectory.from_config(bad).get_heads() == ["host_0001"]
 
 
+@pytest.mark.slow
 def test_host_app_alembic_upgrade_heads(tmp_path: Path, pg_url: URL, schema: str) -> None:
     """A host app with ``pgqueue:migrations/versions`` in its ``version_locations``:
     ``alembic upgrade heads`` creates its table and pgqueue's, both recorded in the
@@ -440,6 +445,7 @@ def test_host_app_alembic_upgrade_heads(tmp_path: Path, pg_url: URL, schema: str
     assert _versions(pg_url, schema, "alembic_version") == ["host_0001"]
 
 
+@pytest.mark.slow
 def test_host_autogenerate_include_name_keeps_pgqueue_tables(pg_url: URL, schema: str) -> None:
     """Autogenerate against a database holding the host's table and pgqueue's: with
     ``pgqueue.schema.include_name`` nothing is proposed; without it Alembic would drop
@@ -485,6 +491,7 @@ def _diff(engine: Engine) -> list[Any]:
         return list(compare_metadata(ctx, pgqueue_metadata))
 
 
+@pytest.mark.slow
 def test_upgrade_matches_model_then_downgrade_and_upgrade_again(pg_url: URL, schema: str) -> None:
     """After upgrade, autogenerate finds no difference between the migrated schema and
     ``pgqueue.schema.metadata`` (types and server defaults included) and the hot
@@ -593,6 +600,7 @@ def _assert_catalog_matches_model(pg_url: URL, schema: str) -> None:
 # --------------------------------------------------------------------------- (g)
 
 
+@pytest.mark.slow
 async def test_uninstall_then_operations_raise_schema_not_installed(
     pg_url: URL, schema: str
 ) -> None:

@@ -546,6 +546,7 @@ def _consumer_round_sync(roles: Roles, engine: Engine) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_sync_worker_role_runs_a_consumer_and_a_worker(
     roles: Roles, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -580,6 +581,7 @@ def test_sync_worker_role_runs_a_consumer_and_a_worker(
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+@pytest.mark.slow
 async def test_async_worker_role_runs_a_consumer_and_a_worker(
     roles: Roles, driver: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -695,6 +697,7 @@ def test_admin_role_installs_with_the_admin_grant_alone(roles: Roles, admin_sche
     SyncAdmin(engine, schema=admin_schema).install()
 
 
+@pytest.mark.slow
 def test_admin_role_installs_upgrades_and_uninstalls(roles: Roles, admin_schema: str) -> None:
     """Granted before any table exists, the admin role installs the first revision,
     upgrades to head (an ALTER TABLE: it owns the tables it created), grants a worker,
@@ -737,6 +740,7 @@ def _cli(url: URL, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(args, r.code, r.out, r.err)
 
 
+@pytest.mark.slow
 def test_cli_grant(roles: Roles) -> None:
     producer, worker = roles.create(), roles.create()
     done = _cli(roles.url, "grant", producer, "--as", "producer")

@@ -331,6 +331,7 @@ def test_batch_enqueue_rejects_a_non_list(sync_db: SyncDB, producer: SyncProduce
 
 
 # --------------------------------------------------------------------------- dedupe
+@pytest.mark.slow
 def test_duplicate_dedupe_key_raises(sync_db: SyncDB, producer: SyncProducer) -> None:
     first = producer.enqueue({"v": 1}, dedupe_key="k", **sync_db.kw)
     before = snapshot(sync_db)
@@ -475,6 +476,7 @@ def assert_rejected(
     assert workers(db) == n_workers  # raised before anything was written
 
 
+@pytest.mark.slow
 def test_unserialisable_payloads(sync_db: SyncDB, producer: SyncProducer) -> None:
     for payload in (
         object(),
@@ -506,6 +508,7 @@ def test_payload_errors_are_typed_and_clear(sync_db: SyncDB, producer: SyncProdu
         producer.batch_enqueue([1, 2, object()], **sync_db.kw)
 
 
+@pytest.mark.slow
 def test_bad_delays(sync_db: SyncDB, producer: SyncProducer) -> None:
     for delay in (
         -1,
@@ -522,6 +525,7 @@ def test_bad_delays(sync_db: SyncDB, producer: SyncProducer) -> None:
         assert_rejected(sync_db, producer, InvalidDelay, delay=delay)
 
 
+@pytest.mark.slow
 def test_bad_run_at(sync_db: SyncDB, producer: SyncProducer) -> None:
     now = datetime.now(timezone.utc)
     for call in (
@@ -538,6 +542,7 @@ def test_bad_run_at(sync_db: SyncDB, producer: SyncProducer) -> None:
         producer.enqueue({}, run_at=now, delay=1, **sync_db.kw)
 
 
+@pytest.mark.slow
 def test_out_of_range_options(sync_db: SyncDB, producer: SyncProducer) -> None:
     for option, value in (
         ("priority", 32768),

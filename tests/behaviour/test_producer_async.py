@@ -342,6 +342,7 @@ async def test_batch_enqueue_rejects_a_non_list(async_db: AsyncDB, producer: Asy
 
 
 # --------------------------------------------------------------------------- dedupe
+@pytest.mark.slow
 async def test_duplicate_dedupe_key_raises(async_db: AsyncDB, producer: AsyncProducer) -> None:
     first = await producer.enqueue({"v": 1}, dedupe_key="k", **async_db.kw)
     before = await snapshot(async_db)
@@ -496,6 +497,7 @@ async def assert_rejected(
     assert await workers(db) == n_workers  # raised before anything was written
 
 
+@pytest.mark.slow
 async def test_unserialisable_payloads(async_db: AsyncDB, producer: AsyncProducer) -> None:
     for payload in (
         object(),
@@ -529,6 +531,7 @@ async def test_payload_errors_are_typed_and_clear(
         await producer.batch_enqueue([1, 2, object()], **async_db.kw)
 
 
+@pytest.mark.slow
 async def test_bad_delays(async_db: AsyncDB, producer: AsyncProducer) -> None:
     for delay in (
         -1,
@@ -545,6 +548,7 @@ async def test_bad_delays(async_db: AsyncDB, producer: AsyncProducer) -> None:
         await assert_rejected(async_db, producer, InvalidDelay, delay=delay)
 
 
+@pytest.mark.slow
 async def test_bad_run_at(async_db: AsyncDB, producer: AsyncProducer) -> None:
     now = datetime.now(timezone.utc)
     for call in (
@@ -561,6 +565,7 @@ async def test_bad_run_at(async_db: AsyncDB, producer: AsyncProducer) -> None:
         await producer.enqueue({}, run_at=now, delay=1, **async_db.kw)
 
 
+@pytest.mark.slow
 async def test_out_of_range_options(async_db: AsyncDB, producer: AsyncProducer) -> None:
     for option, value in (
         ("priority", 32768),

@@ -179,6 +179,7 @@ def test_coroutine_handlers_only_on_the_async_face(sync_engine: Engine) -> None:
 
 
 # --------------------------------------------------------------------------- routing
+@pytest.mark.slow
 def test_handlers_by_entrypoint_default_is_the_queue_name(sync_engine: Engine) -> None:
     producer = queue(sync_engine)
     worker = make_worker(sync_engine)
@@ -206,6 +207,7 @@ def test_handlers_by_entrypoint_default_is_the_queue_name(sync_engine: Engine) -
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_one_worker_serves_several_queues(sync_engine: Engine) -> None:
     producers = [queue(sync_engine, name) for name in ("a", "b", "c")]
     worker = make_worker(sync_engine, ["a", "b", "c"], concurrency=3)
@@ -225,6 +227,7 @@ def test_one_worker_serves_several_queues(sync_engine: Engine) -> None:
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_drain_completes_every_job_exactly_once(sync_engine: Engine) -> None:
     producer = queue(sync_engine, archive=True)
     ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(400)])]
@@ -261,6 +264,7 @@ def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
     assert len(set(sizes)) < 90 and len(set(sizes[:1000])) < 64
 
 
+@pytest.mark.slow
 def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> None:
     producer = queue(sync_engine)
     ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(1500)])]
@@ -276,6 +280,7 @@ def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> Non
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_a_handler_completes_its_job_in_its_own_transaction(
     sync_engine: Engine,
 ) -> None:
@@ -320,6 +325,7 @@ def test_a_handler_completes_its_job_in_its_own_transaction(
 
 
 # --------------------------------------------------------------------------- failures
+@pytest.mark.slow
 def test_failures_are_retried_with_backoff_then_dead_lettered(
     sync_engine: Engine,
 ) -> None:
@@ -377,6 +383,7 @@ def test_failures_are_retried_with_backoff_then_dead_lettered(
     assert worker.stats == {"completed": 1, "failed": 2 + 1 + 3 + 1, "dead": 3, "lost": 0}
 
 
+@pytest.mark.slow
 def test_retry_policy_sets_the_delay(sync_engine: Engine) -> None:
     """``retry(job, error)`` returns the delay; None, or a policy that raises, falls
     back to the queue's backoff (here 15-30 s, so drain leaves those jobs scheduled)."""
@@ -426,6 +433,7 @@ def test_retry_policy_sets_the_delay(sync_engine: Engine) -> None:
         assert status == "scheduled" and 15.0 <= float(delay) <= 30.0
 
 
+@pytest.mark.slow
 def test_timeout_fails_the_attempt_with_job_timeout(sync_engine: Engine) -> None:
     producer = queue(sync_engine, max_attempts=1)
     worker = make_worker(sync_engine)
@@ -448,6 +456,7 @@ def test_timeout_fails_the_attempt_with_job_timeout(sync_engine: Engine) -> None
     assert worker.stats["dead"] == 1 and worker.stats["completed"] == 1
 
 
+@pytest.mark.slow
 def test_job_without_a_handler_here_is_left_for_a_worker_that_has_one(
     sync_engine: Engine,
 ) -> None:
@@ -488,6 +497,7 @@ def test_job_without_a_handler_here_is_left_for_a_worker_that_has_one(
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_a_worker_held_back_by_a_limit_polls_and_does_not_spin(
     sync_engine: Engine,
 ) -> None:
@@ -526,6 +536,7 @@ def test_a_worker_held_back_by_a_limit_polls_and_does_not_spin(
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_plain_function_handlers_run_in_threads(sync_engine: Engine) -> None:
     """A blocking ``def`` handler runs in a thread on both faces: four 0.3 s sleeps with
     concurrency 4 overlap (on SyncWorker: without blocking the event loop)."""
@@ -555,6 +566,7 @@ def test_plain_function_handlers_run_in_threads(sync_engine: Engine) -> None:
 
 
 # --------------------------------------------------------------------------- lifecycle
+@pytest.mark.slow
 def test_lifecycle_status_suspend_resume_shutdown(sync_engine: Engine) -> None:
     producer = queue(sync_engine)
     worker = make_worker(sync_engine, concurrency=2, heartbeat_interval=0.2)
@@ -641,6 +653,7 @@ def test_lifecycle_status_suspend_resume_shutdown(sync_engine: Engine) -> None:
         worker.run()
 
 
+@pytest.mark.slow
 def test_a_paused_queue_is_not_served_until_resumed(sync_engine: Engine) -> None:
     producer = queue(sync_engine)
     admin = SyncAdmin(sync_engine, schema=SCHEMA)
@@ -663,6 +676,7 @@ def test_a_paused_queue_is_not_served_until_resumed(sync_engine: Engine) -> None
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
+@pytest.mark.slow
 def test_heartbeat_keeps_a_long_job_from_being_redelivered(
     sync_engine: Engine,
 ) -> None:
@@ -691,6 +705,7 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(
     assert workers[1].stats["completed"] == 0
 
 
+@pytest.mark.slow
 def test_shutdown_timeout_releases_running_jobs_at_once(sync_engine: Engine) -> None:
     """A job still running when shutdown_timeout passes goes back to the queue (attempt
     not spent) and another worker takes it at once."""
@@ -750,6 +765,7 @@ def _minute_with_room(engine: Engine, room: float = 5.0) -> datetime:
     return minute
 
 
+@pytest.mark.slow
 def test_cron_catch_up_enqueues_each_missed_tick_once(sync_engine: Engine) -> None:
     """Two workers start the same schedule after it missed ticks: the last ``catch_up``
     missed ticks are enqueued, each exactly once (one job per tick)."""
