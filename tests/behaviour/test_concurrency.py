@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from pgqueue import AsyncAdmin, AsyncProducer, Message, QueueNotFound, SyncAdmin, SyncProducer
 from tests.support.db import SCHEMA, make_async_engine, make_sync_engine
+from tests.support.procs import in_threads
 
 PRODUCERS = 8
 JOBS = 2_000
@@ -116,11 +117,7 @@ def test_eight_threads_enqueue_at_once(engine: Engine) -> None:
             errors.append(exc)
 
     began = time.monotonic()
-    threads = [threading.Thread(target=produce, args=(p,)) for p in range(PRODUCERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=100)
+    threads = in_threads(produce, PRODUCERS)
     assert not any(t.is_alive() for t in threads), "a producer thread hung"
     assert errors == []
     elapsed = time.monotonic() - began

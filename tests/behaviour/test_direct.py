@@ -228,8 +228,8 @@ async def test_held_connection_lost_is_replaced_async(clean: URL, driver: str) -
         await engine.dispose()
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 @pytest.mark.slow
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_cancelled_mid_statement_never_reuses_the_connection(clean: URL, driver: str) -> None:
     """An ack cancelled while blocked on a row lock: its connection (in the middle of
     a statement) is discarded, not returned to the pool for the next call."""

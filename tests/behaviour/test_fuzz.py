@@ -452,6 +452,7 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- enqueue
+@pytest.mark.slow
 @FUZZ
 @given(payload=_payloads, options=_options(), bind=st.booleans())
 @example(payload={"big": "x" * 3_000_000, "k\x00": 1}, options={}, bind=True)
@@ -463,7 +464,6 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 @example(payload=1, options={"delay": timedelta.max}, bind=True)
 @example(payload=1, options={"delay": 1, "run_at": datetime.now(timezone.utc)}, bind=True)
 @example(payload=1, options={"run_at": datetime(2030, 1, 1)}, bind=False)
-@pytest.mark.slow
 def test_sync_enqueue(
     harness: Harness, sync_face: Sync, payload: Any, options: dict[str, Any], bind: bool
 ) -> None:
@@ -477,6 +477,7 @@ def test_sync_enqueue(
         sync_face.read_back(harness, result, expected_jobs([payload], job_options))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(items=_batches(), options=_options(dedupe=False), bind=st.booleans())
 @example(items=[], options={}, bind=True)
@@ -488,7 +489,6 @@ def test_sync_enqueue(
     bind=False,
 )
 @example(items=[{"ok": 1}, {"bad": {1, 2}}], options={}, bind=True)
-@pytest.mark.slow
 def test_sync_batch_enqueue(
     harness: Harness, sync_face: Sync, items: list[Any], options: dict[str, Any], bind: bool
 ) -> None:
@@ -502,11 +502,11 @@ def test_sync_batch_enqueue(
         sync_face.read_back(harness, result, expected_jobs(items, job_options))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(payload=_payloads, options=_options(), bind=st.booleans())
 @example(payload={"big": "x" * 3_000_000}, options={"headers": {"h": [1.5, None]}}, bind=True)
 @example(payload=[float("nan")], options={}, bind=False)
-@pytest.mark.slow
 def test_async_enqueue(
     harness: Harness, async_face: Async, payload: Any, options: dict[str, Any], bind: bool
 ) -> None:
@@ -520,11 +520,11 @@ def test_async_enqueue(
         async_face.read_back(harness, result, expected_jobs([payload], job_options))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(items=_batches(), options=_options(dedupe=False), bind=st.booleans())
 @example(items=[{"n": i} for i in range(5_000)], options={}, bind=True)
 @example(items=[JobSpec(1, dedupe_key="a"), JobSpec(2, dedupe_key="a")], options={}, bind=False)
-@pytest.mark.slow
 def test_async_batch_enqueue(
     harness: Harness, async_face: Async, items: list[Any], options: dict[str, Any], bind: bool
 ) -> None:
@@ -578,13 +578,13 @@ _queue_names = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(name=_queue_names)
 @example(name="")
 @example(name="a" * 49)
 @example(name="-leading")
 @example(name="ünïcode")
-@pytest.mark.slow
 def test_queue_names(harness: Harness, name: Any) -> None:
     """Invalid: InvalidQueueName when the producer or the queue is made. Valid: a queue
     that does not exist is QueueNotFound at enqueue; created, it takes jobs."""
@@ -631,9 +631,9 @@ ODD_BUT_ACCEPTED: list[Any] = [
 ]
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=8)
 @given(extra=st.lists(_json, max_size=6))
-@pytest.mark.slow
 def test_workers_process_every_odd_but_accepted_payload(
     harness: Harness, clean: URL, extra: list[Any]
 ) -> None:

@@ -196,8 +196,8 @@ def test_sync_install_is_idempotent_with_own_version_table(pg_url: URL, schema: 
     _assert_installed_once(pg_url, schema, first, second)
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 @pytest.mark.slow
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_async_install_is_idempotent_with_own_version_table(
     pg_url: URL, schema: str, driver: str
 ) -> None:

@@ -580,8 +580,8 @@ def test_sync_worker_role_runs_a_consumer_and_a_worker(
     _worker_denials(engine)
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 @pytest.mark.slow
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_async_worker_role_runs_a_consumer_and_a_worker(
     roles: Roles, driver: str, caplog: pytest.LogCaptureFixture
 ) -> None:
