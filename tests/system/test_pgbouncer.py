@@ -46,7 +46,7 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
 )
-from tests.support.db import dsn_of, record_statements, until
+from tests.support.db import dsn_of, record_statements, scalar, until
 from tests.support.ledger import execution, worker_ledger
 from tests.support.procs import HA_SETTINGS, WorkerProcess
 from tests.support.servers import (
@@ -95,8 +95,8 @@ class Stack:
         )
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        with self.direct.begin() as conn:
-            return conn.execute(text(sql), params).scalar()
+        """``sql`` straight on PostgreSQL (not through PgBouncer)."""
+        return scalar(self.direct, sql, **params)
 
 
 @pytest.fixture(scope="module")
