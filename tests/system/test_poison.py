@@ -4,8 +4,8 @@ Hand-written. Two kinds of poison:
 
 - a handler that always raises: retried with backoff, dead-lettered after
   ``max_attempts``. That is tested in-process (both faces, both drivers) by
-  ``tests/test_worker_async.py::test_failures_are_retried_with_backoff_then_dead_lettered``
-  and, for a bare consumer, ``tests/test_consumer_async.py::
+  ``tests/behaviour/test_worker_async.py::test_failures_are_retried_with_backoff_then_dead_lettered``
+  and, for a bare consumer, ``tests/behaviour/test_consumer_async.py::
   test_nack_retries_with_backoff_then_dead_letters``: not repeated here.
 - a handler that kills the worker process every time it runs (SIGKILL to itself, or
   ``os._exit``): no nack is ever written. The worker runs as ``python -m pgqueue run
