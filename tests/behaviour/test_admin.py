@@ -485,6 +485,7 @@ def test_admin_from_a_url(sync_db: SyncDB) -> None:
     admin.engine.dispose()
 
 
+@pytest.mark.slow  # runs the migrations, on every bind
 def test_install_is_idempotent_and_uninstall_drops_the_tables(sync_db: SyncDB) -> None:
     schema = "pgq_admin_install"
     with sync_db.engine.begin() as conn:

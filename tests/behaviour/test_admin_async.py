@@ -490,6 +490,7 @@ async def test_admin_from_a_url(async_db: AsyncDB) -> None:
     await admin.engine.dispose()
 
 
+@pytest.mark.slow  # runs the migrations, on every bind
 async def test_install_is_idempotent_and_uninstall_drops_the_tables(async_db: AsyncDB) -> None:
     schema = "pgq_admin_install"
     async with async_db.engine.begin() as conn:
