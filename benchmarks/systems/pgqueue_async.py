@@ -12,17 +12,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from common import QUEUE, Probe, Timer, clock, payload
+from common import QUEUE, Churn, Paced, Probe, Timed, payload, payload_batches, start_probe
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pgqueue import AsyncAdmin, AsyncConsumer, AsyncProducer, AsyncWorker, Message
 
 from .base import System
-
-#: How long an idle worker gets to start listening before W4's producer starts.
-SETTLE = 1.0
-FILL_BATCH = 5_000
-CHURN_BATCH = 500
 
 
 class PgqueueAsyncpg(System):
@@ -55,49 +50,41 @@ class PgqueueAsyncpg(System):
         await producer.register()  # and opens the one connection
         return engine, producer
 
-    async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
-        engine, producer = await self._producer()
-        with Timer() as t:
-            for batch in batches:
-                await producer.batch_enqueue(batch)
+    async def _done(self, engine: AsyncEngine, producer: AsyncProducer) -> None:
         await producer.shutdown()
         await engine.dispose()
-        return t.elapsed
+
+    async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
+        engine, producer = await self._producer()
+        with Timed(batches) as each:
+            for batch in each:
+                await producer.batch_enqueue(batch)
+        await self._done(engine, producer)
+        return each.elapsed
 
     async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         engine, producer = await self._producer()
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
+        with Timed(payloads) as each:
+            for p in each:
                 await producer.enqueue(p)
-                calls.append(clock() - t0)
-        await producer.shutdown()
-        await engine.dispose()
-        return t.elapsed, calls
+        await self._done(engine, producer)
+        return each.elapsed, each.calls
 
     async def fill(self, n: int, start: int = 0) -> None:
         engine, producer = await self._producer()
-        for lo in range(start, start + n, FILL_BATCH):
-            hi = min(start + n, lo + FILL_BATCH)
-            await producer.batch_enqueue([payload(i) for i in range(lo, hi)])
-        await producer.shutdown()
-        await engine.dispose()
+        for batch in payload_batches(start, n, self.fill_batch):
+            await producer.batch_enqueue(batch)
+        await self._done(engine, producer)
 
     async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         engine, producer = await self._producer()
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
             await producer.enqueue(payload(i))
-            commits.append(clock())
-        await producer.shutdown()
-        await engine.dispose()
-        return commits
+        await self._done(engine, producer)
+        return paced.commits
 
     def _worker(self, engine: AsyncEngine, probe: Probe, pickup: bool) -> AsyncWorker:
         worker = AsyncWorker(engine, [QUEUE])
@@ -106,7 +93,7 @@ class PgqueueAsyncpg(System):
 
             @worker.entrypoint(QUEUE)
             async def handle_seq(job: Message) -> None:
-                probe.hit(job.payload["seq"])  # type: ignore[index,call-overload]
+                probe.hit(job.payload["seq"])
 
         else:
 
@@ -128,9 +115,7 @@ class PgqueueAsyncpg(System):
         engine = self.engine(pool_size=self.concurrency + 5)
         worker = self._worker(engine, probe, pickup=True)
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(SETTLE)
-        probe.go()
-        probe.start()
+        await start_probe(probe, pickup=True)
         await task
         await engine.dispose()
 
@@ -138,17 +123,15 @@ class PgqueueAsyncpg(System):
         engine = self.engine(pool_size=2)
         producer = AsyncProducer(engine, QUEUE)
         consumer = AsyncConsumer(engine, QUEUE, listen=False)
-        jobs = [payload(i) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
-        while done < n and clock() < end:
+        jobs = [payload(i) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
+        while churn.going():
             await producer.batch_enqueue(jobs)
-            while batch := await consumer.dequeue(CHURN_BATCH):
+            while batch := churn.count(await consumer.dequeue(self.churn_batch)):
                 await consumer.ack_batch(batch)
-                done += len(batch)
-        await producer.shutdown()
         await consumer.shutdown()
-        await engine.dispose()
-        return done
+        await self._done(engine, producer)
+        return churn.done
 
 
 class PgqueuePsycopgAsync(PgqueueAsyncpg):

@@ -12,13 +12,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import QUEUE, Probe, Timer, clock, payload
+from common import QUEUE, SETTLE, Churn, Paced, Probe, Timed, payload, payload_batches
 from sqlalchemy import Engine, create_engine
 
 from pgqueue import Message, SyncAdmin, SyncConsumer, SyncProducer, SyncWorker
 
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
 
 
 class PgqueueSync(System):
@@ -48,49 +47,41 @@ class PgqueueSync(System):
         producer.register()
         return engine, producer
 
-    def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
-        engine, producer = self._producer()
-        with Timer() as t:
-            for batch in batches:
-                producer.batch_enqueue(batch)
+    def _done(self, engine: Engine, producer: SyncProducer) -> None:
         producer.shutdown()
         engine.dispose()
-        return t.elapsed
+
+    def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
+        engine, producer = self._producer()
+        with Timed(batches) as each:
+            for batch in each:
+                producer.batch_enqueue(batch)
+        self._done(engine, producer)
+        return each.elapsed
 
     def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         engine, producer = self._producer()
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
+        with Timed(payloads) as each:
+            for p in each:
                 producer.enqueue(p)
-                calls.append(clock() - t0)
-        producer.shutdown()
-        engine.dispose()
-        return t.elapsed, calls
+        self._done(engine, producer)
+        return each.elapsed, each.calls
 
     def fill(self, n: int, start: int = 0) -> None:
         engine, producer = self._producer()
-        for lo in range(start, start + n, FILL_BATCH):
-            hi = min(start + n, lo + FILL_BATCH)
-            producer.batch_enqueue([payload(i) for i in range(lo, hi)])
-        producer.shutdown()
-        engine.dispose()
+        for batch in payload_batches(start, n, self.fill_batch):
+            producer.batch_enqueue(batch)
+        self._done(engine, producer)
 
     def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         engine, producer = self._producer()
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                time.sleep(pause)
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            time.sleep(pause)
             producer.enqueue(payload(i))
-            commits.append(clock())
-        producer.shutdown()
-        engine.dispose()
-        return commits
+        self._done(engine, producer)
+        return paced.commits
 
     def _worker(self, engine: Engine, probe: Probe, pickup: bool) -> SyncWorker:
         worker = SyncWorker(engine, [QUEUE])
@@ -99,7 +90,7 @@ class PgqueueSync(System):
 
             @worker.entrypoint(QUEUE)
             def handle_seq(job: Message) -> None:
-                probe.hit(job.payload["seq"])  # type: ignore[index,call-overload]
+                probe.hit(job.payload["seq"])
 
         else:
 
@@ -132,14 +123,12 @@ class PgqueueSync(System):
         engine = self.engine(pool_size=2)
         producer = SyncProducer(engine, QUEUE)
         consumer = SyncConsumer(engine, QUEUE, listen=False)
-        jobs = [payload(i) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
-        while done < n and clock() < end:
+        jobs = [payload(i) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
+        while churn.going():
             producer.batch_enqueue(jobs)
-            while batch := consumer.dequeue(CHURN_BATCH):
+            while batch := churn.count(consumer.dequeue(self.churn_batch)):
                 consumer.ack_batch(batch)
-                done += len(batch)
-        producer.shutdown()
         consumer.shutdown()
-        engine.dispose()
-        return done
+        self._done(engine, producer)
+        return churn.done

@@ -18,18 +18,18 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from common import QUEUE, Probe, Timer, clock, payload
+from common import QUEUE, Churn, Paced, Probe, Timed, payload, payload_batches, start_probe
 from pgqueuer import PgQueuer, Queries
 from pgqueuer.models import Job
 from pgqueuer.queries import EntrypointExecutionParameter
 from pgqueuer.types import QueueExecutionMode, QueueManagerId
 
+from . import raw_sql
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
 
 
 def _encode(p: dict[str, Any]) -> bytes:
-    return json.dumps(p, separators=(",", ":")).encode()
+    return raw_sql.encode(p).encode()
 
 
 class Pgqueuer(System):
@@ -50,6 +50,12 @@ class Pgqueuer(System):
         conn = await asyncpg.connect(self.dsn.url)
         return conn, Queries.from_asyncpg_connection(conn)
 
+    @staticmethod
+    async def _enqueue(queries: Queries, encoded: list[bytes | None]) -> None:
+        """``Queries.enqueue``'s batch form: parallel lists."""
+        n = len(encoded)
+        await queries.enqueue([QUEUE] * n, encoded, [0] * n)
+
     async def install(self) -> None:
         conn, queries = await self._queries()
         await queries.install()
@@ -57,45 +63,35 @@ class Pgqueuer(System):
 
     async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
         conn, queries = await self._queries()
-        with Timer() as t:
-            for batch in batches:
-                n = len(batch)
-                await queries.enqueue([QUEUE] * n, [_encode(p) for p in batch], [0] * n)
+        with Timed(batches) as each:
+            for batch in each:
+                await self._enqueue(queries, [_encode(p) for p in batch])
         await conn.close()
-        return t.elapsed
+        return each.elapsed
 
     async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         conn, queries = await self._queries()
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
+        with Timed(payloads) as each:
+            for p in each:
                 await queries.enqueue(QUEUE, _encode(p))
-                calls.append(clock() - t0)
         await conn.close()
-        return t.elapsed, calls
+        return each.elapsed, each.calls
 
     async def fill(self, n: int, start: int = 0) -> None:
         conn, queries = await self._queries()
-        for lo in range(start, start + n, FILL_BATCH):
-            k = min(start + n, lo + FILL_BATCH) - lo
-            encoded = [_encode(payload(i)) for i in range(lo, lo + k)]
-            await queries.enqueue([QUEUE] * k, encoded, [0] * k)
+        for batch in payload_batches(start, n, self.fill_batch):
+            await self._enqueue(queries, [_encode(p) for p in batch])
         await conn.close()
 
     async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         conn, queries = await self._queries()
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
             await queries.enqueue(QUEUE, _encode(payload(i)))
-            commits.append(clock())
         await conn.close()
-        return commits
+        return paced.commits
 
     def _app(self, conn: Any, probe: Probe, pickup: bool) -> PgQueuer:
         pgq = PgQueuer.from_asyncpg_connection(conn)
@@ -126,28 +122,26 @@ class Pgqueuer(System):
         conn = await asyncpg.connect(self.dsn.url)
         pgq = self._app(conn, probe, pickup=True)
         task = asyncio.create_task(pgq.run())
-        await asyncio.sleep(SETTLE)
-        probe.go()
-        probe.start()
+        await start_probe(probe, pickup=True)
         await task
         await conn.close()
 
     async def churn(self, n: int, seconds: float) -> int:
         conn, queries = await self._queries()
-        encoded = [_encode(payload(i)) for i in range(CHURN_BATCH)]
+        encoded: list[bytes | None] = [_encode(payload(i)) for i in range(self.churn_batch)]
         entrypoints = {QUEUE: EntrypointExecutionParameter(concurrency_limit=0)}
         me = QueueManagerId(uuid.uuid4())
-        done, end = 0, clock() + seconds
-        while done < n and clock() < end:
-            await queries.enqueue([QUEUE] * CHURN_BATCH, encoded, [0] * CHURN_BATCH)
+        churn = Churn(n, seconds)
+        while churn.going():
+            await self._enqueue(queries, encoded)
             while jobs := await queries.dequeue(
-                batch_size=CHURN_BATCH,
+                batch_size=self.churn_batch,
                 entrypoints=entrypoints,  # type: ignore[arg-type]
                 queue_manager_id=me,
                 global_concurrency_limit=None,
                 heartbeat_timeout=timedelta(seconds=30),
             ):
                 await queries.log_jobs([(job, "successful", None) for job in jobs])
-                done += len(jobs)
+                churn.done += len(jobs)
         await conn.close()
-        return done
+        return churn.done

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import procrastinate
-from common import QUEUE, Probe, Timer, clock, payload
+from common import QUEUE, Churn, Paced, Probe, Timed, payload, payload_batches, start_probe
 from procrastinate.jobs import Status
 
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
 
 
 class Procrastinate(System):
@@ -66,47 +65,39 @@ class Procrastinate(System):
         task = app.tasks[QUEUE]
         async with app.open_async():
             await app.connector.execute_query_async("SELECT 1")  # open the connection
-            with Timer() as t:
-                for batch in batches:
+            with Timed(batches) as each:
+                for batch in each:
                     await task.batch_defer_async(*batch)
-        return t.elapsed
+        return each.elapsed
 
     async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         app = self._app(min_size=1, max_size=1)
         task = app.tasks[QUEUE]
-        calls = []
         async with app.open_async():
             await app.connector.execute_query_async("SELECT 1")
-            with Timer() as t:
-                for p in payloads:
-                    t0 = clock()
+            with Timed(payloads) as each:
+                for p in each:
                     await task.defer_async(**p)
-                    calls.append(clock() - t0)
-        return t.elapsed, calls
+        return each.elapsed, each.calls
 
     async def fill(self, n: int, start: int = 0) -> None:
         app = self._app(min_size=1, max_size=1)
         task = app.tasks[QUEUE]
         async with app.open_async():
-            for lo in range(start, start + n, FILL_BATCH):
-                hi = min(start + n, lo + FILL_BATCH)
-                await task.batch_defer_async(*[payload(i) for i in range(lo, hi)])
+            for batch in payload_batches(start, n, self.fill_batch):
+                await task.batch_defer_async(*batch)
 
     async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         app = self._app(min_size=1, max_size=1)
         task = app.tasks[QUEUE]
-        commits = []
+        paced = Paced(n, interval)
         async with app.open_async():
             await app.connector.execute_query_async("SELECT 1")
             go()
-            start = clock()
-            for i in range(n):
-                pause = start + i * interval - clock()
-                if pause > 0:
-                    await asyncio.sleep(pause)
+            for i, pause in paced:
+                await asyncio.sleep(pause)
                 await task.defer_async(**payload(i))
-                commits.append(clock())
-        return commits
+        return paced.commits
 
     async def _run_worker(self, probe: Probe, pickup: bool, wait: bool) -> None:
         app = self._app(probe, pickup)
@@ -115,10 +106,7 @@ class Procrastinate(System):
                 app.run_worker_async(queues=[QUEUE], wait=wait, install_signal_handlers=False)
             )
             probe.on_target = worker.cancel
-            if pickup:
-                await asyncio.sleep(SETTLE)
-                probe.go()
-            probe.start()
+            await start_probe(probe, pickup)
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
@@ -131,15 +119,15 @@ class Procrastinate(System):
     async def churn(self, n: int, seconds: float) -> int:
         app = self._app(min_size=1, max_size=1)
         task = app.tasks[QUEUE]
-        jobs = [payload(i) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
+        jobs = [payload(i) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
         async with app.open_async():
             manager = app.job_manager
             worker_id = await manager.register_worker()
-            while done < n and clock() < end:
+            while churn.going():
                 await task.batch_defer_async(*jobs)
                 while (job := await manager.fetch_job([QUEUE], worker_id)) is not None:
                     await manager.finish_job(job, Status.SUCCEEDED, delete_job=False)
-                    done += 1
+                    churn.done += 1
             await manager.unregister_worker(worker_id)
-        return done
+        return churn.done

@@ -9,21 +9,16 @@ when idle waits on LISTEN (a second connection).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from common import Probe, Timer, clock, payload
+from common import Churn, Paced, Probe, Timed, payload, payload_batches
 
 from . import raw_sql
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
-
-
-def _encode(p: Any) -> str:
-    return json.dumps(p, separators=(",", ":"))
+from .raw_sql import encode
 
 
 class RawAsyncpg(System):
@@ -43,43 +38,35 @@ class RawAsyncpg(System):
 
     async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
         conn = await asyncpg.connect(self.dsn.url)
-        with Timer() as t:
-            for batch in batches:
-                await conn.execute(raw_sql.INSERT_MANY, [_encode(p) for p in batch])
+        with Timed(batches) as each:
+            for batch in each:
+                await conn.execute(raw_sql.INSERT_MANY, [encode(p) for p in batch])
         await conn.close()
-        return t.elapsed
+        return each.elapsed
 
     async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         conn = await asyncpg.connect(self.dsn.url)
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
-                await conn.execute(raw_sql.INSERT_ONE, _encode(p))
-                calls.append(clock() - t0)
+        with Timed(payloads) as each:
+            for p in each:
+                await conn.execute(raw_sql.INSERT_ONE, encode(p))
         await conn.close()
-        return t.elapsed, calls
+        return each.elapsed, each.calls
 
     async def fill(self, n: int, start: int = 0) -> None:
         conn = await asyncpg.connect(self.dsn.url)
-        for lo in range(start, start + n, FILL_BATCH):
-            hi = min(start + n, lo + FILL_BATCH)
-            await conn.execute(raw_sql.INSERT_MANY, [_encode(payload(i)) for i in range(lo, hi)])
+        for batch in payload_batches(start, n, self.fill_batch):
+            await conn.execute(raw_sql.INSERT_MANY, [encode(p) for p in batch])
         await conn.close()
 
     async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         conn = await asyncpg.connect(self.dsn.url)
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            await conn.execute(raw_sql.INSERT_ONE, _encode(payload(i)))
-            commits.append(clock())
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
+            await conn.execute(raw_sql.INSERT_ONE, encode(payload(i)))
         await conn.close()
-        return commits
+        return paced.commits
 
     async def _work(self, probe: Probe, pickup: bool, drain: bool) -> None:
         conn = await asyncpg.connect(self.dsn.url)
@@ -93,23 +80,12 @@ class RawAsyncpg(System):
             job = json.loads(row["payload"])
             probe.hit(job["seq"]) if pickup else probe.hit()
 
-        if pickup:
-            await asyncio.sleep(SETTLE)
-            probe.go()
-        probe.start()
-        while not probe.done:
-            wake.clear()
-            rows = await conn.fetch(raw_sql.CLAIM, raw_sql.BATCH)
-            if rows:
-                await asyncio.gather(*(handle(r) for r in rows))
-                await conn.execute(raw_sql.DELETE, [r["id"] for r in rows])
-            elif drain:
-                if await conn.fetchval(raw_sql.ANY_READY):
-                    continue  # an empty claim with jobs left (seen once after churn)
-                break
-            else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
+        ops = raw_sql.Ops[Any](
+            claim=lambda: conn.fetch(raw_sql.CLAIM, raw_sql.BATCH),
+            delete=lambda rows: conn.execute(raw_sql.DELETE, [r["id"] for r in rows]),
+            any_ready=lambda: conn.fetchval(raw_sql.ANY_READY),
+        )
+        await raw_sql.claim_loop(probe, pickup, drain, wake, handle, ops)
         await conn.close()
         if listen is not None:
             await listen.close()
@@ -122,17 +98,16 @@ class RawAsyncpg(System):
 
     async def churn(self, n: int, seconds: float) -> int:
         conn = await asyncpg.connect(self.dsn.url)
-        jobs = [_encode(payload(i)) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
-        while done < n and clock() < end:
+        jobs = [encode(payload(i)) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
+        while churn.going():
             await conn.execute(raw_sql.INSERT_MANY, jobs)
             while True:
-                if rows := await conn.fetch(raw_sql.CLAIM, CHURN_BATCH):
+                if rows := churn.count(await conn.fetch(raw_sql.CLAIM, self.churn_batch)):
                     await conn.execute(raw_sql.DELETE, [r["id"] for r in rows])
-                    done += len(rows)
                 elif not await conn.fetchval(raw_sql.ANY_READY):
                     break
                 # else an empty claim with jobs left (seen on PostgreSQL 18 after a
                 # long churn): look again, as the drain does
         await conn.close()
-        return done
+        return churn.done

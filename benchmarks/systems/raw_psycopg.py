@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import psycopg
-from common import Probe, Timer, clock, payload
+from common import SETTLE, Churn, Paced, Probe, Timed, payload, payload_batches
 
 from . import raw_sql
 from .base import System
-from .pgqueue_async import CHURN_BATCH, FILL_BATCH, SETTLE
+from .raw_sql import encode
 
 INSERT_MANY = raw_sql.psycopg_sql(raw_sql.INSERT_MANY)
 INSERT_ONE = raw_sql.psycopg_sql(raw_sql.INSERT_ONE)
@@ -27,15 +26,10 @@ CLAIM = raw_sql.psycopg_sql(raw_sql.CLAIM)
 DELETE = raw_sql.psycopg_sql(raw_sql.DELETE)
 
 
-def _encode(p: Any) -> str:
-    return json.dumps(p, separators=(",", ":"))
+class _RawPsycopg(System):
+    """What both psycopg loops share: the table, its set-up and the churn."""
 
-
-class RawPsycopg(System):
-    name = "raw-psycopg"
-    label = "raw psycopg loop, sync (ceiling)"
     driver = "psycopg"
-    compare_to = "pgqueue-sync"
     settings = f"minimal table; claim {raw_sql.BATCH} (SKIP LOCKED), batch delete, LISTEN"
     reset_sql = "TRUNCATE jobs"
     pending_sql = "SELECT count(*) FROM jobs"
@@ -44,43 +38,60 @@ class RawPsycopg(System):
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn.url, autocommit=True)
 
+    @staticmethod
+    def _any_ready(conn: psycopg.Connection[Any]) -> bool:
+        """Whether jobs are left after an empty claim (seen once after a churn)."""
+        row = conn.execute(raw_sql.ANY_READY).fetchone()
+        return bool(row and row[0])
+
     def install(self) -> None:
         with self._connect() as conn:
             conn.execute(raw_sql.SCHEMA)
 
-    def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
-        with self._connect() as conn, Timer() as t:
-            for batch in batches:
-                conn.execute(INSERT_MANY, ([_encode(p) for p in batch],))
-        return t.elapsed
-
-    def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
-        calls = []
-        with self._connect() as conn, Timer() as t:
-            for p in payloads:
-                t0 = clock()
-                conn.execute(INSERT_ONE, (_encode(p),))
-                calls.append(clock() - t0)
-        return t.elapsed, calls
-
     def fill(self, n: int, start: int = 0) -> None:
         with self._connect() as conn:
-            for lo in range(start, start + n, FILL_BATCH):
-                hi = min(start + n, lo + FILL_BATCH)
-                conn.execute(INSERT_MANY, ([_encode(payload(i)) for i in range(lo, hi)],))
+            for batch in payload_batches(start, n, self.fill_batch):
+                conn.execute(INSERT_MANY, ([encode(p) for p in batch],))
+
+    def churn(self, n: int, seconds: float) -> int:
+        jobs = [encode(payload(i)) for i in range(self.churn_batch)]
+        churn = Churn(n, seconds)
+        with self._connect() as conn:
+            while churn.going():
+                conn.execute(INSERT_MANY, (jobs,))
+                while True:
+                    if rows := churn.count(conn.execute(CLAIM, (self.churn_batch,)).fetchall()):
+                        conn.execute(DELETE, ([r[0] for r in rows],))
+                    elif not self._any_ready(conn):
+                        break  # (an empty claim with jobs left: see raw_asyncpg.churn)
+        return churn.done
+
+
+class RawPsycopg(_RawPsycopg):
+    name = "raw-psycopg"
+    label = "raw psycopg loop, sync (ceiling)"
+    compare_to = "pgqueue-sync"
+
+    def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
+        with self._connect() as conn, Timed(batches) as each:
+            for batch in each:
+                conn.execute(INSERT_MANY, ([encode(p) for p in batch],))
+        return each.elapsed
+
+    def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
+        with self._connect() as conn, Timed(payloads) as each:
+            for p in each:
+                conn.execute(INSERT_ONE, (encode(p),))
+        return each.elapsed, each.calls
 
     def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
-        commits = []
         with self._connect() as conn:
             go()
-            start = clock()
-            for i in range(n):
-                pause = start + i * interval - clock()
-                if pause > 0:
-                    time.sleep(pause)
-                conn.execute(INSERT_ONE, (_encode(payload(i)),))
-                commits.append(clock())
-        return commits
+            paced = Paced(n, interval)
+            for i, pause in paced:
+                time.sleep(pause)
+                conn.execute(INSERT_ONE, (encode(payload(i)),))
+        return paced.commits
 
     def _work(self, probe: Probe, pickup: bool, drain: bool) -> None:
         conn = self._connect()
@@ -99,7 +110,7 @@ class RawPsycopg(System):
                     probe.hit(row[1]["seq"]) if pickup else probe.hit()
                 conn.execute(DELETE, ([r[0] for r in rows],))
             elif drain or listen is None:
-                if conn.execute(raw_sql.ANY_READY).fetchone()[0]:  # type: ignore[index]
+                if self._any_ready(conn):
                     continue  # an empty claim with jobs left (seen once after churn)
                 break
             else:  # a NOTIFY that came after the empty claim is queued: no lost wake-up
@@ -115,22 +126,8 @@ class RawPsycopg(System):
     def pickup(self, probe: Any) -> None:
         self._work(probe, pickup=True, drain=False)
 
-    def churn(self, n: int, seconds: float) -> int:
-        jobs = [_encode(payload(i)) for i in range(CHURN_BATCH)]
-        done, end = 0, clock() + seconds
-        with self._connect() as conn:
-            while done < n and clock() < end:
-                conn.execute(INSERT_MANY, (jobs,))
-                while True:
-                    if rows := conn.execute(CLAIM, (CHURN_BATCH,)).fetchall():
-                        conn.execute(DELETE, ([r[0] for r in rows],))
-                        done += len(rows)
-                    elif not conn.execute(raw_sql.ANY_READY).fetchone()[0]:  # type: ignore[index]
-                        break  # (an empty claim with jobs left: see raw_asyncpg.churn)
-        return done
 
-
-class RawPsycopgAsync(RawPsycopg):
+class RawPsycopgAsync(_RawPsycopg):
     name = "raw-psycopg-async"
     label = "raw psycopg loop, async (ceiling)"
     compare_to = "pgqueue-psycopg-async"
@@ -138,44 +135,31 @@ class RawPsycopgAsync(RawPsycopg):
     async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(self.dsn.url, autocommit=True)
 
-    async def enqueue_batches(  # type: ignore[override]
-        self, batches: Sequence[Sequence[dict[str, Any]]]
-    ) -> float:
+    async def enqueue_batches(self, batches: Sequence[Sequence[dict[str, Any]]]) -> float:
         conn = await self._aconnect()
-        with Timer() as t:
-            for batch in batches:
-                await conn.execute(INSERT_MANY, ([_encode(p) for p in batch],))
+        with Timed(batches) as each:
+            for batch in each:
+                await conn.execute(INSERT_MANY, ([encode(p) for p in batch],))
         await conn.close()
-        return t.elapsed
+        return each.elapsed
 
-    async def enqueue_each(  # type: ignore[override]
-        self, payloads: Sequence[dict[str, Any]]
-    ) -> tuple[float, list[float]]:
+    async def enqueue_each(self, payloads: Sequence[dict[str, Any]]) -> tuple[float, list[float]]:
         conn = await self._aconnect()
-        calls = []
-        with Timer() as t:
-            for p in payloads:
-                t0 = clock()
-                await conn.execute(INSERT_ONE, (_encode(p),))
-                calls.append(clock() - t0)
+        with Timed(payloads) as each:
+            for p in each:
+                await conn.execute(INSERT_ONE, (encode(p),))
         await conn.close()
-        return t.elapsed, calls
+        return each.elapsed, each.calls
 
-    async def produce_paced(  # type: ignore[override]
-        self, n: int, interval: float, go: Any
-    ) -> list[float]:
+    async def produce_paced(self, n: int, interval: float, go: Any) -> list[float]:
         conn = await self._aconnect()
         go()
-        commits = []
-        start = clock()
-        for i in range(n):
-            pause = start + i * interval - clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            await conn.execute(INSERT_ONE, (_encode(payload(i)),))
-            commits.append(clock())
+        paced = Paced(n, interval)
+        for i, pause in paced:
+            await asyncio.sleep(pause)
+            await conn.execute(INSERT_ONE, (encode(payload(i)),))
         await conn.close()
-        return commits
+        return paced.commits
 
     async def _awork(self, probe: Probe, pickup: bool, drain: bool) -> None:
         conn = await self._aconnect()
@@ -196,25 +180,18 @@ class RawPsycopgAsync(RawPsycopg):
         async def handle(row: Any) -> None:
             probe.hit(row[1]["seq"]) if pickup else probe.hit()
 
-        if pickup:
-            await asyncio.sleep(SETTLE)
-            probe.go()
-        probe.start()
-        while not probe.done:
-            wake.clear()
-            cur = await conn.execute(CLAIM, (raw_sql.BATCH,))
-            rows = await cur.fetchall()
-            if rows:
-                await asyncio.gather(*(handle(r) for r in rows))
-                await conn.execute(DELETE, ([r[0] for r in rows],))
-            elif drain:
-                cur = await conn.execute(raw_sql.ANY_READY)
-                if (await cur.fetchone())[0]:  # type: ignore[index]
-                    continue  # an empty claim with jobs left (seen once after churn)
-                break
-            else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
+        async def claim() -> list[Any]:
+            return await (await conn.execute(CLAIM, (raw_sql.BATCH,))).fetchall()
+
+        async def any_ready() -> bool:
+            row = await (await conn.execute(raw_sql.ANY_READY)).fetchone()
+            return bool(row and row[0])
+
+        def delete(rows: Sequence[Any]) -> Awaitable[object]:
+            return conn.execute(DELETE, ([r[0] for r in rows],))
+
+        ops = raw_sql.Ops(claim, delete, any_ready)
+        await raw_sql.claim_loop(probe, pickup, drain, wake, handle, ops)
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
@@ -223,8 +200,8 @@ class RawPsycopgAsync(RawPsycopg):
         if listen is not None:
             await listen.close()
 
-    async def drain(self, probe: Probe) -> None:  # type: ignore[override]
+    async def drain(self, probe: Probe) -> None:
         await self._awork(probe, pickup=False, drain=True)
 
-    async def pickup(self, probe: Any) -> None:  # type: ignore[override]
+    async def pickup(self, probe: Any) -> None:
         await self._awork(probe, pickup=True, drain=False)

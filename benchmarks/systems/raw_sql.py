@@ -1,4 +1,5 @@
-"""The minimal job queue the raw-driver ceilings run: one table, four statements.
+"""The minimal job queue the raw-driver ceilings run: one table, four statements, and
+the async worker loop both async drivers run over it.
 
 No queue column, priorities, attempts, lease tokens, heartbeats or archive: the least
 SQL that still gives at-least-once hand-out to many workers (SKIP LOCKED) and an idle
@@ -6,6 +7,17 @@ wake-up (NOTIFY in the insert statement, as pgqueue does).
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from common import Probe, start_probe
+
+Row = TypeVar("Row")
 
 #: Jobs a raw worker claims per round trip: pgqueue's default batch (= concurrency).
 BATCH = 8
@@ -44,3 +56,45 @@ ANY_READY = "SELECT EXISTS (SELECT FROM jobs WHERE locked_until IS NULL)"
 def psycopg_sql(statement: str) -> str:
     """The same statement with psycopg's placeholders."""
     return statement.replace("$1", "%s")
+
+
+def encode(p: Any) -> str:
+    """A payload as compact JSON, as the hand-written loops (and PgQueuer) send it."""
+    return json.dumps(p, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Ops(Generic[Row]):
+    """The statements of :func:`claim_loop`, on one driver's connection."""
+
+    claim: Callable[[], Awaitable[Sequence[Row]]]  # CLAIM, BATCH jobs
+    delete: Callable[[Sequence[Row]], Awaitable[object]]  # DELETE those rows
+    any_ready: Callable[[], Awaitable[object]]  # ANY_READY, truthy if so
+
+
+async def claim_loop(
+    probe: Probe,
+    pickup: bool,
+    drain: bool,
+    wake: asyncio.Event,
+    handle: Callable[[Row], Awaitable[None]],
+    ops: Ops[Row],
+) -> None:
+    """The raw async worker, until the probe fires: claim a batch, run its handlers
+    concurrently, delete it in one statement. After an empty claim a drain looks again
+    if jobs are left (an empty claim with jobs left was seen once after a churn), else
+    ends; an idle worker waits for ``wake`` (set on NOTIFY), at most a second."""
+    await start_probe(probe, pickup)
+    while not probe.done:
+        wake.clear()
+        rows = await ops.claim()
+        if rows:
+            await asyncio.gather(*(handle(r) for r in rows))
+            await ops.delete(rows)
+        elif drain:
+            if await ops.any_ready():
+                continue
+            break
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)

@@ -68,7 +68,7 @@ def test_enqueue_skip_returns_the_live_twin_and_inserts_the_rest() -> None:
     batch = jobs(JobSpec({"a": 1}, dedupe_key="a"), JobSpec({"b": 2}, dedupe_key="b"))
     plan = producer.enqueue(CTX, batch, on_duplicate="skip", in_caller_tx=False)
     assert plan.transaction is False  # nothing to undo: each insert stands alone
-    twin = (7, "tasks", {"a": 0}, "tasks", 0, "queued", 0, None, NOW, NOW, "a")
+    twin: tuple[Any, ...] = (7, "tasks", {"a": 0}, "tasks", 0, "queued", 0, None, NOW, NOW, "a")
     twin += (None, None, None, None, None)
     inserted = [(8, "queued", NOW, NOW, "b")]
     result, steps = drive(plan, [inserted, [twin]])
@@ -141,7 +141,7 @@ def test_settles_report_per_message_whether_they_took() -> None:
 # --------------------------------------------------------------------------- admin
 def test_delete_queue_waits_for_older_transactions_then_deletes_in_batches() -> None:
     plan = admin.delete_queue(CTX, "tasks", wait=10.0, in_caller_tx=False)
-    replies = [
+    replies: list[Sequence[Any]] = [
         [(1,)],  # DELETE_QUEUE
         [(["701", "702"],)],  # OPEN_TRANSACTIONS
         [(2,)],  # STILL_OPEN

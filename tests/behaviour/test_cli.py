@@ -1,0 +1,292 @@
+"""The ``pgqueue`` command end to end: ``python -m pgqueue ...`` in subprocesses.
+
+Hand-written. Each test runs the real command against the test server (``--dsn``
+from the harness, ``--schema pgq_test``) and checks its exit code, its output, and
+the database in SQL. Error cases run in parallel (each is a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+
+from pgqueue import SyncAdmin, SyncConsumer, SyncProducer, SyncWorker
+from tests.support.db import SCHEMA, make_sync_engine, rows, scalar
+from tests.support.ledger import fresh, worker_ledger
+from tests.support.procs import WORKER_APP, Command, Result
+
+CLI_SCHEMA = "pgq_cli"
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+@pytest.fixture
+def engine(sync_engine: Engine) -> Engine:
+    return sync_engine
+
+
+def ok(dsn: str | None, *args: str, **options: Any) -> str:
+    """Run a command that must succeed; its stdout."""
+    r = Command(args, dsn=dsn, **options).result()
+    assert r.code == 0, f"pgqueue {args} exited {r.code}\n{r.out}\n{r.err}"
+    return r.out
+
+
+def together(dsn: str, *commands: Sequence[str], **options: Any) -> list[Result]:
+    """Run independent commands at the same time (each is a fresh interpreter)."""
+    started = [Command(args, dsn=dsn, **options) for args in commands]
+    return [c.result() for c in started]
+
+
+# --------------------------------------------------------------------------- schema
+def test_install_is_idempotent_and_uninstall_drops_the_tables(dsn: str, engine: Engine) -> None:
+    def tables() -> set[str]:
+        found = rows(
+            engine,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s",
+            s=CLI_SCHEMA,
+        )
+        return {r[0] for r in found}
+
+    rows(engine, f"DROP SCHEMA IF EXISTS {CLI_SCHEMA} CASCADE")
+    try:
+        out = ok(dsn, "install", schema=CLI_SCHEMA)
+        assert f"installed (up to date) in schema {CLI_SCHEMA!r}" in out
+        installed = tables()
+        assert {"pgqueue_jobs", "pgqueue_queues", "pgqueue_workers"} <= installed
+        SyncAdmin(engine, schema=CLI_SCHEMA).create_queue("kept")
+        SyncProducer(engine, "kept", schema=CLI_SCHEMA).enqueue({"n": 1})
+        ok(dsn, "install", schema=CLI_SCHEMA)  # again: nothing changes, nothing is lost
+        assert tables() == installed
+        assert scalar(engine, f"SELECT count(*) FROM {CLI_SCHEMA}.pgqueue_jobs") == 1
+        ok(dsn, "uninstall", "--yes", schema=CLI_SCHEMA)
+        assert not {t for t in tables() if t.startswith("pgqueue_") and "version" not in t}
+    finally:
+        rows(engine, f"DROP SCHEMA IF EXISTS {CLI_SCHEMA} CASCADE")
+
+
+# --------------------------------------------------------------------------- queues
+def test_queue_create_list_pause_resume_purge_delete(dsn: str, engine: Engine) -> None:
+    created = together(
+        dsn,
+        ["queue", "create", "tasks", "--max-attempts", "7", "--visibility-timeout", "12.5"],
+        ["queue", "create", "kept", "--archive"],
+    )
+    assert [(r.code, r.out.strip()) for r in created] == [
+        (0, "created queue 'tasks'"),
+        (0, "created queue 'kept'"),
+    ]
+    settings = rows(
+        engine, "SELECT name, max_attempts, visibility_timeout, archive FROM pgqueue_queues"
+    )
+    assert sorted(tuple(r) for r in settings) == [
+        ("kept", 5, 30.0, True),
+        ("tasks", 7, 12.5, False),
+    ]
+
+    SyncProducer(engine, "tasks", schema=SCHEMA).batch_enqueue([{"n": i} for i in range(3)])
+    again, paused = together(dsn, ["queue", "create", "tasks"], ["queue", "pause", "kept"])
+    assert again.code == 1 and "already exists" in again.err
+    assert (paused.code, paused.out.strip()) == (0, "paused queue 'kept'")
+    assert scalar(engine, "SELECT paused FROM pgqueue_queues WHERE name = 'kept'") is True
+
+    listing = ok(dsn, "queue", "list").splitlines()
+    assert listing[0].split() == [
+        "queue",
+        "state",
+        "ready",
+        "scheduled",
+        "running",
+        "dead",
+        "max_att",
+        "vt_s",
+    ]
+    assert [line.split() for line in listing[2:]] == [
+        ["kept", "paused", "0", "0", "0", "0", "5", "30.0"],
+        ["tasks", "active", "3", "0", "0", "0", "7", "12.5"],
+    ]
+
+    resumed, purged = together(dsn, ["queue", "resume", "kept"], ["queue", "purge", "tasks"])
+    assert (resumed.code, resumed.out.strip()) == (0, "resumed queue 'kept'")
+    assert (purged.code, purged.out.strip()) == (0, "purged 3 jobs from 'tasks'")
+    assert scalar(engine, "SELECT paused FROM pgqueue_queues WHERE name = 'kept'") is False
+    assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+    assert ok(dsn, "queue", "delete", "kept").strip() == "deleted queue 'kept'"
+    assert [r[0] for r in rows(engine, "SELECT name FROM pgqueue_queues")] == ["tasks"]
+
+
+# --------------------------------------------------------------------------- jobs
+def test_enqueue_from_an_argument_and_from_stdin(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    lines = "".join(f'{{"n": {i}}}\n' + ("\n" if i % 1000 == 0 else "") for i in range(3000))
+    one, many = (
+        Command(
+            [
+                "enqueue",
+                "tasks",
+                '{"to": "a@example.org"}',
+                "--entrypoint",
+                "email",
+                "--priority",
+                "3",
+                "--delay",
+                "60",
+            ],
+            dsn=dsn,
+        ),
+        Command(["enqueue", "tasks", "--batch-size", "700"], dsn=dsn, stdin=lines),
+    )
+    r = one.result()
+    assert (r.code, r.out.strip()) == (0, "enqueued 1 job(s) on 'tasks'"), r.err
+    r = many.result()
+    assert r.code == 0 and "enqueued 3000 job(s) on 'tasks'" in r.out, r.err
+
+    (job,) = rows(
+        engine,
+        "SELECT payload->>'to', entrypoint, priority, status,"
+        " extract(epoch FROM available_at - enqueued_at) FROM pgqueue_jobs"
+        " WHERE entrypoint = 'email'",
+    )
+    assert tuple(job[:4]) == ("a@example.org", "email", 3, "scheduled")
+    assert 59.9 < float(job[4]) <= 60.1
+    total, distinct, lo, hi, statuses = rows(
+        engine,
+        "SELECT count(*), count(DISTINCT payload->>'n'), min((payload->>'n')::int),"
+        " max((payload->>'n')::int), array_agg(DISTINCT status) FROM pgqueue_jobs"
+        " WHERE entrypoint = 'tasks'",
+    )[0]
+    assert (total, distinct, lo, hi, statuses) == (3000, 3000, 0, 2999, ["queued"])
+
+
+def test_dead_list_and_requeue(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks", max_attempts=1)
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(3)], entrypoint="e")]
+    consumer = SyncConsumer(engine, "tasks", schema=SCHEMA, listen=False)
+    for m in consumer.dequeue(batch_size=3):
+        assert consumer.nack(m, error=f"boom {m.payload['n']}")
+    assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'dead'") == 3
+
+    lines = ok(dsn, "dead", "list", "tasks").splitlines()
+    assert lines[0].split() == ["id", "entrypoint", "attempts", "last_error"]
+    assert [line.strip().split(maxsplit=3) for line in lines[2:]] == [
+        [str(i), "e", "1", f"boom {n}"] for n, i in enumerate(ids)
+    ]
+
+    out = ok(dsn, "dead", "requeue", "tasks", "--id", str(ids[1]))
+    assert out.strip() == "requeued 1 dead job(s) on 'tasks'"
+    assert rows(engine, "SELECT status, attempts FROM pgqueue_jobs WHERE id = :id", id=ids[1]) == [
+        ("queued", 0)
+    ]
+    assert ok(dsn, "dead", "requeue", "tasks").strip() == "requeued 2 dead job(s) on 'tasks'"
+    assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'queued'") == 3
+
+
+def test_stats_once_shows_queues_and_workers(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    producer.batch_enqueue([{}, {}])
+    producer.shutdown()
+    worker = SyncWorker(engine, ["tasks"], schema=SCHEMA, hostname="stats-host", port=8123)
+    info = worker.register()
+    out = ok(dsn, "stats", "--once")
+    assert out.startswith("pgqueue stats  ")
+    table = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert table["tasks"][:7] == ["tasks", "active", "2", "0", "0", "0", "0"]
+    assert table[str(info.id)][:7] == [
+        str(info.id),
+        "worker",
+        "tasks",
+        "stats-host",
+        "8123",
+        str(os.getpid()),
+        "ready",
+    ]
+    worker.shutdown()
+
+
+def test_run_drain_processes_every_job_and_exits(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    fresh(engine, worker_ledger(SCHEMA))
+    SyncProducer(engine, "tasks", schema=SCHEMA).batch_enqueue(
+        [{"n": i, "sleep": 0.05} for i in range(40)]
+    )
+    env = {"PGQUEUE_DSN": dsn, "PGQUEUE_SCHEMA": SCHEMA, "PGQUEUE_TEST_WORKER_FACE": "sync"}
+    r = Command(
+        ["run", WORKER_APP, "--drain", "--concurrency", "2", "--queues", "tasks,x"],
+        dsn=dsn,
+        env=env,
+    ).result()
+    assert r.code == 0, r.err
+    assert "worker stopped: {'completed': 40, 'failed': 0, 'dead': 0, 'lost': 0}" in r.err
+    done = rows(engine, "SELECT count(*), count(DISTINCT job_id) FROM worker_ledger")[0]
+    assert tuple(done) == (40, 40)
+    assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    peak = scalar(
+        engine,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM worker_ledger a"
+        " JOIN worker_ledger b ON b.started <= a.started AND b.finished > a.started"
+        " GROUP BY a.id) AS o",
+    )
+    assert peak == 2  # --concurrency 2 overrides the worker's 4
+    assert rows(engine, "SELECT queues, status FROM pgqueue_workers WHERE kind = 'worker'") == [
+        ("tasks,x", "stopped")
+    ]
+
+
+# --------------------------------------------------------------------------- errors
+def test_errors_are_one_clear_line_with_documented_exit_codes(dsn: str, clean: URL) -> None:
+    """0 success, 1 failure, 2 bad usage or input, 3 database unreachable, 4 schema not
+    installed, 5 worker module not found (cli.py's docstring)."""
+    missing_schema_env = {"PGQUEUE_DSN": dsn, "PGQUEUE_SCHEMA": "pgq_missing"}
+    bad_lines = '{"n": 1}\n{"n": 2}\nnot json\n'
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    cases: list[tuple[int, str, Command]] = [
+        (3, "refused", Command(["queue", "list"], dsn="postgresql://postgres@127.0.0.1:1/x")),
+        (
+            3,
+            "nonexistent.invalid",
+            Command(["install"], dsn="postgresql://u@nonexistent.invalid/x"),
+        ),
+        (2, "needs PostgreSQL", Command(["queue", "list"], dsn="mysql://u@localhost/x")),
+        (2, "no database: pass --dsn", Command(["queue", "list"], dsn=None)),
+        (4, "pgqueue install", Command(["queue", "list"], dsn=dsn, schema="pgq_missing")),
+        (
+            4,
+            "pgqueue install",
+            # no --schema: the app's own PGQUEUE_SCHEMA (the flag would be exported to it)
+            Command(["run", WORKER_APP], dsn=dsn, schema=None, env=missing_schema_env),
+        ),
+        (5, "cannot import 'no_such_module_x'", Command(["run", "no_such_module_x:w"], dsn=dsn)),
+        (5, "has no 'nothing'", Command(["run", "tests.support.worker_app:nothing"], dsn=dsn)),
+        (2, "pass --yes to confirm", Command(["uninstall"], dsn=dsn)),
+        (2, "invalid queue name", Command(["queue", "create", "-bad name"], dsn=dsn)),
+        (1, "does not exist", Command(["enqueue", "nowhere", '{"n": 1}'], dsn=dsn)),
+        (
+            2,
+            "line 3 is not JSON: Expecting value: line 1 column 1 (char 0); 2 job(s) before it",
+            Command(["enqueue", "tasks", "--batch-size", "2"], dsn=dsn, stdin=bad_lines),
+        ),
+        (
+            2,
+            "not a SyncWorker or AsyncWorker",
+            Command(["run", "tests.support.worker_app:ENV"], dsn=dsn),
+        ),
+    ]
+    for code, message, command in cases:
+        r = command.result()
+        assert r.code == code, f"{command.args}: exit {r.code}, expected {code}\n{r.err}"
+        assert r.err.startswith("pgqueue: error: ") and message in r.err, (command.args, r.err)
+        assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    with engine.begin() as conn:  # nothing else was written by the failed commands
+        payloads = conn.execute(text("SELECT payload->>'n' FROM pgqueue_jobs ORDER BY id"))
+        assert [r[0] for r in payloads] == ["1", "2"]  # the first batch of 2 (and said so)
+        assert conn.execute(text("SELECT count(*) FROM pgqueue_queues")).scalar() == 1
+    engine.dispose()

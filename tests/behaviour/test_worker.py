@@ -1,0 +1,847 @@
+# DO NOT EDIT: generated from test_worker_async.py by tools/async_to_sync.py
+"""Worker behaviour on a real PostgreSQL, per driver (sync twin generated).
+
+The worker runs in the background (a task here, a thread in the sync twin) through
+pgqueue's own compat ``TaskGroup``; handlers record what they ran in a list, and
+every test checks the outcome in SQL as well: job rows, archive rows, attempts,
+errors. The tests write to pgqueue's tables directly only to stand in for what they
+cannot wait for or cause otherwise: a schedule that missed ticks, a sweep by another
+worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from pgqueue import (
+    InvalidArgument,
+    InvalidDelay,
+    Message,
+    NotRunning,
+    SyncAdmin,
+    SyncConsumer,
+    SyncProducer,
+    SyncWorker,
+)
+from pgqueue._compat import Event, TaskGroup, sleep
+from pgqueue._scheduler import SyncScheduler
+from tests.support.db import SCHEMA, SyncDB, statements_on
+from tests.support.worker_app import coroutine_handler
+
+#: Whether this file is the async face (its generated twin is the sync one).
+ASYNC_FACE = inspect.iscoroutinefunction(SyncWorker.run)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# --------------------------------------------------------------------------- helpers
+def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    return SyncDB(engine, None).rows(sql, **params)
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    return SyncDB(engine, None).scalar(sql, **params)
+
+
+def until(engine: Engine, sql: str, timeout: float = 15.0, **params: Any) -> None:
+    """Poll until ``sql`` returns true."""
+    SyncDB(engine, None).until(sql, timeout, **params)
+
+
+until_true = SyncDB.until_true
+
+
+def queue(engine: Engine, name: str = "tasks", **options: Any) -> SyncProducer:
+    SyncAdmin(engine, schema=SCHEMA).create_queue(name, **options)
+    return SyncProducer(engine, name, schema=SCHEMA)
+
+
+def make_worker(engine: Engine, queues: Any = "tasks", **options: Any) -> SyncWorker:
+    settings: dict[str, Any] = {"concurrency": 4, "poll_interval": 0.2, "shutdown_timeout": 10}
+    return SyncWorker(engine, queues, schema=SCHEMA, **{**settings, **options})
+
+
+@contextmanager
+def running(worker: SyncWorker) -> Iterator[TaskGroup]:
+    """``worker.run()`` in the background for the block; then ``shutdown()`` from here
+    (another task or thread than run's), and run() must return cleanly."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    group = TaskGroup(1)
+    group.spawn(target)
+    until_true(lambda: worker.worker_id is not None or bool(failures), what="start")
+    try:
+        yield group
+    finally:
+        worker.shutdown()
+        stopped = group.join(20)
+    assert stopped, "run() did not return after shutdown()"
+    assert not failures, failures
+
+
+def drain(worker: SyncWorker, timeout: float = 20.0) -> float:
+    """``run(drain=True)``, which must return by itself within ``timeout``; seconds taken."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run(drain=True)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    group = TaskGroup(1)
+    started = time.monotonic()
+    group.spawn(target)
+    returned = group.join(timeout)
+    elapsed = time.monotonic() - started
+    if not returned:
+        worker.shutdown()
+        group.join(20)
+    assert returned, f"run(drain=True) did not return within {timeout}s"
+    assert not failures, failures
+    return elapsed
+
+
+def job_row(engine: Engine, job_id: int) -> Any:
+    return SyncDB(engine, None).first(
+        "SELECT status, attempts, lease, locked_by, last_error, errors::text AS errors"
+        " FROM pgqueue_jobs WHERE id = :id",
+        id=job_id,
+    )
+
+
+# --------------------------------------------------------------------------- registration
+def test_registration_is_validated(sync_engine: Engine) -> None:
+    with pytest.raises(InvalidArgument, match="at least one queue"):
+        make_worker(sync_engine, [])
+    worker = make_worker(sync_engine)
+    with pytest.raises(InvalidArgument, match="register at least one handler"):
+        worker.run()
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        pass
+
+    with pytest.raises(InvalidArgument, match="already registered"):
+        worker.entrypoint("tasks")(handler)
+    with pytest.raises(InvalidArgument, match="concurrency_limit"):
+        worker.entrypoint("x", concurrency_limit=0)
+    with pytest.raises(InvalidArgument, match="rate_limit"):
+        worker.entrypoint("x", rate_limit=-1)
+    with pytest.raises(InvalidArgument, match="max_attempts"):
+        worker.entrypoint("x", max_attempts=0)
+    with pytest.raises(InvalidDelay):
+        worker.entrypoint("x", timeout=0)
+    with pytest.raises(InvalidArgument, match="cron"):
+        worker.schedule("61 * * * *", entrypoint="tick")
+    with pytest.raises(InvalidArgument, match="not served"):
+        worker.schedule("* * * * *", entrypoint="tick", queue="elsewhere")
+    assert list(worker.entrypoints) == ["tasks"]
+    assert worker.worker_id is None  # nothing touched the database
+
+
+def test_coroutine_handlers_only_on_the_async_face(sync_engine: Engine) -> None:
+    """The async face takes ``async def`` handlers; the sync face refuses them up
+    front (they would never be awaited) with InvalidArgument."""
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine)
+    if not ASYNC_FACE:
+        with pytest.raises(InvalidArgument, match="async def"):
+            worker.entrypoint("tasks")(coroutine_handler)
+        assert worker.entrypoints == {}
+        return
+    worker.entrypoint("tasks")(coroutine_handler)
+    m = producer.enqueue({"n": 1})
+    drain(worker)
+    assert worker.stats["completed"] == 1
+    assert job_row(sync_engine, m.id) is None
+
+
+# --------------------------------------------------------------------------- routing
+@pytest.mark.slow
+def test_handlers_by_entrypoint_default_is_the_queue_name(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine)
+    seen: list[tuple[str, str, int]] = []
+
+    @worker.entrypoint("tasks")
+    def default(job: Message) -> None:
+        seen.append(("default", job.entrypoint, job.payload["n"]))
+
+    @worker.entrypoint("email")
+    def email(job: Message) -> None:
+        seen.append(("email", job.entrypoint, job.payload["n"]))
+
+    producer.batch_enqueue([{"n": 1}, {"n": 2}])
+    producer.enqueue({"n": 3}, entrypoint="email")
+    producer.enqueue({"n": 4}, entrypoint="tasks")
+    drain(worker)
+    assert sorted(seen) == [
+        ("default", "tasks", 1),
+        ("default", "tasks", 2),
+        ("default", "tasks", 4),
+        ("email", "email", 3),
+    ]
+    assert worker.stats == {"completed": 4, "failed": 0, "dead": 0, "lost": 0}
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_one_worker_serves_several_queues(sync_engine: Engine) -> None:
+    producers = [queue(sync_engine, name) for name in ("a", "b", "c")]
+    worker = make_worker(sync_engine, ["a", "b", "c"], concurrency=3)
+    seen: list[tuple[str, str, int]] = []
+
+    def record(job: Message) -> None:
+        seen.append((job.queue, job.entrypoint, job.payload["n"]))
+
+    for name in ("a", "b", "c", "shared"):
+        worker.entrypoint(name)(record)
+    for p in producers:
+        p.batch_enqueue([{"n": i} for i in range(5)])
+        p.enqueue({"n": 99}, entrypoint="shared")
+    drain(worker)
+    expected = [(q, q, i) for q in "abc" for i in range(5)] + [(q, "shared", 99) for q in "abc"]
+    assert sorted(seen) == sorted(expected)
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_drain_completes_every_job_exactly_once(sync_engine: Engine) -> None:
+    producer = queue(sync_engine, archive=True)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(400)])]
+    worker = make_worker(sync_engine, concurrency=8)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.id)
+        sleep(0.001)
+
+    drain(worker)
+    twice = [i for i, n in Counter(ran).items() if n > 1]
+    assert twice == [] and sorted(ran) == ids
+    total, distinct, max_attempts = (
+        rows(
+            sync_engine,
+            "SELECT count(*), count(DISTINCT id), max(attempts) FROM pgqueue_archive"
+            " WHERE outcome = 'completed'",
+        )
+    )[0]
+    assert (total, distinct, max_attempts) == (400, 400, 1)
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    assert worker.stats["completed"] == 400 and worker.stats["lost"] == 0
+    assert worker.status() == "stopped"
+
+
+@pytest.mark.slow
+def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(1500)])]
+    worker = make_worker(sync_engine, concurrency=100, batch_size=100)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    drain(worker)
+    assert sorted(ran) == ids  # each once: fetches of rounded sizes lose nothing
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_a_handler_completes_its_job_in_its_own_transaction(
+    sync_engine: Engine,
+) -> None:
+    """``worker.ack(job, bind=conn)``: the handler's writes and the completion commit
+    together; rolled back together, the job is retried (its receipt written once)."""
+    producer = queue(sync_engine, archive=True, retry_backoff=0.05)
+    rows(sync_engine, "DROP TABLE IF EXISTS receipts")
+    rows(sync_engine, "CREATE TABLE receipts (job_id bigint, attempt int)")
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(20)])]
+    worker = make_worker(sync_engine)
+    outcomes: list[bool] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        if job.payload["n"] == 1:  # no bind: completes at once, in its own transaction
+            outcomes.append(worker.ack(job))
+            return
+        with sync_engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO receipts VALUES (:id, :attempt)"),
+                {"id": job.id, "attempt": job.attempts},
+            )
+            outcomes.append(worker.ack(job, bind=conn))
+            if job.payload["n"] % 4 == 0 and job.attempts == 1:
+                raise RuntimeError("roll back the receipt and the completion")
+
+    with pytest.raises(InvalidArgument):
+        worker.ack("not a message")  # type: ignore[arg-type]
+    drain(worker)
+    receipts = rows(sync_engine, "SELECT job_id, attempt FROM receipts ORDER BY job_id")
+    retried = {ids[n] for n in range(0, 20, 4)}
+    assert receipts == [(i, 2 if i in retried else 1) for i in ids if i != ids[1]]
+    assert outcomes == [True] * 25
+    archived = rows(sync_engine, "SELECT id, attempts FROM pgqueue_archive ORDER BY id")
+    assert archived == [(i, 2 if i in retried else 1) for i in ids]
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    assert worker.stats == {"completed": 20, "failed": 5, "dead": 0, "lost": 0}
+    queue(sync_engine, "other").enqueue({})
+    (m,) = SyncConsumer(sync_engine, "other", schema=SCHEMA).dequeue()
+    with pytest.raises(InvalidArgument, match="does not serve queue 'other'"):
+        worker.ack(m)
+
+
+# --------------------------------------------------------------------------- failures
+@pytest.mark.slow
+def test_failures_are_retried_with_backoff_then_dead_lettered(
+    sync_engine: Engine,
+) -> None:
+    """Queue max_attempts 3; an entrypoint's max_attempts=2 overrides it; a job's own
+    max_attempts overrides both. Backoff: retry_backoff * 2**(attempt-1), jittered
+    down to half."""
+    producer = queue(sync_engine, max_attempts=3, retry_backoff=0.2, retry_backoff_max=10)
+    worker = make_worker(sync_engine)
+    starts: dict[int, list[tuple[int, float]]] = {}
+    seen_errors: dict[int, Any] = {}
+
+    def failing(job: Message) -> None:
+        starts.setdefault(job.id, []).append((job.attempts, time.monotonic()))
+        raise ValueError(f"boom {job.attempts}")
+
+    @worker.entrypoint("flaky")
+    def flaky(job: Message) -> None:
+        starts.setdefault(job.id, []).append((job.attempts, time.monotonic()))
+        seen_errors[job.id] = job.errors
+        if job.attempts == 1:
+            raise RuntimeError("first try")
+
+    worker.entrypoint("always")(failing)
+    worker.entrypoint("twice", max_attempts=2)(failing)
+    always = producer.enqueue({}, entrypoint="always")
+    twice = producer.enqueue({}, entrypoint="twice")
+    own = producer.enqueue({}, entrypoint="twice", max_attempts=4)
+    ok = producer.enqueue({}, entrypoint="flaky")
+    drain(worker)
+
+    for m, attempts in ((always, 3), (twice, 2), (own, 4)):
+        row = job_row(sync_engine, m.id)
+        assert (row.status, row.attempts, row.lease, row.locked_by) == (
+            "dead",
+            attempts,
+            None,
+            None,
+        )
+        assert row.last_error == f"ValueError: boom {attempts}"
+        errors = json.loads(row.errors)
+        assert [e["attempt"] for e in errors] == list(range(1, attempts + 1))
+        assert [e["error"] for e in errors] == [
+            f"ValueError: boom {a}" for a in range(1, attempts + 1)
+        ]
+        assert [a for a, _ in starts[m.id]] == list(range(1, attempts + 1))
+        times = [t for _, t in starts[m.id]]
+        for attempt, (before, after) in enumerate(pairwise(times), 1):
+            backoff = 0.2 * 2 ** (attempt - 1)
+            assert backoff / 2 - 0.02 <= after - before < backoff + 1.0, (attempt, after - before)
+    assert job_row(sync_engine, ok.id) is None  # completed on attempt 2
+    assert [a for a, _ in starts[ok.id]] == [1, 2]
+    assert [(e["attempt"], e["error"]) for e in seen_errors[ok.id]] == [
+        (1, "RuntimeError: first try")
+    ]
+    assert worker.stats == {"completed": 1, "failed": 2 + 1 + 3 + 1, "dead": 3, "lost": 0}
+
+
+@pytest.mark.slow
+def test_retry_policy_sets_the_delay(sync_engine: Engine) -> None:
+    """``retry(job, error)`` returns the delay; None, or a policy that raises, falls
+    back to the queue's backoff (here 15-30 s, so drain leaves those jobs scheduled)."""
+    producer = queue(sync_engine, max_attempts=5, retry_backoff=30, retry_backoff_max=60)
+    worker = make_worker(sync_engine)
+    calls: list[tuple[str, int, str]] = []
+    starts: list[float] = []
+
+    def quick(job: Message, error: BaseException) -> float:
+        calls.append(("quick", job.attempts, f"{type(error).__name__}: {error}"))
+        return 0.5
+
+    def broken(job: Message, error: BaseException) -> float:
+        raise ZeroDivisionError("policy bug")
+
+    @worker.entrypoint("quick", retry=quick)
+    def quick_handler(job: Message) -> None:
+        starts.append(time.monotonic())
+        if job.attempts == 1:
+            raise KeyError("first")
+
+    def fail(job: Message) -> None:
+        raise RuntimeError("always")
+
+    worker.entrypoint("later", retry=lambda job, error: 42.0)(fail)
+    worker.entrypoint("none", retry=lambda job, error: None)(fail)
+    worker.entrypoint("broken", retry=broken)(fail)
+    quick_job = producer.enqueue({}, entrypoint="quick")
+    later = producer.enqueue({}, entrypoint="later")
+    fallback = [producer.enqueue({}, entrypoint=e) for e in ("none", "broken")]
+    drain(worker)
+
+    assert calls == [("quick", 1, "KeyError: 'first'")]
+    assert len(starts) == 2 and 0.5 - 0.02 <= starts[1] - starts[0] < 2.0
+    assert job_row(sync_engine, quick_job.id) is None
+
+    def delay_sql(job_id: int) -> str:
+        return (
+            "SELECT status, extract(epoch FROM available_at - (errors->-1->>'at')::timestamptz)"
+            f" FROM pgqueue_jobs WHERE id = {job_id}"
+        )
+
+    status, delay = (rows(sync_engine, delay_sql(later.id)))[0]
+    assert status == "scheduled" and abs(float(delay) - 42.0) < 0.001
+    for m in fallback:
+        status, delay = (rows(sync_engine, delay_sql(m.id)))[0]
+        assert status == "scheduled" and 15.0 <= float(delay) <= 30.0
+
+
+@pytest.mark.slow
+def test_timeout_fails_the_attempt_with_job_timeout(sync_engine: Engine) -> None:
+    producer = queue(sync_engine, max_attempts=1)
+    worker = make_worker(sync_engine)
+    done: list[int] = []
+
+    @worker.entrypoint("tasks", timeout=0.2)
+    def handler(job: Message) -> None:
+        # An def handler is cancelled at its timeout; one on a thread (sync face)
+        # cannot be, and learns of it from worker.cancelled(job).
+        for _ in range(int(job.payload["sleep"] / 0.02)):
+            if worker.cancelled(job):
+                return
+            sleep(0.02)
+        done.append(job.id)
+
+    slow = producer.enqueue({"sleep": 2.0})
+    fast = producer.enqueue({"sleep": 0.0})
+    elapsed = drain(worker)
+    assert elapsed < 1.8  # the slow attempt was cut at 0.2 s, not waited for
+    row = job_row(sync_engine, slow.id)
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert row.last_error == "JobTimeout: handler ran longer than its timeout of 0.2s"
+    assert job_row(sync_engine, fast.id) is None
+    assert done == [fast.id]
+    assert worker.stats["dead"] == 1 and worker.stats["completed"] == 1
+
+
+@pytest.mark.slow
+def test_job_without_a_handler_here_is_left_for_a_worker_that_has_one(
+    sync_engine: Engine,
+) -> None:
+    producer = queue(sync_engine)
+    mine = make_worker(sync_engine)
+    ran: list[tuple[str, int]] = []
+
+    @mine.entrypoint("a")
+    def a(job: Message) -> None:
+        ran.append(("a", job.id))
+
+    other = producer.enqueue({}, entrypoint="b")
+    own = producer.batch_enqueue([{}, {}], entrypoint="a")
+    drain(mine, timeout=10)  # returns although a job it cannot run is queued
+    assert sorted(ran) == sorted(("a", m.id) for m in own)
+    row = job_row(sync_engine, other.id)
+    assert (row.status, row.attempts, row.locked_by, row.errors) == ("queued", 0, None, None)
+
+    # An idle worker does not spin on the job it cannot take: a few round trips (polls)
+    # in half a second, not a busy loop (hundreds).
+    idle = make_worker(sync_engine, poll_interval=0.25)
+    idle.entrypoint("a")(a)
+    with running(idle):
+        sleep(0.2)
+        with statements_on(sync_engine) as sent:
+            sleep(0.5)
+    assert len(sent) < 15, f"{len(sent)} statements in 0.5 s while idle"
+    assert job_row(sync_engine, other.id).status == "queued"
+
+    theirs = make_worker(sync_engine)
+
+    @theirs.entrypoint("b")
+    def b(job: Message) -> None:
+        ran.append(("b", job.id))
+
+    drain(theirs)
+    assert ("b", other.id) in ran
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_a_worker_held_back_by_a_limit_polls_and_does_not_spin(
+    sync_engine: Engine,
+) -> None:
+    """concurrency_limit=1, its slot held by one worker's job: a second worker with a
+    job of that entrypoint queued waits for the slot, polling (no busy loop), and the
+    job runs once the slot is free."""
+    producer = queue(sync_engine)
+    release = threading.Event()
+    ran: list[tuple[str, int]] = []
+    workers = []
+    for name in ("holder", "waiter"):
+        w = make_worker(sync_engine, poll_interval=0.5)
+
+        def handler(job: Message, name: str = name) -> None:
+            ran.append((name, job.payload["n"]))
+            while job.payload["n"] == 0 and not release.is_set():
+                sleep(0.02)
+
+        w.entrypoint("tasks", concurrency_limit=1)(handler)
+        workers.append(w)
+    producer.enqueue({"n": 0})
+    try:
+        with running(workers[0]):
+            until_true(lambda: len(ran) == 1)
+            producer.enqueue({"n": 1})
+            with running(workers[1]):
+                sleep(0.2)
+                with statements_on(sync_engine) as sent:
+                    sleep(0.5)
+                assert ran == [("holder", 0)]  # the limit holds
+                release.set()
+                until_true(lambda: len(ran) == 2)
+    finally:
+        release.set()
+    assert len(sent) < 20, f"{len(sent)} statements in 0.5 s while waiting for a slot"
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_plain_function_handlers_run_in_threads(sync_engine: Engine) -> None:
+    """A blocking ``def`` handler runs in a thread on both faces: four 0.3 s sleeps with
+    concurrency 4 overlap (on SyncWorker: without blocking the event loop)."""
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=4)
+    lock = threading.Lock()
+    active = [0]
+    peak = [0]
+    threads: set[int] = set()
+
+    def blocking(job: Message) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            threads.add(threading.get_ident())
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+
+    worker.entrypoint("tasks")(blocking)
+    producer.batch_enqueue([{"n": i} for i in range(4)])
+    elapsed = drain(worker)
+    assert peak[0] == 4 and len(threads) == 4
+    assert threading.get_ident() not in threads
+    assert elapsed < 1.2, f"4 x 0.3 s took {elapsed:.2f}s: handlers did not overlap"
+    assert worker.stats["completed"] == 4
+
+
+# --------------------------------------------------------------------------- lifecycle
+@pytest.mark.slow
+def test_lifecycle_status_suspend_resume_shutdown(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=2, heartbeat_interval=0.2)
+    started: list[int] = []
+    finished: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        started.append(job.payload["n"])
+        sleep(job.payload.get("sleep", 0))
+        finished.append(job.payload["n"])
+
+    assert worker.worker_id is None
+    with running(worker):
+        assert worker.worker_id is not None
+        assert worker.status() == "ready"
+        assert worker.is_healthy(timedelta(seconds=5))
+        row = (
+            rows(
+                sync_engine,
+                "SELECT kind, queues, pid, status, heartbeat_at FROM pgqueue_workers"
+                " WHERE id = :id",
+                id=worker.worker_id,
+            )
+        )[0]
+        assert (row.kind, row.queues, row.pid, row.status) == (
+            "worker",
+            "tasks",
+            os.getpid(),
+            "ready",
+        )
+        until(
+            sync_engine,
+            "SELECT heartbeat_at > :before FROM pgqueue_workers WHERE id = :id",
+            before=row.heartbeat_at,
+            id=worker.worker_id,
+        )
+
+        producer.enqueue({"n": 1})
+        until_true(lambda: finished == [1])
+
+        # suspend while a job runs: it finishes, nothing new is taken
+        slow = producer.enqueue({"n": 2, "sleep": 0.6})
+        until_true(lambda: 2 in started)
+        worker.suspend()
+        assert worker.status() == "suspended"
+        producer.batch_enqueue([{"n": 3}, {"n": 4}])
+        until(sync_engine, "SELECT count(*) = 0 FROM pgqueue_jobs WHERE id = :id", id=slow.id)
+        sleep(0.3)
+        assert finished == [1, 2] and started == [1, 2]
+        assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'queued'") == 2
+        assert worker.is_healthy(timedelta(seconds=5))  # suspended, still alive
+
+        worker.resume()
+        assert worker.status() == "ready"
+        until_true(lambda: sorted(finished) == [1, 2, 3, 4])
+
+        # marked dead by another worker's sweep (as after a long outage): alive, it is
+        # listed as ready again after its next heartbeat
+        mark = "UPDATE pgqueue_workers SET status = 'dead' WHERE id = :id"
+        rows(sync_engine, mark, id=worker.worker_id)
+        # (worker_id is None for a moment while it registers again)
+        deadline = time.monotonic() + 10
+        status = "SELECT status FROM pgqueue_workers WHERE id = :id"
+        while rows(sync_engine, status, id=worker.worker_id) != [("ready",)]:
+            assert time.monotonic() < deadline, "still marked dead"
+            sleep(0.05)
+
+        # shutdown() (by running(), from this task/thread) while a job runs: run()
+        # lets it finish, then returns
+        producer.enqueue({"n": 5, "sleep": 0.5})
+        until_true(lambda: 5 in started)
+    assert finished[-1] == 5
+    assert worker.status() == "stopped"
+    assert not worker.is_healthy(timedelta(seconds=5))
+    assert (
+        scalar(
+            sync_engine, "SELECT status FROM pgqueue_workers WHERE id = :id", id=worker.worker_id
+        )
+        == "stopped"
+    )
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+    with pytest.raises(NotRunning):
+        worker.run()
+
+
+@pytest.mark.slow
+def test_a_paused_queue_is_not_served_until_resumed(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    admin = SyncAdmin(sync_engine, schema=SCHEMA)
+    worker = make_worker(sync_engine, poll_interval=5)  # only NOTIFY can wake it soon
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.payload["n"])
+
+    admin.pause_queue("tasks")
+    with running(worker):
+        producer.enqueue({"n": 1})
+        sleep(0.5)
+        assert ran == []
+        began = time.monotonic()
+        admin.resume_queue("tasks")  # notifies the queue's channel
+        until_true(lambda: ran == [1])
+        assert time.monotonic() - began < 2.0
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_heartbeat_keeps_a_long_job_from_being_redelivered(
+    sync_engine: Engine,
+) -> None:
+    """A 3 s job with visibility_timeout=1: the heartbeat (every 0.2 s) extends the
+    lease, so a second worker polling the queue all along never gets the job."""
+    producer = queue(sync_engine, archive=True)
+    ran: list[tuple[str, int, int]] = []
+    workers = []
+    for name in ("first", "second"):
+        w = make_worker(sync_engine, visibility_timeout=1, heartbeat_interval=0.2)
+
+        def handler(job: Message, name: str = name) -> None:
+            ran.append((name, job.id, job.attempts))
+            sleep(3)
+
+        w.entrypoint("tasks")(handler)
+        workers.append(w)
+    m = producer.enqueue({})
+    with running(workers[0]):
+        until_true(lambda: len(ran) == 1)
+        with running(workers[1]):
+            until(sync_engine, "SELECT count(*) = 1 FROM pgqueue_archive", timeout=10)
+    assert ran == [("first", m.id, 1)]
+    assert scalar(sync_engine, "SELECT attempts FROM pgqueue_archive") == 1
+    assert workers[0].stats == {"completed": 1, "failed": 0, "dead": 0, "lost": 0}
+    assert workers[1].stats["completed"] == 0
+
+
+@pytest.mark.slow
+def test_shutdown_timeout_releases_only_what_can_be_stopped(
+    sync_engine: Engine,
+) -> None:
+    """At the shutdown timeout an ``async def`` handler is cancelled: its job goes back to
+    the queue at once (attempt not spent) and another worker takes it. A handler on a
+    thread (the sync face) cannot be stopped: its job keeps its lease, heartbeated,
+    until the handler returns, and no other worker runs it meanwhile."""
+    producer = queue(sync_engine, archive=True, visibility_timeout=1)
+    first = make_worker(sync_engine, shutdown_timeout=0.3)
+    stop = threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    @first.entrypoint("tasks")
+    def stuck(job: Message) -> None:
+        ran.append(("first", job.attempts))
+        for _ in range(400):  # on threads (sync face) it ends when the test says so
+            if stop.is_set():
+                return
+            sleep(0.05)
+
+    m = producer.enqueue({})
+    second = make_worker(sync_engine)
+
+    @second.entrypoint("tasks")
+    def quick(job: Message) -> None:
+        ran.append(("second", job.attempts))
+
+    try:
+        with running(first) as group:
+            until_true(lambda: bool(ran))
+            began = time.monotonic()
+            first.shutdown()
+            assert group.join(5)
+            assert time.monotonic() - began < 2.0  # run() returned at the timeout
+        row = job_row(sync_engine, m.id)
+        if ASYNC_FACE:
+            assert (row.status, row.attempts, row.lease, row.locked_by) == ("queued", 0, None, None)
+            sql = "SELECT status FROM pgqueue_workers WHERE id = :id"
+            assert scalar(sync_engine, sql, id=first.worker_id) == "stopped"
+            assert drain(second) < 3.0
+        else:
+            assert (row.status, row.attempts) == ("running", 1)
+            # Three leases of 1 s later the job is still leased to the first worker, and
+            # a second worker running all along never took it.
+            with running(second):
+                sleep(3.0)
+            kept = job_row(sync_engine, m.id)
+            assert (kept.status, kept.lease) == ("running", row.lease)
+            stop.set()
+            until(sync_engine, "SELECT count(*) = 0 FROM pgqueue_jobs")
+    finally:
+        stop.set()
+    expected = [("first", 1), ("second", 1)] if ASYNC_FACE else [("first", 1)]
+    assert ran == expected
+    assert scalar(sync_engine, "SELECT attempts FROM pgqueue_archive") == 1
+
+
+# --------------------------------------------------------------------------- cron
+def _minute_with_room(engine: Engine, room: float = 5.0) -> datetime:
+    """The database's current minute, after waiting out its last ``room`` seconds (so
+    that a test's ticks cannot straddle a minute boundary)."""
+    second = float(scalar(engine, "SELECT extract(second FROM now())"))
+    if second > 60 - room:
+        sleep(60.2 - second)
+    minute: datetime = scalar(engine, "SELECT date_trunc('minute', now())")
+    return minute
+
+
+@pytest.mark.slow
+def test_cron_catch_up_enqueues_each_missed_tick_once(sync_engine: Engine) -> None:
+    """Two workers start the same schedule after it missed ticks: the last ``catch_up``
+    missed ticks are enqueued, each exactly once (one job per tick)."""
+    queue(sync_engine)
+    minute = _minute_with_room(sync_engine)
+    name = "tasks:tick:* * * * *"
+    rows(
+        sync_engine,
+        "INSERT INTO pgqueue_schedules (name, cron, queue, entrypoint, last_tick)"
+        " VALUES (:name, '* * * * *', 'tasks', 'tick', :last)",
+        name=name,
+        last=minute - timedelta(minutes=5),
+    )
+    ticks: list[str] = []
+    workers = []
+    for _ in range(2):
+        w = make_worker(sync_engine)
+
+        @w.schedule("* * * * *", entrypoint="tick", catch_up=3)
+        def tick(job: Message) -> None:
+            assert job.payload["schedule"] == name
+            ticks.append(job.payload["tick"])
+
+        workers.append(w)
+    with running(workers[0]), running(workers[1]):
+        until_true(lambda: len(ticks) >= 3)
+        sleep(0.5)
+    expected = [(minute - timedelta(minutes=k)).isoformat() for k in (2, 1, 0)]
+    assert sorted(ticks) == expected
+    assert (
+        scalar(sync_engine, "SELECT last_tick FROM pgqueue_schedules WHERE name = :n", n=name)
+        == minute
+    )
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+def test_claim_tick_enqueues_one_job_per_tick(sync_engine: Engine) -> None:
+    """However many workers claim a tick (one after the other or all at once), one
+    job is enqueued for it; a tick older than the last one claimed is not."""
+    queue(sync_engine)
+    workers = []
+    for _ in range(2):
+        w = make_worker(sync_engine)
+        w.schedule("*/5 * * * *", entrypoint="tick", name="every5")(coroutine_or_plain)
+        workers.append(w)
+    a, b = (w._schedules[0] for w in workers)
+    one, two = (
+        SyncScheduler(w.engine, w._ctx, w._contexts, w._schedules, Event()) for w in workers
+    )
+    one._start(a)
+    t0 = datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
+    t1, t2, t3 = (t0 + timedelta(minutes=5 * k) for k in (1, 2, 3))
+    one._claim(a, t1)
+    two._claim(b, t1)
+    one._claim(a, t1)
+    two._claim(b, t0)  # older than the last tick: never enqueued
+    two._claim(b, t2)
+    group = TaskGroup(8)
+    for i in range(8):
+        group.spawn((one, two)[i % 2]._claim, (a, b)[i % 2], t3)
+    assert group.join(20)
+    found = rows(
+        sync_engine,
+        "SELECT queue, entrypoint, payload->>'schedule', payload->>'tick' FROM pgqueue_jobs"
+        " ORDER BY id",
+    )
+    assert [tuple(r) for r in found] == [
+        ("tasks", "tick", "every5", t.isoformat()) for t in (t1, t2, t3)
+    ]
+    assert scalar(sync_engine, "SELECT last_tick FROM pgqueue_schedules") == t3
+
+
+def coroutine_or_plain(job: Message) -> None:
+    """A handler both faces accept."""
