@@ -193,6 +193,15 @@ def _errors(driver: str) -> tuple[type[BaseException], ...]:
     return (psycopg.Error,)
 
 
+def _client_side(exc: BaseException, dialect: Dialect) -> bool:
+    """An asyncpg error raised by the client, not the server (no SQLSTATE)."""
+    if dialect.driver != "asyncpg":
+        return False
+    import asyncpg
+
+    return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
+
+
 def _adapted(exc: BaseException, dbapi_connection: Any, dialect: Dialect) -> BaseException:
     """The exception SQLAlchemy's DBAPI layer would have raised: asyncpg's own errors
     translated by SQLAlchemy's adapter (IntegrityError, ProgrammingError, ... with the
@@ -213,7 +222,18 @@ def _wrapped(
     dialect = engine.dialect
     orig: Any = _adapted(exc, dbapi_connection, dialect)
     base = dialect.loaded_dbapi.Error
-    lost = isinstance(orig, base) and dialect.is_disconnect(orig, dbapi_connection, None)
+    # By the connection's state, or by the error alone (SQLAlchemy 2.0 asks the first
+    # and may not see yet that asyncpg's socket is gone; the second reads the message).
+    # asyncpg's client-side errors (InterfaceError, InternalClientError: "cannot switch
+    # to state ...", seen when the server ended the connection mid-protocol) leave a
+    # connection that cannot be used again, like a disconnect.
+    lost = _client_side(exc, dialect) or (
+        isinstance(orig, base)
+        and (
+            dialect.is_disconnect(orig, dbapi_connection, None)
+            or dialect.is_disconnect(orig, None, None)
+        )
+    )
     wrapped: BaseException = DBAPIError.instance(
         sql,
         params,

@@ -89,7 +89,8 @@ def installed(pg_url: URL) -> Iterator[URL]:
 @pytest.fixture(scope="session")
 def empty_tables(installed: URL) -> Iterator[Callable[[], None]]:
     """Empties pgqueue's tables in ``pgq_test`` (and restarts their identities)."""
-    engine = make_sync_engine(installed, pool_size=1)
+    # pre-ping: a test may terminate every backend (test_direct), this one's too
+    engine = make_sync_engine(installed, pool_size=1, pool_pre_ping=True)
     yield emptier(engine)
     engine.dispose()
 

@@ -38,6 +38,9 @@ from pgqueue import SchemaNotInstalled, SyncAdmin, SyncConsumer, SyncProducer, _
 from pgqueue.schema import JOBS_STORAGE
 from pgqueue.schema import metadata as pgqueue_metadata
 
+pytestmark = pytest.mark.slow  # runs the alembic command some thirty times
+
+
 #: pgqueue's own tables, as the model declares them.
 PGQUEUE_TABLES = set(pgqueue_metadata.tables)
 #: The newest packaged revision.

@@ -46,8 +46,11 @@ def test_dequeue_leases_by_priority_then_fifo(sync_db: SyncDB) -> None:
     assert len({m.lease for m in batch}) == 3 and None not in {m.lease for m in batch}
     assert batch[0].locked_until is not None and batch[0].locked_by
     assert consumer.dequeue(batch_size=10, **sync_db.kw) == []
+    # statement_timestamp(), not now(): inside the caller's transaction now() is when it
+    # began, and a lease is measured from its own statement.
     left = sync_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=high.id,
     )
     assert 25 < left <= 30.5
@@ -139,7 +142,8 @@ def test_per_job_max_attempts_and_explicit_delay(sync_db: SyncDB) -> None:
     (m,) = consumer.dequeue(**sync_db.kw)
     assert consumer.nack(m, delay=120, **sync_db.kw)
     delay = sync_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 119 <= delay <= 120.5
@@ -174,14 +178,16 @@ def test_extend_visibility_moves_the_lease_end(sync_db: SyncDB) -> None:
     (m,) = consumer.dequeue(visibility_timeout=5, **sync_db.kw)
     assert consumer.extend_visibility(m, 300, **sync_db.kw)
     left = sync_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 299 <= left <= 300.5
     # Never shorter than it was: a second consumer cannot take a job being processed.
     assert consumer.extend_visibility(m, 5, **sync_db.kw)
     left = sync_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 299 <= left <= 300.5

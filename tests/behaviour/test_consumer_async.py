@@ -45,8 +45,11 @@ async def test_dequeue_leases_by_priority_then_fifo(async_db: AsyncDB) -> None:
     assert len({m.lease for m in batch}) == 3 and None not in {m.lease for m in batch}
     assert batch[0].locked_until is not None and batch[0].locked_by
     assert await consumer.dequeue(batch_size=10, **async_db.kw) == []
+    # statement_timestamp(), not now(): inside the caller's transaction now() is when it
+    # began, and a lease is measured from its own statement.
     left = await async_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=high.id,
     )
     assert 25 < left <= 30.5
@@ -140,7 +143,8 @@ async def test_per_job_max_attempts_and_explicit_delay(async_db: AsyncDB) -> Non
     (m,) = await consumer.dequeue(**async_db.kw)
     assert await consumer.nack(m, delay=120, **async_db.kw)
     delay = await async_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 119 <= delay <= 120.5
@@ -175,14 +179,16 @@ async def test_extend_visibility_moves_the_lease_end(async_db: AsyncDB) -> None:
     (m,) = await consumer.dequeue(visibility_timeout=5, **async_db.kw)
     assert await consumer.extend_visibility(m, 300, **async_db.kw)
     left = await async_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 299 <= left <= 300.5
     # Never shorter than it was: a second consumer cannot take a job being processed.
     assert await consumer.extend_visibility(m, 5, **async_db.kw)
     left = await async_db.scalar(
-        "SELECT extract(epoch FROM available_at - now()) FROM pgqueue_jobs WHERE id = :id",
+        "SELECT extract(epoch FROM available_at - statement_timestamp()) FROM pgqueue_jobs"
+        " WHERE id = :id",
         id=m.id,
     )
     assert 299 <= left <= 300.5

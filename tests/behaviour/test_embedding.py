@@ -153,6 +153,7 @@ def test_signal_handlers_are_the_hosts_before_and_after_run(
 
 
 # --------------------------------------------------------------------------- 5: threads
+@pytest.mark.slow
 def test_timed_out_thread_handlers_hold_their_slot_until_they_return(
     sync_engine: Engine,
 ) -> None:
