@@ -47,7 +47,7 @@ class SyncAdmin:
     def close(self) -> None:
         """Dispose of the engine if this admin created it (from a URL); idempotent.
 
-        >>> with SyncAdmin("postgresql+asyncpg://localhost/app") as admin:  # doctest: +SKIP
+        >>> with SyncAdmin("postgresql+psycopg://localhost/app") as admin:  # doctest: +SKIP
         ...     admin.install()
         """
         if self._owns_engine:

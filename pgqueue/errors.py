@@ -102,10 +102,6 @@ class NotRunning(PgQueueError):
     """A producer, consumer or worker was suspended or shut down and refuses work."""
 
 
-class MessageNotFound(PgQueueError, LookupError):
-    """The message id does not exist in this queue (forged id or another queue's message)."""
-
-
 class JobTimeout(PgQueueError, TimeoutError):
     """A handler ran longer than its entrypoint's ``timeout`` (recorded as the job's error)."""
 
@@ -117,7 +113,6 @@ class UnknownEntrypoint(PgQueueError, LookupError):
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_SCHEMA = "3F000"
 _UNIQUE_VIOLATION = "23505"
-_FOREIGN_KEY_VIOLATION = "23503"
 
 
 def _diag(exc: BaseException) -> tuple[str | None, str | None]:
@@ -141,8 +136,6 @@ def translate(exc: BaseException, *, schema: str, queue: str | None = None) -> B
     sqlstate, constraint = _diag(exc)
     if sqlstate in (_UNDEFINED_TABLE, _UNDEFINED_SCHEMA) and "pgqueue_" in str(exc):
         return SchemaNotInstalled(schema)
-    if sqlstate == _FOREIGN_KEY_VIOLATION and constraint == "fk_pgqueue_jobs_queue_pgqueue_queues":
-        return QueueNotFound(queue or "?")
     if sqlstate == _UNIQUE_VIOLATION and constraint == "uq_pgqueue_queues_name":
         return QueueAlreadyExists(queue or "?")
     return exc

@@ -21,7 +21,7 @@ from .types import JSON, JobSpec, Message
 class SyncProducer(SyncIdentity):
     """Puts jobs on one queue.
 
-    >>> engine = create_engine("postgresql+asyncpg://localhost/app")  # doctest: +SKIP
+    >>> engine = create_engine("postgresql+psycopg://localhost/app")  # doctest: +SKIP
     >>> producer = SyncProducer(engine, "emails", hostname="web-1", port=8000)  # doctest: +SKIP
     >>> m = producer.enqueue({"to": "a@example.org"}, priority=5)  # doctest: +SKIP
     >>> m.status                                                          # doctest: +SKIP

@@ -54,6 +54,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncBind\b", "Bind"),
     (r"\bAsyncHeld\b", "Held"),
     (r"\bcreate_async_engine\b", "create_engine"),
+    (r"postgresql\+asyncpg://", "postgresql+psycopg://"),
     (r"\bacheck_bind\b", "check_bind"),
     (r"\barun\b", "run"),
     (r"\b_acompat\b", "_compat"),
@@ -147,11 +148,37 @@ def main(argv: list[str] | None = None) -> int:
     unused = [p for (p, _), n in zip(RULES, hits, strict=True) if n == 0]
     if unused:
         print("rules that never fired (remove them):", *unused, sep="\n  ", file=sys.stderr)
+    orphans = orphaned()
+    if orphans:
+        print(
+            "generated files whose source is not in SOURCES (delete them or list it):",
+            *orphans,
+            sep="\n  ",
+            file=sys.stderr,
+        )
     if args.check and stale:
         print("stale generated files (run tools/async_to_sync.py):", *stale, sep="\n  ")
     elif stale:
         print("regenerated:", *stale, sep="\n  ")
-    return 1 if unused or (args.check and stale) else 0
+    return 1 if unused or orphans or (args.check and stale) else 0
+
+
+def orphaned() -> list[str]:
+    """Files stamped as generated whose source is no longer generated: a twin left
+    behind when its source was removed or renamed would go on being imported."""
+    produced = {
+        str(Path(name).with_name(Path(name).name.replace("_async.py", ".py"))) for name in SOURCES
+    }
+    found = []
+    for folder in ("pgqueue", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            with path.open() as f:
+                first = f.readline()
+            if first.startswith("# DO NOT EDIT: generated from"):
+                rel = str(path.relative_to(ROOT))
+                if rel not in produced:
+                    found.append(rel)
+    return found
 
 
 if __name__ == "__main__":

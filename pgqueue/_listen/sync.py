@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 
-from . import backoff, listen_sql, log
+from . import HEALTH_INTERVAL, backoff, listen_sql, log
 
 #: How often the reader thread checks whether it should stop (closing waits this long).
 STOP_CHECK = 0.2
@@ -64,9 +65,15 @@ class Listener:
                 attempt = 0
                 self._listening.set()
                 self.event.set()  # anything sent while we were away is lost: look again
+                checked = time.monotonic()
                 while not self._stop.is_set():
                     for _ in self._conn.notifies(timeout=STOP_CHECK):
                         self.event.set()
+                    if time.monotonic() - checked >= HEALTH_INTERVAL:
+                        # A socket that died silently (no RST) never ends notifies():
+                        # a round trip finds out, as the async listener's does.
+                        self._conn.execute("SELECT 1")
+                        checked = time.monotonic()
             except Exception as exc:
                 if self._stop.is_set():
                     break

@@ -190,5 +190,7 @@ def _is_connect_error(exc: DBAPIError) -> bool:
             "timeout",
             "failed to resolve host",  # psycopg: an unknown host is unreachable too
             "could not translate host name",  # libpq's wording
+            "name or service not known",  # getaddrinfo's (psycopg 3.2)
+            "nodename nor servname",  # getaddrinfo's on macOS
         )
     ) or isinstance(exc.orig, OSError)
