@@ -171,12 +171,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), EXIT_FAILURE)
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        code = EXIT_DB_DOWN if exc.connection_invalidated or _is_connect_error(exc) else 1
-        _fail(f"database error: {reason}", code)
+        if exc.connection_invalidated or _is_connect_error(exc):
+            _fail(f"database unreachable{_where(args)}: {reason}", EXIT_DB_DOWN)
+        _fail(f"database error: {reason}", EXIT_FAILURE)
     except OSError as exc:
-        _fail(f"database unreachable: {exc}", EXIT_DB_DOWN)
+        _fail(f"database unreachable{_where(args)}: {exc}", EXIT_DB_DOWN)
     except KeyboardInterrupt:
         return 130
+
+
+def _where(args: argparse.Namespace) -> str:
+    """ `` at host:port/database`` of the DSN in use, never its password."""
+    from sqlalchemy.engine import make_url
+
+    dsn = getattr(args, "dsn", None) or os.environ.get("PGQUEUE_DSN") or ""
+    try:
+        url = make_url(dsn)
+    except Exception:  # a DSN that does not parse is not repeated back
+        return ""
+    return f" at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
