@@ -7,6 +7,7 @@ that it can always be stored: PostgreSQL text holds no NUL and only valid UTF-8.
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import re
 import traceback
@@ -154,12 +155,65 @@ def error_text(error: BaseException | str | None) -> str | None:
     return storable(f"{type(error).__name__}: {error}")
 
 
+#: Most frames kept of each exception's traceback (the innermost ones).
+MAX_FRAMES = 40
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _last_line(exc: BaseException) -> str:
+    """``module.Type: message`` as Python prints it under a traceback."""
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<exception str() failed>"
+    return f"{name}: {message}\n" if message else f"{name}\n"
+
+
 def traceback_text(error: BaseException | str | None) -> str | None:
-    """The traceback of a raised exception (chained causes included), bounded and
-    storable; None for a string or an exception never raised."""
+    """The traceback of a raised exception, chained causes included, as Python prints
+    it (without 3.11's ``^^^`` markers), bounded and storable; None for a string or an
+    exception never raised.
+
+    Written here rather than ``traceback.format_exception``, which builds a summary of
+    every frame and marks its columns: 250 µs a failure, a third of what a failing job
+    cost a worker; this costs a tenth of that (source lines come from linecache)."""
     if not isinstance(error, BaseException) or error.__traceback__ is None:
         return None
-    return storable("".join(traceback.format_exception(error)).rstrip())
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    joint = ""
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append((exc, joint))
+        if exc.__cause__ is not None:
+            exc, joint = exc.__cause__, _CAUSE
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            exc, joint = exc.__context__, _CONTEXT
+        else:
+            exc = None
+    parts: list[str] = []
+    for exc, joint in reversed(chain):
+        if exc.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            frames = list(traceback.walk_tb(exc.__traceback__))
+            if len(frames) > MAX_FRAMES:
+                parts.append(f"  [{len(frames) - MAX_FRAMES} outer frames left out]\n")
+                frames = frames[-MAX_FRAMES:]
+            for frame, lineno in frames:
+                code = frame.f_code
+                parts.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+                line = linecache.getline(code.co_filename, lineno).strip()
+                if line:
+                    parts.append(f"    {line}\n")
+        parts.append(_last_line(exc))
+        parts.append(joint)
+    return storable("".join(parts).rstrip())
 
 
 # --------------------------------------------------------------------------- times
