@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _where(args: argparse.Namespace) -> str:
-    """ `` at host:port/database`` of the DSN in use, never its password."""
+    """`` at host:port/database``: where the DSN in use points, never its password."""
     from sqlalchemy.engine import make_url
 
     dsn = getattr(args, "dsn", None) or os.environ.get("PGQUEUE_DSN") or ""
