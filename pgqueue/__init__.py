@@ -23,13 +23,14 @@ from .errors import (
     QueueAlreadyExists,
     QueueNotFound,
     SchemaNotInstalled,
+    Snooze,
     UnknownEntrypoint,
     WrongBindType,
 )
 from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
-from .types import JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
+from .types import JobInfo, JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
 
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidDelay",
     "InvalidPayload",
     "InvalidQueueName",
+    "JobInfo",
     "JobSpec",
     "JobTimeout",
     "Message",
@@ -55,6 +57,7 @@ __all__ = [
     "QueueMetrics",
     "QueueNotFound",
     "SchemaNotInstalled",
+    "Snooze",
     "SyncAdmin",
     "SyncConsumer",
     "SyncProducer",

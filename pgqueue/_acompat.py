@@ -79,6 +79,13 @@ class TaskGroup:
         _, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout)
         return not pending
 
+    def interrupt(self, key: Any) -> None:
+        """Cancel the task of ``key`` (a job's handler, ``async def``) without waiting:
+        it unwinds at its next ``await``."""
+        task = self._tasks.get(key)
+        if task is not None:
+            task.cancel()
+
     async def cancel(self, keys: Iterable[Any] | None = None) -> None:
         """Cancel the tasks of ``keys`` (all if None) and wait for them to unwind."""
         wanted = self._tasks.keys() if keys is None else set(keys)

@@ -31,7 +31,8 @@ Event = threading.Event
 
 
 class Cancelled(BaseException):
-    """Never raised: a thread cannot be cancelled (the async face's CancelledError)."""
+    """The async face's CancelledError. A thread cannot be cancelled: raised only for a
+    job an admin cancelled before its handler started."""
 
 
 def make_engine(engine: Engine | str | URL) -> tuple[Engine, bool]:
@@ -82,6 +83,10 @@ class TaskGroup:
             futures = set(self._futures.values())
         _, pending = wait_futures(futures, timeout=timeout)
         return not pending
+
+    def interrupt(self, key: Any) -> None:
+        """Threads cannot be interrupted: their handlers check ``worker.cancelled(job)``
+        (a job not started yet must still run its settle, so it is not dropped either)."""
 
     def cancel(self, keys: Iterable[Any] | None = None) -> None:
         """Threads cannot be interrupted: drop the tasks of ``keys`` (all if None) that

@@ -1,7 +1,7 @@
 """The completer: every settle of a worker's jobs, group-committed (async source).
 
 When a handler returns or raises, its slot is free at once and its settle (ack; nack,
-which retries or dead-letters; release) is queued here. Whoever finds no flush in
+which retries or dead-letters; release; snooze) is queued here. Whoever finds no flush in
 progress starts one in the background that settles everything queued by then, one
 statement per kind and queue, and again until nothing is left: settles batch
 themselves under load and wait for nothing when idle. Failures cost what successes
@@ -35,19 +35,25 @@ from .types import Message
 
 log = logging.getLogger("pgqueue.worker")
 
-ACK, NACK, RELEASE = "ack", "nack", "release"
+ACK, NACK, RELEASE, SNOOZE = "ack", "nack", "release", "snooze"
 #: Attempts at a settle while the worker stops before giving up (the jobs' leases then
 #: expire and they are delivered again).
 ATTEMPTS_WHEN_STOPPING = 10
 
 
+#: A nack's new status as the worker counts it (``worker.stats``).
+_NACKED = {"scheduled": "failed", "dead": "dead"}
+
+
 @dataclass(frozen=True, slots=True)
 class Settle:
-    """One job's settle: ``kind`` (ack, nack, release) and, for a nack, its failure."""
+    """One job's settle: ``kind`` (ack, nack, release, snooze) and, for a nack, its
+    failure; for a snooze, its delay."""
 
     kind: str
     message: Message
     failure: Failure | None = None
+    delay: float = 0.0
     #: A nack stored again with a plain error, the one it had having been rejected.
     plain: bool = False
 
@@ -82,6 +88,9 @@ class AsyncCompleter:
 
     async def release(self, messages: Sequence[Message]) -> None:
         await self._submit([Settle(RELEASE, m) for m in messages])
+
+    async def snooze(self, message: Message, delay: float) -> None:
+        await self._submit([Settle(SNOOZE, message, delay=delay)])
 
     async def _submit(self, settles: list[Settle]) -> None:
         if not settles:
@@ -164,15 +173,15 @@ class AsyncCompleter:
         if kind == NACK:
             failures = [s.failure or Failure(None) for s in settles]
             nacked = await self._conn.run(consumer_plans.nack(ctx, messages, failures), ctx)
-            return ["dead" if s == "dead" else None if s is None else "failed" for s in nacked]
-        plan: Plan[list[bool]]
+            return [_NACKED.get(s, s) if s is not None else None for s in nacked]
+        plan: Plan[list[str | None]]
         if kind == ACK:
             plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK)
-            done = "completed"
+        elif kind == SNOOZE:
+            plan = consumer_plans.snooze(ctx, messages, [s.delay for s in settles])
         else:
             plan = consumer_plans.release(ctx, messages)
-            done = "released"
-        return [done if hit else None for hit in await self._conn.run(plan, ctx)]
+        return await self._conn.run(plan, ctx)
 
     async def _isolate(
         self, ctx: Context, kind: str, settles: list[Settle], exc: BaseException

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from .types import Message
 
 #: Counters a worker keeps (``worker.stats``): jobs completed, failed (to be retried),
-#: dead-lettered, and whose lease was lost. A released job is none of these.
-STATS = ("completed", "failed", "dead", "lost")
+#: dead-lettered, cancelled (``admin.cancel_jobs``), snoozed (``raise Snooze``), and
+#: whose lease was lost. A released job is none of these.
+STATS = ("completed", "failed", "dead", "cancelled", "snoozed", "lost")
 
 
 @dataclass(slots=True, eq=False)
@@ -30,9 +31,13 @@ class Job:
     started: float | None = None  # monotonic time the handler began
     in_thread: bool = False  # its handler runs in a thread (cannot be interrupted)
     finished: bool = False  # its handler returned or raised
-    acked: bool = False  # the handler completed it itself (worker.ack(bind=))
-    #: Set when the job should stop: its timeout passed (``worker.cancelled(job)``).
+    #: How the handler's own ``worker.ack(bind=)`` ended it (completed, cancelled).
+    acked: str | None = None
+    #: Set when the job should stop: its timeout passed, or an admin cancelled it
+    #: (``worker.cancelled(job)``).
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: An admin cancelled it (``admin.cancel_jobs``): it ends cancelled.
+    cancel_requested: bool = False
 
 
 class InFlight:
@@ -67,11 +72,26 @@ class InFlight:
         with self._lock:
             job.finished = True
 
-    def acked(self, job_id: int) -> None:
+    def acked(self, job_id: int, outcome: str) -> None:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
-                job.acked = True
+                job.acked = outcome
+
+    def request_cancel(self, job_ids: Iterable[int]) -> list[Job]:
+        """Flag held jobs an admin cancelled; the ones whose handler is running and was
+        not flagged before (to be interrupted where it can be)."""
+        newly = []
+        with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None or job.cancel_requested:
+                    continue
+                job.cancel_requested = True
+                job.cancel.set()
+                if job.started is not None and not job.finished:
+                    newly.append(job)
+        return newly
 
     def settled(self, messages: Iterable[Message], outcomes: Iterable[str | None]) -> None:
         """Let go of settled jobs; ``outcomes``: what each settle did (None: the lease
@@ -80,7 +100,7 @@ class InFlight:
             for m, outcome in zip(messages, outcomes, strict=True):
                 job = self._jobs.pop(m.id, None)
                 if job is not None and job.acked and outcome in (None, "lost"):
-                    outcome = "completed"  # committed by the handler (worker.ack(bind=))
+                    outcome = job.acked  # committed by the handler (worker.ack(bind=))
                 if outcome != "released":
                     self._stats[outcome or "lost"] += 1
 

@@ -45,6 +45,7 @@ class SyncMaintainer:
         beat: Callable[[], None],
         check: Callable[[], None],
         stopping: Event,
+        cancel: Callable[[list[int]], None],
     ) -> None:
         self._engine = engine
         self._ctx = ctx
@@ -55,6 +56,7 @@ class SyncMaintainer:
         self._beat = beat
         self._check = check
         self._stopping = stopping
+        self._cancel = cancel
 
     def run(self) -> None:
         """Until the worker stops and holds no job."""
@@ -90,16 +92,23 @@ class SyncMaintainer:
             log.warning("worker maintenance: %s failed (%s)", what, exc)
 
     def keep_leases(self) -> None:
-        """Extend the lease of every held job, from outside handler code."""
+        """Extend the lease of every held job, from outside handler code; learn which of
+        them an admin cancelled (when the NOTIFY did not reach this worker)."""
         held = self._inflight.messages()
         for queue, ctx in self._contexts.items():
             mine = [m for m in held if m.queue == queue]
             if mine:
-                plan = consumer_plans.extend(ctx, mine, self._lease(queue))
-                run(self._engine, None, plan, ctx)
+                plan = consumer_plans.keep(ctx, mine, self._lease(queue))
+                cancelled = run(self._engine, None, plan, ctx)
+                if cancelled:
+                    self._cancel(cancelled)
 
     def sweep(self) -> None:
-        """Mark registrations whose heartbeat stopped dead; drop long-gone rows."""
+        """Mark registrations whose heartbeat stopped dead; drop long-gone rows; end the
+        cancelled jobs whose worker died before it could stop them."""
         dead = run(self._engine, None, worker_plans.sweep_workers(self._ctx), self._ctx)
         if dead:
             log.info("marked %d registrations dead (no heartbeat)", dead)
+        ended = run(self._engine, None, worker_plans.finish_cancelled(self._ctx), self._ctx)
+        if ended:
+            log.info("%d cancelled jobs whose worker was gone ended cancelled", ended)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._sql import enqueue
 from ._sql._common import MESSAGE_COLUMNS
-from .types import Message, QueueInfo, QueueMetrics, WorkerInfo
+from .types import JobInfo, Message, QueueInfo, QueueMetrics, WorkerInfo
 
 Row = Sequence[Any]
 
@@ -79,6 +79,14 @@ def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload
         None,
         None,
     )
+
+
+_job_info = _builder(JobInfo)
+
+
+def job_info(row: Row) -> JobInfo:
+    """A row of ``_sql.jobs`` (live or archived job) as a JobInfo."""
+    return _job_info(*row)  # type: ignore[no-any-return]
 
 
 def queue_info(row: Row) -> QueueInfo:

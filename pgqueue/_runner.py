@@ -4,8 +4,11 @@
 The handler runs (``async def`` on the loop, a plain function on a thread of the
 worker's pool); whatever it does, its settle goes to the completer at once and the
 slot is free. A failure is logged with its traceback and stored with it; an
-entrypoint's ``retry`` policy sets the delay. Cancelled at the shutdown timeout (only
-an ``async def`` handler can be), the job is released: its attempt does not count.
+entrypoint's ``retry`` policy sets the delay. ``raise Snooze(s)`` puts the job back for
+``s`` seconds without using its attempt. Cancelled at the shutdown timeout (only an
+``async def`` handler can be), the job is released: its attempt does not count.
+Cancelled by an admin (``admin.cancel_jobs``: its task is interrupted, or a thread's
+handler returns early), the job ends ``cancelled``: every settle of such a job does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ._completer import SyncCompleter
 from ._inflight import InFlight, Job
 from ._plans.consumer import Failure
 from ._registry import Entrypoint
-from .errors import UnknownEntrypoint
+from .errors import Snooze, UnknownEntrypoint
 from .types import Message
 
 log = logging.getLogger("pgqueue.worker")
@@ -52,6 +55,8 @@ class SyncRunner:
             log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
 
         try:
+            if job.cancel_requested:  # cancelled before its handler could start
+                raise Cancelled
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
             call_handler(
@@ -62,10 +67,17 @@ class SyncRunner:
                 lambda: self._inflight.in_thread(job),
                 timed_out,
             )
-        except Cancelled:  # at the shutdown timeout: its handler stopped, unfinished
+        except Cancelled:
             self._inflight.finish(job)
+            # Released: a job an admin cancelled ends cancelled (the release skips it and
+            # the completer ends it), one cancelled at shutdown runs again elsewhere.
             self._completer.release([m])
-            raise
+            if not job.cancel_requested:
+                raise  # the worker is stopping: its task must end cancelled
+            log.info("job %s (%s): cancelled by an admin", m.id, m.entrypoint)
+        except Snooze as snooze:
+            self._inflight.finish(job)
+            self._snooze(m, snooze)
         except Exception as exc:
             self._inflight.finish(job)
             self._fail(m, ep, exc)
@@ -74,6 +86,15 @@ class SyncRunner:
             self._completer.ack(m)
         finally:
             self._freed.set()  # a slot is free
+
+    def _snooze(self, m: Message, snooze: Snooze) -> None:
+        try:
+            delay = _validate.seconds(snooze.seconds, "Snooze seconds") or 0.0
+        except Exception as exc:  # a bad Snooze fails the attempt (stored, retried)
+            self._fail(m, self._entrypoints.get(m.entrypoint), exc)
+            return
+        log.debug("job %s (%s): snoozed for %gs", m.id, m.entrypoint, delay)
+        self._completer.snooze(m, delay)
 
     def _fail(self, m: Message, ep: Entrypoint | None, exc: Exception) -> None:
         log.warning(

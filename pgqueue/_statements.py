@@ -20,11 +20,13 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, lease, limits, queues, schedules, workers
+from ._sql import enqueue, jobs, lease, limits, queues, schedules, workers
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
 CACHED_SCHEMAS = 16
+#: How many shapes of ``list_jobs`` filters are kept per schema.
+MAX_LISTINGS = 256
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,6 +49,8 @@ class Statements:
     NACK: Executable
     RELEASE: Executable
     EXTEND_LEASE: Executable
+    CANCEL_HELD: Executable
+    SNOOZE: Executable
     EXTEND_BY_ID: Executable
     NEXT_AVAILABLE_AT: Executable
     # queues and dead letters
@@ -83,12 +87,38 @@ class Statements:
     UPSERT_SCHEDULE: Executable
     CLAIM_TICK: Executable
     DATABASE_NOW: Executable
+    # job control
+    GET_JOB: Executable
+    MAX_JOB_ID: Executable
+    CANCEL_JOBS: Executable
+    RETRY_JOBS: Executable
+    DELETE_JOBS: Executable
+    RESCHEDULE: Executable
+    NOTIFY: Executable
+    FINISH_CANCELLED: Executable
+    #: pgqueue's tables in this schema, by name (for statements built per call).
+    tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
     #: (``pgqueue._direct.compiled_for``): as bounded as the schemas kept.
     direct: dict[Any, Any] = field(default_factory=dict, repr=False)
+    #: ``admin.list_jobs`` statements by the shape of their filters (bounded).
+    listings: dict[jobs.Shape, Executable] = field(default_factory=dict, repr=False)
+
+    def listing(self, shape: jobs.Shape) -> Executable:
+        """The statement listing jobs with filters of ``shape`` (built once per shape)."""
+        statement = self.listings.get(shape)
+        if statement is None:
+            if len(self.listings) >= MAX_LISTINGS:
+                self.listings.clear()
+            t = self.tables
+            statement = jobs.listing(
+                t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_queues"], shape
+            )
+            self.listings[shape] = statement
+        return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs)
 
 
 def sources() -> dict[str, Executable]:
@@ -110,8 +140,9 @@ if set(_NAMES) != set(_SOURCES):  # a statement added to _sql but not here, or r
     )
 
 
-def _clone_for(schema: str) -> Any:
-    """A visitor that swaps pgqueue's tables (and their columns) for copies in ``schema``."""
+def _clone_for(schema: str) -> tuple[Any, dict[str, Table]]:
+    """A visitor that swaps pgqueue's tables (and their columns) for copies in
+    ``schema``, and the copies by name."""
     copies = {t: t.to_metadata(MetaData(), schema=schema) for t in metadata.tables.values()}
 
     def swap(element: Any, **_: Any) -> Any:
@@ -123,13 +154,13 @@ def _clone_for(schema: str) -> Any:
                 return copy.c[element.key]
         return None
 
-    return swap
+    return swap, {t.name: copy for t, copy in copies.items()}
 
 
 @lru_cache(maxsize=CACHED_SCHEMAS)
 def for_schema(schema: str) -> Statements:
     """Every statement with pgqueue's tables in ``schema`` (cloned once per schema)."""
-    swap = _clone_for(schema)
+    swap, tables = _clone_for(schema)
     clones: dict[str, Any] = {}
     for name in _NAMES:
         source: Any = _SOURCES[name]
@@ -137,4 +168,4 @@ def for_schema(schema: str) -> Statements:
         if clone.get_execution_options().get("pgqueue_direct"):
             clone = clone.execution_options(pgqueue_direct=name)  # its key in ``direct``
         clones[name] = clone
-    return Statements(schema, **clones)
+    return Statements(schema, **clones, tables=tables)

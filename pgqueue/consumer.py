@@ -34,7 +34,8 @@ class SyncConsumer(SyncIdentity):
     ``archive``, ``delete``, ``release`` and ``extend_visibility`` take effect only
     while the job still holds that lease, and return False otherwise: a consumer whose
     lease expired and whose job went to another consumer can never overwrite the new
-    owner's outcome.
+    owner's outcome. They return False too for a job an admin cancelled while it ran
+    (``admin.cancel_jobs``): whatever the settle asked for, that job ends ``cancelled``.
 
     ``listen=True`` (default) waits for work on LISTEN/NOTIFY; ``listen=False`` polls
     every ``poll_interval`` seconds (for PgBouncer in transaction mode).
@@ -97,7 +98,8 @@ class SyncConsumer(SyncIdentity):
     def ack(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
 
-        False if the lease was lost. With ``bind=`` the completion commits or rolls back
+        False if the lease was lost, or the job was cancelled meanwhile (it ends
+        ``cancelled``, not completed). With ``bind=`` the completion commits or rolls back
         with the caller's own writes.
 
         >>> with Session(engine) as s, s.begin():  # doctest: +SKIP
@@ -127,7 +129,8 @@ class SyncConsumer(SyncIdentity):
         if bind is not None:
             check_bind(bind)
         plan = consumer_plans.finish(self._ctx, checked, mode)
-        return run(self._engine, bind, plan, self._ctx)
+        outcomes = run(self._engine, bind, plan, self._ctx)
+        return [o == consumer_plans.COMPLETED for o in outcomes]
 
     def nack(
         self,
@@ -168,7 +171,8 @@ class SyncConsumer(SyncIdentity):
             secs,
         )
         plan = consumer_plans.nack(self._ctx, checked, [failure] * len(checked))
-        return [s is not None for s in run(self._engine, bind, plan, self._ctx)]
+        outcomes = run(self._engine, bind, plan, self._ctx)
+        return [s is not None and s != consumer_plans.CANCELLED for s in outcomes]
 
     def release(self, message: Message, *, bind: Bind | None = None) -> bool:
         """Give a leased job back untouched: available at once, and the attempt does
@@ -182,7 +186,8 @@ class SyncConsumer(SyncIdentity):
         if bind is not None:
             check_bind(bind)
         plan = consumer_plans.release(self._ctx, checked)
-        return run(self._engine, bind, plan, self._ctx)
+        outcomes = run(self._engine, bind, plan, self._ctx)
+        return [o == consumer_plans.RELEASED for o in outcomes]
 
     def extend_visibility(
         self, message: Message, seconds: float | timedelta, *, bind: Bind | None = None

@@ -7,6 +7,7 @@ pgqueue's own tables are translated by SQLSTATE and constraint name
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 
@@ -108,6 +109,23 @@ class JobTimeout(PgQueueError, TimeoutError):
 
 class UnknownEntrypoint(PgQueueError, LookupError):
     """A worker leased a job whose entrypoint it has no handler for."""
+
+
+class Snooze(Exception):
+    """Raised by a handler: run this job again in ``seconds``, without using an attempt.
+
+    >>> @worker.entrypoint("sync_account")  # doctest: +SKIP
+    ... def sync_account(job: Message) -> None:
+    ...     if not upstream.ready():
+    ...         raise Snooze(60)   # look again in a minute; attempts unchanged
+
+    ``seconds`` is a number or a ``timedelta`` (0: as soon as a worker is free). Not a
+    :class:`PgQueueError`: nothing failed.
+    """
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 _UNDEFINED_TABLE = "42P01"

@@ -46,6 +46,12 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 #: ``queued``: available now; ``scheduled``: available from ``available_at`` (delayed
 #: or retrying); ``running``: leased until ``available_at``; ``dead``: dead-lettered.
 QUEUED, SCHEDULED, RUNNING, DEAD = "queued", "scheduled", "running", "dead"
+#: How a job left the hot table (``pgqueue_archive.outcome``): its handler returned
+#: (``completed``), a consumer archived it (``archived``), an admin deleted it from a
+#: queue that archives (``deleted``), or it was cancelled (``cancelled``).
+COMPLETED, ARCHIVED, DELETED, CANCELLED = "completed", "archived", "deleted", "cancelled"
+LIVE_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD)
+OUTCOMES = (COMPLETED, ARCHIVED, DELETED, CANCELLED)
 
 #: Names of every table pgqueue owns, for the Alembic autogenerate filter.
 TABLE_NAMES = frozenset(
@@ -100,8 +106,11 @@ jobs = Table(
     Column("lease", Uuid, nullable=True),
     Column("locked_by", Text, nullable=True),
     Column("last_error", Text, nullable=True),
-    # One {"attempt", "at", "error"} object per failed attempt, oldest first.
+    # One {"attempt", "at", "error", "traceback"} object per failed attempt, oldest first.
     Column("errors", JSONB, nullable=True),
+    # admin.cancel_jobs asked a running job to stop: whatever its handler does next,
+    # it ends cancelled (never retried, never completed), and it is never leased again.
+    Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("status IN ('queued', 'scheduled', 'running', 'dead')", name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
@@ -131,7 +140,11 @@ jobs = Table(
         unique=True,
         postgresql_where=text("dedupe_key IS NOT NULL AND status <> 'dead'"),
     ),
-    Index("ix_pgqueue_jobs_dead", "queue", "id", postgresql_where=text("status = 'dead'")),
+    # A queue's jobs of one status, newest first: admin.list_jobs and the bulk verbs
+    # (one range per status, merged), list_dead, purges.
+    Index("ix_pgqueue_jobs_queue_status_id", "queue", "status", "id"),
+    # Cancellations pending: a handful of rows at most (the sweep finds them at once).
+    Index("ix_pgqueue_jobs_cancel_requested", "id", postgresql_where=text("cancel_requested")),
 )
 
 archive = Table(
@@ -152,8 +165,10 @@ archive = Table(
     Column("outcome", Text, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("errors", JSONB, nullable=True),
-    CheckConstraint("outcome IN ('completed', 'archived', 'deleted')", name="outcome"),
+    CheckConstraint("outcome IN ('completed', 'archived', 'deleted', 'cancelled')", name="outcome"),
     Index("ix_pgqueue_archive_queue_finished_at", "queue", "finished_at"),
+    # A queue's finished jobs of one outcome, newest first (admin.list_jobs).
+    Index("ix_pgqueue_archive_queue_outcome_id", "queue", "outcome", "id"),
 )
 
 workers = Table(

@@ -36,13 +36,76 @@ class Message:
     lease: uuid.UUID | None = None
     locked_by: str | None = None
     last_error: str | None = None
-    #: One ``{"attempt", "at", "error"}`` mapping per failed attempt, oldest first.
+    #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt, oldest first.
     errors: Sequence[Mapping[str, Any]] | None = None
 
     @property
     def locked_until(self) -> datetime | None:
         """When the lease of a running message expires (``None`` if not leased)."""
         return self.available_at if self.lease is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One job as an operator sees it (``admin.get_job``, ``admin.list_jobs``): live or
+    finished, with its whole error history.
+
+    ``status`` is one of:
+
+    ``queued``
+        waiting to run, available now (ordered by priority, then FIFO);
+    ``scheduled``
+        waiting until ``available_at``: delayed, snoozed, or retrying after a failure;
+    ``running``
+        leased by ``locked_by`` until ``available_at`` (``locked_until``), its lease kept
+        alive while the handler runs; ``cancel_requested`` once ``cancel_jobs`` asked it
+        to stop (it then ends ``cancelled``, whatever its handler does);
+    ``dead``
+        its attempts are spent (dead-lettered): ``retry_jobs`` or ``requeue_dead`` bring it
+        back, ``delete_jobs`` drops it;
+    ``completed``
+        its handler returned (kept when the queue archives, until retention);
+    ``cancelled``
+        cancelled before or while it ran (always kept, until retention);
+    ``deleted``
+        removed by ``delete_jobs`` from a queue that archives (kept as a tombstone);
+    ``archived``
+        a consumer archived it (``consumer.archive``).
+
+    The first four live in the hot table and can still change; the last four are
+    finished, in the archive (``finished_at`` set).
+    """
+
+    id: int
+    queue: str
+    entrypoint: str
+    status: str
+    payload: JSON
+    headers: Mapping[str, Any] | None
+    priority: int
+    attempts: int
+    max_attempts: int | None
+    dedupe_key: str | None
+    enqueued_at: datetime
+    #: queued/scheduled: when it may run; running: when its lease expires; else None.
+    available_at: datetime | None
+    finished_at: datetime | None
+    #: Who holds its lease (a worker's ``host:pid:id`` name) while it runs.
+    locked_by: str | None
+    last_error: str | None
+    #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt.
+    errors: Sequence[Mapping[str, Any]] | None
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job is finished (in the archive): its status can no longer change."""
+        return self.finished_at is not None
+
+    @property
+    def locked_until(self) -> datetime | None:
+        """When the lease of a running job expires (``None`` unless running)."""
+        return self.available_at if self.status == "running" else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from ._maintenance import SyncMaintainer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
+from ._plans import jobs as jobs_plans
 from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner import SyncRunner
@@ -123,6 +124,7 @@ class SyncWorker(SyncIdentity, Handlers):
         self._stop_for_good = False
         self._running = False
         self._leases: dict[str, float] = {}
+        self._tasks: TaskGroup | None = None  # the jobs' tasks while running
         self._state_changes = 0  # suspend()/resume() calls begun or ended here
 
     def _configure(
@@ -173,14 +175,18 @@ class SyncWorker(SyncIdentity, Handlers):
         if bind is not None:
             check_bind(bind)
         plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK)
-        (done,) = run(self._engine, bind, plan, ctx)
-        if done:
-            self._inflight.acked(job.id)
-        return bool(done)
+        (outcome,) = run(self._engine, bind, plan, ctx)
+        if outcome is not None:
+            self._inflight.acked(job.id, outcome)
+        return outcome == consumer_plans.COMPLETED
 
     def cancelled(self, job: Message) -> bool:
-        """Whether ``job``'s handler should stop: its timeout has passed. A handler on a
-        thread (which cannot be interrupted) checks it to end early.
+        """Whether ``job``'s handler should stop: its timeout has passed, or an admin
+        cancelled it (``admin.cancel_jobs``; the worker learns of it within a second by
+        NOTIFY, else at its next heartbeat). An ``async def`` handler is interrupted
+        (``CancelledError`` at its next ``await``); a handler on a thread cannot be, so
+        it checks this to end early. Whatever it then does, a cancelled job ends
+        ``cancelled``: never completed, never retried.
 
         >>> @worker.entrypoint("export", timeout=600)  # doctest: +SKIP
         ... def export(job: Message) -> None:
@@ -228,6 +234,7 @@ class SyncWorker(SyncIdentity, Handlers):
             TaskGroup(2),
             DaemonPool(self._concurrency),
         )
+        self._tasks = services.jobs
         fetch_conn = Held(self._engine)
         try:
             startup = SyncStartup(
@@ -254,6 +261,7 @@ class SyncWorker(SyncIdentity, Handlers):
                 beat=self._heartbeat_and_adopt,
                 check=startup.check,
                 stopping=halt,
+                cancel=self._cancel,
             )
             services.background.spawn(maintainer.run)
             if self._schedules:
@@ -263,7 +271,9 @@ class SyncWorker(SyncIdentity, Handlers):
                 services.background.spawn(scheduler.run)
             if self._listen:
                 channels = [c.channel for c in self._contexts.values()]
-                services.listener = Listener(self._engine, channels, self._wakeup)
+                services.listener = Listener(
+                    self._engine, channels, self._wakeup, self._on_notification
+                )
                 services.listener.start()
             fetcher = SyncFetcher(
                 self._engine,
@@ -285,6 +295,20 @@ class SyncWorker(SyncIdentity, Handlers):
             halt.set()
             fetch_conn.close()
             services.wind_down(self._shutdown_timeout, self._finished)
+
+    def _on_notification(self, payload: str) -> None:
+        """A queue's NOTIFY: a wake-up (the queue's name), or which jobs to stop."""
+        ids = jobs_plans.parse_cancel(payload)
+        if ids:
+            self._cancel(ids)
+
+    def _cancel(self, job_ids: Sequence[int]) -> None:
+        """Stop the handlers of held jobs an admin cancelled: ``async def`` handlers are
+        interrupted, handlers on threads see ``worker.cancelled(job)``."""
+        for job in self._inflight.request_cancel(job_ids):
+            log.info("job %s (%s): cancel requested", job.message.id, job.message.entrypoint)
+            if not job.in_thread and self._tasks is not None:
+                self._tasks.interrupt(job.message.id)
 
     def _finished(self) -> None:
         """The run is over: its registration says so (a new run registers again)."""

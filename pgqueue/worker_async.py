@@ -37,6 +37,7 @@ from ._maintenance_async import AsyncMaintainer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
+from ._plans import jobs as jobs_plans
 from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner_async import AsyncRunner
@@ -122,6 +123,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._stop_for_good = False
         self._running = False
         self._leases: dict[str, float] = {}
+        self._tasks: TaskGroup | None = None  # the jobs' tasks while running
         self._state_changes = 0  # suspend()/resume() calls begun or ended here
 
     def _configure(
@@ -172,14 +174,18 @@ class AsyncWorker(AsyncIdentity, Handlers):
         if bind is not None:
             acheck_bind(bind)
         plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK)
-        (done,) = await arun(self._engine, bind, plan, ctx)
-        if done:
-            self._inflight.acked(job.id)
-        return bool(done)
+        (outcome,) = await arun(self._engine, bind, plan, ctx)
+        if outcome is not None:
+            self._inflight.acked(job.id, outcome)
+        return outcome == consumer_plans.COMPLETED
 
     def cancelled(self, job: Message) -> bool:
-        """Whether ``job``'s handler should stop: its timeout has passed. A handler on a
-        thread (which cannot be interrupted) checks it to end early.
+        """Whether ``job``'s handler should stop: its timeout has passed, or an admin
+        cancelled it (``admin.cancel_jobs``; the worker learns of it within a second by
+        NOTIFY, else at its next heartbeat). An ``async def`` handler is interrupted
+        (``CancelledError`` at its next ``await``); a handler on a thread cannot be, so
+        it checks this to end early. Whatever it then does, a cancelled job ends
+        ``cancelled``: never completed, never retried.
 
         >>> @worker.entrypoint("export", timeout=600)  # doctest: +SKIP
         ... def export(job: Message) -> None:
@@ -227,6 +233,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
             TaskGroup(2),
             DaemonPool(self._concurrency),
         )
+        self._tasks = services.jobs
         fetch_conn = AsyncHeld(self._engine)
         try:
             startup = AsyncStartup(
@@ -253,6 +260,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 beat=self._heartbeat_and_adopt,
                 check=startup.check,
                 stopping=halt,
+                cancel=self._cancel,
             )
             services.background.spawn(maintainer.run)
             if self._schedules:
@@ -262,7 +270,9 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 services.background.spawn(scheduler.run)
             if self._listen:
                 channels = [c.channel for c in self._contexts.values()]
-                services.listener = Listener(self._engine, channels, self._wakeup)
+                services.listener = Listener(
+                    self._engine, channels, self._wakeup, self._on_notification
+                )
                 await services.listener.start()
             fetcher = AsyncFetcher(
                 self._engine,
@@ -284,6 +294,20 @@ class AsyncWorker(AsyncIdentity, Handlers):
             halt.set()
             await fetch_conn.close()
             await services.wind_down(self._shutdown_timeout, self._finished)
+
+    def _on_notification(self, payload: str) -> None:
+        """A queue's NOTIFY: a wake-up (the queue's name), or which jobs to stop."""
+        ids = jobs_plans.parse_cancel(payload)
+        if ids:
+            self._cancel(ids)
+
+    def _cancel(self, job_ids: Sequence[int]) -> None:
+        """Stop the handlers of held jobs an admin cancelled: ``async def`` handlers are
+        interrupted, handlers on threads see ``worker.cancelled(job)``."""
+        for job in self._inflight.request_cancel(job_ids):
+            log.info("job %s (%s): cancel requested", job.message.id, job.message.entrypoint)
+            if not job.in_thread and self._tasks is not None:
+                self._tasks.interrupt(job.message.id)
 
     async def _finished(self) -> None:
         """The run is over: its registration says so (a new run registers again)."""

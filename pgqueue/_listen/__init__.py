@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 log = logging.getLogger("pgqueue.listen")
 
@@ -28,3 +29,14 @@ def backoff(attempt: int) -> float:
 def listen_sql(channel: str) -> str:
     """``LISTEN "channel"`` (the channel is quoted as an identifier)."""
     return 'LISTEN "' + channel.replace('"', '""') + '"'
+
+
+def deliver(on_payload: Callable[[str], None] | None, payload: str) -> None:
+    """Hand a notification's payload to its callback; a failing callback is logged, and
+    never ends the listener."""
+    if on_payload is None:
+        return
+    try:
+        on_payload(payload)
+    except Exception:
+        log.exception("LISTEN: handling a notification failed")

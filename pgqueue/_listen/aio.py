@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import HEALTH_INTERVAL, backoff, listen_sql, log
+from . import HEALTH_INTERVAL, backoff, deliver, listen_sql, log
 
 
 class Listener:
-    """Sets :attr:`event` on every notification of its channels; reconnects by itself."""
+    """Sets :attr:`event` on every notification of its channels (and hands its payload
+    to ``on_payload``, if given); reconnects by itself."""
 
     def __init__(
-        self, engine: AsyncEngine, channels: Sequence[str], event: asyncio.Event | None = None
+        self,
+        engine: AsyncEngine,
+        channels: Sequence[str],
+        event: asyncio.Event | None = None,
+        on_payload: Callable[[str], None] | None = None,
     ) -> None:
         self._driver = engine.dialect.driver
         if self._driver not in ("asyncpg", "psycopg_async", "psycopg"):
@@ -25,6 +30,7 @@ class Listener:
         self._channels = list(channels)
         self._channel = ",".join(self._channels)  # for logs
         self.event = event if event is not None else asyncio.Event()
+        self._on_payload = on_payload
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
@@ -54,8 +60,9 @@ class Listener:
                 await conn.execute(listen_sql(channel))
         return conn
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.event.set()
+        deliver(self._on_payload, payload)
 
     async def _serve(self, conn: Any) -> None:
         if self._driver == "asyncpg":
@@ -75,8 +82,9 @@ class Listener:
                     raise ConnectionError("listen connection closed")
         else:
             while True:
-                async for _ in conn.notifies(timeout=HEALTH_INTERVAL):
+                async for notification in conn.notifies(timeout=HEALTH_INTERVAL):
                     self.event.set()
+                    deliver(self._on_payload, notification.payload)
                 await asyncio.wait_for(conn.execute("SELECT 1"), HEALTH_INTERVAL)
 
     async def _run(self) -> None:

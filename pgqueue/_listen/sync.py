@@ -5,22 +5,27 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 
-from . import HEALTH_INTERVAL, backoff, listen_sql, log
+from . import HEALTH_INTERVAL, backoff, deliver, listen_sql, log
 
 #: How often the reader thread checks whether it should stop (closing waits this long).
 STOP_CHECK = 0.2
 
 
 class Listener:
-    """Sets :attr:`event` on every notification of its channels; reconnects by itself."""
+    """Sets :attr:`event` on every notification of its channels (and hands its payload
+    to ``on_payload``, if given, on the listener's thread); reconnects by itself."""
 
     def __init__(
-        self, engine: Engine, channels: Sequence[str], event: threading.Event | None = None
+        self,
+        engine: Engine,
+        channels: Sequence[str],
+        event: threading.Event | None = None,
+        on_payload: Callable[[str], None] | None = None,
     ) -> None:
         if engine.dialect.driver != "psycopg":
             raise NotImplementedError(
@@ -30,6 +35,7 @@ class Listener:
         self._channels = list(channels)
         self._channel = ",".join(self._channels)  # for logs
         self.event = event if event is not None else threading.Event()
+        self._on_payload = on_payload
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,8 +73,9 @@ class Listener:
                 self.event.set()  # anything sent while we were away is lost: look again
                 checked = time.monotonic()
                 while not self._stop.is_set():
-                    for _ in self._conn.notifies(timeout=STOP_CHECK):
+                    for notification in self._conn.notifies(timeout=STOP_CHECK):
                         self.event.set()
+                        deliver(self._on_payload, notification.payload)
                     if time.monotonic() - checked >= HEALTH_INTERVAL:
                         # A socket that died silently (no RST) never ends notifies():
                         # a round trip finds out, as the async listener's does.

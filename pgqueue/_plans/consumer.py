@@ -64,14 +64,48 @@ def dequeue(
     return leased_now
 
 
+#: What a settle did to a job (``None``: nothing, its lease was lost). A job whose
+#: cancellation was requested (``admin.cancel_jobs``) ends ``cancelled`` whatever the
+#: settle asked for.
+COMPLETED, CANCELLED, RELEASED, SNOOZED = "completed", "cancelled", "released", "snoozed"
+
+
+def _outcomes(messages: Sequence[Message], rows: Rows, done: str) -> list[str | None]:
+    """Per message ``done``, or None where the settle missed: rows carry (id, lease)
+    of each job it changed."""
+    return [done if hit else None for hit in _hits(messages, rows)]
+
+
+def _cancel_missed(
+    ctx: Context, messages: Sequence[Message], outcomes: list[str | None]
+) -> Steps[list[str | None]]:
+    """A settle that leaves the job in the hot table (nack, release, snooze) skips one
+    whose cancellation was requested: end those as cancelled instead (still fenced by
+    their lease). Costs a statement only when a settle missed."""
+    missed = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome is None]
+    if not missed:
+        return outcomes
+    rows = yield Step(ctx.sql.CANCEL_HELD, _lease_params(ctx, missed))
+    ended = {(r[0], r[1]) for r in rows}
+    return [
+        CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
+        for m, outcome in zip(messages, outcomes, strict=True)
+    ]
+
+
 @plan(transaction=False)
-def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Steps[list[bool]]:
-    """Complete jobs (``mode``: DELETE, ACK or ARCHIVE); per message, whether it took."""
+def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Steps[list[str | None]]:
+    """Complete jobs (``mode``: DELETE, ACK or ARCHIVE); per message ``completed``,
+    ``cancelled`` (its cancellation was requested: it ends cancelled) or None."""
     if not messages:
         return []
     params = _lease_params(ctx, messages)
     rows = yield Step(ctx.sql.FINISH, {**params, "b_mode": mode})
-    return _hits(messages, rows)
+    cancelled = {(r[0], r[1]) for r in rows if r[2]}
+    return [
+        None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
+        for m, hit in zip(messages, _hits(messages, rows), strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +124,8 @@ class Failure:
 def nack(
     ctx: Context, messages: Sequence[Message], failures: Sequence[Failure]
 ) -> Steps[list[str | None]]:
-    """Fail an attempt each; per message its new status (scheduled/dead), None if the
-    lease was lost."""
+    """Fail an attempt each; per message its new status (``scheduled``, ``dead``),
+    ``cancelled``, or None if the lease was lost."""
     if not messages:
         return []
     params = {
@@ -104,27 +138,60 @@ def nack(
     }
     rows = yield Step(ctx.sql.NACK, params)
     status = {(r[0], r[1]): r[2] for r in rows}
-    return [status.get((m.id, m.lease)) for m in messages]
+    outcomes = [status.get((m.id, m.lease)) for m in messages]
+    return (yield from _cancel_missed(ctx, messages, outcomes))
 
 
 @plan(transaction=False)
-def release(ctx: Context, messages: Sequence[Message]) -> Steps[list[bool]]:
-    """Give leased jobs back untouched (the attempt does not count)."""
+def release(ctx: Context, messages: Sequence[Message]) -> Steps[list[str | None]]:
+    """Give leased jobs back untouched (the attempt does not count): per message
+    ``released``, ``cancelled``, or None."""
     if not messages:
         return []
     params = _lease_params(ctx, messages)
     rows = yield Step(ctx.sql.RELEASE, {**params, "b_channel": ctx.channel})
-    return _hits(messages, rows)
+    return (yield from _cancel_missed(ctx, messages, _outcomes(messages, rows, RELEASED)))
+
+
+@plan(transaction=False)
+def snooze(
+    ctx: Context, messages: Sequence[Message], delays: Sequence[float]
+) -> Steps[list[str | None]]:
+    """Put jobs back for ``delays`` seconds each without using their attempt: per
+    message ``snoozed``, ``cancelled``, or None."""
+    if not messages:
+        return []
+    params = {**_lease_params(ctx, messages), "b_delays": list(delays)}
+    rows = yield Step(ctx.sql.SNOOZE, params)
+    return (yield from _cancel_missed(ctx, messages, _outcomes(messages, rows, SNOOZED)))
 
 
 @plan(transaction=False)
 def extend(ctx: Context, messages: Sequence[Message], secs: float) -> Steps[list[bool]]:
     """Make leases last at least ``secs`` from now (never shorter than they were)."""
+    return [hit for hit, _ in (yield from _extend(ctx, messages, secs))]
+
+
+@plan(transaction=False)
+def keep(ctx: Context, messages: Sequence[Message], secs: float) -> Steps[list[int]]:
+    """A worker's lease keeping: :func:`extend`, and which of the jobs it still holds
+    were asked to stop (``admin.cancel_jobs``; the NOTIFY may not have reached it)."""
+    kept = yield from _extend(ctx, messages, secs)
+    return [m.id for m, (hit, cancel) in zip(messages, kept, strict=True) if hit and cancel]
+
+
+def _extend(
+    ctx: Context, messages: Sequence[Message], secs: float
+) -> Steps[list[tuple[bool, bool]]]:
     if not messages:
         return []
     params = _lease_params(ctx, messages)
     rows = yield Step(ctx.sql.EXTEND_LEASE, {**params, "b_seconds": secs})
-    return _hits(messages, rows)
+    cancel = {(r[0], r[1]): bool(r[3]) for r in rows}
+    return [
+        (hit, cancel.get((m.id, m.lease), False))
+        for m, hit in zip(messages, _hits(messages, rows), strict=True)
+    ]
 
 
 @plan(transaction=False)

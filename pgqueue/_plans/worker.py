@@ -74,6 +74,14 @@ def sweep_workers(ctx: Context, retention: float = 86_400.0) -> Steps[int]:
 
 
 @plan(transaction=False)
+def finish_cancelled(ctx: Context) -> Steps[int]:
+    """End running jobs whose cancellation was requested and whose lease ran out (their
+    worker died before it could stop them): cancelled, archived. How many."""
+    ((count,),) = yield Step(ctx.sql.FINISH_CANCELLED, {})
+    return int(count)
+
+
+@plan(transaction=False)
 def database_now(ctx: Context) -> Steps[datetime]:
     rows = yield Step(ctx.sql.DATABASE_NOW, {})
     now: datetime = rows[0][0]

@@ -13,6 +13,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.types import DateTime
 
 from ..schema import (
@@ -20,6 +21,7 @@ from ..schema import (
     QUEUED,
     RUNNING,
     SCHEDULED,
+    archive,
     jobs,
 )
 
@@ -84,3 +86,36 @@ def hot(statement: Any) -> Any:
     """Mark a statement hot: on pgqueue's own autocommit connections it may be sent to
     the driver directly (``pgqueue._direct``)."""
     return statement.execution_options(pgqueue_direct=True)
+
+
+#: What an archived job keeps of its row in the hot table (``archive`` has these, plus
+#: ``finished_at`` and ``outcome``).
+ARCHIVED_COLUMNS = (
+    "id",
+    "queue",
+    "entrypoint",
+    "payload",
+    "headers",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "dedupe_key",
+    "enqueued_at",
+    "last_error",
+    "errors",
+)
+
+
+def archived(removed: Any, outcome: ColumnElement[Any], where: ColumnElement[bool]) -> Any:
+    """A CTE copying the rows a DELETE ... RETURNING CTE (``removed``) took out of the
+    hot table into the archive, with ``outcome``, for the rows ``where`` holds."""
+    names = list(ARCHIVED_COLUMNS)
+    return (
+        insert(archive)
+        .from_select(
+            [*(archive.c[n] for n in names), archive.c.outcome],
+            select(*(removed.c[n] for n in names), outcome).where(where),
+        )
+        .returning(archive.c.id)
+        .cte(f"archived_{removed.name}")
+    )

@@ -21,13 +21,13 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ..schema import (
-    archive,
     jobs,
     queues,
 )
@@ -38,6 +38,7 @@ from ._common import (
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     WAITING,
+    archived,
     hot,
     notify,
     seconds,
@@ -77,6 +78,7 @@ _due_c = (
         jobs.c.queue == bindparam("b_queue"),
         WAITING,
         jobs.c.available_at <= stmt_now,
+        ~jobs.c.cancel_requested,  # a lost job asked to stop is cancelled, not rerun
         _handled,
     )
     .order_by(jobs.c.available_at)
@@ -156,57 +158,37 @@ _holds_lease = _holding(_leased)
 
 # Finishing: delete from the hot table and, per b_mode, copy into the archive in the
 # same statement. b_mode: 0 never archive (delete), 1 if the queue archives (ack),
-# 2 always (archive).
+# 2 always (archive). A job whose cancellation was requested ends cancelled instead,
+# always archived (admin.cancel_jobs promised it would never complete).
 _finished = delete(jobs).where(_holds_lease).returning(*jobs.c).cte("finished")
 _mode = bindparam("b_mode", type_=Integer)
-_archived = (
-    insert(archive)
-    .from_select(
-        [
-            archive.c.id,
-            archive.c.queue,
-            archive.c.entrypoint,
-            archive.c.payload,
-            archive.c.headers,
-            archive.c.priority,
-            archive.c.attempts,
-            archive.c.max_attempts,
-            archive.c.dedupe_key,
-            archive.c.enqueued_at,
-            archive.c.outcome,
-            archive.c.last_error,
-            archive.c.errors,
-        ],
-        select(
-            _finished.c.id,
-            _finished.c.queue,
-            _finished.c.entrypoint,
-            _finished.c.payload,
-            _finished.c.headers,
-            _finished.c.priority,
-            _finished.c.attempts,
-            _finished.c.max_attempts,
-            _finished.c.dedupe_key,
-            _finished.c.enqueued_at,
-            case((_mode == 2, literal_column("'archived'")), else_=literal_column("'completed'")),
-            _finished.c.last_error,
-            _finished.c.errors,
-        ).where(
-            or_(
-                _mode == 2,
-                and_(
-                    _mode == 1,
-                    select(queues.c.archive)
-                    .where(queues.c.name == _finished.c.queue)
-                    .scalar_subquery(),
-                ),
-            )
-        ),
-    )
-    .returning(archive.c.id)
-    .cte("archived")
+_outcome = case(
+    (_finished.c.cancel_requested, literal_column("'cancelled'")),
+    (_mode == 2, literal_column("'archived'")),
+    else_=literal_column("'completed'"),
 )
-FINISH = hot(select(_finished.c.id, _finished.c.lease).add_cte(_archived))
+_kept = or_(
+    _finished.c.cancel_requested,
+    _mode == 2,
+    and_(
+        _mode == 1,
+        select(queues.c.archive).where(queues.c.name == _finished.c.queue).scalar_subquery(),
+    ),
+)
+FINISH = hot(
+    select(_finished.c.id, _finished.c.lease, _finished.c.cancel_requested).add_cte(
+        archived(_finished, _outcome, _kept)
+    )
+)
+
+#: A held job whose cancellation was requested, ended: cancelled, archived. What a nack,
+#: a release or a snooze of such a job does instead (they leave it alone).
+_ended = delete(jobs).where(_holds_lease, jobs.c.cancel_requested).returning(*jobs.c).cte("ended")
+CANCEL_HELD = hot(
+    select(_ended.c.id, _ended.c.lease).add_cte(
+        archived(_ended, literal_column("'cancelled'"), true())
+    )
+)
 
 # Retrying: back to scheduled after an exponential backoff with jitter (or the job's
 # own delay), or dead-lettered once the attempts are spent. Each failure is appended to
@@ -228,7 +210,7 @@ _backoff = func.least(queues.c.retry_backoff * _growth, queues.c.retry_backoff_m
 _delay = func.coalesce(_failed.c.delay, _backoff)
 NACK = hot(
     update(jobs)
-    .where(_holding(_failed), queues.c.name == jobs.c.queue)
+    .where(_holding(_failed), ~jobs.c.cancel_requested, queues.c.name == jobs.c.queue)
     .values(
         status=case((_spent, STATUS_DEAD), else_=STATUS_SCHEDULED),
         available_at=case((_spent, func.now()), else_=func.now() + seconds(_delay)),
@@ -256,7 +238,7 @@ NACK = hot(
 #: at once, and the delivery that never ran does not count as an attempt.
 RELEASE = hot(
     update(jobs)
-    .where(_holds_lease)
+    .where(_holds_lease, ~jobs.c.cancel_requested)
     .values(
         status=STATUS_QUEUED,
         lease=None,
@@ -265,6 +247,22 @@ RELEASE = hot(
         attempts=func.greatest(jobs.c.attempts - 1, 0),
     )
     .returning(jobs.c.id, _leased.c.lease, notify)
+)
+
+#: A handler asked to run later (``raise Snooze(seconds)``): back to scheduled, its
+#: attempt not counted, as if it had never been leased.
+_snoozed = _lease_rows(("delay", Double))
+SNOOZE = hot(
+    update(jobs)
+    .where(_holding(_snoozed), ~jobs.c.cancel_requested)
+    .values(
+        status=STATUS_SCHEDULED,
+        lease=None,
+        locked_by=None,
+        available_at=func.now() + seconds(_snoozed.c.delay),
+        attempts=func.greatest(jobs.c.attempts - 1, 0),
+    )
+    .returning(jobs.c.id, _snoozed.c.lease)
 )
 
 _extended = func.greatest(
@@ -276,7 +274,7 @@ EXTEND_LEASE = hot(
     update(jobs)
     .where(_holds_lease)
     .values(available_at=_extended)
-    .returning(jobs.c.id, _leased.c.lease, jobs.c.available_at)
+    .returning(jobs.c.id, _leased.c.lease, jobs.c.available_at, jobs.c.cancel_requested)
 )
 
 #: The same by job id, without the lease token (``producer.extend_visibility``): only a

@@ -85,13 +85,14 @@ def _check_applies(args: argparse.Namespace, spec: str, worker: Worker) -> None:
 
 
 def _same_database(a: URL, b: URL) -> bool:
-    """Same server, database and user (drivers and passwords aside)."""
-    return (a.host, a.port or 5432, a.database, a.username) == (
-        b.host,
-        b.port or 5432,
-        b.database,
-        b.username,
-    )
+    """Same server, database and user (drivers and passwords aside; a Unix socket's
+    directory may be given as ``?host=``)."""
+
+    def where(url: URL) -> tuple[object, ...]:
+        host = url.host or url.query.get("host")
+        return (host, url.port or 5432, url.database, url.username)
+
+    return where(a) == where(b)
 
 
 def _takes_arguments(factory: Any) -> bool:

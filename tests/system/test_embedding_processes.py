@@ -237,7 +237,8 @@ def test_run_honours_dsn_and_schema_and_refuses_what_cannot_apply(
         refused = _pgqueue("--schema", "elsewhere", "run", "prebuilt_app:worker", cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr
         assert "--schema elsewhere (it serves schema 'pgq_test') cannot apply" in refused.stderr
-        other_db = clean.set(database="postgres").render_as_string(False)
+        elsewhere = "template1" if clean.database == "postgres" else "postgres"
+        other_db = clean.set(database=elsewhere).render_as_string(False)
         refused = _pgqueue("--dsn", other_db, "run", "prebuilt_app:worker", cwd=tmp_path)
         assert refused.returncode == 2 and "--dsn (it runs on" in refused.stderr
     finally:

@@ -16,7 +16,8 @@ import pytest
 
 from pgqueue import _validate
 from pgqueue._plans import Context, Plan, Step, admin, consumer, producer, worker
-from pgqueue.errors import DuplicateJob, PgQueueError, QueueNotFound
+from pgqueue._plans import jobs as jobs_plans
+from pgqueue.errors import DuplicateJob, InvalidArgument, PgQueueError, QueueNotFound
 from pgqueue.types import JobSpec, Message
 
 T = TypeVar("T")
@@ -128,14 +129,46 @@ def test_settles_report_per_message_whether_they_took() -> None:
     lease = uuid.uuid4()
     m1 = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
     m2 = Message(2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4())
-    done, _ = drive(consumer.finish(CTX, [m1, m2, m1], consumer.ACK), [[(1, lease)]])
-    assert done == [True, False, False]  # listed twice: took effect once
+    done, _ = drive(consumer.finish(CTX, [m1, m2, m1], consumer.ACK), [[(1, lease, False)]])
+    assert done == ["completed", None, None]  # listed twice: took effect once
     failure = consumer.Failure("E: x", "Traceback ...", 5.0, 3)
-    nacked, steps = drive(consumer.nack(CTX, [m1, m2], [failure] * 2), [[(1, lease, "dead")]])
+    # m2's nack missed: was it cancelled? CANCEL_HELD ends it if so (here: lease lost).
+    nacked, steps = drive(
+        consumer.nack(CTX, [m1, m2], [failure] * 2), [[(1, lease, "dead")], []]
+    )
     assert nacked == ["dead", None]
+    assert names(steps) == ["NACK", "CANCEL_HELD"]
+    assert steps[1].params["b_ids"] == [2]
     assert steps[0].params["b_delays"] == [5.0, 5.0]
     assert steps[0].params["b_tracebacks"] == ["Traceback ...", "Traceback ..."]
     assert drive(consumer.release(CTX, []), [])[0] == []  # nothing: no statement
+
+
+def test_a_job_whose_cancellation_was_requested_ends_cancelled_whatever_the_settle() -> None:
+    import uuid
+
+    lease = uuid.uuid4()
+    m = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    # FINISH says so itself (its row carries cancel_requested).
+    assert drive(consumer.finish(CTX, [m], consumer.ACK), [[(7, lease, True)]])[0] == [
+        "cancelled"
+    ]
+    # NACK, RELEASE and SNOOZE skip such a job; the follow-up ends it, fenced.
+    for plan in (
+        consumer.nack(CTX, [m], [consumer.Failure("E")]),
+        consumer.release(CTX, [m]),
+        consumer.snooze(CTX, [m], [30.0]),
+    ):
+        outcome, steps = drive(plan, [[], [(7, lease)]])
+        assert outcome == ["cancelled"]
+        assert names(steps)[1] == "CANCEL_HELD"
+        assert steps[1].params["b_leases"] == [lease]
+    # A settle that took needs no follow-up.
+    outcome, steps = drive(consumer.snooze(CTX, [m], [30.0]), [[(7, lease)]])
+    assert outcome == ["snoozed"] and names(steps) == ["SNOOZE"]
+    # Lease keeping learns which held jobs were cancelled.
+    kept, _ = drive(consumer.keep(CTX, [m], 30.0), [[(7, lease, NOW, True)]])
+    assert kept == [7]
 
 
 # --------------------------------------------------------------------------- admin
@@ -194,3 +227,73 @@ def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
     assert sizes[:16] == list(range(1, 17))
     assert all(want * 7 / 8 < size <= want for want, size in enumerate(sizes, 1))
     assert len(set(sizes)) < 90 and len(set(sizes[:1000])) < 64
+
+
+# --------------------------------------------------------------------------- job control
+def _where(**given: Any) -> _validate.JobFilter:
+    base: dict[str, Any] = {
+        "queue": None,
+        "status": None,
+        "entrypoint": None,
+        "dedupe_key": None,
+        "headers": None,
+    }
+    return _validate.job_filter(**{**base, **given}, allowed=jobs_plans.CANCELLABLE)
+
+
+def test_bulk_cancel_by_filter_goes_newest_first_in_batches_from_where_it_began() -> None:
+    batch = jobs_plans.BATCH
+    first = [(i,) for i in range(20_000, 20_000 - batch, -1)]
+    second = [(i,) for i in range(20_000 - batch, 20_000 - batch - 3, -1)]
+    replies: list[Sequence[Any]] = [
+        [(20_000,)],  # MAX_JOB_ID
+        first,  # a full batch of candidates
+        [(i, "tasks", False) for i, in first],  # CANCEL_JOBS
+        second,  # fewer than a batch: the last one
+        [(second[0][0], "tasks", True), (second[1][0], "other", True)],
+        [(None,)],  # NOTIFY
+        [(None,)],  # NOTIFY
+    ]
+    cancelled, steps = drive(jobs_plans.cancel_jobs(CTX, None, _where(queue="tasks")), replies)
+    assert names(steps)[0] == "MAX_JOB_ID"
+    assert steps[1].params["b_after_id"] == 20_001  # nothing enqueued later is touched
+    assert steps[3].params["b_after_id"] == 20_000 - batch + 1  # below the last batch
+    assert steps[2].params["b_statuses"] == ["queued", "scheduled", "running"]
+    assert len(cancelled) == batch + 2 and cancelled == sorted(cancelled)
+    # Running jobs' holders are told, per queue, after their batch.
+    notified = [s.params for s in steps if names([s]) == ["NOTIFY"]]
+    assert [(n["b_channel"], n["b_payload"]) for n in notified] == [
+        ("pgqueue.pgq_unit.other", f"cancel:{second[1][0]}"),
+        ("pgqueue.pgq_unit.tasks", f"cancel:{second[0][0]}"),
+    ]
+
+
+def test_cancel_by_ids_runs_one_statement_per_batch_and_no_listing() -> None:
+    ids = list(range(1, jobs_plans.BATCH + 2))
+    replies: list[Sequence[Any]] = [[(1, "tasks", False)], [(jobs_plans.BATCH + 1, "tasks", False)]]
+    cancelled, steps = drive(jobs_plans.cancel_jobs(CTX, ids, _where(status="queued")), replies)
+    assert names(steps) == ["CANCEL_JOBS", "CANCEL_JOBS"]
+    assert steps[0].params["b_statuses"] == ["queued"]
+    assert len(steps[0].params["b_ids"]) == jobs_plans.BATCH
+    assert cancelled == [1, jobs_plans.BATCH + 1]
+
+
+def test_cancel_payloads_stay_within_notifys_limit_and_read_back() -> None:
+    ids = list(range(10**12, 10**12 + 2_000))
+    payloads = list(jobs_plans._cancel_payloads(ids))
+    assert len(payloads) > 1 and all(len(p) <= jobs_plans.PAYLOAD_MAX for p in payloads)
+    assert [i for p in payloads for i in jobs_plans.parse_cancel(p)] == ids
+    assert jobs_plans.parse_cancel("tasks") == []  # a plain wake-up
+
+
+def test_job_filters_are_checked_before_anything_runs() -> None:
+    with pytest.raises(InvalidArgument, match="status must be among"):
+        _where(status="completed")  # not cancellable
+    with pytest.raises(InvalidArgument, match="empty list"):
+        _where(status=[])
+    with pytest.raises(InvalidArgument):
+        _validate.job_ids(5)
+    with pytest.raises(InvalidArgument):
+        _validate.job_ids([1, -2])
+    assert _validate.job_ids([3, 1, 3]) == [3, 1]
+    assert _where(status=["running", "queued"]).statuses == ("queued", "running")

@@ -1,0 +1,370 @@
+"""Job control: read one job, list jobs, cancel, retry, delete, reschedule.
+
+A job lives in one of two tables: the hot table while it can still run (queued,
+scheduled, running, dead) and the archive once finished (completed, archived,
+deleted, cancelled). Reading it looks in both; the verbs act on the hot table
+(``delete_jobs`` on the archive too).
+
+``list_jobs`` takes any combination of filters, so its statement is built for the
+filters given (:func:`listing`, cached by their shape) rather than one statement with
+``(:x IS NULL OR ...)`` terms, which a prepared generic plan could not serve from an
+index. Every verb is one statement on a batch of ids; the bulk forms choose the ids
+with :func:`listing` first, a batch at a time.
+
+The verbs also need privileges the worker role lacks (UPDATE of ``cancel_requested``
+and ``priority``, DELETE on the archive, reading the archive), so only an admin can run
+them: the grants, not pgqueue's code, enforce who may.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Integer,
+    SmallInteger,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from ..schema import ARCHIVED, CANCELLED, COMPLETED, DEAD, DELETED, QUEUED, RUNNING, SCHEDULED
+from ..schema import archive as _archive
+from ..schema import jobs as _jobs
+from ..schema import queues as _queues
+from ._common import (
+    STATUS_DEAD,
+    STATUS_QUEUED,
+    STATUS_RUNNING,
+    STATUS_SCHEDULED,
+    TS,
+    archived,
+    const,
+    seconds,
+    stmt_now,
+)
+
+#: Every status a job can have, live (hot table) then finished (archive outcome).
+HOT_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD)
+FINISHED_STATUSES = (COMPLETED, CANCELLED, DELETED, ARCHIVED)
+STATUSES = HOT_STATUSES + FINISHED_STATUSES
+
+_ids = bindparam("b_ids", type_=ARRAY(BigInteger))
+_statuses = bindparam("b_statuses", type_=ARRAY(Text))
+
+
+def _job_columns(jobs: Table) -> list[Any]:
+    """A live job as a :class:`~pgqueue.types.JobInfo` row (in its field order)."""
+    c = jobs.c
+    return [
+        c.id,
+        c.queue,
+        c.entrypoint,
+        c.status,
+        c.payload,
+        c.headers,
+        c.priority,
+        c.attempts,
+        c.max_attempts,
+        c.dedupe_key,
+        c.enqueued_at,
+        c.available_at,
+        cast(null(), TS).label("finished_at"),
+        c.locked_by,
+        c.last_error,
+        c.errors,
+        c.cancel_requested,
+    ]
+
+
+def _archive_columns(archive: Table) -> list[Any]:
+    """A finished job as the same row: its outcome is its status."""
+    c = archive.c
+    return [
+        c.id,
+        c.queue,
+        c.entrypoint,
+        c.outcome.label("status"),
+        c.payload,
+        c.headers,
+        c.priority,
+        c.attempts,
+        c.max_attempts,
+        c.dedupe_key,
+        c.enqueued_at,
+        cast(null(), TS).label("available_at"),
+        c.finished_at,
+        cast(null(), Text).label("locked_by"),
+        c.last_error,
+        c.errors,
+        false().label("cancel_requested"),
+    ]
+
+
+_id = bindparam("b_id", type_=BigInteger)
+GET_JOB = union_all(
+    select(*_job_columns(_jobs)).where(_jobs.c.id == _id),
+    select(*_archive_columns(_archive)).where(_archive.c.id == _id),
+)
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Which filters a listing has (their values are bound at execution)."""
+
+    queue: bool
+    #: The statuses wanted, in :data:`STATUSES` order (all of them when not filtered).
+    statuses: tuple[str, ...]
+    entrypoint: bool
+    dedupe_key: bool
+    headers: bool
+    after: bool
+    #: Ids only (the bulk verbs choose their batches with it), else whole rows.
+    ids_only: bool = False
+
+    @property
+    def filtered_by_status(self) -> bool:
+        return len(self.statuses) < len(STATUSES)
+
+
+def _branch(table: Table, status_column: Any, status: str | None, shape: Shape, queue: Any) -> Any:
+    """One index range, newest first: ``table``'s rows of one queue (``queue``: the bind
+    or a correlated column) and, if given, one status."""
+    c = table.c
+    where = [c.queue == queue] if queue is not None else []
+    if status is not None:
+        where.append(status_column == const(status))
+    if shape.entrypoint:
+        where.append(c.entrypoint == bindparam("b_entrypoint", type_=Text))
+    if shape.dedupe_key:
+        where.append(c.dedupe_key == bindparam("b_dedupe_key", type_=Text))
+    if shape.headers:
+        where.append(c.headers.contains(bindparam("b_headers", type_=JSONB)))
+    if shape.after:
+        where.append(c.id < bindparam("b_after_id", type_=BigInteger))
+    columns = (
+        [c.id]
+        if shape.ids_only
+        else (_job_columns(table) if "status" in c else _archive_columns(table))
+    )
+    return (
+        select(*columns)
+        .where(and_(true(), *where))
+        .order_by(c.id.desc())
+        .limit(bindparam("b_limit", type_=Integer))
+    )
+
+
+def _side(
+    table: Table, status_column: Any, wanted: Sequence[str], all_: bool, shape: Shape, queues: Table
+) -> list[Any]:
+    """The branches reading one table (hot or archive) for the statuses ``wanted``."""
+    if not wanted:
+        return []
+    if shape.queue:  # one range of (queue, status, id) per status
+        queue = bindparam("b_queue", type_=Text)
+        if all_ and not shape.dedupe_key:
+            return [_branch(table, status_column, None, shape, queue)]
+        return [_branch(table, status_column, s, shape, queue) for s in wanted]
+    if all_ and not shape.dedupe_key:  # the primary key, newest first
+        return [_branch(table, status_column, None, shape, None)]
+    # Filtered by status without a queue: the same ranges for every queue (a handful of
+    # index probes each), merged, instead of reading the whole table newest first.
+    branches = []
+    for s in wanted:
+        inner = _branch(table, status_column, s, shape, queues.c.name).lateral(f"{table.name}_{s}")
+        branches.append(select(*inner.c).select_from(queues).join(inner, true()))
+    return branches
+
+
+def listing(jobs: Table, archive: Table, queues: Table, shape: Shape) -> Any:
+    """The statement listing jobs of ``shape``, newest first, at most ``b_limit``."""
+    hot = [s for s in shape.statuses if s in HOT_STATUSES]
+    done = [s for s in shape.statuses if s in FINISHED_STATUSES]
+    branches = _side(jobs, jobs.c.status, hot, len(hot) == len(HOT_STATUSES), shape, queues)
+    branches += _side(
+        archive, archive.c.outcome, done, len(done) == len(FINISHED_STATUSES), shape, queues
+    )
+    if len(branches) == 1:
+        return branches[0]
+    merged = union_all(*(b.subquery().select() for b in branches)).subquery("listed")
+    return select(*merged.c).order_by(merged.c.id.desc()).limit(bindparam("b_limit", type_=Integer))
+
+
+#: The newest job id there is (live or finished): bulk verbs by filter stop there, so
+#: jobs enqueued while they run are not theirs.
+MAX_JOB_ID = select(
+    func.greatest(
+        select(func.max(_jobs.c.id)).scalar_subquery(),
+        select(func.max(_archive.c.id)).scalar_subquery(),
+        0,
+    )
+)
+
+# --------------------------------------------------------------------------- verbs
+
+#: Cancel a batch: the queued and scheduled ones (and running ones whose lease ran out:
+#: no live holder) leave for the archive as ``cancelled`` at once, whatever the queue's
+#: archive setting; running ones get ``cancel_requested``, which every settle honours
+#: (they end ``cancelled``, never completed nor retried) and their holder learns by
+#: NOTIFY. The rows are locked first, in id order, and the decision made on what the
+#: lock returned (a job leased meanwhile is seen running, a finished one is gone).
+_locked = (
+    select(
+        _jobs.c.id,
+        _jobs.c.status,
+        (_jobs.c.available_at <= stmt_now).label("expired"),
+    )
+    .where(_jobs.c.id == func.any(_ids), _jobs.c.status == func.any(_statuses))
+    .order_by(_jobs.c.id)
+    .with_for_update()
+    .cte("locked")
+)
+_now_cancelled = (
+    delete(_jobs)
+    .where(
+        _jobs.c.id.in_(
+            select(_locked.c.id).where(or_(_locked.c.status != STATUS_RUNNING, _locked.c.expired))
+        )
+    )
+    .returning(*_jobs.c)
+    .cte("now_cancelled")
+)
+_requested = (
+    update(_jobs)
+    .where(
+        _jobs.c.id.in_(
+            select(_locked.c.id).where(_locked.c.status == STATUS_RUNNING, ~_locked.c.expired)
+        )
+    )
+    .values(cancel_requested=true())
+    .returning(_jobs.c.id, _jobs.c.queue)
+    .cte("requested")
+)
+CANCEL_JOBS = union_all(
+    select(_now_cancelled.c.id, _now_cancelled.c.queue, false().label("running")),
+    select(_requested.c.id, _requested.c.queue, true().label("running")),
+).add_cte(archived(_now_cancelled, literal_column(f"'{CANCELLED}'"), true()))
+
+#: Retry a batch: dead jobs (with a fresh set of attempts; one whose dedupe_key a live
+#: job now holds stays dead) and jobs scheduled for a retry become available now. Their
+#: error history is kept.
+_twin = _jobs.alias("live")
+RETRY_JOBS = (
+    update(_jobs)
+    .where(
+        _jobs.c.id == func.any(_ids),
+        _jobs.c.status == func.any(_statuses),
+        or_(
+            and_(
+                _jobs.c.status == STATUS_DEAD,
+                or_(
+                    _jobs.c.dedupe_key.is_(None),
+                    ~exists().where(
+                        _twin.c.queue == _jobs.c.queue,
+                        _twin.c.dedupe_key == _jobs.c.dedupe_key,
+                        _twin.c.status != STATUS_DEAD,
+                    ),
+                ),
+            ),
+            and_(_jobs.c.status == STATUS_SCHEDULED, _jobs.c.attempts > 0),
+        ),
+    )
+    .values(
+        status=STATUS_QUEUED,
+        available_at=func.now(),
+        attempts=case((_jobs.c.status == STATUS_DEAD, 0), else_=_jobs.c.attempts),
+        lease=None,
+        locked_by=None,
+        cancel_requested=false(),
+    )
+    .returning(_jobs.c.id, _jobs.c.queue)
+)
+
+#: Delete a batch: live jobs that are not running (cancel those first) leave the hot
+#: table, kept as ``deleted`` if their queue archives; finished ones leave the archive.
+_deleted = (
+    delete(_jobs)
+    .where(
+        _jobs.c.id == func.any(_ids),
+        _jobs.c.status == func.any(_statuses),
+        _jobs.c.status != STATUS_RUNNING,
+    )
+    .returning(*_jobs.c)
+    .cte("deleted")
+)
+_queue_archives = (
+    select(_queues.c.archive).where(_queues.c.name == _deleted.c.queue).scalar_subquery()
+)
+_forgotten = (
+    delete(_archive)
+    .where(_archive.c.id == func.any(_ids), _archive.c.outcome == func.any(_statuses))
+    .returning(_archive.c.id)
+    .cte("forgotten")
+)
+DELETE_JOBS = union_all(
+    select(_deleted.c.id),
+    select(_forgotten.c.id),
+).add_cte(archived(_deleted, literal_column(f"'{DELETED}'"), func.coalesce(_queue_archives, False)))
+
+#: Move a queued or scheduled job: to ``b_run_at``, or ``b_delay`` seconds from now,
+#: and/or to priority ``b_priority`` (NULL: unchanged). Scheduled if its time is in the
+#: future, else queued (available now).
+_run_at = bindparam("b_run_at", type_=TS)
+_delay = bindparam("b_delay", type_=Double)
+_at = func.coalesce(_run_at, func.now() + seconds(_delay), _jobs.c.available_at)
+RESCHEDULE = (
+    update(_jobs)
+    .where(_jobs.c.id == _id, _jobs.c.status.in_([STATUS_QUEUED, STATUS_SCHEDULED]))
+    .values(
+        available_at=_at,
+        status=case((_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+        priority=func.coalesce(bindparam("b_priority", type_=SmallInteger), _jobs.c.priority),
+    )
+    .returning(_jobs.c.id, _jobs.c.queue, _jobs.c.status)
+)
+
+#: Wake or tell a queue's listeners (``b_payload``: the queue's name to wake idle
+#: consumers; ``cancel:<ids>`` to tell workers which of their jobs to stop).
+NOTIFY = select(
+    func.pg_notify(bindparam("b_channel", type_=Text), bindparam("b_payload", type_=Text))
+)
+
+#: Running jobs whose cancellation was requested and whose lease ran out (their worker
+#: died before it could stop them): cancelled, archived. The workers' sweep runs it.
+_expired = (
+    delete(_jobs)
+    .where(
+        _jobs.c.cancel_requested,  # ix_pgqueue_jobs_cancel_requested
+        _jobs.c.status == STATUS_RUNNING,
+        _jobs.c.available_at <= stmt_now,
+    )
+    .returning(*_jobs.c)
+    .cte("expired")
+)
+FINISH_CANCELLED = (
+    select(func.count())
+    .select_from(_expired)
+    .add_cte(archived(_expired, literal_column(f"'{CANCELLED}'"), true()))
+)
