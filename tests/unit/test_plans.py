@@ -133,9 +133,7 @@ def test_settles_report_per_message_whether_they_took() -> None:
     assert done == ["completed", None, None]  # listed twice: took effect once
     failure = consumer.Failure("E: x", "Traceback ...", 5.0, 3)
     # m2's nack missed: was it cancelled? CANCEL_HELD ends it if so (here: lease lost).
-    nacked, steps = drive(
-        consumer.nack(CTX, [m1, m2], [failure] * 2), [[(1, lease, "dead")], []]
-    )
+    nacked, steps = drive(consumer.nack(CTX, [m1, m2], [failure] * 2), [[(1, lease, "dead")], []])
     assert nacked == ["dead", None]
     assert names(steps) == ["NACK", "CANCEL_HELD"]
     assert steps[1].params["b_ids"] == [2]
@@ -150,9 +148,7 @@ def test_a_job_whose_cancellation_was_requested_ends_cancelled_whatever_the_sett
     lease = uuid.uuid4()
     m = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
     # FINISH says so itself (its row carries cancel_requested).
-    assert drive(consumer.finish(CTX, [m], consumer.ACK), [[(7, lease, True)]])[0] == [
-        "cancelled"
-    ]
+    assert drive(consumer.finish(CTX, [m], consumer.ACK), [[(7, lease, True)]])[0] == ["cancelled"]
     # NACK, RELEASE and SNOOZE skip such a job; the follow-up ends it, fenced.
     for plan in (
         consumer.nack(CTX, [m], [consumer.Failure("E")]),
@@ -248,7 +244,7 @@ def test_bulk_cancel_by_filter_goes_newest_first_in_batches_from_where_it_began(
     replies: list[Sequence[Any]] = [
         [(20_000,)],  # MAX_JOB_ID
         first,  # a full batch of candidates
-        [(i, "tasks", False) for i, in first],  # CANCEL_JOBS
+        [(i, "tasks", False) for (i,) in first],  # CANCEL_JOBS
         second,  # fewer than a batch: the last one
         [(second[0][0], "tasks", True), (second[1][0], "other", True)],
         [(None,)],  # NOTIFY
