@@ -400,7 +400,7 @@ class JobFilter:
     statuses: tuple[str, ...]
     entrypoint: str | None
     dedupe_key: str | None
-    headers: str | None  # JSON text the job's headers must contain
+    headers: dict[str, Any] | None  # what the job's headers must contain
 
     def shape(self, *, after: bool, ids_only: bool = False) -> jobs_sql.Shape:
         return jobs_sql.Shape(
@@ -455,14 +455,17 @@ def job_filter(
             if not isinstance(text, str) or not text:
                 raise InvalidArgument(f"{name} must be a non-empty str, not {text!r}")
             _utf8(text, name)
-    if headers is not None and not isinstance(headers, Mapping):
-        raise InvalidPayload(f"headers must be a mapping, not {type(headers).__name__}")
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise InvalidPayload(f"headers must be a mapping, not {type(headers).__name__}")
+        headers = dict(headers)
+        json_text(headers, "headers")  # what the jsonb parameter will have to encode
     return JobFilter(
         queue=None if queue is None else check_queue_name(queue),
         statuses=statuses(status, allowed),
         entrypoint=entrypoint,  # type: ignore[arg-type]  # checked above
         dedupe_key=dedupe_key,  # type: ignore[arg-type]
-        headers=None if headers is None else json_text(dict(headers), "headers"),
+        headers=headers,  # checked above
     )
 
 

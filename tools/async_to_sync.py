@@ -41,6 +41,7 @@ SOURCES = [
     "tests/behaviour/test_consumer_async.py",
     "tests/behaviour/test_worker_async.py",
     "tests/behaviour/test_embedding_async.py",
+    "tests/behaviour/test_jobs_async.py",
     "tests/support/consumer_loop_async.py",
 ]
 

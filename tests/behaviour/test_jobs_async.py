@@ -1,0 +1,567 @@
+"""Job control on a real PostgreSQL: admin.get_job, list_jobs, cancel_jobs, retry_jobs,
+delete_jobs, reschedule, and what workers and consumers do with a cancelled job or a
+snoozed one (sync twin generated).
+
+Admin verbs run for every bind kind and driver (``async_db``); rows in states a test
+cannot wait for (dead, archived) are made with SQL. Worker tests run per driver.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    InvalidArgument,
+    InvalidDelay,
+    InvalidPayload,
+    JobInfo,
+    Message,
+    Snooze,
+)
+from pgqueue._acompat import Listener, sleep
+from pgqueue._plans import channel_name
+from pgqueue._plans.jobs import BATCH
+from tests.behaviour.test_admin_async import admin_of, fill, make_dead, make_running, snapshot
+from tests.behaviour.test_worker_async import drain, make_worker, running
+from tests.support.db import SCHEMA, AsyncDB
+
+#: Whether this file is the async face (its generated twin is the sync one).
+ASYNC_FACE = inspect.iscoroutinefunction(AsyncWorker.run)
+ENGINE_ONLY = pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def archived(db: AsyncDB, job_id: int) -> str | None:
+    """The outcome a finished job was kept with (None if not in the archive)."""
+    row = await db.first("SELECT outcome FROM pgqueue_archive WHERE id = :id", id=job_id)
+    return None if row is None else str(row[0])
+
+
+async def status(db: AsyncDB, job_id: int) -> str | None:
+    row = await db.first("SELECT status FROM pgqueue_jobs WHERE id = :id", id=job_id)
+    return None if row is None else str(row[0])
+
+
+async def setup(db: AsyncDB, **queue: Any) -> tuple[AsyncAdmin, AsyncProducer]:
+    admin = admin_of(db)
+    await admin.create_queue("tasks", **queue, **db.kw)
+    return admin, AsyncProducer(db.engine, "tasks", schema=db.schema)
+
+
+# --------------------------------------------------------------------------- get_job
+async def test_get_job_reads_live_and_finished_jobs(async_db: AsyncDB) -> None:
+    admin, producer = await setup(async_db, archive=True)
+    m = await producer.enqueue(
+        {"order": 4812}, headers={"tenant": "a"}, priority=3, dedupe_key="o-4812", **async_db.kw
+    )
+    job = await admin.get_job(m.id, **async_db.kw)
+    assert isinstance(job, JobInfo)
+    assert (job.id, job.queue, job.entrypoint, job.status) == (m.id, "tasks", "tasks", "queued")
+    assert (job.payload, job.headers, job.priority, job.dedupe_key) == (
+        {"order": 4812},
+        {"tenant": "a"},
+        3,
+        "o-4812",
+    )
+    assert (job.attempts, job.max_attempts, job.locked_by, job.locked_until) == (
+        0,
+        None,
+        None,
+        None,
+    )
+    assert job.enqueued_at == m.enqueued_at and job.available_at == m.available_at
+    assert not job.finished and job.finished_at is None and not job.cancel_requested
+
+    await make_running(async_db, m.id)
+    running_job = await admin.get_job(m.id, **async_db.kw)
+    assert running_job is not None
+    assert (running_job.status, running_job.locked_by) == ("running", "test")
+    assert running_job.locked_until == running_job.available_at
+
+    await make_dead(async_db, m.id)
+    await async_db.rows(
+        """UPDATE pgqueue_jobs SET errors = '[{"attempt": 1, "at": "2026-12-03T00:00:00Z",
+        "error": "E: x", "traceback": "Traceback ..."}]' WHERE id = :id""",
+        id=m.id,
+    )
+    dead = await admin.get_job(m.id, **async_db.kw)
+    assert dead is not None and dead.status == "dead" and dead.last_error == "boom"
+    assert dead.errors is not None and dead.errors[0]["traceback"] == "Traceback ..."
+
+    # Finished: read from the archive, with when it finished.
+    assert await admin.delete_jobs([m.id], **async_db.kw) == [m.id]
+    gone = await admin.get_job(m.id, **async_db.kw)
+    assert gone is not None and gone.status == "deleted" and gone.finished
+    assert gone.payload == {"order": 4812} and gone.available_at is None
+    assert await admin.get_job(10**12, **async_db.kw) is None
+    with pytest.raises(InvalidArgument):
+        await admin.get_job(0, **async_db.kw)
+
+
+# --------------------------------------------------------------------------- list_jobs
+async def test_list_jobs_filters_live_and_finished_newest_first(async_db: AsyncDB) -> None:
+    admin, producer = await setup(async_db, archive=True)
+    await admin.create_queue("other", **async_db.kw)
+    ids = await fill(async_db, "tasks", ready=4, scheduled=2)  # 4 queued, 2 scheduled
+    await make_running(async_db, ids[0])
+    await make_dead(async_db, ids[1])
+    email = await producer.enqueue(
+        {"x": 1}, entrypoint="email", headers={"tenant": "a", "n": 1}, **async_db.kw
+    )
+    keyed = await producer.enqueue({"x": 2}, dedupe_key="k", **async_db.kw)
+    [elsewhere] = await fill(async_db, "other", ready=1)
+    assert await admin.cancel_jobs([ids[2]], **async_db.kw) == [ids[2]]  # -> archive
+
+    def listed(jobs: list[JobInfo]) -> list[int]:
+        return [j.id for j in jobs]
+
+    everything = await admin.list_jobs(**async_db.kw)
+    assert listed(everything) == sorted([*ids, email.id, keyed.id, elsewhere], reverse=True)
+    assert (await admin.list_jobs("other", **async_db.kw))[0].id == elsewhere
+    by_status = {j.id: j.status for j in everything}
+    assert by_status[ids[0]] == "running" and by_status[ids[1]] == "dead"
+    assert by_status[ids[2]] == "cancelled" and by_status[ids[4]] == "scheduled"
+    assert listed(await admin.list_jobs("tasks", status="cancelled", **async_db.kw)) == [ids[2]]
+    assert listed(await admin.list_jobs(status=["dead", "running"], **async_db.kw)) == [
+        ids[1],
+        ids[0],
+    ]
+    assert listed(await admin.list_jobs(status="scheduled", **async_db.kw)) == [ids[5], ids[4]]
+    assert listed(await admin.list_jobs(entrypoint="email", **async_db.kw)) == [email.id]
+    assert listed(await admin.list_jobs(headers={"tenant": "a"}, **async_db.kw)) == [email.id]
+    assert await admin.list_jobs(headers={"tenant": "b"}, **async_db.kw) == []
+    assert listed(await admin.list_jobs("tasks", dedupe_key="k", **async_db.kw)) == [keyed.id]
+    assert listed(await admin.list_jobs(dedupe_key="k", status="queued", **async_db.kw)) == [
+        keyed.id
+    ]
+
+
+async def test_list_jobs_pages_by_id_without_gaps_or_repeats(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    ids = await fill(async_db, "tasks", ready=23)
+    await admin.cancel_jobs(ids[::3], **async_db.kw)
+    seen: list[int] = []
+    after = None
+    while True:
+        page = await admin.list_jobs("tasks", after_id=after, limit=5, **async_db.kw)
+        if not page:
+            break
+        assert len(page) <= 5
+        seen += [j.id for j in page]
+        after = page[-1].id
+    assert seen == sorted(ids, reverse=True)
+
+
+async def test_list_jobs_rejects_bad_filters_before_anything_runs(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    bad: list[dict[str, Any]] = [
+        {"status": "finished"},
+        {"status": []},
+        {"status": 3},
+        {"limit": 0},
+        {"limit": 1001},
+        {"after_id": -1},
+        {"entrypoint": ""},
+        {"dedupe_key": 5},
+    ]
+    for kwargs in bad:
+        with pytest.raises(InvalidArgument):
+            await admin.list_jobs(**kwargs, **async_db.kw)
+    with pytest.raises(InvalidPayload):
+        await admin.list_jobs(headers={"x": object()}, **async_db.kw)
+    with pytest.raises(InvalidArgument):
+        await admin.list_jobs("not a queue name", **async_db.kw)
+
+
+# --------------------------------------------------------------------------- cancel
+async def test_cancel_queued_scheduled_and_running_jobs(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db, archive=False)  # cancelled jobs are kept anyway
+    ids = await fill(async_db, "tasks", ready=3, scheduled=1)
+    await make_running(async_db, ids[1])
+    await make_dead(async_db, ids[2])
+    got = await admin.cancel_jobs([ids[0], ids[1], ids[2], ids[3], 10**12], **async_db.kw)
+    assert got == [ids[0], ids[1], ids[3]]  # dead and unknown: not cancelled
+    assert await archived(async_db, ids[0]) == "cancelled"
+    assert await archived(async_db, ids[3]) == "cancelled"
+    assert await status(async_db, ids[2]) == "dead"
+    # The running one is asked to stop: it stays with its holder, flagged.
+    job = await admin.get_job(ids[1], **async_db.kw)
+    assert job is not None and job.status == "running" and job.cancel_requested
+    # Again: the request stands (the job will end cancelled), said again.
+    assert await admin.cancel_jobs([ids[1]], **async_db.kw) == [ids[1]]
+    # Narrowed by status: only what is in those states.
+    more = await fill(async_db, "tasks", ready=1, scheduled=1)
+    assert await admin.cancel_jobs(more, status="scheduled", **async_db.kw) == [more[1]]
+
+
+async def test_cancel_a_running_job_whose_lease_expired_ends_it_at_once(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    [job_id] = await fill(async_db, "tasks", ready=1)
+    await make_running(async_db, job_id)
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=job_id,
+    )
+    assert await admin.cancel_jobs([job_id], **async_db.kw) == [job_id]
+    assert await archived(async_db, job_id) == "cancelled"
+
+
+async def test_cancel_by_filter_needs_a_filter_and_not_both(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    await fill(async_db, "tasks", ready=2)
+    before = await snapshot(async_db)
+    with pytest.raises(InvalidArgument, match="at least one filter"):
+        await admin.cancel_jobs(**async_db.kw)
+    with pytest.raises(InvalidArgument, match="not both"):
+        await admin.cancel_jobs([1], queue="tasks", **async_db.kw)
+    with pytest.raises(InvalidArgument, match="status must be among"):
+        await admin.cancel_jobs(queue="tasks", status="dead", **async_db.kw)
+    with pytest.raises(InvalidArgument):
+        await admin.cancel_jobs(5, **async_db.kw)  # type: ignore[arg-type]
+    assert await snapshot(async_db) == before
+
+
+@ENGINE_ONLY
+async def test_bulk_cancel_goes_in_batches_and_leaves_later_jobs(async_db: AsyncDB) -> None:
+    admin, producer = await setup(async_db)
+    await producer.batch_enqueue([{"n": i} for i in range(BATCH * 2 + 7)])
+    await producer.enqueue({"other": True}, entrypoint="keep")
+    cancelled = await admin.cancel_jobs(queue="tasks", entrypoint="tasks")
+    assert len(cancelled) == BATCH * 2 + 7 and cancelled == sorted(cancelled)
+    assert await async_db.scalar(
+        "SELECT count(*) FROM pgqueue_archive WHERE outcome = 'cancelled'"
+    ) == len(cancelled)
+    left = await admin.list_jobs("tasks")
+    assert [j.entrypoint for j in left if not j.finished] == ["keep"]
+
+
+@ENGINE_ONLY
+async def test_cancelling_a_running_job_notifies_its_queue(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    [job_id] = await fill(async_db, "tasks", ready=1)
+    await make_running(async_db, job_id)
+    payloads: list[str] = []
+    listener = Listener(
+        async_db.engine, [channel_name(SCHEMA, "tasks")], on_payload=payloads.append
+    )
+    assert await listener.start()
+    try:
+        await admin.cancel_jobs([job_id])
+        await async_db.until_true(lambda: f"cancel:{job_id}" in payloads, what="NOTIFY")
+    finally:
+        await listener.close()
+
+
+# --------------------------------------------------------------------------- settles
+@ENGINE_ONLY
+async def test_every_settle_of_a_job_asked_to_stop_ends_it_cancelled(async_db: AsyncDB) -> None:
+    admin, producer = await setup(async_db)
+    consumer = AsyncConsumer(async_db.engine, "tasks", schema=SCHEMA)
+    await producer.batch_enqueue([{"n": i} for i in range(4)])
+    leased = await consumer.dequeue(4)
+    assert await admin.cancel_jobs([m.id for m in leased]) == sorted(m.id for m in leased)
+    assert await consumer.ack(leased[0]) is False
+    assert await consumer.nack(leased[1], error="boom") is False
+    assert await consumer.release(leased[2]) is False
+    assert await consumer.extend_visibility(leased[3], 60) is True  # still its holder
+    for m in leased[:3]:
+        assert await archived(async_db, m.id) == "cancelled"
+        assert await status(async_db, m.id) is None
+    # A lease that runs out never delivers the job again.
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=leased[3].id,
+    )
+    assert await consumer.dequeue(4) == []
+    assert await status(async_db, leased[3].id) == "running"
+
+
+# --------------------------------------------------------------------------- retry
+async def test_retry_dead_and_retrying_jobs(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    ids = await fill(async_db, "tasks", ready=2, scheduled=2)
+    await make_dead(async_db, ids[0])
+    await async_db.rows(  # ids[2]: scheduled for a retry (attempted once)
+        "UPDATE pgqueue_jobs SET attempts = 1 WHERE id = :id", id=ids[2]
+    )
+    got = await admin.retry_jobs(ids, **async_db.kw)
+    assert got == [ids[0], ids[2]]  # not the queued one, nor the delayed first run
+    dead = await admin.get_job(ids[0], **async_db.kw)
+    assert dead is not None and (dead.status, dead.attempts, dead.last_error) == (
+        "queued",
+        0,
+        "boom",
+    )
+    retrying = await admin.get_job(ids[2], **async_db.kw)
+    assert retrying is not None and (retrying.status, retrying.attempts) == ("queued", 1)
+    assert await status(async_db, ids[3]) == "scheduled"
+
+
+async def test_retry_leaves_a_dead_job_dead_when_a_live_twin_holds_its_key(
+    async_db: AsyncDB,
+) -> None:
+    admin, producer = await setup(async_db)
+    first = await producer.enqueue({"n": 1}, dedupe_key="k", **async_db.kw)
+    await make_dead(async_db, first.id)
+    await producer.enqueue({"n": 2}, dedupe_key="k", **async_db.kw)
+    assert await admin.retry_jobs(queue="tasks", status="dead", **async_db.kw) == []
+    assert await status(async_db, first.id) == "dead"
+
+
+# --------------------------------------------------------------------------- delete
+async def test_delete_jobs_live_and_finished_but_never_running(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db, archive=True)
+    ids = await fill(async_db, "tasks", ready=3, scheduled=1)
+    await make_running(async_db, ids[1])
+    await make_dead(async_db, ids[2])
+    got = await admin.delete_jobs(ids, **async_db.kw)
+    assert got == [ids[0], ids[2], ids[3]]
+    assert await status(async_db, ids[1]) == "running"
+    # The queue archives: deleted jobs leave a tombstone, until deleted again.
+    assert await archived(async_db, ids[0]) == "deleted"
+    assert await admin.delete_jobs([ids[0]], **async_db.kw) == [ids[0]]
+    assert await archived(async_db, ids[0]) is None and await admin.get_job(ids[0]) is None
+    # By filter, finished jobs too.
+    await admin.cancel_jobs([ids[1]], **async_db.kw)
+    more = await fill(async_db, "tasks", ready=1)
+    await admin.cancel_jobs(more, **async_db.kw)
+    assert await admin.delete_jobs(queue="tasks", status="cancelled", **async_db.kw) == more
+
+
+async def test_delete_without_archive_leaves_nothing(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db, archive=False)
+    ids = await fill(async_db, "tasks", ready=2)
+    assert await admin.delete_jobs([ids[0]], **async_db.kw) == [ids[0]]
+    assert await admin.get_job(ids[0], **async_db.kw) is None
+    assert await status(async_db, ids[1]) == "queued"
+
+
+# --------------------------------------------------------------------------- reschedule
+async def test_reschedule_moves_a_waiting_job_in_time_and_priority(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    ids = await fill(async_db, "tasks", ready=2, scheduled=1)
+    assert await admin.reschedule(ids[0], delay=600, **async_db.kw) is True
+    job = await admin.get_job(ids[0], **async_db.kw)
+    assert job is not None and job.status == "scheduled"
+    assert await async_db.scalar(
+        "SELECT available_at > now() + interval '590 seconds' FROM pgqueue_jobs WHERE id = :id",
+        id=ids[0],
+    )
+    # Back to now: queued (available at once) again.
+    assert await admin.reschedule(ids[0], delay=0, **async_db.kw) is True
+    assert await status(async_db, ids[0]) == "queued"
+    # A scheduled one pulled in with run_at; a priority alone keeps the time.
+    when = datetime.now(timezone.utc) - timedelta(seconds=1)
+    assert await admin.reschedule(ids[2], run_at=when, priority=9, **async_db.kw) is True
+    moved = await admin.get_job(ids[2], **async_db.kw)
+    assert moved is not None and (moved.status, moved.priority) == ("queued", 9)
+    assert await admin.reschedule(ids[1], priority=-5, **async_db.kw) is True
+    kept = await admin.get_job(ids[1], **async_db.kw)
+    assert kept is not None and (kept.status, kept.priority) == ("queued", -5)
+    # Not waiting: nothing to move.
+    await make_running(async_db, ids[1])
+    assert await admin.reschedule(ids[1], delay=5, **async_db.kw) is False
+    assert await admin.reschedule(10**12, delay=5, **async_db.kw) is False
+
+
+async def test_reschedule_rejects_bad_arguments(async_db: AsyncDB) -> None:
+    admin, _ = await setup(async_db)
+    [job_id] = await fill(async_db, "tasks", ready=1)
+    before = await snapshot(async_db)
+    with pytest.raises(InvalidArgument, match="not both"):
+        await admin.reschedule(job_id, delay=1, run_at=datetime.now(timezone.utc))
+    with pytest.raises(InvalidArgument, match="give run_at, delay or priority"):
+        await admin.reschedule(job_id, **async_db.kw)
+    with pytest.raises(InvalidDelay, match="timezone-aware"):
+        await admin.reschedule(job_id, run_at=datetime.now(), **async_db.kw)
+    with pytest.raises(InvalidDelay):
+        await admin.reschedule(job_id, delay=-1, **async_db.kw)
+    with pytest.raises(InvalidArgument, match="priority"):
+        await admin.reschedule(job_id, priority=40_000, **async_db.kw)
+    assert await snapshot(async_db) == before
+
+
+# --------------------------------------------------------------------------- workers
+async def test_a_worker_stops_a_cancelled_handler_within_a_second(
+    async_engine: AsyncEngine,
+) -> None:
+    """NOTIFY reaches the holder (the lease keeping it would otherwise wait for is 12 s
+    away): an ``async def`` handler is interrupted, a thread's sees the flag; the job
+    ends cancelled, the worker goes on with the others."""
+    db = AsyncDB(async_engine, None)
+    admin, producer = await setup(db)
+    worker = make_worker(async_engine, heartbeat_interval=12)
+    started: list[int] = []
+    done: list[int] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        if job.payload.get("wait"):
+            started.append(job.id)
+            while not worker.cancelled(job):
+                await sleep(0.02)
+            return  # a thread's handler ends early (an async one never gets here)
+        done.append(job.id)
+
+    async with running(worker):
+        stuck = await producer.enqueue({"wait": True})
+        await db.until_true(lambda: stuck.id in started, what="handler start")
+        asked = time.monotonic()
+        assert await admin.cancel_jobs([stuck.id]) == [stuck.id]
+        await db.until(
+            "SELECT EXISTS (SELECT FROM pgqueue_archive WHERE id = :id)", timeout=10, id=stuck.id
+        )
+        took = time.monotonic() - asked
+        after = await producer.enqueue({"n": 1})
+        await db.until_true(lambda: after.id in done, what="the next job")
+    assert took < 5, f"the cancellation took {took:.1f}s to reach the worker"
+    assert await archived(db, stuck.id) == "cancelled"
+    assert worker.stats["cancelled"] == 1 and worker.stats["completed"] == 1
+
+
+@pytest.mark.skipif(not ASYNC_FACE, reason="only a coroutine can be interrupted")
+async def test_an_async_handler_that_ignores_the_flag_is_interrupted(
+    async_engine: AsyncEngine,
+) -> None:
+    db = AsyncDB(async_engine, None)
+    admin, producer = await setup(db)
+    worker = make_worker(async_engine)
+    state: list[str] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        state.append("started")
+        try:
+            await sleep(60)
+        except BaseException:
+            state.append("interrupted")
+            raise
+        state.append("completed")  # never
+
+    async with running(worker):
+        m = await producer.enqueue({})
+        await db.until_true(lambda: "started" in state, what="handler start")
+        await admin.cancel_jobs([m.id])
+        await db.until("SELECT EXISTS (SELECT FROM pgqueue_archive WHERE id = :id)", id=m.id)
+    assert state == ["started", "interrupted"]
+    assert await archived(db, m.id) == "cancelled"
+
+
+async def test_without_listen_cancellation_arrives_with_lease_keeping(
+    async_engine: AsyncEngine,
+) -> None:
+    db = AsyncDB(async_engine, None)
+    admin, producer = await setup(db)
+    worker = make_worker(async_engine, listen=False, heartbeat_interval=0.5)
+    started: list[int] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        started.append(job.id)
+        while not worker.cancelled(job):
+            await sleep(0.02)
+        raise RuntimeError("stopped")  # whatever it does now, it ends cancelled
+
+    async with running(worker):
+        m = await producer.enqueue({})
+        await db.until_true(lambda: m.id in started, what="handler start")
+        await admin.cancel_jobs([m.id])
+        await db.until("SELECT EXISTS (SELECT FROM pgqueue_archive WHERE id = :id)", id=m.id)
+    assert await archived(db, m.id) == "cancelled"
+    assert worker.stats["cancelled"] == 1 and worker.stats["failed"] == 0
+
+
+async def test_a_job_cancelled_before_its_handler_starts_never_runs(
+    async_engine: AsyncEngine,
+) -> None:
+    """Held by the worker, waiting for a slot: cancelled there, its handler never runs."""
+    db = AsyncDB(async_engine, None)
+    admin, producer = await setup(db)
+    worker = make_worker(async_engine, concurrency=1, batch_size=1)
+    ran: list[int] = []
+    release = False
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        ran.append(job.id)
+        while not release and not worker.cancelled(job):
+            await sleep(0.02)
+
+    async with running(worker):
+        first = await producer.enqueue({"n": 1})
+        await db.until_true(lambda: first.id in ran, what="first job")
+        second = await producer.enqueue({"n": 2})
+        assert await admin.cancel_jobs([second.id]) == [second.id]
+        release = True
+        await db.until("SELECT EXISTS (SELECT FROM pgqueue_archive WHERE id = :id)", id=second.id)
+    assert ran == [first.id]
+    assert await archived(db, second.id) == "cancelled"
+
+
+async def test_the_sweep_ends_cancelled_jobs_whose_worker_died(async_engine: AsyncEngine) -> None:
+    db = AsyncDB(async_engine, None)
+    admin, producer = await setup(db)
+    m = await producer.enqueue({})
+    await make_running(db, m.id)
+    await admin.cancel_jobs([m.id])  # its holder is gone: nobody will settle it
+    await db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+        id=m.id,
+    )
+    worker = make_worker(async_engine)
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        pass
+
+    await drain(worker)  # its first beat sweeps
+    assert await archived(db, m.id) == "cancelled"
+
+
+# --------------------------------------------------------------------------- snooze
+async def test_snooze_runs_the_job_later_without_using_an_attempt(
+    async_engine: AsyncEngine,
+) -> None:
+    db = AsyncDB(async_engine, None)
+    _, producer = await setup(db)
+    worker = make_worker(async_engine)
+    runs: list[tuple[int, int]] = []
+
+    @worker.entrypoint("tasks", max_attempts=1)
+    async def handler(job: Message) -> None:
+        runs.append((job.attempts, len(runs)))
+        if len(runs) < 3:
+            raise Snooze(timedelta(seconds=0.2) if runs[-1][1] else 0.1)
+
+    m = await producer.enqueue({})
+    await drain(worker)
+    # Three runs on one attempt (max_attempts=1 would have dead-lettered a failure).
+    assert [attempts for attempts, _ in runs] == [1, 1, 1]
+    assert worker.stats["snoozed"] == 2 and worker.stats["completed"] == 1
+    assert await status(db, m.id) is None and worker.stats["failed"] == 0
+
+
+async def test_a_bad_snooze_fails_the_attempt(async_engine: AsyncEngine) -> None:
+    db = AsyncDB(async_engine, None)
+    _, producer = await setup(db)
+    worker = make_worker(async_engine)
+
+    @worker.entrypoint("tasks", max_attempts=1)
+    async def handler(job: Message) -> None:
+        raise Snooze(-1)
+
+    m = await producer.enqueue({})
+    await drain(worker)
+    row = await db.first("SELECT status, last_error FROM pgqueue_jobs WHERE id = :id", id=m.id)
+    assert row[0] == "dead" and "InvalidDelay" in row[1]
