@@ -21,6 +21,12 @@ What each kind may do:
 ``admin``
     everything on pgqueue's tables, with the grant option (so it can grant the other
     kinds), and ``USAGE, CREATE`` on the schema (install and uninstall).
+
+Job control (``admin.cancel_jobs``, ``retry_jobs``, ``delete_jobs``, ``reschedule``,
+``get_job``) is the admin's alone by these grants: each of its statements needs a
+privilege the worker lacks (UPDATE of ``cancel_requested`` or ``priority``, reading or
+deleting the archive) and the producer reads no job. A worker can list live jobs
+(``list_jobs`` of live statuses): it reads them to run them anyway.
 """
 
 from __future__ import annotations
@@ -177,14 +183,16 @@ WORKER: tuple[Privilege, ...] = (
         "pgqueue_jobs",
         "UPDATE",
         _LEASE_COLUMNS,
-        "DEQUEUE (lease), NACK (retry or dead letter), RELEASE, EXTEND_LEASE (heartbeats); "
-        "also what FOR UPDATE needs; never queue, payload, entrypoint or priority",
+        "DEQUEUE (lease), NACK (retry or dead letter), RELEASE, SNOOZE, EXTEND_LEASE "
+        "(heartbeats); also what FOR UPDATE needs; never queue, payload, entrypoint, "
+        "priority or cancel_requested (job control is the admin's)",
     ),
     Privilege(
         "pgqueue_jobs",
         "DELETE",
         (),
-        "FINISH: ack, archive and delete remove the job from the hot table",
+        "FINISH: ack, archive and delete remove the job from the hot table; "
+        "CANCEL_HELD and FINISH_CANCELLED end jobs an admin cancelled",
     ),
     Privilege(
         "pgqueue_jobs",
@@ -196,7 +204,8 @@ WORKER: tuple[Privilege, ...] = (
         "pgqueue_archive",
         "INSERT",
         _ARCHIVE_INSERT,
-        "FINISH copies acked jobs of archiving queues (and archive()) into the archive",
+        "FINISH copies acked jobs of archiving queues (and archive()) into the archive, "
+        "and cancelled ones (CANCEL_HELD, FINISH_CANCELLED)",
     ),
     Privilege(
         "pgqueue_archive",

@@ -677,6 +677,80 @@ def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
     assert roles.counts()["pgqueue_jobs"] == 1
 
 
+def _job_control_seed(roles: Roles) -> tuple[list[int], SyncConsumer, Message]:
+    """A queued, a running (leased by the superuser's consumer), a dead and a finished
+    job, as the superuser."""
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("jobs", archive=True, max_attempts=1)
+    producer = SyncProducer(roles.su, "jobs", schema=SCHEMA)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(4)])]
+    consumer = SyncConsumer(roles.su, "jobs", schema=SCHEMA)
+    a, b, c = consumer.dequeue(batch_size=3)
+    assert consumer.nack(b, error="boom") and consumer.ack(c)  # b dead, c completed
+    # ids: [running a, dead b, completed c, queued d]
+    return ids, consumer, a
+
+
+def _job_control_state(roles: Roles) -> list[Any]:
+    return [
+        [
+            tuple(r)
+            for r in roles.rows(
+                "SELECT id, status, cancel_requested, priority, available_at"
+                " FROM pgqueue_jobs ORDER BY id"
+            )
+        ],
+        [tuple(r) for r in roles.rows("SELECT id, outcome FROM pgqueue_archive ORDER BY id")],
+    ]
+
+
+@pytest.mark.parametrize("kind", ["producer", "worker"])
+def test_job_control_is_denied_to_producers_and_workers(roles: Roles, kind: Kind) -> None:
+    """Every verb that changes a job, and reading finished jobs, need the admin's
+    privileges (``cancel_requested`` and ``priority`` are not the worker's columns; the
+    archive is not its to read or delete from). A producer reads no job at all."""
+    ids, _, _ = _job_control_seed(roles)
+    running, dead, completed, queued = ids
+    admin = SyncAdmin(roles.sync_engine(roles.create(kind)), schema=SCHEMA)
+    before = _job_control_state(roles)
+    attempts: list[Callable[[], Any]] = [
+        lambda: admin.get_job(completed),
+        lambda: admin.list_jobs("jobs"),
+        lambda: admin.cancel_jobs([queued, running]),
+        lambda: admin.cancel_jobs([queued]),
+        lambda: admin.cancel_jobs(queue="jobs"),
+        lambda: admin.retry_jobs([dead]),
+        lambda: admin.delete_jobs([queued]),
+        lambda: admin.delete_jobs([completed]),
+        lambda: admin.reschedule(queued, delay=60),
+    ]
+    if kind == "producer":
+        attempts.append(lambda: admin.list_jobs("jobs", status="queued"))
+    for attempt in attempts:
+        with pytest.raises(DBAPIError) as exc_info:
+            attempt()
+        assert denied(exc_info), exc_info.value
+    assert _job_control_state(roles) == before
+
+
+def test_admin_role_controls_jobs(roles: Roles) -> None:
+    ids, consumer, leased = _job_control_seed(roles)
+    running, dead, completed, queued = ids
+    admin = SyncAdmin(roles.sync_engine(roles.create("admin")), schema=SCHEMA)
+    job = admin.get_job(completed)
+    assert job is not None and job.status == "completed"
+    assert [j.id for j in admin.list_jobs("jobs")] == [queued, completed, dead, running]
+    assert admin.reschedule(queued, delay=60, priority=2)
+    assert admin.retry_jobs([dead]) == [dead]
+    assert admin.cancel_jobs([queued, running]) == [running, queued]
+    assert admin.delete_jobs([completed]) == [completed]
+    assert _job_control_state(roles)[1] == [(queued, "cancelled")]
+    # The holder's own settle of the running job then ends it cancelled.
+    assert consumer.ack(leased) is False
+    live, finished = _job_control_state(roles)
+    assert [row[:2] for row in live] == [(dead, "queued")]  # retried
+    assert finished == [(running, "cancelled"), (queued, "cancelled")]
+
+
 @pytest.fixture
 def admin_schema(roles: Roles) -> Iterator[str]:
     """A schema of its own (created by the superuser), dropped at the end."""
