@@ -22,7 +22,9 @@ the engine settings PgBouncer's transaction mode requires.
 Every handler (entrypoints ``work``, ``limited``, ``rated``, ``tick`` and each queue's
 default) writes one :func:`~tests.support.ledger.worker_ledger` row per execution
 when it starts (``started`` from ``clock_timestamp()``), sleeps ``payload["sleep"]``
-seconds, and sets ``finished`` when it is done. An execution cut short (process killed,
+seconds, and sets ``finished`` when it is done. Cancelled by an admin meanwhile, it
+stops without setting ``finished`` (an ``async def`` handler is interrupted; the sync
+one looks at ``worker.cancelled(job)`` as it sleeps). An execution cut short (process killed,
 job released) leaves its row with ``finished`` NULL: rows are executions, rows with
 ``finished`` completions.
 
@@ -128,7 +130,11 @@ def worker() -> SyncWorker | AsyncWorker:
         def handler(job: Message) -> None:
             with engine.begin() as conn:
                 row_id = conn.execute(started_row(job)).scalar_one()
-            time.sleep(pause(job))
+            until = time.monotonic() + pause(job)
+            while time.monotonic() < until:  # a thread cannot be interrupted: it looks
+                if w.cancelled(job):
+                    return  # an admin cancelled it: stop here (the row stays unfinished)
+                time.sleep(min(0.05, max(0.0, until - time.monotonic())))
             deadline = time.monotonic() + in_doubt
             while True:
                 try:

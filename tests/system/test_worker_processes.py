@@ -195,6 +195,50 @@ def test_sigterm_lets_the_running_job_finish(
     assert_each_completed_once(engine, ids)
 
 
+@pytest.mark.parametrize("listen", ["1", "0"])
+def test_cancellation_reaches_workers_in_other_processes(
+    engine: Engine, dsn: str, spawn: Callable[..., WorkerProcess], listen: str
+) -> None:
+    """A SyncWorker and an AsyncWorker process each run a 60 s job; an admin cancels
+    both from here. By NOTIFY (listen) each learns of it within a second or two, and
+    by lease keeping otherwise (heartbeat 1 s here); the async handler is interrupted,
+    the sync one sees ``worker.cancelled``. Both jobs end cancelled, neither completes,
+    and both workers go on serving and stop cleanly."""
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    heartbeat = "5" if listen == "1" else "1"  # NOTIFY must beat the lease keeping
+    procs = [
+        spawn(dsn, f"w-{face}", face=face, listen=listen, heartbeat=heartbeat, concurrency=1)
+        for face in ("sync", "async")
+    ]
+    for p in procs:
+        p.registered(engine)
+    ids = enqueue(engine, [{"sleep": 60.0}, {"sleep": 60.0}])
+    until(lambda: scalar(engine, "SELECT count(*) FROM worker_ledger") == 2, 15, "both jobs")
+    holders = {r[0] for r in rows(engine, "SELECT worker FROM worker_ledger")}
+    assert holders == {"w-sync", "w-async"}
+    asked = time.monotonic()
+    assert SyncAdmin(engine, schema=SCHEMA).cancel_jobs(ids) == ids
+    until(
+        lambda: (
+            scalar(engine, "SELECT count(*) FROM pgqueue_archive WHERE outcome = 'cancelled'") == 2
+        ),
+        15,
+        "both cancellations",
+    )
+    took = time.monotonic() - asked
+    bound = 2.5 if listen == "1" else 4.0
+    assert took < bound, f"the cancellations took {took:.1f}s to reach the workers"
+    assert completions(engine) == 0  # both handlers stopped short
+    # Still serving: each takes and completes another job.
+    more = enqueue(engine, [{"sleep": 0.0}, {"sleep": 0.0}])
+    until(lambda: completions(engine) == 2, 15, "the next jobs")
+    stop_all(procs)
+    done = {
+        r[0] for r in rows(engine, "SELECT job_id FROM worker_ledger WHERE finished IS NOT NULL")
+    }
+    assert done == set(more)
+
+
 def test_sigterm_past_shutdown_timeout_releases_the_job(
     engine: Engine, dsn: str, spawn: Callable[..., WorkerProcess]
 ) -> None:
