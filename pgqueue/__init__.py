@@ -30,7 +30,15 @@ from .errors import (
 from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
-from .types import JobInfo, JobSpec, Message, QueueInfo, QueueMetrics, WorkerInfo
+from .types import (
+    JobInfo,
+    JobSpec,
+    Message,
+    QueueInfo,
+    QueueMetrics,
+    ScheduleInfo,
+    WorkerInfo,
+)
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
 
@@ -56,6 +64,7 @@ __all__ = [
     "QueueInfo",
     "QueueMetrics",
     "QueueNotFound",
+    "ScheduleInfo",
     "SchemaNotInstalled",
     "Snooze",
     "SyncAdmin",

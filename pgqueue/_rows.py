@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
+from ._cron import Cron
 from ._sql import enqueue
 from ._sql._common import MESSAGE_COLUMNS
-from .types import JobInfo, Message, QueueInfo, QueueMetrics, WorkerInfo
+from .types import JobInfo, Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
 
 Row = Sequence[Any]
 
@@ -102,3 +103,13 @@ def worker_info(row: Row) -> WorkerInfo:
     values[2] = tuple(values[2].split(",")) if values[2] else ()
     values[9] = tuple(values[9] or ())
     return WorkerInfo(*values)
+
+
+def schedule_info(row: Row) -> ScheduleInfo:
+    """A row of ``SELECT_SCHEDULES``; the next tick from its cron expression."""
+    name, cron, queue, entrypoint, last_tick, updated_at, now = row
+    try:
+        next_tick = Cron(cron).next_after(last_tick or now)
+    except Exception:  # recorded by another version of pgqueue, say: shown, not computed
+        next_tick = None
+    return ScheduleInfo(name, cron, queue, entrypoint, last_tick, next_tick, updated_at)

@@ -87,6 +87,7 @@ class Statements:
     UPSERT_SCHEDULE: Executable
     CLAIM_TICK: Executable
     DATABASE_NOW: Executable
+    SELECT_SCHEDULES: Executable
     # job control
     GET_JOB: Executable
     MAX_JOB_ID: Executable

@@ -18,7 +18,7 @@ from ._plans import Context
 from ._plans import admin as admin_plans
 from ._plans import jobs as jobs_plans
 from .errors import InvalidArgument
-from .types import JobInfo, Message, QueueInfo, QueueMetrics, WorkerInfo
+from .types import JobInfo, Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
 
 #: A status, or several (``list_jobs(status=...)``).
 Statuses = str | Sequence[str]
@@ -421,6 +421,15 @@ class SyncAdmin:
         """
         plan = admin_plans.list_workers(self._ctx, bool(include_stopped))
         return run(self._engine, bind, plan, self._ctx)
+
+    def list_schedules(self, *, bind: Bind | None = None) -> list[ScheduleInfo]:
+        """The cron schedules workers have recorded, by name, with their last and next
+        tick.
+
+        >>> [(s.name, s.cron, s.next_tick) for s in admin.list_schedules()]  # doctest: +SKIP
+        [('nightly', '0 3 * * *', datetime(2026, 12, 4, 3, 0, tzinfo=...))]
+        """
+        return run(self._engine, bind, admin_plans.list_schedules(self._ctx), self._ctx)
 
     def grant(
         self,

@@ -183,3 +183,21 @@ class WorkerInfo:
     heartbeat_at: datetime
     #: A worker's entrypoints (empty for producers and consumers).
     entrypoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A cron schedule as its workers recorded it (``admin.list_schedules``).
+
+    ``last_tick``: the last tick enqueued (``None``: none yet); ``next_tick``: the next
+    one due after it (or after now, if none yet), by the database clock; ``updated_at``:
+    when a worker last recorded the schedule (its start).
+    """
+
+    name: str
+    cron: str
+    queue: str
+    entrypoint: str
+    last_tick: datetime | None
+    next_tick: datetime | None
+    updated_at: datetime

@@ -8,7 +8,7 @@ from sqlalchemy import Executable
 
 from .. import _rows
 from ..errors import QueueAlreadyExists, QueueNotFound
-from ..types import Message, QueueInfo, QueueMetrics, WorkerInfo
+from ..types import Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
 from . import Context, Plan, Step, Steps, channel_name, plan
 
 #: Rows deleted per statement when purging or deleting a queue: each batch is its own
@@ -144,3 +144,9 @@ def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Steps[in
 def list_workers(ctx: Context, include_stopped: bool) -> Steps[list[WorkerInfo]]:
     rows = yield Step(ctx.sql.SELECT_WORKERS, {"b_all": include_stopped})
     return [_rows.worker_info(r) for r in rows]
+
+
+@plan(transaction=False)
+def list_schedules(ctx: Context) -> Steps[list[ScheduleInfo]]:
+    rows = yield Step(ctx.sql.SELECT_SCHEDULES, {})
+    return [_rows.schedule_info(r) for r in rows]

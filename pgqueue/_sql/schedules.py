@@ -54,3 +54,14 @@ CLAIM_TICK = (
 )
 
 DATABASE_NOW = select(func.now())
+
+#: Every recorded schedule, by name, with the database's now (``admin.list_schedules``).
+SELECT_SCHEDULES = select(
+    schedules.c.name,
+    schedules.c.cron,
+    schedules.c.queue,
+    schedules.c.entrypoint,
+    schedules.c.last_tick,
+    schedules.c.updated_at,
+    func.now(),
+).order_by(schedules.c.name)

@@ -6,6 +6,8 @@
     echo '{"to": "a@example.org"}' | pgqueue enqueue emails
     pgqueue run myapp.jobs:worker --concurrency 16
     pgqueue stats
+    pgqueue jobs list --queue emails --status dead
+    pgqueue jobs show 4812; pgqueue jobs cancel 4812
     pgqueue grant web_app --as producer           # least-privilege roles
 
 The database comes from ``--dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``.
@@ -38,6 +40,7 @@ from .commands import (
     cmd_uninstall,
 )
 from .demo import cmd_demo
+from .jobs import add_parsers as add_job_parsers
 from .run import cmd_run
 
 
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="live view of queues and workers")
     p.add_argument("--interval", type=_positive, default=1.0, help="seconds between views")
     p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--json", action="store_true", help="print once, as JSON, and exit")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("dead", help="list or requeue dead-lettered jobs")
@@ -101,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("list")
     d.add_argument("queue")
     d.add_argument("--limit", type=int, default=50)
+    d.add_argument("--json", action="store_true")
     d = dsub.add_parser("requeue")
     d.add_argument("queue")
     d.add_argument("--id", type=int, action="append", help="only this job (repeatable)")
     p.set_defaults(func=cmd_dead)
+
+    add_job_parsers(sub)
 
     p = sub.add_parser("grant", help="grant a role what a producer, worker or admin needs")
     p.add_argument("role", help="an existing PostgreSQL role")

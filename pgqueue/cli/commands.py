@@ -20,6 +20,7 @@ from ._common import (
     _admin,
     _table,
 )
+from .jobs import print_json
 
 
 # --------------------------------------------------------------------------- schema
@@ -121,6 +122,9 @@ def cmd_dead(args: argparse.Namespace) -> int:
     admin = _admin(args)
     if args.action == "list":
         dead = admin.list_dead(args.queue, limit=args.limit)
+        if args.json:
+            print_json(dead)
+            return 0
         rows = [(m.id, m.entrypoint, m.attempts, (m.last_error or "")[:60]) for m in dead]
         print(_table(rows, ("id", "entrypoint", "attempts", "last_error")) if rows else "none")
     else:
@@ -181,8 +185,18 @@ def _stats_text(admin: SyncAdmin) -> str:
     return "\n".join(parts)
 
 
+def _stats_json(admin: SyncAdmin) -> dict[str, Any]:
+    return {
+        "queues": [{"queue": q, "metrics": admin.metrics(q.name)} for q in admin.list_queues()],
+        "workers": admin.list_workers(),
+    }
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     admin = _admin(args)
+    if args.json:
+        print_json(_stats_json(admin))
+        return 0
     if args.once:
         print(_stats_text(admin))
         return 0

@@ -7,6 +7,7 @@ the database in SQL. Error cases run in parallel (each is a fresh interpreter).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -209,6 +210,114 @@ def test_stats_once_shows_queues_and_workers(dsn: str, engine: Engine) -> None:
         "ready",
     ]
     worker.shutdown()
+
+
+def test_json_on_stats_dead_workers_and_schedules(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks", max_attempts=1)
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    producer.batch_enqueue([{"n": 1}, {"n": 2}])
+    consumer = SyncConsumer(engine, "tasks", schema=SCHEMA, listen=False)
+    (m,) = consumer.dequeue()
+    consumer.nack(m, error="boom")
+    worker = SyncWorker(engine, ["tasks"], schema=SCHEMA, hostname="json-host")
+    info = worker.register()
+    rows(
+        engine,
+        "INSERT INTO pgqueue_schedules (name, cron, queue, entrypoint, last_tick)"
+        " VALUES ('nightly', '0 3 * * *', 'tasks', 'tick', '2026-12-03T03:00:00Z')",
+    )
+    stats, dead, workers, schedules = (
+        json.loads(r.out)
+        for r in together(
+            dsn,
+            ["stats", "--json"],
+            ["dead", "list", "tasks", "--json"],
+            ["workers", "--json"],
+            ["schedules", "--json"],
+        )
+    )
+    (queue,) = stats["queues"]
+    assert queue["queue"]["name"] == "tasks" and queue["metrics"]["ready"] == 1
+    assert queue["metrics"]["dead"] == 1
+    assert [w["id"] for w in stats["workers"]] == [info.id]
+    assert [(d["id"], d["last_error"]) for d in dead] == [(m.id, "boom")]
+    assert [(w["hostname"], w["entrypoints"]) for w in workers] == [("json-host", [])]
+    (nightly,) = schedules
+    assert nightly["cron"] == "0 3 * * *" and nightly["next_tick"].startswith("2026-12-04T03:00")
+    text_out = ok(dsn, "schedules")
+    assert "nightly" in text_out and "2026-12-04 03:00:00" in text_out
+    worker.shutdown()
+
+
+def test_jobs_list_show_and_every_verb(dsn: str, engine: Engine) -> None:
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.create_queue("tasks", max_attempts=1, archive=True)
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    ids = [
+        m.id
+        for m in producer.batch_enqueue(
+            [{"n": i} for i in range(6)], headers={"tenant": "acme"}, entrypoint="e"
+        )
+    ]
+    consumer = SyncConsumer(engine, "tasks", schema=SCHEMA, listen=False)
+    (first,) = consumer.dequeue()
+    try:
+        raise ValueError("no such order")
+    except ValueError as exc:
+        consumer.nack(first, error=exc)  # dead, with its traceback
+
+    listed = json.loads(ok(dsn, "jobs", "list", "--queue", "tasks", "--json"))
+    assert [j["id"] for j in listed] == sorted(ids, reverse=True)
+    dead = ok(dsn, "jobs", "list", "--status", "dead")
+    assert dead.splitlines()[2].split()[:4] == [str(first.id), "tasks", "e", "dead"]
+    by_header = json.loads(
+        ok(dsn, "jobs", "list", "--header", "tenant=acme", "--limit", "2", "--json")
+    )
+    assert [j["id"] for j in by_header] == [ids[5], ids[4]]
+    paged = ok(dsn, "jobs", "list", "--limit", "2")
+    assert f"--after-id {ids[4]}" in paged
+
+    shown = ok(dsn, "jobs", "show", str(first.id))
+    assert "status      dead" in shown and "ValueError: no such order" in shown
+    assert "Traceback (most recent call last)" in shown
+    assert json.loads(ok(dsn, "jobs", "show", str(ids[1]), "--json"))["payload"] == {"n": 1}
+
+    assert ok(dsn, "jobs", "cancel", str(ids[1])).strip() == f"cancelled 1 job(s): {ids[1]}"
+    assert ok(dsn, "jobs", "retry", str(first.id)).strip() == f"retried 1 job(s): {first.id}"
+    assert ok(dsn, "jobs", "reschedule", str(ids[2]), "--delay", "600").strip() == (
+        f"rescheduled job {ids[2]}"
+    )
+    assert rows(engine, "SELECT status FROM pgqueue_jobs WHERE id = :id", id=ids[2]) == [
+        ("scheduled",)
+    ]
+    assert ok(dsn, "jobs", "delete", str(ids[3])).strip() == f"deleted 1 job(s): {ids[3]}"
+    # Bulk: refused without --yes (no terminal to ask on), then done.
+    refused = Command(["jobs", "cancel", "--queue", "tasks"], dsn=dsn).result()
+    assert refused.code == 2 and "needs --yes" in refused.err
+    assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'queued'") == 3
+    bulk = json.loads(ok(dsn, "jobs", "cancel", "--queue", "tasks", "--yes", "--json"))
+    assert bulk == {"cancelled": sorted([first.id, ids[2], ids[4], ids[5]])}
+    outcomes = rows(engine, "SELECT id, outcome FROM pgqueue_archive ORDER BY id")
+    assert [tuple(r) for r in outcomes] == [
+        (first.id, "cancelled"),
+        (ids[1], "cancelled"),
+        *[(i, "cancelled") for i in (ids[2],)],
+        (ids[3], "deleted"),
+        (ids[4], "cancelled"),
+        (ids[5], "cancelled"),
+    ]
+    # Errors: one clear line each, the database unchanged.
+    errors = together(
+        dsn,
+        ["jobs", "show", "999999"],
+        ["jobs", "cancel", "999999"],
+        ["jobs", "list", "--status", "finished"],
+        ["jobs", "reschedule", str(ids[5]), "--delay", "5"],
+        ["jobs", "cancel", "1", "--queue", "tasks"],
+        ["jobs", "reschedule", str(ids[5]), "--run-at", "tomorrow"],
+    )
+    assert [r.code for r in errors] == [1, 1, 2, 1, 2, 2], [r.err for r in errors]
+    assert all(r.err.startswith("pgqueue: error: ") for r in errors if r.code != 1 or r.err)
 
 
 def test_run_drain_processes_every_job_and_exits(dsn: str, engine: Engine) -> None:

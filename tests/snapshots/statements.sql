@@ -533,6 +533,14 @@ FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
+-- SELECT_SCHEDULES [psycopg]
+SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, now() AS now_1
+FROM public.pgqueue_schedules ORDER BY public.pgqueue_schedules.name;
+
+-- SELECT_SCHEDULES [asyncpg]
+SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, now() AS now_1
+FROM public.pgqueue_schedules ORDER BY public.pgqueue_schedules.name;
+
 -- SELECT_WORKER [psycopg]
 SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
