@@ -169,6 +169,13 @@ archive = Table(
     Index("ix_pgqueue_archive_queue_finished_at", "queue", "finished_at"),
     # A queue's finished jobs of one outcome, newest first (admin.list_jobs).
     Index("ix_pgqueue_archive_queue_outcome_id", "queue", "outcome", "id"),
+    # Finished jobs by dedupe_key ("where is order 4812?"); only keyed jobs pay for it.
+    Index(
+        "ix_pgqueue_archive_queue_dedupe_key",
+        "queue",
+        "dedupe_key",
+        postgresql_where=text("dedupe_key IS NOT NULL"),
+    ),
 )
 
 workers = Table(

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Double,
     Integer,
     SmallInteger,
@@ -163,13 +164,9 @@ def _branch(table: Table, status_column: Any, status: str | None, shape: Shape, 
         where.append(c.headers.contains(bindparam("b_headers", type_=JSONB)))
     if shape.after:
         where.append(c.id < bindparam("b_after_id", type_=BigInteger))
-    columns = (
-        [c.id]
-        if shape.ids_only
-        else (_job_columns(table) if "status" in c else _archive_columns(table))
-    )
+    finished = literal_column("true" if "outcome" in c else "false", Boolean)
     return (
-        select(*columns)
+        select(c.id, finished.label("finished"))
         .where(and_(true(), *where))
         .order_by(c.id.desc())
         .limit(bindparam("b_limit", type_=Integer))
@@ -177,39 +174,60 @@ def _branch(table: Table, status_column: Any, status: str | None, shape: Shape, 
 
 
 def _side(
-    table: Table, status_column: Any, wanted: Sequence[str], all_: bool, shape: Shape, queues: Table
-) -> list[Any]:
-    """The branches reading one table (hot or archive) for the statuses ``wanted``."""
+    table: Table,
+    status_column: Any,
+    wanted: Sequence[str],
+    all_: bool,
+    shape: Shape,
+    queues: Table,
+) -> list[tuple[Any, bool]]:
+    """The branches reading one table (hot or archive) for the statuses ``wanted``, and
+    whether each is already newest first and limited (else the merge does it)."""
     if not wanted:
         return []
-    if shape.queue:  # one range of (queue, status, id) per status
+    if shape.queue:  # one range of (queue, status, id) per status, merged
         queue = bindparam("b_queue", type_=Text)
-        if all_ and not shape.dedupe_key:
-            return [_branch(table, status_column, None, shape, queue)]
-        return [_branch(table, status_column, s, shape, queue) for s in wanted]
+        return [(_branch(table, status_column, s, shape, queue), True) for s in wanted]
     if all_ and not shape.dedupe_key:  # the primary key, newest first
-        return [_branch(table, status_column, None, shape, None)]
+        return [(_branch(table, status_column, None, shape, None), True)]
     # Filtered by status without a queue: the same ranges for every queue (a handful of
     # index probes each), merged, instead of reading the whole table newest first.
     branches = []
     for s in wanted:
         inner = _branch(table, status_column, s, shape, queues.c.name).lateral(f"{table.name}_{s}")
-        branches.append(select(*inner.c).select_from(queues).join(inner, true()))
+        branches.append((select(*inner.c).select_from(queues).join(inner, true()), False))
     return branches
 
 
 def listing(jobs: Table, archive: Table, queues: Table, shape: Shape) -> Any:
-    """The statement listing jobs of ``shape``, newest first, at most ``b_limit``."""
+    """The statement listing jobs of ``shape``, newest first, at most ``b_limit``.
+
+    In two steps: the ids, from the index ranges alone where the filters allow (an
+    index-only scan reads no row it will not return), then the rows of those ids."""
     hot = [s for s in shape.statuses if s in HOT_STATUSES]
     done = [s for s in shape.statuses if s in FINISHED_STATUSES]
     branches = _side(jobs, jobs.c.status, hot, len(hot) == len(HOT_STATUSES), shape, queues)
     branches += _side(
         archive, archive.c.outcome, done, len(done) == len(FINISHED_STATUSES), shape, queues
     )
-    if len(branches) == 1:
-        return branches[0]
-    merged = union_all(*(b.subquery().select() for b in branches)).subquery("listed")
-    return select(*merged.c).order_by(merged.c.id.desc()).limit(bindparam("b_limit", type_=Integer))
+    limit = bindparam("b_limit", type_=Integer)
+    if len(branches) == 1 and branches[0][1]:
+        ids = branches[0][0]  # one index range, already newest first and limited
+    else:
+        merged = union_all(*(b.subquery().select() for b, _ in branches)).subquery("listed")
+        ids = select(*merged.c).order_by(merged.c.id.desc()).limit(limit)
+    if shape.ids_only:
+        return ids
+    picked = ids.cte("picked")
+    rows = []  # each id looked up in the table it came from
+    if hot:
+        mine = select(picked.c.id).where(~picked.c.finished)
+        rows.append(select(*_job_columns(jobs)).where(jobs.c.id.in_(mine)))
+    if done:
+        mine = select(picked.c.id).where(picked.c.finished)
+        rows.append(select(*_archive_columns(archive)).where(archive.c.id.in_(mine)))
+    found = (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("found")
+    return select(*found.c).order_by(found.c.id.desc())
 
 
 #: The newest job id there is (live or finished): bulk verbs by filter stop there, so

@@ -72,11 +72,19 @@ def upgrade() -> None:
         ["queue", "outcome", "id"],
         schema=schema,
     )
+    op.create_index(
+        op.f("ix_pgqueue_archive_queue_dedupe_key"),
+        "pgqueue_archive",
+        ["queue", "dedupe_key"],
+        postgresql_where=sa.text("dedupe_key IS NOT NULL"),
+        schema=schema,
+    )
 
 
 @in_pgqueue_schema()
 def downgrade() -> None:
     schema = _schema()
+    op.drop_index(op.f("ix_pgqueue_archive_queue_dedupe_key"), "pgqueue_archive", schema=schema)
     op.drop_index(op.f("ix_pgqueue_archive_queue_outcome_id"), "pgqueue_archive", schema=schema)
     op.drop_index(op.f("ix_pgqueue_jobs_cancel_requested"), "pgqueue_jobs", schema=schema)
     op.create_index(
