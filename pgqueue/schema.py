@@ -140,9 +140,16 @@ jobs = Table(
         unique=True,
         postgresql_where=text("dedupe_key IS NOT NULL AND status <> 'dead'"),
     ),
-    # A queue's jobs of one status, newest first: admin.list_jobs and the bulk verbs
-    # (one range per status, merged), list_dead, purges.
-    Index("ix_pgqueue_jobs_queue_status_id", "queue", "status", "id"),
+    # A queue's jobs of one status but queued, newest first: admin.list_jobs and the bulk
+    # verbs (one range per status, merged), list_dead. Queued jobs are listed from the
+    # ready index: an enqueue writes no entry here.
+    Index(
+        "ix_pgqueue_jobs_queue_status_id",
+        "queue",
+        "status",
+        "id",
+        postgresql_where=text("status <> 'queued'"),
+    ),
     # Cancellations pending: a handful of rows at most (the sweep finds them at once).
     Index("ix_pgqueue_jobs_cancel_requested", "id", postgresql_where=text("cancel_requested")),
 )

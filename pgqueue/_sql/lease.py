@@ -109,7 +109,10 @@ DEQUEUE = hot(
         # By key (as in _holds_lease): never a scan of the table joined to the picks.
         jobs.c.id == func.any(func.array(select(_picked.c.id).scalar_subquery())),
         jobs.c.id == _picked.c.id,
-        _q.c.name == jobs.c.queue,
+        # q is one row (the picks are its jobs): joined without a condition on the job's
+        # queue, which the planner would serve from (queue, status, id) by walking the
+        # queue's entries for each pick (measured: 1 ms a pick, a drain 14x slower).
+        _q.c.name.is_not(None),
     )
     .values(
         status=case((_exhausted, STATUS_DEAD), else_=STATUS_RUNNING),

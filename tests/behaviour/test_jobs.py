@@ -162,6 +162,34 @@ def test_list_jobs_pages_by_id_without_gaps_or_repeats(sync_db: SyncDB) -> None:
     assert seen == sorted(ids, reverse=True)
 
 
+def test_list_jobs_orders_queued_jobs_by_id_whatever_their_priority(
+    sync_db: SyncDB,
+) -> None:
+    """Queued jobs are read from the dequeue index (priority first): the listing still
+    pages them newest first, across priorities, with or without a queue."""
+    admin, producer = setup(sync_db)
+    admin.create_queue("other", **sync_db.kw)
+    ids = []
+    for n, priority in enumerate([0, 5, -3, 5, 0, 9, -3, 0, 1, 5]):
+        queue = producer if n % 3 else SyncProducer(sync_db.engine, "other", schema=SCHEMA)
+        ids.append(queue.enqueue({"n": n}, priority=priority, **sync_db.kw).id)
+    for name in ("tasks", None):
+        wanted = sorted(
+            ids if name is None else [i for n, i in enumerate(ids) if n % 3], reverse=True
+        )
+        seen: list[int] = []
+        after = None
+        while True:
+            page = admin.list_jobs(
+                queue=name, status="queued", after_id=after, limit=3, **sync_db.kw
+            )
+            if not page:
+                break
+            seen += [j.id for j in page]
+            after = page[-1].id
+        assert seen == wanted, name
+
+
 def test_list_jobs_rejects_bad_filters_before_anything_runs(sync_db: SyncDB) -> None:
     admin, _ = setup(sync_db)
     bad: list[dict[str, Any]] = [

@@ -163,6 +163,34 @@ async def test_list_jobs_pages_by_id_without_gaps_or_repeats(async_db: AsyncDB) 
     assert seen == sorted(ids, reverse=True)
 
 
+async def test_list_jobs_orders_queued_jobs_by_id_whatever_their_priority(
+    async_db: AsyncDB,
+) -> None:
+    """Queued jobs are read from the dequeue index (priority first): the listing still
+    pages them newest first, across priorities, with or without a queue."""
+    admin, producer = await setup(async_db)
+    await admin.create_queue("other", **async_db.kw)
+    ids = []
+    for n, priority in enumerate([0, 5, -3, 5, 0, 9, -3, 0, 1, 5]):
+        queue = producer if n % 3 else AsyncProducer(async_db.engine, "other", schema=SCHEMA)
+        ids.append((await queue.enqueue({"n": n}, priority=priority, **async_db.kw)).id)
+    for name in ("tasks", None):
+        wanted = sorted(
+            ids if name is None else [i for n, i in enumerate(ids) if n % 3], reverse=True
+        )
+        seen: list[int] = []
+        after = None
+        while True:
+            page = await admin.list_jobs(
+                queue=name, status="queued", after_id=after, limit=3, **async_db.kw
+            )
+            if not page:
+                break
+            seen += [j.id for j in page]
+            after = page[-1].id
+        assert seen == wanted, name
+
+
 async def test_list_jobs_rejects_bad_filters_before_anything_runs(async_db: AsyncDB) -> None:
     admin, _ = await setup(async_db)
     bad: list[dict[str, Any]] = [

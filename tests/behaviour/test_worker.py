@@ -203,7 +203,14 @@ def test_handlers_by_entrypoint_default_is_the_queue_name(sync_engine: Engine) -
         ("default", "tasks", 4),
         ("email", "email", 3),
     ]
-    assert worker.stats == {"completed": 4, "failed": 0, "dead": 0, "lost": 0}
+    assert worker.stats == {
+        "completed": 4,
+        "failed": 0,
+        "dead": 0,
+        "cancelled": 0,
+        "snoozed": 0,
+        "lost": 0,
+    }
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
 
 
@@ -308,7 +315,14 @@ def test_a_handler_completes_its_job_in_its_own_transaction(
     archived = rows(sync_engine, "SELECT id, attempts FROM pgqueue_archive ORDER BY id")
     assert archived == [(i, 2 if i in retried else 1) for i in ids]
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
-    assert worker.stats == {"completed": 20, "failed": 5, "dead": 0, "lost": 0}
+    assert worker.stats == {
+        "completed": 20,
+        "failed": 5,
+        "dead": 0,
+        "cancelled": 0,
+        "snoozed": 0,
+        "lost": 0,
+    }
     queue(sync_engine, "other").enqueue({})
     (m,) = SyncConsumer(sync_engine, "other", schema=SCHEMA).dequeue()
     with pytest.raises(InvalidArgument, match="does not serve queue 'other'"):
@@ -371,7 +385,14 @@ def test_failures_are_retried_with_backoff_then_dead_lettered(
     assert [(e["attempt"], e["error"]) for e in seen_errors[ok.id]] == [
         (1, "RuntimeError: first try")
     ]
-    assert worker.stats == {"completed": 1, "failed": 2 + 1 + 3 + 1, "dead": 3, "lost": 0}
+    assert worker.stats == {
+        "completed": 1,
+        "failed": 2 + 1 + 3 + 1,
+        "dead": 3,
+        "cancelled": 0,
+        "snoozed": 0,
+        "lost": 0,
+    }
 
 
 @pytest.mark.slow
@@ -697,7 +718,14 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(
             until(sync_engine, "SELECT count(*) = 1 FROM pgqueue_archive", timeout=10)
     assert ran == [("first", m.id, 1)]
     assert scalar(sync_engine, "SELECT attempts FROM pgqueue_archive") == 1
-    assert workers[0].stats == {"completed": 1, "failed": 0, "dead": 0, "lost": 0}
+    assert workers[0].stats == {
+        "completed": 1,
+        "failed": 0,
+        "dead": 0,
+        "cancelled": 0,
+        "snoozed": 0,
+        "lost": 0,
+    }
     assert workers[1].stats["completed"] == 0
 
 

@@ -8,10 +8,11 @@ Create Date: 2026-12-03
 Why: ``admin.cancel_jobs`` records a request on a running job's row
 (``cancel_requested``), which every settle reads, and keeps cancelled jobs in the
 archive (outcome ``cancelled``). ``admin.list_jobs`` pages newest first through one
-status (or outcome) of one queue: ``(queue, status, id)`` serves that and everything
-the dead-letter index served, so it replaces it (one index more on the hot table, not
-two). Creating the indexes locks the tables against writes while they build: on a big
-queue, upgrade when it is quiet.
+status (or outcome) of one queue: ``(queue, status, id)`` for every status but queued
+serves that and everything the dead-letter index served, so it replaces it; queued jobs
+are listed from the ready index, so an enqueue writes no more index entries than
+before (an index on every job cost a batch enqueue 13%). Creating the indexes locks
+the tables against writes while they build: on a big queue, upgrade when it is quiet.
 """
 
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ def upgrade() -> None:
         op.f("ix_pgqueue_jobs_queue_status_id"),
         "pgqueue_jobs",
         ["queue", "status", "id"],
+        postgresql_where=sa.text("status <> 'queued'"),
         schema=schema,
     )
     op.drop_index(op.f("ix_pgqueue_jobs_dead"), "pgqueue_jobs", schema=schema)
