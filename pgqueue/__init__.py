@@ -17,6 +17,8 @@ from .errors import (
     InvalidDelay,
     InvalidPayload,
     InvalidQueueName,
+    InvalidResult,
+    JobNotFound,
     JobTimeout,
     NotRunning,
     PgQueueError,
@@ -25,6 +27,7 @@ from .errors import (
     SchemaNotInstalled,
     Snooze,
     UnknownEntrypoint,
+    WaitTimeout,
     WrongBindType,
 )
 from .producer import SyncProducer
@@ -32,6 +35,7 @@ from .producer_async import AsyncProducer
 from .schema import include_name, metadata
 from .types import (
     JobInfo,
+    JobOutcome,
     JobSpec,
     Message,
     QueueInfo,
@@ -54,7 +58,10 @@ __all__ = [
     "InvalidDelay",
     "InvalidPayload",
     "InvalidQueueName",
+    "InvalidResult",
     "JobInfo",
+    "JobNotFound",
+    "JobOutcome",
     "JobSpec",
     "JobTimeout",
     "Message",
@@ -72,6 +79,7 @@ __all__ = [
     "SyncProducer",
     "SyncWorker",
     "UnknownEntrypoint",
+    "WaitTimeout",
     "WorkerInfo",
     "WrongBindType",
     "include_name",

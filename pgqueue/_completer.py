@@ -57,6 +57,8 @@ class Settle:
     delay: float = 0.0
     #: A nack stored again with a plain error, the one it had having been rejected.
     plain: bool = False
+    #: An ack's result, as JSON text (None: nothing to store).
+    result: str | None = None
 
 
 class SyncCompleter:
@@ -81,8 +83,8 @@ class SyncCompleter:
         self._pending: list[Settle] = []
         self._flushing = False
 
-    def ack(self, message: Message) -> None:
-        self._submit([Settle(ACK, message)])
+    def ack(self, message: Message, result: str | None = None) -> None:
+        self._submit([Settle(ACK, message, result=result)])
 
     def nack(self, message: Message, failure: Failure) -> None:
         self._submit([Settle(NACK, message, failure)])
@@ -177,7 +179,8 @@ class SyncCompleter:
             return [_NACKED.get(s, s) if s is not None else None for s in nacked]
         plan: Plan[list[str | None]]
         if kind == ACK:
-            plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK)
+            results = [s.result for s in settles]
+            plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK, results)
         elif kind == SNOOZE:
             plan = consumer_plans.snooze(ctx, messages, [s.delay for s in settles])
         else:

@@ -56,6 +56,8 @@ class Settle:
     delay: float = 0.0
     #: A nack stored again with a plain error, the one it had having been rejected.
     plain: bool = False
+    #: An ack's result, as JSON text (None: nothing to store).
+    result: str | None = None
 
 
 class AsyncCompleter:
@@ -80,8 +82,8 @@ class AsyncCompleter:
         self._pending: list[Settle] = []
         self._flushing = False
 
-    async def ack(self, message: Message) -> None:
-        await self._submit([Settle(ACK, message)])
+    async def ack(self, message: Message, result: str | None = None) -> None:
+        await self._submit([Settle(ACK, message, result=result)])
 
     async def nack(self, message: Message, failure: Failure) -> None:
         await self._submit([Settle(NACK, message, failure)])
@@ -176,7 +178,8 @@ class AsyncCompleter:
             return [_NACKED.get(s, s) if s is not None else None for s in nacked]
         plan: Plan[list[str | None]]
         if kind == ACK:
-            plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK)
+            results = [s.result for s in settles]
+            plan = consumer_plans.finish(ctx, messages, consumer_plans.ACK, results)
         elif kind == SNOOZE:
             plan = consumer_plans.snooze(ctx, messages, [s.delay for s in settles])
         else:

@@ -43,7 +43,7 @@ from sqlalchemy.schema import DDL
 from ._plans import Context, Step, Steps, plan
 from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from .schema import TABLE_NAMES, archive, jobs, rate_limits, schedules, workers
+from .schema import TABLE_NAMES, archive, jobs, rate_limits, results, schedules, workers
 
 Kind = Literal["producer", "worker", "admin"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -67,7 +67,7 @@ def _names(cols: Iterable[Column[object]]) -> tuple[str, ...]:
 
 
 # Every column INSERT_JOBS writes (the rest have server defaults).
-_JOB_INSERT = _names(enqueue_sql.JOB_INSERT_COLUMNS)
+_JOB_INSERT = _names((*enqueue_sql.JOB_INSERT_COLUMNS, jobs.c.awaited))
 # What the producer's inserts read back: their RETURNING columns, and the columns of
 # the ON CONFLICT arbiter (uq_pgqueue_jobs_dedupe: queue, dedupe_key; its predicate
 # reads status). Never the payload: a producer may write payloads, not read them.
@@ -82,6 +82,7 @@ _PRODUCER_READS = tuple(
             }
             | {c.name for c in enqueue_sql.PLAIN_INSERTED_COLUMNS}  # INSERT_UNIFORM_JOBS's CTE
             | {"queue", "dedupe_key", "status"}
+            | {"awaited", "last_error", "available_at"}  # MARK_AWAITED, OUTCOMES (waits)
         )
         - {"payload"},
         key=lambda name: list(jobs.c.keys()).index(name),
@@ -146,6 +147,24 @@ PRODUCER: tuple[Privilege, ...] = (
         "the inserts join pgqueue_queues (an unknown queue inserts nothing instead of "
         "aborting the caller's transaction); QUEUE_EXISTS, run when nothing was "
         "inserted, is EXISTS (SELECT * ...), which checks every column",
+    ),
+    Privilege(
+        "pgqueue_jobs",
+        "UPDATE",
+        (jobs.c.awaited.name,),
+        "MARK_AWAITED: wait() marks the jobs it waits for, so their end is recorded",
+    ),
+    Privilege(
+        "pgqueue_results",
+        "SELECT",
+        _names((results.c.id, results.c.result, results.c.finished_at)),
+        "OUTCOMES: wait() reads a completed job's result",
+    ),
+    Privilege(
+        "pgqueue_archive",
+        "SELECT",
+        _names((archive.c.id, archive.c.outcome, archive.c.last_error, archive.c.finished_at)),
+        "OUTCOMES: wait() reads how an archived job ended (never its payload)",
     ),
     *_IDENTITY,
 )
@@ -212,6 +231,24 @@ WORKER: tuple[Privilege, ...] = (
         "SELECT",
         (archive.c.id.name,),
         "FINISH: the archive insert's RETURNING id",
+    ),
+    Privilege(
+        "pgqueue_results",
+        "INSERT",
+        tuple(c.name for c in results.c if c.name != "finished_at"),
+        "FINISH records the results of completed jobs (and of every job waited for)",
+    ),
+    Privilege(
+        "pgqueue_results",
+        "SELECT",
+        _names((results.c.id, results.c.expires_at)),
+        "PRUNE_RESULTS finds expired results and returns their ids",
+    ),
+    Privilege(
+        "pgqueue_results",
+        "DELETE",
+        (),
+        "PRUNE_RESULTS: the worker's sweep removes results past their queue's result_ttl",
     ),
     *_IDENTITY,
     Privilege(

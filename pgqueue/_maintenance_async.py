@@ -104,10 +104,14 @@ class AsyncMaintainer:
 
     async def sweep(self) -> None:
         """Mark registrations whose heartbeat stopped dead; drop long-gone rows; end the
-        cancelled jobs whose worker died before it could stop them."""
+        cancelled jobs whose worker died before it could stop them; remove expired
+        results."""
         dead = await arun(self._engine, None, worker_plans.sweep_workers(self._ctx), self._ctx)
         if dead:
             log.info("marked %d registrations dead (no heartbeat)", dead)
         ended = await arun(self._engine, None, worker_plans.finish_cancelled(self._ctx), self._ctx)
         if ended:
             log.info("%d cancelled jobs whose worker was gone ended cancelled", ended)
+        pruned = await arun(self._engine, None, worker_plans.prune_results(self._ctx), self._ctx)
+        if pruned:
+            log.info("removed %d results past their queue's result_ttl", pruned)

@@ -4,8 +4,10 @@ The handler runs (``async def`` on the loop, a plain function on a thread of the
 worker's pool); whatever it does, its settle goes to the completer at once and the
 slot is free. A failure is logged with its traceback and stored with it; an
 entrypoint's ``retry`` policy sets the delay. ``raise Snooze(s)`` puts the job back for
-``s`` seconds without using its attempt. Cancelled at the shutdown timeout (only an
-``async def`` handler can be), the job is released: its attempt does not count.
+``s`` seconds without using its attempt. What the handler returns is the job's result
+(JSON text at most ``max_result_bytes``, else the attempt fails with InvalidResult).
+Cancelled at the shutdown timeout (only an ``async def`` handler can be), the job is
+released: its attempt does not count.
 Cancelled by an admin (``admin.cancel_jobs``: its task is interrupted, or a thread's
 handler returns early), the job ends ``cancelled``: every settle of such a job does.
 """
@@ -37,12 +39,14 @@ class AsyncRunner:
         completer: AsyncCompleter,
         threads: DaemonPool,
         freed: Event,
+        max_result_bytes: int = _validate.MAX_RESULT_BYTES,
     ) -> None:
         self._entrypoints = entrypoints
         self._inflight = inflight
         self._completer = completer
         self._threads = threads
         self._freed = freed
+        self._max_result_bytes = max_result_bytes
 
     async def execute(self, job: Job) -> None:
         m = job.message
@@ -58,7 +62,7 @@ class AsyncRunner:
                 raise Cancelled
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
-            await call_handler(
+            returned = await call_handler(
                 ep.handler,
                 m,
                 ep.timeout,
@@ -66,6 +70,8 @@ class AsyncRunner:
                 lambda: self._inflight.in_thread(job),
                 timed_out,
             )
+            # The result as it will be stored; one that cannot be fails the attempt.
+            result = _validate.result_text(returned, self._max_result_bytes)
         except Cancelled:
             self._inflight.finish(job)
             # Released: a job an admin cancelled ends cancelled (the release skips it and
@@ -82,7 +88,7 @@ class AsyncRunner:
             await self._fail(m, ep, exc)
         else:
             self._inflight.finish(job)
-            await self._completer.ack(m)
+            await self._completer.ack(m, result)
         finally:
             self._freed.set()  # a slot is free
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, schedules, workers
+from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, workers
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -97,6 +97,10 @@ class Statements:
     RESCHEDULE: Executable
     NOTIFY: Executable
     FINISH_CANCELLED: Executable
+    # results
+    MARK_AWAITED: Executable
+    OUTCOMES: Executable
+    PRUNE_RESULTS: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -113,13 +117,17 @@ class Statements:
                 self.listings.clear()
             t = self.tables
             statement = jobs.listing(
-                t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_queues"], shape
+                t["pgqueue_jobs"],
+                t["pgqueue_archive"],
+                t["pgqueue_queues"],
+                t["pgqueue_results"],
+                shape,
             )
             self.listings[shape] = statement
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results)
 
 
 def sources() -> dict[str, Executable]:

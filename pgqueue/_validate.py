@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from ._sql import jobs as jobs_sql
-from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName
-from .types import JOB_OPTIONS, JobSpec, Message
+from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName, InvalidResult
+from .types import JOB_OPTIONS, JobInfo, JobSpec, Message
 
 OnDuplicate = Literal["raise", "skip"]
 
@@ -79,6 +79,13 @@ def seconds(value: float | timedelta | None, what: str, *, allow_zero: bool = Tr
     return float(value)
 
 
+def duration(value: float | timedelta, what: str) -> float:
+    """A non-negative duration in seconds (``seconds`` without letting ``None`` pass)."""
+    if value is None:
+        raise InvalidDelay(f"{what} must be seconds (int, float) or a timedelta, not None")
+    return seconds(value, what) or 0.0
+
+
 def positive_seconds(value: float | timedelta, what: str) -> float:
     """A duration that must be given and be more than zero."""
     secs = seconds(value, what, allow_zero=False)
@@ -96,6 +103,18 @@ def positive_int(value: object, what: str, *, maximum: int = 2**31 - 1) -> int:
 def job_id(value: object) -> int:
     """A job id as the database could hold it."""
     return positive_int(value, "job id", maximum=2**63 - 1)
+
+
+def wait_ids(jobs: object) -> list[int]:
+    """The ids of the jobs to wait for: Messages, JobInfos or ids."""
+    if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Sequence):
+        raise InvalidArgument("wait_many takes a list of jobs (Message, JobInfo) or job ids")
+    if len(jobs) > MAX_BATCH:
+        raise InvalidArgument(f"wait_many takes at most {MAX_BATCH:,} jobs, got {len(jobs):,}")
+    ids = []
+    for job in jobs:
+        ids.append(job_id(job.id if isinstance(job, Message | JobInfo) else job))
+    return ids
 
 
 def batch_size(value: object) -> int:
@@ -126,6 +145,27 @@ def json_text(value: Any, what: str) -> str:
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
     _utf8(text, what, InvalidPayload)  # NUL in JSON text is escaped: only the encoding
+    return text
+
+
+#: A result's default size limit (``max_result_bytes`` of workers and consumers).
+MAX_RESULT_BYTES = 1 << 20
+
+
+def result_text(value: Any, max_bytes: int) -> str | None:
+    """A job's result as the JSON text to store (``None`` stores nothing); InvalidResult
+    if it is not JSON-serialisable or its UTF-8 text is over ``max_bytes``."""
+    if value is None:
+        return None
+    try:
+        text = json_text(value, "the job's result")
+    except InvalidPayload as exc:
+        raise InvalidResult(str(exc)) from None
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        raise InvalidResult(
+            f"the job's result is {size:,} bytes of JSON, over max_result_bytes ({max_bytes:,})"
+        )
     return text
 
 

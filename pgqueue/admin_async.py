@@ -104,6 +104,7 @@ class AsyncAdmin:
         retry_backoff: float | timedelta = 1.0,
         retry_backoff_max: float | timedelta = 3600.0,
         archive: bool = False,
+        result_ttl: float | timedelta = 86400.0,
         bind: AsyncBind | None = None,
     ) -> QueueInfo:
         """Create a queue; raises QueueAlreadyExists unless ``exists_ok``.
@@ -112,6 +113,8 @@ class AsyncAdmin:
         ``visibility_timeout``: how long a lease lasts unless extended. ``retry_backoff``
         / ``retry_backoff_max``: base and cap of the exponential retry delay.
         ``archive``: keep finished jobs in ``pgqueue_archive`` instead of deleting them.
+        ``result_ttl``: how long a completed job's result is kept (default one day; 0
+        keeps it only until the next sweep), for ``producer.wait`` and ``get_job``.
 
         >>> await admin.create_queue("emails", max_attempts=10, archive=True)  # doctest: +SKIP
         """
@@ -124,6 +127,7 @@ class AsyncAdmin:
             retry_backoff=_validate.positive_seconds(retry_backoff, "retry_backoff"),
             retry_backoff_max=_validate.positive_seconds(retry_backoff_max, "retry_backoff_max"),
             archive=bool(archive),
+            result_ttl=_validate.duration(result_ttl, "result_ttl"),
         )
         return await arun(self._engine, bind, plan, self._ctx)
 

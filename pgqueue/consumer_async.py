@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +17,7 @@ from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import STOPPED, SUSPENDED, AsyncIdentity
 from ._plans import consumer as consumer_plans
 from ._retry import TRANSIENT, backoff_delay, first_line
+from .errors import InvalidArgument
 from .types import Message
 
 log = logging.getLogger("pgqueue.consumer")
@@ -51,11 +53,13 @@ class AsyncConsumer(AsyncIdentity):
         visibility_timeout: float | timedelta | None = None,
         listen: bool = True,
         poll_interval: float | timedelta = 1.0,
+        max_result_bytes: int = _validate.MAX_RESULT_BYTES,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
+        self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
         self._visibility_timeout = _validate.seconds(
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
@@ -94,30 +98,42 @@ class AsyncConsumer(AsyncIdentity):
         )
         return await arun(self._engine, bind, plan, self._ctx)
 
-    async def ack(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
+    async def ack(
+        self, message: Message, *, result: Any = None, bind: AsyncBind | None = None
+    ) -> bool:
         """Complete a job (deleted, or archived if its queue keeps an archive).
 
         False if the lease was lost, or the job was cancelled meanwhile (it ends
         ``cancelled``, not completed). With ``bind=`` the completion commits or rolls back
-        with the caller's own writes.
+        with the caller's own writes. ``result``: the job's result (JSON, at most
+        ``max_result_bytes``, else InvalidResult before anything is written), kept for
+        the queue's ``result_ttl``; ``producer.wait`` returns it.
 
         >>> async with AsyncSession(engine) as s, s.begin():  # doctest: +SKIP
         ...     s.add(Receipt(job=m.id))
-        ...     await consumer.ack(m, bind=s)
+        ...     await consumer.ack(m, result={"receipt": 17}, bind=s)
         """
-        (done,) = await self.ack_batch([message], bind=bind)
+        (done,) = await self.ack_batch([message], results=[result], bind=bind)
         return done
 
     async def ack_batch(
-        self, messages: Sequence[Message], *, bind: AsyncBind | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        results: Sequence[Any] | None = None,
+        bind: AsyncBind | None = None,
     ) -> list[bool]:
-        """Complete many jobs in one statement; one bool per message, in order."""
-        return await self._finish(messages, consumer_plans.ACK, bind)
+        """Complete many jobs in one statement; one bool per message, in order.
+        ``results``: one result per message (None: none), as for :meth:`ack`."""
+        return await self._finish(messages, consumer_plans.ACK, bind, results)
 
-    async def archive(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
+    async def archive(
+        self, message: Message, *, result: Any = None, bind: AsyncBind | None = None
+    ) -> bool:
         """Complete a job and keep it in the archive (outcome ``archived``) whatever the
-        queue's setting. False if the lease was lost."""
-        (done,) = await self._finish([message], consumer_plans.ARCHIVE, bind)
+        queue's setting, with its ``result`` (as for :meth:`ack`). False if the lease was
+        lost."""
+        (done,) = await self._finish([message], consumer_plans.ARCHIVE, bind, [result])
         return done
 
     async def delete(self, message: Message, *, bind: AsyncBind | None = None) -> bool:
@@ -126,12 +142,21 @@ class AsyncConsumer(AsyncIdentity):
         return done
 
     async def _finish(
-        self, messages: Sequence[Message], mode: int, bind: AsyncBind | None
+        self,
+        messages: Sequence[Message],
+        mode: int,
+        bind: AsyncBind | None,
+        results: Sequence[Any] | None = None,
     ) -> list[bool]:
         checked = _validate.leased(self._queue, messages)
+        texts = None
+        if results is not None:
+            if isinstance(results, str | bytes) or len(results) != len(checked):
+                raise InvalidArgument("results must be a sequence of one result per message")
+            texts = [_validate.result_text(r, self._max_result_bytes) for r in results]
         if bind is not None:
             acheck_bind(bind)
-        plan = consumer_plans.finish(self._ctx, checked, mode)
+        plan = consumer_plans.finish(self._ctx, checked, mode, texts)
         outcomes = await arun(self._engine, bind, plan, self._ctx)
         return [o == consumer_plans.COMPLETED for o in outcomes]
 

@@ -7,6 +7,7 @@ pgqueue's own tables are translated by SQLSTATE and constraint name
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -105,6 +106,37 @@ class NotRunning(PgQueueError):
 
 class JobTimeout(PgQueueError, TimeoutError):
     """A handler ran longer than its entrypoint's ``timeout`` (recorded as the job's error)."""
+
+
+class InvalidResult(InvalidArgument):
+    """A job's result cannot be stored: not JSON-serialisable, or larger than
+    ``max_result_bytes``. From a handler, the attempt fails with this error."""
+
+
+class WaitTimeout(PgQueueError, TimeoutError):
+    """``producer.wait`` (or ``wait_many``, ``enqueue_and_wait``) gave up waiting: the
+    jobs in ``pending`` had not ended. They keep running; wait again to get them."""
+
+    def __init__(self, pending: Sequence[int], timeout: float) -> None:
+        self.pending = tuple(pending)
+        self.timeout = timeout
+        shown = ", ".join(str(i) for i in self.pending[:10])
+        more = f" and {len(self.pending) - 10} more" if len(self.pending) > 10 else ""
+        super().__init__(f"job(s) {shown}{more} had not ended after {timeout:g} s")
+
+
+class JobNotFound(PgQueueError, LookupError):
+    """No job of these ids exists or is remembered: never enqueued, deleted, or ended
+    without leaving anything to read (a completed job that returned ``None``, nobody was
+    waiting for and whose queue does not archive; or a result past its ``result_ttl``)."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = tuple(ids)
+        super().__init__(
+            f"no job {', '.join(str(i) for i in self.ids[:10])}"
+            + (" (and more)" if len(self.ids) > 10 else "")
+            + ": not live, and nothing about its end is kept"
+        )
 
 
 class UnknownEntrypoint(PgQueueError, LookupError):

@@ -14,8 +14,9 @@ from . import _validate
 from ._drive import Bind, check_bind, run
 from ._identity import SyncIdentity
 from ._plans import producer as producer_plans
+from ._waiter import SyncWaiter
 from .errors import InvalidArgument, InvalidDelay
-from .types import JSON, JobSpec, Message
+from .types import JSON, JobInfo, JobOutcome, JobSpec, Message
 
 
 class SyncProducer(SyncIdentity):
@@ -27,9 +28,15 @@ class SyncProducer(SyncIdentity):
     >>> m.status                                                          # doctest: +SKIP
     'queued'
 
-    Every method takes ``bind=`` (an ``Connection`` or ``Session``): the job
-    is then written inside the caller's transaction and exists if and only if that
-    transaction commits.
+    Every method that writes takes ``bind=`` (an ``Connection`` or
+    ``Session``): the job is then written inside the caller's transaction and exists
+    if and only if that transaction commits.
+
+    :meth:`wait`, :meth:`wait_many` and :meth:`enqueue_and_wait` wait for jobs to end and
+    return their :class:`~pgqueue.types.JobOutcome` (a handler's return value is its
+    result). They are woken by LISTEN/NOTIFY on one connection of the producer's own
+    (opened on the first wait); with ``listen=False`` (PgBouncer in transaction mode)
+    they poll instead.
     """
 
     _kind = "producer"
@@ -40,11 +47,13 @@ class SyncProducer(SyncIdentity):
         queue: str,
         *,
         schema: str = "public",
+        listen: bool = True,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
+        self._waiter = SyncWaiter(self._engine, self._ctx, listen=bool(listen))
 
     @property
     def queue(self) -> str:
@@ -162,12 +171,100 @@ class SyncProducer(SyncIdentity):
         plan = producer_plans.extend_visibility(self._ctx, job_id, secs)
         return run(self._engine, bind, plan, self._ctx)
 
+    def wait(
+        self, job: Message | JobInfo | int, *, timeout: float | timedelta | None = None
+    ) -> JobOutcome:
+        """Wait until a job has ended and return how: ``completed`` with its result,
+        ``dead`` or ``cancelled`` with its error (or ``deleted``). A job that ended long
+        ago returns at once, from what is kept (results for the queue's
+        ``result_ttl``; the archive).
+
+        ``timeout`` (seconds or a timedelta; None: no limit) raises
+        :class:`~pgqueue.errors.WaitTimeout`; the job keeps running. A job that is not
+        live and left nothing behind raises :class:`~pgqueue.errors.JobNotFound`: only
+        jobs that return something, or that someone waits for before they end, or of a
+        queue that archives, are remembered once completed.
+
+        >>> m = producer.enqueue({"n": 2})                 # doctest: +SKIP
+        >>> producer.wait(m, timeout=10).result           # doctest: +SKIP
+        4
+        """
+        (outcome,) = self.wait_many([job], timeout=timeout)
+        return outcome
+
+    def wait_many(
+        self,
+        jobs: Sequence[Message | JobInfo | int],
+        *,
+        timeout: float | timedelta | None = None,
+    ) -> list[JobOutcome]:
+        """Wait until every one of ``jobs`` has ended; their outcomes in input order. As
+        :meth:`wait`; the timeout is for all of them together, and
+        :class:`~pgqueue.errors.WaitTimeout` names the jobs still pending.
+
+        >>> ms = producer.batch_enqueue([{"n": i} for i in range(10)])  # doctest: +SKIP
+        >>> [o.result for o in producer.wait_many(ms, timeout=30)]      # doctest: +SKIP
+        """
+        self._check_not_stopped()
+        ids = _validate.wait_ids(jobs)
+        secs = _validate.seconds(timeout, "timeout")
+        if not ids:
+            return []
+        outcomes = self._waiter.wait(ids, secs)
+        return [outcomes[i] for i in ids]
+
+    def enqueue_and_wait(
+        self,
+        payload: JSON,
+        *,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        dedupe_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        entrypoint: str | None = None,
+        max_attempts: int | None = None,
+        on_duplicate: _validate.OnDuplicate = "raise",
+    ) -> JobOutcome:
+        """Enqueue one job and wait for it to end (the RPC form): the options of
+        :meth:`enqueue`, then as :meth:`wait`. The job is inserted already waited for,
+        so however fast it runs its end is kept. No ``bind=``: the job must be committed
+        before anyone can run it.
+
+        >>> outcome = producer.enqueue_and_wait({"n": 2}, timeout=5)  # doctest: +SKIP
+        >>> outcome.status, outcome.result                                # doctest: +SKIP
+        ('completed', 4)
+        """
+        secs = _validate.seconds(timeout, "timeout")
+        defaults = JobSpec(
+            None,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            dedupe_key=dedupe_key,
+            headers=headers,
+            entrypoint=entrypoint,
+            max_attempts=max_attempts,
+        )
+        (message,) = self._insert([payload], defaults, on_duplicate, None, awaited=True)
+        return self._waiter.wait([message.id], secs)[message.id]
+
+    def shutdown(self) -> None:
+        """As :meth:`SyncIdentity.shutdown`, and close the waits' LISTEN connection."""
+        try:
+            self._waiter.close()
+        finally:
+            super().shutdown()
+
     def _insert(
         self,
         items: Sequence[Any],
         defaults: JobSpec,
         on_duplicate: _validate.OnDuplicate,
         bind: Bind | None,
+        *,
+        awaited: bool = False,
     ) -> list[Message]:
         self._check_running()
         if bind is not None:
@@ -178,6 +275,10 @@ class SyncProducer(SyncIdentity):
         if not items:
             return []
         plan = producer_plans.enqueue(
-            self._ctx, jobs, on_duplicate=on_duplicate, in_caller_tx=bind is not None
+            self._ctx,
+            jobs,
+            on_duplicate=on_duplicate,
+            in_caller_tx=bind is not None,
+            awaited=awaited,
         )
         return run(self._engine, bind, plan, self._ctx)

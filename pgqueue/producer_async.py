@@ -13,8 +13,9 @@ from . import _validate
 from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import AsyncIdentity
 from ._plans import producer as producer_plans
+from ._waiter_async import AsyncWaiter
 from .errors import InvalidArgument, InvalidDelay
-from .types import JSON, JobSpec, Message
+from .types import JSON, JobInfo, JobOutcome, JobSpec, Message
 
 
 class AsyncProducer(AsyncIdentity):
@@ -26,9 +27,15 @@ class AsyncProducer(AsyncIdentity):
     >>> m.status                                                          # doctest: +SKIP
     'queued'
 
-    Every method takes ``bind=`` (an ``AsyncConnection`` or ``AsyncSession``): the job
-    is then written inside the caller's transaction and exists if and only if that
-    transaction commits.
+    Every method that writes takes ``bind=`` (an ``AsyncConnection`` or
+    ``AsyncSession``): the job is then written inside the caller's transaction and exists
+    if and only if that transaction commits.
+
+    :meth:`wait`, :meth:`wait_many` and :meth:`enqueue_and_wait` wait for jobs to end and
+    return their :class:`~pgqueue.types.JobOutcome` (a handler's return value is its
+    result). They are woken by LISTEN/NOTIFY on one connection of the producer's own
+    (opened on the first wait); with ``listen=False`` (PgBouncer in transaction mode)
+    they poll instead.
     """
 
     _kind = "producer"
@@ -39,11 +46,13 @@ class AsyncProducer(AsyncIdentity):
         queue: str,
         *,
         schema: str = "public",
+        listen: bool = True,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
+        self._waiter = AsyncWaiter(self._engine, self._ctx, listen=bool(listen))
 
     @property
     def queue(self) -> str:
@@ -161,12 +170,100 @@ class AsyncProducer(AsyncIdentity):
         plan = producer_plans.extend_visibility(self._ctx, job_id, secs)
         return await arun(self._engine, bind, plan, self._ctx)
 
+    async def wait(
+        self, job: Message | JobInfo | int, *, timeout: float | timedelta | None = None
+    ) -> JobOutcome:
+        """Wait until a job has ended and return how: ``completed`` with its result,
+        ``dead`` or ``cancelled`` with its error (or ``deleted``). A job that ended long
+        ago returns at once, from what is kept (results for the queue's
+        ``result_ttl``; the archive).
+
+        ``timeout`` (seconds or a timedelta; None: no limit) raises
+        :class:`~pgqueue.errors.WaitTimeout`; the job keeps running. A job that is not
+        live and left nothing behind raises :class:`~pgqueue.errors.JobNotFound`: only
+        jobs that return something, or that someone waits for before they end, or of a
+        queue that archives, are remembered once completed.
+
+        >>> m = await producer.enqueue({"n": 2})                 # doctest: +SKIP
+        >>> (await producer.wait(m, timeout=10)).result           # doctest: +SKIP
+        4
+        """
+        (outcome,) = await self.wait_many([job], timeout=timeout)
+        return outcome
+
+    async def wait_many(
+        self,
+        jobs: Sequence[Message | JobInfo | int],
+        *,
+        timeout: float | timedelta | None = None,
+    ) -> list[JobOutcome]:
+        """Wait until every one of ``jobs`` has ended; their outcomes in input order. As
+        :meth:`wait`; the timeout is for all of them together, and
+        :class:`~pgqueue.errors.WaitTimeout` names the jobs still pending.
+
+        >>> ms = await producer.batch_enqueue([{"n": i} for i in range(10)])  # doctest: +SKIP
+        >>> [o.result for o in await producer.wait_many(ms, timeout=30)]      # doctest: +SKIP
+        """
+        self._check_not_stopped()
+        ids = _validate.wait_ids(jobs)
+        secs = _validate.seconds(timeout, "timeout")
+        if not ids:
+            return []
+        outcomes = await self._waiter.wait(ids, secs)
+        return [outcomes[i] for i in ids]
+
+    async def enqueue_and_wait(
+        self,
+        payload: JSON,
+        *,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        dedupe_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        entrypoint: str | None = None,
+        max_attempts: int | None = None,
+        on_duplicate: _validate.OnDuplicate = "raise",
+    ) -> JobOutcome:
+        """Enqueue one job and wait for it to end (the RPC form): the options of
+        :meth:`enqueue`, then as :meth:`wait`. The job is inserted already waited for,
+        so however fast it runs its end is kept. No ``bind=``: the job must be committed
+        before anyone can run it.
+
+        >>> outcome = await producer.enqueue_and_wait({"n": 2}, timeout=5)  # doctest: +SKIP
+        >>> outcome.status, outcome.result                                # doctest: +SKIP
+        ('completed', 4)
+        """
+        secs = _validate.seconds(timeout, "timeout")
+        defaults = JobSpec(
+            None,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            dedupe_key=dedupe_key,
+            headers=headers,
+            entrypoint=entrypoint,
+            max_attempts=max_attempts,
+        )
+        (message,) = await self._insert([payload], defaults, on_duplicate, None, awaited=True)
+        return (await self._waiter.wait([message.id], secs))[message.id]
+
+    async def shutdown(self) -> None:
+        """As :meth:`AsyncIdentity.shutdown`, and close the waits' LISTEN connection."""
+        try:
+            await self._waiter.close()
+        finally:
+            await super().shutdown()
+
     async def _insert(
         self,
         items: Sequence[Any],
         defaults: JobSpec,
         on_duplicate: _validate.OnDuplicate,
         bind: AsyncBind | None,
+        *,
+        awaited: bool = False,
     ) -> list[Message]:
         self._check_running()
         if bind is not None:
@@ -177,6 +274,10 @@ class AsyncProducer(AsyncIdentity):
         if not items:
             return []
         plan = producer_plans.enqueue(
-            self._ctx, jobs, on_duplicate=on_duplicate, in_caller_tx=bind is not None
+            self._ctx,
+            jobs,
+            on_duplicate=on_duplicate,
+            in_caller_tx=bind is not None,
+            awaited=awaited,
         )
         return await arun(self._engine, bind, plan, self._ctx)

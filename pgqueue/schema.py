@@ -62,6 +62,7 @@ TABLE_NAMES = frozenset(
         "pgqueue_workers",
         "pgqueue_schedules",
         "pgqueue_rate_limits",
+        "pgqueue_results",
         "pgqueue_alembic_version",
     }
 )
@@ -80,8 +81,11 @@ queues = Table(
     Column("archive", Boolean, nullable=False, server_default=text("false")),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # Seconds a completed job's result (pgqueue_results) is kept.
+    Column("result_ttl", Double, nullable=False, server_default=text("86400")),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
     CheckConstraint("visibility_timeout > 0", name="visibility_timeout"),
+    CheckConstraint("result_ttl >= 0", name="result_ttl"),
 )
 
 jobs = Table(
@@ -111,6 +115,9 @@ jobs = Table(
     # admin.cancel_jobs asked a running job to stop: whatever its handler does next,
     # it ends cancelled (never retried, never completed), and it is never leased again.
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    # Someone waits for this job (producer.wait, enqueue_and_wait): its end is recorded
+    # in pgqueue_results (when it completes) and announced by NOTIFY. Others pay neither.
+    Column("awaited", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("status IN ('queued', 'scheduled', 'running', 'dead')", name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
@@ -183,6 +190,25 @@ archive = Table(
         "dedupe_key",
         postgresql_where=text("dedupe_key IS NOT NULL"),
     ),
+)
+
+#: Completed jobs' results: what a handler returned (``result``, NULL for None), kept
+#: until ``expires_at`` (the queue's ``result_ttl`` after it finished). A row exists
+#: for a job that returned something, or that someone waited for: the waiter reads it.
+#: The job's other columns stay where the queue keeps them (the archive, or nowhere).
+results = Table(
+    "pgqueue_results",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("queue", Text, nullable=False),
+    Column("entrypoint", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("result", JSONB, nullable=True),
+    # The sweep removes expired results, oldest first, in small batches.
+    Index("ix_pgqueue_results_expires_at", "expires_at"),
 )
 
 workers = Table(

@@ -96,6 +96,10 @@ class JobInfo:
     #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt.
     errors: Sequence[Mapping[str, Any]] | None
     cancel_requested: bool = False
+    #: What its handler returned (``completed`` jobs, while the queue's ``result_ttl``
+    #: keeps it; ``None`` otherwise). A completed job of a queue that does not archive
+    #: is known by its result alone: its payload, headers and errors are not kept.
+    result: JSON = None
 
     @property
     def finished(self) -> bool:
@@ -148,6 +152,8 @@ class QueueInfo:
     archive: bool
     paused: bool
     created_at: datetime
+    #: Seconds a completed job's result is kept (``producer.wait`` reads it until then).
+    result_ttl: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +207,34 @@ class ScheduleInfo:
     last_tick: datetime | None
     next_tick: datetime | None
     updated_at: datetime
+
+
+#: How a job ended, as :class:`JobOutcome` reports it.
+OUTCOME_STATUSES = ("completed", "dead", "cancelled", "deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job ended (``producer.wait``, ``wait_many``, ``enqueue_and_wait``).
+
+    ``status``: ``completed`` (its handler returned: ``result`` is what it returned, or
+    ``None``), ``dead`` (its attempts are spent: ``error`` is the last one),
+    ``cancelled`` (by ``admin.cancel_jobs``), or ``deleted`` (by ``admin.delete_jobs``,
+    from a queue that archives: a tombstone). A consumer's ``archive()`` is
+    ``completed``.
+
+    >>> outcome = await producer.enqueue_and_wait({"n": 2}, timeout=5)  # doctest: +SKIP
+    >>> outcome.status, outcome.result                                   # doctest: +SKIP
+    ('completed', 4)
+    """
+
+    id: int
+    status: str
+    result: JSON = None
+    error: str | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job completed."""
+        return self.status == "completed"

@@ -70,9 +70,11 @@ class SyncWorker(SyncIdentity, Handlers):
     loop); the sync face takes plain functions, each run on a job slot's thread. A
     handler that returns completes the job (settles are batched); one that raises
     fails the attempt: the job is retried with backoff, and dead-lettered after
-    ``max_attempts``. While a handler runs its job's lease is kept alive, so no other
-    worker runs it at the same time; if the worker dies, its jobs come back after one
-    lease. ``visibility_timeout`` (the lease) defaults to each queue's own.
+    ``max_attempts``. What a handler returns is the job's result (JSON, at most
+    ``max_result_bytes``; ``producer.wait`` reads it). While a handler runs its job's
+    lease is kept alive, so no other worker runs it at the same time; if the worker
+    dies, its jobs come back after one lease. ``visibility_timeout`` (the lease)
+    defaults to each queue's own.
     """
 
     _kind = "worker"
@@ -94,6 +96,7 @@ class SyncWorker(SyncIdentity, Handlers):
         poll_interval: float | timedelta = 1.0,
         shutdown_timeout: float | timedelta = 30.0,
         install_signal_handlers: bool = True,
+        max_result_bytes: int = _validate.MAX_RESULT_BYTES,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
@@ -111,6 +114,7 @@ class SyncWorker(SyncIdentity, Handlers):
         _check_intervals(self._heartbeat_interval, self._visibility_timeout)
         self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
+        self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
         super().__init__(engine, names, schema=schema, hostname=hostname, port=port)
         self._concurrency = concurrency
         self._listen = bool(listen)
@@ -151,7 +155,7 @@ class SyncWorker(SyncIdentity, Handlers):
         return self._inflight.stats
 
     # ------------------------------------------------------------------ from handlers
-    def ack(self, job: Message, *, bind: Bind | None = None) -> bool:
+    def ack(self, job: Message, *, result: Any = None, bind: Bind | None = None) -> bool:
         """Complete ``job`` from inside its handler, in the handler's own transaction:
         the completion commits or rolls back with the handler's writes, so work done in
         the same database happens exactly once even if the worker dies right after.
@@ -165,6 +169,10 @@ class SyncWorker(SyncIdentity, Handlers):
         ...         conn.execute(insert(payments).values(order=job.payload["order"]))
         ...         if not worker.ack(job, bind=conn):
         ...             raise RuntimeError("lease lost: roll back, the job runs again")
+
+        ``result``: the job's result, stored in the same transaction (what the handler
+        then returns is not stored again: the job is already complete). InvalidResult
+        before anything is written if it is not JSON or over ``max_result_bytes``.
         """
         if not isinstance(job, Message):
             raise InvalidArgument(f"expected a Message, got {type(job).__name__}")
@@ -172,9 +180,10 @@ class SyncWorker(SyncIdentity, Handlers):
         if ctx is None:
             raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
         checked = _validate.leased(ctx.queue, [job])
+        text = _validate.result_text(result, self._max_result_bytes)
         if bind is not None:
             check_bind(bind)
-        plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK)
+        plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK, [text])
         (outcome,) = run(self._engine, bind, plan, ctx)
         if outcome is not None:
             self._inflight.acked(job.id, outcome)
@@ -285,7 +294,12 @@ class SyncWorker(SyncIdentity, Handlers):
                 locked_by=self._locked_by,
             )
             runner = SyncRunner(
-                self._entrypoints, self._inflight, completer, services.threads, self._wakeup
+                self._entrypoints,
+                self._inflight,
+                completer,
+                services.threads,
+                self._wakeup,
+                self._max_result_bytes,
             )
             self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
         finally:

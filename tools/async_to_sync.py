@@ -32,6 +32,7 @@ SOURCES = [
     "pgqueue/_fetcher_async.py",
     "pgqueue/_runner_async.py",
     "pgqueue/_winddown_async.py",
+    "pgqueue/_waiter_async.py",
     "pgqueue/producer_async.py",
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
@@ -42,6 +43,7 @@ SOURCES = [
     "tests/behaviour/test_worker_async.py",
     "tests/behaviour/test_embedding_async.py",
     "tests/behaviour/test_jobs_async.py",
+    "tests/behaviour/test_results_async.py",
     "tests/support/consumer_loop_async.py",
 ]
 
@@ -62,13 +64,13 @@ RULES: list[tuple[str, str]] = [
     (r"\btest_(\w+)_async\b", r"test_\1"),
     (
         r"\b(_identity|_completer|_maintenance|_scheduler|_startup|_fetcher|_runner"
-        r"|_winddown"
+        r"|_winddown|_waiter"
         r"|producer|admin|consumer|worker)_async\b",
         r"\1",
     ),
     (
         r"\bAsync(Identity|Producer|Consumer|Admin|Worker"
-        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|DB)\b",
+        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|Waiter|DB)\b",
         r"Sync\1",
     ),
     # "Awaitable[X]" -> "X" (X may hold one level of brackets)

@@ -22,6 +22,7 @@ class Listener:
         channels: Sequence[str],
         event: asyncio.Event | None = None,
         on_payload: Callable[[str], None] | None = None,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self._driver = engine.dialect.driver
         if self._driver not in ("asyncpg", "psycopg_async", "psycopg"):
@@ -31,6 +32,7 @@ class Listener:
         self._channel = ",".join(self._channels)  # for logs
         self.event = event if event is not None else asyncio.Event()
         self._on_payload = on_payload
+        self._on_connect = on_connect  # after each (re)connect: what was sent is lost
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
@@ -97,6 +99,8 @@ class Listener:
                 attempt = 0
                 self._listening.set()
                 self.event.set()  # anything sent while we were away is lost: look again
+                if self._on_connect is not None:
+                    self._on_connect()
                 await self._serve(self._conn)
             except asyncio.CancelledError:
                 await self._close_conn()

@@ -26,6 +26,7 @@ class Listener:
         channels: Sequence[str],
         event: threading.Event | None = None,
         on_payload: Callable[[str], None] | None = None,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         if engine.dialect.driver != "psycopg":
             raise NotImplementedError(
@@ -36,6 +37,7 @@ class Listener:
         self._channel = ",".join(self._channels)  # for logs
         self.event = event if event is not None else threading.Event()
         self._on_payload = on_payload
+        self._on_connect = on_connect  # after each (re)connect: what was sent is lost
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,6 +73,8 @@ class Listener:
                 attempt = 0
                 self._listening.set()
                 self.event.set()  # anything sent while we were away is lost: look again
+                if self._on_connect is not None:
+                    self._on_connect()
                 checked = time.monotonic()
                 while not self._stop.is_set():
                     for notification in self._conn.notifies(timeout=STOP_CHECK):

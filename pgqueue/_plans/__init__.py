@@ -94,10 +94,24 @@ class Context:
         return channel_name(self.schema, self.queue)
 
     @property
+    def done_channel(self) -> str:
+        """The channel announcing the end of jobs someone waits for (one per schema)."""
+        return done_channel_name(self.schema)
+
+    @property
     def queue_name(self) -> str:
         """The queue of a face bound to one (producer, consumer)."""
         assert self.queue is not None
         return self.queue
+
+
+def done_channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of ended jobs that someone waits for, in one schema:
+    its payload is the job's id."""
+    name = "pgqueue-done" if schema == "public" else f"pgqueue-done.{schema}"
+    if len(name.encode()) <= 63:
+        return name
+    return "pgqueue-done." + hashlib.sha1(schema.encode()).hexdigest()
 
 
 def channel_name(schema: str, queue: str) -> str:

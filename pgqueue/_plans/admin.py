@@ -27,6 +27,7 @@ def create_queue(
     retry_backoff: float,
     retry_backoff_max: float,
     archive: bool,
+    result_ttl: float = 86400.0,
 ) -> Steps[QueueInfo]:
     rows = yield Step(
         ctx.sql.INSERT_QUEUE,
@@ -37,6 +38,7 @@ def create_queue(
             "b_retry_backoff": retry_backoff,
             "b_retry_backoff_max": retry_backoff_max,
             "b_archive": archive,
+            "b_result_ttl": result_ttl,
         },
     )
     if rows:

@@ -49,6 +49,7 @@ def dequeue(
         "b_consumer": consumer,
         "b_visibility_timeout": visibility_timeout,
         "b_entrypoints": None if entrypoints is None else list(entrypoints),
+        "b_done_channel": ctx.done_channel,
     }
     leased_now: list[Message] = []
     while len(leased_now) < limit:
@@ -85,7 +86,8 @@ def _cancel_missed(
     missed = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome is None]
     if not missed:
         return outcomes
-    rows = yield Step(ctx.sql.CANCEL_HELD, _lease_params(ctx, missed))
+    params = {**_lease_params(ctx, missed), "b_done_channel": ctx.done_channel}
+    rows = yield Step(ctx.sql.CANCEL_HELD, params)
     ended = {(r[0], r[1]) for r in rows}
     return [
         CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
@@ -94,13 +96,25 @@ def _cancel_missed(
 
 
 @plan(transaction=False)
-def finish(ctx: Context, messages: Sequence[Message], mode: int) -> Steps[list[str | None]]:
-    """Complete jobs (``mode``: DELETE, ACK or ARCHIVE); per message ``completed``,
-    ``cancelled`` (its cancellation was requested: it ends cancelled) or None."""
+def finish(
+    ctx: Context,
+    messages: Sequence[Message],
+    mode: int,
+    results: Sequence[str | None] | None = None,
+) -> Steps[list[str | None]]:
+    """Complete jobs (``mode``: DELETE, ACK or ARCHIVE), with their ``results`` (JSON
+    texts, None for none; checked before: ``_validate.result_text``); per message
+    ``completed``, ``cancelled`` (its cancellation was requested: it ends cancelled) or
+    None."""
     if not messages:
         return []
-    params = _lease_params(ctx, messages)
-    rows = yield Step(ctx.sql.FINISH, {**params, "b_mode": mode})
+    params = {
+        **_lease_params(ctx, messages),
+        "b_results": list(results) if results is not None else [None] * len(messages),
+        "b_mode": mode,
+        "b_done_channel": ctx.done_channel,
+    }
+    rows = yield Step(ctx.sql.FINISH, params)
     cancelled = {(r[0], r[1]) for r in rows if r[2]}
     return [
         None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
@@ -135,6 +149,7 @@ def nack(
         "b_delays": [f.delay for f in failures],
         "b_max_attempts": [f.max_attempts for f in failures],
         "b_channel": ctx.channel,
+        "b_done_channel": ctx.done_channel,
     }
     rows = yield Step(ctx.sql.NACK, params)
     status = {(r[0], r[1]): r[2] for r in rows}

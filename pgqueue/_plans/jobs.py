@@ -66,6 +66,7 @@ def _batches(
     ids: Sequence[int] | None,
     where: JobFilter,
     after: After,
+    extra: dict[str, Any] | None = None,
 ) -> Steps[list[int]]:
     """Run a verb on ``ids`` (or the jobs ``where`` matches), a batch at a time, then
     ``after`` on each batch's rows; the ids the verb acted on (its rows' first column),
@@ -74,7 +75,7 @@ def _batches(
     done: list[int] = []
 
     def run(chunk: list[int]) -> Steps[None]:
-        rows = yield Step(statement, {"b_ids": chunk, "b_statuses": statuses})
+        rows = yield Step(statement, {"b_ids": chunk, "b_statuses": statuses, **(extra or {})})
         done.extend(int(r[0]) for r in rows)
         yield from after(rows)
 
@@ -131,14 +132,15 @@ def cancel_jobs(ctx: Context, ids: Sequence[int] | None, where: JobFilter) -> Pl
     def tell_holders(rows: Rows) -> Steps[None]:
         # After the batch committed (without bind=): the holders then read the request.
         running: dict[str, list[int]] = {}
-        for job_id, queue, is_running in rows:
+        for job_id, queue, is_running, *_ in rows:
             if is_running:
                 running.setdefault(queue, []).append(int(job_id))
         for queue, held in sorted(running.items()):
             for payload in _cancel_payloads(sorted(held)):
                 yield _notify(ctx, queue, payload)
 
-    steps = _batches(ctx, ctx.sql.CANCEL_JOBS, ids, where, tell_holders)
+    done = {"b_done_channel": ctx.done_channel}  # their waiters learn at once
+    steps = _batches(ctx, ctx.sql.CANCEL_JOBS, ids, where, tell_holders, done)
     return Plan(steps, transaction=False)
 
 
@@ -151,7 +153,9 @@ def retry_jobs(ctx: Context, ids: Sequence[int] | None, where: JobFilter) -> Pla
 
 
 def delete_jobs(ctx: Context, ids: Sequence[int] | None, where: JobFilter) -> Plan[list[int]]:
-    return Plan(_batches(ctx, ctx.sql.DELETE_JOBS, ids, where, _nothing), transaction=False)
+    done = {"b_done_channel": ctx.done_channel}
+    steps = _batches(ctx, ctx.sql.DELETE_JOBS, ids, where, _nothing, done)
+    return Plan(steps, transaction=False)
 
 
 @plan(transaction=False)

@@ -1,14 +1,17 @@
-"""Producer plans: enqueue (one, a batch, a plain batch) and extending a lease by id."""
+"""Producer plans: enqueue (one, a batch, a plain batch), extending a lease by id, and
+reading how jobs ended (waiting)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _rows
 from .._validate import Jobs, OnDuplicate
 from ..errors import DuplicateJob, PgQueueError, QueueNotFound
-from ..types import Message
+from ..schema import DEAD
+from ..types import JobOutcome, Message
 from . import Context, Plan, Step, Steps, plan
 
 #: Rounds of "insert, then look up the live twins of the skipped" before giving up: a
@@ -17,7 +20,12 @@ _ROUNDS = 3
 
 
 def enqueue(
-    ctx: Context, jobs: Jobs, *, on_duplicate: OnDuplicate, in_caller_tx: bool
+    ctx: Context,
+    jobs: Jobs,
+    *,
+    on_duplicate: OnDuplicate,
+    in_caller_tx: bool,
+    awaited: bool = False,
 ) -> Plan[list[Message]]:
     """Insert a batch in one statement; returns one Message per input, in input order.
 
@@ -26,16 +34,17 @@ def enqueue(
     enqueued: our own transaction is rolled back by the exception; inside a caller's
     transaction (which we must not roll back) the insert runs under a savepoint that is
     rolled back first (no DELETE privilege needed, nothing left behind). All or nothing
-    needs a transaction only when a duplicate can fail the batch.
+    needs a transaction only when a duplicate can fail the batch. ``awaited`` (one job:
+    ``enqueue_and_wait``): inserted already marked as waited for.
     """
     if jobs.document is not None:
         return Plan(_enqueue_plain(ctx, jobs, jobs.document), transaction=False)
-    steps = _enqueue(ctx, jobs, on_duplicate, in_caller_tx)
+    steps = _enqueue(ctx, jobs, on_duplicate, in_caller_tx, awaited)
     return Plan(steps, transaction=on_duplicate == "raise" and jobs.deduplicated)
 
 
 def _enqueue(
-    ctx: Context, jobs: Jobs, on_duplicate: OnDuplicate, in_caller_tx: bool
+    ctx: Context, jobs: Jobs, on_duplicate: OnDuplicate, in_caller_tx: bool, awaited: bool
 ) -> Steps[list[Message]]:
     queue = ctx.queue_name
     guarded = in_caller_tx and on_duplicate == "raise" and jobs.deduplicated
@@ -48,7 +57,7 @@ def _enqueue(
     results: dict[int, Message] = {}
     for _ in range(_ROUNDS):
         batch = arrays if len(wanted) == jobs.size else _pick(arrays, wanted)
-        rows = yield _insert_step(ctx, batch)
+        rows = yield _insert_step(ctx, batch, awaited)
         if not rows:
             (exists,) = yield Step(ctx.sql.QUEUE_EXISTS, {"b_queue": queue})
             if not exists[0]:
@@ -119,14 +128,14 @@ def _enqueue_plain(ctx: Context, jobs: Jobs, document: str) -> Steps[list[Messag
     ]
 
 
-def _insert_step(ctx: Context, batch: dict[str, list[Any]]) -> Step:
+def _insert_step(ctx: Context, batch: dict[str, list[Any]], awaited: bool = False) -> Step:
     """INSERT_ONE_JOB for one job (no array at all), else INSERT_JOBS with one array per
     option; both skip a job whose dedupe_key a live job holds."""
     target = {"b_queue": ctx.queue, "b_channel": ctx.channel}
     payloads = batch["b_payload"]
     if len(payloads) == 1:  # enqueue()
         scalars = {"u" + k[1:]: v[0] for k, v in batch.items()}
-        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target})
+        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target, "u_awaited": awaited})
     return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
 
 
@@ -138,3 +147,39 @@ def extend_visibility(ctx: Context, job_id: int, secs: float) -> Steps[bool]:
         ctx.sql.EXTEND_BY_ID, {"b_id": job_id, "b_queue": ctx.queue, "b_seconds": secs}
     )
     return bool(rows)
+
+
+#: Where OUTCOMES found a job: the hot table, a recorded result, the archive.
+_HOT, _RESULT, _ARCHIVE = 0, 1, 2
+#: Archive outcomes as a waiter sees them (a consumer's archive() completed the job).
+_ENDED = {"completed": "completed", "archived": "completed", "cancelled": "cancelled"}
+
+
+@plan(transaction=False)
+def outcomes(
+    ctx: Context, ids: Sequence[int], *, mark: bool
+) -> Steps[tuple[dict[int, JobOutcome], list[int]]]:
+    """How those of ``ids`` that have ended ended, and the ids found nowhere. ``mark``
+    first marks the live ones as waited for, in a statement of its own: it waits for a
+    settle holding a row, and must commit before that settle reads the mark."""
+    wanted = list(ids)
+    if mark:
+        yield Step(ctx.sql.MARK_AWAITED, {"b_ids": wanted})
+    rows = yield Step(ctx.sql.OUTCOMES, {"b_ids": wanted})
+    where: dict[int, Any] = {}
+    for row in rows:  # a completed job of an archiving queue is in both: its result wins
+        seen = where.get(row[0])
+        if seen is None or row[5] < seen[5]:
+            where[row[0]] = row
+    ended: dict[int, JobOutcome] = {}
+    for job_id, row in where.items():
+        _, status, result, error, finished_at, source = row
+        if source == _HOT:
+            if status == DEAD:
+                ended[job_id] = JobOutcome(job_id, DEAD, None, error, finished_at)
+        elif source == _RESULT:
+            ended[job_id] = JobOutcome(job_id, "completed", result, None, finished_at)
+        else:
+            outcome = _ENDED.get(status, "deleted")
+            ended[job_id] = JobOutcome(job_id, outcome, None, error, finished_at)
+    return ended, [i for i in wanted if i not in where]

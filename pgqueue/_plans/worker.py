@@ -77,8 +77,28 @@ def sweep_workers(ctx: Context, retention: float = 86_400.0) -> Steps[int]:
 def finish_cancelled(ctx: Context) -> Steps[int]:
     """End running jobs whose cancellation was requested and whose lease ran out (their
     worker died before it could stop them): cancelled, archived. How many."""
-    ((count,),) = yield Step(ctx.sql.FINISH_CANCELLED, {})
+    ((count, _announced),) = yield Step(
+        ctx.sql.FINISH_CANCELLED, {"b_done_channel": ctx.done_channel}
+    )
     return int(count)
+
+
+#: Most expired results one sweep removes per statement (each its own transaction).
+PRUNE_BATCH = 1_000
+
+
+@plan(transaction=False)
+def prune_results(ctx: Context, most: int = 100 * PRUNE_BATCH) -> Steps[int]:
+    """Remove results past their queue's ``result_ttl``, oldest first, a batch at a
+    time (short locks; workers sweeping together skip each other's rows); how many.
+    At most ``most`` per sweep: a backlog is worked off over several sweeps."""
+    removed = 0
+    while removed < most:
+        ((count,),) = yield Step(ctx.sql.PRUNE_RESULTS, {"b_limit": PRUNE_BATCH})
+        removed += int(count)
+        if count < PRUNE_BATCH:
+            break
+    return removed
 
 
 @plan(transaction=False)

@@ -9,6 +9,8 @@ from sqlalchemy import (
     Interval,
     Text,
     bindparam,
+    case,
+    cast,
     func,
     literal_column,
     select,
@@ -80,6 +82,15 @@ notify = (
     .scalar_subquery()
     .label("notified")
 )
+
+
+def announce(awaited: ColumnElement[bool], job_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``pg_notify(b_done_channel, id)`` for each row where ``awaited`` holds (a job that
+    someone waits for has ended), NULL elsewhere: one notification per waited-for job,
+    none for the others. Select it in the statement's result (a CTE nobody reads would
+    not run)."""
+    channel = bindparam("b_done_channel", type_=Text)
+    return case((awaited, func.pg_notify(channel, cast(job_id, Text)))).label("announced")
 
 
 def hot(statement: Any) -> Any:

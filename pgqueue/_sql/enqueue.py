@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Double,
     Integer,
@@ -126,8 +127,11 @@ def _insert_jobs(shape: str) -> Any:
             opt["dedupe_key"] = null()
             payload = u.c.payload
     available_at = func.coalesce(opt["run_at"], func.now() + seconds(opt["delay"]))
+    # One job may be inserted already waited for (enqueue_and_wait): no window in which
+    # it could end unrecorded.
+    awaited = [bindparam("u_awaited", type_=Boolean)] if shape == "one" else []
     return insert(jobs).from_select(
-        list(JOB_INSERT_COLUMNS),
+        [*JOB_INSERT_COLUMNS, *([jobs.c.awaited] if awaited else [])],
         select(
             queues.c.name,
             opt["entrypoint"],
@@ -138,6 +142,7 @@ def _insert_jobs(shape: str) -> Any:
             opt["dedupe_key"],
             available_at,
             case((available_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+            *awaited,
         )
         .select_from(queues)
         .join(u, true())

@@ -52,12 +52,14 @@ from ..schema import ARCHIVED, CANCELLED, COMPLETED, DEAD, DELETED, QUEUED, RUNN
 from ..schema import archive as _archive
 from ..schema import jobs as _jobs
 from ..schema import queues as _queues
+from ..schema import results as _results
 from ._common import (
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     TS,
+    announce,
     archived,
     const,
     seconds,
@@ -94,12 +96,15 @@ def _job_columns(jobs: Table) -> list[Any]:
         c.last_error,
         c.errors,
         c.cancel_requested,
+        cast(null(), JSONB).label("result"),
     ]
 
 
-def _archive_columns(archive: Table) -> list[Any]:
-    """A finished job as the same row: its outcome is its status."""
+def _archive_columns(archive: Table, results: Table) -> list[Any]:
+    """A finished job as the same row: its outcome is its status, its result the one
+    recorded (while it is kept)."""
     c = archive.c
+    result = select(results.c.result).where(results.c.id == c.id).scalar_subquery()
     return [
         c.id,
         c.queue,
@@ -118,13 +123,43 @@ def _archive_columns(archive: Table) -> list[Any]:
         c.last_error,
         c.errors,
         false().label("cancel_requested"),
+        result.label("result"),
+    ]
+
+
+def _result_columns(results: Table) -> list[Any]:
+    """A completed job known only by its result (its queue does not archive): the same
+    row, without what was not kept (payload, headers, priority, errors)."""
+    c = results.c
+    return [
+        c.id,
+        c.queue,
+        c.entrypoint,
+        literal_column(f"'{COMPLETED}'", Text).label("status"),
+        cast(null(), JSONB).label("payload"),
+        cast(null(), JSONB).label("headers"),
+        literal_column("0", SmallInteger).label("priority"),
+        c.attempts,
+        cast(null(), Integer).label("max_attempts"),
+        cast(null(), Text).label("dedupe_key"),
+        c.enqueued_at,
+        cast(null(), TS).label("available_at"),
+        c.finished_at,
+        cast(null(), Text).label("locked_by"),
+        cast(null(), Text).label("last_error"),
+        cast(null(), JSONB).label("errors"),
+        false().label("cancel_requested"),
+        c.result,
     ]
 
 
 _id = bindparam("b_id", type_=BigInteger)
 GET_JOB = union_all(
     select(*_job_columns(_jobs)).where(_jobs.c.id == _id),
-    select(*_archive_columns(_archive)).where(_archive.c.id == _id),
+    select(*_archive_columns(_archive, _results)).where(_archive.c.id == _id),
+    select(*_result_columns(_results)).where(
+        _results.c.id == _id, ~exists().where(_archive.c.id == _id)
+    ),
 )
 
 # --------------------------------------------------------------------------- listing
@@ -263,7 +298,7 @@ def _side(
     return branches
 
 
-def listing(jobs: Table, archive: Table, queues: Table, shape: Shape) -> Any:
+def listing(jobs: Table, archive: Table, queues: Table, results: Table, shape: Shape) -> Any:
     """The statement listing jobs of ``shape``, newest first, at most ``b_limit``.
 
     In two steps: the ids, from the index ranges alone where the filters allow (an
@@ -289,7 +324,7 @@ def listing(jobs: Table, archive: Table, queues: Table, shape: Shape) -> Any:
         rows.append(select(*_job_columns(jobs)).where(jobs.c.id.in_(mine)))
     if done:
         mine = select(picked.c.id).where(picked.c.finished)
-        rows.append(select(*_archive_columns(archive)).where(archive.c.id.in_(mine)))
+        rows.append(select(*_archive_columns(archive, results)).where(archive.c.id.in_(mine)))
     found = (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("found")
     return select(*found.c).order_by(found.c.id.desc())
 
@@ -345,8 +380,14 @@ _requested = (
     .cte("requested")
 )
 CANCEL_JOBS = union_all(
-    select(_now_cancelled.c.id, _now_cancelled.c.queue, false().label("running")),
-    select(_requested.c.id, _requested.c.queue, true().label("running")),
+    select(
+        _now_cancelled.c.id,
+        _now_cancelled.c.queue,
+        false().label("running"),
+        announce(_now_cancelled.c.awaited, _now_cancelled.c.id),
+    ),
+    # (their settle ends them, and announces them then)
+    select(_requested.c.id, _requested.c.queue, true().label("running"), null()),
 ).add_cte(archived(_now_cancelled, literal_column(f"'{CANCELLED}'"), true()))
 
 #: Retry a batch: dead jobs (with a fresh set of attempts; one whose dedupe_key a live
@@ -405,10 +446,22 @@ _forgotten = (
     .returning(_archive.c.id)
     .cte("forgotten")
 )
-DELETE_JOBS = union_all(
-    select(_deleted.c.id),
-    select(_forgotten.c.id),
-).add_cte(archived(_deleted, literal_column(f"'{DELETED}'"), func.coalesce(_queue_archives, False)))
+_forgotten_results = (
+    delete(_results)
+    .where(_results.c.id.in_(select(_forgotten.c.id)))
+    .returning(_results.c.id)
+    .cte("forgotten_results")
+)
+DELETE_JOBS = (
+    union_all(
+        select(_deleted.c.id, announce(_deleted.c.awaited, _deleted.c.id)),
+        select(_forgotten.c.id, null()),
+    )
+    .add_cte(
+        archived(_deleted, literal_column(f"'{DELETED}'"), func.coalesce(_queue_archives, False))
+    )
+    .add_cte(_forgotten_results)
+)
 
 #: Move a queued or scheduled job: to ``b_run_at``, or ``b_delay`` seconds from now,
 #: and/or to priority ``b_priority`` (NULL: unchanged). Scheduled if its time is in the
@@ -446,7 +499,7 @@ _expired = (
     .cte("expired")
 )
 FINISH_CANCELLED = (
-    select(func.count())
+    select(func.count(), func.count(announce(_expired.c.awaited, _expired.c.id)))
     .select_from(_expired)
     .add_cte(archived(_expired, literal_column(f"'{CANCELLED}'"), true()))
 )

@@ -25,11 +25,12 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from ..schema import (
     jobs,
     queues,
+    results,
 )
 from ._common import (
     MESSAGE_COLUMNS,
@@ -38,6 +39,7 @@ from ._common import (
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     WAITING,
+    announce,
     archived,
     hot,
     notify,
@@ -111,8 +113,10 @@ DEQUEUE = hot(
         jobs.c.id == _picked.c.id,
         # q is one row (the picks are its jobs): joined without a condition on the job's
         # queue, which the planner would serve from (queue, status, id) by walking the
-        # queue's entries for each pick (measured: 1 ms a pick, a drain 14x slower).
-        _q.c.name.is_not(None),
+        # queue's entries for each pick (measured: 1 ms a pick, a drain 14x slower). The
+        # coalesce joins both sides for SQLAlchemy (no cartesian-product warning) and is
+        # no index condition for PostgreSQL.
+        _q.c.name == func.coalesce(jobs.c.queue, _q.c.name),
     )
     .values(
         status=case((_exhausted, STATUS_DEAD), else_=STATUS_RUNNING),
@@ -125,7 +129,11 @@ DEQUEUE = hot(
             else_=jobs.c.last_error,
         ),
     )
-    .returning(*MESSAGE_COLUMNS)
+    # A job dead-lettered here (its lease expired on its last attempt) wakes its waiters.
+    # (RETURNING sees the new row: dead only if it was exhausted.)
+    .returning(
+        *MESSAGE_COLUMNS, announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id)
+    )
 )
 
 
@@ -162,8 +170,12 @@ _holds_lease = _holding(_leased)
 # Finishing: delete from the hot table and, per b_mode, copy into the archive in the
 # same statement. b_mode: 0 never archive (delete), 1 if the queue archives (ack),
 # 2 always (archive). A job whose cancellation was requested ends cancelled instead,
-# always archived (admin.cancel_jobs promised it would never complete).
-_finished = delete(jobs).where(_holds_lease).returning(*jobs.c).cte("finished")
+# always archived (admin.cancel_jobs promised it would never complete). Each job's
+# result (JSON text, NULL for none: b_results) is recorded in pgqueue_results when there
+# is one or someone waits for the job, kept for its queue's result_ttl; the jobs waited
+# for are announced. A job with neither costs one NULL per row and nothing else.
+_acked = _lease_rows(("result", Text))
+_finished = delete(jobs).where(_holding(_acked)).returning(*jobs.c, _acked.c.result).cte("finished")
 _mode = bindparam("b_mode", type_=Integer)
 _outcome = case(
     (_finished.c.cancel_requested, literal_column("'cancelled'")),
@@ -178,17 +190,53 @@ _kept = or_(
         select(queues.c.archive).where(queues.c.name == _finished.c.queue).scalar_subquery(),
     ),
 )
-FINISH = hot(
-    select(_finished.c.id, _finished.c.lease, _finished.c.cancel_requested).add_cte(
-        archived(_finished, _outcome, _kept)
+_ttl = select(queues.c.result_ttl).where(queues.c.name == _finished.c.queue).scalar_subquery()
+_recorded = (
+    insert(results)
+    .from_select(
+        [
+            results.c.id,
+            results.c.queue,
+            results.c.entrypoint,
+            results.c.attempts,
+            results.c.enqueued_at,
+            results.c.expires_at,
+            results.c.result,
+        ],
+        select(
+            _finished.c.id,
+            _finished.c.queue,
+            _finished.c.entrypoint,
+            _finished.c.attempts,
+            _finished.c.enqueued_at,
+            func.now() + seconds(func.coalesce(_ttl, 86400.0)),
+            cast(_finished.c.result, JSONB),
+        ).where(
+            ~_finished.c.cancel_requested,
+            or_(_finished.c.result.is_not(None), _finished.c.awaited),
+        ),
     )
+    # Ids are never reused, but a restored or hand-edited table could hold one already:
+    # that must not stop the job from finishing (DO NOTHING needs no extra privilege).
+    .on_conflict_do_nothing(index_elements=[results.c.id])
+    .cte("recorded")
+)
+FINISH = hot(
+    select(
+        _finished.c.id,
+        _finished.c.lease,
+        _finished.c.cancel_requested,
+        announce(_finished.c.awaited, _finished.c.id),
+    )
+    .add_cte(archived(_finished, _outcome, _kept))
+    .add_cte(_recorded)
 )
 
 #: A held job whose cancellation was requested, ended: cancelled, archived. What a nack,
 #: a release or a snooze of such a job does instead (they leave it alone).
 _ended = delete(jobs).where(_holds_lease, jobs.c.cancel_requested).returning(*jobs.c).cte("ended")
 CANCEL_HELD = hot(
-    select(_ended.c.id, _ended.c.lease).add_cte(
+    select(_ended.c.id, _ended.c.lease, announce(_ended.c.awaited, _ended.c.id)).add_cte(
         archived(_ended, literal_column("'cancelled'"), true())
     )
 )
@@ -234,7 +282,14 @@ NACK = hot(
             )
         ),
     )
-    .returning(jobs.c.id, _failed.c.lease, jobs.c.status, jobs.c.available_at, notify)
+    .returning(
+        jobs.c.id,
+        _failed.c.lease,
+        jobs.c.status,
+        jobs.c.available_at,
+        notify,
+        announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
+    )
 )
 
 #: Give leased jobs back untouched (shutdown, or an iterator closed early): ready again

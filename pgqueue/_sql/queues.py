@@ -49,6 +49,7 @@ QUEUE_COLUMNS = (
     queues.c.archive,
     queues.c.paused,
     queues.c.created_at,
+    queues.c.result_ttl,
 )
 
 INSERT_QUEUE = (
@@ -60,6 +61,7 @@ INSERT_QUEUE = (
         retry_backoff=bindparam("b_retry_backoff"),
         retry_backoff_max=bindparam("b_retry_backoff_max"),
         archive=bindparam("b_archive"),
+        result_ttl=bindparam("b_result_ttl"),
     )
     .on_conflict_do_nothing(index_elements=[queues.c.name])
     .returning(*QUEUE_COLUMNS)

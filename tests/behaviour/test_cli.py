@@ -333,7 +333,10 @@ def test_run_drain_processes_every_job_and_exits(dsn: str, engine: Engine) -> No
         env=env,
     ).result()
     assert r.code == 0, r.err
-    assert "worker stopped: {'completed': 40, 'failed': 0, 'dead': 0, 'lost': 0}" in r.err
+    assert (
+        "worker stopped: {'completed': 40, 'failed': 0, 'dead': 0, "
+        "'cancelled': 0, 'snoozed': 0, 'lost': 0}" in r.err
+    )
     done = rows(engine, "SELECT count(*), count(DISTINCT job_id) FROM worker_ledger")[0]
     assert tuple(done) == (40, 40)
     assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs") == 0

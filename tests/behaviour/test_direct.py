@@ -177,6 +177,7 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
             "b_consumer": "c",
             "b_visibility_timeout": None,
             "b_entrypoints": None,
+            "b_done_channel": "pgqueue-done",
         }
         sql7, args7 = d.prepare({**params, "b_limit": 7})
         sql9, _ = d.prepare({**params, "b_limit": 9})

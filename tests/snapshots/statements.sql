@@ -3,22 +3,22 @@
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT ended.id, ended.lease
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
 FROM ended;
 
 -- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING unnest($1::BIGINT[], $2::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs USING unnest($1::BIGINT[], $2::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT ended.id, ended.lease
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
 FROM ended;
 
 -- CANCEL_JOBS [psycopg]
@@ -29,7 +29,7 @@ WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_now_cancelled AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
 FROM now_cancelled
@@ -38,8 +38,8 @@ requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running
-FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
+FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
 FROM requested;
 
 -- CANCEL_JOBS [asyncpg]
@@ -50,7 +50,7 @@ WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status 
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_now_cancelled AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
 FROM now_cancelled
@@ -59,8 +59,8 @@ requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running
-FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_notify($3::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
+FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
 FROM requested;
 
 -- CLAIM_TICK [psycopg]
@@ -87,7 +87,7 @@ SELECT now() AS now_1;
 
 -- DELETE_JOBS [psycopg]
 WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_deleted AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
 FROM deleted
@@ -95,14 +95,17 @@ WHERE coalesce((SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = deleted.queue), %(coalesce_1)s) RETURNING public.pgqueue_archive.id),
 forgotten AS
-(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_archive.outcome = any(%(b_statuses)s::TEXT[]) RETURNING public.pgqueue_archive.id)
- SELECT deleted.id
-FROM deleted UNION ALL SELECT forgotten.id
+(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_archive.outcome = any(%(b_statuses)s::TEXT[]) RETURNING public.pgqueue_archive.id),
+forgotten_results AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
+FROM forgotten) RETURNING public.pgqueue_results.id)
+ SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
+FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
 FROM forgotten;
 
 -- DELETE_JOBS [asyncpg]
 WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_deleted AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
 FROM deleted
@@ -110,9 +113,12 @@ WHERE coalesce((SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = deleted.queue), $3::BOOLEAN) RETURNING public.pgqueue_archive.id),
 forgotten AS
-(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any($1::BIGINT[]) AND public.pgqueue_archive.outcome = any($2::TEXT[]) RETURNING public.pgqueue_archive.id)
- SELECT deleted.id
-FROM deleted UNION ALL SELECT forgotten.id
+(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any($1::BIGINT[]) AND public.pgqueue_archive.outcome = any($2::TEXT[]) RETURNING public.pgqueue_archive.id),
+forgotten_results AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
+FROM forgotten) RETURNING public.pgqueue_results.id)
+ SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_notify($4::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
+FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
 FROM forgotten;
 
 -- DELETE_OLD_WORKERS [psycopg]
@@ -151,7 +157,7 @@ WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name IS NOT NULL RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
 WITH ready AS
@@ -177,7 +183,7 @@ WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name IS NOT NULL RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- ENSURE_BUCKET [psycopg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
@@ -199,61 +205,85 @@ UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.availab
 
 -- FINISH [psycopg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_results)s::TEXT[]) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
 WHERE finished.cancel_requested OR %(b_mode)s::INTEGER = %(param_2)s::INTEGER OR %(b_mode)s::INTEGER = %(param_3)s::INTEGER AND (SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id)
- SELECT finished.id, finished.lease, finished.cancel_requested
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), %(coalesce_1)s) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH [asyncpg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING unnest($3::BIGINT[], $4::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $5::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs USING unnest($3::BIGINT[], $4::UUID[], $5::TEXT[]) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
-WHERE finished.cancel_requested OR $1::INTEGER = $6::INTEGER OR $1::INTEGER = $7::INTEGER AND (SELECT public.pgqueue_queues.archive
+WHERE finished.cancel_requested OR $1::INTEGER = $7::INTEGER OR $1::INTEGER = $8::INTEGER AND (SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id)
- SELECT finished.id, finished.lease, finished.cancel_requested
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), $9::FLOAT) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_notify($10::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH_CANCELLED [psycopg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1
+ SELECT count(*) AS count_1, count(CASE WHEN expired.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
 FROM expired;
 
 -- FINISH_CANCELLED [asyncpg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1
+ SELECT count(*) AS count_1, count(CASE WHEN expired.awaited THEN pg_notify($1::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
 FROM expired;
 
 -- GET_JOB [psycopg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested
+WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested, (SELECT public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT;
+WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = %(b_id)s::BIGINT AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT));
 
 -- GET_JOB [asyncpg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = $1::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested
+WHERE public.pgqueue_jobs.id = $1::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested, (SELECT public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.id = $1::BIGINT;
+WHERE public.pgqueue_archive.id = $1::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = $1::BIGINT AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = $1::BIGINT));
 
 -- HEARTBEAT [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_workers SET heartbeat_at=now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
@@ -272,20 +302,20 @@ FROM public.pgqueue_queues JOIN unnest($3::INTEGER[], $4::DOUBLE PRECISION[], $5
 WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, %(u_awaited)s AS anon_7
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
-FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, $10::BOOLEAN AS anon_7
+FROM public.pgqueue_queues JOIN (SELECT $11::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_QUEUE [psycopg]
-INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive) VALUES (%(b_queue)s::VARCHAR, %(b_max_attempts)s::INTEGER, %(b_visibility_timeout)s, %(b_retry_backoff)s, %(b_retry_backoff_max)s, %(b_archive)s) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at;
+INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl) VALUES (%(b_queue)s::VARCHAR, %(b_max_attempts)s::INTEGER, %(b_visibility_timeout)s, %(b_retry_backoff)s, %(b_retry_backoff_max)s, %(b_archive)s, %(b_result_ttl)s) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl;
 
 -- INSERT_QUEUE [asyncpg]
-INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive) VALUES ($1::VARCHAR, $2::INTEGER, $3::FLOAT, $4::FLOAT, $5::FLOAT, $6::BOOLEAN) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at;
+INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl) VALUES ($1::VARCHAR, $2::INTEGER, $3::FLOAT, $4::FLOAT, $5::FLOAT, $6::BOOLEAN, $7::FLOAT) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl;
 
 -- INSERT_UNIFORM_JOBS [psycopg] (hot: sent to the driver directly)
 WITH ins AS
@@ -323,6 +353,12 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
 
+-- MARK_AWAITED [psycopg] (hot: sent to the driver directly)
+UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND NOT public.pgqueue_jobs.awaited RETURNING public.pgqueue_jobs.id;
+
+-- MARK_AWAITED [asyncpg] (hot: sent to the driver directly)
+UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND NOT public.pgqueue_jobs.awaited RETURNING public.pgqueue_jobs.id;
+
 -- MARK_DEAD_WORKERS [psycopg]
 UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
 
@@ -354,10 +390,10 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR;
 
 -- NACK [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_errors)s::TEXT[], %(b_tracebacks)s::TEXT[], %(b_delays)s::DOUBLE PRECISION[], %(b_max_attempts)s::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_errors)s::TEXT[], %(b_tracebacks)s::TEXT[], %(b_delays)s::DOUBLE PRECISION[], %(b_max_attempts)s::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- NACK [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest($8::BIGINT[], $9::UUID[], $10::TEXT[], $11::TEXT[], $12::DOUBLE PRECISION[], $13::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest($8::BIGINT[], $9::UUID[], $10::TEXT[], $11::TEXT[], $12::DOUBLE PRECISION[], $13::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- NEXT_AVAILABLE_AT [psycopg] (hot: sent to the driver directly)
 SELECT CASE WHEN (NOT (EXISTS (SELECT *
@@ -391,11 +427,47 @@ FROM pg_snapshot_xip(pg_current_snapshot()) AS anon_1(x);
 SELECT coalesce(array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
 FROM pg_snapshot_xip(pg_current_snapshot()) AS anon_1(x);
 
+-- OUTCOMES [psycopg] (hot: sent to the driver directly)
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = any(%(b_ids)s::BIGINT[]);
+
+-- OUTCOMES [asyncpg] (hot: sent to the driver directly)
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = any($1::BIGINT[]);
+
 -- PAUSE [psycopg]
 SELECT pg_sleep(%(b_seconds)s) AS pg_sleep_1;
 
 -- PAUSE [asyncpg]
 SELECT pg_sleep($1::FLOAT) AS pg_sleep_1;
+
+-- PRUNE_RESULTS [psycopg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.expires_at <= now() ORDER BY public.pgqueue_results.expires_at
+ LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_results.id)
+ SELECT count(*) AS count_1
+FROM pruned;
+
+-- PRUNE_RESULTS [asyncpg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.expires_at <= now() ORDER BY public.pgqueue_results.expires_at
+ LIMIT $1::INTEGER) RETURNING public.pgqueue_results.id)
+ SELECT count(*) AS count_1
+FROM pruned;
 
 -- PURGE_ARCHIVE [psycopg]
 WITH purged AS
@@ -516,21 +588,21 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.dedupe_key = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 
 -- SELECT_QUEUE [psycopg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
 
 -- SELECT_QUEUE [asyncpg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $1::VARCHAR;
 
 -- SELECT_QUEUES [psycopg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- SELECT_QUEUES [asyncpg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- SELECT_SCHEDULES [psycopg]
@@ -562,10 +634,10 @@ FROM public.pgqueue_workers
 WHERE $1::BOOLEAN OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
 
 -- SET_QUEUE_PAUSED [psycopg]
-UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_QUEUE_PAUSED [asyncpg]
-UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, (SELECT pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_WORKER_STATUS [psycopg]
 UPDATE public.pgqueue_workers SET status=%(b_status)s::VARCHAR, heartbeat_at=now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;

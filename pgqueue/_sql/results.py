@@ -1,0 +1,87 @@
+"""Results and waiting: mark the jobs someone waits for, read how jobs ended, prune.
+
+A job is in exactly one of the hot table, pgqueue_results (completed, with a result or
+waited for) and the archive at any snapshot, except that a completed job of an archiving
+queue is in both of the last two (the result row is the one a waiter reads). FINISH moves
+a job atomically, so one statement reading all three never misses a job in flight.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal_column,
+    null,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from ..schema import COMPLETED, archive, jobs, results
+from ._common import hot
+
+_ids = bindparam("b_ids", type_=ARRAY(BigInteger))
+
+#: Someone waits for these jobs: their end is recorded and announced (FINISH, NACK...).
+#: Run in a statement of its own before reading (OUTCOMES): it waits for the row lock of
+#: a settle in progress, and a statement's snapshot would not see what that settle wrote.
+MARK_AWAITED = hot(
+    update(jobs)
+    .where(jobs.c.id == func.any(_ids), ~jobs.c.awaited)
+    .values(awaited=true())
+    .returning(jobs.c.id)
+)
+
+#: Where each job is: (id, status, result, error, finished_at, source) — source 0 the hot
+#: table (status queued, scheduled, running or dead; dead at available_at), 1 a recorded
+#: result, 2 the archive (its outcome). Ids found nowhere are not returned.
+OUTCOMES = hot(
+    union_all(
+        select(
+            jobs.c.id,
+            jobs.c.status,
+            cast(null(), JSONB).label("result"),
+            jobs.c.last_error,
+            jobs.c.available_at.label("finished_at"),
+            literal_column("0", Integer).label("source"),
+        ).where(jobs.c.id == func.any(_ids)),
+        select(
+            results.c.id,
+            literal_column(f"'{COMPLETED}'", Text),
+            results.c.result,
+            cast(null(), Text),
+            results.c.finished_at,
+            literal_column("1", Integer),
+        ).where(results.c.id == func.any(_ids)),
+        select(
+            archive.c.id,
+            archive.c.outcome,
+            cast(null(), JSONB),
+            archive.c.last_error,
+            archive.c.finished_at,
+            literal_column("2", Integer),
+        ).where(archive.c.id == func.any(_ids)),
+    )
+)
+
+#: Remove up to ``b_limit`` expired results, oldest first (the workers' sweep). No FOR
+#: UPDATE (it would need the UPDATE privilege): two sweeps at once delete each row once,
+#: the second waiting for the first's short transaction.
+_expired = (
+    select(results.c.id)
+    .where(results.c.expires_at <= func.now())
+    .order_by(results.c.expires_at)
+    .limit(bindparam("b_limit", type_=Integer))
+    .scalar_subquery()
+)
+PRUNE_RESULTS = select(func.count()).select_from(
+    delete(results).where(results.c.id.in_(_expired)).returning(results.c.id).cte("pruned")
+)

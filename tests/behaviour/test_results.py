@@ -1,0 +1,416 @@
+# DO NOT EDIT: generated from test_results_async.py by tools/async_to_sync.py
+"""Results and waiting on a real PostgreSQL: a handler's return value stored with its
+job, ``producer.wait`` / ``wait_many`` / ``enqueue_and_wait`` woken by NOTIFY or polling,
+dead and cancelled jobs waking their waiters, and results kept for ``result_ttl``
+(sync twin generated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from pgqueue import (
+    InvalidArgument,
+    InvalidDelay,
+    InvalidResult,
+    JobNotFound,
+    JobOutcome,
+    Message,
+    SyncAdmin,
+    SyncConsumer,
+    SyncProducer,
+    SyncWorker,
+    WaitTimeout,
+)
+from pgqueue._compat import Listener, TaskGroup, sleep
+from pgqueue._drive import run
+from pgqueue._plans import Context, done_channel_name
+from pgqueue._plans import worker as worker_plans
+from tests.behaviour.test_worker import make_worker, running
+from tests.support.db import SCHEMA, SyncDB
+
+ASYNC_FACE = inspect.iscoroutinefunction(SyncWorker.run)
+
+pytestmark = pytest.mark.timeout(120)
+
+#: One value of every JSON type, and nesting.
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**53,
+    3.25,
+    "",
+    "text with ü, 漢字 and \\u0000-looking text",
+    [],
+    [1, "a", None, [2.5]],
+    {},
+    {"nested": {"list": [1, {"deep": True}], "null": None}},
+]
+
+
+def setup(engine: Engine, **queue: Any) -> tuple[SyncAdmin, SyncProducer]:
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.create_queue("tasks", **queue)
+    return admin, SyncProducer(engine, "tasks", schema=SCHEMA)
+
+
+def returning(worker: SyncWorker, fn: Any) -> None:
+    """Register ``fn(job) -> result`` as the "tasks" handler (a plain function: both
+    faces run it, the async one on a thread)."""
+    worker.entrypoint("tasks")(fn)
+
+
+# --------------------------------------------------------------------------- results
+def test_results_of_every_json_type_round_trip(sync_engine: Engine) -> None:
+    admin, producer = setup(sync_engine)
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: VALUES[job.payload["i"]])
+    jobs = producer.batch_enqueue([{"i": i} for i in range(len(VALUES))])
+    got: list[list[JobOutcome]] = []
+
+    def wait_for_all() -> None:
+        got.append(producer.wait_many(jobs, timeout=30))
+
+    waits = TaskGroup(1)
+    waits.spawn(wait_for_all)  # waiting before they run: the None result is kept too
+    SyncDB(sync_engine, None).until(
+        "SELECT count(*) = :n FROM pgqueue_jobs WHERE awaited", n=len(VALUES)
+    )
+    with running(worker):
+        assert waits.join(30)
+    (outcomes,) = got
+    assert [o.result for o in outcomes] == VALUES
+    assert {o.status for o in outcomes} == {"completed"}
+    assert all(isinstance(o, JobOutcome) and o.ok and o.finished_at for o in outcomes)
+    assert [o.id for o in outcomes] == [m.id for m in jobs]
+    # Kept: read again, long after, from what is stored (None was stored because it was
+    # waited for; the others because they returned something).
+    again = producer.wait_many([m.id for m in jobs], timeout=0)
+    assert again == outcomes
+    info = admin.get_job(jobs[-1].id)
+    assert info is not None and info.status == "completed"
+    assert info.result == VALUES[-1]
+    assert info.payload is None  # the queue does not archive: only the result is kept
+    producer.close()
+
+
+def test_get_job_shows_the_result_of_an_archived_job(sync_engine: Engine) -> None:
+    admin, producer = setup(sync_engine, archive=True)
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: {"doubled": job.payload["n"] * 2})
+    m = producer.enqueue({"n": 21})
+    with running(worker):
+        outcome = producer.wait(m, timeout=30)
+    assert outcome.result == {"doubled": 42}
+    info = admin.get_job(m.id)
+    assert info is not None
+    assert (info.status, info.payload, info.result) == ("completed", {"n": 21}, {"doubled": 42})
+    listed = admin.list_jobs("tasks", status="completed")
+    assert [(j.id, j.result) for j in listed] == [(m.id, {"doubled": 42})]
+    producer.close()
+
+
+@pytest.mark.parametrize("bad", ["oversized", "unserialisable"])
+def test_a_result_that_cannot_be_stored_fails_the_attempt(sync_engine: Engine, bad: str) -> None:
+    admin, producer = setup(sync_engine, max_attempts=2, retry_backoff=0.01)
+    worker = make_worker(sync_engine, max_result_bytes=100)
+    if bad == "oversized":
+        returning(worker, lambda job: "x" * 200)
+    else:
+        returning(worker, lambda job: {"when": object()})
+    with running(worker):
+        outcome = producer.enqueue_and_wait({}, timeout=30)
+    assert outcome.status == "dead"
+    assert outcome.result is None
+    assert outcome.error is not None and outcome.error.startswith("InvalidResult:")
+    expected = "over max_result_bytes (100)" if bad == "oversized" else "not JSON-serialisable"
+    assert expected in outcome.error
+    info = admin.get_job(outcome.id)
+    assert info is not None and info.errors is not None
+    assert [e["attempt"] for e in info.errors] == [1, 2]
+    assert all(expected in e["error"] for e in info.errors)
+    assert worker.stats["completed"] == 0
+    producer.close()
+
+
+def test_worker_ack_stores_the_result_in_the_handlers_transaction(
+    sync_engine: Engine,
+) -> None:
+    _, producer = setup(sync_engine, retry_backoff=0.01)
+    worker = make_worker(sync_engine)
+    seen: list[int] = []
+
+    def handler(job: Message) -> str:
+        seen.append(job.attempts)
+        with sync_engine.connect() as conn:
+            assert worker.ack(job, result={"attempt": job.attempts}, bind=conn)
+            if job.attempts == 1:
+                conn.rollback()  # the result goes with the completion
+                raise RuntimeError("rolled back")
+            conn.commit()
+        return "returned, not stored: the job was already complete"
+
+    worker.entrypoint("tasks")(handler)
+    with running(worker):
+        outcome = producer.enqueue_and_wait({}, timeout=30)
+    assert seen == [1, 2]
+    assert (outcome.status, outcome.result) == ("completed", {"attempt": 2})
+    m = producer.enqueue({})
+    leased = dataclasses.replace(m, status="running", lease=uuid.uuid4())
+    with pytest.raises(InvalidResult):  # before anything is written
+        worker.ack(leased, result={1, 2})
+    producer.close()
+
+
+def test_consumer_ack_stores_a_result_and_refuses_a_bad_one(
+    sync_engine: Engine,
+) -> None:
+    _, producer = setup(sync_engine)
+    consumer = SyncConsumer(sync_engine, "tasks", schema=SCHEMA, max_result_bytes=50)
+    m = producer.enqueue({"n": 1})
+    (leased,) = consumer.dequeue()
+    with pytest.raises(InvalidResult, match="max_result_bytes"):
+        consumer.ack(leased, result="y" * 51)
+    with pytest.raises(InvalidResult, match="JSON"):
+        consumer.ack(leased, result=float("nan"))
+    with pytest.raises(InvalidArgument):
+        consumer.ack_batch([leased], results=[1, 2])
+    db = SyncDB(sync_engine, None)
+    assert db.scalar("SELECT status FROM pgqueue_jobs WHERE id = :id", id=m.id) == "running"
+    assert consumer.ack(leased, result=["ok", 1])
+    assert producer.wait(m.id, timeout=0).result == ["ok", 1]
+    # A consumer's archive() is a completion too, with its result.
+    m2 = producer.enqueue({"n": 2})
+    (leased2,) = consumer.dequeue()
+    assert consumer.archive(leased2, result=7)
+    outcome = producer.wait(m2, timeout=0)
+    assert (outcome.status, outcome.result) == ("completed", 7)
+    consumer.close()
+    producer.close()
+
+
+# --------------------------------------------------------------------------- waiting
+def test_waiting_for_jobs_that_ended_long_ago_returns_at_once(
+    sync_engine: Engine,
+) -> None:
+    _, producer = setup(sync_engine)
+    _, kept = setup_archiving(sync_engine)
+    worker = make_worker(sync_engine, ["tasks", "kept"])
+    worker.entrypoint("tasks")(lambda job: job.payload.get("r"))
+    worker.entrypoint("kept")(lambda job: None)
+    with_result = producer.enqueue({"r": "R"})
+    without = producer.enqueue({})
+    archived = kept.enqueue({})
+    with running(worker):
+        SyncDB(sync_engine, None).until("SELECT count(*) = 0 FROM pgqueue_jobs", timeout=30)
+    started = time.monotonic()
+    assert producer.wait(with_result, timeout=0).result == "R"
+    assert producer.wait(archived.id, timeout=0).status == "completed"
+    assert time.monotonic() - started < 5
+    # Returned nothing, nobody waited, and its queue does not archive: nothing is kept.
+    with pytest.raises(JobNotFound) as found:
+        producer.wait(without, timeout=0)
+    assert found.value.ids == (without.id,)
+    with pytest.raises(JobNotFound):
+        producer.wait(10**12)
+    producer.close()
+    kept.close()
+
+
+def setup_archiving(engine: Engine) -> tuple[SyncAdmin, SyncProducer]:
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.create_queue("kept", archive=True)
+    return admin, SyncProducer(engine, "kept", schema=SCHEMA)
+
+
+def test_a_timeout_leaves_the_job_running(sync_engine: Engine) -> None:
+    _, producer = setup(sync_engine)
+    m = producer.enqueue({"slow": True})
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as timed_out:
+        producer.wait(m, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert timed_out.value.pending == (m.id,)
+    assert isinstance(timed_out.value, TimeoutError)
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: "late")
+    with running(worker):
+        assert producer.wait(m, timeout=30).result == "late"
+    producer.close()
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "poll"])
+def test_dead_and_cancelled_jobs_wake_their_waiters(sync_engine: Engine, listen: bool) -> None:
+    admin, producer = setup(sync_engine, max_attempts=1)
+    producer = SyncProducer(sync_engine, "tasks", schema=SCHEMA, listen=listen)
+    worker = make_worker(sync_engine)
+
+    def handler(job: Message) -> None:
+        if job.payload.get("fail"):
+            raise ValueError("bad record 17")
+        while not worker.cancelled(job):
+            time.sleep(0.01)
+
+    returning(worker, handler)
+    failing = producer.enqueue({"fail": True})
+    queued = producer.enqueue({}, delay=3600)
+    running_job = producer.enqueue({})
+    waits = TaskGroup(3)
+    got: dict[int, JobOutcome] = {}
+
+    def wait_for(job_id: int) -> None:
+        got[job_id] = producer.wait(job_id, timeout=60)
+
+    for job_id in (failing.id, queued.id, running_job.id):
+        waits.spawn(wait_for, job_id)
+    with running(worker):
+        SyncDB(sync_engine, None).until(
+            "SELECT status = 'running' FROM pgqueue_jobs WHERE id = :id", id=running_job.id
+        )
+        admin.cancel_jobs([queued.id, running_job.id])
+        assert waits.join(30)
+    assert (got[failing.id].status, got[failing.id].error) == ("dead", "ValueError: bad record 17")
+    assert got[queued.id].status == "cancelled"
+    assert got[running_job.id].status == "cancelled"
+    producer.close()
+
+
+def test_deleted_jobs_wake_their_waiters(sync_engine: Engine) -> None:
+    admin, producer = setup_archiving(sync_engine)
+    _, plain = setup(sync_engine)
+    kept = producer.enqueue({}, delay=3600)
+    gone = plain.enqueue({}, delay=3600)
+    waits = TaskGroup(2)
+    got: dict[int, Any] = {}
+
+    def wait_for(p: SyncProducer, job_id: int) -> None:
+        try:
+            got[job_id] = p.wait(job_id, timeout=60).status
+        except JobNotFound as exc:
+            got[job_id] = exc
+
+    waits.spawn(wait_for, producer, kept.id)
+    waits.spawn(wait_for, plain, gone.id)
+    SyncDB(sync_engine, None).until(
+        "SELECT count(*) = 2 FROM pgqueue_jobs WHERE awaited", timeout=15
+    )
+    admin.delete_jobs([kept.id, gone.id])
+    assert waits.join(15)
+    assert got[kept.id] == "deleted"
+    assert isinstance(got[gone.id], JobNotFound)
+    producer.close()
+    plain.close()
+
+
+def test_a_thousand_waiters_each_get_their_own_outcome(sync_engine: Engine) -> None:
+    """1,000 waits at once, one per job, while a worker completes, fails and kills
+    them: each returns its own job's outcome, and only waited-for jobs are announced."""
+    _, producer = setup(sync_engine, max_attempts=1)
+    worker = make_worker(sync_engine, concurrency=16)
+
+    def handler(job: Message) -> Any:
+        n = job.payload["n"]
+        if n % 10 == 3:
+            raise RuntimeError(f"job {n} fails")
+        return {"n": n, "squared": n * n}
+
+    returning(worker, handler)
+    jobs = producer.batch_enqueue([{"n": n} for n in range(1000)])
+    waits = TaskGroup(1000)
+    got: dict[int, JobOutcome] = {}
+    failures: list[BaseException] = []
+
+    def wait_for(m: Message) -> None:
+        try:
+            got[m.id] = producer.wait(m, timeout=90)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    for m in jobs:
+        waits.spawn(wait_for, m)
+    with running(worker):
+        assert waits.join(100)
+    assert not failures, failures[:3]
+    for m in jobs:
+        n = m.payload["n"]
+        outcome = got[m.id]
+        if n % 10 == 3:
+            assert (outcome.status, outcome.error) == ("dead", f"RuntimeError: job {n} fails")
+        else:
+            assert (outcome.status, outcome.result) == ("completed", {"n": n, "squared": n * n})
+    producer.close()
+
+
+def test_only_jobs_someone_waits_for_are_announced(sync_engine: Engine) -> None:
+    _, producer = setup(sync_engine)
+    heard: list[str] = []
+    listener = Listener(sync_engine, [done_channel_name(SCHEMA)], on_payload=heard.append)
+    assert listener.start()
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: job.payload)
+    try:
+        plain = producer.batch_enqueue([{"n": n} for n in range(20)])
+        with running(worker):
+            SyncDB(sync_engine, None).until("SELECT count(*) = 0 FROM pgqueue_jobs", timeout=30)
+            sleep(0.3)
+            assert heard == []
+            outcome = producer.enqueue_and_wait({"n": "waited"}, timeout=30)
+            SyncDB(sync_engine, None).until_true(lambda: bool(heard), what="announce")
+        assert heard == [str(outcome.id)]
+        assert outcome.result == {"n": "waited"}
+        # The plain ones returned something: their results are kept all the same.
+        assert [o.result for o in producer.wait_many(plain, timeout=0)] == [
+            {"n": n} for n in range(20)
+        ]
+    finally:
+        listener.close()
+        producer.close()
+
+
+def test_waits_are_validated(sync_engine: Engine) -> None:
+    _, producer = setup(sync_engine)
+    with pytest.raises(InvalidArgument):
+        producer.wait_many("12")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        producer.wait(-1)
+    with pytest.raises(InvalidDelay):
+        producer.wait(1, timeout=-1)
+    assert producer.wait_many([]) == []
+    producer.close()
+
+
+# --------------------------------------------------------------------------- retention
+def test_results_are_kept_for_the_queues_result_ttl(sync_engine: Engine) -> None:
+    admin = SyncAdmin(sync_engine, schema=SCHEMA)
+    assert admin.create_queue("brief", result_ttl=0).result_ttl == 0
+    assert admin.create_queue("tasks").result_ttl == 86400
+    with pytest.raises(InvalidDelay):
+        admin.create_queue("bad", result_ttl=-1)
+    brief = SyncProducer(sync_engine, "brief", schema=SCHEMA)
+    tasks = SyncProducer(sync_engine, "tasks", schema=SCHEMA)
+    worker = make_worker(sync_engine, ["brief", "tasks"])
+    worker.entrypoint("brief")(lambda job: "short-lived")
+    worker.entrypoint("tasks")(lambda job: "kept")
+    with running(worker):
+        short = brief.enqueue_and_wait({}, timeout=30)
+        long = tasks.enqueue_and_wait({}, timeout=30)
+    assert (short.result, long.result) == ("short-lived", "kept")
+    ctx = Context(SCHEMA)
+    pruned = run(sync_engine, None, worker_plans.prune_results(ctx), ctx)
+    assert pruned == 1
+    with pytest.raises(JobNotFound):
+        brief.wait(short.id, timeout=0)
+    assert tasks.wait(long.id, timeout=0).result == "kept"
+    brief.close()
+    tasks.close()
