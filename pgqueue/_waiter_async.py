@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._acompat import Event, Listener, wait_event
+from ._acompat import Event, Listener, sleep, wait_event
 from ._drive import arun
 from ._plans import Context
 from ._plans import producer as producer_plans
+from ._retry import TRANSIENT, backoff_delay, first_line, permanent
 from .errors import JobNotFound, WaitTimeout
 from .types import JobOutcome
 
@@ -111,11 +112,27 @@ class AsyncWaiter:
                     if not found:
                         del self._slots[job_id]
 
-    async def _read(self, ids: Sequence[int], mark: bool) -> dict[int, JobOutcome]:
+    async def _read(
+        self, ids: Sequence[int], mark: bool, deadline: float | None
+    ) -> dict[int, JobOutcome]:
         """The outcomes of those of ``ids`` that have ended; JobNotFound for any that
-        neither lives nor left a trace."""
-        plan = producer_plans.outcomes(self._ctx, ids, mark=mark)
-        ended, missing = await arun(self._engine, None, plan, self._ctx)
+        neither lives nor left a trace. While the database is away (a restart, a
+        failover) it tries again with backoff, until the wait's deadline."""
+        attempt = 0
+        while True:
+            plan = producer_plans.outcomes(self._ctx, ids, mark=mark)
+            try:
+                ended, missing = await arun(self._engine, None, plan, self._ctx)
+                break
+            except TRANSIENT as exc:
+                delay = backoff_delay(attempt)
+                if permanent(exc) or (
+                    deadline is not None and time.monotonic() + delay > deadline
+                ):
+                    raise
+                log.warning("waiting for jobs: %s; again in %.2fs", first_line(exc), delay)
+                await sleep(delay)
+                attempt += 1
         if missing:
             raise JobNotFound(missing)
         return ended
@@ -128,7 +145,7 @@ class AsyncWaiter:
         listening = await self._listening()  # before marking: no announcement is missed
         self._register(slot)
         try:
-            outcomes = await self._read(sorted(slot.ids), mark=True)
+            outcomes = await self._read(sorted(slot.ids), True, deadline)
             pending = set(slot.ids) - outcomes.keys()
             pause = RECHECK_FIRST if listening else POLL_FIRST
             while pending:
@@ -150,7 +167,7 @@ class AsyncWaiter:
                         pause = min(pause * 2, RECHECK_MAX)
                     elif not listening:
                         pause = min(pause * POLL_GROWTH, POLL_MAX)
-                outcomes.update(await self._read(sorted(look), mark=False))
+                outcomes.update(await self._read(sorted(look), False, deadline))
                 pending -= outcomes.keys()
             return outcomes
         finally:

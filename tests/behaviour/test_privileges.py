@@ -40,7 +40,10 @@ from pgqueue import (
     _grants,
     _migrate,
 )
+from pgqueue._drive import run
 from pgqueue._grants import Kind
+from pgqueue._plans import Context
+from pgqueue._plans import worker as worker_plans
 from pgqueue.errors import (
     DuplicateJob,
     InvalidArgument,
@@ -839,3 +842,49 @@ def test_cli_grant(roles: Roles) -> None:
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     no_kind = _cli(roles.url, "grant", producer)
     assert no_kind.returncode == 2 and "--as" in no_kind.stderr
+
+
+def test_producer_role_waits_for_results_a_worker_role_stores(
+    roles: Roles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer role waits (marks, listens, reads outcomes and results) and a worker
+    role stores results and prunes expired ones; neither needs more than its grant, and
+    the producer still reads no payload."""
+    caplog.set_level(logging.WARNING, logger="pgqueue")
+    admin = SyncAdmin(roles.su, schema=SCHEMA)
+    admin.create_queue("tasks", max_attempts=1)
+    admin.create_queue("kept", archive=True, result_ttl=0)
+    producer_engine = roles.sync_engine(roles.create("producer"))
+    worker_engine = roles.sync_engine(roles.create("worker"))
+    worker = SyncWorker(worker_engine, ["tasks", "kept"], **WORKER)
+
+    def handler(job: Message) -> Any:
+        if job.payload.get("fail"):
+            raise RuntimeError("fail on purpose")
+        return {"echo": job.payload}
+
+    worker.entrypoint("tasks")(handler)
+    worker.entrypoint("kept")(handler)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    tasks = SyncProducer(producer_engine, "tasks", schema=SCHEMA)
+    kept = SyncProducer(producer_engine, "kept", schema=SCHEMA, listen=False)
+    try:
+        assert tasks.enqueue_and_wait({"n": 1}, timeout=30).result == {"echo": {"n": 1}}
+        dead = tasks.enqueue_and_wait({"fail": True}, timeout=30)
+        assert (dead.status, dead.error) == ("dead", "RuntimeError: fail on purpose")
+        m = kept.enqueue({"n": 2})
+        assert kept.wait(m, timeout=30).result == {"echo": {"n": 2}}
+        # result_ttl=0: the sweep (run by hand here) removes it, as the worker role
+        ctx = Context(SCHEMA)
+        assert run(worker_engine, None, worker_plans.prune_results(ctx), ctx) >= 1
+        outcome = kept.wait(m, timeout=5)  # the archive still says how it ended
+        assert (outcome.status, outcome.result) == ("completed", None)
+    finally:
+        tasks.shutdown()
+        kept.shutdown()
+        worker.shutdown()
+        thread.join(20)
+    assert not thread.is_alive()
+    assert [r for r in caplog.messages if "fail on purpose" not in r] == []
+    _producer_denials(producer_engine)

@@ -45,6 +45,7 @@ from pgqueue import (
     SyncAdmin,
     SyncConsumer,
     SyncProducer,
+    SyncWorker,
 )
 from tests.support.db import dsn_of, record_statements, scalar, until
 from tests.support.ledger import execution, worker_ledger
@@ -441,4 +442,58 @@ def test_listen_does_not_wake_a_consumer_through_pgbouncer(stack: Stack) -> None
         assert found is True and took < 1.5, (found, took)
     finally:
         producer.shutdown()
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- waiting
+def test_waiting_for_results_through_pgbouncer(stack: Stack) -> None:
+    """``enqueue_and_wait`` and ``wait_many`` with ``listen=False`` through PgBouncer in
+    transaction mode, on both faces: the waits poll, every result comes back, and no
+    session state (LISTEN) is sent."""
+    sent: list[str] = []
+    engine = stack.sync_engine(pool_size=4)
+    async_engine = stack.async_engine("asyncpg", pool_size=4)
+    for e in (engine, async_engine):
+        record_statements(e, sent)
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.install()
+    admin.create_queue("rpc", exists_ok=True)
+    admin.purge_queue("rpc")
+    worker = SyncWorker(
+        engine,
+        "rpc",
+        schema=SCHEMA,
+        listen=False,
+        poll_interval=0.05,
+        concurrency=4,
+        install_signal_handlers=False,
+    )
+
+    @worker.entrypoint("rpc")
+    def square(job: Message) -> Any:
+        return {"n": job.payload["n"], "squared": job.payload["n"] ** 2}
+
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    producer = SyncProducer(engine, "rpc", schema=SCHEMA, listen=False)
+
+    async def async_side() -> list[Any]:
+        aproducer = AsyncProducer(async_engine, "rpc", schema=SCHEMA, listen=False)
+        try:
+            one = await aproducer.enqueue_and_wait({"n": 7}, timeout=30)
+            many = await aproducer.batch_enqueue([{"n": n} for n in range(20)])
+            return [one, *await aproducer.wait_many(many, timeout=30)]
+        finally:
+            await aproducer.shutdown()
+
+    try:
+        outcome = producer.enqueue_and_wait({"n": 3}, timeout=30)
+        assert (outcome.status, outcome.result) == ("completed", {"n": 3, "squared": 9})
+        outcomes = asyncio.run(async_side())
+        assert [o.result["squared"] for o in outcomes] == [49, *(n * n for n in range(20))]
+        assert [s for s in sent if SESSION_STATE.search(s)] == []
+    finally:
+        producer.shutdown()
+        worker.shutdown()
+        runner.join(20)
         engine.dispose()
