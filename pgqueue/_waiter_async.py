@@ -137,15 +137,26 @@ class AsyncWaiter:
             raise JobNotFound(missing)
         return ended
 
-    async def wait(self, ids: Sequence[int], timeout: float | None) -> dict[int, JobOutcome]:
+    async def prepare(self) -> bool:
+        """Start listening now (before enqueueing a job to wait for); whether we are."""
+        return await self._listening()
+
+    async def wait(
+        self, ids: Sequence[int], timeout: float | None, *, fresh: bool = False
+    ) -> dict[int, JobOutcome]:
         """Every job's outcome, by id, once all have ended; WaitTimeout after
-        ``timeout`` seconds (None: no limit)."""
+        ``timeout`` seconds (None: no limit). ``fresh``: the jobs were inserted already
+        marked as waited for after :meth:`prepare` began listening, so their end cannot
+        have been missed: no need to mark and read them first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         slot = _Slot(ids)
         listening = await self._listening()  # before marking: no announcement is missed
         self._register(slot)
         try:
-            outcomes = await self._read(sorted(slot.ids), True, deadline)
+            if fresh and listening:
+                outcomes: dict[int, JobOutcome] = {}
+            else:
+                outcomes = await self._read(sorted(slot.ids), True, deadline)
             pending = set(slot.ids) - outcomes.keys()
             pause = RECHECK_FIRST if listening else POLL_FIRST
             while pending:

@@ -247,8 +247,12 @@ class SyncProducer(SyncIdentity):
             entrypoint=entrypoint,
             max_attempts=max_attempts,
         )
+        # Listening before the insert commits: no announcement can then be missed, and
+        # unless a duplicate returned an older job, nothing needs reading until one.
+        self._waiter.prepare()
         (message,) = self._insert([payload], defaults, on_duplicate, None, awaited=True)
-        return self._waiter.wait([message.id], secs)[message.id]
+        fresh = dedupe_key is None
+        return self._waiter.wait([message.id], secs, fresh=fresh)[message.id]
 
     def shutdown(self) -> None:
         """As :meth:`SyncIdentity.shutdown`, and close the waits' LISTEN connection."""

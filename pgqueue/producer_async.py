@@ -246,8 +246,12 @@ class AsyncProducer(AsyncIdentity):
             entrypoint=entrypoint,
             max_attempts=max_attempts,
         )
+        # Listening before the insert commits: no announcement can then be missed, and
+        # unless a duplicate returned an older job, nothing needs reading until one.
+        await self._waiter.prepare()
         (message,) = await self._insert([payload], defaults, on_duplicate, None, awaited=True)
-        return (await self._waiter.wait([message.id], secs))[message.id]
+        fresh = dedupe_key is None
+        return (await self._waiter.wait([message.id], secs, fresh=fresh))[message.id]
 
     async def shutdown(self) -> None:
         """As :meth:`AsyncIdentity.shutdown`, and close the waits' LISTEN connection."""
