@@ -126,9 +126,7 @@ class AsyncWaiter:
                 break
             except TRANSIENT as exc:
                 delay = backoff_delay(attempt)
-                if permanent(exc) or (
-                    deadline is not None and time.monotonic() + delay > deadline
-                ):
+                if permanent(exc) or (deadline is not None and time.monotonic() + delay > deadline):
                     raise
                 log.warning("waiting for jobs: %s; again in %.2fs", first_line(exc), delay)
                 await sleep(delay)
