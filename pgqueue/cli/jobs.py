@@ -203,6 +203,7 @@ def _show(job: JobInfo) -> None:
         ("finished", _when(job.finished_at)),
         ("headers", json.dumps(job.headers) if job.headers is not None else None),
         ("payload", json.dumps(job.payload, ensure_ascii=False)),
+        ("result", json.dumps(job.result, ensure_ascii=False) if job.result is not None else None),
     ]
     width = max(len(name) for name, _ in fields)
     for name, value in fields:

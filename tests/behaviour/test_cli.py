@@ -318,6 +318,12 @@ def test_jobs_list_show_and_every_verb(dsn: str, engine: Engine) -> None:
     )
     assert [r.code for r in errors] == [1, 1, 2, 1, 2, 2], [r.err for r in errors]
     assert all(r.err.startswith("pgqueue: error: ") for r in errors if r.code != 1 or r.err)
+    # A completed job shows its result.
+    done = producer.enqueue({"n": 6})
+    (leased,) = consumer.dequeue()
+    assert leased.id == done.id and consumer.ack(leased, result={"answer": 42})
+    shown = ok(dsn, "jobs", "show", str(done.id))
+    assert "status      completed" in shown and 'result      {"answer": 42}' in shown
 
 
 def test_run_drain_processes_every_job_and_exits(dsn: str, engine: Engine) -> None:
