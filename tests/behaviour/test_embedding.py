@@ -76,6 +76,24 @@ def test_a_producer_per_request_writes_nothing_but_jobs(sync_engine: Engine) -> 
     assert registrations(sync_engine) == []
 
 
+def test_a_consumer_per_request_writes_nothing_but_its_settles(
+    sync_engine: Engine,
+) -> None:
+    """Unregistered consumers (the seeds' ephemeral ones) lease, settle and close
+    without a registration row, whatever they do."""
+    producer = queue(sync_engine, max_attempts=1)
+    producer.batch_enqueue([{"n": n} for n in range(4)])
+    for settle in ("ack", "nack", "archive", "delete"):
+        with SyncConsumer(sync_engine, "tasks", schema=SCHEMA) as consumer:
+            (m,) = consumer.dequeue()
+            if settle == "nack":
+                assert consumer.nack(m, error="no")
+            else:
+                assert getattr(consumer, settle)(m)
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'dead'") == 1
+    assert registrations(sync_engine) == []
+
+
 def test_close_and_context_managers(clean: URL) -> None:
     """Every face closes; one built from a URL disposes the engine it made."""
     url = clean.set(drivername="postgresql+asyncpg" if ASYNC_FACE else "postgresql+psycopg")
@@ -100,6 +118,13 @@ def test_close_and_context_managers(clean: URL) -> None:
             made = p2.engine
         made_pool: Any = made.pool
         assert made_pool.checkedin() == 0
+        # A worker too: its registration stops with it, and it refuses to run again.
+        with SyncWorker(engine, "tasks", schema=SCHEMA) as worker:
+            worker.entrypoint("tasks")(lambda job: None)
+            worker.register()
+        assert ("worker", "stopped") in registrations(engine)
+        with pytest.raises(NotRunning):
+            worker.run()
     finally:
         engine.dispose()
 

@@ -76,6 +76,26 @@ async def test_a_producer_per_request_writes_nothing_but_jobs(async_engine: Asyn
     assert await registrations(async_engine) == []
 
 
+async def test_a_consumer_per_request_writes_nothing_but_its_settles(
+    async_engine: AsyncEngine,
+) -> None:
+    """Unregistered consumers (the seeds' ephemeral ones) lease, settle and close
+    without a registration row, whatever they do."""
+    producer = await queue(async_engine, max_attempts=1)
+    await producer.batch_enqueue([{"n": n} for n in range(4)])
+    for settle in ("ack", "nack", "archive", "delete"):
+        async with AsyncConsumer(async_engine, "tasks", schema=SCHEMA) as consumer:
+            (m,) = await consumer.dequeue()
+            if settle == "nack":
+                assert await consumer.nack(m, error="no")
+            else:
+                assert await getattr(consumer, settle)(m)
+    assert (
+        await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'dead'") == 1
+    )
+    assert await registrations(async_engine) == []
+
+
 async def test_close_and_context_managers(clean: URL) -> None:
     """Every face closes; one built from a URL disposes the engine it made."""
     url = clean.set(drivername="postgresql+asyncpg" if ASYNC_FACE else "postgresql+psycopg")
@@ -100,6 +120,13 @@ async def test_close_and_context_managers(clean: URL) -> None:
             made = p2.engine
         made_pool: Any = made.pool
         assert made_pool.checkedin() == 0
+        # A worker too: its registration stops with it, and it refuses to run again.
+        async with AsyncWorker(engine, "tasks", schema=SCHEMA) as worker:
+            worker.entrypoint("tasks")(lambda job: None)
+            await worker.register()
+        assert ("worker", "stopped") in await registrations(engine)
+        with pytest.raises(NotRunning):
+            await worker.run()
     finally:
         await engine.dispose()
 
