@@ -67,7 +67,7 @@ def _names(cols: Iterable[Column[object]]) -> tuple[str, ...]:
 
 
 # Every column INSERT_JOBS writes (the rest have server defaults).
-_JOB_INSERT = _names((*enqueue_sql.JOB_INSERT_COLUMNS, jobs.c.awaited))
+_JOB_INSERT = _names((*enqueue_sql.JOB_INSERT_COLUMNS, jobs.c.awaited))  # + enqueue_and_wait
 # What the producer's inserts read back: their RETURNING columns, and the columns of
 # the ON CONFLICT arbiter (uq_pgqueue_jobs_dedupe: queue, dedupe_key; its predicate
 # reads status). Never the payload: a producer may write payloads, not read them.

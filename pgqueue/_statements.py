@@ -37,6 +37,7 @@ class Statements:
     # enqueue
     INSERT_JOBS: Executable
     INSERT_ONE_JOB: Executable
+    INSERT_ONE_AWAITED_JOB: Executable
     INSERT_UNIFORM_JOBS: Executable
     QUEUE_EXISTS: Executable
     SELECT_BY_DEDUPE_KEYS: Executable
@@ -59,6 +60,7 @@ class Statements:
     SELECT_QUEUES: Executable
     PURGE_JOBS: Executable
     PURGE_ARCHIVE: Executable
+    PURGE_RESULTS_OF_QUEUE: Executable
     DELETE_QUEUE: Executable
     OPEN_TRANSACTIONS: Executable
     STILL_OPEN: Executable

@@ -247,12 +247,14 @@ class SyncProducer(SyncIdentity):
             entrypoint=entrypoint,
             max_attempts=max_attempts,
         )
-        # Listening before the insert commits: no announcement can then be missed, and
-        # unless a duplicate returned an older job, nothing needs reading until one.
-        self._waiter.prepare()
-        (message,) = self._insert([payload], defaults, on_duplicate, None, awaited=True)
-        fresh = dedupe_key is None
-        return self._waiter.wait([message.id], secs, fresh=fresh)[message.id]
+
+        def insert() -> Message:
+            (message,) = self._insert([payload], defaults, on_duplicate, None, awaited=True)
+            return message
+
+        # Unless a duplicate returned an older job, the one inserted cannot end unheard:
+        # the wait listens from before the insert, and reads nothing until it is told.
+        return self._waiter.enqueue_and_wait(insert, secs, fresh=dedupe_key is None)
 
     def shutdown(self) -> None:
         """As :meth:`SyncIdentity.shutdown`, and close the waits' LISTEN connection."""

@@ -246,12 +246,14 @@ class AsyncProducer(AsyncIdentity):
             entrypoint=entrypoint,
             max_attempts=max_attempts,
         )
-        # Listening before the insert commits: no announcement can then be missed, and
-        # unless a duplicate returned an older job, nothing needs reading until one.
-        await self._waiter.prepare()
-        (message,) = await self._insert([payload], defaults, on_duplicate, None, awaited=True)
-        fresh = dedupe_key is None
-        return (await self._waiter.wait([message.id], secs, fresh=fresh))[message.id]
+
+        async def insert() -> Message:
+            (message,) = await self._insert([payload], defaults, on_duplicate, None, awaited=True)
+            return message
+
+        # Unless a duplicate returned an older job, the one inserted cannot end unheard:
+        # the wait listens from before the insert, and reads nothing until it is told.
+        return await self._waiter.enqueue_and_wait(insert, secs, fresh=dedupe_key is None)
 
     async def shutdown(self) -> None:
         """As :meth:`AsyncIdentity.shutdown`, and close the waits' LISTEN connection."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Executable
 
@@ -62,11 +63,11 @@ def list_queues(ctx: Context) -> Steps[list[QueueInfo]]:
     return [_rows.queue_info(r) for r in rows]
 
 
-def _purge(statement: Executable, name: str) -> Steps[int]:
+def _purge(statement: Executable, name: str, extra: dict[str, Any] | None = None) -> Steps[int]:
     """Delete a queue's rows in batches until none is left; how many."""
     total = 0
     while True:
-        rows = yield Step(statement, {"b_queue": name, "b_limit": PURGE_BATCH})
+        rows = yield Step(statement, {"b_queue": name, "b_limit": PURGE_BATCH, **(extra or {})})
         deleted = int(rows[0][0])
         total += deleted
         if deleted < PURGE_BATCH:
@@ -76,7 +77,7 @@ def _purge(statement: Executable, name: str) -> Steps[int]:
 @plan(transaction=False)
 def purge_queue(ctx: Context, name: str) -> Steps[int]:
     yield from get_queue(ctx, name).steps
-    return (yield from _purge(ctx.sql.PURGE_JOBS, name))
+    return (yield from _purge(ctx.sql.PURGE_JOBS, name, {"b_done_channel": ctx.done_channel}))
 
 
 def delete_queue(ctx: Context, name: str, *, wait: float, in_caller_tx: bool) -> Plan[None]:
@@ -105,8 +106,9 @@ def _delete_queue(ctx: Context, name: str, wait: float, in_caller_tx: bool) -> S
             yield Step(ctx.sql.PAUSE, {"b_seconds": pause})
             waited += pause
             pause = min(pause * 2, 0.5)
-    yield from _purge(ctx.sql.PURGE_JOBS, name)
+    yield from _purge(ctx.sql.PURGE_JOBS, name, {"b_done_channel": ctx.done_channel})
     yield from _purge(ctx.sql.PURGE_ARCHIVE, name)
+    yield from _purge(ctx.sql.PURGE_RESULTS_OF_QUEUE, name)
 
 
 @plan(transaction=False)

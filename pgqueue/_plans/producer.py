@@ -135,7 +135,8 @@ def _insert_step(ctx: Context, batch: dict[str, list[Any]], awaited: bool = Fals
     payloads = batch["b_payload"]
     if len(payloads) == 1:  # enqueue()
         scalars = {"u" + k[1:]: v[0] for k, v in batch.items()}
-        return Step(ctx.sql.INSERT_ONE_JOB, {**scalars, **target, "u_awaited": awaited})
+        statement = ctx.sql.INSERT_ONE_AWAITED_JOB if awaited else ctx.sql.INSERT_ONE_JOB
+        return Step(statement, {**scalars, **target})
     return Step(ctx.sql.INSERT_JOBS, {**batch, **target})
 
 
@@ -158,10 +159,11 @@ _ENDED = {"completed": "completed", "archived": "completed", "cancelled": "cance
 @plan(transaction=False)
 def outcomes(
     ctx: Context, ids: Sequence[int], *, mark: bool
-) -> Steps[tuple[dict[int, JobOutcome], list[int]]]:
-    """How those of ``ids`` that have ended ended, and the ids found nowhere. ``mark``
-    first marks the live ones as waited for, in a statement of its own: it waits for a
-    settle holding a row, and must commit before that settle reads the mark."""
+) -> Steps[tuple[dict[int, JobOutcome], list[int], list[int]]]:
+    """How those of ``ids`` that have ended ended, the ids found nowhere, and the live
+    ones not marked as waited for. ``mark`` first marks the live ones, in a statement of
+    its own (committed before anything reads the mark); a row another transaction holds
+    is skipped and reported as not marked, to be marked on the next read."""
     wanted = list(ids)
     if mark:
         yield Step(ctx.sql.MARK_AWAITED, {"b_ids": wanted})
@@ -172,14 +174,17 @@ def outcomes(
         if seen is None or row[5] < seen[5]:
             where[row[0]] = row
     ended: dict[int, JobOutcome] = {}
+    unmarked: list[int] = []
     for job_id, row in where.items():
-        _, status, result, error, finished_at, source = row
+        _, status, result, error, finished_at, source, awaited = row
         if source == _HOT:
             if status == DEAD:
                 ended[job_id] = JobOutcome(job_id, DEAD, None, error, finished_at)
+            elif mark and not awaited:
+                unmarked.append(job_id)
         elif source == _RESULT:
             ended[job_id] = JobOutcome(job_id, "completed", result, None, finished_at)
         else:
             outcome = _ENDED.get(status, "deleted")
             ended[job_id] = JobOutcome(job_id, outcome, None, error, finished_at)
-    return ended, [i for i in wanted if i not in where]
+    return ended, [i for i in wanted if i not in where], unmarked

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
     Double,
     Integer,
@@ -87,7 +86,7 @@ OPTION_TYPES: dict[str, Any] = {
 _OPTION_COLUMNS = tuple((name, OPTION_TYPES[name]) for name in JOB_OPTIONS)
 
 
-def _insert_jobs(shape: str) -> Any:
+def _insert_jobs(shape: str, awaited: bool = False) -> Any:
     """The INSERT ... SELECT of a batch (no ON CONFLICT, no RETURNING yet), by ``shape``:
 
     - ``"arrays"``: every job's options and payload as parallel arrays (``b_*``);
@@ -127,9 +126,9 @@ def _insert_jobs(shape: str) -> Any:
             opt["dedupe_key"] = null()
             payload = u.c.payload
     available_at = func.coalesce(opt["run_at"], func.now() + seconds(opt["delay"]))
-    # One job may be inserted already waited for (enqueue_and_wait): no window in which
-    # it could end unrecorded.
-    awaited = [bindparam("u_awaited", type_=Boolean)] if shape == "one" else []
+    # enqueue_and_wait's job is inserted already waited for: no window in which it could
+    # end unrecorded. A statement of its own: enqueue() writes no column it did not.
+    marked = [true()] if awaited else []
     return insert(jobs).from_select(
         [*JOB_INSERT_COLUMNS, *([jobs.c.awaited] if awaited else [])],
         select(
@@ -142,7 +141,7 @@ def _insert_jobs(shape: str) -> Any:
             opt["dedupe_key"],
             available_at,
             case((available_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
-            *awaited,
+            *marked,
         )
         .select_from(queues)
         .join(u, true())
@@ -162,6 +161,8 @@ def _deduplicated(rows: Any) -> Any:
 
 INSERT_JOBS = hot(_deduplicated(_insert_jobs("arrays")))
 INSERT_ONE_JOB = hot(_deduplicated(_insert_jobs("one")))
+#: INSERT_ONE_JOB for ``enqueue_and_wait``: the job is marked as waited for.
+INSERT_ONE_AWAITED_JOB = hot(_deduplicated(_insert_jobs("one", awaited=True)))
 
 
 #: What a plain batch's insert reads back (before aggregating it to one row).

@@ -27,6 +27,7 @@ from ..schema import (
     archive,
     jobs,
     queues,
+    results,
 )
 from ._common import (
     MESSAGE_COLUMNS,
@@ -35,6 +36,7 @@ from ._common import (
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     WAITING,
+    announce,
     notify,
 )
 
@@ -88,10 +90,13 @@ _batch = bindparam("b_limit", type_=Integer)
 _purged = (
     delete(jobs)
     .where(jobs.c.id.in_(select(jobs.c.id).where(_of_queue).limit(_batch)))
-    .returning(jobs.c.id)
+    .returning(jobs.c.id, jobs.c.awaited)
     .cte("purged")
 )
-PURGE_JOBS = select(func.count()).select_from(_purged)
+#: (how many, how many of them someone waited for: announced, so their waits end now)
+PURGE_JOBS = select(
+    func.count(), func.count(announce(_purged.c.awaited, _purged.c.id))
+).select_from(_purged)
 
 #: The same for a queue's archived jobs.
 _purged_archive = (
@@ -105,6 +110,19 @@ _purged_archive = (
     .cte("purged")
 )
 PURGE_ARCHIVE = select(func.count()).select_from(_purged_archive)
+
+#: The same for a deleted queue's kept results.
+_purged_results = (
+    delete(results)
+    .where(
+        results.c.id.in_(
+            select(results.c.id).where(results.c.queue == bindparam("b_queue")).limit(_batch)
+        )
+    )
+    .returning(results.c.id)
+    .cte("purged")
+)
+PURGE_RESULTS_OF_QUEUE = select(func.count()).select_from(_purged_results)
 
 #: Deleting a queue removes its row first: from then on enqueues find no queue and
 #: dequeues skip its jobs; the jobs and archive rows go after it in batches.

@@ -31,18 +31,27 @@ from ._common import hot
 _ids = bindparam("b_ids", type_=ARRAY(BigInteger))
 
 #: Someone waits for these jobs: their end is recorded and announced (FINISH, NACK...).
-#: Run in a statement of its own before reading (OUTCOMES): it waits for the row lock of
-#: a settle in progress, and a statement's snapshot would not see what that settle wrote.
+#: Run in a statement of its own before reading (OUTCOMES), so the mark is committed
+#: first. Rows another transaction holds (a settle in progress, a handler's own
+#: transaction) are skipped, not waited for: no wait stalls behind a lock, none deadlocks
+#: with a settle taking the same rows in another order; OUTCOMES then shows them not
+#: marked, and the waiter marks them on its next read.
+_markable = (
+    select(jobs.c.id)
+    .where(jobs.c.id == func.any(_ids), ~jobs.c.awaited)
+    .with_for_update(skip_locked=True)
+)
 MARK_AWAITED = hot(
     update(jobs)
-    .where(jobs.c.id == func.any(_ids), ~jobs.c.awaited)
+    .where(jobs.c.id.in_(_markable.scalar_subquery()))
     .values(awaited=true())
     .returning(jobs.c.id)
 )
 
-#: Where each job is: (id, status, result, error, finished_at, source) — source 0 the hot
-#: table (status queued, scheduled, running or dead; dead at available_at), 1 a recorded
-#: result, 2 the archive (its outcome). Ids found nowhere are not returned.
+#: Where each job is: (id, status, result, error, finished_at, source, awaited) — source
+#: 0 the hot table (status queued, scheduled, running or dead; dead at available_at;
+#: whether it is marked as waited for), 1 a recorded result, 2 the archive (its outcome).
+#: Ids found nowhere are not returned.
 OUTCOMES = hot(
     union_all(
         select(
@@ -52,6 +61,7 @@ OUTCOMES = hot(
             jobs.c.last_error,
             jobs.c.available_at.label("finished_at"),
             literal_column("0", Integer).label("source"),
+            jobs.c.awaited,
         ).where(jobs.c.id == func.any(_ids)),
         select(
             results.c.id,
@@ -60,6 +70,7 @@ OUTCOMES = hot(
             cast(null(), Text),
             results.c.finished_at,
             literal_column("1", Integer),
+            true(),
         ).where(results.c.id == func.any(_ids)),
         select(
             archive.c.id,
@@ -68,6 +79,7 @@ OUTCOMES = hot(
             archive.c.last_error,
             archive.c.finished_at,
             literal_column("2", Integer),
+            true(),
         ).where(archive.c.id == func.any(_ids)),
     )
 )

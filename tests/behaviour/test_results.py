@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from pgqueue import (
     InvalidArgument,
@@ -310,6 +310,110 @@ def test_deleted_jobs_wake_their_waiters(sync_engine: Engine) -> None:
     assert isinstance(got[gone.id], JobNotFound)
     producer.close()
     plain.close()
+
+
+def test_purged_and_deleted_queues_wake_their_waiters(sync_engine: Engine) -> None:
+    admin, producer = setup(sync_engine)
+    admin.create_queue("other")
+    other = SyncProducer(sync_engine, "other", schema=SCHEMA)
+    purged = producer.enqueue({})
+    deleted = other.enqueue({})
+    waits = TaskGroup(2)
+    got: dict[int, Any] = {}
+
+    def wait_for(p: SyncProducer, job_id: int) -> None:
+        started = time.monotonic()
+        try:
+            p.wait(job_id, timeout=60)
+        except JobNotFound as exc:
+            got[job_id] = (exc, time.monotonic() - started)
+
+    waits.spawn(wait_for, producer, purged.id)
+    waits.spawn(wait_for, other, deleted.id)
+    SyncDB(sync_engine, None).until(
+        "SELECT count(*) = 2 FROM pgqueue_jobs WHERE awaited", timeout=15
+    )
+    admin.purge_queue("tasks")
+    admin.delete_queue("other")
+    assert waits.join(15)
+    assert set(got) == {purged.id, deleted.id}
+    assert all(took < 1.5 for _, took in got.values())  # announced, not found at a recheck
+    producer.close()
+    other.close()
+
+
+def test_enqueue_and_wait_hears_a_job_that_ends_before_its_insert_returns(
+    sync_engine: Engine,
+) -> None:
+    """The job runs and ends while ``enqueue_and_wait`` is still between its insert and
+    its wait: it is heard all the same (not at the recheck, seconds later)."""
+    _, producer = setup(sync_engine)
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: "done")
+    insert = producer._insert
+
+    def late_insert(*args: Any, **kwargs: Any) -> list[Message]:
+        inserted = insert(*args, **kwargs)
+        SyncDB(sync_engine, None).until(
+            "SELECT count(*) = 0 FROM pgqueue_jobs", timeout=15
+        )  # ended before we get to wait for it
+        return inserted
+
+    producer._insert = late_insert  # type: ignore[method-assign]
+    with running(worker):
+        started = time.monotonic()
+        outcome = producer.enqueue_and_wait({}, timeout=30)
+        took = time.monotonic() - started
+    assert outcome.result == "done"
+    assert took < 1.5, took
+    producer.close()
+
+
+def test_a_wait_never_stalls_behind_a_lock_or_a_listener(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's row held by another transaction (a handler's, say) and a listener that
+    cannot connect: a wait still ends at its timeout, and marks the job once it can."""
+    _, producer = setup(sync_engine)
+    m = producer.enqueue({})
+    with sync_engine.connect() as holder:
+        holder.execute(
+            text(f"SELECT 1 FROM {SCHEMA}.pgqueue_jobs WHERE id = :id FOR UPDATE"), {"id": m.id}
+        )
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            producer.wait(m, timeout=0.5)
+        assert time.monotonic() - started < 2
+        holder.rollback()
+    waits = TaskGroup(1)
+    got: list[JobOutcome] = []
+
+    def wait_for() -> None:
+        got.append(producer.wait(m, timeout=30))
+
+    waits.spawn(wait_for)
+    SyncDB(sync_engine, None).until("SELECT awaited FROM pgqueue_jobs WHERE id = :id", id=m.id)
+    worker = make_worker(sync_engine)
+    returning(worker, lambda job: None)  # returns nothing: kept because it was waited for
+    with running(worker):
+        assert waits.join(30)
+    assert got[0].status == "completed"
+
+    class Unreachable(Listener):
+        def start(self, timeout: float = 10.0) -> bool:
+            sleep(timeout)
+            return False
+
+    monkeypatch.setattr("pgqueue._waiter.Listener", Unreachable)
+    monkeypatch.setattr("pgqueue._waiter.Listener", Unreachable)
+    slow = SyncProducer(sync_engine, "tasks", schema=SCHEMA)
+    m2 = producer.enqueue({})
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        slow.wait(m2, timeout=0.5)
+    assert time.monotonic() - started < 2
+    slow.close()
+    producer.close()
 
 
 def test_a_thousand_waiters_each_get_their_own_outcome(sync_engine: Engine) -> None:

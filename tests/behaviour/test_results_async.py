@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pgqueue import (
@@ -313,6 +314,112 @@ async def test_deleted_jobs_wake_their_waiters(async_engine: AsyncEngine) -> Non
     assert isinstance(got[gone.id], JobNotFound)
     await producer.close()
     await plain.close()
+
+
+async def test_purged_and_deleted_queues_wake_their_waiters(async_engine: AsyncEngine) -> None:
+    admin, producer = await setup(async_engine)
+    await admin.create_queue("other")
+    other = AsyncProducer(async_engine, "other", schema=SCHEMA)
+    purged = await producer.enqueue({})
+    deleted = await other.enqueue({})
+    waits = TaskGroup(2)
+    got: dict[int, Any] = {}
+
+    async def wait_for(p: AsyncProducer, job_id: int) -> None:
+        started = time.monotonic()
+        try:
+            await p.wait(job_id, timeout=60)
+        except JobNotFound as exc:
+            got[job_id] = (exc, time.monotonic() - started)
+
+    waits.spawn(wait_for, producer, purged.id)
+    waits.spawn(wait_for, other, deleted.id)
+    await AsyncDB(async_engine, None).until(
+        "SELECT count(*) = 2 FROM pgqueue_jobs WHERE awaited", timeout=15
+    )
+    await admin.purge_queue("tasks")
+    await admin.delete_queue("other")
+    assert await waits.join(15)
+    assert set(got) == {purged.id, deleted.id}
+    assert all(took < 1.5 for _, took in got.values())  # announced, not found at a recheck
+    await producer.close()
+    await other.close()
+
+
+async def test_enqueue_and_wait_hears_a_job_that_ends_before_its_insert_returns(
+    async_engine: AsyncEngine,
+) -> None:
+    """The job runs and ends while ``enqueue_and_wait`` is still between its insert and
+    its wait: it is heard all the same (not at the recheck, seconds later)."""
+    _, producer = await setup(async_engine)
+    worker = make_worker(async_engine)
+    returning(worker, lambda job: "done")
+    insert = producer._insert
+
+    async def late_insert(*args: Any, **kwargs: Any) -> list[Message]:
+        inserted = await insert(*args, **kwargs)
+        await AsyncDB(async_engine, None).until(
+            "SELECT count(*) = 0 FROM pgqueue_jobs", timeout=15
+        )  # ended before we get to wait for it
+        return inserted
+
+    producer._insert = late_insert  # type: ignore[method-assign]
+    async with running(worker):
+        started = time.monotonic()
+        outcome = await producer.enqueue_and_wait({}, timeout=30)
+        took = time.monotonic() - started
+    assert outcome.result == "done"
+    assert took < 1.5, took
+    await producer.close()
+
+
+async def test_a_wait_never_stalls_behind_a_lock_or_a_listener(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's row held by another transaction (a handler's, say) and a listener that
+    cannot connect: a wait still ends at its timeout, and marks the job once it can."""
+    _, producer = await setup(async_engine)
+    m = await producer.enqueue({})
+    async with async_engine.connect() as holder:
+        await holder.execute(
+            text(f"SELECT 1 FROM {SCHEMA}.pgqueue_jobs WHERE id = :id FOR UPDATE"), {"id": m.id}
+        )
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            await producer.wait(m, timeout=0.5)
+        assert time.monotonic() - started < 2
+        await holder.rollback()
+    waits = TaskGroup(1)
+    got: list[JobOutcome] = []
+
+    async def wait_for() -> None:
+        got.append(await producer.wait(m, timeout=30))
+
+    waits.spawn(wait_for)
+    await AsyncDB(async_engine, None).until(
+        "SELECT awaited FROM pgqueue_jobs WHERE id = :id", id=m.id
+    )
+    worker = make_worker(async_engine)
+    returning(worker, lambda job: None)  # returns nothing: kept because it was waited for
+    async with running(worker):
+        assert await waits.join(30)
+    assert got[0].status == "completed"
+
+    class Unreachable(Listener):
+        async def start(self, timeout: float = 10.0) -> bool:
+            await sleep(timeout)
+            return False
+
+    monkeypatch.setattr("pgqueue._waiter_async.Listener", Unreachable)
+    monkeypatch.setattr("pgqueue._waiter.Listener", Unreachable)
+    slow = AsyncProducer(async_engine, "tasks", schema=SCHEMA)
+    m2 = await producer.enqueue({})
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        await slow.wait(m2, timeout=0.5)
+    assert time.monotonic() - started < 2
+    await slow.close()
+    await producer.close()
 
 
 async def test_a_thousand_waiters_each_get_their_own_outcome(async_engine: AsyncEngine) -> None:

@@ -301,14 +301,24 @@ INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, 
 FROM public.pgqueue_queues JOIN unnest($3::INTEGER[], $4::DOUBLE PRECISION[], $5::TIMESTAMP WITH TIME ZONE[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::TEXT[]) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
+-- INSERT_ONE_AWAITED_JOB [psycopg] (hot: sent to the driver directly)
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
+FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+
+-- INSERT_ONE_AWAITED_JOB [asyncpg] (hot: sent to the driver directly)
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
+FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
+WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+
 -- INSERT_ONE_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, %(u_awaited)s AS anon_7
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, $10::BOOLEAN AS anon_7
-FROM public.pgqueue_queues JOIN (SELECT $11::VARCHAR AS payload) AS u ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_QUEUE [psycopg]
@@ -354,10 +364,14 @@ WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = '
  LIMIT $3::INTEGER;
 
 -- MARK_AWAITED [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND NOT public.pgqueue_jobs.awaited RETURNING public.pgqueue_jobs.id;
+UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND NOT public.pgqueue_jobs.awaited FOR UPDATE SKIP LOCKED) RETURNING public.pgqueue_jobs.id;
 
 -- MARK_AWAITED [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND NOT public.pgqueue_jobs.awaited RETURNING public.pgqueue_jobs.id;
+UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND NOT public.pgqueue_jobs.awaited FOR UPDATE SKIP LOCKED) RETURNING public.pgqueue_jobs.id;
 
 -- MARK_DEAD_WORKERS [psycopg]
 UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
@@ -428,20 +442,20 @@ SELECT coalesce(array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coal
 FROM pg_snapshot_xip(pg_current_snapshot()) AS anon_1(x);
 
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1
+WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1, true AS anon_2
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2
+WHERE public.pgqueue_results.id = any(%(b_ids)s::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2, true AS anon_2
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = any(%(b_ids)s::BIGINT[]);
 
 -- OUTCOMES [asyncpg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1
+WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_results.id, 'completed', public.pgqueue_results.result, CAST(NULL AS TEXT) AS anon_1, public.pgqueue_results.finished_at, 1, true AS anon_2
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2
+WHERE public.pgqueue_results.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2, true AS anon_2
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = any($1::BIGINT[]);
 
@@ -492,16 +506,34 @@ WITH purged AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND (public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status IN ('scheduled', 'running') OR public.pgqueue_jobs.status = 'dead')
- LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_jobs.id)
- SELECT count(*) AS count_1
+ LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.awaited)
+ SELECT count(*) AS count_1, count(CASE WHEN purged.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
 FROM purged;
 
 -- PURGE_JOBS [asyncpg]
 WITH purged AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND (public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status IN ('scheduled', 'running') OR public.pgqueue_jobs.status = 'dead')
- LIMIT $2::INTEGER) RETURNING public.pgqueue_jobs.id)
+WHERE public.pgqueue_jobs.queue = $2::VARCHAR AND (public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status IN ('scheduled', 'running') OR public.pgqueue_jobs.status = 'dead')
+ LIMIT $3::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.awaited)
+ SELECT count(*) AS count_1, count(CASE WHEN purged.awaited THEN pg_notify($1::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
+FROM purged;
+
+-- PURGE_RESULTS_OF_QUEUE [psycopg]
+WITH purged AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.queue = %(b_queue)s::VARCHAR
+ LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_results.id)
+ SELECT count(*) AS count_1
+FROM purged;
+
+-- PURGE_RESULTS_OF_QUEUE [asyncpg]
+WITH purged AS
+(DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.queue = $1::VARCHAR
+ LIMIT $2::INTEGER) RETURNING public.pgqueue_results.id)
  SELECT count(*) AS count_1
 FROM purged;
 
