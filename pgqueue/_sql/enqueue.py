@@ -34,6 +34,7 @@ from ..schema import (
 from ..types import JOB_OPTIONS
 from ._common import (
     MESSAGE_COLUMNS,
+    STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_SCHEDULED,
@@ -41,6 +42,7 @@ from ._common import (
     hot,
     notify,
     seconds,
+    unnest_arrays,
 )
 
 #: What an insert writes (the rest have server defaults), in the select list's order.
@@ -100,7 +102,7 @@ def _insert_jobs(shape: str) -> Any:
     payload: ColumnElement[Any]
     if shape == "arrays":
         u = (
-            func.unnest(
+            unnest_arrays(
                 *(bindparam(f"b_{name}", type_=ARRAY(t)) for name, t in _OPTION_COLUMNS),
                 bindparam("b_payload", type_=ARRAY(Text)),
             )
@@ -120,13 +122,15 @@ def _insert_jobs(shape: str) -> Any:
             payload = cast(u.c.payload, JSONB)
         else:
             u = (
-                func.jsonb_array_elements(cast(bindparam("b_payloads", type_=Text), JSONB))
+                func.pg_catalog.jsonb_array_elements(
+                    cast(bindparam("b_payloads", type_=Text), JSONB)
+                )
                 .table_valued(column("payload", JSONB), with_ordinality="ord")
                 .render_derived(name="u")
             )
             opt["dedupe_key"] = null()
             payload = u.c.payload
-    available_at = func.coalesce(opt["run_at"], func.now() + seconds(opt["delay"]))
+    available_at = func.coalesce(opt["run_at"], func.pg_catalog.now() + seconds(opt["delay"]))
     # One job may be inserted already waited for (enqueue_and_wait): no window in which
     # it could end unrecorded.
     awaited = [bindparam("u_awaited", type_=Boolean)] if shape == "one" else []
@@ -141,7 +145,7 @@ def _insert_jobs(shape: str) -> Any:
             opt["max_attempts"],
             opt["dedupe_key"],
             available_at,
-            case((available_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+            case((available_at > func.pg_catalog.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
             *awaited,
         )
         .select_from(queues)
@@ -180,12 +184,12 @@ def _plain_batch() -> Any:
     ins = _insert_jobs("document").returning(*PLAIN_INSERTED_COLUMNS).cte("ins")
     return select(
         # NullType: the driver's list of ints as is (no ARRAY result processing).
-        type_coerce(func.array_agg(aggregate_order_by(ins.c.id, ins.c.id)), NullType()),
-        func.min(ins.c.status),
-        func.min(ins.c.enqueued_at),
-        func.min(ins.c.available_at),
+        type_coerce(func.pg_catalog.array_agg(aggregate_order_by(ins.c.id, ins.c.id)), NullType()),
+        func.pg_catalog.min(ins.c.status),
+        func.pg_catalog.min(ins.c.enqueued_at),
+        func.pg_catalog.min(ins.c.available_at),
         notify,
-    ).having(func.count() > literal_column("0"))
+    ).having(func.pg_catalog.count(STAR) > literal_column("0"))
 
 
 INSERT_UNIFORM_JOBS = hot(_plain_batch())

@@ -30,6 +30,7 @@ from ..schema import (
 )
 from ._common import (
     MESSAGE_COLUMNS,
+    STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_RUNNING,
@@ -91,7 +92,7 @@ _purged = (
     .returning(jobs.c.id)
     .cte("purged")
 )
-PURGE_JOBS = select(func.count()).select_from(_purged)
+PURGE_JOBS = select(func.pg_catalog.count(STAR)).select_from(_purged)
 
 #: The same for a queue's archived jobs.
 _purged_archive = (
@@ -104,7 +105,7 @@ _purged_archive = (
     .returning(archive.c.id)
     .cte("purged")
 )
-PURGE_ARCHIVE = select(func.count()).select_from(_purged_archive)
+PURGE_ARCHIVE = select(func.pg_catalog.count(STAR)).select_from(_purged_archive)
 
 #: Deleting a queue removes its row first: from then on enqueues find no queue and
 #: dequeues skip its jobs; the jobs and archive rows go after it in batches.
@@ -113,9 +114,15 @@ DELETE_QUEUE = delete(queues).where(queues.c.name == bindparam("b_queue")).retur
 #: The transactions in progress now (after the queue's row was deleted and committed):
 #: the only ones that may still insert jobs into it (an enqueue that read the queue's
 #: row before). Ids as text: an ``xid8`` need not fit a bigint.
-_xip = func.pg_snapshot_xip(func.pg_current_snapshot()).table_valued("x").render_derived()
+_xip = (
+    func.pg_catalog.pg_snapshot_xip(func.pg_catalog.pg_current_snapshot())
+    .table_valued("x")
+    .render_derived()
+)
 OPEN_TRANSACTIONS = select(
-    func.coalesce(func.array_agg(cast(_xip.c.x, Text)), cast(literal_column("'{}'"), ARRAY(Text)))
+    func.coalesce(
+        func.pg_catalog.array_agg(cast(_xip.c.x, Text)), cast(literal_column("'{}'"), ARRAY(Text))
+    )
 )
 
 
@@ -129,15 +136,21 @@ class _Xid8(UserDefinedType[str]):
 
 
 #: How many of those are still in progress (``pg_xact_status``: no lock, no wait).
-_xid = func.unnest(bindparam("b_xids", type_=ARRAY(Text))).table_valued("x").render_derived()
+_xid = (
+    func.pg_catalog.unnest(bindparam("b_xids", type_=ARRAY(Text)))
+    .table_valued("x")
+    .render_derived()
+)
 STILL_OPEN = (
-    select(func.count())
+    select(func.pg_catalog.count(STAR))
     .select_from(_xid)
-    .where(func.pg_xact_status(cast(_xid.c.x, _Xid8())) == literal_column("'in progress'"))
+    .where(
+        func.pg_catalog.pg_xact_status(cast(_xid.c.x, _Xid8())) == literal_column("'in progress'")
+    )
 )
 
 #: A short pause between two looks at STILL_OPEN.
-PAUSE = select(func.pg_sleep(bindparam("b_seconds", type_=Double)))
+PAUSE = select(func.pg_catalog.pg_sleep(bindparam("b_seconds", type_=Double)))
 
 #: Resuming wakes the queue's idle consumers (they sleep while it is paused).
 SET_QUEUE_PAUSED = (
@@ -175,16 +188,22 @@ REQUEUE_DEAD = (
             ),
         ),
     )
-    .values(status=STATUS_QUEUED, attempts=0, available_at=func.now(), lease=None, locked_by=None)
+    .values(
+        status=STATUS_QUEUED,
+        attempts=0,
+        available_at=func.pg_catalog.now(),
+        lease=None,
+        locked_by=None,
+    )
     .returning(jobs.c.id, notify)
 )
 
-_now = func.now()
+_now = func.pg_catalog.now()
 _ready = or_(
     jobs.c.status == STATUS_QUEUED,
     and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at <= _now),
 )
-_count = func.count()
+_count = func.pg_catalog.count(STAR)
 METRICS = select(
     _count.filter(_ready).label("ready"),
     _count.filter(and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at > _now)).label(
@@ -193,11 +212,11 @@ METRICS = select(
     _count.filter(jobs.c.status == STATUS_RUNNING).label("running"),
     _count.filter(jobs.c.status == STATUS_DEAD).label("dead"),
     (
-        select(func.count())
+        select(func.pg_catalog.count(STAR))
         .select_from(archive)
         .where(archive.c.queue == bindparam("b_queue"))
         .scalar_subquery()
         .label("archived")
     ),
-    (_now - func.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
+    (_now - func.pg_catalog.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
 ).where(jobs.c.queue == bindparam("b_queue"))
