@@ -1005,3 +1005,116 @@ def test_admin_role_cannot_hand_out_its_privileges(roles: Roles) -> None:
     assert tuple(row) == (False, False, False, False, False)
     with pytest.raises(PgQueueError, match="without"):
         SyncAdmin(roles.sync_engine(admin), schema=SCHEMA).grant(other, "producer")
+
+
+# --------------------------------------------------------------------------- registrations
+def _affected(engine: Engine, sql: str) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(text(sql)).rowcount)
+
+
+def _status_of(roles: Roles, worker_id: int | None) -> str:
+    (row,) = roles.rows("SELECT status FROM pgqueue_workers WHERE id = :id", id=worker_id)
+    return str(row[0])
+
+
+_SUSPEND_ALL = "UPDATE pgqueue_workers SET status = 'suspended'"
+
+
+def _others_cannot_suspend(roles: Roles, worker_id: int | None) -> SyncProducer:
+    """A producer and another worker role try to suspend every registration: each
+    changes its own rows only; the running worker's row stays ready."""
+    producer_engine = roles.sync_engine(roles.create("producer"))
+    producer = SyncProducer(producer_engine, "w", schema=SCHEMA)
+    producer.register()
+    assert _affected(producer_engine, _SUSPEND_ALL) == 1  # its own registration
+    assert _affected(producer_engine, "UPDATE pgqueue_workers SET heartbeat_at = now()") == 1
+    other = roles.sync_engine(roles.create("worker"))
+    assert _affected(other, _SUSPEND_ALL) == 0
+    assert _affected(other, "DELETE FROM pgqueue_workers") == 0  # nothing stopped or dead
+    assert _status_of(roles, worker_id) == "ready"
+    # A role cannot forge whose a row is: registered_by is no role's to write.
+    with producer_engine.connect() as conn, pytest.raises(DBAPIError) as exc_info:
+        conn.execute(text("UPDATE pgqueue_workers SET registered_by = current_user"))
+    assert denied(exc_info)
+    return producer
+
+
+def _sweeps_and_admin(roles: Roles, worker_id: int | None) -> None:
+    """What a worker's sweep needs still works on other roles' rows (stale ones marked
+    dead, stopped and dead ones removed), and the admin kind suspends any worker."""
+    roles.rows(
+        "INSERT INTO pgqueue_workers (kind, hostname, pid, heartbeat_at, registered_by)"
+        " VALUES ('worker', 'gone', 1, now() - interval '2 minutes', 'someone_else')"
+    )
+    sweeper = roles.sync_engine(roles.create("worker"))
+    marked = _affected(
+        sweeper,
+        "UPDATE pgqueue_workers SET status = 'dead' WHERE status IN ('ready', 'suspended')"
+        " AND heartbeat_at < now() - interval '60 seconds'",
+    )
+    assert marked == 1
+    assert _affected(sweeper, "DELETE FROM pgqueue_workers WHERE status = 'dead'") == 1
+    admin = roles.sync_engine(roles.create("admin"))
+    assert _affected(admin, f"{_SUSPEND_ALL} WHERE id = {worker_id}") == 1
+    assert _affected(admin, f"UPDATE pgqueue_workers SET status = 'ready' WHERE id = {worker_id}")
+
+
+def _done(roles: Roles, ids: list[int]) -> bool:
+    left = roles.rows("SELECT count(*) FROM pgqueue_jobs WHERE id = ANY(:ids)", ids=ids)
+    return int(left[0][0]) == 0
+
+
+def test_sync_roles_cannot_suspend_other_workers(roles: Roles) -> None:
+    """Producers and workers could once ``UPDATE pgqueue_workers SET status =
+    'suspended'`` on every row, and workers adopt their row's status: 0 of 5 jobs ran.
+    Row-level security now limits each role to its own registrations."""
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("w")
+    ran: list[int] = []
+    worker = SyncWorker(roles.sync_engine(roles.create("worker")), "w", **WORKER)
+    worker.entrypoint("w")(lambda job: ran.append(job.id))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        _until(lambda: worker.worker_id is not None, 10)
+        producer = _others_cannot_suspend(roles, worker.worker_id)
+        threading.Event().wait(0.5)  # several heartbeats: nothing to adopt
+        ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(5)])]
+        _until(lambda: _done(roles, ids), 20)
+        assert sorted(ran) == ids
+        _sweeps_and_admin(roles, worker.worker_id)
+    finally:
+        worker.shutdown()
+        thread.join(20)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_async_roles_cannot_suspend_other_workers(roles: Roles, driver: str) -> None:
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("w")
+    ran: list[int] = []
+    engine = roles.async_engine(roles.create("worker"), driver)
+    worker = AsyncWorker(engine, "w", **WORKER)
+
+    async def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    worker.entrypoint("w")(handler)
+    task = asyncio.create_task(worker.run())
+    try:
+        while worker.worker_id is None:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+        producer = await asyncio.to_thread(_others_cannot_suspend, roles, worker.worker_id)
+        await asyncio.sleep(0.5)
+        ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(5)])]
+        deadline = asyncio.get_running_loop().time() + 20
+        while not _done(roles, ids):
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, ran
+            await asyncio.sleep(0.1)
+        assert sorted(ran) == ids
+    finally:
+        await worker.shutdown()
+        await asyncio.wait_for(task, 20)
+        await engine.dispose()
