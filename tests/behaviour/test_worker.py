@@ -445,6 +445,60 @@ def test_retry_policy_sets_the_delay(sync_engine: Engine) -> None:
         assert status == "scheduled" and 15.0 <= float(delay) <= 30.0
 
 
+class _Unprintable(Exception):
+    """An exception whose text cannot even be made: ``str()`` of it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+#: Errors PostgreSQL cannot store as raised: a NUL, a lone surrogate (a file name from
+#: ``os.listdir`` that is not UTF-8), 3 MB of text, and no text at all.
+_HOSTILE_ERRORS: dict[str, BaseException] = {
+    "nul": ValueError("corrupt record: b'\x00\x01'"),
+    "surrogate": OSError("cannot read " + os.fsdecode(b"report-\xff.csv")),
+    "huge": ValueError("x" * 3_000_000 + "\x00"),
+    "unprintable": _Unprintable(),
+}
+
+
+@pytest.mark.slow
+def test_an_error_text_postgresql_cannot_store_never_wedges_a_job(
+    sync_engine: Engine,
+) -> None:
+    """Each hostile error is stored cleaned (NUL shown as ``\\x00``, surrogates escaped,
+    the text cut), the job is dead-lettered as usual, and the one slot of the worker
+    goes on to run every other job: no settle retries forever as if the database
+    were away."""
+    producer = queue(sync_engine, max_attempts=1)
+    worker = make_worker(sync_engine, concurrency=1)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.id)
+        if "bad" in job.payload:
+            raise _HOSTILE_ERRORS[job.payload["bad"]]
+
+    bad = {k: producer.enqueue({"bad": k}).id for k in _HOSTILE_ERRORS}
+    good = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(10)])]
+    drain(worker, timeout=30)
+    assert sorted(ran) == sorted([*bad.values(), *good])
+    assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs WHERE status <> 'dead'") == 0
+    stored = {}
+    for kind, job_id in bad.items():
+        row = job_row(sync_engine, job_id)
+        assert (row.status, row.attempts, row.lease) == ("dead", 1, None), kind
+        assert "\x00" not in row.last_error and len(row.last_error) <= 10_000, kind
+        assert json.loads(row.errors)[0]["error"] == row.last_error
+        stored[kind] = row.last_error
+    assert stored["nul"] == "ValueError: corrupt record: b'\\x00\x01'"
+    assert stored["surrogate"] == "OSError: cannot read report-\\udcff.csv"
+    assert stored["huge"].startswith("ValueError: xxx") and "characters cut" in stored["huge"]
+    assert stored["unprintable"].startswith("_Unprintable")
+    assert worker.stats["dead"] == 4 and worker.stats["completed"] == 10
+
+
 @pytest.mark.slow
 def test_timeout_fails_the_attempt_with_job_timeout(sync_engine: Engine) -> None:
     producer = queue(sync_engine, max_attempts=1)
