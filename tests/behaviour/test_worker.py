@@ -157,8 +157,35 @@ def test_registration_is_validated(sync_engine: Engine) -> None:
         worker.schedule("61 * * * *", entrypoint="tick")
     with pytest.raises(InvalidArgument, match="not served"):
         worker.schedule("* * * * *", entrypoint="tick", queue="elsewhere")
-    assert list(worker.entrypoints) == ["tasks"]
+    # An expression that never fires (no 30 February) once silently ended every
+    # schedule of its worker: refused here, as are digits that are not ASCII.
+    for never in ("0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 2-4/2 *"):
+        with pytest.raises(InvalidArgument, match="never fires"):
+            worker.schedule(never, entrypoint="tick")
+    with pytest.raises(InvalidArgument, match="not a number"):
+        worker.schedule("² * * * *", entrypoint="tick")
+    worker.schedule("0 0 29 2 *", entrypoint="leap")(handler)  # every four years
+    assert list(worker.entrypoints) == ["tasks", "leap"]
     assert worker.worker_id is None  # nothing touched the database
+
+
+def test_settings_that_cannot_work_are_refused(sync_engine: Engine) -> None:
+    """A heartbeat later than half the lease lets a healthy worker's job expire and run
+    again elsewhere (two healthy workers once ran one job five times): refused when
+    the worker is made, or when run() learns a queue's own visibility_timeout."""
+    for heartbeat, lease in ((30, 30), (31, 30), (16, 30), (1, 0.5)):
+        with pytest.raises(InvalidArgument, match="at most half"):
+            make_worker(sync_engine, heartbeat_interval=heartbeat, visibility_timeout=lease)
+    make_worker(sync_engine, heartbeat_interval=15, visibility_timeout=30)
+    queue(sync_engine, visibility_timeout=10)
+    worker = make_worker(sync_engine, heartbeat_interval=8)
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        pass
+
+    with pytest.raises(InvalidArgument, match="at most half"):
+        worker.run()
 
 
 def test_coroutine_handlers_only_on_the_async_face(sync_engine: Engine) -> None:
