@@ -238,6 +238,10 @@ class SyncAdmin:
         """Put dead jobs back on their queue (all, or those in ``ids``) with a fresh set of
         attempts; their error history is kept. Returns how many were requeued.
 
+        A queue holds one live job per ``dedupe_key``: of dead jobs sharing a key only
+        the newest is requeued, and none while a live job has the key. The others stay
+        dead, unchanged (``list_dead`` shows them); the rest are requeued regardless.
+
         >>> admin.requeue_dead("emails", ids=[42])  # doctest: +SKIP
         1
         """

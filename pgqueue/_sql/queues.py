@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Double,
     Integer,
     Text,
@@ -171,20 +172,40 @@ LIST_DEAD = (
 #: Dead jobs back to the queue with a fresh set of attempts; their errors are kept.
 #: One whose dedupe_key a live job now holds stays dead (it would be a duplicate).
 _live_twin = jobs.alias("live")
+_newer_twin = jobs.alias("newer")
+
+
+def _wanted(table: Any) -> ColumnElement[bool]:
+    return or_(
+        bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
+        table.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
+    )
+
+
+#: Dead jobs back to queued. Of dead jobs sharing a dedupe key only the newest one
+#: asked for is requeued, and none while a live job holds the key: the others stay
+#: dead (``uq_pgqueue_jobs_dedupe`` allows one live job per key), so one key shared by
+#: two dead jobs no longer fails the whole statement.
 REQUEUE_DEAD = (
     update(jobs)
     .where(
         _dead,
-        or_(
-            bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
-            jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
-        ),
+        _wanted(jobs),
         or_(
             jobs.c.dedupe_key.is_(None),
-            ~exists().where(
-                _live_twin.c.queue == jobs.c.queue,
-                _live_twin.c.dedupe_key == jobs.c.dedupe_key,
-                _live_twin.c.status != STATUS_DEAD,
+            and_(
+                ~exists().where(
+                    _live_twin.c.queue == jobs.c.queue,
+                    _live_twin.c.dedupe_key == jobs.c.dedupe_key,
+                    _live_twin.c.status != STATUS_DEAD,
+                ),
+                ~exists().where(
+                    _newer_twin.c.queue == jobs.c.queue,
+                    _newer_twin.c.dedupe_key == jobs.c.dedupe_key,
+                    _newer_twin.c.status == STATUS_DEAD,
+                    _newer_twin.c.id > jobs.c.id,
+                    _wanted(_newer_twin),
+                ),
             ),
         ),
     )

@@ -361,6 +361,36 @@ def test_pause_and_resume_queue(sync_db: SyncDB) -> None:
         admin.resume_queue("nope", **sync_db.kw)
 
 
+def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
+    sync_db: SyncDB,
+) -> None:
+    """Two dead jobs sharing a dedupe key once failed the whole requeue with an untyped
+    IntegrityError. Now the newest of each key is requeued (none while a live job holds
+    the key), every other dead job too, and the rest stay dead, unchanged."""
+    admin = admin_of(sync_db)
+    admin.create_queue("tasks", max_attempts=1, **sync_db.kw)
+    producer = SyncProducer(sync_db.engine, "tasks", schema=sync_db.schema)
+    ids: dict[str, list[int]] = {}
+    for key in ("k", "k", "k", "held", "held", None):
+        job = producer.enqueue({}, dedupe_key=key, **sync_db.kw)
+        make_dead(sync_db, job.id)
+        ids.setdefault(str(key), []).append(job.id)
+    live = producer.enqueue({}, dedupe_key="held", **sync_db.kw)
+    assert admin.requeue_dead("tasks", **sync_db.kw) == 2
+    status = {
+        r[0]: r[1]
+        for r in sync_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
+    }
+    k1, k2, k3 = ids["k"]
+    assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
+    assert [status[i] for i in ids["held"]] == ["dead", "dead"]
+    assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
+    # Asked by id, the newest of those asked for is the one requeued.
+    sync_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
+    assert admin.requeue_dead("tasks", ids=[k1], **sync_db.kw) == 1
+    assert admin.requeue_dead("tasks", ids=[k2], **sync_db.kw) == 0
+
+
 def test_list_and_requeue_dead(sync_db: SyncDB) -> None:
     admin = admin_of(sync_db)
     admin.create_queue("tasks", **sync_db.kw)

@@ -366,6 +366,36 @@ async def test_pause_and_resume_queue(async_db: AsyncDB) -> None:
         await admin.resume_queue("nope", **async_db.kw)
 
 
+async def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
+    async_db: AsyncDB,
+) -> None:
+    """Two dead jobs sharing a dedupe key once failed the whole requeue with an untyped
+    IntegrityError. Now the newest of each key is requeued (none while a live job holds
+    the key), every other dead job too, and the rest stay dead, unchanged."""
+    admin = admin_of(async_db)
+    await admin.create_queue("tasks", max_attempts=1, **async_db.kw)
+    producer = AsyncProducer(async_db.engine, "tasks", schema=async_db.schema)
+    ids: dict[str, list[int]] = {}
+    for key in ("k", "k", "k", "held", "held", None):
+        job = await producer.enqueue({}, dedupe_key=key, **async_db.kw)
+        await make_dead(async_db, job.id)
+        ids.setdefault(str(key), []).append(job.id)
+    live = await producer.enqueue({}, dedupe_key="held", **async_db.kw)
+    assert await admin.requeue_dead("tasks", **async_db.kw) == 2
+    status = {
+        r[0]: r[1]
+        for r in await async_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
+    }
+    k1, k2, k3 = ids["k"]
+    assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
+    assert [status[i] for i in ids["held"]] == ["dead", "dead"]
+    assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
+    # Asked by id, the newest of those asked for is the one requeued.
+    await async_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
+    assert await admin.requeue_dead("tasks", ids=[k1], **async_db.kw) == 1
+    assert await admin.requeue_dead("tasks", ids=[k2], **async_db.kw) == 0
+
+
 async def test_list_and_requeue_dead(async_db: AsyncDB) -> None:
     admin = admin_of(async_db)
     await admin.create_queue("tasks", **async_db.kw)

@@ -542,12 +542,16 @@ RELEASE SAVEPOINT pgqueue_enqueue;
 -- REQUEUE_DEAD [psycopg]
 UPDATE public.pgqueue_jobs SET status='queued', attempts=%(attempts)s::INTEGER, available_at=pg_catalog.now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND (%(b_ids)s::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
-WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead')) AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_jobs AS newer
+WHERE newer.queue = public.pgqueue_jobs.queue AND newer.dedupe_key = public.pgqueue_jobs.dedupe_key AND newer.status = 'dead' AND newer.id > public.pgqueue_jobs.id AND (%(b_ids)s::BIGINT[] IS NULL OR newer.id = any(%(b_ids)s::BIGINT[]))))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- REQUEUE_DEAD [asyncpg]
 UPDATE public.pgqueue_jobs SET status='queued', attempts=$1::INTEGER, available_at=pg_catalog.now(), lease=$2::UUID, locked_by=$3::VARCHAR WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND ($5::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any($5::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
-WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify($6::VARCHAR, $4::VARCHAR) AS pg_notify_1) AS notified;
+WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead')) AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_jobs AS newer
+WHERE newer.queue = public.pgqueue_jobs.queue AND newer.dedupe_key = public.pgqueue_jobs.dedupe_key AND newer.status = 'dead' AND newer.id > public.pgqueue_jobs.id AND ($5::BIGINT[] IS NULL OR newer.id = any($5::BIGINT[]))))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify($6::VARCHAR, $4::VARCHAR) AS pg_notify_1) AS notified;
 
 -- RESCHEDULE [psycopg]
 UPDATE public.pgqueue_jobs SET priority=coalesce(%(b_priority)s::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
