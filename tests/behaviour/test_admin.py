@@ -231,6 +231,49 @@ def test_delete_queue(sync_db: SyncDB) -> None:
     assert snapshot(sync_db) == before
 
 
+@ENGINE_ONLY
+def test_delete_queue_does_not_stall_other_queues(sync_db: SyncDB) -> None:
+    """An app transaction that enqueued with ``bind=`` and stays open once made
+    delete_queue wait for an exclusive table lock, and every other queue's dequeue
+    wait behind it (9 s seen). It now locks only the rows it deletes: with a one-second
+    lock_timeout, the delete and another queue's dequeue both go through while that
+    transaction and the delete's own stay open."""
+    from pgqueue import SyncConsumer
+
+    admin = admin_of(sync_db)
+    for name in ("a", "b", "c"):
+        admin.create_queue(name)
+    fill(sync_db, "a", ready=3)
+    (waiting,) = fill(sync_db, "c", ready=1)
+    b = SyncProducer(sync_db.engine, "b", schema=sync_db.schema)
+    with sync_db.engine.connect() as app, sync_db.engine.connect() as deleting:
+        app.begin()
+        b.enqueue({"in": "app"}, bind=app)
+        deleting.execute(text("SET LOCAL lock_timeout = '1s'"))  # its transaction
+        admin.delete_queue("a", bind=deleting)
+        with sync_db.engine.connect() as other:
+            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            (m,) = SyncConsumer(sync_db.engine, "c", schema=sync_db.schema).dequeue(bind=other)
+            assert m.id == waiting
+            other.commit()
+        deleting.commit()
+        app.commit()
+    assert [q.name for q in admin.list_queues()] == ["b", "c"]
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'a'") == 0
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'b'") == 1
+
+
+@ENGINE_ONLY
+def test_schema_names_sql_would_misread_are_refused(sync_db: SyncDB) -> None:
+    """``%`` and ``:name`` are parameters to some of SQLAlchemy's texts, ``pg_*`` is
+    PostgreSQL's: refused when the object is made, before any statement."""
+    for bad in ("a%b", "a:name", "x\\:y", "pg_mine", "PG_x", "has space", "", "1st", "s" * 64):
+        with pytest.raises(InvalidArgument, match="schema name"):
+            SyncAdmin(sync_db.engine, schema=bad)
+        with pytest.raises(InvalidArgument, match="schema name"):
+            SyncProducer(sync_db.engine, "q", schema=bad)
+
+
 def test_metrics(sync_db: SyncDB) -> None:
     admin = admin_of(sync_db)
     admin.create_queue("tasks", **sync_db.kw)
