@@ -450,11 +450,13 @@ class AsyncAdmin:
         ``"producer"``: enqueue and register; it cannot read payloads nor update or
         delete jobs. ``"worker"``: what consumers and workers do (dequeue, ack, nack,
         heartbeat, register, schedules, limits). ``"admin"``: everything on pgqueue's
-        tables with the grant option, and ``CREATE`` on the schema (install). Every
-        privilege and the statement needing it: ``pgqueue._grants.PRIVILEGES``.
+        tables and ``CREATE`` on the schema (install), without the grant option: an
+        admin grants the other kinds on a schema and tables it owns (docs/security.md).
+        Every privilege and the statement needing it: ``pgqueue._grants.PRIVILEGES``.
         Raises InvalidArgument for an unknown kind or role (nothing is executed for
         an invalid kind or role name), and PgQueueError if the current user could
-        not grant everything (it must own the tables or hold the grant option).
+        not grant everything (it must own the schema and tables, or hold the grant
+        option).
 
         >>> await admin.grant("web_app", "producer")    # doctest: +SKIP
         >>> await admin.grant("jobs_runner", "worker")  # doctest: +SKIP
