@@ -293,6 +293,18 @@ def test_bad_input_is_a_typed_error_and_changes_nothing(sync_db: SyncDB) -> None
         consumer.ack(replace(m, lease=None), **sync_db.kw)
     with pytest.raises(InvalidArgument):
         consumer.ack(replace(m, id=-5), **sync_db.kw)
+    # Hand-built messages: a lease that is no UUID, ids out of bigint's range or not ints.
+    for forged_fields in (
+        {"lease": "not-a-uuid"},
+        {"lease": str(m.lease)},
+        {"id": 2**63},
+        {"id": True},
+        {"id": 1.0},
+    ):
+        with pytest.raises(InvalidArgument):
+            consumer.ack(replace(m, **forged_fields), **sync_db.kw)
+        with pytest.raises(InvalidArgument):
+            consumer.nack(replace(m, **forged_fields), error="x", **sync_db.kw)
     with pytest.raises(InvalidArgument):
         consumer.ack({"id": m.id}, **sync_db.kw)  # type: ignore[arg-type]
     forged = replace(m, id=m.id + 1000)

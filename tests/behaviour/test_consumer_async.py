@@ -294,6 +294,18 @@ async def test_bad_input_is_a_typed_error_and_changes_nothing(async_db: AsyncDB)
         await consumer.ack(replace(m, lease=None), **async_db.kw)
     with pytest.raises(InvalidArgument):
         await consumer.ack(replace(m, id=-5), **async_db.kw)
+    # Hand-built messages: a lease that is no UUID, ids out of bigint's range or not ints.
+    for forged_fields in (
+        {"lease": "not-a-uuid"},
+        {"lease": str(m.lease)},
+        {"id": 2**63},
+        {"id": True},
+        {"id": 1.0},
+    ):
+        with pytest.raises(InvalidArgument):
+            await consumer.ack(replace(m, **forged_fields), **async_db.kw)
+        with pytest.raises(InvalidArgument):
+            await consumer.nack(replace(m, **forged_fields), error="x", **async_db.kw)
     with pytest.raises(InvalidArgument):
         await consumer.ack({"id": m.id}, **async_db.kw)  # type: ignore[arg-type]
     forged = replace(m, id=m.id + 1000)
