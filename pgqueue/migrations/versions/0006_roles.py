@@ -2,7 +2,7 @@
 ``pgqueue_workers``, and row-level security on it.
 
 Revision ID: pgqueue_0006
-Revises: pgqueue_0004
+Revises: pgqueue_0005
 Create Date: 2026-12-03
 
 Why: producers and workers need UPDATE of ``status`` on ``pgqueue_workers`` to record
@@ -27,7 +27,7 @@ from alembic import op
 from pgqueue._migrate import in_pgqueue_schema
 
 revision: str = "pgqueue_0006"
-down_revision: str | None = "pgqueue_0004"
+down_revision: str | None = "pgqueue_0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
