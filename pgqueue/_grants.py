@@ -19,8 +19,11 @@ What each kind may do:
     archive, delete, heartbeat, register, sweep dead workers, concurrency and rate
     limits, cron schedules; it cannot create, change or delete queues.
 ``admin``
-    everything on pgqueue's tables, with the grant option (so it can grant the other
-    kinds), and ``USAGE, CREATE`` on the schema (install and uninstall).
+    everything on pgqueue's tables and ``USAGE, CREATE`` on the schema (install and
+    uninstall), without the grant option: it cannot hand its privileges on, so it
+    cannot give ``CREATE`` on the schema to ``PUBLIC`` (which would let any role plant
+    functions where pgqueue's roles look them up). It grants the other kinds where it
+    owns the schema and tables (docs/security.md: a dedicated schema the admin owns).
 
 Job control (``admin.cancel_jobs``, ``retry_jobs``, ``delete_jobs``, ``reschedule``,
 ``get_job``) is the admin's alone by these grants: each of its statements needs a
@@ -323,8 +326,8 @@ PRIVILEGES: dict[str, tuple[Privilege, ...]] = {
             "ALL",
             (),
             "install (tables it creates it owns: upgrades that ALTER them need ownership), "
-            "queues (delete_queue takes LOCK TABLE ... ACCESS EXCLUSIVE), dead letters, "
-            "grants (WITH GRANT OPTION)",
+            "queues (delete_queue takes LOCK TABLE ... ACCESS EXCLUSIVE), dead letters; "
+            "no grant option (it grants only on what it owns)",
         )
         for t in ADMIN_TABLES
     ),
@@ -383,12 +386,10 @@ def grant_statements(
     to = _quote(role)
     sch = _quote(schema)
     if kind == "admin":
-        out = [_ddl(f"GRANT USAGE, CREATE ON SCHEMA {sch} TO {to} WITH GRANT OPTION")]
+        out = [_ddl(f"GRANT USAGE, CREATE ON SCHEMA {sch} TO {to}")]
         for table in ADMIN_TABLES:
             if tables is None or table in tables:
-                out.append(
-                    _ddl(f"GRANT ALL ON TABLE {sch}.{_quote(table)} TO {to} WITH GRANT OPTION")
-                )
+                out.append(_ddl(f"GRANT ALL ON TABLE {sch}.{_quote(table)} TO {to}"))
         return out
     out = [_ddl(f"GRANT USAGE ON SCHEMA {sch} TO {to}")]
     by_table: dict[str, list[str]] = {}
@@ -421,13 +422,15 @@ _LOOKUP = text(
 
 # Which (table, privilege, column) the role lacks; column '' checks the whole table.
 _MISSING = text(
-    "SELECT w.t, w.p, w.c FROM unnest(:b_t, :b_p, :b_c) AS w(t, p, c)"
+    "SELECT w.t, w.p, w.c FROM ROWS FROM (pg_catalog.unnest(:b_t), pg_catalog.unnest(:b_p),"
+    " pg_catalog.unnest(:b_c)) AS w(t, p, c)"
     " JOIN pg_catalog.pg_namespace n ON n.nspname = :b_schema"
     " JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = w.t"
-    " WHERE NOT CASE WHEN w.c = '' THEN has_table_privilege(:b_role, r.oid, w.p)"
-    " ELSE has_column_privilege(:b_role, r.oid, w.c, w.p) END"
-    " UNION ALL SELECT 'schema ' || :b_schema, s.p, '' FROM unnest(:b_schema_privileges) AS s(p)"
-    " WHERE NOT has_schema_privilege(:b_role,"
+    " WHERE NOT CASE WHEN w.c = '' THEN pg_catalog.has_table_privilege(:b_role, r.oid, w.p)"
+    " ELSE pg_catalog.has_column_privilege(:b_role, r.oid, w.c, w.p) END"
+    " UNION ALL SELECT 'schema ' || :b_schema, s.p, ''"
+    " FROM pg_catalog.unnest(:b_schema_privileges) AS s(p)"
+    " WHERE NOT pg_catalog.has_schema_privilege(:b_role,"
     " (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :b_schema), s.p)"
 ).bindparams(
     bindparam("b_role", type_=Text),

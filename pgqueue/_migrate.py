@@ -38,7 +38,10 @@ VERSION_TABLE = "pgqueue_alembic_version"
 #: of ``alembic.ini`` or ``[tool.alembic]``, ``-x pgqueue_schema=...``, or
 #: ``config.attributes["pgqueue_schema"]``).
 SCHEMA_OPTION = "pgqueue_schema"
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgqueue.migrations'), hashtext(:schema))"
+_LOCK = (
+    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.migrations'),"
+    " pg_catalog.hashtext(:schema))"
+)
 
 
 def script_location() -> str:
@@ -84,7 +87,7 @@ def _ensure_schema(connection: Connection, schema: str) -> None:
     # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
     # when the schema exists, which an admin role granted on the schema lacks.
     found = connection.execute(
-        text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema}
+        text("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = :schema"), {"schema": schema}
     ).first()
     if found is None:
         connection.execute(text(f"CREATE SCHEMA {_quote(connection, schema)}"))

@@ -103,25 +103,28 @@ class SyncRunner:
         self._completer.snooze(m, delay)
 
     def _fail(self, m: Message, ep: Entrypoint | None, exc: Exception) -> None:
-        log.warning(
-            "job %s (%s) attempt %s failed: %s",
-            m.id,
-            m.entrypoint,
-            m.attempts,
-            _validate.error_text(exc),
-            exc_info=exc,
-            extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
-        )
-        delay = None
-        if ep is not None and ep.retry_delay is not None:
-            try:
-                delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
-            except Exception as retry_exc:  # a broken retry policy must not lose the job
-                log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
-        failure = Failure(
-            _validate.error_text(exc),
-            _validate.traceback_text(exc),
-            delay,
-            ep.max_attempts if ep is not None else None,
-        )
+        max_attempts = ep.max_attempts if ep is not None else None
+        try:
+            text = _validate.error_text(exc)
+            log.warning(
+                "job %s (%s) attempt %s failed: %s",
+                m.id,
+                m.entrypoint,
+                m.attempts,
+                text,
+                exc_info=exc,
+                extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
+            )
+            delay = None
+            if ep is not None and ep.retry_delay is not None:
+                try:
+                    delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
+                except Exception as retry_exc:  # a broken retry policy must not lose the job
+                    log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
+            failure = Failure(text, _validate.traceback_text(exc), delay, max_attempts)
+        except Exception as describe_exc:  # whatever the error is, the job is settled
+            log.error("job %s: its error could not be described (%r)", m.id, describe_exc)
+            failure = Failure(
+                f"{type(exc).__name__} (its text could not be read)", None, None, max_attempts
+            )
         self._completer.nack(m, failure)

@@ -12,11 +12,27 @@ ASYNC_DRIVER = "postgresql+asyncpg"
 _ASYNC_DRIVERS = {"postgresql+asyncpg", "postgresql+psycopg_async", "postgresql+psycopg"}
 
 
+def _masked(url: str) -> tuple[str, str | None]:
+    """``url`` with the password of its user info (between ``://`` and the last ``@``)
+    shown as ``***``, and that password (None if it has none)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (sep and at and colon and password):
+        return url, None
+    return f"{scheme}{sep}{user}:***@{host}", password
+
+
 def _parse(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
-        raise InvalidArgument(f"not a database URL: {url!r} ({exc})") from exc
+        # Never the password: the command line prints this message.
+        shown, password = _masked(url) if isinstance(url, str) else ("?", None)
+        reason = str(exc)
+        if password:
+            reason = reason.replace(password, "***")
+        raise InvalidArgument(f"not a database URL: {shown!r} ({reason})") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise InvalidArgument(f"pgqueue needs PostgreSQL, got a {parsed.drivername!r} URL")
     return parsed

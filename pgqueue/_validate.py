@@ -192,8 +192,17 @@ def error_text(error: BaseException | str | None) -> str | None:
         return storable(error)
     orig = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError: the driver's message,
     if isinstance(orig, BaseException):  # without the statement and its parameters
-        return storable(f"{type(error).__name__}: {type(orig).__name__}: {orig}".strip())
-    return storable(f"{type(error).__name__}: {error}")
+        return storable(f"{type(error).__name__}: {type(orig).__name__}: {_message(orig)}".strip())
+    return storable(f"{type(error).__name__}: {_message(error)}")
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception cannot say (its ``__str__``
+    raises): a handler's error must never keep its job from being settled."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 #: Most frames kept of each exception's traceback (the innermost ones).
@@ -208,10 +217,7 @@ def _last_line(exc: BaseException) -> str:
     name = kind.__qualname__
     if kind.__module__ not in ("builtins", "__main__"):
         name = f"{kind.__module__}.{name}"
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<exception str() failed>"
+    message = _message(exc)
     return f"{name}: {message}\n" if message else f"{name}\n"
 
 

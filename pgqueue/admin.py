@@ -238,6 +238,10 @@ class SyncAdmin:
         """Put dead jobs back on their queue (all, or those in ``ids``) with a fresh set of
         attempts; their error history is kept. Returns how many were requeued.
 
+        A queue holds one live job per ``dedupe_key``: of dead jobs sharing a key only
+        the newest is requeued, and none while a live job has the key. The others stay
+        dead, unchanged (``list_dead`` shows them); the rest are requeued regardless.
+
         >>> admin.requeue_dead("emails", ids=[42])  # doctest: +SKIP
         1
         """
@@ -447,11 +451,13 @@ class SyncAdmin:
         ``"producer"``: enqueue and register; it cannot read payloads nor update or
         delete jobs. ``"worker"``: what consumers and workers do (dequeue, ack, nack,
         heartbeat, register, schedules, limits). ``"admin"``: everything on pgqueue's
-        tables with the grant option, and ``CREATE`` on the schema (install). Every
-        privilege and the statement needing it: ``pgqueue._grants.PRIVILEGES``.
+        tables and ``CREATE`` on the schema (install), without the grant option: an
+        admin grants the other kinds on a schema and tables it owns (docs/security.md).
+        Every privilege and the statement needing it: ``pgqueue._grants.PRIVILEGES``.
         Raises InvalidArgument for an unknown kind or role (nothing is executed for
         an invalid kind or role name), and PgQueueError if the current user could
-        not grant everything (it must own the tables or hold the grant option).
+        not grant everything (it must own the schema and tables, or hold the grant
+        option).
 
         >>> admin.grant("web_app", "producer")    # doctest: +SKIP
         >>> admin.grant("jobs_runner", "worker")  # doctest: +SKIP

@@ -225,6 +225,9 @@ workers = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=_now),
     # A worker's entrypoints (NULL for producers and consumers): which jobs it serves.
     Column("entrypoints", ARRAY(Text), nullable=True),
+    # The role that registered the row: row-level security lets a role change only its
+    # own registrations (migration 0006; docs/security.md). No pgqueue role writes it.
+    Column("registered_by", Text, nullable=False, server_default=text("CURRENT_USER")),
     CheckConstraint("kind IN ('producer', 'consumer', 'worker')", name="kind"),
     CheckConstraint("status IN ('ready', 'suspended', 'stopped', 'dead')", name="status"),
     Index("ix_pgqueue_workers_heartbeat_at", "heartbeat_at"),

@@ -16,6 +16,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import DateTime
 
 from ..schema import (
@@ -31,6 +33,27 @@ TS = DateTime(timezone=True)
 
 
 ONE_SECOND = literal_column("INTERVAL '1 second'", Interval)
+#: ``count(*)`` spelled for ``func.pg_catalog.count``: every function pgqueue's SQL
+#: calls is schema-qualified, so no function of the same name in a schema earlier on
+#: the search path (one a role with CREATE there planted) can run in its place.
+STAR: ColumnElement[Any] = literal_column("*")
+
+
+class unnest_arrays(FunctionElement[Any]):
+    """``ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b), ...)``: arrays side by
+    side as rows: what an unqualified ``unnest(a, b)`` stands for, spelled so that every
+    function name in pgqueue's SQL is qualified (PostgreSQL accepts no qualified
+    many-argument ``unnest``)."""
+
+    name = "unnest_arrays"
+    inherit_cache = True
+
+
+@compiles(unnest_arrays)
+def _rows_from(element: unnest_arrays, compiler: Any, **kw: Any) -> str:
+    arrays = (compiler.process(arg, **kw) for arg in element.clauses)
+    text = "ROWS FROM (" + ", ".join(f"pg_catalog.unnest({a})" for a in arrays) + ")"
+    return text + (" WITH ORDINALITY" if element._with_ordinality else "")
 
 
 def seconds(value: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -73,12 +96,16 @@ MESSAGE_COLUMNS = (
 )
 
 
-stmt_now = func.statement_timestamp()
+stmt_now = func.pg_catalog.statement_timestamp()
 
 #: ``pg_notify(b_channel, b_queue)`` as a scalar subquery: uncorrelated, it runs once per
 #: statement (and in RETURNING only when a row was written).
 notify = (
-    select(func.pg_notify(bindparam("b_channel", type_=Text), bindparam("b_queue", type_=Text)))
+    select(
+        func.pg_catalog.pg_notify(
+            bindparam("b_channel", type_=Text), bindparam("b_queue", type_=Text)
+        )
+    )
     .scalar_subquery()
     .label("notified")
 )
@@ -90,7 +117,9 @@ def announce(awaited: ColumnElement[bool], job_id: ColumnElement[Any]) -> Column
     none for the others. Select it in the statement's result (a CTE nobody reads would
     not run)."""
     channel = bindparam("b_done_channel", type_=Text)
-    return case((awaited, func.pg_notify(channel, cast(job_id, Text)))).label("announced")
+    return case((awaited, func.pg_catalog.pg_notify(channel, cast(job_id, Text)))).label(
+        "announced"
+    )
 
 
 def hot(statement: Any) -> Any:

@@ -33,6 +33,7 @@ from ..schema import (
 from ..types import JOB_OPTIONS
 from ._common import (
     MESSAGE_COLUMNS,
+    STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_SCHEDULED,
@@ -40,6 +41,7 @@ from ._common import (
     hot,
     notify,
     seconds,
+    unnest_arrays,
 )
 
 #: What an insert writes (the rest have server defaults), in the select list's order.
@@ -99,7 +101,7 @@ def _insert_jobs(shape: str, awaited: bool = False) -> Any:
     payload: ColumnElement[Any]
     if shape == "arrays":
         u = (
-            func.unnest(
+            unnest_arrays(
                 *(bindparam(f"b_{name}", type_=ARRAY(t)) for name, t in _OPTION_COLUMNS),
                 bindparam("b_payload", type_=ARRAY(Text)),
             )
@@ -119,13 +121,15 @@ def _insert_jobs(shape: str, awaited: bool = False) -> Any:
             payload = cast(u.c.payload, JSONB)
         else:
             u = (
-                func.jsonb_array_elements(cast(bindparam("b_payloads", type_=Text), JSONB))
+                func.pg_catalog.jsonb_array_elements(
+                    cast(bindparam("b_payloads", type_=Text), JSONB)
+                )
                 .table_valued(column("payload", JSONB), with_ordinality="ord")
                 .render_derived(name="u")
             )
             opt["dedupe_key"] = null()
             payload = u.c.payload
-    available_at = func.coalesce(opt["run_at"], func.now() + seconds(opt["delay"]))
+    available_at = func.coalesce(opt["run_at"], func.pg_catalog.now() + seconds(opt["delay"]))
     # enqueue_and_wait's job is inserted already waited for: no window in which it could
     # end unrecorded. A statement of its own: enqueue() writes no column it did not.
     marked = [true()] if awaited else []
@@ -140,7 +144,7 @@ def _insert_jobs(shape: str, awaited: bool = False) -> Any:
             opt["max_attempts"],
             opt["dedupe_key"],
             available_at,
-            case((available_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+            case((available_at > func.pg_catalog.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
             *marked,
         )
         .select_from(queues)
@@ -181,12 +185,12 @@ def _plain_batch() -> Any:
     ins = _insert_jobs("document").returning(*PLAIN_INSERTED_COLUMNS).cte("ins")
     return select(
         # NullType: the driver's list of ints as is (no ARRAY result processing).
-        type_coerce(func.array_agg(aggregate_order_by(ins.c.id, ins.c.id)), NullType()),
-        func.min(ins.c.status),
-        func.min(ins.c.enqueued_at),
-        func.min(ins.c.available_at),
+        type_coerce(func.pg_catalog.array_agg(aggregate_order_by(ins.c.id, ins.c.id)), NullType()),
+        func.pg_catalog.min(ins.c.status),
+        func.pg_catalog.min(ins.c.enqueued_at),
+        func.pg_catalog.min(ins.c.available_at),
         notify,
-    ).having(func.count() > literal_column("0"))
+    ).having(func.pg_catalog.count(STAR) > literal_column("0"))
 
 
 INSERT_UNIFORM_JOBS = hot(_plain_batch())

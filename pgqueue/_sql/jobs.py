@@ -54,6 +54,7 @@ from ..schema import jobs as _jobs
 from ..schema import queues as _queues
 from ..schema import results as _results
 from ._common import (
+    STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_RUNNING,
@@ -333,8 +334,8 @@ def listing(jobs: Table, archive: Table, queues: Table, results: Table, shape: S
 #: jobs enqueued while they run are not theirs.
 MAX_JOB_ID = select(
     func.greatest(
-        select(func.max(_jobs.c.id)).scalar_subquery(),
-        select(func.max(_archive.c.id)).scalar_subquery(),
+        select(func.pg_catalog.max(_jobs.c.id)).scalar_subquery(),
+        select(func.pg_catalog.max(_archive.c.id)).scalar_subquery(),
         0,
     )
 )
@@ -416,7 +417,7 @@ RETRY_JOBS = (
     )
     .values(
         status=STATUS_QUEUED,
-        available_at=func.now(),
+        available_at=func.pg_catalog.now(),
         attempts=case((_jobs.c.status == STATUS_DEAD, 0), else_=_jobs.c.attempts),
         lease=None,
         locked_by=None,
@@ -468,13 +469,13 @@ DELETE_JOBS = (
 #: future, else queued (available now).
 _run_at = bindparam("b_run_at", type_=TS)
 _delay = bindparam("b_delay", type_=Double)
-_at = func.coalesce(_run_at, func.now() + seconds(_delay), _jobs.c.available_at)
+_at = func.coalesce(_run_at, func.pg_catalog.now() + seconds(_delay), _jobs.c.available_at)
 RESCHEDULE = (
     update(_jobs)
     .where(_jobs.c.id == _id, _jobs.c.status.in_([STATUS_QUEUED, STATUS_SCHEDULED]))
     .values(
         available_at=_at,
-        status=case((_at > func.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+        status=case((_at > func.pg_catalog.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
         priority=func.coalesce(bindparam("b_priority", type_=SmallInteger), _jobs.c.priority),
     )
     .returning(_jobs.c.id, _jobs.c.queue, _jobs.c.status)
@@ -483,7 +484,9 @@ RESCHEDULE = (
 #: Wake or tell a queue's listeners (``b_payload``: the queue's name to wake idle
 #: consumers; ``cancel:<ids>`` to tell workers which of their jobs to stop).
 NOTIFY = select(
-    func.pg_notify(bindparam("b_channel", type_=Text), bindparam("b_payload", type_=Text))
+    func.pg_catalog.pg_notify(
+        bindparam("b_channel", type_=Text), bindparam("b_payload", type_=Text)
+    )
 )
 
 #: Running jobs whose cancellation was requested and whose lease ran out (their worker
@@ -499,7 +502,10 @@ _expired = (
     .cte("expired")
 )
 FINISH_CANCELLED = (
-    select(func.count(), func.count(announce(_expired.c.awaited, _expired.c.id)))
+    select(
+        func.pg_catalog.count(STAR),
+        func.pg_catalog.count(announce(_expired.c.awaited, _expired.c.id)),
+    )
     .select_from(_expired)
     .add_cte(archived(_expired, literal_column(f"'{CANCELLED}'"), true()))
 )

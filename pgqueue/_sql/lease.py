@@ -45,6 +45,7 @@ from ._common import (
     notify,
     seconds,
     stmt_now,
+    unnest_arrays,
 )
 
 # --------------------------------------------------------------------------- consumer
@@ -121,7 +122,7 @@ DEQUEUE = hot(
     .values(
         status=case((_exhausted, STATUS_DEAD), else_=STATUS_RUNNING),
         attempts=case((_exhausted, jobs.c.attempts), else_=jobs.c.attempts + 1),
-        lease=case((_exhausted, None), else_=func.gen_random_uuid()),
+        lease=case((_exhausted, None), else_=func.pg_catalog.gen_random_uuid()),
         locked_by=case((_exhausted, None), else_=bindparam("b_consumer", type_=Text)),
         available_at=case((_exhausted, jobs.c.available_at), else_=stmt_now + seconds(_vt)),
         last_error=case(
@@ -143,7 +144,7 @@ def _lease_rows(*extra: tuple[str, Any]) -> Any:
     (``b_<name>`` of each ``extra`` column)."""
     names = [("id", BigInteger), ("lease", Uuid), *extra]
     return (
-        func.unnest(*(bindparam(f"b_{name}s", type_=ARRAY(t)) for name, t in names))
+        unnest_arrays(*(bindparam(f"b_{name}s", type_=ARRAY(t)) for name, t in names))
         .table_valued(*(column(name, t) for name, t in names))
         .render_derived(name="m")
     )
@@ -209,7 +210,7 @@ _recorded = (
             _finished.c.entrypoint,
             _finished.c.attempts,
             _finished.c.enqueued_at,
-            func.now() + seconds(func.coalesce(_ttl, 86400.0)),
+            func.pg_catalog.now() + seconds(func.coalesce(_ttl, 86400.0)),
             cast(_finished.c.result, JSONB),
         ).where(
             ~_finished.c.cancel_requested,
@@ -264,17 +265,19 @@ NACK = hot(
     .where(_holding(_failed), ~jobs.c.cancel_requested, queues.c.name == jobs.c.queue)
     .values(
         status=case((_spent, STATUS_DEAD), else_=STATUS_SCHEDULED),
-        available_at=case((_spent, func.now()), else_=func.now() + seconds(_delay)),
+        available_at=case(
+            (_spent, func.pg_catalog.now()), else_=func.pg_catalog.now() + seconds(_delay)
+        ),
         lease=None,
         locked_by=None,
         last_error=_failed.c.error,
         errors=func.coalesce(jobs.c.errors, cast(literal_column("'[]'"), JSONB))
-        + func.jsonb_build_array(
-            func.jsonb_build_object(
+        + func.pg_catalog.jsonb_build_array(
+            func.pg_catalog.jsonb_build_object(
                 literal_column("'attempt'"),
                 jobs.c.attempts,
                 literal_column("'at'"),
-                func.now(),
+                func.pg_catalog.now(),
                 literal_column("'error'"),
                 _failed.c.error,
                 literal_column("'traceback'"),
@@ -301,7 +304,7 @@ RELEASE = hot(
         status=STATUS_QUEUED,
         lease=None,
         locked_by=None,
-        available_at=func.now(),
+        available_at=func.pg_catalog.now(),
         attempts=func.greatest(jobs.c.attempts - 1, 0),
     )
     .returning(jobs.c.id, _leased.c.lease, notify)
@@ -317,7 +320,7 @@ SNOOZE = hot(
         status=STATUS_SCHEDULED,
         lease=None,
         locked_by=None,
-        available_at=func.now() + seconds(_snoozed.c.delay),
+        available_at=func.pg_catalog.now() + seconds(_snoozed.c.delay),
         attempts=func.greatest(jobs.c.attempts - 1, 0),
     )
     .returning(jobs.c.id, _snoozed.c.lease)
@@ -364,12 +367,12 @@ NEXT_AVAILABLE_AT = hot(
                 exists().where(
                     jobs.c.queue == bindparam("b_queue"), jobs.c.status == STATUS_QUEUED, _handled
                 ),
-                func.now(),
+                func.pg_catalog.now(),
             ),
-            else_=select(func.min(jobs.c.available_at))
+            else_=select(func.pg_catalog.min(jobs.c.available_at))
             .where(jobs.c.queue == bindparam("b_queue"), WAITING, _handled)
             .scalar_subquery(),
         ),
-        func.now(),
+        func.pg_catalog.now(),
     )
 )

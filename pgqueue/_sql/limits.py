@@ -18,6 +18,7 @@ from ..schema import (
     rate_limits,
 )
 from ._common import (
+    STAR,
     STATUS_RUNNING,
     stmt_now,
 )
@@ -26,15 +27,15 @@ from ._common import (
 #: Serialises the limited dequeues of one (schema, queue, entrypoint) across every
 #: worker until the transaction ends, so "count running, then claim" cannot race.
 LIMIT_LOCK = select(
-    func.pg_advisory_xact_lock(
-        func.hashtext(literal_column("'pgqueue.limit'")),
-        func.hashtext(bindparam("b_key", type_=Text)),
+    func.pg_catalog.pg_advisory_xact_lock(
+        func.pg_catalog.hashtext(literal_column("'pgqueue.limit'")),
+        func.pg_catalog.hashtext(bindparam("b_key", type_=Text)),
     )
 )
 
 #: Jobs of one entrypoint leased right now (an expired lease no longer counts).
 COUNT_RUNNING = (
-    select(func.count())
+    select(func.pg_catalog.count(STAR))
     .select_from(jobs)
     .where(
         jobs.c.queue == bindparam("b_queue"),
@@ -45,7 +46,7 @@ COUNT_RUNNING = (
 )
 
 _rate = bindparam("b_rate", type_=Double)
-_clock = func.clock_timestamp()
+_clock = func.pg_catalog.clock_timestamp()
 #: Most tokens a bucket holds: a tenth of a second's worth, at least one. Starts within
 #: any T seconds are fewer than capacity + rate * T, so up to 10 jobs/s no 1-second
 #: window sees more than ``rate_limit`` starts, and above that at most 10% more. (A

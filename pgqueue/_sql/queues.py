@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Double,
     Integer,
     Text,
@@ -31,6 +32,7 @@ from ..schema import (
 )
 from ._common import (
     MESSAGE_COLUMNS,
+    STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_RUNNING,
@@ -95,7 +97,7 @@ _purged = (
 )
 #: (how many, how many of them someone waited for: announced, so their waits end now)
 PURGE_JOBS = select(
-    func.count(), func.count(announce(_purged.c.awaited, _purged.c.id))
+    func.pg_catalog.count(STAR), func.pg_catalog.count(announce(_purged.c.awaited, _purged.c.id))
 ).select_from(_purged)
 
 #: The same for a queue's archived jobs.
@@ -109,7 +111,7 @@ _purged_archive = (
     .returning(archive.c.id)
     .cte("purged")
 )
-PURGE_ARCHIVE = select(func.count()).select_from(_purged_archive)
+PURGE_ARCHIVE = select(func.pg_catalog.count(STAR)).select_from(_purged_archive)
 
 #: The same for a deleted queue's kept results.
 _purged_results = (
@@ -122,7 +124,7 @@ _purged_results = (
     .returning(results.c.id)
     .cte("purged")
 )
-PURGE_RESULTS_OF_QUEUE = select(func.count()).select_from(_purged_results)
+PURGE_RESULTS_OF_QUEUE = select(func.pg_catalog.count(STAR)).select_from(_purged_results)
 
 #: Deleting a queue removes its row first: from then on enqueues find no queue and
 #: dequeues skip its jobs; the jobs and archive rows go after it in batches.
@@ -131,9 +133,15 @@ DELETE_QUEUE = delete(queues).where(queues.c.name == bindparam("b_queue")).retur
 #: The transactions in progress now (after the queue's row was deleted and committed):
 #: the only ones that may still insert jobs into it (an enqueue that read the queue's
 #: row before). Ids as text: an ``xid8`` need not fit a bigint.
-_xip = func.pg_snapshot_xip(func.pg_current_snapshot()).table_valued("x").render_derived()
+_xip = (
+    func.pg_catalog.pg_snapshot_xip(func.pg_catalog.pg_current_snapshot())
+    .table_valued("x")
+    .render_derived()
+)
 OPEN_TRANSACTIONS = select(
-    func.coalesce(func.array_agg(cast(_xip.c.x, Text)), cast(literal_column("'{}'"), ARRAY(Text)))
+    func.coalesce(
+        func.pg_catalog.array_agg(cast(_xip.c.x, Text)), cast(literal_column("'{}'"), ARRAY(Text))
+    )
 )
 
 
@@ -147,15 +155,21 @@ class _Xid8(UserDefinedType[str]):
 
 
 #: How many of those are still in progress (``pg_xact_status``: no lock, no wait).
-_xid = func.unnest(bindparam("b_xids", type_=ARRAY(Text))).table_valued("x").render_derived()
+_xid = (
+    func.pg_catalog.unnest(bindparam("b_xids", type_=ARRAY(Text)))
+    .table_valued("x")
+    .render_derived()
+)
 STILL_OPEN = (
-    select(func.count())
+    select(func.pg_catalog.count(STAR))
     .select_from(_xid)
-    .where(func.pg_xact_status(cast(_xid.c.x, _Xid8())) == literal_column("'in progress'"))
+    .where(
+        func.pg_catalog.pg_xact_status(cast(_xid.c.x, _Xid8())) == literal_column("'in progress'")
+    )
 )
 
 #: A short pause between two looks at STILL_OPEN.
-PAUSE = select(func.pg_sleep(bindparam("b_seconds", type_=Double)))
+PAUSE = select(func.pg_catalog.pg_sleep(bindparam("b_seconds", type_=Double)))
 
 #: Resuming wakes the queue's idle consumers (they sleep while it is paused).
 SET_QUEUE_PAUSED = (
@@ -176,33 +190,59 @@ LIST_DEAD = (
 #: Dead jobs back to the queue with a fresh set of attempts; their errors are kept.
 #: One whose dedupe_key a live job now holds stays dead (it would be a duplicate).
 _live_twin = jobs.alias("live")
+_newer_twin = jobs.alias("newer")
+
+
+def _wanted(table: Any) -> ColumnElement[bool]:
+    return or_(
+        bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
+        table.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
+    )
+
+
+#: Dead jobs back to queued. Of dead jobs sharing a dedupe key only the newest one
+#: asked for is requeued, and none while a live job holds the key: the others stay
+#: dead (``uq_pgqueue_jobs_dedupe`` allows one live job per key), so one key shared by
+#: two dead jobs no longer fails the whole statement.
 REQUEUE_DEAD = (
     update(jobs)
     .where(
         _dead,
-        or_(
-            bindparam("b_ids", type_=ARRAY(BigInteger)).is_(None),
-            jobs.c.id == func.any(bindparam("b_ids", type_=ARRAY(BigInteger))),
-        ),
+        _wanted(jobs),
         or_(
             jobs.c.dedupe_key.is_(None),
-            ~exists().where(
-                _live_twin.c.queue == jobs.c.queue,
-                _live_twin.c.dedupe_key == jobs.c.dedupe_key,
-                _live_twin.c.status != STATUS_DEAD,
+            and_(
+                ~exists().where(
+                    _live_twin.c.queue == jobs.c.queue,
+                    _live_twin.c.dedupe_key == jobs.c.dedupe_key,
+                    _live_twin.c.status != STATUS_DEAD,
+                ),
+                ~exists().where(
+                    _newer_twin.c.queue == jobs.c.queue,
+                    _newer_twin.c.dedupe_key == jobs.c.dedupe_key,
+                    _newer_twin.c.status == STATUS_DEAD,
+                    _newer_twin.c.id > jobs.c.id,
+                    _wanted(_newer_twin),
+                ),
             ),
         ),
     )
-    .values(status=STATUS_QUEUED, attempts=0, available_at=func.now(), lease=None, locked_by=None)
+    .values(
+        status=STATUS_QUEUED,
+        attempts=0,
+        available_at=func.pg_catalog.now(),
+        lease=None,
+        locked_by=None,
+    )
     .returning(jobs.c.id, notify)
 )
 
-_now = func.now()
+_now = func.pg_catalog.now()
 _ready = or_(
     jobs.c.status == STATUS_QUEUED,
     and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at <= _now),
 )
-_count = func.count()
+_count = func.pg_catalog.count(STAR)
 METRICS = select(
     _count.filter(_ready).label("ready"),
     _count.filter(and_(jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at > _now)).label(
@@ -211,11 +251,11 @@ METRICS = select(
     _count.filter(jobs.c.status == STATUS_RUNNING).label("running"),
     _count.filter(jobs.c.status == STATUS_DEAD).label("dead"),
     (
-        select(func.count())
+        select(func.pg_catalog.count(STAR))
         .select_from(archive)
         .where(archive.c.queue == bindparam("b_queue"))
         .scalar_subquery()
         .label("archived")
     ),
-    (_now - func.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
+    (_now - func.pg_catalog.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
 ).where(jobs.c.queue == bindparam("b_queue"))

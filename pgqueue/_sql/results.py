@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ..schema import COMPLETED, archive, jobs, results
-from ._common import hot
+from ._common import STAR, hot
 
 _ids = bindparam("b_ids", type_=ARRAY(BigInteger))
 
@@ -89,11 +89,11 @@ OUTCOMES = hot(
 #: the second waiting for the first's short transaction.
 _expired = (
     select(results.c.id)
-    .where(results.c.expires_at <= func.now())
+    .where(results.c.expires_at <= func.pg_catalog.now())
     .order_by(results.c.expires_at)
     .limit(bindparam("b_limit", type_=Integer))
     .scalar_subquery()
 )
-PRUNE_RESULTS = select(func.count()).select_from(
+PRUNE_RESULTS = select(func.pg_catalog.count(STAR)).select_from(
     delete(results).where(results.c.id.in_(_expired)).returning(results.c.id).cte("pruned")
 )

@@ -33,10 +33,10 @@ UPSERT_SCHEDULE = (
             "cron": bindparam("b_cron"),
             "queue": bindparam("b_queue"),
             "entrypoint": bindparam("b_entrypoint"),
-            "updated_at": func.now(),
+            "updated_at": func.pg_catalog.now(),
         },
     )
-    .returning(schedules.c.last_tick, func.now())
+    .returning(schedules.c.last_tick, func.pg_catalog.now())
 )
 
 #: Exactly one caller per tick gets a row back: the one that moved last_tick forward.
@@ -49,11 +49,11 @@ CLAIM_TICK = (
             schedules.c.last_tick < bindparam("b_tick", type_=TS),
         ),
     )
-    .values(last_tick=bindparam("b_tick", type_=TS), updated_at=func.now())
+    .values(last_tick=bindparam("b_tick", type_=TS), updated_at=func.pg_catalog.now())
     .returning(schedules.c.name)
 )
 
-DATABASE_NOW = select(func.now())
+DATABASE_NOW = select(func.pg_catalog.now())
 
 #: Every recorded schedule, by name, with the database's now (``admin.list_schedules``).
 SELECT_SCHEDULES = select(
@@ -63,5 +63,5 @@ SELECT_SCHEDULES = select(
     schedules.c.entrypoint,
     schedules.c.last_tick,
     schedules.c.updated_at,
-    func.now(),
+    func.pg_catalog.now(),
 ).order_by(schedules.c.name)

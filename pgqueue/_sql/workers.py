@@ -25,6 +25,7 @@ from ..schema import (
     workers,
 )
 from ._common import (
+    STAR,
     const,
     hot,
     seconds,
@@ -37,7 +38,9 @@ HEARTBEAT_EVERY = 10.0
 DEAD_AFTER = 60.0
 
 _LIVE_STATUS = workers.c.status.in_([const("ready"), const("suspended")])
-_STALE = workers.c.heartbeat_at < func.now() - literal_column(f"INTERVAL '{DEAD_AFTER:g} seconds'")
+_STALE = workers.c.heartbeat_at < func.pg_catalog.now() - literal_column(
+    f"INTERVAL '{DEAD_AFTER:g} seconds'"
+)
 
 WORKER_COLUMNS = (
     workers.c.id,
@@ -76,14 +79,14 @@ REGISTER_WORKER = (
 HEARTBEAT = hot(
     update(workers)
     .where(workers.c.id == bindparam("b_worker_id"), workers.c.status != const("dead"))
-    .values(heartbeat_at=func.now())
+    .values(heartbeat_at=func.pg_catalog.now())
     .returning(*WORKER_COLUMNS)
 )
 
 SET_WORKER_STATUS = (
     update(workers)
     .where(workers.c.id == bindparam("b_worker_id"))
-    .values(status=bindparam("b_status"), heartbeat_at=func.now())
+    .values(status=bindparam("b_status"), heartbeat_at=func.pg_catalog.now())
     .returning(*WORKER_COLUMNS)
 )
 
@@ -99,7 +102,10 @@ SELECT_WORKERS = (
 #: Database-clock health check: alive (ready or suspended), heartbeat younger than
 #: ``b_max_age`` seconds.
 WORKER_HEALTHY = select(
-    (workers.c.heartbeat_at >= func.now() - seconds(bindparam("b_max_age", type_=Double)))
+    (
+        workers.c.heartbeat_at
+        >= func.pg_catalog.now() - seconds(bindparam("b_max_age", type_=Double))
+    )
     & _LIVE_STATUS
 ).where(workers.c.id == bindparam("b_worker_id"))
 
@@ -112,7 +118,8 @@ DELETE_OLD_WORKERS = (
     delete(workers)
     .where(
         workers.c.status.in_([const("stopped"), const("dead")]),
-        workers.c.heartbeat_at < func.now() - seconds(bindparam("b_retention", type_=Double)),
+        workers.c.heartbeat_at
+        < func.pg_catalog.now() - seconds(bindparam("b_retention", type_=Double)),
     )
     .returning(workers.c.id)
 )
@@ -134,11 +141,12 @@ _served = exists().where(
     ~_STALE,
     workers.c.kind == const("worker"),
     _head.c.entrypoint == func.any(workers.c.entrypoints),
-    bindparam("b_queue", type_=Text) == func.any(func.string_to_array(workers.c.queues, ",")),
+    bindparam("b_queue", type_=Text)
+    == func.any(func.pg_catalog.string_to_array(workers.c.queues, ",")),
 )
 UNSERVED = (
-    select(_head.c.entrypoint, func.count())
+    select(_head.c.entrypoint, func.pg_catalog.count(STAR))
     .where(~_served)
     .group_by(_head.c.entrypoint)
-    .order_by(func.count().desc())
+    .order_by(func.pg_catalog.count(STAR).desc())
 )

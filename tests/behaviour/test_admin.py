@@ -231,6 +231,49 @@ def test_delete_queue(sync_db: SyncDB) -> None:
     assert snapshot(sync_db) == before
 
 
+@ENGINE_ONLY
+def test_delete_queue_does_not_stall_other_queues(sync_db: SyncDB) -> None:
+    """An app transaction that enqueued with ``bind=`` and stays open once made
+    delete_queue wait for an exclusive table lock, and every other queue's dequeue
+    wait behind it (9 s seen). It now locks only the rows it deletes: with a one-second
+    lock_timeout, the delete and another queue's dequeue both go through while that
+    transaction and the delete's own stay open."""
+    from pgqueue import SyncConsumer
+
+    admin = admin_of(sync_db)
+    for name in ("a", "b", "c"):
+        admin.create_queue(name)
+    fill(sync_db, "a", ready=3)
+    (waiting,) = fill(sync_db, "c", ready=1)
+    b = SyncProducer(sync_db.engine, "b", schema=sync_db.schema)
+    with sync_db.engine.connect() as app, sync_db.engine.connect() as deleting:
+        app.begin()
+        b.enqueue({"in": "app"}, bind=app)
+        deleting.execute(text("SET LOCAL lock_timeout = '1s'"))  # its transaction
+        admin.delete_queue("a", bind=deleting)
+        with sync_db.engine.connect() as other:
+            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            (m,) = SyncConsumer(sync_db.engine, "c", schema=sync_db.schema).dequeue(bind=other)
+            assert m.id == waiting
+            other.commit()
+        deleting.commit()
+        app.commit()
+    assert [q.name for q in admin.list_queues()] == ["b", "c"]
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'a'") == 0
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'b'") == 1
+
+
+@ENGINE_ONLY
+def test_schema_names_sql_would_misread_are_refused(sync_db: SyncDB) -> None:
+    """``%`` and ``:name`` are parameters to some of SQLAlchemy's texts, ``pg_*`` is
+    PostgreSQL's: refused when the object is made, before any statement."""
+    for bad in ("a%b", "a:name", "x\\:y", "pg_mine", "PG_x", "has space", "", "1st", "s" * 64):
+        with pytest.raises(InvalidArgument, match="schema name"):
+            SyncAdmin(sync_db.engine, schema=bad)
+        with pytest.raises(InvalidArgument, match="schema name"):
+            SyncProducer(sync_db.engine, "q", schema=bad)
+
+
 def test_metrics(sync_db: SyncDB) -> None:
     admin = admin_of(sync_db)
     admin.create_queue("tasks", **sync_db.kw)
@@ -359,6 +402,36 @@ def test_pause_and_resume_queue(sync_db: SyncDB) -> None:
         admin.pause_queue("nope", **sync_db.kw)
     with pytest.raises(QueueNotFound):
         admin.resume_queue("nope", **sync_db.kw)
+
+
+def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
+    sync_db: SyncDB,
+) -> None:
+    """Two dead jobs sharing a dedupe key once failed the whole requeue with an untyped
+    IntegrityError. Now the newest of each key is requeued (none while a live job holds
+    the key), every other dead job too, and the rest stay dead, unchanged."""
+    admin = admin_of(sync_db)
+    admin.create_queue("tasks", max_attempts=1, **sync_db.kw)
+    producer = SyncProducer(sync_db.engine, "tasks", schema=sync_db.schema)
+    ids: dict[str, list[int]] = {}
+    for key in ("k", "k", "k", "held", "held", None):
+        job = producer.enqueue({}, dedupe_key=key, **sync_db.kw)
+        make_dead(sync_db, job.id)
+        ids.setdefault(str(key), []).append(job.id)
+    live = producer.enqueue({}, dedupe_key="held", **sync_db.kw)
+    assert admin.requeue_dead("tasks", **sync_db.kw) == 2
+    status = {
+        r[0]: r[1]
+        for r in sync_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
+    }
+    k1, k2, k3 = ids["k"]
+    assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
+    assert [status[i] for i in ids["held"]] == ["dead", "dead"]
+    assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
+    # Asked by id, the newest of those asked for is the one requeued.
+    sync_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
+    assert admin.requeue_dead("tasks", ids=[k1], **sync_db.kw) == 1
+    assert admin.requeue_dead("tasks", ids=[k2], **sync_db.kw) == 0
 
 
 def test_list_and_requeue_dead(sync_db: SyncDB) -> None:

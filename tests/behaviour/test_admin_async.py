@@ -234,6 +234,51 @@ async def test_delete_queue(async_db: AsyncDB) -> None:
     assert await snapshot(async_db) == before
 
 
+@ENGINE_ONLY
+async def test_delete_queue_does_not_stall_other_queues(async_db: AsyncDB) -> None:
+    """An app transaction that enqueued with ``bind=`` and stays open once made
+    delete_queue wait for an exclusive table lock, and every other queue's dequeue
+    wait behind it (9 s seen). It now locks only the rows it deletes: with a one-second
+    lock_timeout, the delete and another queue's dequeue both go through while that
+    transaction and the delete's own stay open."""
+    from pgqueue import AsyncConsumer
+
+    admin = admin_of(async_db)
+    for name in ("a", "b", "c"):
+        await admin.create_queue(name)
+    await fill(async_db, "a", ready=3)
+    (waiting,) = await fill(async_db, "c", ready=1)
+    b = AsyncProducer(async_db.engine, "b", schema=async_db.schema)
+    async with async_db.engine.connect() as app, async_db.engine.connect() as deleting:
+        await app.begin()
+        await b.enqueue({"in": "app"}, bind=app)
+        await deleting.execute(text("SET LOCAL lock_timeout = '1s'"))  # its transaction
+        await admin.delete_queue("a", bind=deleting)
+        async with async_db.engine.connect() as other:
+            await other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            (m,) = await AsyncConsumer(async_db.engine, "c", schema=async_db.schema).dequeue(
+                bind=other
+            )
+            assert m.id == waiting
+            await other.commit()
+        await deleting.commit()
+        await app.commit()
+    assert [q.name for q in await admin.list_queues()] == ["b", "c"]
+    assert await async_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'a'") == 0
+    assert await async_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'b'") == 1
+
+
+@ENGINE_ONLY
+async def test_schema_names_sql_would_misread_are_refused(async_db: AsyncDB) -> None:
+    """``%`` and ``:name`` are parameters to some of SQLAlchemy's texts, ``pg_*`` is
+    PostgreSQL's: refused when the object is made, before any statement."""
+    for bad in ("a%b", "a:name", "x\\:y", "pg_mine", "PG_x", "has space", "", "1st", "s" * 64):
+        with pytest.raises(InvalidArgument, match="schema name"):
+            AsyncAdmin(async_db.engine, schema=bad)
+        with pytest.raises(InvalidArgument, match="schema name"):
+            AsyncProducer(async_db.engine, "q", schema=bad)
+
+
 async def test_metrics(async_db: AsyncDB) -> None:
     admin = admin_of(async_db)
     await admin.create_queue("tasks", **async_db.kw)
@@ -364,6 +409,36 @@ async def test_pause_and_resume_queue(async_db: AsyncDB) -> None:
         await admin.pause_queue("nope", **async_db.kw)
     with pytest.raises(QueueNotFound):
         await admin.resume_queue("nope", **async_db.kw)
+
+
+async def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
+    async_db: AsyncDB,
+) -> None:
+    """Two dead jobs sharing a dedupe key once failed the whole requeue with an untyped
+    IntegrityError. Now the newest of each key is requeued (none while a live job holds
+    the key), every other dead job too, and the rest stay dead, unchanged."""
+    admin = admin_of(async_db)
+    await admin.create_queue("tasks", max_attempts=1, **async_db.kw)
+    producer = AsyncProducer(async_db.engine, "tasks", schema=async_db.schema)
+    ids: dict[str, list[int]] = {}
+    for key in ("k", "k", "k", "held", "held", None):
+        job = await producer.enqueue({}, dedupe_key=key, **async_db.kw)
+        await make_dead(async_db, job.id)
+        ids.setdefault(str(key), []).append(job.id)
+    live = await producer.enqueue({}, dedupe_key="held", **async_db.kw)
+    assert await admin.requeue_dead("tasks", **async_db.kw) == 2
+    status = {
+        r[0]: r[1]
+        for r in await async_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
+    }
+    k1, k2, k3 = ids["k"]
+    assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
+    assert [status[i] for i in ids["held"]] == ["dead", "dead"]
+    assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
+    # Asked by id, the newest of those asked for is the one requeued.
+    await async_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
+    assert await admin.requeue_dead("tasks", ids=[k1], **async_db.kw) == 1
+    assert await admin.requeue_dead("tasks", ids=[k2], **async_db.kw) == 0
 
 
 async def test_list_and_requeue_dead(async_db: AsyncDB) -> None:

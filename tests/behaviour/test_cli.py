@@ -374,6 +374,17 @@ def test_errors_are_one_clear_line_with_documented_exit_codes(dsn: str, clean: U
             Command(["install"], dsn="postgresql://u@nonexistent.invalid/x"),
         ),
         (2, "needs PostgreSQL", Command(["queue", "list"], dsn="mysql://u@localhost/x")),
+        # A malformed URL is shown with its password masked (it once was printed).
+        (
+            2,
+            "not a database URL: 'postgresql://u:***@h:notaport/x'",
+            Command(["queue", "list"], dsn="postgresql://u:s3cr3t-pw@h:notaport/x"),
+        ),
+        (
+            2,
+            "not a database URL: 'postgres ql://u:***@/'",
+            Command(["queue", "list"], dsn="postgres ql://u:s3cr3t-pw@@/"),
+        ),
         (2, "no database: pass --dsn", Command(["queue", "list"], dsn=None)),
         (4, "pgqueue install", Command(["queue", "list"], dsn=dsn, schema="pgq_missing")),
         (
@@ -403,6 +414,7 @@ def test_errors_are_one_clear_line_with_documented_exit_codes(dsn: str, clean: U
         assert r.code == code, f"{command.args}: exit {r.code}, expected {code}\n{r.err}"
         assert r.err.startswith("pgqueue: error: ") and message in r.err, (command.args, r.err)
         assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r.err
+        assert "s3cr3t-pw" not in r.err + r.out
     with engine.begin() as conn:  # nothing else was written by the failed commands
         payloads = conn.execute(text("SELECT payload->>'n' FROM pgqueue_jobs ORDER BY id"))
         assert [r[0] for r in payloads] == ["1", "2"]  # the first batch of 2 (and said so)

@@ -132,6 +132,39 @@ def test_nack_retries_with_backoff_then_dead_letters(sync_db: SyncDB) -> None:
     assert admin.metrics("tasks", **sync_db.kw).dead == 1
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_nack_stores_any_error_cleaned(sync_db: SyncDB) -> None:
+    """An error PostgreSQL cannot store as given (NUL, a lone surrogate, megabytes, an
+    exception whose ``str()`` raises) is cleaned, never a raw ``DataError``; the nack
+    happens, in the caller's transaction too."""
+    _, producer, consumer = _setup(sync_db, max_attempts=1)
+    errors: list[BaseException | str] = [
+        "nul \x00 here",
+        ValueError("lone \udcff surrogate"),
+        "y" * 1_000_000,
+        _Unprintable(),
+    ]
+    for error in errors:
+        producer.enqueue({}, **sync_db.kw)
+        (leased,) = consumer.dequeue(**sync_db.kw)
+        assert consumer.nack(leased, error=error, **sync_db.kw)
+    stored = [
+        r[0]
+        for r in sync_db.rows(
+            "SELECT last_error FROM pgqueue_jobs WHERE status = 'dead' ORDER BY id"
+        )
+    ]
+    assert stored[0] == "nul \\x00 here"
+    assert stored[1] == "ValueError: lone \\udcff surrogate"
+    assert stored[2].startswith("yyy") and "characters cut" in stored[2]
+    assert len(stored[2]) <= 10_000
+    assert stored[3] == "_Unprintable: <exception str() failed>"
+
+
 def test_per_job_max_attempts_and_explicit_delay(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db, max_attempts=5)
     producer.enqueue({"n": 1}, max_attempts=1, **sync_db.kw)
@@ -260,6 +293,18 @@ def test_bad_input_is_a_typed_error_and_changes_nothing(sync_db: SyncDB) -> None
         consumer.ack(replace(m, lease=None), **sync_db.kw)
     with pytest.raises(InvalidArgument):
         consumer.ack(replace(m, id=-5), **sync_db.kw)
+    # Hand-built messages: a lease that is no UUID, ids out of bigint's range or not ints.
+    for forged_fields in (
+        {"lease": "not-a-uuid"},
+        {"lease": str(m.lease)},
+        {"id": 2**63},
+        {"id": True},
+        {"id": 1.0},
+    ):
+        with pytest.raises(InvalidArgument):
+            consumer.ack(replace(m, **forged_fields), **sync_db.kw)
+        with pytest.raises(InvalidArgument):
+            consumer.nack(replace(m, **forged_fields), error="x", **sync_db.kw)
     with pytest.raises(InvalidArgument):
         consumer.ack({"id": m.id}, **sync_db.kw)  # type: ignore[arg-type]
     forged = replace(m, id=m.id + 1000)

@@ -133,6 +133,39 @@ async def test_nack_retries_with_backoff_then_dead_letters(async_db: AsyncDB) ->
     assert (await admin.metrics("tasks", **async_db.kw)).dead == 1
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_nack_stores_any_error_cleaned(async_db: AsyncDB) -> None:
+    """An error PostgreSQL cannot store as given (NUL, a lone surrogate, megabytes, an
+    exception whose ``str()`` raises) is cleaned, never a raw ``DataError``; the nack
+    happens, in the caller's transaction too."""
+    _, producer, consumer = await _setup(async_db, max_attempts=1)
+    errors: list[BaseException | str] = [
+        "nul \x00 here",
+        ValueError("lone \udcff surrogate"),
+        "y" * 1_000_000,
+        _Unprintable(),
+    ]
+    for error in errors:
+        await producer.enqueue({}, **async_db.kw)
+        (leased,) = await consumer.dequeue(**async_db.kw)
+        assert await consumer.nack(leased, error=error, **async_db.kw)
+    stored = [
+        r[0]
+        for r in await async_db.rows(
+            "SELECT last_error FROM pgqueue_jobs WHERE status = 'dead' ORDER BY id"
+        )
+    ]
+    assert stored[0] == "nul \\x00 here"
+    assert stored[1] == "ValueError: lone \\udcff surrogate"
+    assert stored[2].startswith("yyy") and "characters cut" in stored[2]
+    assert len(stored[2]) <= 10_000
+    assert stored[3] == "_Unprintable: <exception str() failed>"
+
+
 async def test_per_job_max_attempts_and_explicit_delay(async_db: AsyncDB) -> None:
     _, producer, consumer = await _setup(async_db, max_attempts=5)
     await producer.enqueue({"n": 1}, max_attempts=1, **async_db.kw)
@@ -261,6 +294,18 @@ async def test_bad_input_is_a_typed_error_and_changes_nothing(async_db: AsyncDB)
         await consumer.ack(replace(m, lease=None), **async_db.kw)
     with pytest.raises(InvalidArgument):
         await consumer.ack(replace(m, id=-5), **async_db.kw)
+    # Hand-built messages: a lease that is no UUID, ids out of bigint's range or not ints.
+    for forged_fields in (
+        {"lease": "not-a-uuid"},
+        {"lease": str(m.lease)},
+        {"id": 2**63},
+        {"id": True},
+        {"id": 1.0},
+    ):
+        with pytest.raises(InvalidArgument):
+            await consumer.ack(replace(m, **forged_fields), **async_db.kw)
+        with pytest.raises(InvalidArgument):
+            await consumer.nack(replace(m, **forged_fields), error="x", **async_db.kw)
     with pytest.raises(InvalidArgument):
         await consumer.ack({"id": m.id}, **async_db.kw)  # type: ignore[arg-type]
     forged = replace(m, id=m.id + 1000)

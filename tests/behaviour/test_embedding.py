@@ -370,3 +370,32 @@ def test_liveness_is_true_both_ways(sync_engine: Engine, monkeypatch: pytest.Mon
     assert gone.status() == "dead"
     live.close()
     assert live.status() == "stopped"
+
+
+def test_engines_come_and_go_without_leaking(clean: URL) -> None:
+    """An app that makes an engine, uses pgqueue on it once and disposes of it keeps
+    nothing of it in pgqueue (once ~56 KB an engine: its dialect and compiled
+    statements in module caches): every engine is collected, and of their dialects at
+    most the first, which the compiled hot statements of the schema keep."""
+    import gc
+    import weakref
+
+    setup = engine_of(clean)
+    queue(setup)
+    setup.dispose()
+    refs: list[tuple[weakref.ref[Any], weakref.ref[Any]]] = []
+    for n in range(20):
+        engine = engine_of(clean)
+        producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+        producer.enqueue({"n": n})
+        consumer = SyncConsumer(engine, "tasks", schema=SCHEMA)
+        (m,) = consumer.dequeue()
+        assert consumer.ack(m)
+        producer.shutdown()
+        consumer.shutdown()
+        engine.dispose()
+        refs.append((weakref.ref(engine), weakref.ref(engine.dialect)))
+        del engine, producer, consumer, m
+    gc.collect()
+    assert sum(e() is not None for e, _ in refs) == 0
+    assert sum(d() is not None for _, d in refs) <= 1

@@ -374,3 +374,32 @@ async def test_liveness_is_true_both_ways(
     assert await gone.status() == "dead"
     await live.close()
     assert await live.status() == "stopped"
+
+
+async def test_engines_come_and_go_without_leaking(clean: URL) -> None:
+    """An app that makes an engine, uses pgqueue on it once and disposes of it keeps
+    nothing of it in pgqueue (once ~56 KB an engine: its dialect and compiled
+    statements in module caches): every engine is collected, and of their dialects at
+    most the first, which the compiled hot statements of the schema keep."""
+    import gc
+    import weakref
+
+    setup = engine_of(clean)
+    await queue(setup)
+    await setup.dispose()
+    refs: list[tuple[weakref.ref[Any], weakref.ref[Any]]] = []
+    for n in range(20):
+        engine = engine_of(clean)
+        producer = AsyncProducer(engine, "tasks", schema=SCHEMA)
+        await producer.enqueue({"n": n})
+        consumer = AsyncConsumer(engine, "tasks", schema=SCHEMA)
+        (m,) = await consumer.dequeue()
+        assert await consumer.ack(m)
+        await producer.shutdown()
+        await consumer.shutdown()
+        await engine.dispose()
+        refs.append((weakref.ref(engine), weakref.ref(engine.dialect)))
+        del engine, producer, consumer, m
+    gc.collect()
+    assert sum(e() is not None for e, _ in refs) == 0
+    assert sum(d() is not None for _, d in refs) <= 1

@@ -649,8 +649,8 @@ def _until(check: Callable[[], bool], timeout: float) -> None:
 
 # --------------------------------------------------------------------------- admin
 def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
-    """On tables installed by someone else: every admin operation, install() at head,
-    and granting the other kinds (the admin holds the grant option)."""
+    """On tables installed by someone else: every admin operation and install() at
+    head; not granting the other kinds (the admin holds no grant option)."""
     role = roles.create("admin")
     engine = roles.sync_engine(role)
     admin = SyncAdmin(engine, schema=SCHEMA)
@@ -673,11 +673,11 @@ def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
     admin.delete_queue("a")
     assert admin.list_queues() == []
 
+    # It holds no grant option: granting is the owner's (see the next tests for an
+    # admin that owns its schema).
     other = roles.create()
-    admin.grant(other, "producer")  # granted by the admin role, not the superuser
-    SyncAdmin(roles.su, schema=SCHEMA).create_queue("b")
-    SyncProducer(roles.sync_engine(other), "b", schema=SCHEMA).enqueue({"q": 1})
-    assert roles.counts()["pgqueue_jobs"] == 1
+    with pytest.raises(PgQueueError, match="without"):
+        admin.grant(other, "producer")
 
 
 def _job_control_seed(roles: Roles) -> tuple[list[int], SyncConsumer, Message]:
@@ -778,11 +778,14 @@ def test_admin_role_installs_with_the_admin_grant_alone(roles: Roles, admin_sche
 
 @pytest.mark.slow
 def test_admin_role_installs_upgrades_and_uninstalls(roles: Roles, admin_schema: str) -> None:
-    """Granted before any table exists, the admin role installs the first revision,
-    upgrades to head (an ALTER TABLE: it owns the tables it created), grants a worker,
-    uninstalls and installs."""
+    """Granted before any table exists, in a schema it owns, the admin role installs the
+    first revision, upgrades to head (an ALTER TABLE: it owns the tables it created),
+    grants a worker, uninstalls and installs."""
     role = roles.create()
     SyncAdmin(roles.su, schema=admin_schema).grant(role, "admin")
+    # The placement docs/security.md recommends: a schema the admin role owns, so it can
+    # grant the other kinds (it holds no grant option on what it does not own).
+    roles.rows(f"ALTER SCHEMA {admin_schema} OWNER TO {_quoted(role)}")
     engine = roles.sync_engine(role)
     with engine.connect() as conn:
         _migrate.upgrade(conn, admin_schema, "pgqueue_0001")
@@ -889,3 +892,230 @@ def test_producer_role_waits_for_results_a_worker_role_stores(
     assert not thread.is_alive()
     assert [r for r in caplog.messages if "fail on purpose" not in r] == []
     _producer_denials(producer_engine)
+
+
+# --------------------------------------------------------------------------- planted code
+#: What an admin (CREATE on pgqueue's schema, which is on the test engines' search
+#: path) can plant: exact-type overloads of functions pgqueue calls, which PostgreSQL
+#: prefers to pg_catalog's polymorphic or variadic ones wherever they sit on the search
+#: path (a same-signature function loses to pg_catalog's, searched first). Each
+#: logs who ran it into a table of the admin's that everyone may write.
+_PLANTED_TYPES = ("bigint[]", "uuid[]", "text[]", "integer[]")
+
+
+def _plant(roles: Roles, admin: str) -> None:
+    with roles.sync_engine(admin).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {SCHEMA}.planted_log (who text, fn text)")
+        conn.exec_driver_sql(f"GRANT INSERT ON {SCHEMA}.planted_log TO PUBLIC")
+        for t in _PLANTED_TYPES:
+            elem = t[:-2]
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {SCHEMA}.unnest(a {t}) RETURNS SETOF {elem}"
+                " LANGUAGE plpgsql AS $$ BEGIN"
+                f" INSERT INTO {SCHEMA}.planted_log VALUES (current_user, 'unnest({t})');"
+                " RETURN QUERY SELECT * FROM pg_catalog.unnest(a); END $$"
+            )
+        # NACK appends jsonb_build_array(jsonb_build_object(...)) to the error history:
+        # pg_catalog's is VARIADIC "any", so an exact (jsonb) overload wins.
+        conn.exec_driver_sql(
+            f"CREATE FUNCTION {SCHEMA}.jsonb_build_array(a jsonb) RETURNS jsonb"
+            " LANGUAGE plpgsql AS $$ BEGIN"
+            f" INSERT INTO {SCHEMA}.planted_log VALUES (current_user, 'jsonb_build_array');"
+            " RETURN pg_catalog.jsonb_build_array(a); END $$"
+        )
+
+
+def _planted_runs(roles: Roles) -> list[Any]:
+    return roles.rows(f"SELECT DISTINCT who, fn FROM {SCHEMA}.planted_log")
+
+
+def _seed_planted(roles: Roles) -> list[int]:
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("p", max_attempts=3)
+    producer = SyncProducer(roles.su, "p", schema=SCHEMA)
+    return [m.id for m in producer.batch_enqueue([{"n": i} for i in range(4)])]
+
+
+def _check_planted_outcome(roles: Roles, ids: list[int]) -> None:
+    assert _planted_runs(roles) == []
+    live = roles.rows("SELECT id, status, attempts FROM pgqueue_jobs ORDER BY id")
+    # 0 and 1 acked, 2 nacked (retried with backoff), 3 released; plus the two the
+    # worker role enqueued
+    assert [tuple(r) for r in live[:2]] == [(ids[2], "scheduled", 1), (ids[3], "queued", 0)]
+    assert len(live) == 4
+
+
+def test_sync_planted_functions_never_run(roles: Roles) -> None:
+    """Every function pgqueue's statements call is ``pg_catalog.``-qualified: functions
+    an admin plants in pgqueue's schema never run as the worker (nor the producer)."""
+    admin, worker = roles.create("admin"), roles.create("worker")
+    _plant(roles, admin)
+    ids = _seed_planted(roles)
+    engine = roles.sync_engine(worker)
+    consumer = SyncConsumer(engine, "p", schema=SCHEMA)
+    a, b, c, d = consumer.dequeue(batch_size=4)
+    assert consumer.ack_batch([a, b]) == [True, True]
+    assert consumer.nack(c, error="boom")
+    consumer.release(d)
+    SyncProducer(engine, "p", schema=SCHEMA).batch_enqueue([{"w": 1}, {"w": 2}])
+    consumer.shutdown()
+    _check_planted_outcome(roles, ids)
+    # The plant works when called by name: the test would see it run.
+    roles.rows("SELECT count(*) FROM unnest(ARRAY[1]::bigint[])")
+    assert _planted_runs(roles) == [("postgres", "unnest(bigint[])")]
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_async_planted_functions_never_run(roles: Roles, driver: str) -> None:
+    admin, worker = roles.create("admin"), roles.create("worker")
+    _plant(roles, admin)
+    ids = _seed_planted(roles)
+    engine = roles.async_engine(worker, driver)
+    try:
+        consumer = AsyncConsumer(engine, "p", schema=SCHEMA)
+        a, b, c, d = await consumer.dequeue(batch_size=4)
+        assert await consumer.ack_batch([a, b]) == [True, True]
+        assert await consumer.nack(c, error="boom")
+        await consumer.release(d)
+        await AsyncProducer(engine, "p", schema=SCHEMA).batch_enqueue([{"w": 1}, {"w": 2}])
+        await consumer.shutdown()
+    finally:
+        await engine.dispose()
+    _check_planted_outcome(roles, ids)
+
+
+def test_admin_role_cannot_hand_out_its_privileges(roles: Roles) -> None:
+    """The admin kind holds no grant option: it cannot give CREATE on pgqueue's schema
+    to PUBLIC (which would let any role plant code), nor pass its table privileges on.
+    PostgreSQL only warns on such a GRANT; nothing is granted."""
+    admin, other = roles.create("admin"), roles.create()
+    with roles.sync_engine(admin).begin() as conn:
+        conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA {SCHEMA} TO PUBLIC")
+        conn.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA {SCHEMA} TO {_sql_name(other)}")
+        conn.exec_driver_sql(f"GRANT ALL ON {SCHEMA}.pgqueue_jobs TO {_sql_name(other)}")
+    (row,) = roles.rows(
+        "SELECT has_schema_privilege(:o, :s, 'CREATE'),"
+        " has_table_privilege(:o, 'pgq_test.pgqueue_jobs', 'SELECT'),"
+        " EXISTS (SELECT FROM pg_namespace n, aclexplode(n.nspacl) a"
+        "  WHERE n.nspname = :s AND a.grantee = 0 AND a.privilege_type = 'CREATE'),"
+        " has_schema_privilege(:a, :s, 'CREATE WITH GRANT OPTION'),"
+        " has_table_privilege(:a, 'pgq_test.pgqueue_jobs', 'SELECT WITH GRANT OPTION')",
+        o=other,
+        a=admin,
+        s=SCHEMA,
+    )
+    assert tuple(row) == (False, False, False, False, False)
+    with pytest.raises(PgQueueError, match="without"):
+        SyncAdmin(roles.sync_engine(admin), schema=SCHEMA).grant(other, "producer")
+
+
+# --------------------------------------------------------------------------- registrations
+def _affected(engine: Engine, sql: str) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(text(sql)).rowcount)
+
+
+def _status_of(roles: Roles, worker_id: int | None) -> str:
+    (row,) = roles.rows("SELECT status FROM pgqueue_workers WHERE id = :id", id=worker_id)
+    return str(row[0])
+
+
+_SUSPEND_ALL = "UPDATE pgqueue_workers SET status = 'suspended'"
+
+
+def _others_cannot_suspend(roles: Roles, worker_id: int | None) -> SyncProducer:
+    """A producer and another worker role try to suspend every registration: each
+    changes its own rows only; the running worker's row stays ready."""
+    producer_engine = roles.sync_engine(roles.create("producer"))
+    producer = SyncProducer(producer_engine, "w", schema=SCHEMA)
+    producer.register()
+    assert _affected(producer_engine, _SUSPEND_ALL) == 1  # its own registration
+    assert _affected(producer_engine, "UPDATE pgqueue_workers SET heartbeat_at = now()") == 1
+    other = roles.sync_engine(roles.create("worker"))
+    assert _affected(other, _SUSPEND_ALL) == 0
+    assert _affected(other, "DELETE FROM pgqueue_workers") == 0  # nothing stopped or dead
+    assert _status_of(roles, worker_id) == "ready"
+    # A role cannot forge whose a row is: registered_by is no role's to write.
+    with producer_engine.connect() as conn, pytest.raises(DBAPIError) as exc_info:
+        conn.execute(text("UPDATE pgqueue_workers SET registered_by = current_user"))
+    assert denied(exc_info)
+    return producer
+
+
+def _sweeps_and_admin(roles: Roles, worker_id: int | None) -> None:
+    """What a worker's sweep needs still works on other roles' rows (stale ones marked
+    dead, stopped and dead ones removed), and the admin kind suspends any worker."""
+    roles.rows(
+        "INSERT INTO pgqueue_workers (kind, hostname, pid, heartbeat_at, registered_by)"
+        " VALUES ('worker', 'gone', 1, now() - interval '2 minutes', 'someone_else')"
+    )
+    sweeper = roles.sync_engine(roles.create("worker"))
+    marked = _affected(
+        sweeper,
+        "UPDATE pgqueue_workers SET status = 'dead' WHERE status IN ('ready', 'suspended')"
+        " AND heartbeat_at < now() - interval '60 seconds'",
+    )
+    assert marked == 1
+    assert _affected(sweeper, "DELETE FROM pgqueue_workers WHERE status = 'dead'") == 1
+    admin = roles.sync_engine(roles.create("admin"))
+    assert _affected(admin, f"{_SUSPEND_ALL} WHERE id = {worker_id}") == 1
+    assert _affected(admin, f"UPDATE pgqueue_workers SET status = 'ready' WHERE id = {worker_id}")
+
+
+def _done(roles: Roles, ids: list[int]) -> bool:
+    left = roles.rows("SELECT count(*) FROM pgqueue_jobs WHERE id = ANY(:ids)", ids=ids)
+    return int(left[0][0]) == 0
+
+
+def test_sync_roles_cannot_suspend_other_workers(roles: Roles) -> None:
+    """Producers and workers could once ``UPDATE pgqueue_workers SET status =
+    'suspended'`` on every row, and workers adopt their row's status: 0 of 5 jobs ran.
+    Row-level security now limits each role to its own registrations."""
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("w")
+    ran: list[int] = []
+    worker = SyncWorker(roles.sync_engine(roles.create("worker")), "w", **WORKER)
+    worker.entrypoint("w")(lambda job: ran.append(job.id))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        _until(lambda: worker.worker_id is not None, 10)
+        producer = _others_cannot_suspend(roles, worker.worker_id)
+        threading.Event().wait(0.5)  # several heartbeats: nothing to adopt
+        ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(5)])]
+        _until(lambda: _done(roles, ids), 20)
+        assert sorted(ran) == ids
+        _sweeps_and_admin(roles, worker.worker_id)
+    finally:
+        worker.shutdown()
+        thread.join(20)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_async_roles_cannot_suspend_other_workers(roles: Roles, driver: str) -> None:
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("w")
+    ran: list[int] = []
+    engine = roles.async_engine(roles.create("worker"), driver)
+    worker = AsyncWorker(engine, "w", **WORKER)
+
+    async def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    worker.entrypoint("w")(handler)
+    task = asyncio.create_task(worker.run())
+    try:
+        while worker.worker_id is None:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+        producer = await asyncio.to_thread(_others_cannot_suspend, roles, worker.worker_id)
+        await asyncio.sleep(0.5)
+        ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(5)])]
+        deadline = asyncio.get_running_loop().time() + 20
+        while not _done(roles, ids):
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, ran
+            await asyncio.sleep(0.1)
+        assert sorted(ran) == ids
+    finally:
+        await worker.shutdown()
+        await asyncio.wait_for(task, 20)
+        await engine.dispose()

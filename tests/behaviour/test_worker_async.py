@@ -157,8 +157,35 @@ async def test_registration_is_validated(async_engine: AsyncEngine) -> None:
         worker.schedule("61 * * * *", entrypoint="tick")
     with pytest.raises(InvalidArgument, match="not served"):
         worker.schedule("* * * * *", entrypoint="tick", queue="elsewhere")
-    assert list(worker.entrypoints) == ["tasks"]
+    # An expression that never fires (no 30 February) once silently ended every
+    # schedule of its worker: refused here, as are digits that are not ASCII.
+    for never in ("0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 2-4/2 *"):
+        with pytest.raises(InvalidArgument, match="never fires"):
+            worker.schedule(never, entrypoint="tick")
+    with pytest.raises(InvalidArgument, match="not a number"):
+        worker.schedule("² * * * *", entrypoint="tick")
+    worker.schedule("0 0 29 2 *", entrypoint="leap")(handler)  # every four years
+    assert list(worker.entrypoints) == ["tasks", "leap"]
     assert worker.worker_id is None  # nothing touched the database
+
+
+async def test_settings_that_cannot_work_are_refused(async_engine: AsyncEngine) -> None:
+    """A heartbeat later than half the lease lets a healthy worker's job expire and run
+    again elsewhere (two healthy workers once ran one job five times): refused when
+    the worker is made, or when run() learns a queue's own visibility_timeout."""
+    for heartbeat, lease in ((30, 30), (31, 30), (16, 30), (1, 0.5)):
+        with pytest.raises(InvalidArgument, match="at most half"):
+            make_worker(async_engine, heartbeat_interval=heartbeat, visibility_timeout=lease)
+    make_worker(async_engine, heartbeat_interval=15, visibility_timeout=30)
+    await queue(async_engine, visibility_timeout=10)
+    worker = make_worker(async_engine, heartbeat_interval=8)
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        pass
+
+    with pytest.raises(InvalidArgument, match="at most half"):
+        await worker.run()
 
 
 async def test_coroutine_handlers_only_on_the_async_face(async_engine: AsyncEngine) -> None:
@@ -443,6 +470,62 @@ async def test_retry_policy_sets_the_delay(async_engine: AsyncEngine) -> None:
     for m in fallback:
         status, delay = (await rows(async_engine, delay_sql(m.id)))[0]
         assert status == "scheduled" and 15.0 <= float(delay) <= 30.0
+
+
+class _Unprintable(Exception):
+    """An exception whose text cannot even be made: ``str()`` of it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+#: Errors PostgreSQL cannot store as raised: a NUL, a lone surrogate (a file name from
+#: ``os.listdir`` that is not UTF-8), 3 MB of text, and no text at all.
+_HOSTILE_ERRORS: dict[str, BaseException] = {
+    "nul": ValueError("corrupt record: b'\x00\x01'"),
+    "surrogate": OSError("cannot read " + os.fsdecode(b"report-\xff.csv")),
+    "huge": ValueError("x" * 3_000_000 + "\x00"),
+    "unprintable": _Unprintable(),
+}
+
+
+@pytest.mark.slow
+async def test_an_error_text_postgresql_cannot_store_never_wedges_a_job(
+    async_engine: AsyncEngine,
+) -> None:
+    """Each hostile error is stored cleaned (NUL shown as ``\\x00``, surrogates escaped,
+    the text cut), the job is dead-lettered as usual, and the one slot of the worker
+    goes on to run every other job: no settle retries forever as if the database
+    were away."""
+    producer = await queue(async_engine, max_attempts=1)
+    worker = make_worker(async_engine, concurrency=1)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        ran.append(job.id)
+        if "bad" in job.payload:
+            raise _HOSTILE_ERRORS[job.payload["bad"]]
+
+    bad = {k: (await producer.enqueue({"bad": k})).id for k in _HOSTILE_ERRORS}
+    good = [m.id for m in await producer.batch_enqueue([{"n": i} for i in range(10)])]
+    await drain(worker, timeout=30)
+    assert sorted(ran) == sorted([*bad.values(), *good])
+    assert (
+        await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs WHERE status <> 'dead'") == 0
+    )
+    stored = {}
+    for kind, job_id in bad.items():
+        row = await job_row(async_engine, job_id)
+        assert (row.status, row.attempts, row.lease) == ("dead", 1, None), kind
+        assert "\x00" not in row.last_error and len(row.last_error) <= 10_000, kind
+        assert json.loads(row.errors)[0]["error"] == row.last_error
+        stored[kind] = row.last_error
+    assert stored["nul"] == "ValueError: corrupt record: b'\\x00\x01'"
+    assert stored["surrogate"] == "OSError: cannot read report-\\udcff.csv"
+    assert stored["huge"].startswith("ValueError: xxx") and "characters cut" in stored["huge"]
+    assert stored["unprintable"].startswith("_Unprintable")
+    assert worker.stats["dead"] == 4 and worker.stats["completed"] == 10
 
 
 @pytest.mark.slow

@@ -3,27 +3,27 @@
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
 FROM ended;
 
 -- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING unnest($1::BIGINT[], $2::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
 FROM ended;
 
 -- CANCEL_JOBS [psycopg]
 WITH locked AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= statement_timestamp() AS expired
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AS expired
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
 now_cancelled AS
@@ -38,13 +38,13 @@ requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
 FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
 FROM requested;
 
 -- CANCEL_JOBS [asyncpg]
 WITH locked AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= statement_timestamp() AS expired
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AS expired
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
 now_cancelled AS
@@ -59,31 +59,31 @@ requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_notify($3::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify($3::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
 FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
 FROM requested;
 
 -- CLAIM_TICK [psycopg]
-UPDATE public.pgqueue_schedules SET last_tick=%(b_tick)s::TIMESTAMP WITH TIME ZONE, updated_at=now() WHERE public.pgqueue_schedules.name = %(b_name)s::VARCHAR AND (public.pgqueue_schedules.last_tick IS NULL OR public.pgqueue_schedules.last_tick < %(b_tick)s::TIMESTAMP WITH TIME ZONE) RETURNING public.pgqueue_schedules.name;
+UPDATE public.pgqueue_schedules SET last_tick=%(b_tick)s::TIMESTAMP WITH TIME ZONE, updated_at=pg_catalog.now() WHERE public.pgqueue_schedules.name = %(b_name)s::VARCHAR AND (public.pgqueue_schedules.last_tick IS NULL OR public.pgqueue_schedules.last_tick < %(b_tick)s::TIMESTAMP WITH TIME ZONE) RETURNING public.pgqueue_schedules.name;
 
 -- CLAIM_TICK [asyncpg]
-UPDATE public.pgqueue_schedules SET last_tick=$1::TIMESTAMP WITH TIME ZONE, updated_at=now() WHERE public.pgqueue_schedules.name = $2::VARCHAR AND (public.pgqueue_schedules.last_tick IS NULL OR public.pgqueue_schedules.last_tick < $1::TIMESTAMP WITH TIME ZONE) RETURNING public.pgqueue_schedules.name;
+UPDATE public.pgqueue_schedules SET last_tick=$1::TIMESTAMP WITH TIME ZONE, updated_at=pg_catalog.now() WHERE public.pgqueue_schedules.name = $2::VARCHAR AND (public.pgqueue_schedules.last_tick IS NULL OR public.pgqueue_schedules.last_tick < $1::TIMESTAMP WITH TIME ZONE) RETURNING public.pgqueue_schedules.name;
 
 -- COUNT_RUNNING [psycopg]
-SELECT count(*) AS count_1
+SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > statement_timestamp() AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR;
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > pg_catalog.statement_timestamp() AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR;
 
 -- COUNT_RUNNING [asyncpg]
-SELECT count(*) AS count_1
+SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > statement_timestamp() AND public.pgqueue_jobs.entrypoint = $2::VARCHAR;
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > pg_catalog.statement_timestamp() AND public.pgqueue_jobs.entrypoint = $2::VARCHAR;
 
 -- DATABASE_NOW [psycopg]
-SELECT now() AS now_1;
+SELECT pg_catalog.now() AS now_1;
 
 -- DATABASE_NOW [asyncpg]
-SELECT now() AS now_1;
+SELECT pg_catalog.now() AS now_1;
 
 -- DELETE_JOBS [psycopg]
 WITH deleted AS
@@ -99,7 +99,7 @@ forgotten AS
 forgotten_results AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
 FROM forgotten) RETURNING public.pgqueue_results.id)
- SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
+ SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
 FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
 FROM forgotten;
 
@@ -117,15 +117,15 @@ forgotten AS
 forgotten_results AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
 FROM forgotten) RETURNING public.pgqueue_results.id)
- SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_notify($4::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
+ SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
 FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
 FROM forgotten;
 
 -- DELETE_OLD_WORKERS [psycopg]
-DELETE FROM public.pgqueue_workers WHERE public.pgqueue_workers.status IN ('stopped', 'dead') AND public.pgqueue_workers.heartbeat_at < now() - %(b_retention)s * INTERVAL '1 second' RETURNING public.pgqueue_workers.id;
+DELETE FROM public.pgqueue_workers WHERE public.pgqueue_workers.status IN ('stopped', 'dead') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - %(b_retention)s * INTERVAL '1 second' RETURNING public.pgqueue_workers.id;
 
 -- DELETE_OLD_WORKERS [asyncpg]
-DELETE FROM public.pgqueue_workers WHERE public.pgqueue_workers.status IN ('stopped', 'dead') AND public.pgqueue_workers.heartbeat_at < now() - $1::FLOAT * INTERVAL '1 second' RETURNING public.pgqueue_workers.id;
+DELETE FROM public.pgqueue_workers WHERE public.pgqueue_workers.status IN ('stopped', 'dead') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - $1::FLOAT * INTERVAL '1 second' RETURNING public.pgqueue_workers.id;
 
 -- DELETE_QUEUE [psycopg]
 DELETE FROM public.pgqueue_queues WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id;
@@ -142,7 +142,7 @@ WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.s
 due AS
 (SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 q AS
 (SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.max_attempts AS max_attempts, public.pgqueue_queues.visibility_timeout AS visibility_timeout
@@ -156,8 +156,8 @@ FROM due) AS "both"
 WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+ UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
 WITH ready AS
@@ -168,7 +168,7 @@ WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = '
 due AS
 (SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
+WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 q AS
 (SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.max_attempts AS max_attempts, public.pgqueue_queues.visibility_timeout AS visibility_timeout
@@ -182,30 +182,30 @@ FROM due) AS "both"
 WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+ UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- ENSURE_BUCKET [psycopg]
-INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
+INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
 
 -- ENSURE_BUCKET [asyncpg]
-INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES ($1::VARCHAR, $2::VARCHAR, greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT), clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
+INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES ($1::VARCHAR, $2::VARCHAR, greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
 
 -- EXTEND_BY_ID [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, statement_timestamp() + %(b_seconds)s * INTERVAL '1 second') WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > statement_timestamp() RETURNING public.pgqueue_jobs.id;
+UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, pg_catalog.statement_timestamp() + %(b_seconds)s * INTERVAL '1 second') WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id;
 
 -- EXTEND_BY_ID [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, statement_timestamp() + $1::FLOAT * INTERVAL '1 second') WHERE public.pgqueue_jobs.id = $2::BIGINT AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > statement_timestamp() RETURNING public.pgqueue_jobs.id;
+UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, pg_catalog.statement_timestamp() + $1::FLOAT * INTERVAL '1 second') WHERE public.pgqueue_jobs.id = $2::BIGINT AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id;
 
 -- EXTEND_LEASE [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, statement_timestamp() + %(b_seconds)s * INTERVAL '1 second') FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.available_at, public.pgqueue_jobs.cancel_requested;
+UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, pg_catalog.statement_timestamp() + %(b_seconds)s * INTERVAL '1 second') FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.available_at, public.pgqueue_jobs.cancel_requested;
 
 -- EXTEND_LEASE [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, statement_timestamp() + $1::FLOAT * INTERVAL '1 second') FROM unnest($2::BIGINT[], $3::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($2::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $4::VARCHAR RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.available_at, public.pgqueue_jobs.cancel_requested;
+UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, pg_catalog.statement_timestamp() + $1::FLOAT * INTERVAL '1 second') FROM ROWS FROM (pg_catalog.unnest($2::BIGINT[]), pg_catalog.unnest($3::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($2::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $4::VARCHAR RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.available_at, public.pgqueue_jobs.cancel_requested;
 
 -- FINISH [psycopg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_results)s::TEXT[]) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
@@ -213,17 +213,17 @@ WHERE finished.cancel_requested OR %(b_mode)s::INTEGER = %(param_2)s::INTEGER OR
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
 recorded AS
-(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue), %(coalesce_1)s) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
 FROM finished
 WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
- SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH [asyncpg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING unnest($3::BIGINT[], $4::UUID[], $5::TEXT[]) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
@@ -231,32 +231,32 @@ WHERE finished.cancel_requested OR $1::INTEGER = $7::INTEGER OR $1::INTEGER = $8
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
 recorded AS
-(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue), $9::FLOAT) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
 FROM finished
 WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
- SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_notify($10::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify($10::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH_CANCELLED [psycopg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1, count(CASE WHEN expired.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
 FROM expired;
 
 -- FINISH_CANCELLED [asyncpg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1, count(CASE WHEN expired.awaited THEN pg_notify($1::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify($1::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
 FROM expired;
 
 -- GET_JOB [psycopg]
@@ -286,40 +286,40 @@ FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = $1::BIGINT));
 
 -- HEARTBEAT [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_workers SET heartbeat_at=now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
+UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- HEARTBEAT [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_workers SET heartbeat_at=now() WHERE public.pgqueue_workers.id = $1::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
+UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = $1::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- INSERT_JOBS [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, now() + u.delay * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
-FROM public.pgqueue_queues JOIN unnest(%(b_priority)s::INTEGER[], %(b_delay)s::DOUBLE PRECISION[], %(b_run_at)s::TIMESTAMP WITH TIME ZONE[], %(b_dedupe_key)s::TEXT[], %(b_headers)s::TEXT[], %(b_entrypoint)s::TEXT[], %(b_max_attempts)s::INTEGER[], %(b_payload)s::TEXT[]) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
-WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
+FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_delay)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_run_at)s::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_payload)s::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_JOBS [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, now() + u.delay * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
-FROM public.pgqueue_queues JOIN unnest($3::INTEGER[], $4::DOUBLE PRECISION[], $5::TIMESTAMP WITH TIME ZONE[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::TEXT[]) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
-WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
+FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest($3::INTEGER[]), pg_catalog.unnest($4::DOUBLE PRECISION[]), pg_catalog.unnest($5::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::TEXT[]), pg_catalog.unnest($8::TEXT[]), pg_catalog.unnest($9::INTEGER[]), pg_catalog.unnest($10::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
+WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_AWAITED_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
-WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_AWAITED_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
 FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
-WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
-WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, now() + $9::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
 FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
-WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_QUEUE [psycopg]
 INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl) VALUES (%(b_queue)s::VARCHAR, %(b_max_attempts)s::INTEGER, %(b_visibility_timeout)s, %(b_retry_backoff)s, %(b_retry_backoff_max)s, %(b_archive)s, %(b_result_ttl)s) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl;
@@ -329,27 +329,27 @@ INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry
 
 -- INSERT_UNIFORM_JOBS [psycopg] (hot: sent to the driver directly)
 WITH ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, %(u_entrypoint)s::VARCHAR AS anon_1, u.payload AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, NULL AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(u_delay)s * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
-FROM public.pgqueue_queues JOIN jsonb_array_elements(CAST(%(b_payloads)s::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, %(u_entrypoint)s::VARCHAR AS anon_1, u.payload AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, NULL AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+FROM public.pgqueue_queues JOIN pg_catalog.jsonb_array_elements(CAST(%(b_payloads)s::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at)
- SELECT array_agg(ins.id ORDER BY ins.id) AS array_agg_1, min(ins.status) AS min_1, min(ins.enqueued_at) AS min_2, min(ins.available_at) AS min_3, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified
+ SELECT pg_catalog.array_agg(ins.id ORDER BY ins.id) AS array_agg_1, pg_catalog.min(ins.status) AS min_1, pg_catalog.min(ins.enqueued_at) AS min_2, pg_catalog.min(ins.available_at) AS min_3, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified
 FROM ins
-HAVING count(*) > 0;
+HAVING pg_catalog.count(*) > 0;
 
 -- INSERT_UNIFORM_JOBS [asyncpg] (hot: sent to the driver directly)
 WITH ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, $3::VARCHAR AS anon_1, u.payload AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, NULL AS anon_5, coalesce($7::TIMESTAMP WITH TIME ZONE, now() + $8::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($7::TIMESTAMP WITH TIME ZONE, now() + $8::FLOAT * INTERVAL '1 second') > now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
-FROM public.pgqueue_queues JOIN jsonb_array_elements(CAST($9::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, $3::VARCHAR AS anon_1, u.payload AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, NULL AS anon_5, coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+FROM public.pgqueue_queues JOIN pg_catalog.jsonb_array_elements(CAST($9::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at)
- SELECT array_agg(ins.id ORDER BY ins.id) AS array_agg_1, min(ins.status) AS min_1, min(ins.enqueued_at) AS min_2, min(ins.available_at) AS min_3, (SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified
+ SELECT pg_catalog.array_agg(ins.id ORDER BY ins.id) AS array_agg_1, pg_catalog.min(ins.status) AS min_1, pg_catalog.min(ins.enqueued_at) AS min_2, pg_catalog.min(ins.available_at) AS min_3, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified
 FROM ins
-HAVING count(*) > 0;
+HAVING pg_catalog.count(*) > 0;
 
 -- LIMIT_LOCK [psycopg]
-SELECT pg_advisory_xact_lock(hashtext('pgqueue.limit'), hashtext(%(b_key)s::VARCHAR)) AS pg_advisory_xact_lock_1;
+SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext(%(b_key)s::VARCHAR)) AS pg_advisory_xact_lock_1;
 
 -- LIMIT_LOCK [asyncpg]
-SELECT pg_advisory_xact_lock(hashtext('pgqueue.limit'), hashtext($1::VARCHAR)) AS pg_advisory_xact_lock_1;
+SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext($1::VARCHAR)) AS pg_advisory_xact_lock_1;
 
 -- LIST_DEAD [psycopg]
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
@@ -374,72 +374,72 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND NOT public.pgqueue_jobs.awaited FOR UPDATE SKIP LOCKED) RETURNING public.pgqueue_jobs.id;
 
 -- MARK_DEAD_WORKERS [psycopg]
-UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
+UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
 
 -- MARK_DEAD_WORKERS [asyncpg]
-UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
+UPDATE public.pgqueue_workers SET status='dead' WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds' RETURNING public.pgqueue_workers.id;
 
 -- MAX_JOB_ID [psycopg]
-SELECT greatest((SELECT max(public.pgqueue_jobs.id) AS max_1
-FROM public.pgqueue_jobs), (SELECT max(public.pgqueue_archive.id) AS max_2
+SELECT greatest((SELECT pg_catalog.max(public.pgqueue_jobs.id) AS max_1
+FROM public.pgqueue_jobs), (SELECT pg_catalog.max(public.pgqueue_archive.id) AS max_2
 FROM public.pgqueue_archive), %(greatest_2)s::INTEGER) AS greatest_1;
 
 -- MAX_JOB_ID [asyncpg]
-SELECT greatest((SELECT max(public.pgqueue_jobs.id) AS max_1
-FROM public.pgqueue_jobs), (SELECT max(public.pgqueue_archive.id) AS max_2
+SELECT greatest((SELECT pg_catalog.max(public.pgqueue_jobs.id) AS max_1
+FROM public.pgqueue_jobs), (SELECT pg_catalog.max(public.pgqueue_archive.id) AS max_2
 FROM public.pgqueue_archive), $1::INTEGER) AS greatest_1;
 
 -- METRICS [psycopg]
-SELECT count(*) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()) AS ready, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > now()) AS scheduled, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'dead') AS dead, (SELECT count(*) AS count_1
+SELECT pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()) AS ready, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()) AS scheduled, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'dead') AS dead, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.queue = %(b_queue)s::VARCHAR) AS archived, now() - (min(public.pgqueue_jobs.available_at) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now())) AS oldest_ready_age
+WHERE public.pgqueue_archive.queue = %(b_queue)s::VARCHAR) AS archived, pg_catalog.now() - (pg_catalog.min(public.pgqueue_jobs.available_at) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR;
 
 -- METRICS [asyncpg]
-SELECT count(*) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()) AS ready, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > now()) AS scheduled, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, count(*) FILTER (WHERE public.pgqueue_jobs.status = 'dead') AS dead, (SELECT count(*) AS count_1
+SELECT pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()) AS ready, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()) AS scheduled, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'dead') AS dead, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.queue = $1::VARCHAR) AS archived, now() - (min(public.pgqueue_jobs.available_at) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now())) AS oldest_ready_age
+WHERE public.pgqueue_archive.queue = $1::VARCHAR) AS archived, pg_catalog.now() - (pg_catalog.min(public.pgqueue_jobs.available_at) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR;
 
 -- NACK [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_errors)s::TEXT[], %(b_tracebacks)s::TEXT[], %(b_delays)s::DOUBLE PRECISION[], %(b_max_attempts)s::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- NACK [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN now() ELSE now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || jsonb_build_array(jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', now(), 'error', m.error, 'traceback', m.traceback))) FROM unnest($8::BIGINT[], $9::UUID[], $10::TEXT[], $11::TEXT[], $12::DOUBLE PRECISION[], $13::INTEGER[]) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest($8::BIGINT[]), pg_catalog.unnest($9::UUID[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::TEXT[]), pg_catalog.unnest($12::DOUBLE PRECISION[]), pg_catalog.unnest($13::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- NEXT_AVAILABLE_AT [psycopg] (hot: sent to the driver directly)
 SELECT CASE WHEN (NOT (EXISTS (SELECT *
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false))) THEN NULL WHEN (EXISTS (SELECT *
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])))) THEN now() ELSE (SELECT min(public.pgqueue_jobs.available_at) AS min_1
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])))) THEN pg_catalog.now() ELSE (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[]))) END AS anon_1, now() AS now_1;
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[]))) END AS anon_1, pg_catalog.now() AS now_1;
 
 -- NEXT_AVAILABLE_AT [asyncpg] (hot: sent to the driver directly)
 SELECT CASE WHEN (NOT (EXISTS (SELECT *
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $1::VARCHAR AND public.pgqueue_queues.paused IS false))) THEN NULL WHEN (EXISTS (SELECT *
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND ($2::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($2::TEXT[])))) THEN now() ELSE (SELECT min(public.pgqueue_jobs.available_at) AS min_1
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND ($2::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($2::TEXT[])))) THEN pg_catalog.now() ELSE (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND ($2::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($2::TEXT[]))) END AS anon_1, now() AS now_1;
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND ($2::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($2::TEXT[]))) END AS anon_1, pg_catalog.now() AS now_1;
 
 -- NOTIFY [psycopg]
-SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_payload)s::VARCHAR) AS pg_notify_1;
+SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_payload)s::VARCHAR) AS pg_notify_1;
 
 -- NOTIFY [asyncpg]
-SELECT pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1;
+SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1;
 
 -- OPEN_TRANSACTIONS [psycopg]
-SELECT coalesce(array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
-FROM pg_snapshot_xip(pg_current_snapshot()) AS anon_1(x);
+SELECT coalesce(pg_catalog.array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
+FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS anon_1(x);
 
 -- OPEN_TRANSACTIONS [asyncpg]
-SELECT coalesce(array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
-FROM pg_snapshot_xip(pg_current_snapshot()) AS anon_1(x);
+SELECT coalesce(pg_catalog.array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
+FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS anon_1(x);
 
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
@@ -460,27 +460,27 @@ FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = any($1::BIGINT[]);
 
 -- PAUSE [psycopg]
-SELECT pg_sleep(%(b_seconds)s) AS pg_sleep_1;
+SELECT pg_catalog.pg_sleep(%(b_seconds)s) AS pg_sleep_1;
 
 -- PAUSE [asyncpg]
-SELECT pg_sleep($1::FLOAT) AS pg_sleep_1;
+SELECT pg_catalog.pg_sleep($1::FLOAT) AS pg_sleep_1;
 
 -- PRUNE_RESULTS [psycopg]
 WITH pruned AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.expires_at <= now() ORDER BY public.pgqueue_results.expires_at
+WHERE public.pgqueue_results.expires_at <= pg_catalog.now() ORDER BY public.pgqueue_results.expires_at
  LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_results.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM pruned;
 
 -- PRUNE_RESULTS [asyncpg]
 WITH pruned AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.expires_at <= now() ORDER BY public.pgqueue_results.expires_at
+WHERE public.pgqueue_results.expires_at <= pg_catalog.now() ORDER BY public.pgqueue_results.expires_at
  LIMIT $1::INTEGER) RETURNING public.pgqueue_results.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM pruned;
 
 -- PURGE_ARCHIVE [psycopg]
@@ -489,7 +489,7 @@ WITH purged AS
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.queue = %(b_queue)s::VARCHAR
  LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
 -- PURGE_ARCHIVE [asyncpg]
@@ -498,7 +498,7 @@ WITH purged AS
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.queue = $1::VARCHAR
  LIMIT $2::INTEGER) RETURNING public.pgqueue_archive.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
 -- PURGE_JOBS [psycopg]
@@ -507,7 +507,7 @@ WITH purged AS
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND (public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status IN ('scheduled', 'running') OR public.pgqueue_jobs.status = 'dead')
  LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.awaited)
- SELECT count(*) AS count_1, count(CASE WHEN purged.awaited THEN pg_notify(%(b_done_channel)s::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN purged.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
 FROM purged;
 
 -- PURGE_JOBS [asyncpg]
@@ -516,7 +516,7 @@ WITH purged AS
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $2::VARCHAR AND (public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status IN ('scheduled', 'running') OR public.pgqueue_jobs.status = 'dead')
  LIMIT $3::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.awaited)
- SELECT count(*) AS count_1, count(CASE WHEN purged.awaited THEN pg_notify($1::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN purged.awaited THEN pg_catalog.pg_notify($1::VARCHAR, CAST(purged.id AS TEXT)) END) AS count_2
 FROM purged;
 
 -- PURGE_RESULTS_OF_QUEUE [psycopg]
@@ -525,7 +525,7 @@ WITH purged AS
 FROM public.pgqueue_results
 WHERE public.pgqueue_results.queue = %(b_queue)s::VARCHAR
  LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_results.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
 -- PURGE_RESULTS_OF_QUEUE [asyncpg]
@@ -534,7 +534,7 @@ WITH purged AS
 FROM public.pgqueue_results
 WHERE public.pgqueue_results.queue = $1::VARCHAR
  LIMIT $2::INTEGER) RETURNING public.pgqueue_results.id)
- SELECT count(*) AS count_1
+ SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
 -- QUEUE_EXISTS [psycopg] (hot: sent to the driver directly)
@@ -548,10 +548,10 @@ FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $1::VARCHAR) AS anon_1;
 
 -- REFILL_BUCKET [psycopg]
-UPDATE public.pgqueue_rate_limits SET tokens=least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM clock_timestamp() - public.pgqueue_rate_limits.updated_at)), updated_at=clock_timestamp() WHERE public.pgqueue_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR RETURNING public.pgqueue_rate_limits.tokens;
+UPDATE public.pgqueue_rate_limits SET tokens=least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_rate_limits.updated_at)), updated_at=pg_catalog.clock_timestamp() WHERE public.pgqueue_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR RETURNING public.pgqueue_rate_limits.tokens;
 
 -- REFILL_BUCKET [asyncpg]
-UPDATE public.pgqueue_rate_limits SET tokens=least(greatest($1::FLOAT / CAST($2::FLOAT AS DOUBLE PRECISION), $3::FLOAT), public.pgqueue_rate_limits.tokens + $1::FLOAT * EXTRACT(epoch FROM clock_timestamp() - public.pgqueue_rate_limits.updated_at)), updated_at=clock_timestamp() WHERE public.pgqueue_rate_limits.queue = $4::VARCHAR AND public.pgqueue_rate_limits.entrypoint = $5::VARCHAR RETURNING public.pgqueue_rate_limits.tokens;
+UPDATE public.pgqueue_rate_limits SET tokens=least(greatest($1::FLOAT / CAST($2::FLOAT AS DOUBLE PRECISION), $3::FLOAT), public.pgqueue_rate_limits.tokens + $1::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_rate_limits.updated_at)), updated_at=pg_catalog.clock_timestamp() WHERE public.pgqueue_rate_limits.queue = $4::VARCHAR AND public.pgqueue_rate_limits.entrypoint = $5::VARCHAR RETURNING public.pgqueue_rate_limits.tokens;
 
 -- REGISTER_WORKER [psycopg]
 INSERT INTO public.pgqueue_workers (kind, queues, hostname, port, pid, entrypoints) VALUES (%(b_kind)s::VARCHAR, %(b_queues)s::VARCHAR, %(b_hostname)s::VARCHAR, %(b_port)s::INTEGER, %(b_pid)s::INTEGER, %(b_entrypoints)s::TEXT[]) RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
@@ -560,10 +560,10 @@ INSERT INTO public.pgqueue_workers (kind, queues, hostname, port, pid, entrypoin
 INSERT INTO public.pgqueue_workers (kind, queues, hostname, port, pid, entrypoints) VALUES ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, $4::INTEGER, $5::INTEGER, $6::TEXT[]) RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- RELEASE [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status='queued', attempts=greatest(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(greatest_1)s::INTEGER), available_at=now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_jobs SET status='queued', attempts=greatest(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(greatest_1)s::INTEGER), available_at=pg_catalog.now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- RELEASE [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status='queued', attempts=greatest(public.pgqueue_jobs.attempts - $1::INTEGER, $2::INTEGER), available_at=now(), lease=$3::UUID, locked_by=$4::VARCHAR FROM unnest($5::BIGINT[], $6::UUID[]) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($5::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $7::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease, (SELECT pg_notify($8::VARCHAR, $7::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_jobs SET status='queued', attempts=greatest(public.pgqueue_jobs.attempts - $1::INTEGER, $2::INTEGER), available_at=pg_catalog.now(), lease=$3::UUID, locked_by=$4::VARCHAR FROM ROWS FROM (pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($5::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $7::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease, (SELECT pg_catalog.pg_notify($8::VARCHAR, $7::VARCHAR) AS pg_notify_1) AS notified;
 
 -- RELEASE_SAVEPOINT [psycopg]
 RELEASE SAVEPOINT pgqueue_enqueue;
@@ -572,28 +572,32 @@ RELEASE SAVEPOINT pgqueue_enqueue;
 RELEASE SAVEPOINT pgqueue_enqueue;
 
 -- REQUEUE_DEAD [psycopg]
-UPDATE public.pgqueue_jobs SET status='queued', attempts=%(attempts)s::INTEGER, available_at=now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND (%(b_ids)s::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
+UPDATE public.pgqueue_jobs SET status='queued', attempts=%(attempts)s::INTEGER, available_at=pg_catalog.now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND (%(b_ids)s::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
-WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) RETURNING public.pgqueue_jobs.id, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead')) AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_jobs AS newer
+WHERE newer.queue = public.pgqueue_jobs.queue AND newer.dedupe_key = public.pgqueue_jobs.dedupe_key AND newer.status = 'dead' AND newer.id > public.pgqueue_jobs.id AND (%(b_ids)s::BIGINT[] IS NULL OR newer.id = any(%(b_ids)s::BIGINT[]))))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- REQUEUE_DEAD [asyncpg]
-UPDATE public.pgqueue_jobs SET status='queued', attempts=$1::INTEGER, available_at=now(), lease=$2::UUID, locked_by=$3::VARCHAR WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND ($5::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any($5::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
+UPDATE public.pgqueue_jobs SET status='queued', attempts=$1::INTEGER, available_at=pg_catalog.now(), lease=$2::UUID, locked_by=$3::VARCHAR WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND ($5::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any($5::BIGINT[])) AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
-WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) RETURNING public.pgqueue_jobs.id, (SELECT pg_notify($6::VARCHAR, $4::VARCHAR) AS pg_notify_1) AS notified;
+WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead')) AND NOT (EXISTS (SELECT *
+FROM public.pgqueue_jobs AS newer
+WHERE newer.queue = public.pgqueue_jobs.queue AND newer.dedupe_key = public.pgqueue_jobs.dedupe_key AND newer.status = 'dead' AND newer.id > public.pgqueue_jobs.id AND ($5::BIGINT[] IS NULL OR newer.id = any($5::BIGINT[]))))) RETURNING public.pgqueue_jobs.id, (SELECT pg_catalog.pg_notify($6::VARCHAR, $4::VARCHAR) AS pg_notify_1) AS notified;
 
 -- RESCHEDULE [psycopg]
-UPDATE public.pgqueue_jobs SET priority=coalesce(%(b_priority)s::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) > now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
+UPDATE public.pgqueue_jobs SET priority=coalesce(%(b_priority)s::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce(%(b_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(b_delay)s * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
 
 -- RESCHEDULE [asyncpg]
-UPDATE public.pgqueue_jobs SET priority=coalesce($1::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce($2::TIMESTAMP WITH TIME ZONE, now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) > now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce($2::TIMESTAMP WITH TIME ZONE, now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = $4::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
+UPDATE public.pgqueue_jobs SET priority=coalesce($1::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce($2::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce($2::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = $4::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
 
 -- RETRY_JOBS [psycopg]
-UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN %(param_1)s::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, cancel_requested=false WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND (public.pgqueue_jobs.status = 'dead' AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
+UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN %(param_1)s::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=pg_catalog.now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, cancel_requested=false WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND (public.pgqueue_jobs.status = 'dead' AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
 WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.attempts > %(attempts_1)s::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue;
 
 -- RETRY_JOBS [asyncpg]
-UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN $1::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=now(), lease=$2::UUID, locked_by=$3::VARCHAR, cancel_requested=false WHERE public.pgqueue_jobs.id = any($4::BIGINT[]) AND public.pgqueue_jobs.status = any($5::TEXT[]) AND (public.pgqueue_jobs.status = 'dead' AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
+UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN $1::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=pg_catalog.now(), lease=$2::UUID, locked_by=$3::VARCHAR, cancel_requested=false WHERE public.pgqueue_jobs.id = any($4::BIGINT[]) AND public.pgqueue_jobs.status = any($5::TEXT[]) AND (public.pgqueue_jobs.status = 'dead' AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
 WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.attempts > $6::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue;
 
@@ -638,50 +642,50 @@ SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queu
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- SELECT_SCHEDULES [psycopg]
-SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, now() AS now_1
+SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, pg_catalog.now() AS now_1
 FROM public.pgqueue_schedules ORDER BY public.pgqueue_schedules.name;
 
 -- SELECT_SCHEDULES [asyncpg]
-SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, now() AS now_1
+SELECT public.pgqueue_schedules.name, public.pgqueue_schedules.cron, public.pgqueue_schedules.queue, public.pgqueue_schedules.entrypoint, public.pgqueue_schedules.last_tick, public.pgqueue_schedules.updated_at, pg_catalog.now() AS now_1
 FROM public.pgqueue_schedules ORDER BY public.pgqueue_schedules.name;
 
 -- SELECT_WORKER [psycopg]
-SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
+SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT;
 
 -- SELECT_WORKER [asyncpg]
-SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
+SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.id = $1::BIGINT;
 
 -- SELECT_WORKERS [psycopg]
-SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
+SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
-WHERE %(b_all)s OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
+WHERE %(b_all)s OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
 
 -- SELECT_WORKERS [asyncpg]
-SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
+SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
-WHERE $1::BOOLEAN OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
+WHERE $1::BOOLEAN OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
 
 -- SET_QUEUE_PAUSED [psycopg]
-UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_QUEUE_PAUSED [asyncpg]
-UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_WORKER_STATUS [psycopg]
-UPDATE public.pgqueue_workers SET status=%(b_status)s::VARCHAR, heartbeat_at=now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
+UPDATE public.pgqueue_workers SET status=%(b_status)s::VARCHAR, heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- SET_WORKER_STATUS [asyncpg]
-UPDATE public.pgqueue_workers SET status=$1::VARCHAR, heartbeat_at=now() WHERE public.pgqueue_workers.id = $2::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
+UPDATE public.pgqueue_workers SET status=$1::VARCHAR, heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = $2::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- SNOOZE [psycopg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(greatest_1)s::INTEGER), available_at=(now() + m.delay * INTERVAL '1 second'), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR FROM unnest(%(b_ids)s::BIGINT[], %(b_leases)s::UUID[], %(b_delays)s::DOUBLE PRECISION[]) AS m(id, lease, delay) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease;
+UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(greatest_1)s::INTEGER), available_at=(pg_catalog.now() + m.delay * INTERVAL '1 second'), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[])) AS m(id, lease, delay) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease;
 
 -- SNOOZE [asyncpg] (hot: sent to the driver directly)
-UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqueue_jobs.attempts - $1::INTEGER, $2::INTEGER), available_at=(now() + m.delay * INTERVAL '1 second'), lease=$3::UUID, locked_by=$4::VARCHAR FROM unnest($5::BIGINT[], $6::UUID[], $7::DOUBLE PRECISION[]) AS m(id, lease, delay) WHERE public.pgqueue_jobs.id = any($5::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $8::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease;
+UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqueue_jobs.attempts - $1::INTEGER, $2::INTEGER), available_at=(pg_catalog.now() + m.delay * INTERVAL '1 second'), lease=$3::UUID, locked_by=$4::VARCHAR FROM ROWS FROM (pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::UUID[]), pg_catalog.unnest($7::DOUBLE PRECISION[])) AS m(id, lease, delay) WHERE public.pgqueue_jobs.id = any($5::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $8::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease;
 
 -- SPEND_TOKENS [psycopg]
 UPDATE public.pgqueue_rate_limits SET tokens=(public.pgqueue_rate_limits.tokens - %(b_taken)s) WHERE public.pgqueue_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR;
@@ -690,47 +694,47 @@ UPDATE public.pgqueue_rate_limits SET tokens=(public.pgqueue_rate_limits.tokens 
 UPDATE public.pgqueue_rate_limits SET tokens=(public.pgqueue_rate_limits.tokens - $1::FLOAT) WHERE public.pgqueue_rate_limits.queue = $2::VARCHAR AND public.pgqueue_rate_limits.entrypoint = $3::VARCHAR;
 
 -- STILL_OPEN [psycopg]
-SELECT count(*) AS count_1
-FROM unnest(%(b_xids)s::TEXT[]) AS anon_1(x)
-WHERE pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
+SELECT pg_catalog.count(*) AS count_1
+FROM pg_catalog.unnest(%(b_xids)s::TEXT[]) AS anon_1(x)
+WHERE pg_catalog.pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
 
 -- STILL_OPEN [asyncpg]
-SELECT count(*) AS count_1
-FROM unnest($1::TEXT[]) AS anon_1(x)
-WHERE pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
+SELECT pg_catalog.count(*) AS count_1
+FROM pg_catalog.unnest($1::TEXT[]) AS anon_1(x)
+WHERE pg_catalog.pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
 
 -- UNSERVED [psycopg]
-SELECT head.entrypoint, count(*) AS count_1
+SELECT head.entrypoint, pg_catalog.count(*) AS count_1
 FROM (SELECT public.pgqueue_jobs.entrypoint AS entrypoint
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT 1000) AS head
 WHERE NOT (EXISTS (SELECT *
 FROM public.pgqueue_workers
-WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' AND public.pgqueue_workers.kind = 'worker' AND head.entrypoint = any(public.pgqueue_workers.entrypoints) AND %(b_queue)s::VARCHAR = any(string_to_array(public.pgqueue_workers.queues, %(string_to_array_1)s::VARCHAR)))) GROUP BY head.entrypoint ORDER BY count(*) DESC;
+WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' AND public.pgqueue_workers.kind = 'worker' AND head.entrypoint = any(public.pgqueue_workers.entrypoints) AND %(b_queue)s::VARCHAR = any(pg_catalog.string_to_array(public.pgqueue_workers.queues, %(string_to_array_1)s::VARCHAR)))) GROUP BY head.entrypoint ORDER BY pg_catalog.count(*) DESC;
 
 -- UNSERVED [asyncpg]
-SELECT head.entrypoint, count(*) AS count_1
+SELECT head.entrypoint, pg_catalog.count(*) AS count_1
 FROM (SELECT public.pgqueue_jobs.entrypoint AS entrypoint
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT 1000) AS head
 WHERE NOT (EXISTS (SELECT *
 FROM public.pgqueue_workers
-WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' AND public.pgqueue_workers.kind = 'worker' AND head.entrypoint = any(public.pgqueue_workers.entrypoints) AND $1::VARCHAR = any(string_to_array(public.pgqueue_workers.queues, $2::VARCHAR)))) GROUP BY head.entrypoint ORDER BY count(*) DESC;
+WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' AND public.pgqueue_workers.kind = 'worker' AND head.entrypoint = any(public.pgqueue_workers.entrypoints) AND $1::VARCHAR = any(pg_catalog.string_to_array(public.pgqueue_workers.queues, $2::VARCHAR)))) GROUP BY head.entrypoint ORDER BY pg_catalog.count(*) DESC;
 
 -- UPSERT_SCHEDULE [psycopg]
-INSERT INTO public.pgqueue_schedules (name, cron, queue, entrypoint) VALUES (%(b_name)s::VARCHAR, %(b_cron)s::VARCHAR, %(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR) ON CONFLICT (name) DO UPDATE SET cron = %(b_cron)s::VARCHAR, queue = %(b_queue)s::VARCHAR, entrypoint = %(b_entrypoint)s::VARCHAR, updated_at = now() RETURNING public.pgqueue_schedules.last_tick, now() AS now_1;
+INSERT INTO public.pgqueue_schedules (name, cron, queue, entrypoint) VALUES (%(b_name)s::VARCHAR, %(b_cron)s::VARCHAR, %(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR) ON CONFLICT (name) DO UPDATE SET cron = %(b_cron)s::VARCHAR, queue = %(b_queue)s::VARCHAR, entrypoint = %(b_entrypoint)s::VARCHAR, updated_at = pg_catalog.now() RETURNING public.pgqueue_schedules.last_tick, pg_catalog.now() AS now_1;
 
 -- UPSERT_SCHEDULE [asyncpg]
-INSERT INTO public.pgqueue_schedules (name, cron, queue, entrypoint) VALUES ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, $4::VARCHAR) ON CONFLICT (name) DO UPDATE SET cron = $2::VARCHAR, queue = $3::VARCHAR, entrypoint = $4::VARCHAR, updated_at = now() RETURNING public.pgqueue_schedules.last_tick, now() AS now_1;
+INSERT INTO public.pgqueue_schedules (name, cron, queue, entrypoint) VALUES ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, $4::VARCHAR) ON CONFLICT (name) DO UPDATE SET cron = $2::VARCHAR, queue = $3::VARCHAR, entrypoint = $4::VARCHAR, updated_at = pg_catalog.now() RETURNING public.pgqueue_schedules.last_tick, pg_catalog.now() AS now_1;
 
 -- WORKER_HEALTHY [psycopg]
-SELECT public.pgqueue_workers.heartbeat_at >= now() - %(b_max_age)s * INTERVAL '1 second' AND public.pgqueue_workers.status IN ('ready', 'suspended') AS anon_1
+SELECT public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - %(b_max_age)s * INTERVAL '1 second' AND public.pgqueue_workers.status IN ('ready', 'suspended') AS anon_1
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT;
 
 -- WORKER_HEALTHY [asyncpg]
-SELECT public.pgqueue_workers.heartbeat_at >= now() - $1::FLOAT * INTERVAL '1 second' AND public.pgqueue_workers.status IN ('ready', 'suspended') AS anon_1
+SELECT public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - $1::FLOAT * INTERVAL '1 second' AND public.pgqueue_workers.status IN ('ready', 'suspended') AS anon_1
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.id = $2::BIGINT;

@@ -15,3 +15,35 @@ def test_the_statements_snapshot_is_current() -> None:
     spec.loader.exec_module(tool)
     current = (ROOT / "tests/snapshots/statements.sql").read_text()
     assert tool.render() == current, "stale: run python tools/snapshot_sql.py and review it"
+
+
+#: Call syntax that is not a function looked up on the search path: SQL constructs
+#: (``= ANY(...)``, ``ARRAY(subquery)``, ``COALESCE``, ``GREATEST``, ``LEAST``,
+#: ``CAST``, ``EXTRACT``), column
+#: lists of derived tables (``AS m(...)``), and the literals of ``VALUES``.
+_NOT_FUNCTIONS = {
+    *("any", "array", "coalesce", "greatest", "least", "values", "in", "exists"),
+    *("cast", "extract"),
+}
+
+
+def test_every_function_pgqueue_calls_is_schema_qualified() -> None:
+    """A function name resolved through the search path can be taken over: a role with
+    CREATE on a schema before pg_catalog's exact match (``public.power(float8,
+    integer)`` beat ``pg_catalog.power(float8, float8)`` for an integer argument)
+    plants one, and every worker runs it with its own privileges. So every call in
+    every statement is ``pg_catalog.name(...)``."""
+    import re
+
+    sql = (ROOT / "tests/snapshots/statements.sql").read_text()
+    calls = re.findall(r"(?<![\w.$\"])([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?)\(", sql)
+    unqualified = {
+        name
+        for name in calls
+        if "." not in name
+        and name.lower() not in _NOT_FUNCTIONS
+        and not re.search(rf"\bAS {re.escape(name)}\(", sql)  # a derived table's columns
+        and not re.search(rf"\b{re.escape(name)}\(\w+(, \w+)*\) AS\b", sql)
+    }
+    assert unqualified == set(), f"unqualified function calls: {sorted(unqualified)}"
+    assert "pg_catalog.now(" in sql and "pg_catalog.unnest(" in sql
