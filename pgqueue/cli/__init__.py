@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--data-dir", default=".pgqueue/demo-pgdata")
+    p.add_argument("--web", action="store_true", help="serve the dashboard while it runs")
+    p.add_argument("--web-port", type=int, default=8089, help="the dashboard's port (8089)")
     p.set_defaults(func=cmd_demo)
     return parser
 
