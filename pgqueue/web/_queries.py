@@ -162,36 +162,41 @@ def queries(schema: str) -> Queries:
         .order_by(stats.c.entrypoint)
     )
 
-    fp = fingerprint(jobs.c.last_error)
-    last_at = cast(jobs.c.errors[-1]["at"].astext, Text)
-    grouped = (
+    # Grouped twice: by the exact error first (cheap: no regex, and the same message
+    # repeats), then by the fingerprint of each distinct error.
+    last_at = jobs.c.errors[-1]["at"].astext
+    exact = (
         select(
             jobs.c.queue,
-            fp.label("fingerprint"),
-            jobs.c.id,
-            jobs.c.entrypoint,
-            jobs.c.enqueued_at,
-            last_at.label("at"),
             jobs.c.last_error,
+            jobs.c.entrypoint,
+            func.count().label("n"),
+            func.min(last_at).label("first_seen"),
+            func.max(last_at).label("last_seen"),
+            func.max(jobs.c.id).label("latest_id"),
         )
         .where(jobs.c.status == "dead")
+        .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
         .subquery()
     )
+    efp = fingerprint(exact.c.last_error).label("fingerprint")
+    by_cause = select(exact, efp).subquery()
     dead_groups = (
         select(
-            grouped.c.queue,
-            grouped.c.fingerprint,
-            func.count().label("count"),
-            func.min(grouped.c.at).label("first_seen"),
-            func.max(grouped.c.at).label("last_seen"),
-            func.array_agg(func.distinct(grouped.c.entrypoint)).label("entrypoints"),
-            func.min(grouped.c.last_error).label("example"),
-            func.max(grouped.c.id).label("latest_id"),
+            by_cause.c.queue,
+            by_cause.c.fingerprint,
+            func.sum(by_cause.c.n).label("count"),
+            func.min(by_cause.c.first_seen).label("first_seen"),
+            func.max(by_cause.c.last_seen).label("last_seen"),
+            func.array_agg(func.distinct(by_cause.c.entrypoint)).label("entrypoints"),
+            func.min(by_cause.c.last_error).label("example"),
+            func.max(by_cause.c.latest_id).label("latest_id"),
         )
-        .group_by(grouped.c.queue, grouped.c.fingerprint)
-        .order_by(desc("count"), grouped.c.queue, grouped.c.fingerprint)
+        .group_by(by_cause.c.queue, by_cause.c.fingerprint)
+        .order_by(desc("count"), by_cause.c.queue, by_cause.c.fingerprint)
         .limit(MAX_GROUPS)
     )
+    fp = fingerprint(jobs.c.last_error)
     dead_group_ids = (
         select(jobs.c.id)
         .where(
