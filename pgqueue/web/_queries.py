@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
+from .._sql._common import const
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
@@ -59,9 +60,13 @@ def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
     return func.left(numbers, 200)
 
 
-def _capped(table: Table, *where: ColumnElement[bool]) -> Any:
-    """How many rows match, counting at most ``COUNT_CAP + 1``."""
+def _capped(table: Table, *where: ColumnElement[bool], outer: Table | None = None) -> Any:
+    """How many rows match, counting at most ``COUNT_CAP + 1``; ``outer``: the table of
+    the enclosing query the conditions refer to (a derived table does not correlate
+    by itself)."""
     inner = select(literal(1)).select_from(table).where(*where).limit(COUNT_CAP + 1)
+    if outer is not None:
+        inner = inner.correlate(outer)
     return select(func.count()).select_from(inner.subquery()).scalar_subquery()
 
 
@@ -93,13 +98,14 @@ def queries(schema: str) -> Queries:
     )
     q = queues.c.name
     counts = [
-        _capped(jobs, jobs.c.queue == q, jobs.c.status == status).label(status) for status in HOT
+        _capped(jobs, jobs.c.queue == q, jobs.c.status == const(status), outer=queues).label(status)
+        for status in HOT
     ]
     # The head of the queue's FIFO (lowest id still queued): its age is how long the
     # queue has kept work waiting.
     oldest = (
         select(func.now() - jobs.c.enqueued_at)
-        .where(jobs.c.queue == q, jobs.c.status == "queued")
+        .where(jobs.c.queue == q, jobs.c.status == const("queued"))
         .order_by(jobs.c.id)
         .limit(1)
         .scalar_subquery()
@@ -111,7 +117,7 @@ def queries(schema: str) -> Queries:
     alive = (
         select(func.count())
         .where(
-            workers.c.kind == "worker",
+            workers.c.kind == const("worker"),
             workers.c.status.in_(["ready", "suspended"]),
             fresh,
             or_(
@@ -175,7 +181,7 @@ def queries(schema: str) -> Queries:
             func.max(last_at).label("last_seen"),
             func.max(jobs.c.id).label("latest_id"),
         )
-        .where(jobs.c.status == "dead")
+        .where(jobs.c.status == const("dead"))
         .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
         .subquery()
     )
@@ -201,14 +207,14 @@ def queries(schema: str) -> Queries:
         select(jobs.c.id)
         .where(
             jobs.c.queue == bindparam("b_queue"),
-            jobs.c.status == "dead",
+            jobs.c.status == const("dead"),
             fp == bindparam("b_fingerprint", type_=Text),
         )
         .order_by(jobs.c.id)
     )
     in_flight = (
         select(jobs.c.locked_by, func.count().label("n"))
-        .where(jobs.c.status == "running")
+        .where(jobs.c.status == const("running"))
         .group_by(jobs.c.locked_by)
     )
     worker_heartbeat = select(
@@ -244,7 +250,10 @@ def queries(schema: str) -> Queries:
         .scalar_subquery(),
         select(func.max(audit.c.id)).scalar_subquery(),
         select(func.string_agg(case((queues.c.paused, "p"), else_="r"), "")).scalar_subquery(),
-        select(func.count()).select_from(jobs).where(jobs.c.status == "running").scalar_subquery(),
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.status == const("running"))
+        .scalar_subquery(),
     )
     channels = select(q).order_by(q)
     return Queries(

@@ -264,6 +264,26 @@ def test_mounted_under_a_prefix(clean: URL, admin: SyncAdmin) -> None:
         assert c.get("/ops/queues/static/app.js").status_code == 200
 
 
+def test_overview_counts_each_queue_by_status(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine
+) -> None:
+    admin.create_queue("mail", max_attempts=1)
+    admin.create_queue("sms")
+    dead_jobs(sync_engine, "mail", ["E: 1", "E: 2"])
+    SyncProducer(sync_engine, "mail", schema=SCHEMA).batch_enqueue([{}] * 3)
+    SyncProducer(sync_engine, "sms", schema=SCHEMA).enqueue({}, delay=60)
+    page = ro.get("/").text
+    assert re.findall(r'<h2><a href="/queues/(\w+)">', page) == ["mail", "sms"]
+
+    def counts(name: str) -> list[str]:
+        card = page[page.index(f'href="/queues/{name}"') :]
+        card = card[: card.index("</table>")]
+        return re.findall(r'status=\w+">([^<]*)</a>', card)
+
+    assert counts("mail") == ["3", "0", "0", "2"]  # queued, scheduled, running, dead
+    assert counts("sms") == ["0", "1", "0", "0"]
+
+
 def test_overview_charts_the_per_minute_counters(
     admin: SyncAdmin, ro: TestClient, sync_engine: Engine
 ) -> None:

@@ -117,15 +117,25 @@ def page(browser: Any, server: str, clean: URL) -> Iterator[Page]:
     p.close()
 
 
+@pytest.fixture
+def seeded(sync_engine: Engine) -> Iterator[dict[str, Any]]:
+    """Queues and jobs in every state: ready, scheduled, running (held by a registered
+    consumer), dead (two causes), completed; a schedule; an hour of counters."""
+    s = seed(sync_engine)
+    yield s
+    s["consumer"].close()
+
+
 def seed(engine: Engine) -> dict[str, Any]:
-    """Queues and jobs in every state: ready, scheduled, running, dead (two causes),
-    completed, and a schedule."""
     admin = SyncAdmin(engine, schema=SCHEMA)
     admin.create_queue("mail", max_attempts=1, archive=True)
     admin.create_queue("reports")
     mail = SyncProducer(engine, "mail", schema=SCHEMA)
     ids = [m.id for m in mail.batch_enqueue([{"n": i} for i in range(75)], entrypoint="send")]
-    consumer = SyncConsumer(engine, "mail", schema=SCHEMA, visibility_timeout=600)
+    consumer = SyncConsumer(
+        engine, "mail", schema=SCHEMA, visibility_timeout=600, hostname="worker-1"
+    )
+    consumer.register()
     leased = consumer.dequeue(batch_size=8)
     for i, m in enumerate(leased[:6]):
         error = f"TimeoutError: smtp {i}.example.org timed out" if i < 4 else "KeyError: 'to'"
@@ -149,14 +159,14 @@ def seed(engine: Engine) -> dict[str, Any]:
                 " 20 + g % 7 * 5, g % 5 FROM generate_series(0, 59) g"
             )
         )
-    return {"ids": ids, "running": running.id, "admin": admin}
+    return {"ids": ids, "running": running.id, "admin": admin, "consumer": consumer}
 
 
 PAGES = ["/", "/queues/mail", "/jobs", "/dead", "/workers", "/schedules", "/system", "/audit"]
 
 
-def test_every_page_loads_without_console_errors(page: Page, sync_engine: Engine) -> None:
-    s = seed(sync_engine)
+def test_every_page_loads_without_console_errors(page: Page, seeded: dict[str, Any]) -> None:
+    s = seeded
     shots = os.environ.get("PGQUEUE_WEB_SCREENSHOTS")
     for path in [*PAGES, f"/jobs/{s['running']}", "/jobs?queue=mail&status=dead"]:
         response = page.go(path)
@@ -173,8 +183,8 @@ def test_every_page_loads_without_console_errors(page: Page, sync_engine: Engine
     assert page.errors == [], page.errors
 
 
-def test_filtering_and_paging(page: Page, sync_engine: Engine) -> None:
-    s = seed(sync_engine)
+def test_filtering_and_paging(page: Page, seeded: dict[str, Any]) -> None:
+    s = seeded
     page.go("/jobs")
     page.page.select_option("select[name=queue]", "mail")
     page.page.check("input[name=status][value=queued]")
@@ -200,13 +210,14 @@ def test_filtering_and_paging(page: Page, sync_engine: Engine) -> None:
     assert page.errors == []
 
 
-def test_job_detail_with_its_lease_panel(page: Page, sync_engine: Engine) -> None:
-    s = seed(sync_engine)
+def test_job_detail_with_its_lease_panel(page: Page, seeded: dict[str, Any]) -> None:
+    s = seeded
     page.go("/jobs?queue=mail&status=running")
     page.page.click(f"a[href='/jobs/{s['running']}']")
     page.page.wait_for_url(re.compile(rf"/jobs/{s['running']}$"))
     lease = page.page.locator("#lease").inner_text()
-    assert "owner" in lease and "consumer@" in lease
+    assert "owner" in lease and "@worker-1" in lease
+    assert re.search(r"holder's last heartbeat\s+[\d.]+m?s ago \(worker-1", lease), lease
     assert re.search(r"expires in\s+\d+m \d+s", lease), lease
     assert '"n":' in page.page.locator("#payload").inner_text()
     dead = s["admin"].list_jobs("mail", status="dead")[0]
@@ -216,8 +227,8 @@ def test_job_detail_with_its_lease_panel(page: Page, sync_engine: Engine) -> Non
     assert page.errors == []
 
 
-def test_bulk_retry_of_a_dead_letter_group(page: Page, sync_engine: Engine) -> None:
-    s = seed(sync_engine)
+def test_bulk_retry_of_a_dead_letter_group(page: Page, seeded: dict[str, Any]) -> None:
+    s = seeded
     page.go("/dead")
     groups = page.page.locator("tr.group")
     assert groups.count() == 2
@@ -236,8 +247,8 @@ def test_bulk_retry_of_a_dead_letter_group(page: Page, sync_engine: Engine) -> N
     assert page.errors == []
 
 
-def test_pause_and_resume(page: Page, sync_engine: Engine) -> None:
-    s = seed(sync_engine)
+def test_pause_and_resume(page: Page, seeded: dict[str, Any]) -> None:
+    s = seeded
     page.go("/queues/mail")
     page.page.click("#toggle-pause")
     page.page.wait_for_selector(".badge.paused")
