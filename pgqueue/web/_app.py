@@ -81,11 +81,12 @@ def _when(value: datetime | str | None) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _count(value: int | None) -> str:
+def _count(value: int | None, cap: int = _queries.COUNT_CAP) -> str:
+    """A capped count: ``cap`` or more shows as "cap+"."""
     if value is None:
         return ""
-    if value > _queries.COUNT_CAP:
-        return f"{_queries.COUNT_CAP:,}+"
+    if value >= cap:
+        return f"{cap:,}+"
     return f"{value:,}"
 
 
@@ -240,21 +241,28 @@ def _dashboard(request: Request) -> Dashboard:
 async def overview(request: Request) -> Response:
     d = _dashboard(request)
     statement, _ = d.q.overview
-    queues = await d.rows(statement)
+    queues = await d.rows(statement, b_cap=_queries.OVERVIEW_CAP)
     rates = await d.rows(d.q.rates)
     now = (await d.rows(text("SELECT now()")))[0][0]
     by_queue: dict[str, list[tuple[datetime, int, int]]] = {}
     for r in rates:
         by_queue.setdefault(r.queue, []).append((r.minute, r.completed, r.failed))
     charts = {q.name: _chart(by_queue.get(q.name, []), now) for q in queues}
-    return d.render(request, "overview.html", queues=queues, charts=charts, statuses=_queries.HOT)
+    return d.render(
+        request,
+        "overview.html",
+        queues=queues,
+        charts=charts,
+        statuses=_queries.HOT,
+        cap=_queries.OVERVIEW_CAP,
+    )
 
 
 async def queue_page(request: Request) -> Response:
     d = _dashboard(request)
     name = request.path_params["name"]
     _, statement = d.q.overview
-    found = await d.rows(statement, b_queue=name)
+    found = await d.rows(statement, b_queue=name, b_cap=_queries.COUNT_CAP)
     if not found:
         raise HTTPException(404, f"no queue {name!r}")
     entrypoints = await d.rows(d.q.entrypoint_rates, b_queue=name)
@@ -268,6 +276,7 @@ async def queue_page(request: Request) -> Response:
         entrypoints=entrypoints,
         queue_chart=chart,
         statuses=_queries.HOT,
+        cap=_queries.COUNT_CAP,
     )
 
 

@@ -1,8 +1,9 @@
 """The dashboard's reads (and its audit writes), built once per schema.
 
 Each page reads what it shows in a few statements bounded by indexes: counts are
-capped (``COUNT_CAP``: a queue holding a million jobs shows "100,000+", counted from
-an index in milliseconds, rather than a count that reads the whole table), lists are
+capped (a queue holding a million jobs shows "10,000+" on the overview and "100,000+"
+on its own page, counted from an index in milliseconds, rather than a count that reads
+the whole table), lists are
 keyset-paged, charts read ``pgqueue_stats`` (one row per queue, entrypoint and minute).
 """
 
@@ -38,6 +39,8 @@ from .._statements import for_schema
 
 #: Counts stop at this many jobs (shown as "N+"): bounded work per status and queue.
 COUNT_CAP = 100_000
+#: The overview's cap (it counts every queue's statuses).
+OVERVIEW_CAP = 10_000
 #: Dead-letter groups shown, largest first.
 MAX_GROUPS = 200
 #: Statuses of the hot table, in the order pages show them.
@@ -60,11 +63,14 @@ def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
     return func.left(numbers, 200)
 
 
-def _capped(table: Table, *where: ColumnElement[bool], outer: Table | None = None) -> Any:
-    """How many rows match, counting at most ``COUNT_CAP + 1``; ``outer``: the table of
-    the enclosing query the conditions refer to (a derived table does not correlate
-    by itself)."""
-    inner = select(literal(1)).select_from(table).where(*where).limit(COUNT_CAP + 1)
+def _capped(
+    table: Table, *where: ColumnElement[bool], outer: Table | None = None, cap: Any = None
+) -> Any:
+    """How many rows match, counting at most ``cap`` (default: the ``b_cap`` parameter);
+    ``outer``: the table of the enclosing query the conditions refer to (a derived
+    table does not correlate by itself)."""
+    limit = bindparam("b_cap", type_=BigInteger) if cap is None else cap
+    inner = select(literal(1)).select_from(table).where(*where).limit(limit)
     if outer is not None:
         inner = inner.correlate(outer)
     return select(func.count()).select_from(inner.subquery()).scalar_subquery()
@@ -293,7 +299,7 @@ def count_matching(schema: str, where: dict[str, Any]) -> Any:
             conds.append(table.c.entrypoint == literal(where["entrypoint"]))
         if where.get("headers"):
             conds.append(table.c.headers.op("@>")(cast(literal(where["headers"], JSONB), JSONB)))
-        parts.append(_capped(table, and_(*conds)))
+        parts.append(_capped(table, and_(*conds), cap=COUNT_CAP + 1))
     if not parts:
         return select(literal(0))
     total: Any = parts[0]
