@@ -46,6 +46,7 @@ from ._security import (
 )
 
 HERE = Path(__file__).parent
+_NO_JIT = text("SET LOCAL jit = off")
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
 #: The verbs of the jobs page, and what they did (for messages and the audit log).
@@ -222,6 +223,10 @@ class Dashboard:
 
     async def rows(self, statement: Any, **params: Any) -> list[Any]:
         async with self.engine.connect() as conn:
+            # The pages' statements run subqueries per queue: their estimated cost (from
+            # a small table's default estimate) crosses jit_above_cost, and compiling
+            # them took 340 ms of a 420 ms overview at 1M jobs, for a 60 ms query.
+            await conn.execute(_NO_JIT)
             return list((await conn.execute(statement, params)).all())
 
     async def audit(self, actor: str, action: str, target: Mapping[str, Any], count: int) -> None:
