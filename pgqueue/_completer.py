@@ -122,8 +122,8 @@ class SyncCompleter:
                 self._wake.clear()
             if not batch:
                 wait = 0.0 if self._halt.is_set() else self._counts.due_in()
-                if wait > 0:
-                    wait_event(self._wake, wait)
+                if wait > 0:  # in slices: a stopping worker writes them at once
+                    wait_event(self._wake, min(wait, 0.1))
                 else:
                     self._write_counts()
                 continue
