@@ -536,7 +536,7 @@ async def jobs_action(request: Request) -> Response:
         return d.render(request, "error.html", 400, message=f"unknown action {verb!r}")
     by_filter = form.get("scope") == "filter"
     back = str(form.get("back") or "/jobs")
-    if not back.startswith("/") or back.startswith("//"):
+    if not re.match(r"^/(?![/\\])", back):  # a path of this app, never "//host" or "/\\host"
         back = "/jobs"
     try:
         if by_filter:

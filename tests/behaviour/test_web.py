@@ -186,6 +186,24 @@ def test_selected_jobs_are_deleted_after_confirmation(
     assert [j.id for j in admin.list_jobs("mail")] == [ids[1]]
 
 
+def test_an_action_redirects_only_within_the_dashboard(
+    admin: SyncAdmin, rw: TestClient, sync_engine: Engine
+) -> None:
+    admin.create_queue("mail")
+    producer = SyncProducer(sync_engine, "mail", schema=SCHEMA)
+    token = csrf(rw, "/jobs")
+    for back, expected in (
+        ("//evil.example/x", "/jobs?done="),
+        ("/\\evil.example", "/jobs?done="),
+        ("https://evil.example", "/jobs?done="),
+        ("/jobs?queue=mail", "/jobs?queue=mail&done="),
+    ):
+        job = producer.enqueue({})
+        form = {"csrf": token, "action": "delete", "ids": str(job.id), "back": back}
+        r = rw.post("/jobs/action", data={**form, "confirm": "1"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith(expected), back
+
+
 def test_dead_letters_group_by_cause_and_a_group_is_requeued_alone(
     admin: SyncAdmin, rw: TestClient, sync_engine: Engine
 ) -> None:
