@@ -43,7 +43,7 @@ from sqlalchemy.schema import DDL
 from ._plans import Context, Step, Steps, plan
 from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from .schema import TABLE_NAMES, archive, jobs, rate_limits, schedules, workers
+from .schema import TABLE_NAMES, archive, jobs, rate_limits, schedules, stats, workers
 
 Kind = Literal["producer", "worker", "admin"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -270,6 +270,31 @@ WORKER: tuple[Privilege, ...] = (
         "UPDATE",
         _names((rate_limits.c.tokens, rate_limits.c.updated_at)),
         "REFILL_BUCKET, SPEND_TOKENS",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "SELECT",
+        (),
+        "ADD_STATS: ON CONFLICT DO UPDATE adds to the counters it reads; PRUNE_STATS's "
+        "WHERE minute < ...",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "INSERT",
+        _names(stats.c),
+        "ADD_STATS: the completer's per-minute counters (the dashboard's rates)",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "UPDATE",
+        _names((stats.c.completed, stats.c.failed, stats.c.dead, stats.c.cancelled)),
+        "ADD_STATS (DO UPDATE): a minute already counted",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "DELETE",
+        (),
+        "PRUNE_STATS: counters past a week, dropped by the completers",
     ),
 )
 
