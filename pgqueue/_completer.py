@@ -59,6 +59,8 @@ class Settle:
     delay: float = 0.0
     #: A nack stored again with a plain error, the one it had having been rejected.
     plain: bool = False
+    #: Seconds the job's handler ran (when it was timed: the per-minute counters).
+    duration: float | None = None
 
 
 class SyncCompleter:
@@ -102,6 +104,7 @@ class SyncCompleter:
     def _submit(self, settles: list[Settle]) -> None:
         if not settles:
             return
+        settles = [replace(s, duration=self._inflight.ran_for(s.message.id)) for s in settles]
         with self._lock:
             self._pending += settles
             if self._flushing:
@@ -156,7 +159,7 @@ class SyncCompleter:
         for (queue, kind), settles in groups.items():
             outcomes = self._run(self._contexts[queue], kind, settles)
             self._inflight.settled([s.message for s in settles], outcomes)
-            self._counts.add([s.message for s in settles], outcomes)
+            self._counts.add([s.message for s in settles], outcomes, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             self._write_counts()

@@ -58,6 +58,8 @@ class Settle:
     delay: float = 0.0
     #: A nack stored again with a plain error, the one it had having been rejected.
     plain: bool = False
+    #: Seconds the job's handler ran (when it was timed: the per-minute counters).
+    duration: float | None = None
 
 
 class AsyncCompleter:
@@ -101,6 +103,7 @@ class AsyncCompleter:
     async def _submit(self, settles: list[Settle]) -> None:
         if not settles:
             return
+        settles = [replace(s, duration=self._inflight.ran_for(s.message.id)) for s in settles]
         with self._lock:
             self._pending += settles
             if self._flushing:
@@ -155,7 +158,7 @@ class AsyncCompleter:
         for (queue, kind), settles in groups.items():
             outcomes = await self._run(self._contexts[queue], kind, settles)
             self._inflight.settled([s.message for s in settles], outcomes)
-            self._counts.add([s.message for s in settles], outcomes)
+            self._counts.add([s.message for s in settles], outcomes, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             await self._write_counts()

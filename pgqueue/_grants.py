@@ -287,7 +287,9 @@ WORKER: tuple[Privilege, ...] = (
     Privilege(
         "pgqueue_stats",
         "UPDATE",
-        _names((stats.c.completed, stats.c.failed, stats.c.dead, stats.c.cancelled)),
+        _names(
+            (stats.c.completed, stats.c.failed, stats.c.dead, stats.c.cancelled, stats.c.durations)
+        ),
         "ADD_STATS (DO UPDATE): a minute already counted",
     ),
     Privilege(
@@ -408,11 +410,16 @@ _LOOKUP = text(
 )
 
 # Which (table, privilege, column) the role lacks; column '' checks the whole table.
+# The CASE checks the table first: the planner may evaluate the privilege functions
+# before the join's conditions, and has_column_privilege raises for a column that the
+# same-named table of another schema lacks (pgqueue installed at an older revision in
+# a second schema of the database).
 _MISSING = text(
     "SELECT w.t, w.p, w.c FROM unnest(:b_t, :b_p, :b_c) AS w(t, p, c)"
     " JOIN pg_catalog.pg_namespace n ON n.nspname = :b_schema"
     " JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = w.t"
-    " WHERE NOT CASE WHEN w.c = '' THEN has_table_privilege(:b_role, r.oid, w.p)"
+    " WHERE NOT CASE WHEN r.relname <> w.t OR r.relnamespace <> n.oid THEN true"
+    " WHEN w.c = '' THEN has_table_privilege(:b_role, r.oid, w.p)"
     " ELSE has_column_privilege(:b_role, r.oid, w.c, w.p) END"
     " UNION ALL SELECT 'schema ' || :b_schema, s.p, '' FROM unnest(:b_schema_privileges) AS s(p)"
     " WHERE NOT has_schema_privilege(:b_role,"

@@ -243,6 +243,9 @@ stats = Table(
     Column("failed", BigInteger, nullable=False, server_default=text("0")),
     Column("dead", BigInteger, nullable=False, server_default=text("0")),
     Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
+    # Handler durations of the completed and failed ones: a count per bucket of
+    # ``pgqueue._stats.DURATION_BUCKETS`` (the dashboard's p50 and p95 per entrypoint).
+    Column("durations", ARRAY(BigInteger), nullable=True),
 )
 
 #: What operators did through the dashboard: who, what, when, and to how many jobs.

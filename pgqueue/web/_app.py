@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._cron import Cron
 from .._sql.jobs import STATUSES
+from .._stats import DURATION_BUCKETS, percentile
 from .._urls import async_url
 from .._validate import check_schema_name
 from ..admin_async import AsyncAdmin
@@ -80,6 +81,17 @@ def _when(value: datetime | str | None) -> str:
         except ValueError:
             return str(value)
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bound(seconds: float | None) -> str:
+    """A duration bucket's upper bound: "≤ 20 ms", "≤ 2 s", "> 300 s"."""
+    if seconds is None:
+        return "—"
+    if seconds == float("inf"):
+        return f"> {DURATION_BUCKETS[-2]:g} s"
+    if seconds < 1:
+        return f"≤ {seconds * 1000:g} ms"
+    return f"≤ {seconds:g} s"
 
 
 def _count(value: int | None, cap: int = _queries.COUNT_CAP) -> str:
@@ -183,7 +195,7 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.templates.filters.update(
-            age=_age, when=_when, count=_count, size=_size, pretty=_pretty
+            age=_age, when=_when, count=_count, size=_size, pretty=_pretty, bound=_bound
         )
 
     async def close(self) -> None:
@@ -271,6 +283,12 @@ async def queue_page(request: Request) -> Response:
     if not found:
         raise HTTPException(404, f"no queue {name!r}")
     entrypoints = await d.rows(d.q.entrypoint_rates, b_queue=name)
+    histograms: dict[str, list[int]] = {}
+    for r in await d.rows(d.q.entrypoint_durations, b_queue=name):
+        histogram = histograms.setdefault(r.entrypoint, [0] * len(DURATION_BUCKETS))
+        if 1 <= r.i <= len(histogram):
+            histogram[r.i - 1] += int(r.n)
+    durations = {e: (percentile(h, 0.5), percentile(h, 0.95)) for e, h in histograms.items()}
     rates = await d.rows(d.q.rates)
     now = (await d.rows(text("SELECT now()")))[0][0]
     chart = _chart([(r.minute, r.completed, r.failed) for r in rates if r.queue == name], now)
@@ -279,6 +297,7 @@ async def queue_page(request: Request) -> Response:
         "queue.html",
         queue=found[0],
         entrypoints=entrypoints,
+        durations=durations,
         queue_chart=chart,
         statuses=_queries.HOT,
         cap=_queries.COUNT_CAP,

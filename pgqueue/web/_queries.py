@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     desc,
     func,
     insert,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
@@ -81,6 +83,7 @@ class Queries:
     overview: Any
     rates: Any
     entrypoint_rates: Any
+    entrypoint_durations: Any
     dead_groups: Any
     dead_group_ids: Any
     in_flight: Any
@@ -208,6 +211,17 @@ def queries(schema: str) -> Queries:
         .order_by(desc("count"), by_cause.c.queue, by_cause.c.fingerprint)
         .limit(MAX_GROUPS)
     )
+    buckets = (
+        func.unnest(stats.c.durations)
+        .table_valued(column("n", BigInteger), with_ordinality="i")
+        .render_derived(name="d")
+    )
+    entrypoint_durations = (
+        select(stats.c.entrypoint, buckets.c.i, func.sum(buckets.c.n).label("n"))
+        .select_from(stats.join(buckets, true()))
+        .where(stats.c.queue == bindparam("b_queue"), stats.c.minute >= since)
+        .group_by(stats.c.entrypoint, buckets.c.i)
+    )
     fp = fingerprint(jobs.c.last_error)
     dead_group_ids = (
         select(jobs.c.id)
@@ -266,6 +280,7 @@ def queries(schema: str) -> Queries:
         overview=(overview, overview_one),
         rates=rates,
         entrypoint_rates=entrypoint_rates,
+        entrypoint_durations=entrypoint_durations,
         dead_groups=dead_groups,
         dead_group_ids=dead_group_ids,
         in_flight=in_flight,

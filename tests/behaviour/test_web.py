@@ -310,15 +310,23 @@ def test_overview_charts_the_per_minute_counters(
         conn.execute(
             text(
                 f"INSERT INTO {SCHEMA}.pgqueue_stats (minute, queue, entrypoint, completed, failed,"
-                " dead) VALUES (date_trunc('minute', now()), 'mail', 'a', 40, 2, 1),"
-                " (date_trunc('minute', now()) - interval '5 minutes', 'mail', 'b', 2, 0, 0),"
-                " (date_trunc('minute', now()) - interval '2 hours', 'mail', 'a', 1000, 0, 0)"
+                " dead, durations) VALUES"
+                " (date_trunc('minute', now()), 'mail', 'a', 40, 2, 1,"
+                " '{0,0,0,10,0,0,0,0,0,1,0,0,0,0,0,0,0}'),"
+                " (date_trunc('minute', now()) - interval '5 minutes', 'mail', 'b', 2, 0, 0,"
+                " NULL),"
+                " (date_trunc('minute', now()) - interval '2 hours', 'mail', 'a', 1000, 0, 0,"
+                " '{9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9}')"
             )
         )
     page = ro.get("/").text
     assert "42 completed" in page and "3 failed" in page
     queue = ro.get("/queues/mail").text
     assert re.search(r">a</a></td>\s*<td class=\"num\">40</td>", queue), queue
+    # p50 and p95 of entrypoint a's durations in the last hour: 10 jobs ≤ 10 ms, 1 ≤ 1 s.
+    row = queue[queue.index(">a</a>") :]
+    row = row[: row.index("</tr>")]
+    assert re.findall(r'<td class="num">(≤[^<]*)</td>', row) == ["≤ 10 ms", "≤ 1 s"]
 
 
 async def test_live_stream_sends_a_change_when_a_job_is_enqueued(

@@ -904,3 +904,11 @@ def test_per_minute_counters_count_every_settle_by_entrypoint(
         ("tasks", "bad", 0, 7, 7, 0, True),
         ("tasks", "ok", 120, 0, 0, 0, True),
     ]
+    # Every handler that ran to its end is in a duration bucket, none over a second.
+    timed = rows(
+        sync_engine,
+        "SELECT entrypoint, sum(n), sum(n) FILTER (WHERE i <= 10)"
+        " FROM pgqueue_stats, unnest(durations) WITH ORDINALITY AS d(n, i)"
+        " GROUP BY 1 ORDER BY 1",
+    )
+    assert [tuple(r) for r in timed] == [("bad", 14, 14), ("ok", 120, 120)]

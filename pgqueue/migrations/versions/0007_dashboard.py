@@ -39,6 +39,7 @@ def upgrade() -> None:
         _counter("failed"),
         _counter("dead"),
         _counter("cancelled"),
+        sa.Column("durations", postgresql.ARRAY(sa.BigInteger()), nullable=True),
         sa.PrimaryKeyConstraint("minute", "queue", "entrypoint", name=op.f("pk_pgqueue_stats")),
     )
     op.create_table(
