@@ -154,9 +154,11 @@ def seed(engine: Engine) -> dict[str, Any]:
         )
         conn.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pgqueue_stats (minute, queue, entrypoint, completed, failed)"
-                " SELECT date_trunc('minute', now()) - make_interval(mins => g), 'mail', 'send',"
-                " 20 + g % 7 * 5, g % 5 FROM generate_series(0, 59) g"
+                f"INSERT INTO {SCHEMA}.pgqueue_stats (minute, queue, entrypoint, completed, failed,"
+                " durations) SELECT date_trunc('minute', now()) - make_interval(mins => g),"
+                " 'mail', 'send', 20 + g % 7 * 5, g % 5,"
+                " ARRAY[0, 0, 1, 4, 9, 6, 3, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]::bigint[]"
+                " FROM generate_series(0, 59) g"
             )
         )
     return {"ids": ids, "running": running.id, "admin": admin, "consumer": consumer}
