@@ -39,9 +39,11 @@ from pgqueue.web import create_app
 EMPTY = "pgq_bench_empty"
 
 STATS_SQL = f"""
-INSERT INTO {SCHEMA}.pgqueue_stats (minute, queue, entrypoint, completed, failed, dead)
+INSERT INTO {SCHEMA}.pgqueue_stats
+  (minute, queue, entrypoint, completed, failed, dead, durations)
 SELECT date_trunc('minute', now()) - make_interval(mins => m), 'q' || q, 'e' || e,
-       100 + (m * 7 + q + e) % 50, (m + e) % 4, (m + q) % 2
+       100 + (m * 7 + q + e) % 50, (m + e) % 4, (m + q) % 2,
+       ARRAY[0, 1, 5, 20, 40, 25, 10, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0]::bigint[]
 FROM generate_series(0, 59) m, generate_series(0, {QUEUES - 1}) q,
      generate_series(0, {ENTRYPOINTS - 1}) e
 """
