@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
@@ -467,8 +467,6 @@ async def system_page(request: Request) -> Response:
     holders = await d.rows(_queries.XMIN_HOLDERS)
     others = await d.rows(_queries.PREPARED_AND_SLOTS)
     archive = d.q.tables["pgqueue_archive"]
-    from sqlalchemy import func, select
-
     queues = [q.name for q in await d.admin.list_queues()]
     oldest = []
     for name in queues:  # one index probe per queue: (queue, finished_at)
