@@ -282,6 +282,37 @@ def test_mounted_under_a_prefix(clean: URL, admin: SyncAdmin) -> None:
         assert c.get("/ops/queues/static/app.js").status_code == 200
 
 
+def test_mounted_in_fastapi_with_the_hosts_own_authentication(clean: URL, admin: SyncAdmin) -> None:
+    """The host decides who the operator is (its session, its SSO): here a header its
+    own middleware would have set."""
+    from fastapi import FastAPI
+    from starlette.requests import Request
+
+    async def operator(request: Request) -> str | None:
+        return request.headers.get("x-host-user")
+
+    admin.create_queue("mail")
+    host = FastAPI()
+    dashboard = create_app(dsn_of(clean), schema=SCHEMA, actions=True, authenticate=operator)
+    host.mount("/admin/jobs", dashboard)
+    with TestClient(host) as c:
+        assert c.get("/admin/jobs/queues/mail").status_code == 401
+        c.headers["x-host-user"] = "alice"
+        page = c.get("/admin/jobs/queues/mail").text
+        assert 'action="/admin/jobs/queues/mail/pause"' in page
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert token
+        r = c.post(
+            "/admin/jobs/queues/mail/pause", data={"csrf": token.group(1)}, follow_redirects=False
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/admin/jobs/queues/mail"
+        assert admin.get_queue("mail").paused
+        assert "alice" in c.get("/admin/jobs/audit").text
+        # A mounted app's lifespan is the host's: close it as the host would, on its loop.
+        assert c.portal is not None
+        c.portal.call(dashboard.state.pgqueue.close)
+
+
 def test_overview_counts_each_queue_by_status(
     admin: SyncAdmin, ro: TestClient, sync_engine: Engine
 ) -> None:
