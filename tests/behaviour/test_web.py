@@ -113,6 +113,14 @@ def test_actions_need_credentials_configured(clean: URL, monkeypatch: pytest.Mon
         assert c.get("/", headers={"authorization": "Bearer " + "t" * 32}).status_code == 200
 
 
+def test_pgqueue_web_refuses_actions_without_credentials(dsn: str) -> None:
+    from tests.support.procs import Command
+
+    env = {"PGQUEUE_WEB_TOKEN": "", "PGQUEUE_WEB_USERNAME": "", "PGQUEUE_WEB_PASSWORD": ""}
+    r = Command(["web", "--actions", "--port", "1"], dsn=dsn, env=env).result(timeout=30)
+    assert r.code == 2 and "actions need authentication" in r.err, r.err
+
+
 def test_credentials_guard_every_page_and_every_action(
     clean: URL, admin: SyncAdmin, rw: TestClient
 ) -> None:
