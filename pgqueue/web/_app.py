@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import jinja2
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -47,7 +48,13 @@ from ._security import (
 )
 
 HERE = Path(__file__).parent
-_NO_JIT = text("SET LOCAL jit = off")
+# Every read of a page: JIT off (see Dashboard.rows) and a statement timeout, so that no
+# page holds the database for long (a filter that reads too much is stopped, and says so).
+_READ_SETTINGS = text(
+    "SELECT set_config('jit', 'off', true), set_config('statement_timeout', :timeout, true)"
+)
+#: SQLSTATE query_canceled: a statement timeout.
+_CANCELED = "57014"
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
 #: The verbs of the jobs page, and what they did (for messages and the audit log).
@@ -174,6 +181,7 @@ class Dashboard:
         csrf: Csrf,
         live: bool,
         poll_interval: float,
+        statement_timeout: float,
         title: str,
     ) -> None:
         self.engine = engine
@@ -186,6 +194,8 @@ class Dashboard:
         self.csrf = csrf
         self.hub = Hub(engine, schema, listen=live)
         self.poll_interval = poll_interval
+        self.statement_timeout = statement_timeout
+        self._timeout = {"timeout": f"{max(1, round(statement_timeout * 1000))}ms"}
         self.title = title
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
@@ -238,8 +248,12 @@ class Dashboard:
             # The pages' statements run subqueries per queue: their estimated cost (from
             # a small table's default estimate) crosses jit_above_cost, and compiling
             # them took 340 ms of a 420 ms overview at 1M jobs, for a 60 ms query.
-            await conn.execute(_NO_JIT)
+            await conn.execute(_READ_SETTINGS, self._timeout)
             return list((await conn.execute(statement, params)).all())
+
+    async def read(self, conn: Any) -> None:
+        """Apply the reads' settings to ``conn`` (in its transaction)."""
+        await conn.execute(_READ_SETTINGS, self._timeout)
 
     async def audit(self, actor: str, action: str, target: Mapping[str, Any], count: int) -> None:
         async with self.engine.begin() as conn:
@@ -337,11 +351,14 @@ async def jobs_page(request: Request) -> Response:
     try:
         where = _filters(params, statuses)
         after = params.get("after")
-        jobs = await d.admin.list_jobs(
-            **where,
-            after_id=int(after) if after and after.isdigit() else None,
-            limit=PAGE_SIZE + 1,
-        )
+        async with d.engine.connect() as conn:
+            await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
+            jobs = await d.admin.list_jobs(
+                **where,
+                after_id=int(after) if after and after.isdigit() else None,
+                limit=PAGE_SIZE + 1,
+                bind=conn,
+            )
     except InvalidArgument as exc:
         return d.render(request, "error.html", 400, message=str(exc))
     more = len(jobs) > PAGE_SIZE
@@ -620,10 +637,28 @@ async def dead_requeue(request: Request) -> Response:
     return _back(request, "/dead", done=f"requeued {len(done)} dead job(s) of {queue}")
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for e in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(e, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 async def _error(request: Request, exc: Exception) -> Response:
     d = _dashboard(request)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    if isinstance(exc, DBAPIError):
+        if _sqlstate(exc) == _CANCELED or "statement timeout" in str(exc):
+            status = 503
+            detail = (
+                f"stopped after {d.statement_timeout:g} s (the dashboard's statement timeout): "
+                "narrow the filter (a queue and a status read from an index)"
+            )
+        else:
+            detail = "database error: " + (str(exc.orig or exc).strip().splitlines() or [""])[0]
     headers = {}
     if status == 401 and d.credentials.basic:
         headers["www-authenticate"] = 'Basic realm="pgqueue", charset="UTF-8"'
@@ -700,6 +735,7 @@ def create_app(
     secret: str | bytes | None = None,
     live: bool = True,
     poll_interval: float = POLL_INTERVAL,
+    statement_timeout: float = 10.0,
     title: str = "pgqueue",
 ) -> Starlette:
     """The dashboard as an ASGI app: serve it (``pgqueue web``, any ASGI server) or mount
@@ -711,7 +747,8 @@ def create_app(
     credentials come from ``PGQUEUE_WEB_TOKEN``, ``PGQUEUE_WEB_USERNAME`` and
     ``PGQUEUE_WEB_PASSWORD``; once configured, every page needs them. ``secret`` signs
     CSRF tokens (default ``PGQUEUE_WEB_SECRET``, else random per process).
-    ``live``: LISTEN for the pages' live updates (else they poll).
+    ``live``: LISTEN for the pages' live updates (else they poll). ``statement_timeout``
+    (seconds): a page's query that runs longer is stopped (the page says so).
 
     >>> from fastapi import FastAPI                                   # doctest: +SKIP
     >>> app = FastAPI()                                               # doctest: +SKIP
@@ -729,6 +766,8 @@ def create_app(
         )
     if not poll_interval > 0:
         raise InvalidArgument(f"poll_interval must be > 0, not {poll_interval!r}")
+    if not statement_timeout > 0:
+        raise InvalidArgument(f"statement_timeout must be > 0, not {statement_timeout!r}")
     owns = False
     if isinstance(engine, AsyncEngine):
         async_engine = engine
@@ -748,6 +787,7 @@ def create_app(
         csrf=Csrf(secret),
         live=live,
         poll_interval=poll_interval,
+        statement_timeout=statement_timeout,
         title=title,
     )
     routes = [
@@ -768,7 +808,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _error, PgQueueError: _error},
+        exception_handlers={HTTPException: _error, PgQueueError: _error, DBAPIError: _error},
         lifespan=_lifespan(dashboard),
     )
     app.state.pgqueue = dashboard

@@ -279,6 +279,21 @@ def test_everything_a_job_carries_is_escaped(
         assert "<img src=x" not in page and "<script>window" not in page, path
 
 
+def test_a_page_that_reads_too_long_is_stopped_and_says_so(
+    clean: URL, admin: SyncAdmin, sync_engine: Engine
+) -> None:
+    """Every read runs under the dashboard's statement_timeout: here the overview's
+    counters wait on a lock another session holds, and the page gives up after it."""
+    admin.create_queue("mail")
+    with client(clean, statement_timeout=0.3) as c, sync_engine.connect() as locker:
+        assert c.get("/").status_code == 200
+        locker.execute(text(f"LOCK TABLE {SCHEMA}.pgqueue_stats IN ACCESS EXCLUSIVE MODE"))
+        r = c.get("/")
+        assert r.status_code == 503 and "statement timeout" in r.text
+        locker.rollback()
+        assert c.get("/").status_code == 200
+
+
 def test_mounted_under_a_prefix(clean: URL, admin: SyncAdmin) -> None:
     admin.create_queue("mail")
     host = Starlette(routes=[Mount("/ops/queues", app=create_app(dsn_of(clean), schema=SCHEMA))])
