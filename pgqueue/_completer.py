@@ -30,8 +30,10 @@ from ._drive import Held
 from ._inflight import InFlight
 from ._plans import Context, Plan
 from ._plans import consumer as consumer_plans
+from ._plans import worker as worker_plans
 from ._plans.consumer import Failure
 from ._retry import TRANSIENT, backoff_delay, first_line, permanent
+from ._stats import Counts
 from .types import Message
 
 log = logging.getLogger("pgqueue.worker")
@@ -59,6 +61,8 @@ class Settle:
     plain: bool = False
     #: An ack's result, as JSON text (None: nothing to store).
     result: str | None = None
+    #: Seconds the job's handler ran (when it was timed: the per-minute counters).
+    duration: float | None = None
 
 
 class SyncCompleter:
@@ -82,6 +86,10 @@ class SyncCompleter:
         self._lock = threading.Lock()  # pending and flushing: never held across I/O
         self._pending: list[Settle] = []
         self._flushing = False
+        # Per-minute counters (pgqueue_stats), written by the flush at most once a second;
+        # a flush with counters waiting stays up to a second for them, woken by a settle.
+        self._counts = Counts()
+        self._wake = Event()
 
     def ack(self, message: Message, result: str | None = None) -> None:
         self._submit([Settle(ACK, message, result=result)])
@@ -98,9 +106,11 @@ class SyncCompleter:
     def _submit(self, settles: list[Settle]) -> None:
         if not settles:
             return
+        settles = [replace(s, duration=self._inflight.ran_for(s.message.id)) for s in settles]
         with self._lock:
             self._pending += settles
             if self._flushing:
+                self._wake.set()
                 return
             self._flushing = True
         self._flusher.spawn(self._flush)
@@ -109,11 +119,19 @@ class SyncCompleter:
         while True:
             with self._lock:
                 batch, self._pending = self._pending, []
-                if not batch:
+                if not batch and not self._counts.waiting:
                     # In the same critical section as the check: a settle queued now
                     # either was in this batch or finds no flush in progress and starts one.
                     self._flushing = False
                     return
+                self._wake.clear()
+            if not batch:
+                wait = 0.0 if self._halt.is_set() else self._counts.due_in()
+                if wait > 0:  # in slices: a stopping worker writes them at once
+                    wait_event(self._wake, min(wait, 0.1))
+                else:
+                    self._write_counts()
+                continue
             try:
                 self._settle(batch)
             except BaseException:  # cancelled: settle them later
@@ -143,7 +161,20 @@ class SyncCompleter:
         for (queue, kind), settles in groups.items():
             outcomes = self._run(self._contexts[queue], kind, settles)
             self._inflight.settled([s.message for s in settles], outcomes)
+            self._counts.add([s.message for s in settles], outcomes, [s.duration for s in settles])
         self._settled()
+        if self._counts.due_in() == 0:
+            self._write_counts()
+
+    def _write_counts(self) -> None:
+        """Add the counters to pgqueue_stats; on failure they are dropped (they are
+        statistics: never worth holding a settle back)."""
+        params = self._counts.take()
+        ctx = next(iter(self._contexts.values()))
+        try:
+            self._conn.run(worker_plans.add_stats(ctx, params, self._counts.prune_due()), ctx)
+        except Exception as exc:
+            log.warning("per-minute counters not written (%s)", first_line(exc))
 
     def _run(self, ctx: Context, kind: str, settles: list[Settle]) -> list[str | None]:
         """Outcomes (None: lease lost or given up), retrying while the database is away."""

@@ -46,7 +46,7 @@ from sqlalchemy.schema import DDL
 from ._plans import Context, Step, Steps, plan
 from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from .schema import TABLE_NAMES, archive, jobs, rate_limits, results, schedules, workers
+from .schema import TABLE_NAMES, archive, jobs, rate_limits, results, schedules, stats, workers
 
 Kind = Literal["producer", "worker", "admin"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -311,6 +311,33 @@ WORKER: tuple[Privilege, ...] = (
         _names((rate_limits.c.tokens, rate_limits.c.updated_at)),
         "REFILL_BUCKET, SPEND_TOKENS",
     ),
+    Privilege(
+        "pgqueue_stats",
+        "SELECT",
+        (),
+        "ADD_STATS: ON CONFLICT DO UPDATE adds to the counters it reads; PRUNE_STATS's "
+        "WHERE minute < ...",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "INSERT",
+        _names(stats.c),
+        "ADD_STATS: the completer's per-minute counters (the dashboard's rates)",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "UPDATE",
+        _names(
+            (stats.c.completed, stats.c.failed, stats.c.dead, stats.c.cancelled, stats.c.durations)
+        ),
+        "ADD_STATS (DO UPDATE): a minute already counted",
+    ),
+    Privilege(
+        "pgqueue_stats",
+        "DELETE",
+        (),
+        "PRUNE_STATS: counters past a week, dropped by the completers",
+    ),
 )
 
 #: Every table an admin gets everything on (those that exist when it is granted).
@@ -421,12 +448,17 @@ _LOOKUP = text(
 )
 
 # Which (table, privilege, column) the role lacks; column '' checks the whole table.
+# The CASE checks the table first: the planner may evaluate the privilege functions
+# before the join's conditions, and has_column_privilege raises for a column that the
+# same-named table of another schema lacks (pgqueue installed at an older revision in
+# a second schema of the database).
 _MISSING = text(
     "SELECT w.t, w.p, w.c FROM ROWS FROM (pg_catalog.unnest(:b_t), pg_catalog.unnest(:b_p),"
     " pg_catalog.unnest(:b_c)) AS w(t, p, c)"
     " JOIN pg_catalog.pg_namespace n ON n.nspname = :b_schema"
     " JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = w.t"
-    " WHERE NOT CASE WHEN w.c = '' THEN pg_catalog.has_table_privilege(:b_role, r.oid, w.p)"
+    " WHERE NOT CASE WHEN r.relname <> w.t OR r.relnamespace <> n.oid THEN true"
+    " WHEN w.c = '' THEN pg_catalog.has_table_privilege(:b_role, r.oid, w.p)"
     " ELSE pg_catalog.has_column_privilege(:b_role, r.oid, w.c, w.p) END"
     " UNION ALL SELECT 'schema ' || :b_schema, s.p, ''"
     " FROM pg_catalog.unnest(:b_schema_privileges) AS s(p)"

@@ -64,6 +64,13 @@ class InFlight:
             job.started = time.monotonic()
             job.in_thread = job.in_thread or in_thread
 
+    def ran_for(self, job_id: int) -> float | None:
+        """Seconds since the job's handler started (None: not held, or not started)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            started = job.started if job is not None else None
+        return None if started is None else time.monotonic() - started
+
     def in_thread(self, job: Job) -> None:
         with self._lock:
             job.in_thread = True

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, workers
+from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, stats, workers
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -103,6 +103,9 @@ class Statements:
     MARK_AWAITED: Executable
     OUTCOMES: Executable
     PRUNE_RESULTS: Executable
+    # per-minute counters
+    ADD_STATS: Executable
+    PRUNE_STATS: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -129,7 +132,7 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats)
 
 
 def sources() -> dict[str, Executable]:

@@ -63,6 +63,8 @@ TABLE_NAMES = frozenset(
         "pgqueue_schedules",
         "pgqueue_rate_limits",
         "pgqueue_results",
+        "pgqueue_stats",
+        "pgqueue_audit",
         "pgqueue_alembic_version",
     }
 )
@@ -254,6 +256,39 @@ rate_limits = Table(
     Column("entrypoint", Text, primary_key=True),
     Column("tokens", Double, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+#: Jobs settled per minute, queue and entrypoint, counted by the workers' completers
+#: (one upsert per queue and second at most, whatever the rate): the dashboard's rates
+#: exist even for queues that keep no archive. Rows older than a week are pruned.
+stats = Table(
+    "pgqueue_stats",
+    metadata,
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("queue", Text, primary_key=True),
+    Column("entrypoint", Text, primary_key=True),
+    Column("completed", BigInteger, nullable=False, server_default=text("0")),
+    # A failed attempt that will be retried; a dead one is counted in ``dead`` only.
+    Column("failed", BigInteger, nullable=False, server_default=text("0")),
+    Column("dead", BigInteger, nullable=False, server_default=text("0")),
+    Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
+    # Handler durations of the completed and failed ones: a count per bucket of
+    # ``pgqueue._stats.DURATION_BUCKETS`` (the dashboard's p50 and p95 per entrypoint).
+    Column("durations", ARRAY(BigInteger), nullable=True),
+)
+
+#: What operators did through the dashboard: who, what, when, and to how many jobs.
+audit = Table(
+    "pgqueue_audit",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    # What it acted on, as the operator chose it: a queue, ids, or a filter (JSON).
+    Column("target", JSONB, nullable=False),
+    Column("count", Integer, nullable=False),
+    Index("ix_pgqueue_audit_at", "at"),
 )
 
 #: Storage settings of the hot table, applied by the migration: updates (lease, retry)

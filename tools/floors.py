@@ -20,7 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The extras whose floors are tested with the core ones (the drivers).
 EXTRAS = ("psycopg", "asyncpg")
 #: What the test suite itself needs, at any version.
-TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "fastapi", "uvicorn")
+# (The dashboard's behaviour tests need Starlette, which fastapi brings, Jinja2,
+# python-multipart and httpx for Starlette's test client.)
+TEST_TOOLS = (
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "hypothesis",
+    "fastapi",
+    "uvicorn",
+    "jinja2",
+    "python-multipart",
+    "httpx",
+)
 
 
 def _array(text: str, key: str) -> list[str]:

@@ -135,3 +135,13 @@ def unserved(ctx: Context) -> Steps[list[tuple[str, int]]]:
     """Entrypoints at the head of the queue that no live worker serves, with counts."""
     rows = yield Step(ctx.sql.UNSERVED, {"b_queue": ctx.queue})
     return [(r[0], int(r[1])) for r in rows]
+
+
+@plan(transaction=False)
+def add_stats(ctx: Context, params: dict[str, list[object]], prune: bool) -> Steps[None]:
+    """Add a completer's per-minute counters (``_stats.Counts.take``); ``prune``: drop
+    counters past their keep first."""
+    if prune:
+        yield Step(ctx.sql.PRUNE_STATS, {})
+    if params["b_queues"]:
+        yield Step(ctx.sql.ADD_STATS, params)

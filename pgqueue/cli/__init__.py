@@ -9,6 +9,7 @@
     pgqueue jobs list --queue emails --status dead
     pgqueue jobs show 4812; pgqueue jobs cancel 4812
     pgqueue grant web_app --as producer           # least-privilege roles
+    pgqueue web                                   # the dashboard on 127.0.0.1:8089
 
 The database comes from ``--dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``.
 Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 database unreachable,
@@ -42,6 +43,7 @@ from .commands import (
 from .demo import cmd_demo
 from .jobs import add_parsers as add_job_parsers
 from .run import cmd_run
+from .web import add_parser as add_web_parser
 
 
 # --------------------------------------------------------------------------- parser
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dead)
 
     add_job_parsers(sub)
+    add_web_parser(sub)
 
     p = sub.add_parser("grant", help="grant a role what a producer, worker or admin needs")
     p.add_argument("role", help="an existing PostgreSQL role")
@@ -137,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--data-dir", default=".pgqueue/demo-pgdata")
+    p.add_argument("--web", action="store_true", help="serve the dashboard while it runs")
+    p.add_argument("--web-port", type=int, default=8089, help="the dashboard's port (8089)")
     p.set_defaults(func=cmd_demo)
     return parser
 

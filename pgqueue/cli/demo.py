@@ -1,4 +1,8 @@
-"""``pgqueue demo``: a few thousand jobs through an AsyncWorker, on an embedded server."""
+"""``pgqueue demo``: a few thousand jobs through an AsyncWorker, on an embedded server.
+
+``--web`` serves the dashboard on 127.0.0.1 while the demo runs, and keeps serving it
+(with the jobs left: dead letters to retry) until Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -78,6 +83,7 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
         await producer.batch_enqueue(payloads[i : i + 1000])
     enqueue_s = time.monotonic() - started
 
+    web = await _start_web(engine, args) if args.web else None
     worker = AsyncWorker(
         engine, ["demo"], schema=args.schema, concurrency=args.concurrency, hostname="pgqueue-demo"
     )
@@ -110,7 +116,6 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
     metrics = await admin.metrics("demo")
     async with engine.connect() as conn:
         version = (await conn.execute(text("SHOW server_version"))).scalar()
-    await engine.dispose()
     stats = worker.stats
     print(
         "\n".join(
@@ -129,4 +134,46 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
             ]
         )
     )
-    return 0 if done + metrics.dead == args.jobs else EXIT_FAILURE
+    code = 0 if done + metrics.dead == args.jobs else EXIT_FAILURE
+    if web is not None:
+        print(f"\ndashboard still at {web.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        await web.wait()
+    await engine.dispose()
+    return code
+
+
+class _Web:
+    """The dashboard on uvicorn, in the demo's event loop."""
+
+    def __init__(self, server: Any, task: asyncio.Task[None], url: str) -> None:
+        self.server, self.task, self.url = server, task, url
+
+    async def wait(self) -> None:
+        try:
+            await self.task
+        finally:
+            self.server.should_exit = True
+
+
+async def _start_web(engine: Any, args: argparse.Namespace) -> _Web:
+    from .web import load
+
+    create_app, uvicorn = load()
+    app = create_app(engine, schema=args.schema, actions=_has_credentials())
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.web_port, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task  # its error
+            raise CliError(f"the dashboard could not start on port {args.web_port}")
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{args.web_port}/"
+    print(f"dashboard on {url}", file=sys.stderr, flush=True)
+    return _Web(server, task, url)
+
+
+def _has_credentials() -> bool:
+    from ..web import Credentials
+
+    return Credentials.from_env().configured

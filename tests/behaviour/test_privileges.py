@@ -266,6 +266,26 @@ async def test_async_grant_then_role_works(roles: Roles) -> None:
     assert tuple(row) == (True, False, False)
 
 
+def test_grant_checks_its_own_schema_beside_an_older_install(roles: Roles) -> None:
+    """Another schema of the database holds pgqueue's tables at an older revision (a
+    column of this one missing there): the grant's check must not look at them."""
+    with roles.su.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS pgq_older CASCADE"))
+        conn.execute(text("CREATE SCHEMA pgq_older"))
+        conn.execute(text("CREATE TABLE pgq_older.pgqueue_stats (minute timestamptz)"))
+        conn.execute(text("CREATE TABLE pgq_older.pgqueue_jobs (id bigint)"))
+    try:
+        role = roles.create("worker")  # grants, then checks every column it granted
+        (row,) = roles.rows(
+            "SELECT has_column_privilege(:r, 'pgq_test.pgqueue_stats', 'completed', 'UPDATE')",
+            r=role,
+        )
+        assert row[0] is True
+    finally:
+        with roles.su.begin() as conn:
+            conn.execute(text("DROP SCHEMA pgq_older CASCADE"))
+
+
 def test_grant_needs_an_installed_schema(roles: Roles, empty_schema: str) -> None:
     role = roles.create()
     for kind in ("producer", "worker"):

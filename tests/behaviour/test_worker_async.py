@@ -963,3 +963,42 @@ async def test_claim_tick_enqueues_one_job_per_tick(async_engine: AsyncEngine) -
 
 def coroutine_or_plain(job: Message) -> None:
     """A handler both faces accept."""
+
+
+async def test_per_minute_counters_count_every_settle_by_entrypoint(
+    async_engine: AsyncEngine,
+) -> None:
+    """The completer adds what it settled to pgqueue_stats (the dashboard's rates, with
+    no archive): completed, failed (to be retried), dead and cancelled, per entrypoint."""
+    producer = await queue(async_engine, max_attempts=2, retry_backoff=0.01, retry_backoff_max=0.02)
+    worker = make_worker(async_engine, concurrency=8)
+
+    @worker.entrypoint("ok")
+    async def ok(job: Message) -> None:
+        await sleep(0.001)
+
+    @worker.entrypoint("bad")
+    async def bad(job: Message) -> None:
+        raise ValueError("always")
+
+    await producer.batch_enqueue([{"n": i} for i in range(120)], entrypoint="ok")
+    await producer.batch_enqueue([{"n": i} for i in range(7)], entrypoint="bad")
+    await drain(worker)
+    got = await rows(
+        async_engine,
+        "SELECT queue, entrypoint, sum(completed), sum(failed), sum(dead), sum(cancelled),"
+        " bool_and(minute = date_trunc('minute', minute) AND minute <= now())"
+        " FROM pgqueue_stats GROUP BY 1, 2 ORDER BY 2",
+    )
+    assert [tuple(r) for r in got] == [
+        ("tasks", "bad", 0, 7, 7, 0, True),
+        ("tasks", "ok", 120, 0, 0, 0, True),
+    ]
+    # Every handler that ran to its end is in a duration bucket, none over a second.
+    timed = await rows(
+        async_engine,
+        "SELECT entrypoint, sum(n), sum(n) FILTER (WHERE i <= 10)"
+        " FROM pgqueue_stats, unnest(durations) WITH ORDINALITY AS d(n, i)"
+        " GROUP BY 1 ORDER BY 1",
+    )
+    assert [tuple(r) for r in timed] == [("bad", 14, 14), ("ok", 120, 120)]

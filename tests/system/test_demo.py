@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pgqueue import SyncAdmin
+from tests.support.db import SCHEMA
 from tests.support.procs import Command
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,3 +36,48 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     left = re.search(r"left\s+ready=0 scheduled=0 running=0", r.out)
     assert processed and dead and left, r.out
     assert int(processed[1]) + int(dead[1]) == 300
+
+
+def test_demo_web_serves_the_dashboard_until_interrupted(dsn: str) -> None:
+    """``pgqueue demo --web``: the dashboard answers while and after the demo runs, shows
+    the demo's queue, and the command stops cleanly on SIGINT (Ctrl-C)."""
+    import signal
+    import time
+    import urllib.request
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    cmd = Command(["demo", "--jobs", "300", "--web", "--web-port", str(port)], dsn=dsn)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    page = ""
+    while time.monotonic() < deadline and cmd.popen.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                page = response.read().decode()
+            if "/queues/demo" in page:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert "/queues/demo" in page, "the dashboard did not show the demo's queue"
+    with urllib.request.urlopen(url + "queues/demo", timeout=5) as response:
+        assert response.status == 200
+    # Still serving once the jobs are worked through, until interrupted.
+    admin = SyncAdmin(dsn, schema=SCHEMA)
+    while time.monotonic() < deadline:
+        m = admin.metrics("demo")
+        if m.ready == m.scheduled == m.running == 0:
+            break
+        time.sleep(0.2)
+    admin.close()
+    time.sleep(0.5)
+    with urllib.request.urlopen(url + "dead", timeout=5) as response:
+        assert response.status == 200
+    assert cmd.popen.poll() is None, "the demo stopped serving the dashboard by itself"
+    cmd.popen.send_signal(signal.SIGINT)
+    r = cmd.result(timeout=30)
+    assert r.code == 130, f"{r.out}\n{r.err}"  # the CLI's exit code for Ctrl-C
+    assert "dashboard on " + url in r.err and "dashboard still at " + url in r.err
+    assert "pgqueue demo on PostgreSQL" in r.out

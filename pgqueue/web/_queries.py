@@ -1,0 +1,371 @@
+"""The dashboard's reads (and its audit writes), built once per schema.
+
+Each page reads what it shows in a few statements bounded by indexes: counts are
+capped (a queue holding a million jobs shows "10,000+" on the overview and "100,000+"
+on its own page, counted from an index in milliseconds, rather than a count that reads
+the whole table), lists are
+keyset-paged, charts read ``pgqueue_stats`` (one row per queue, entrypoint and minute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    desc,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.elements import ColumnElement
+
+from .._sql._common import const
+from .._sql.workers import DEAD_AFTER
+from .._statements import for_schema
+
+#: Counts stop at this many jobs (shown as "N+"): bounded work per status and queue.
+COUNT_CAP = 100_000
+#: The overview's cap (it counts every queue's statuses).
+OVERVIEW_CAP = 10_000
+#: Dead-letter groups shown, largest first.
+MAX_GROUPS = 200
+#: Statuses of the hot table, in the order pages show them.
+HOT = ("queued", "scheduled", "running", "dead")
+
+
+def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
+    """An error's cause without its particulars: its first line (exception type and
+    message) with quoted text, hex and numbers replaced, at most 200 characters. Jobs
+    that failed the same way share it however their ids, hosts or values differ."""
+    first = func.split_part(func.coalesce(error, ""), literal("\n"), 1)
+    quoted = func.regexp_replace(first, literal("'[^']*'|\"[^\"]*\""), literal("'…'"), "g")
+    hexed = func.regexp_replace(
+        quoted,
+        literal("0x[0-9a-fA-F]+|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"),
+        literal("#"),
+        "g",
+    )
+    numbers = func.regexp_replace(hexed, literal("[0-9]+(\\.[0-9]+)?"), literal("#"), "g")
+    return func.left(numbers, 200)
+
+
+def _capped(
+    table: Table, *where: ColumnElement[bool], outer: Table | None = None, cap: Any = None
+) -> Any:
+    """How many rows match, counting at most ``cap`` (default: the ``b_cap`` parameter);
+    ``outer``: the table of the enclosing query the conditions refer to (a derived
+    table does not correlate by itself)."""
+    limit = bindparam("b_cap", type_=BigInteger) if cap is None else cap
+    inner = select(literal(1)).select_from(table).where(*where).limit(limit)
+    if outer is not None:
+        inner = inner.correlate(outer)
+    return select(func.count()).select_from(inner.subquery()).scalar_subquery()
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    overview: Any
+    rates: Any
+    entrypoint_rates: Any
+    entrypoint_durations: Any
+    dead_groups: Any
+    dead_group_ids: Any
+    in_flight: Any
+    worker_heartbeat: Any
+    add_audit: Any
+    list_audit: Any
+    change_mark: Any
+    channels: Any
+    tables: dict[str, Table]
+
+
+@lru_cache(maxsize=16)
+def queries(schema: str) -> Queries:
+    t = for_schema(schema).tables
+    queues, jobs, workers, stats, audit = (
+        t["pgqueue_queues"],
+        t["pgqueue_jobs"],
+        t["pgqueue_workers"],
+        t["pgqueue_stats"],
+        t["pgqueue_audit"],
+    )
+    q = queues.c.name
+    counts = [
+        _capped(jobs, jobs.c.queue == q, jobs.c.status == const(status), outer=queues).label(status)
+        for status in HOT
+    ]
+    # The head of the queue's FIFO (lowest id still queued): its age is how long the
+    # queue has kept work waiting.
+    oldest = (
+        select(func.now() - jobs.c.enqueued_at)
+        .where(jobs.c.queue == q, jobs.c.status == const("queued"))
+        .order_by(jobs.c.id)
+        .limit(1)
+        .scalar_subquery()
+        .label("oldest_ready_age")
+    )
+    fresh = workers.c.heartbeat_at > func.now() - literal_column(
+        f"INTERVAL '{DEAD_AFTER:g} seconds'"
+    )
+    alive = (
+        select(func.count())
+        .where(
+            workers.c.kind == const("worker"),
+            workers.c.status.in_(["ready", "suspended"]),
+            fresh,
+            or_(
+                workers.c.queues.is_(None),
+                q == func.any(func.string_to_array(workers.c.queues, ",")),
+            ),
+        )
+        .scalar_subquery()
+        .label("workers")
+    )
+    overview = select(
+        q,
+        queues.c.paused,
+        queues.c.archive,
+        queues.c.max_attempts,
+        queues.c.visibility_timeout,
+        queues.c.retry_backoff,
+        queues.c.retry_backoff_max,
+        queues.c.created_at,
+        *counts,
+        oldest,
+        alive,
+    ).order_by(q)
+    overview_one = overview.where(q == bindparam("b_queue"))
+
+    since = func.now() - literal_column("INTERVAL '60 minutes'")
+    rates = (
+        select(
+            stats.c.queue,
+            stats.c.minute,
+            func.sum(stats.c.completed).label("completed"),
+            func.sum(stats.c.failed + stats.c.dead).label("failed"),
+        )
+        .where(stats.c.minute >= func.date_trunc("minute", since))
+        .group_by(stats.c.queue, stats.c.minute)
+        .order_by(stats.c.queue, stats.c.minute)
+    )
+    entrypoint_rates = (
+        select(
+            stats.c.entrypoint,
+            func.sum(stats.c.completed).label("completed"),
+            func.sum(stats.c.failed).label("failed"),
+            func.sum(stats.c.dead).label("dead"),
+            func.sum(stats.c.cancelled).label("cancelled"),
+        )
+        .where(stats.c.queue == bindparam("b_queue"), stats.c.minute >= since)
+        .group_by(stats.c.entrypoint)
+        .order_by(stats.c.entrypoint)
+    )
+
+    # Grouped twice: by the exact error first (cheap: no regex, and the same message
+    # repeats), then by the fingerprint of each distinct error.
+    last_at = jobs.c.errors[-1]["at"].astext
+    exact = (
+        select(
+            jobs.c.queue,
+            jobs.c.last_error,
+            jobs.c.entrypoint,
+            func.count().label("n"),
+            func.min(last_at).label("first_seen"),
+            func.max(last_at).label("last_seen"),
+            func.max(jobs.c.id).label("latest_id"),
+        )
+        .where(jobs.c.status == const("dead"))
+        .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
+        .subquery()
+    )
+    efp = fingerprint(exact.c.last_error).label("fingerprint")
+    by_cause = select(exact, efp).subquery()
+    dead_groups = (
+        select(
+            by_cause.c.queue,
+            by_cause.c.fingerprint,
+            func.sum(by_cause.c.n).label("count"),
+            func.min(by_cause.c.first_seen).label("first_seen"),
+            func.max(by_cause.c.last_seen).label("last_seen"),
+            func.array_agg(func.distinct(by_cause.c.entrypoint)).label("entrypoints"),
+            func.min(by_cause.c.last_error).label("example"),
+            func.max(by_cause.c.latest_id).label("latest_id"),
+        )
+        .group_by(by_cause.c.queue, by_cause.c.fingerprint)
+        .order_by(desc("count"), by_cause.c.queue, by_cause.c.fingerprint)
+        .limit(MAX_GROUPS)
+    )
+    buckets = (
+        func.unnest(stats.c.durations)
+        .table_valued(column("n", BigInteger), with_ordinality="i")
+        .render_derived(name="d")
+    )
+    entrypoint_durations = (
+        select(stats.c.entrypoint, buckets.c.i, func.sum(buckets.c.n).label("n"))
+        .select_from(stats.join(buckets, true()))
+        .where(stats.c.queue == bindparam("b_queue"), stats.c.minute >= since)
+        .group_by(stats.c.entrypoint, buckets.c.i)
+    )
+    fp = fingerprint(jobs.c.last_error)
+    dead_group_ids = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.queue == bindparam("b_queue"),
+            jobs.c.status == const("dead"),
+            fp == bindparam("b_fingerprint", type_=Text),
+        )
+        .order_by(jobs.c.id)
+    )
+    in_flight = (
+        select(jobs.c.locked_by, func.count().label("n"))
+        .where(jobs.c.status == const("running"))
+        .group_by(jobs.c.locked_by)
+    )
+    worker_heartbeat = select(
+        workers.c.id,
+        workers.c.hostname,
+        workers.c.pid,
+        workers.c.status,
+        workers.c.heartbeat_at,
+        (func.now() - workers.c.heartbeat_at).label("age"),
+    ).where(workers.c.id == bindparam("b_worker_id", type_=BigInteger))
+    add_audit = insert(audit).values(
+        actor=bindparam("b_actor"),
+        action=bindparam("b_action"),
+        target=bindparam("b_target", type_=JSONB),
+        count=bindparam("b_count"),
+    )
+    list_audit = (
+        select(audit)
+        .where(audit.c.id < bindparam("b_before", type_=BigInteger))
+        .order_by(audit.c.id.desc())
+        .limit(bindparam("b_limit"))
+    )
+    # What changes when anything a page shows does: the newest job, the counters of
+    # this minute, the newest audit entry, the queues' states, the workers' heartbeats.
+    change_mark = select(
+        select(func.max(jobs.c.id)).scalar_subquery(),
+        select(
+            func.coalesce(
+                func.sum(stats.c.completed + stats.c.failed + stats.c.dead + stats.c.cancelled), 0
+            )
+        )
+        .where(stats.c.minute >= func.date_trunc("minute", func.now()))
+        .scalar_subquery(),
+        select(func.max(audit.c.id)).scalar_subquery(),
+        select(func.string_agg(case((queues.c.paused, "p"), else_="r"), "")).scalar_subquery(),
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.status == const("running"))
+        .scalar_subquery(),
+    )
+    channels = select(q).order_by(q)
+    return Queries(
+        overview=(overview, overview_one),
+        rates=rates,
+        entrypoint_rates=entrypoint_rates,
+        entrypoint_durations=entrypoint_durations,
+        dead_groups=dead_groups,
+        dead_group_ids=dead_group_ids,
+        in_flight=in_flight,
+        worker_heartbeat=worker_heartbeat,
+        add_audit=add_audit,
+        list_audit=list_audit,
+        change_mark=change_mark,
+        channels=channels,
+        tables=t,
+    )
+
+
+def count_matching(schema: str, where: dict[str, Any]) -> Any:
+    """How many jobs a filter of the jobs page matches (capped), live and finished:
+    what a bulk action by filter would act on, for its confirmation."""
+    t = for_schema(schema).tables
+    parts = []
+    for table, status_col, statuses in (
+        (t["pgqueue_jobs"], "status", HOT),
+        (t["pgqueue_archive"], "outcome", ("completed", "cancelled", "deleted", "archived")),
+    ):
+        wanted = [s for s in where.get("status") or statuses if s in statuses]
+        if not wanted:
+            continue
+        conds: list[ColumnElement[bool]] = [
+            table.c[status_col] == func.any(cast(literal(wanted), ARRAY(Text)))
+        ]
+        if where.get("queue"):
+            conds.append(table.c.queue == literal(where["queue"]))
+        if where.get("entrypoint"):
+            conds.append(table.c.entrypoint == literal(where["entrypoint"]))
+        if where.get("headers"):
+            conds.append(table.c.headers.op("@>")(cast(literal(where["headers"], JSONB), JSONB)))
+        parts.append(_capped(table, and_(*conds), cap=COUNT_CAP + 1))
+    if not parts:
+        return select(literal(0))
+    total: Any = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return select(total)
+
+
+# Catalog reads of the system page: not pgqueue's tables, so plain SQL with binds.
+TABLE_SIZES = text(
+    """
+    SELECT c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid),
+           pg_indexes_size(c.oid), c.reltuples::bigint, s.n_live_tup, s.n_dead_tup,
+           s.last_autovacuum, s.last_vacuum, s.last_autoanalyze
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+    WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND c.relname LIKE 'pgqueue\\_%'
+    ORDER BY pg_total_relation_size(c.oid) DESC
+    """
+)
+INDEX_SIZES = text(
+    """
+    SELECT i.relname, t.relname, pg_relation_size(i.oid), s.idx_scan
+    FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid
+    JOIN pg_class t ON t.oid = x.indrelid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.oid
+    WHERE n.nspname = :schema AND t.relname LIKE 'pgqueue\\_%'
+    ORDER BY pg_relation_size(i.oid) DESC
+    """
+)
+#: The sessions holding back the xmin horizon (what vacuum may clean), oldest first.
+XMIN_HOLDERS = text(
+    """
+    SELECT pid, usename, application_name, state, age(backend_xmin) AS xmin_age,
+           now() - xact_start AS xact_age, left(query, 200)
+    FROM pg_stat_activity
+    WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+    ORDER BY age(backend_xmin) DESC
+    LIMIT 5
+    """
+)
+PREPARED_AND_SLOTS = text(
+    """
+    SELECT 'prepared transaction' AS kind, gid AS name, age(transaction) AS xmin_age
+      FROM pg_prepared_xacts
+    UNION ALL
+    SELECT 'replication slot', slot_name::text, age(xmin) FROM pg_replication_slots
+      WHERE xmin IS NOT NULL
+    ORDER BY xmin_age DESC
+    """
+)
