@@ -260,6 +260,10 @@ def _queued(jobs: Table, shape: Shape, queue: Any) -> Any:
         select(per_priority.c.id, per_priority.c.finished)
         .select_from(prios)
         .join(per_priority, true())
+        # The recursion ends on a NULL (no lower priority): never look that one up (a
+        # range for "priority = NULL" finds nothing, and the planner may look for it
+        # newest first through the whole table).
+        .where(prios.c.priority.is_not(None))
         .order_by(per_priority.c.id.desc())
         .limit(limit),
         queue,
