@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _completer_async.py by tools/async_to_sync.py
-"""The completer: every settle of a worker's jobs, group-committed (async source).
+"""The completer: every settle of a worker's jobs, group-committed (sync face).
 
 When a handler returns or raises, its slot is free at once and its settle (ack; nack,
 which retries or dead-letters; release; snooze) is queued here. Whoever finds no flush in

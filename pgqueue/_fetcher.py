@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _fetcher_async.py by tools/async_to_sync.py
-"""Leasing a worker's next jobs across its queues (async source).
+"""Leasing a worker's next jobs across its queues (sync face).
 
 Plain entrypoints are leased in one statement per queue, on the worker's own held
 connection; limited ones (concurrency or rate) within their limits, shared by every

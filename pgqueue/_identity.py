@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _identity_async.py by tools/async_to_sync.py
-"""Identity and lifecycle shared by producers, consumers and workers (async source).
+"""Identity and lifecycle shared by producers, consumers and workers (sync face).
 
 A producer or consumer is *ephemeral* until asked to register (the seeds' ephemeral
 producer): it writes nothing but jobs and leases, and never behind the caller's back.

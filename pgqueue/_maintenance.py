@@ -1,6 +1,6 @@
 # DO NOT EDIT: generated from _maintenance_async.py by tools/async_to_sync.py
 """Maintenance of a worker: its heartbeat, the leases of the jobs it holds, sweeps of
-registrations whose heartbeat stopped, and periodic checks (async source).
+registrations whose heartbeat stopped, and periodic checks (sync face).
 
 It runs beside the fetch loop until the worker stops *and* holds no job: a handler
 that is still running when ``run()`` returns (a thread cannot be interrupted) keeps

@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _runner_async.py by tools/async_to_sync.py
-"""Running one job in a worker's slot (async source).
+"""Running one job in a worker's slot (sync face).
 
 The handler runs (``async def`` on the loop, a plain function on a thread of the
 worker's pool); whatever it does, its settle goes to the completer at once and the

@@ -1,6 +1,6 @@
 # DO NOT EDIT: generated from _scheduler_async.py by tools/async_to_sync.py
 """Cron schedules of a worker: one job per tick, however many workers run the schedule
-(async source). A tick is claimed and its job enqueued in one transaction. One
+(sync face). A tick is claimed and its job enqueued in one transaction. One
 schedule that fails never stops the others."""
 
 from __future__ import annotations

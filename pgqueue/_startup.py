@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _startup_async.py by tools/async_to_sync.py
-"""A worker's start and its periodic checks (async source).
+"""A worker's start and its periodic checks (sync face).
 
 Starting: register (retried while the database is away, but at once an error where
 retrying cannot help: a password refused, a database that does not exist), read each

@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _waiter_async.py by tools/async_to_sync.py
-"""Waiting for jobs to end: a producer's ``wait`` (async source).
+"""Waiting for jobs to end: a producer's ``wait`` (sync face).
 
 A wait marks its jobs as awaited (``MARK_AWAITED``: from then on their end is recorded
 and announced), then reads where they are (``OUTCOMES``). Until they have all ended it

@@ -1,5 +1,5 @@
 # DO NOT EDIT: generated from _winddown_async.py by tools/async_to_sync.py
-"""The end of a worker's run: what its services do when it stops (async source).
+"""The end of a worker's run: what its services do when it stops (sync face).
 
 Running handlers get ``shutdown_timeout`` to finish. Then those that can be stopped
 (``async def``) are cancelled and their jobs released, as are jobs never started.

@@ -86,6 +86,7 @@ RULES: list[tuple[str, str]] = [
     # "(await f(x)).y" -> "f(x).y", but "len(await f(x))" keeps its call parentheses
     (r"(?<![\w\])])\(await ([^()]*(?:\([^()]*\))?)\)", r"\1"),
     (r"\bawait ", ""),
+    (r"\(async source\)", "(sync face)"),
 ]
 
 STAMP = "# DO NOT EDIT: generated from {src} by tools/async_to_sync.py\n"
