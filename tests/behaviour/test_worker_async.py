@@ -10,6 +10,7 @@ worker.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -1002,3 +1003,24 @@ async def test_per_minute_counters_count_every_settle_by_entrypoint(
         " GROUP BY 1 ORDER BY 1",
     )
     assert [tuple(r) for r in timed] == [("bad", 14, 14), ("ok", 120, 120)]
+
+
+async def test_failures_are_group_committed_like_successes(async_engine: AsyncEngine) -> None:
+    """Eight handlers fail at the same moment, four times over: their nacks (retries,
+    then dead letters) share statements instead of costing one each."""
+    producer = await queue(async_engine, max_attempts=2, retry_backoff=0.01)
+    await producer.batch_enqueue([{"n": n} for n in range(16)])
+    together = threading.Barrier(8, timeout=5)
+
+    def fail(job: Message) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()  # every slot fails at once
+        raise RuntimeError("no")
+
+    worker = make_worker(async_engine, concurrency=8, batch_size=8)
+    worker.entrypoint("tasks")(fail)
+    with statements_on(async_engine) as sent:
+        await drain(worker, 60)
+    nacks = [s for s in sent if "UPDATE" in s and "errors" in s and "jsonb_build_object" in s]
+    assert worker.stats["dead"] == 16 and worker.stats["failed"] == 16
+    assert 2 <= len(nacks) <= 32 // 3, len(nacks)  # 32 failed attempts, 4 rounds of 8

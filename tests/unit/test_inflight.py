@@ -1,0 +1,91 @@
+"""The worker's held jobs (``_inflight.InFlight``), driven without a database: what each
+service sees as a job goes from leased to settled, and the counters, under threads."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timezone
+
+from pgqueue._inflight import STATS, InFlight
+from pgqueue.types import Message
+
+NOW = datetime(2026, 12, 3, tzinfo=timezone.utc)
+
+
+def message(job_id: int) -> Message:
+    return Message(
+        job_id, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4()
+    )
+
+
+def test_a_job_goes_from_waiting_to_running_to_settled() -> None:
+    inflight = InFlight()
+    a, b = inflight.hold([message(1), message(2)])
+    assert len(inflight) == 2
+    assert [m.id for m in inflight.waiting()] == [1, 2]  # safe to release: never started
+    inflight.start(a)
+    assert [m.id for m in inflight.waiting()] == [2]
+    assert inflight.running() == [a]
+    ran = inflight.ran_for(1)
+    assert ran is not None and ran >= 0
+    assert inflight.ran_for(2) is None  # not started
+    inflight.finish(a)
+    assert inflight.running() == []
+    inflight.settled([a.message, b.message], ["completed", "released"])
+    assert len(inflight) == 0 and inflight.get(1) is None
+    # A released job counts as nothing; a completed one as completed.
+    assert inflight.stats == {**dict.fromkeys(STATS, 0), "completed": 1}
+
+
+def test_every_outcome_has_its_counter_and_a_lost_lease_is_lost() -> None:
+    inflight = InFlight()
+    jobs = inflight.hold([message(i) for i in range(6)])
+    outcomes = ["completed", "failed", "dead", "cancelled", "snoozed", None]
+    inflight.settled([j.message for j in jobs], outcomes)
+    assert inflight.stats == dict.fromkeys(STATS, 1)
+
+
+def test_a_handlers_own_ack_counts_when_the_workers_settle_misses() -> None:
+    """``worker.ack(job, bind=conn)`` committed inside the handler: the worker's own
+    completion afterwards finds no lease; the job counts as what the handler made it."""
+    inflight = InFlight()
+    (job,) = inflight.hold([message(7)])
+    inflight.acked(7, "completed")
+    inflight.settled([job.message], [None])
+    assert inflight.stats["completed"] == 1 and inflight.stats["lost"] == 0
+
+
+def test_cancel_requests_flag_once_and_name_only_running_handlers() -> None:
+    inflight = InFlight()
+    waiting, running, done = inflight.hold([message(1), message(2), message(3)])
+    inflight.start(running)
+    inflight.start(done)
+    inflight.finish(done)
+    newly = inflight.request_cancel([1, 2, 3, 99])
+    assert newly == [running]  # to interrupt: started and not returned
+    assert all(j.cancel_requested and j.cancel.is_set() for j in (waiting, running, done))
+    assert inflight.request_cancel([2]) == []  # flagged already
+
+
+def test_threads_holding_and_settling_at_once_lose_nothing() -> None:
+    inflight = InFlight()
+    per_thread, threads = 2_000, 8
+    barrier = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            (job,) = inflight.hold([message(t * per_thread + i)])
+            inflight.start(job)
+            inflight.messages()  # the maintenance service reads while others write
+            inflight.finish(job)
+            inflight.settled([job.message], ["completed"])
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(inflight) == 0
+    assert inflight.stats["completed"] == per_thread * threads
