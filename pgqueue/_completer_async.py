@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ._acompat import Event, TaskGroup, wait_event
 from ._drive import AsyncHeld
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context, Plan
 from ._plans import consumer as consumer_plans
 from ._plans.consumer import Failure
@@ -69,7 +70,9 @@ class AsyncCompleter:
         *,
         halt: Event,
         settled: Callable[[], None],
+        observer: Observer | None = None,
     ) -> None:
+        self._observer = observer or Observer(instrument=False)
         self._contexts = contexts
         self._inflight = inflight
         self._halt = halt
@@ -139,7 +142,8 @@ class AsyncCompleter:
             groups.setdefault((s.message.queue, s.kind), []).append(s)
         for (queue, kind), settles in groups.items():
             outcomes = await self._run(self._contexts[queue], kind, settles)
-            self._inflight.settled([s.message for s in settles], outcomes)
+            messages = [s.message for s in settles]
+            self._observer.settled(messages, self._inflight.settled(messages, outcomes))
         self._settled()
 
     async def _run(self, ctx: Context, kind: str, settles: list[Settle]) -> list[str | None]:

@@ -67,6 +67,8 @@ class Statements:
     LIST_DEAD: Executable
     REQUEUE_DEAD: Executable
     METRICS: Executable
+    QUEUE_DEPTHS: Executable
+    ESTIMATE_JOBS: Executable
     # registration
     REGISTER_WORKER: Executable
     HEARTBEAT: Executable

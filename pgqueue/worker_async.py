@@ -34,6 +34,7 @@ from ._fetcher_async import AsyncFetcher
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from ._inflight import InFlight
 from ._maintenance_async import AsyncMaintainer
+from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
@@ -72,6 +73,11 @@ class AsyncWorker(AsyncIdentity, Handlers):
     ``max_attempts``. While a handler runs its job's lease is kept alive, so no other
     worker runs it at the same time; if the worker dies, its jobs come back after one
     lease. ``visibility_timeout`` (the lease) defaults to each queue's own.
+
+    Each job's transitions are log records on ``pgqueue.jobs``; with ``prometheus_client``
+    installed the worker records metrics (``pgqueue.metrics``), and with
+    ``opentelemetry-api`` each attempt runs in a span (``pgqueue.tracing``):
+    ``instrument=False`` turns metrics and spans off.
     """
 
     _kind = "worker"
@@ -95,6 +101,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         install_signal_handlers: bool = True,
         hostname: str | None = None,
         port: int | None = None,
+        instrument: bool = True,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -118,6 +125,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
         self._inflight = InFlight()
+        self._observer = Observer(instrument=instrument)
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._stop_requested = False
         self._stop_for_good = False
@@ -224,7 +232,12 @@ class AsyncWorker(AsyncIdentity, Handlers):
         halt = Event()
         undo_signals = on_signals(self.request_stop, self._install_signal_handlers)
         completer = AsyncCompleter(
-            self._engine, self._contexts, self._inflight, halt=halt, settled=self._wakeup.set
+            self._engine,
+            self._contexts,
+            self._inflight,
+            halt=halt,
+            settled=self._wakeup.set,
+            observer=self._observer,
         )
         services = AsyncServices(
             self._inflight,
@@ -284,14 +297,21 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 locked_by=self._locked_by,
             )
             runner = AsyncRunner(
-                self._entrypoints, self._inflight, completer, services.threads, self._wakeup
+                self._entrypoints,
+                self._inflight,
+                completer,
+                services.threads,
+                self._wakeup,
+                self._observer,
             )
+            self._observer.run_started(self._concurrency, interval)
             await self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
             self._wakeup.set()
             halt.set()
+            self._observer.run_ended(self._concurrency)
             await fetch_conn.close()
             await services.wind_down(self._shutdown_timeout, self._finished)
 
@@ -353,6 +373,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         """Heartbeat; adopt a status set from outside (``pgqueue`` CLI suspend)."""
         changes = self._state_changes
         info = await self.heartbeat()
+        self._observer.beat()
         if changes != self._state_changes:
             return  # suspend()/resume() ran meanwhile: theirs is the newer status
         if info.status == SUSPENDED and self._state == READY:

@@ -199,3 +199,57 @@ METRICS = select(
     ),
     (_now - func.min(jobs.c.available_at).filter(_ready)).label("oldest_ready_age"),
 ).where(jobs.c.queue == bindparam("b_queue"))
+
+# Queue metrics for Prometheus (pgqueue.metrics.QueueCollector): cheap at any depth.
+# Each status is counted by walking its index up to b_cap entries (a count beyond that
+# is estimated from the planner's statistics: ESTIMATE_JOBS under EXPLAIN); the oldest
+# ready job is the first in line of each priority (a walk from one priority to the
+# next, each a single index probe) or the longest-due scheduled one.
+_cap = bindparam("b_cap", type_=Integer)
+_q_name = bindparam("b_queue", type_=Text)
+
+
+def _capped(status: Any) -> Any:
+    hits: Any = select(literal_column("1")).where(jobs.c.queue == _q_name, jobs.c.status == status)
+    return select(func.count()).select_from(hits.limit(_cap).subquery()).scalar_subquery()
+
+
+_queued_of_q = and_(jobs.c.queue == _q_name, jobs.c.status == STATUS_QUEUED)
+_prio = select(func.max(jobs.c.priority).label("p")).where(_queued_of_q).cte("prio", recursive=True)
+_prio = _prio.union_all(
+    select(
+        select(func.max(jobs.c.priority))
+        .where(_queued_of_q, jobs.c.priority < _prio.c.p)
+        .scalar_subquery()
+    ).where(_prio.c.p.is_not(None))
+)
+_first_in_line = (
+    select(jobs.c.available_at)
+    .where(_queued_of_q, jobs.c.priority == _prio.c.p)
+    .order_by(jobs.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_oldest_queued = select(func.min(_first_in_line)).where(_prio.c.p.is_not(None)).scalar_subquery()
+_oldest_due = (
+    select(func.min(jobs.c.available_at))
+    .where(
+        jobs.c.queue == _q_name,
+        jobs.c.status == STATUS_SCHEDULED,
+        jobs.c.available_at <= func.now(),
+    )
+    .scalar_subquery()
+)
+QUEUE_DEPTHS = select(
+    _capped(STATUS_QUEUED).label("queued"),
+    _capped(STATUS_SCHEDULED).label("scheduled"),
+    _capped(STATUS_RUNNING).label("running"),
+    _capped(STATUS_DEAD).label("dead"),
+    func.extract("epoch", func.now() - func.least(_oldest_queued, _oldest_due)).label(
+        "oldest_ready_age"
+    ),
+)
+#: Not run: its EXPLAIN's row estimate stands for a count past the cap.
+ESTIMATE_JOBS: Any = select(literal_column("1")).where(
+    jobs.c.queue == _q_name, jobs.c.status == bindparam("b_status", type_=Text)
+)
