@@ -42,6 +42,7 @@ from pgqueue.endpoints import Server, serve
 from pgqueue.logs import JsonFormatter
 from pgqueue.metrics import QueueCollector
 from tests.support.db import SCHEMA, make_async_engine, make_sync_engine, rows, scalar
+from tests.support.procs import Command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -491,3 +492,89 @@ def test_runs_without_prometheus_and_opentelemetry(clean: URL) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
+def test_cli_run_logs_json_and_serves_metrics(clean: URL, dsn: str) -> None:
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue("obs_cli", max_attempts=1)
+    SyncProducer(engine, "obs_cli", schema=SCHEMA).batch_enqueue(["good", "bad"])
+    r = Command(
+        [
+            "-v",
+            "run",
+            "tests.support.obs_app:worker",
+            "--drain",
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "json",
+        ],
+        dsn=dsn,
+    ).result(timeout=60)
+    assert r.code == 0, r.err
+    lines = r.err.splitlines()
+    assert any(line.startswith("serving /metrics, /healthz, /readyz on http://") for line in lines)
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records and all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    (failed,) = [r for r in records if r.get("event") == "failed"]
+    assert failed["queue"] == "obs_cli" and failed["attempt"] == 1
+    assert "ValueError: a bad payload" in failed["exc_info"]
+    (dead,) = [r for r in records if r.get("event") == "dead"]
+    assert dead["job_id"] == failed["job_id"]
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_cli_metrics_prints_queue_metrics(clean: URL, dsn: str) -> None:
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue("obs_q")
+    SyncProducer(engine, "obs_q", schema=SCHEMA).batch_enqueue([1, 2, 3])
+    SyncProducer(engine, "obs_q", schema=SCHEMA).enqueue(4, delay=600)
+    r = Command(["metrics", "--once"], dsn=dsn).result(timeout=60)
+    assert r.code == 0, r.err
+    page = samples(r.out)
+    assert value(page, "pgqueue_queue_jobs", queue="obs_q", status="queued") == 3
+    assert value(page, "pgqueue_queue_jobs", queue="obs_q", status="scheduled") == 1
+    assert value(page, "pgqueue_queue_workers", queue="obs_q") == 0
+    assert value(page, "pgqueue_queue_oldest_ready_age_seconds", queue="obs_q") >= 0
+    engine.dispose()
+
+
+def test_asgi_app_mounted_in_fastapi(clean: URL) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from pgqueue.endpoints import asgi_app
+
+    engine = make_sync_engine(clean)
+    app = FastAPI()
+    app.mount("/pgqueue", asgi_app(engine=engine))  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        status, page = get("/pgqueue/metrics")
+        assert status == 200
+        assert any(k[0] == "pgqueue_worker_concurrency" for k in samples(page))
+        assert get("/pgqueue/healthz")[0] == 200  # no worker: the process serves
+        assert get("/pgqueue/readyz") == (200, "ok\n")
+        assert get("/pgqueue/other")[0] == 404
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        engine.dispose()
