@@ -68,7 +68,6 @@ class Statements:
     REQUEUE_DEAD: Executable
     METRICS: Executable
     QUEUE_DEPTHS: Executable
-    ESTIMATE_JOBS: Executable
     # registration
     REGISTER_WORKER: Executable
     HEARTBEAT: Executable

@@ -185,16 +185,6 @@ INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) V
 -- ENSURE_BUCKET [asyncpg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES ($1::VARCHAR, $2::VARCHAR, greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT), clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
 
--- ESTIMATE_JOBS [psycopg]
-SELECT 1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = %(b_status)s::VARCHAR;
-
--- ESTIMATE_JOBS [asyncpg]
-SELECT 1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = $2::VARCHAR;
-
 -- EXTEND_BY_ID [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, statement_timestamp() + %(b_seconds)s * INTERVAL '1 second') WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at > statement_timestamp() RETURNING public.pgqueue_jobs.id;
 
@@ -444,72 +434,80 @@ WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND (public.pgqueue_jobs.status = 
 FROM purged;
 
 -- QUEUE_DEPTHS [psycopg]
-WITH RECURSIVE prio(p) AS
-(SELECT max(public.pgqueue_jobs.priority) AS p
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT max(public.pgqueue_jobs.priority) AS max_1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
-FROM prio
-WHERE prio.p IS NOT NULL)
- SELECT (SELECT count(*) AS count_1
+SELECT public.pgqueue_queues.name, public.pgqueue_queues.paused, (SELECT count(*) AS count_1
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued'
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
  LIMIT %(b_cap)s::INTEGER) AS anon_1) AS queued, (SELECT count(*) AS count_2
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'scheduled'
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
  LIMIT %(b_cap)s::INTEGER) AS anon_2) AS scheduled, (SELECT count(*) AS count_3
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'running'
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
  LIMIT %(b_cap)s::INTEGER) AS anon_3) AS running, (SELECT count(*) AS count_4
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead'
- LIMIT %(b_cap)s::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM now() - least((SELECT min((SELECT public.pgqueue_jobs.available_at
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT %(b_cap)s::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM now() - least((WITH RECURSIVE prio(p) AS
+(SELECT max(public.pgqueue_jobs.priority) AS p
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.id
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT %(param_1)s::INTEGER)) AS min_1
 FROM prio
 WHERE prio.p IS NOT NULL), (SELECT min(public.pgqueue_jobs.available_at) AS min_2
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()))) AS oldest_ready_age;
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()))) AS oldest_ready_age, (SELECT count(*) AS count_5
+FROM public.pgqueue_workers
+WHERE public.pgqueue_workers.kind = 'worker' AND public.pgqueue_workers.status = 'ready' AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' AND public.pgqueue_queues.name = any(string_to_array(public.pgqueue_workers.queues, ','))) AS workers
+FROM public.pgqueue_queues
+WHERE %(b_queues)s::TEXT[] IS NULL OR public.pgqueue_queues.name = any(%(b_queues)s::TEXT[]) ORDER BY public.pgqueue_queues.name;
 
 -- QUEUE_DEPTHS [asyncpg]
-WITH RECURSIVE prio(p) AS
+SELECT public.pgqueue_queues.name, public.pgqueue_queues.paused, (SELECT count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT $1::INTEGER) AS anon_1) AS queued, (SELECT count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT $1::INTEGER) AS anon_2) AS scheduled, (SELECT count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT $1::INTEGER) AS anon_3) AS running, (SELECT count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT $1::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM now() - least((WITH RECURSIVE prio(p) AS
 (SELECT max(public.pgqueue_jobs.priority) AS p
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT max(public.pgqueue_jobs.priority) AS max_1
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT max(public.pgqueue_jobs.priority) AS max_1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
 FROM prio
 WHERE prio.p IS NOT NULL)
- SELECT (SELECT count(*) AS count_1
-FROM (SELECT 1
+ SELECT min((SELECT public.pgqueue_jobs.available_at
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued'
- LIMIT $2::INTEGER) AS anon_1) AS queued, (SELECT count(*) AS count_2
-FROM (SELECT 1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'scheduled'
- LIMIT $2::INTEGER) AS anon_2) AS scheduled, (SELECT count(*) AS count_3
-FROM (SELECT 1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'running'
- LIMIT $2::INTEGER) AS anon_3) AS running, (SELECT count(*) AS count_4
-FROM (SELECT 1
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead'
- LIMIT $2::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM now() - least((SELECT min((SELECT public.pgqueue_jobs.available_at
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.id
- LIMIT $3::INTEGER)) AS min_1
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT $2::INTEGER)) AS min_1
 FROM prio
 WHERE prio.p IS NOT NULL), (SELECT min(public.pgqueue_jobs.available_at) AS min_2
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()))) AS oldest_ready_age;
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= now()))) AS oldest_ready_age, (SELECT count(*) AS count_5
+FROM public.pgqueue_workers
+WHERE public.pgqueue_workers.kind = 'worker' AND public.pgqueue_workers.status = 'ready' AND public.pgqueue_workers.heartbeat_at >= now() - INTERVAL '60 seconds' AND public.pgqueue_queues.name = any(string_to_array(public.pgqueue_workers.queues, ','))) AS workers
+FROM public.pgqueue_queues
+WHERE $3::TEXT[] IS NULL OR public.pgqueue_queues.name = any($3::TEXT[]) ORDER BY public.pgqueue_queues.name;
 
 -- QUEUE_EXISTS [psycopg] (hot: sent to the driver directly)
 SELECT EXISTS (SELECT *
