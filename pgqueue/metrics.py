@@ -204,6 +204,15 @@ def _require() -> None:
 #: Jobs of one status counted exactly up to here; beyond, the planner's estimate.
 COUNT_CAP = 1_000
 STATUSES = ("queued", "scheduled", "running", "dead")
+#: The families a QueueCollector reports.
+QUEUE_FAMILIES = (
+    "pgqueue_queue_jobs",
+    "pgqueue_queue_jobs_estimated",
+    "pgqueue_queue_oldest_ready_age_seconds",
+    "pgqueue_queue_paused",
+    "pgqueue_queue_workers",
+    "pgqueue_queue_scrape_seconds",
+)
 
 
 class QueueCollector(Collector):

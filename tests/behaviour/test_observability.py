@@ -40,7 +40,7 @@ from pgqueue import (
 )
 from pgqueue.endpoints import Server, serve
 from pgqueue.logs import JsonFormatter
-from pgqueue.metrics import QueueCollector
+from pgqueue.metrics import QUEUE_FAMILIES, QueueCollector
 from tests.support.db import SCHEMA, make_async_engine, make_sync_engine, rows, scalar
 from tests.support.procs import Command
 
@@ -158,6 +158,7 @@ def test_metrics_match_the_database_after_a_mixed_drain(clean: URL, face: str) -
     assert value(after, "pgqueue_queue_jobs", queue=queue, status="queued") == 0
     assert value(after, "pgqueue_queue_jobs", queue=queue, status="dead") == dead
     assert value(after, "pgqueue_queue_jobs_estimated", queue=queue, status="dead") == 0
+    assert {f.name for f in collector.collect()} == set(QUEUE_FAMILIES)
     engine.dispose()
 
 
