@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import tracing
+from .errors import Snooze
 from .types import Message
 
 log = logging.getLogger("pgqueue.jobs")
@@ -77,8 +78,6 @@ class Handling:
 
     def end(self, exc: BaseException | None) -> str:
         """The handler returned (``exc`` None) or raised ``exc``; its outcome."""
-        from .errors import Snooze
-
         if exc is None:
             outcome = SUCCEEDED
         elif isinstance(exc, Snooze):

@@ -579,3 +579,19 @@ def test_asgi_app_mounted_in_fastapi(clean: URL) -> None:
         server.should_exit = True
         thread.join(10)
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_demo_shows_its_metrics_endpoint(clean: URL, dsn: str) -> None:
+    r = Command(["demo", "--jobs", "300", "--metrics-port", "0"], dsn=dsn).result(timeout=90)
+    assert r.code == 0, r.err
+    assert "serving /metrics, /healthz, /readyz on http://" in r.err
+    assert "/metrics (excerpt):" in r.err
+    page = samples("\n".join(line for line in r.err.splitlines() if line.startswith("pgqueue_")))
+    labels = {"queue": "demo", "entrypoint": "demo"}
+    completed = value(page, "pgqueue_jobs_completed_total", **labels)
+    dead = value(page, "pgqueue_jobs_dead_total", **labels)
+    assert completed + dead == 300
+    assert value(page, "pgqueue_jobs_started_total", **labels) == completed + value(
+        page, "pgqueue_jobs_failed_total", **labels
+    )
