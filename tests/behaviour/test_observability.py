@@ -19,6 +19,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# The extras (pgqueue[prometheus,otel] and the SDK, in the dev extra); the "floors" run
+# of CI installs only the core's and the drivers' floors, and skips this module.
+pytest.importorskip("prometheus_client")
+pytest.importorskip("opentelemetry.sdk")
+
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -451,34 +457,42 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
         return None
 
-sys.meta_path.insert(0, Block())
+blocked = sys.argv[3] == "blocked"
+if blocked:
+    sys.meta_path.insert(0, Block())
 from sqlalchemy import create_engine
 from pgqueue import SyncAdmin, SyncProducer, SyncWorker, metrics, tracing
 
-assert not metrics.available() and not tracing.available()
+# Blocked: neither is importable. Else installed, but no tracer provider configured.
+assert metrics.available() is tracing.available() is (not blocked)
+assert not tracing.configured()
 engine = create_engine(sys.argv[1])
 engine.dialect  # noqa
 schema = sys.argv[2]
-SyncAdmin(engine, schema=schema).create_queue("obs_bare")
+SyncAdmin(engine, schema=schema).create_queue("obs_bare", exists_ok=True)
 m = SyncProducer(engine, "obs_bare", schema=schema).enqueue({"x": 1})
 assert m.headers is None, m.headers
 worker = SyncWorker(engine, ["obs_bare"], schema=schema, install_signal_handlers=False)
 worker.entrypoint("obs_bare")(lambda job: None)
 worker.run(drain=True)
 assert worker.stats["completed"] == 1, worker.stats
-try:
-    from pgqueue.endpoints import serve
-    serve(0)
-except ImportError as exc:
-    assert "pgqueue[prometheus]" in str(exc), exc
-else:
-    raise AssertionError("serve() without prometheus_client")
-assert "prometheus_client" not in sys.modules and "opentelemetry" not in sys.modules
+if blocked:
+    try:
+        from pgqueue.endpoints import serve
+        serve(0)
+    except ImportError as exc:
+        assert "pgqueue[prometheus]" in str(exc), exc
+    else:
+        raise AssertionError("serve() without prometheus_client")
+    assert "prometheus_client" not in sys.modules and "opentelemetry" not in sys.modules
 print("ok")
 """
 
 
-def test_runs_without_prometheus_and_opentelemetry(clean: URL) -> None:
+@pytest.mark.parametrize("extras", ["blocked", "unconfigured"])
+def test_runs_without_prometheus_and_opentelemetry(clean: URL, extras: str) -> None:
+    """Blocked: the extras are not importable. Unconfigured: installed, and no tracer
+    provider set: no span, no traceparent."""
     import subprocess
     import sys
 
@@ -486,7 +500,7 @@ def test_runs_without_prometheus_and_opentelemetry(clean: URL) -> None:
         {"options": f"-csearch_path={SCHEMA},public"}
     )
     out = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_EXTRAS, url.render_as_string(False), SCHEMA],
+        [sys.executable, "-c", _WITHOUT_EXTRAS, url.render_as_string(False), SCHEMA, extras],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,6 +6,10 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("prometheus_client")  # the prometheus extra (not in CI's floors run)
+
 from prometheus_client import CollectorRegistry
 
 from pgqueue.metrics import QUEUE_FAMILIES, WorkerMetrics
