@@ -37,7 +37,14 @@ from .types import JobSpec, Message
 #: ``messaging.system``: not one of the conventions' well-known values, so our own name.
 SYSTEM = "pgqueue"
 
-__all__ = ["SYSTEM", "available", "consumer_span", "producer_span"]
+__all__ = [
+    "SYSTEM",
+    "available",
+    "configured",
+    "consumer_span",
+    "producer_span",
+    "use_tracer_provider",
+]
 
 
 def available() -> bool:
@@ -46,6 +53,20 @@ def available() -> bool:
 
 
 _cached: list[Any] = []
+#: A provider pgqueue traces with instead of the global one (``use_tracer_provider``).
+_provider: list[Any] = []
+
+
+def use_tracer_provider(provider: Any) -> None:
+    """Trace pgqueue's jobs with ``provider`` rather than OpenTelemetry's global one (as
+    instrumentations take ``tracer_provider=``); ``None``: the global one again.
+
+    >>> use_tracer_provider(TracerProvider())  # doctest: +SKIP
+    """
+    _provider.clear()
+    _cached.clear()
+    if provider is not None:
+        _provider.append(provider)
 
 
 def _tracer() -> Any:
@@ -55,7 +76,8 @@ def _tracer() -> Any:
     if not _cached:
         from . import __version__
 
-        _cached.append(trace.get_tracer("pgqueue", __version__))
+        source = _provider[0] if _provider else trace.get_tracer_provider()
+        _cached.append(source.get_tracer("pgqueue", __version__))
     return _cached[0]
 
 
@@ -155,6 +177,8 @@ def configured() -> bool:
     makes spans that record nothing: not worth a job's microseconds)."""
     if trace is None:
         return False
+    if _provider:
+        return True
     provider = trace.get_tracer_provider()
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 

@@ -171,6 +171,12 @@ def _add_log_format(p: argparse.ArgumentParser) -> None:
         default="text",
         help="json: one JSON object per line, with each job's fields",
     )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="debug: every transition of every job (started, completed); "
+        "default: warning, info with -v",
+    )
 
 
 def _positive(text: str) -> float:
@@ -194,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.schema_given = args.schema is not None
     args.schema = args.schema or os.environ.get("PGQUEUE_SCHEMA", "public")
     level = logging.INFO if args.verbose else logging.WARNING
+    if getattr(args, "log_level", None):
+        level = getattr(logging, args.log_level.upper())
     if getattr(args, "log_format", "text") == "json":
         from ..logs import configure
 

@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # not stop (or stops serving) is doing, without stopping it.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    if not args.verbose:  # the worker's start line and stops, without -v
+    if not args.verbose and not args.log_level:  # the worker's start line and stops
         logging.getLogger("pgqueue.worker").setLevel(logging.INFO)
     worker = load_worker(args)
     worker._configure(

@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("prometheus_client")
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -43,6 +43,7 @@ from pgqueue import (
     SyncAdmin,
     SyncProducer,
     SyncWorker,
+    tracing,
 )
 from pgqueue.endpoints import Server, serve
 from pgqueue.logs import JsonFormatter
@@ -270,13 +271,19 @@ def test_readyz_checks_the_database(clean: URL) -> None:
 
 
 # --------------------------------------------------------------------------- traces
-@pytest.fixture(scope="module")
+PROVIDER = TracerProvider()  # never the global one: other tests' jobs stay untraced
+EXPORTER = InMemorySpanExporter()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
+
+
+@pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    yield exporter
+    tracing.use_tracer_provider(PROVIDER)
+    EXPORTER.clear()
+    try:
+        yield EXPORTER
+    finally:
+        tracing.use_tracer_provider(None)
 
 
 def _http_app(enqueue: Any) -> tuple[Any, int]:
@@ -284,7 +291,7 @@ def _http_app(enqueue: Any) -> tuple[Any, int]:
     span (as an instrumentation would) and enqueues a job there."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    tracer = trace.get_tracer("test-app")
+    tracer = PROVIDER.get_tracer("test-app")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -327,7 +334,7 @@ def test_one_trace_from_http_request_through_enqueue_to_handler(
 
     http, port = _http_app(enqueue)
     spans.clear()
-    tracer = trace.get_tracer("test-client")
+    tracer = PROVIDER.get_tracer("test-client")
     with tracer.start_as_current_span("client", kind=SpanKind.CLIENT) as client:
         headers: dict[str, str] = {}
         propagate.inject(headers)
@@ -342,7 +349,7 @@ def test_one_trace_from_http_request_through_enqueue_to_handler(
     jobs = rows(sync, "select id, headers from pgqueue_jobs order by id")
     assert all("traceparent" in (h or {}) for _, h in jobs)
 
-    inner = trace.get_tracer("test-handler")
+    inner = PROVIDER.get_tracer("test-handler")
 
     def handler(job: Message) -> None:
         with inner.start_as_current_span("inside the handler"):
@@ -398,6 +405,15 @@ def test_enqueue_outside_any_trace_starts_one(clean: URL, spans: InMemorySpanExp
     m = SyncProducer(engine, "obs_plain", schema=SCHEMA).enqueue({}, headers={"k": 1})
     # The SDK is set: enqueue's own PRODUCER span is a root, and its context is written.
     assert set(m.headers or {}) >= {"k", "traceparent"}
+    engine.dispose()
+
+
+def test_without_a_tracer_provider_nothing_is_written(clean: URL) -> None:
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue("obs_untraced")
+    assert not tracing.configured()  # this suite never sets the global provider
+    m = SyncProducer(engine, "obs_untraced", schema=SCHEMA).enqueue({}, headers={"k": 1})
+    assert m.headers == {"k": 1}
     engine.dispose()
 
 
@@ -517,7 +533,6 @@ def test_cli_run_logs_json_and_serves_metrics(clean: URL, dsn: str) -> None:
     SyncProducer(engine, "obs_cli", schema=SCHEMA).batch_enqueue(["good", "bad"])
     r = Command(
         [
-            "-v",
             "run",
             "tests.support.obs_app:worker",
             "--drain",
@@ -525,6 +540,8 @@ def test_cli_run_logs_json_and_serves_metrics(clean: URL, dsn: str) -> None:
             "0",
             "--log-format",
             "json",
+            "--log-level",
+            "debug",
         ],
         dsn=dsn,
     ).result(timeout=60)
@@ -538,6 +555,8 @@ def test_cli_run_logs_json_and_serves_metrics(clean: URL, dsn: str) -> None:
     assert "ValueError: a bad payload" in failed["exc_info"]
     (dead,) = [r for r in records if r.get("event") == "dead"]
     assert dead["job_id"] == failed["job_id"]
+    good = {r["event"] for r in records if r.get("job_id") == failed["job_id"] - 1}
+    assert good == {"started", "completed"}
     engine.dispose()
 
 
