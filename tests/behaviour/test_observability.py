@@ -192,9 +192,15 @@ def test_concurrency_gauge_and_in_flight_while_running(clean: URL) -> None:
             time.sleep(0.05)
         assert value(page, "pgqueue_jobs_in_flight", queue=queue, entrypoint=queue) == 3
         assert value(page, "pgqueue_worker_concurrency") == base + 5
+        assert fetch(server, "/healthz")[0] == 200  # the sync face's run loop, alive
     finally:
         release.set()
         thread.join(30)
+    try:
+        assert fetch(server, "/healthz")[0] == 503  # run() returned
+        page = samples(fetch(server, "/metrics")[1])
+        assert value(page, "pgqueue_worker_concurrency") == base
+    finally:
         server.close()
     engine.dispose()
 
