@@ -120,12 +120,14 @@ class Observer:
     ``instrument=False``: log records only (no metrics, no spans).
     """
 
-    def __init__(self, *, instrument: bool = True) -> None:
+    def __init__(self, *, instrument: bool = True, inflight: Any = None) -> None:
         self._metrics: Any = None
         if instrument:
             from . import metrics
 
             self._metrics = metrics.worker_metrics()
+            if self._metrics is not None and inflight is not None:
+                self._metrics.watch(inflight)  # pgqueue_jobs_in_flight, read at a scrape
         self.tracing = instrument and tracing.available()
         self._cache: dict[tuple[str, str], Any] = {}
         self.health = Health()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,14 +114,20 @@ class WorkerMetrics:
             "Completed jobs: completion minus enqueue time.",
             LATENCY_BUCKETS,
         )
-        self.in_flight = Gauge(
-            "pgqueue_jobs_in_flight", "Handlers running now.", _LABELS, registry=registry
-        )
+        # Handlers running now: counted at a scrape from the workers' own books (no
+        # cost per job).
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        registry.register(_InFlightCollector(self._watched))
         self.concurrency = Gauge(
             "pgqueue_worker_concurrency",
             "Job slots of the workers running in this process.",
             registry=registry,
         )
+
+    def watch(self, inflight: Any) -> None:
+        """Count ``inflight``'s running handlers in ``pgqueue_jobs_in_flight`` (an
+        ``_inflight.InFlight``, while it lives)."""
+        self._watched.add(inflight)
 
     def children(self, queue: str, entrypoint: str) -> _Children:
         """The labelled series of one queue and entrypoint (look them up once)."""
@@ -133,7 +140,6 @@ class _Children:
         "duration",
         "end_to_end",
         "failed",
-        "in_flight",
         "pickup",
         "snoozed",
         "started_",
@@ -145,7 +151,6 @@ class _Children:
         self.duration = m.duration.labels(queue, entrypoint)
         self.pickup = m.pickup.labels(queue, entrypoint)
         self.end_to_end = m.end_to_end.labels(queue, entrypoint)
-        self.in_flight = m.in_flight.labels(queue, entrypoint)
         self.snoozed = m.snoozed.labels(queue, entrypoint)
         self._settled = {
             "completed": m.completed.labels(queue, entrypoint),
@@ -158,12 +163,10 @@ class _Children:
 
     def started(self, m: Message) -> None:
         self.started_.inc()
-        self.in_flight.inc()
         if m.attempts == 1:
             self.pickup.observe(max(0.0, time.time() - m.enqueued_at.timestamp()))
 
     def ended(self, outcome: str, duration: float) -> None:
-        self.in_flight.dec()
         self.duration.observe(duration)
         if outcome == "failed":
             self.failed.inc()
@@ -174,6 +177,24 @@ class _Children:
             counter.inc()
         if outcome == "completed":
             self.end_to_end.observe(max(0.0, now - m.enqueued_at.timestamp()))
+
+
+class _InFlightCollector(Collector):
+    def __init__(self, watched: weakref.WeakSet[Any]) -> None:
+        self._watched = watched
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "pgqueue_jobs_in_flight", "Handlers running now.", labels=_LABELS
+        )
+        running: dict[tuple[str, str], int] = {}
+        for inflight in list(self._watched):
+            for job in inflight.running():
+                key = (job.message.queue, job.message.entrypoint)
+                running[key] = running.get(key, 0) + 1
+        for (queue, entrypoint), n in sorted(running.items()):
+            family.add_metric([queue, entrypoint], n)
+        yield family
 
 
 _lock = threading.Lock()

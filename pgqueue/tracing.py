@@ -20,6 +20,7 @@ is configured (the API's default): no span, no header, a few hundred nanoseconds
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -34,6 +35,8 @@ except ImportError:  # pragma: no cover - exercised by a subprocess test
 
 from .types import JobSpec, Message
 
+#: A provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded by get_tracer_provider().
+_FROM_ENVIRONMENT = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 #: ``messaging.system``: not one of the conventions' well-known values, so our own name.
 SYSTEM = "pgqueue"
 
@@ -179,6 +182,11 @@ def configured() -> bool:
         return False
     if _provider:
         return True
+    # The API's own global, read without get_tracer_provider() (which reads the
+    # environment at every call until a provider is set: a microsecond a job).
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is None and not _FROM_ENVIRONMENT:
+        return False
     provider = trace.get_tracer_provider()
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 

@@ -125,7 +125,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
         self._inflight = InFlight()
-        self._observer = Observer(instrument=instrument)
+        self._observer = Observer(instrument=instrument, inflight=self._inflight)
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._stop_requested = False
         self._stop_for_good = False
