@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import signal
@@ -129,7 +130,8 @@ async def call_handler(
             on_timeout()
             raise JobTimeout(f"handler ran longer than its timeout of {timeout:g}s") from None
     in_thread()
-    work = asyncio.wrap_future(threads.submit(fn, message))
+    # In the caller's context: the job's span (pgqueue.tracing) is current in the thread.
+    work = asyncio.wrap_future(threads.submit(contextvars.copy_context().run, fn, message))
     if timeout is None:
         return await asyncio.shield(work)
     try:

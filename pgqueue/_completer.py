@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from ._compat import Event, TaskGroup, wait_event
 from ._drive import Held
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context, Plan
 from ._plans import consumer as consumer_plans
 from ._plans import worker as worker_plans
@@ -76,7 +77,9 @@ class SyncCompleter:
         *,
         halt: Event,
         settled: Callable[[], None],
+        observer: Observer | None = None,
     ) -> None:
+        self._observer = observer or Observer(instrument=False)
         self._contexts = contexts
         self._inflight = inflight
         self._halt = halt
@@ -160,8 +163,9 @@ class SyncCompleter:
             groups.setdefault((s.message.queue, s.kind), []).append(s)
         for (queue, kind), settles in groups.items():
             outcomes = self._run(self._contexts[queue], kind, settles)
-            self._inflight.settled([s.message for s in settles], outcomes)
-            self._counts.add([s.message for s in settles], outcomes, [s.duration for s in settles])
+            messages = [s.message for s in settles]
+            self._observer.settled(messages, self._inflight.settled(messages, outcomes))
+            self._counts.add(messages, outcomes, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             self._write_counts()

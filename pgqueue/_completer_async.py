@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ._acompat import Event, TaskGroup, wait_event
 from ._drive import AsyncHeld
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context, Plan
 from ._plans import consumer as consumer_plans
 from ._plans import worker as worker_plans
@@ -75,7 +76,9 @@ class AsyncCompleter:
         *,
         halt: Event,
         settled: Callable[[], None],
+        observer: Observer | None = None,
     ) -> None:
+        self._observer = observer or Observer(instrument=False)
         self._contexts = contexts
         self._inflight = inflight
         self._halt = halt
@@ -159,8 +162,9 @@ class AsyncCompleter:
             groups.setdefault((s.message.queue, s.kind), []).append(s)
         for (queue, kind), settles in groups.items():
             outcomes = await self._run(self._contexts[queue], kind, settles)
-            self._inflight.settled([s.message for s in settles], outcomes)
-            self._counts.add([s.message for s in settles], outcomes, [s.duration for s in settles])
+            messages = [s.message for s in settles]
+            self._observer.settled(messages, self._inflight.settled(messages, outcomes))
+            self._counts.add(messages, outcomes, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             await self._write_counts()

@@ -100,9 +100,13 @@ class InFlight:
                     newly.append(job)
         return newly
 
-    def settled(self, messages: Iterable[Message], outcomes: Iterable[str | None]) -> None:
+    def settled(
+        self, messages: Iterable[Message], outcomes: Iterable[str | None]
+    ) -> list[str | None]:
         """Let go of settled jobs; ``outcomes``: what each settle did (None: the lease
-        was lost, or the settle was given up)."""
+        was lost, or the settle was given up). Returns them as counted (a job its
+        handler acked itself counts as the handler's ack ended it)."""
+        counted: list[str | None] = []
         with self._lock:
             for m, outcome in zip(messages, outcomes, strict=True):
                 job = self._jobs.pop(m.id, None)
@@ -110,6 +114,8 @@ class InFlight:
                     outcome = job.acked  # committed by the handler (worker.ack(bind=))
                 if outcome != "released":
                     self._stats[outcome or "lost"] += 1
+                counted.append(outcome)
+        return counted
 
     def __len__(self) -> int:
         with self._lock:

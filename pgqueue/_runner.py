@@ -22,6 +22,7 @@ from . import _validate
 from ._compat import Cancelled, DaemonPool, Event, call_handler
 from ._completer import SyncCompleter
 from ._inflight import InFlight, Job
+from ._observe import Observer, fields
 from ._plans.consumer import Failure
 from ._registry import Entrypoint
 from .errors import Snooze, UnknownEntrypoint
@@ -40,8 +41,10 @@ class SyncRunner:
         completer: SyncCompleter,
         threads: DaemonPool,
         freed: Event,
+        observer: Observer,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
     ) -> None:
+        self._observer = observer
         self._entrypoints = entrypoints
         self._inflight = inflight
         self._completer = completer
@@ -53,6 +56,7 @@ class SyncRunner:
         m = job.message
         ep = self._entrypoints.get(m.entrypoint)
         self._inflight.start(job)
+        seen = self._observer.handling(m)
 
         def timed_out() -> None:
             job.cancel.set()
@@ -73,8 +77,9 @@ class SyncRunner:
             )
             # The result as it will be stored; one that cannot be fails the attempt.
             result = _validate.result_text(returned, self._max_result_bytes)
-        except Cancelled:
+        except Cancelled as exc:
             self._inflight.finish(job)
+            seen.end(exc)
             # Released: a job an admin cancelled ends cancelled (the release skips it and
             # the completer ends it), one cancelled at shutdown runs again elsewhere.
             self._completer.release([m])
@@ -83,12 +88,15 @@ class SyncRunner:
             log.info("job %s (%s): cancelled by an admin", m.id, m.entrypoint)
         except Snooze as snooze:
             self._inflight.finish(job)
+            seen.end(snooze)
             self._snooze(m, snooze)
         except Exception as exc:
             self._inflight.finish(job)
-            self._fail(m, ep, exc)
+            self._fail(m, ep, exc)  # logged inside the span: the record has its ids
+            seen.end(exc)
         else:
             self._inflight.finish(job)
+            seen.end(None)
             self._completer.ack(m, result)
         finally:
             self._freed.set()  # a slot is free
@@ -113,7 +121,7 @@ class SyncRunner:
                 m.attempts,
                 text,
                 exc_info=exc,
-                extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
+                extra=fields(m, "failed"),
             )
             delay = None
             if ep is not None and ep.retry_delay is not None:

@@ -21,6 +21,7 @@ from . import _validate
 from ._acompat import Cancelled, DaemonPool, Event, call_handler
 from ._completer_async import AsyncCompleter
 from ._inflight import InFlight, Job
+from ._observe import Observer, fields
 from ._plans.consumer import Failure
 from ._registry import Entrypoint
 from .errors import Snooze, UnknownEntrypoint
@@ -39,8 +40,10 @@ class AsyncRunner:
         completer: AsyncCompleter,
         threads: DaemonPool,
         freed: Event,
+        observer: Observer,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
     ) -> None:
+        self._observer = observer
         self._entrypoints = entrypoints
         self._inflight = inflight
         self._completer = completer
@@ -52,6 +55,7 @@ class AsyncRunner:
         m = job.message
         ep = self._entrypoints.get(m.entrypoint)
         self._inflight.start(job)
+        seen = self._observer.handling(m)
 
         def timed_out() -> None:
             job.cancel.set()
@@ -72,8 +76,9 @@ class AsyncRunner:
             )
             # The result as it will be stored; one that cannot be fails the attempt.
             result = _validate.result_text(returned, self._max_result_bytes)
-        except Cancelled:
+        except Cancelled as exc:
             self._inflight.finish(job)
+            seen.end(exc)
             # Released: a job an admin cancelled ends cancelled (the release skips it and
             # the completer ends it), one cancelled at shutdown runs again elsewhere.
             await self._completer.release([m])
@@ -82,12 +87,15 @@ class AsyncRunner:
             log.info("job %s (%s): cancelled by an admin", m.id, m.entrypoint)
         except Snooze as snooze:
             self._inflight.finish(job)
+            seen.end(snooze)
             await self._snooze(m, snooze)
         except Exception as exc:
             self._inflight.finish(job)
-            await self._fail(m, ep, exc)
+            await self._fail(m, ep, exc)  # logged inside the span: the record has its ids
+            seen.end(exc)
         else:
             self._inflight.finish(job)
+            seen.end(None)
             await self._completer.ack(m, result)
         finally:
             self._freed.set()  # a slot is free
@@ -112,7 +120,7 @@ class AsyncRunner:
                 m.attempts,
                 text,
                 exc_info=exc,
-                extra={"job_id": m.id, "queue": m.queue, "entrypoint": m.entrypoint},
+                extra=fields(m, "failed"),
             )
             delay = None
             if ep is not None and ep.retry_delay is not None:

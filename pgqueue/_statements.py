@@ -69,6 +69,7 @@ class Statements:
     LIST_DEAD: Executable
     REQUEUE_DEAD: Executable
     METRICS: Executable
+    QUEUE_DEPTHS: Executable
     # registration
     REGISTER_WORKER: Executable
     HEARTBEAT: Executable

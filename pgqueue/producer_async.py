@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _validate
+from . import _validate, tracing
 from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import AsyncIdentity
 from ._plans import producer as producer_plans
@@ -276,14 +276,20 @@ class AsyncProducer(AsyncIdentity):
             acheck_bind(bind)
         if on_duplicate not in ("raise", "skip"):
             raise InvalidArgument('on_duplicate must be "raise" or "skip"')
-        jobs = _validate.validate_jobs(self._queue, items, defaults)
         if not items:
+            _validate.validate_jobs(self._queue, items, defaults)
             return []
-        plan = producer_plans.enqueue(
-            self._ctx,
-            jobs,
-            on_duplicate=on_duplicate,
-            in_caller_tx=bind is not None,
-            awaited=awaited,
-        )
-        return await arun(self._engine, bind, plan, self._ctx)
+        # A PRODUCER span; its context goes into the jobs' headers (pgqueue.tracing).
+        with tracing.producer_span(self._queue, len(items)) as (span, carrier):
+            items, defaults = tracing.carry(carrier, items, defaults)
+            jobs = _validate.validate_jobs(self._queue, items, defaults)
+            plan = producer_plans.enqueue(
+                self._ctx,
+                jobs,
+                on_duplicate=on_duplicate,
+                in_caller_tx=bind is not None,
+                awaited=awaited,
+            )
+            messages = await arun(self._engine, bind, plan, self._ctx)
+            tracing.enqueued(span, messages)
+            return messages

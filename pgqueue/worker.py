@@ -35,6 +35,7 @@ from ._fetcher import SyncFetcher
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
 from ._inflight import InFlight
 from ._maintenance import SyncMaintainer
+from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
@@ -75,6 +76,11 @@ class SyncWorker(SyncIdentity, Handlers):
     lease is kept alive, so no other worker runs it at the same time; if the worker
     dies, its jobs come back after one lease. ``visibility_timeout`` (the lease)
     defaults to each queue's own.
+
+    Each job's transitions are log records on ``pgqueue.jobs``; with ``prometheus_client``
+    installed the worker records metrics (``pgqueue.metrics``), and with
+    ``opentelemetry-api`` each attempt runs in a span (``pgqueue.tracing``):
+    ``instrument=False`` turns metrics and spans off.
     """
 
     _kind = "worker"
@@ -99,6 +105,7 @@ class SyncWorker(SyncIdentity, Handlers):
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
         hostname: str | None = None,
         port: int | None = None,
+        instrument: bool = True,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -123,6 +130,7 @@ class SyncWorker(SyncIdentity, Handlers):
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
         self._inflight = InFlight()
+        self._observer = Observer(instrument=instrument, inflight=self._inflight)
         self._wakeup = Event()  # a job may be available, a slot freed, or stop requested
         self._stop_requested = False
         self._stop_for_good = False
@@ -234,7 +242,12 @@ class SyncWorker(SyncIdentity, Handlers):
         halt = Event()
         undo_signals = on_signals(self.request_stop, self._install_signal_handlers)
         completer = SyncCompleter(
-            self._engine, self._contexts, self._inflight, halt=halt, settled=self._wakeup.set
+            self._engine,
+            self._contexts,
+            self._inflight,
+            halt=halt,
+            settled=self._wakeup.set,
+            observer=self._observer,
         )
         services = SyncServices(
             self._inflight,
@@ -299,14 +312,17 @@ class SyncWorker(SyncIdentity, Handlers):
                 completer,
                 services.threads,
                 self._wakeup,
+                self._observer,
                 self._max_result_bytes,
             )
+            self._observer.run_started(self._concurrency, interval)
             self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
             self._wakeup.set()
             halt.set()
+            self._observer.run_ended(self._concurrency)
             fetch_conn.close()
             services.wind_down(self._shutdown_timeout, self._finished)
 
@@ -368,6 +384,7 @@ class SyncWorker(SyncIdentity, Handlers):
         """Heartbeat; adopt a status set from outside (``pgqueue`` CLI suspend)."""
         changes = self._state_changes
         info = self.heartbeat()
+        self._observer.beat()
         if changes != self._state_changes:
             return  # suspend()/resume() ran meanwhile: theirs is the newer status
         if info.status == SUSPENDED and self._state == READY:

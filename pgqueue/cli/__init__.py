@@ -4,7 +4,8 @@
     pgqueue --dsn postgresql://localhost/app install
     pgqueue queue create emails --max-attempts 10
     echo '{"to": "a@example.org"}' | pgqueue enqueue emails
-    pgqueue run myapp.jobs:worker --concurrency 16
+    pgqueue run myapp.jobs:worker --concurrency 16 --metrics-port 9108 --log-format json
+    pgqueue metrics --port 9109                   # queue metrics for Prometheus
     pgqueue stats
     pgqueue jobs list --queue emails --status dead
     pgqueue jobs show 4812; pgqueue jobs cancel 4812
@@ -42,7 +43,7 @@ from .commands import (
 )
 from .demo import cmd_demo
 from .jobs import add_parsers as add_job_parsers
-from .run import cmd_run
+from .run import cmd_metrics, cmd_run
 from .web import add_parser as add_web_parser
 
 
@@ -94,7 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int)
     p.add_argument("--queues", help="comma-separated queues (default: the worker's)")
     p.add_argument("--drain", action="store_true", help="exit once no job is left")
+    _add_metrics_port(p, "serve /metrics, /healthz and /readyz on this port")
+    p.add_argument(
+        "--health-max-age",
+        type=_positive,
+        help="/healthz fails past this many seconds without a heartbeat "
+        "(default: 3 heartbeat intervals, at least 5)",
+    )
+    _add_log_format(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("metrics", help="serve queue metrics from the database (Prometheus)")
+    p.add_argument("--port", type=int, default=9108, help="default 9108")
+    p.add_argument("--host", default="0.0.0.0", help="default 0.0.0.0")
+    p.add_argument("--queues", help="comma-separated queues (default: every queue)")
+    p.add_argument("--once", action="store_true", help="print the metrics once and exit")
+    _add_log_format(p)
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("stats", help="live view of queues and workers")
     p.add_argument("--interval", type=_positive, default=1.0, help="seconds between views")
@@ -142,8 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=".pgqueue/demo-pgdata")
     p.add_argument("--web", action="store_true", help="serve the dashboard while it runs")
     p.add_argument("--web-port", type=int, default=8089, help="the dashboard's port (8089)")
+    _add_metrics_port(p, "serve the worker's /metrics, /healthz, /readyz on this port")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_metrics_port(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--metrics-port", type=int, help=help + " (needs pgqueue[prometheus])")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="default 0.0.0.0")
+
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line, with each job's fields",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="debug: every transition of every job (started, completed); "
+        "default: warning, info with -v",
+    )
 
 
 def _positive(text: str) -> float:
@@ -166,10 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.schema_given = args.schema is not None
     args.schema = args.schema or os.environ.get("PGQUEUE_SCHEMA", "public")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    if getattr(args, "log_level", None):
+        level = getattr(logging, args.log_level.upper())
+    if getattr(args, "log_format", "text") == "json":
+        from ..logs import configure
+
+        configure("json", level)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)
         return code

@@ -97,6 +97,9 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
             raise RuntimeError(f"demo failure of job {job.payload['n']}")
         done += 1
 
+    from .run import _serve_endpoints
+
+    server = _serve_endpoints(args, worker=worker)
     progress = Progress(args.jobs, "processing")
     if not args.verbose:  # the demo's failures are on purpose: summarise, don't log each
         logging.getLogger("pgqueue.worker").setLevel(logging.ERROR)
@@ -113,6 +116,9 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
     reporter.cancel()
     progress.update(done)
     progress.finish()
+    if server is not None:
+        print(_scrape(server.port), file=sys.stderr)
+        server.close()
     metrics = await admin.metrics("demo")
     async with engine.connect() as conn:
         version = (await conn.execute(text("SHOW server_version"))).scalar()
@@ -177,3 +183,19 @@ def _has_credentials() -> bool:
     from ..web import Credentials
 
     return Credentials.from_env().configured
+
+
+def _scrape(port: int) -> str:
+    """The demo's own /metrics, fetched like Prometheus would: its job counters."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        page = r.read().decode()
+    lines = [
+        line
+        for line in page.splitlines()
+        if line.startswith(("pgqueue_jobs_", "pgqueue_job_duration_seconds_count"))
+        and "_created{" not in line
+        and 'queue="demo"' in line
+    ]
+    return "\n".join([f"GET http://127.0.0.1:{port}/metrics (excerpt):", *lines])

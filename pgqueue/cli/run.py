@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from sqlalchemy.engine import URL, make_url
@@ -108,15 +109,77 @@ def cmd_run(args: argparse.Namespace) -> int:
     # not stop (or stops serving) is doing, without stopping it.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    if not args.verbose:  # the worker's start line and stops, without -v
+    if not args.verbose and not args.log_level:  # the worker's start line and stops
         logging.getLogger("pgqueue.worker").setLevel(logging.INFO)
     worker = load_worker(args)
     worker._configure(
         concurrency=args.concurrency, queues=args.queues.split(",") if args.queues else None
     )
-    if isinstance(worker, AsyncWorker):
-        asyncio.run(worker.run(drain=args.drain))
-    else:
-        worker.run(drain=args.drain)
+    server = _serve_endpoints(args, worker=worker, max_age=args.health_max_age)
+    try:
+        if isinstance(worker, AsyncWorker):
+            asyncio.run(worker.run(drain=args.drain))
+        else:
+            worker.run(drain=args.drain)
+    finally:
+        if server is not None:
+            server.close()
     print(f"worker stopped: {dict(worker.stats)}", file=sys.stderr)
+    return 0
+
+
+def _serve_endpoints(args: argparse.Namespace, **kw: Any) -> Any:
+    """``--metrics-port``: the endpoints on it (pgqueue.endpoints), or None."""
+    if args.metrics_port is None:
+        return None
+    try:
+        from ..endpoints import serve
+
+        server = serve(args.metrics_port, host=args.metrics_host, **kw)
+    except ImportError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot serve on port {args.metrics_port}: {exc}", EXIT_USAGE) from None
+    print(
+        f"serving /metrics, /healthz, /readyz on http://{args.metrics_host}:{server.port}",
+        file=sys.stderr,
+    )
+    return server
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """``pgqueue metrics``: the queue metrics (pgqueue.metrics.QueueCollector), served."""
+    from sqlalchemy import create_engine
+
+    from .._urls import sync_url
+
+    try:
+        from prometheus_client import REGISTRY, generate_latest
+
+        from ..endpoints import serve
+        from ..metrics import QueueCollector
+    except ImportError:
+        raise CliError(
+            "queue metrics need prometheus_client: pip install 'pgqueue[prometheus]'", EXIT_USAGE
+        ) from None
+    dsn = _dsn(args)
+    assert dsn is not None
+    engine = create_engine(sync_url(dsn), pool_size=1)
+    queues = args.queues.split(",") if args.queues else None
+    REGISTRY.register(QueueCollector(engine, schema=args.schema, queues=queues))
+    if args.once:
+        sys.stdout.write(generate_latest(REGISTRY).decode())
+        return 0
+    try:
+        server = serve(args.port, host=args.host, engine=engine)
+    except OSError as exc:
+        raise CliError(f"cannot serve on port {args.port}: {exc}", EXIT_USAGE) from None
+    print(f"serving queue metrics on http://{args.host}:{server.port}/metrics", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    server.close()
+    engine.dispose()
     return 0

@@ -551,6 +551,82 @@ WHERE public.pgqueue_results.queue = $1::VARCHAR
  SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
+-- QUEUE_DEPTHS [psycopg]
+SELECT public.pgqueue_queues.name, public.pgqueue_queues.paused, (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT %(b_cap)s::INTEGER) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT %(b_cap)s::INTEGER) AS anon_2) AS scheduled, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT %(b_cap)s::INTEGER) AS anon_3) AS running, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT %(b_cap)s::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT %(param_1)s::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()))) AS oldest_ready_age, (SELECT pg_catalog.count(*) AS count_5
+FROM public.pgqueue_workers
+WHERE public.pgqueue_workers.kind = 'worker' AND public.pgqueue_workers.status = 'ready' AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' AND public.pgqueue_queues.name = any(pg_catalog.string_to_array(public.pgqueue_workers.queues, ','))) AS workers
+FROM public.pgqueue_queues
+WHERE %(b_queues)s::TEXT[] IS NULL OR public.pgqueue_queues.name = any(%(b_queues)s::TEXT[]) ORDER BY public.pgqueue_queues.name;
+
+-- QUEUE_DEPTHS [asyncpg]
+SELECT public.pgqueue_queues.name, public.pgqueue_queues.paused, (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT $1::INTEGER) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT $1::INTEGER) AS anon_2) AS scheduled, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT $1::INTEGER) AS anon_3) AS running, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT $1::INTEGER) AS anon_4) AS dead, EXTRACT(epoch FROM pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_5
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT $2::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()))) AS oldest_ready_age, (SELECT pg_catalog.count(*) AS count_5
+FROM public.pgqueue_workers
+WHERE public.pgqueue_workers.kind = 'worker' AND public.pgqueue_workers.status = 'ready' AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' AND public.pgqueue_queues.name = any(pg_catalog.string_to_array(public.pgqueue_workers.queues, ','))) AS workers
+FROM public.pgqueue_queues
+WHERE $3::TEXT[] IS NULL OR public.pgqueue_queues.name = any($3::TEXT[]) ORDER BY public.pgqueue_queues.name;
+
 -- QUEUE_EXISTS [psycopg] (hot: sent to the driver directly)
 SELECT EXISTS (SELECT *
 FROM public.pgqueue_queues

@@ -1,0 +1,196 @@
+"""OpenTelemetry tracing of jobs (``pip install 'pgqueue[otel]'``).
+
+Enqueue starts a PRODUCER span (``send <queue>``) and writes its context into each
+job's headers with the globally configured propagator (W3C ``traceparent`` and
+``tracestate`` by default). The worker runs each attempt's handler inside a CONSUMER
+span (``process <queue>``) whose **parent** is that context, so a trace runs from the
+request that enqueued the job, through the enqueue, to the handler and whatever the
+handler itself traces (it runs with the span current, on the loop or on a thread).
+
+Parent rather than link: a job is enqueued by one request and processed on its own,
+one message per span, which is the case the messaging conventions give a parent for
+(links are for a span that stands for many messages, such as a batch receive); with a
+parent, the enqueue and every attempt of the job are in one trace, the attempts side
+by side under the producer span, and a failure shows in the request's trace. A job
+enqueued with no trace active (cron, a script) starts a trace of its own.
+
+Nothing happens when ``opentelemetry-api`` is not installed, or when no tracer provider
+is configured (the API's default): no span, no header, a few hundred nanoseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+try:  # an optional extra: pgqueue runs without it
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError:  # pragma: no cover - exercised by a subprocess test
+    trace = None  # type: ignore[assignment]
+
+from .types import JobSpec, Message
+
+#: A provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded by get_tracer_provider().
+_FROM_ENVIRONMENT = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+#: ``messaging.system``: not one of the conventions' well-known values, so our own name.
+SYSTEM = "pgqueue"
+
+__all__ = [
+    "SYSTEM",
+    "available",
+    "configured",
+    "consumer_span",
+    "producer_span",
+    "use_tracer_provider",
+]
+
+
+def available() -> bool:
+    """Whether ``opentelemetry-api`` is installed."""
+    return trace is not None
+
+
+_cached: list[Any] = []
+#: A provider pgqueue traces with instead of the global one (``use_tracer_provider``).
+_provider: list[Any] = []
+
+
+def use_tracer_provider(provider: Any) -> None:
+    """Trace pgqueue's jobs with ``provider`` rather than OpenTelemetry's global one (as
+    instrumentations take ``tracer_provider=``); ``None``: the global one again.
+
+    >>> use_tracer_provider(TracerProvider())  # doctest: +SKIP
+    """
+    _provider.clear()
+    _cached.clear()
+    if provider is not None:
+        _provider.append(provider)
+
+
+def _tracer() -> Any:
+    """pgqueue's tracer, looked up once (a quarter of a span's cost otherwise); made
+    before an SDK is configured it is the API's proxy, which follows the provider set
+    later."""
+    if not _cached:
+        from . import __version__
+
+        source = _provider[0] if _provider else trace.get_tracer_provider()
+        _cached.append(source.get_tracer("pgqueue", __version__))
+    return _cached[0]
+
+
+@contextmanager
+def producer_span(queue: str, count: int) -> Iterator[tuple[Any, dict[str, str]]]:
+    """A PRODUCER span around an enqueue of ``count`` jobs, current while it lasts;
+    yields it and the headers that carry its context (empty when there is no valid
+    context, e.g. no SDK configured: nothing is written). Without OpenTelemetry:
+    ``(None, {})``, as when no tracer provider is configured."""
+    if not configured():
+        yield None, {}
+        return
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.destination.name": queue,
+    }
+    if count != 1:
+        attributes["messaging.batch.message_count"] = count
+    with _tracer().start_as_current_span(
+        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        carrier: dict[str, str] = {}
+        if span.get_span_context().is_valid:
+            propagate.inject(carrier)
+        yield span, carrier
+
+
+def carry(
+    carrier: Mapping[str, str], items: Sequence[Any], defaults: JobSpec
+) -> tuple[Sequence[Any], JobSpec]:
+    """Jobs to enqueue with the trace context in their headers (a job's own header of
+    the same name wins)."""
+    if not carrier:
+        return items, defaults
+    defaults = replace(defaults, headers=_with(defaults.headers, carrier))
+    if any(isinstance(i, JobSpec) and i.headers is not None for i in items):
+        items = [
+            replace(i, headers=_with(i.headers, carrier))
+            if isinstance(i, JobSpec) and i.headers is not None
+            else i
+            for i in items
+        ]
+    return items, defaults
+
+
+def _with(headers: Mapping[str, Any] | None, carrier: Mapping[str, str]) -> dict[str, Any]:
+    return {**carrier, **headers} if headers else dict(carrier)
+
+
+def enqueued(span: Any, messages: list[Message]) -> None:
+    """Name the enqueued job on its producer span (one job: its id)."""
+    if span is not None and len(messages) == 1 and span.is_recording():
+        span.set_attribute("messaging.message.id", str(messages[0].id))
+
+
+class ConsumerSpan:
+    """One attempt's CONSUMER span, current in the handler's task or thread until
+    :meth:`end` (called where it was started: a context token is per task/thread)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, m: Message) -> None:
+        parent = propagate.extract(m.headers) if m.headers else None
+        self._span = _tracer().start_span(
+            f"process {m.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "process",
+                "messaging.destination.name": m.queue,
+                "messaging.message.id": str(m.id),
+                "pgqueue.entrypoint": m.entrypoint,
+                "pgqueue.attempt": m.attempts,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def end(self, outcome: str, exc: BaseException | None) -> None:
+        span = self._span
+        try:
+            if span.is_recording():
+                span.set_attribute("pgqueue.outcome", outcome)
+                if exc is not None and outcome == "failed":
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            span.end()
+            otel_context.detach(self._token)
+
+
+def configured() -> bool:
+    """Whether OpenTelemetry is installed and a tracer provider set (the API's default
+    makes spans that record nothing: not worth a job's microseconds)."""
+    if trace is None:
+        return False
+    if _provider:
+        return True
+    # The API's own global, read without get_tracer_provider() (which reads the
+    # environment at every call until a provider is set: a microsecond a job).
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is None and not _FROM_ENVIRONMENT:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def consumer_span(m: Message) -> ConsumerSpan | None:
+    """Start ``m``'s CONSUMER span, or None when tracing is not configured."""
+    return ConsumerSpan(m) if configured() else None
