@@ -145,8 +145,16 @@ def json_text(value: Any, what: str) -> str:
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise InvalidPayload(f"{what} contains a NUL character, which PostgreSQL cannot store")
     _utf8(text, what, InvalidPayload)  # NUL in JSON text is escaped: only the encoding
+    if len(text) > _JSONB_MAX_CHARS // 4 and len(text.encode()) > _JSONB_MAX_CHARS:
+        raise InvalidPayload(
+            f"{what} is {len(text.encode()):,} bytes of JSON, over PostgreSQL's jsonb limit "
+            f"({_JSONB_MAX_CHARS:,} bytes)"
+        )
     return text
 
+
+#: PostgreSQL's largest jsonb value (bytes); JSON text longer than this cannot become one.
+_JSONB_MAX_CHARS = 2**28 - 1
 
 #: A result's default size limit (``max_result_bytes`` of workers and consumers).
 MAX_RESULT_BYTES = 1 << 20

@@ -999,3 +999,15 @@ def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.id = 8  # type: ignore[misc]
     assert dataclasses.replace(built, id=8).id == 8
+
+
+@pytest.mark.parametrize("sync_db", ["engine"], indirect=True)
+def test_a_payload_over_the_jsonb_limit_is_refused_before_anything_is_written(
+    sync_db: SyncDB, producer: SyncProducer
+) -> None:
+    before = snapshot(sync_db)
+    huge = "x" * (2**28)  # 256 MiB of text: more than a jsonb value can hold
+    with pytest.raises(InvalidPayload, match="jsonb limit"):
+        producer.enqueue({"blob": huge}, **sync_db.kw)
+    del huge
+    assert snapshot(sync_db) == before

@@ -1024,3 +1024,15 @@ def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.id = 8  # type: ignore[misc]
     assert dataclasses.replace(built, id=8).id == 8
+
+
+@pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+async def test_a_payload_over_the_jsonb_limit_is_refused_before_anything_is_written(
+    async_db: AsyncDB, producer: AsyncProducer
+) -> None:
+    before = await snapshot(async_db)
+    huge = "x" * (2**28)  # 256 MiB of text: more than a jsonb value can hold
+    with pytest.raises(InvalidPayload, match="jsonb limit"):
+        await producer.enqueue({"blob": huge}, **async_db.kw)
+    del huge
+    assert await snapshot(async_db) == before
