@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from . import _validate
-from ._cron import Cron
+from ._cron import Cron, with_zone
 from .errors import InvalidArgument
 from .types import JSON, Message
 
@@ -91,9 +91,15 @@ def schedule(
     payload: JSON,
     name: str | None,
     catch_up: int,
+    tz: str | None = None,
 ) -> Schedule:
     """A checked :class:`Schedule` of a worker that serves ``served`` queues and has
     schedules named ``taken`` already."""
+    if not isinstance(cron, str):
+        raise InvalidArgument(f"cron expression must be a str, not {type(cron).__name__}")
+    # The zone travels in the expression as it is stored (cronie's CRON_TZ= prefix), so
+    # whoever reads the schedule back (admin.list_schedules) reads the same ticks.
+    cron = with_zone(cron, tz)
     parsed = Cron(cron)  # refuses an expression that never fires
     target = _validate.check_queue_name(queue)
     if target not in served:
@@ -177,15 +183,19 @@ class Handlers:
         payload: JSON = None,
         name: str | None = None,
         catch_up: int = 0,
+        tz: str | None = None,
     ) -> Callable[[H], H]:
-        """Enqueue a job for ``entrypoint`` at every tick of ``cron`` (UTC), exactly once
-        per tick however many workers run the schedule; the job gets retries and
-        history like any other. ``catch_up``: on start, enqueue up to that many ticks
-        missed while no worker ran. Decorates the handler of ``entrypoint``. An
-        expression that never fires (``0 0 30 2 *``) is refused here.
+        """Enqueue a job for ``entrypoint`` at every tick of ``cron``, exactly once per
+        tick however many workers run the schedule; the job gets retries and history like
+        any other. ``tz``: an IANA zone whose wall clock the fields are read on (default
+        UTC); a tick in the hour skipped by a daylight-saving change fires once at the
+        change, one in the hour that repeats fires once, the first time. ``catch_up``:
+        on start, enqueue up to that many ticks missed while no worker ran (0: skip
+        them). Decorates the handler of ``entrypoint``. An expression that never fires
+        (``0 0 30 2 *``) or an unknown zone is refused here.
 
-        >>> @worker.schedule("*/5 * * * *", entrypoint="cleanup")
-        ... def cleanup(job: Message) -> None: ...
+        >>> @worker.schedule("0 9 * * mon-fri", entrypoint="digest", tz="Europe/Berlin")
+        ... def digest(job: Message) -> None: ...
         """
         self._schedules.append(
             schedule(
@@ -197,6 +207,7 @@ class Handlers:
                 payload=payload,
                 name=name,
                 catch_up=catch_up,
+                tz=tz,
             )
         )
 

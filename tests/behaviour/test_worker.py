@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, text
@@ -1015,3 +1016,26 @@ def test_failures_are_group_committed_like_successes(sync_engine: Engine) -> Non
     nacks = [s for s in sent if "UPDATE" in s and "errors" in s and "jsonb_build_object" in s]
     assert worker.stats["dead"] == 16 and worker.stats["failed"] == 16
     assert 2 <= len(nacks) <= 32 // 3, len(nacks)  # 32 failed attempts, 4 rounds of 8
+
+
+def test_a_schedule_in_a_time_zone_is_stored_and_read_with_its_zone(
+    sync_engine: Engine,
+) -> None:
+    """``tz=``: the stored expression carries the zone (cronie's CRON_TZ=), so the
+    scheduler and ``admin.list_schedules`` read the same wall clock; a zone that does
+    not exist is refused at ``schedule()``."""
+    queue(sync_engine)
+    w = make_worker(sync_engine)
+    with pytest.raises(InvalidArgument, match="time zone"):
+        w.schedule("0 9 * * *", entrypoint="digest", tz="Europe/Nowhere")
+    w.schedule("0 9 * * *", entrypoint="digest", tz="Europe/Berlin")(coroutine_or_plain)
+    (s,) = w._schedules
+    assert s.name == "tasks:digest:CRON_TZ=Europe/Berlin 0 9 * * *"
+    scheduler = SyncScheduler(w.engine, w._ctx, w._contexts, w._schedules, Event())
+    scheduler._start(s)
+    (info,) = SyncAdmin(sync_engine, schema=SCHEMA).list_schedules()
+    assert info.cron == "CRON_TZ=Europe/Berlin 0 9 * * *"
+    berlin = ZoneInfo("Europe/Berlin")
+    assert info.next_tick is not None
+    local = info.next_tick.astimezone(berlin)
+    assert (local.hour, local.minute) == (9, 0)

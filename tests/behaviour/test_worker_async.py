@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -1024,3 +1025,26 @@ async def test_failures_are_group_committed_like_successes(async_engine: AsyncEn
     nacks = [s for s in sent if "UPDATE" in s and "errors" in s and "jsonb_build_object" in s]
     assert worker.stats["dead"] == 16 and worker.stats["failed"] == 16
     assert 2 <= len(nacks) <= 32 // 3, len(nacks)  # 32 failed attempts, 4 rounds of 8
+
+
+async def test_a_schedule_in_a_time_zone_is_stored_and_read_with_its_zone(
+    async_engine: AsyncEngine,
+) -> None:
+    """``tz=``: the stored expression carries the zone (cronie's CRON_TZ=), so the
+    scheduler and ``admin.list_schedules`` read the same wall clock; a zone that does
+    not exist is refused at ``schedule()``."""
+    await queue(async_engine)
+    w = make_worker(async_engine)
+    with pytest.raises(InvalidArgument, match="time zone"):
+        w.schedule("0 9 * * *", entrypoint="digest", tz="Europe/Nowhere")
+    w.schedule("0 9 * * *", entrypoint="digest", tz="Europe/Berlin")(coroutine_or_plain)
+    (s,) = w._schedules
+    assert s.name == "tasks:digest:CRON_TZ=Europe/Berlin 0 9 * * *"
+    scheduler = AsyncScheduler(w.engine, w._ctx, w._contexts, w._schedules, Event())
+    await scheduler._start(s)
+    (info,) = await AsyncAdmin(async_engine, schema=SCHEMA).list_schedules()
+    assert info.cron == "CRON_TZ=Europe/Berlin 0 9 * * *"
+    berlin = ZoneInfo("Europe/Berlin")
+    assert info.next_tick is not None
+    local = info.next_tick.astimezone(berlin)
+    assert (local.hour, local.minute) == (9, 0)
