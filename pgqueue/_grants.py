@@ -353,7 +353,7 @@ PRIVILEGES: dict[str, tuple[Privilege, ...]] = {
             "ALL",
             (),
             "install (tables it creates it owns: upgrades that ALTER them need ownership), "
-            "queues (delete_queue takes LOCK TABLE ... ACCESS EXCLUSIVE), dead letters; "
+            "queues (create, pause, purge, delete: by rows, under no table lock), dead letters; "
             "no grant option (it grants only on what it owns)",
         )
         for t in ADMIN_TABLES
