@@ -103,6 +103,7 @@ async def _demo(dsn: str, args: argparse.Namespace) -> int:
     progress = Progress(args.jobs, "processing")
     if not args.verbose:  # the demo's failures are on purpose: summarise, don't log each
         logging.getLogger("pgqueue.worker").setLevel(logging.ERROR)
+        logging.getLogger("pgqueue.jobs").setLevel(logging.CRITICAL)  # "dead" on purpose too
 
     async def report() -> None:
         while True:
