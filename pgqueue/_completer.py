@@ -164,8 +164,10 @@ class SyncCompleter:
         for (queue, kind), settles in groups.items():
             outcomes = self._run(self._contexts[queue], kind, settles)
             messages = [s.message for s in settles]
-            self._observer.settled(messages, self._inflight.settled(messages, outcomes))
-            self._counts.add(messages, outcomes, [s.duration for s in settles])
+            # As counted: a job the handler acked itself (worker.ack(bind=)) is completed.
+            counted = self._inflight.settled(messages, outcomes)
+            self._observer.settled(messages, counted)
+            self._counts.add(messages, counted, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             self._write_counts()

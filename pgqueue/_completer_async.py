@@ -163,8 +163,10 @@ class AsyncCompleter:
         for (queue, kind), settles in groups.items():
             outcomes = await self._run(self._contexts[queue], kind, settles)
             messages = [s.message for s in settles]
-            self._observer.settled(messages, self._inflight.settled(messages, outcomes))
-            self._counts.add(messages, outcomes, [s.duration for s in settles])
+            # As counted: a job the handler acked itself (worker.ack(bind=)) is completed.
+            counted = self._inflight.settled(messages, outcomes)
+            self._observer.settled(messages, counted)
+            self._counts.add(messages, counted, [s.duration for s in settles])
         self._settled()
         if self._counts.due_in() == 0:
             await self._write_counts()

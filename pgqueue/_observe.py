@@ -69,7 +69,12 @@ class Handling:
         self._observer = observer
         self._m = m
         self._children = observer._children(m) if observer._metrics is not None else None
-        self._span = tracing.consumer_span(m) if observer.tracing else None
+        self._span = None
+        if observer.tracing:
+            try:  # observing must never keep a job from being run and settled
+                self._span = tracing.consumer_span(m)
+            except Exception:
+                log.exception("job %s: its span could not be started", m.id)
         self._started = time.perf_counter()
         if self._children is not None:
             self._children.started(m)

@@ -33,6 +33,7 @@ try:  # an optional extra: pgqueue runs without it
 except ImportError:  # pragma: no cover - exercised by a subprocess test
     trace = None  # type: ignore[assignment]
 
+from . import _validate
 from .types import JobSpec, Message
 
 #: A provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded by get_tracer_provider().
@@ -127,7 +128,9 @@ def carry(
     return items, defaults
 
 
-def _with(headers: Mapping[str, Any] | None, carrier: Mapping[str, str]) -> dict[str, Any]:
+def _with(headers: Any, carrier: Mapping[str, str]) -> Any:
+    if headers is not None and not isinstance(headers, Mapping):
+        return headers  # not headers at all: left for validation to refuse (typed)
     return {**carrier, **headers} if headers else dict(carrier)
 
 
@@ -144,7 +147,12 @@ class ConsumerSpan:
     __slots__ = ("_span", "_token")
 
     def __init__(self, m: Message) -> None:
-        parent = propagate.extract(m.headers) if m.headers else None
+        parent = None
+        if m.headers:
+            try:  # headers come from producers: a malformed one is no parent, not a crash
+                parent = propagate.extract(m.headers)
+            except Exception:
+                parent = None
         self._span = _tracer().start_span(
             f"process {m.queue}",
             context=parent,
@@ -168,8 +176,12 @@ class ConsumerSpan:
             if span.is_recording():
                 span.set_attribute("pgqueue.outcome", outcome)
                 if exc is not None and outcome == "failed":
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                    # The error as pgqueue stores it (bounded, and whatever str() does).
+                    span.set_status(Status(StatusCode.ERROR, _validate.error_text(exc)))
+                    try:
+                        span.record_exception(exc)
+                    except Exception:  # an exception whose str() raises, say
+                        span.add_event("exception", {"exception.type": type(exc).__name__})
         finally:
             span.end()
             otel_context.detach(self._token)

@@ -51,7 +51,8 @@ HERE = Path(__file__).parent
 # Every read of a page: JIT off (see Dashboard.rows) and a statement timeout, so that no
 # page holds the database for long (a filter that reads too much is stopped, and says so).
 _READ_SETTINGS = text(
-    "SELECT set_config('jit', 'off', true), set_config('statement_timeout', :timeout, true)"
+    "SELECT pg_catalog.set_config('jit', 'off', true),"
+    " pg_catalog.set_config('statement_timeout', :timeout, true)"
 )
 #: SQLSTATE query_canceled: a statement timeout.
 _CANCELED = "57014"
@@ -274,7 +275,7 @@ async def overview(request: Request) -> Response:
     statement, _ = d.q.overview
     queues = await d.rows(statement, b_cap=_queries.OVERVIEW_CAP)
     rates = await d.rows(d.q.rates)
-    now = (await d.rows(text("SELECT now()")))[0][0]
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     by_queue: dict[str, list[tuple[datetime, int, int]]] = {}
     for r in rates:
         by_queue.setdefault(r.queue, []).append((r.minute, r.completed, r.failed))
@@ -304,7 +305,7 @@ async def queue_page(request: Request) -> Response:
             histogram[r.i - 1] += int(r.n)
     durations = {e: (percentile(h, 0.5), percentile(h, 0.95)) for e, h in histograms.items()}
     rates = await d.rows(d.q.rates)
-    now = (await d.rows(text("SELECT now()")))[0][0]
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     chart = _chart([(r.minute, r.completed, r.failed) for r in rates if r.queue == name], now)
     return d.render(
         request,
@@ -407,7 +408,8 @@ async def job_page(request: Request) -> Response:
         job=job,
         lease=lease,
         result=getattr(job, "result", None),
-        has_result=hasattr(job, "result"),
+        # A completed job's result (None too); nothing to show for one not completed.
+        has_result=job.status == "completed" or job.result is not None,
         done=request.query_params.get("done"),
         verbs=VERBS,
     )
@@ -418,7 +420,7 @@ async def _lease(d: Dashboard, job: JobInfo) -> dict[str, Any] | None:
     its holder's heartbeat was seen."""
     if job.status != "running":
         return None
-    now = (await d.rows(text("SELECT now()")))[0][0]
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     panel: dict[str, Any] = {
         "owner": job.locked_by,
         "expires_at": job.available_at,
@@ -444,7 +446,7 @@ async def workers_page(request: Request) -> Response:
     d = _dashboard(request)
     workers = await d.admin.list_workers(include_stopped=request.query_params.get("all") == "1")
     flight: dict[str, int] = {r.locked_by: r.n for r in await d.rows(d.q.in_flight)}
-    now = (await d.rows(text("SELECT now()")))[0][0]
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     rows = [
         {
             "w": w,
@@ -461,7 +463,7 @@ async def workers_page(request: Request) -> Response:
 async def schedules_page(request: Request) -> Response:
     d = _dashboard(request)
     schedules = await d.admin.list_schedules()
-    now = (await d.rows(text("SELECT now()")))[0][0]
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     rows = []
     for s in schedules:
         missed: int | None = None
@@ -487,7 +489,9 @@ async def system_page(request: Request) -> Response:
     queues = [q.name for q in await d.admin.list_queues()]
     oldest = []
     for name in queues:  # one index probe per queue: (queue, finished_at)
-        found = await d.rows(select(func.min(archive.c.finished_at)).where(archive.c.queue == name))
+        found = await d.rows(
+            select(func.pg_catalog.min(archive.c.finished_at)).where(archive.c.queue == name)
+        )
         oldest.append((name, found[0][0]))
     version = (await d.rows(text("SHOW server_version")))[0][0]
     return d.render(

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from .._sql._common import const
+from .._sql._common import STAR, const
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
@@ -53,16 +53,20 @@ def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
     """An error's cause without its particulars: its first line (exception type and
     message) with quoted text, hex and numbers replaced, at most 200 characters. Jobs
     that failed the same way share it however their ids, hosts or values differ."""
-    first = func.split_part(func.coalesce(error, ""), literal("\n"), 1)
-    quoted = func.regexp_replace(first, literal("'[^']*'|\"[^\"]*\""), literal("'…'"), "g")
-    hexed = func.regexp_replace(
+    first = func.pg_catalog.split_part(func.coalesce(error, ""), literal("\n"), 1)
+    quoted = func.pg_catalog.regexp_replace(
+        first, literal("'[^']*'|\"[^\"]*\""), literal("'…'"), "g"
+    )
+    hexed = func.pg_catalog.regexp_replace(
         quoted,
         literal("0x[0-9a-fA-F]+|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"),
         literal("#"),
         "g",
     )
-    numbers = func.regexp_replace(hexed, literal("[0-9]+(\\.[0-9]+)?"), literal("#"), "g")
-    return func.left(numbers, 200)
+    numbers = func.pg_catalog.regexp_replace(
+        hexed, literal("[0-9]+(\\.[0-9]+)?"), literal("#"), "g"
+    )
+    return func.pg_catalog.left(numbers, 200)
 
 
 def _capped(
@@ -75,7 +79,7 @@ def _capped(
     inner = select(literal(1)).select_from(table).where(*where).limit(limit)
     if outer is not None:
         inner = inner.correlate(outer)
-    return select(func.count()).select_from(inner.subquery()).scalar_subquery()
+    return select(func.pg_catalog.count(STAR)).select_from(inner.subquery()).scalar_subquery()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,25 +117,25 @@ def queries(schema: str) -> Queries:
     # The head of the queue's FIFO (lowest id still queued): its age is how long the
     # queue has kept work waiting.
     oldest = (
-        select(func.now() - jobs.c.enqueued_at)
+        select(func.pg_catalog.now() - jobs.c.enqueued_at)
         .where(jobs.c.queue == q, jobs.c.status == const("queued"))
         .order_by(jobs.c.id)
         .limit(1)
         .scalar_subquery()
         .label("oldest_ready_age")
     )
-    fresh = workers.c.heartbeat_at > func.now() - literal_column(
+    fresh = workers.c.heartbeat_at > func.pg_catalog.now() - literal_column(
         f"INTERVAL '{DEAD_AFTER:g} seconds'"
     )
     alive = (
-        select(func.count())
+        select(func.pg_catalog.count(STAR))
         .where(
             workers.c.kind == const("worker"),
             workers.c.status.in_(["ready", "suspended"]),
             fresh,
             or_(
                 workers.c.queues.is_(None),
-                q == func.any(func.string_to_array(workers.c.queues, ",")),
+                q == func.any(func.pg_catalog.string_to_array(workers.c.queues, ",")),
             ),
         )
         .scalar_subquery()
@@ -152,25 +156,25 @@ def queries(schema: str) -> Queries:
     ).order_by(q)
     overview_one = overview.where(q == bindparam("b_queue"))
 
-    since = func.now() - literal_column("INTERVAL '60 minutes'")
+    since = func.pg_catalog.now() - literal_column("INTERVAL '60 minutes'")
     rates = (
         select(
             stats.c.queue,
             stats.c.minute,
-            func.sum(stats.c.completed).label("completed"),
-            func.sum(stats.c.failed + stats.c.dead).label("failed"),
+            func.pg_catalog.sum(stats.c.completed).label("completed"),
+            func.pg_catalog.sum(stats.c.failed + stats.c.dead).label("failed"),
         )
-        .where(stats.c.minute >= func.date_trunc("minute", since))
+        .where(stats.c.minute >= func.pg_catalog.date_trunc("minute", since))
         .group_by(stats.c.queue, stats.c.minute)
         .order_by(stats.c.queue, stats.c.minute)
     )
     entrypoint_rates = (
         select(
             stats.c.entrypoint,
-            func.sum(stats.c.completed).label("completed"),
-            func.sum(stats.c.failed).label("failed"),
-            func.sum(stats.c.dead).label("dead"),
-            func.sum(stats.c.cancelled).label("cancelled"),
+            func.pg_catalog.sum(stats.c.completed).label("completed"),
+            func.pg_catalog.sum(stats.c.failed).label("failed"),
+            func.pg_catalog.sum(stats.c.dead).label("dead"),
+            func.pg_catalog.sum(stats.c.cancelled).label("cancelled"),
         )
         .where(stats.c.queue == bindparam("b_queue"), stats.c.minute >= since)
         .group_by(stats.c.entrypoint)
@@ -185,10 +189,10 @@ def queries(schema: str) -> Queries:
             jobs.c.queue,
             jobs.c.last_error,
             jobs.c.entrypoint,
-            func.count().label("n"),
-            func.min(last_at).label("first_seen"),
-            func.max(last_at).label("last_seen"),
-            func.max(jobs.c.id).label("latest_id"),
+            func.pg_catalog.count(STAR).label("n"),
+            func.pg_catalog.min(last_at).label("first_seen"),
+            func.pg_catalog.max(last_at).label("last_seen"),
+            func.pg_catalog.max(jobs.c.id).label("latest_id"),
         )
         .where(jobs.c.status == const("dead"))
         .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
@@ -200,24 +204,24 @@ def queries(schema: str) -> Queries:
         select(
             by_cause.c.queue,
             by_cause.c.fingerprint,
-            func.sum(by_cause.c.n).label("count"),
-            func.min(by_cause.c.first_seen).label("first_seen"),
-            func.max(by_cause.c.last_seen).label("last_seen"),
-            func.array_agg(func.distinct(by_cause.c.entrypoint)).label("entrypoints"),
-            func.min(by_cause.c.last_error).label("example"),
-            func.max(by_cause.c.latest_id).label("latest_id"),
+            func.pg_catalog.sum(by_cause.c.n).label("count"),
+            func.pg_catalog.min(by_cause.c.first_seen).label("first_seen"),
+            func.pg_catalog.max(by_cause.c.last_seen).label("last_seen"),
+            func.pg_catalog.array_agg(func.distinct(by_cause.c.entrypoint)).label("entrypoints"),
+            func.pg_catalog.min(by_cause.c.last_error).label("example"),
+            func.pg_catalog.max(by_cause.c.latest_id).label("latest_id"),
         )
         .group_by(by_cause.c.queue, by_cause.c.fingerprint)
         .order_by(desc("count"), by_cause.c.queue, by_cause.c.fingerprint)
         .limit(MAX_GROUPS)
     )
     buckets = (
-        func.unnest(stats.c.durations)
+        func.pg_catalog.unnest(stats.c.durations)
         .table_valued(column("n", BigInteger), with_ordinality="i")
         .render_derived(name="d")
     )
     entrypoint_durations = (
-        select(stats.c.entrypoint, buckets.c.i, func.sum(buckets.c.n).label("n"))
+        select(stats.c.entrypoint, buckets.c.i, func.pg_catalog.sum(buckets.c.n).label("n"))
         .select_from(stats.join(buckets, true()))
         .where(stats.c.queue == bindparam("b_queue"), stats.c.minute >= since)
         .group_by(stats.c.entrypoint, buckets.c.i)
@@ -233,7 +237,7 @@ def queries(schema: str) -> Queries:
         .order_by(jobs.c.id)
     )
     in_flight = (
-        select(jobs.c.locked_by, func.count().label("n"))
+        select(jobs.c.locked_by, func.pg_catalog.count(STAR).label("n"))
         .where(jobs.c.status == const("running"))
         .group_by(jobs.c.locked_by)
     )
@@ -243,7 +247,7 @@ def queries(schema: str) -> Queries:
         workers.c.pid,
         workers.c.status,
         workers.c.heartbeat_at,
-        (func.now() - workers.c.heartbeat_at).label("age"),
+        (func.pg_catalog.now() - workers.c.heartbeat_at).label("age"),
     ).where(workers.c.id == bindparam("b_worker_id", type_=BigInteger))
     add_audit = insert(audit).values(
         actor=bindparam("b_actor"),
@@ -260,17 +264,22 @@ def queries(schema: str) -> Queries:
     # What changes when anything a page shows does: the newest job, the counters of
     # this minute, the newest audit entry, the queues' states, the workers' heartbeats.
     change_mark = select(
-        select(func.max(jobs.c.id)).scalar_subquery(),
+        select(func.pg_catalog.max(jobs.c.id)).scalar_subquery(),
         select(
             func.coalesce(
-                func.sum(stats.c.completed + stats.c.failed + stats.c.dead + stats.c.cancelled), 0
+                func.pg_catalog.sum(
+                    stats.c.completed + stats.c.failed + stats.c.dead + stats.c.cancelled
+                ),
+                0,
             )
         )
-        .where(stats.c.minute >= func.date_trunc("minute", func.now()))
+        .where(stats.c.minute >= func.pg_catalog.date_trunc("minute", func.pg_catalog.now()))
         .scalar_subquery(),
-        select(func.max(audit.c.id)).scalar_subquery(),
-        select(func.string_agg(case((queues.c.paused, "p"), else_="r"), "")).scalar_subquery(),
-        select(func.count())
+        select(func.pg_catalog.max(audit.c.id)).scalar_subquery(),
+        select(
+            func.pg_catalog.string_agg(case((queues.c.paused, "p"), else_="r"), "")
+        ).scalar_subquery(),
+        select(func.pg_catalog.count(STAR))
         .select_from(jobs)
         .where(jobs.c.status == const("running"))
         .scalar_subquery(),
@@ -326,45 +335,45 @@ def count_matching(schema: str, where: dict[str, Any]) -> Any:
 # Catalog reads of the system page: not pgqueue's tables, so plain SQL with binds.
 TABLE_SIZES = text(
     """
-    SELECT c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid),
-           pg_indexes_size(c.oid), c.reltuples::bigint, s.n_live_tup, s.n_dead_tup,
+    SELECT c.relname, pg_catalog.pg_total_relation_size(c.oid), pg_catalog.pg_relation_size(c.oid),
+           pg_catalog.pg_indexes_size(c.oid), c.reltuples::bigint, s.n_live_tup, s.n_dead_tup,
            s.last_autovacuum, s.last_vacuum, s.last_autoanalyze
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND c.relname LIKE 'pgqueue\\_%'
-    ORDER BY pg_total_relation_size(c.oid) DESC
+    ORDER BY pg_catalog.pg_total_relation_size(c.oid) DESC
     """
 )
 INDEX_SIZES = text(
     """
-    SELECT i.relname, t.relname, pg_relation_size(i.oid), s.idx_scan
+    SELECT i.relname, t.relname, pg_catalog.pg_relation_size(i.oid), s.idx_scan
     FROM pg_index x
     JOIN pg_class i ON i.oid = x.indexrelid
     JOIN pg_class t ON t.oid = x.indrelid
     JOIN pg_namespace n ON n.oid = t.relnamespace
     LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.oid
     WHERE n.nspname = :schema AND t.relname LIKE 'pgqueue\\_%'
-    ORDER BY pg_relation_size(i.oid) DESC
+    ORDER BY pg_catalog.pg_relation_size(i.oid) DESC
     """
 )
 #: The sessions holding back the xmin horizon (what vacuum may clean), oldest first.
 XMIN_HOLDERS = text(
     """
-    SELECT pid, usename, application_name, state, age(backend_xmin) AS xmin_age,
-           now() - xact_start AS xact_age, left(query, 200)
+    SELECT pid, usename, application_name, state, pg_catalog.age(backend_xmin) AS xmin_age,
+           pg_catalog.now() - xact_start AS xact_age, pg_catalog.left(query, 200)
     FROM pg_stat_activity
-    WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
-    ORDER BY age(backend_xmin) DESC
+    WHERE backend_xmin IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()
+    ORDER BY pg_catalog.age(backend_xmin) DESC
     LIMIT 5
     """
 )
 PREPARED_AND_SLOTS = text(
     """
-    SELECT 'prepared transaction' AS kind, gid AS name, age(transaction) AS xmin_age
+    SELECT 'prepared transaction' AS kind, gid AS name, pg_catalog.age(transaction) AS xmin_age
       FROM pg_prepared_xacts
     UNION ALL
-    SELECT 'replication slot', slot_name::text, age(xmin) FROM pg_replication_slots
+    SELECT 'replication slot', slot_name::text, pg_catalog.age(xmin) FROM pg_replication_slots
       WHERE xmin IS NOT NULL
     ORDER BY xmin_age DESC
     """

@@ -38,6 +38,7 @@ from sqlalchemy.engine import URL
 from pgqueue import (
     AsyncProducer,
     AsyncWorker,
+    InvalidArgument,
     Message,
     Snooze,
     SyncAdmin,
@@ -411,6 +412,37 @@ def test_enqueue_outside_any_trace_starts_one(clean: URL, spans: InMemorySpanExp
     m = SyncProducer(engine, "obs_plain", schema=SCHEMA).enqueue({}, headers={"k": 1})
     # The SDK is set: enqueue's own PRODUCER span is a root, and its context is written.
     assert set(m.headers or {}) >= {"k", "traceparent"}
+    engine.dispose()
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_a_malformed_trace_header_is_no_parent_not_a_wedged_job(
+    clean: URL, face: str, spans: InMemorySpanExporter
+) -> None:
+    """Headers come from producers: a ``traceparent`` that is not a string (or a failing
+    handler whose error cannot even be printed) must not keep a job from settling."""
+    queue = f"obs_bad_{face}"
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue(queue, max_attempts=1)
+    producer = SyncProducer(engine, queue, schema=SCHEMA)
+    producer.enqueue({"n": 1}, headers={"traceparent": 5, "tracestate": [1]})
+    with pytest.raises(InvalidArgument):  # typed, traced or not
+        producer.enqueue({"n": 0}, headers=["not", "a", "mapping"])  # type: ignore[arg-type]
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    def handler(job: Message) -> None:
+        if job.payload["n"] == 2:
+            raise Unprintable()
+
+    producer.enqueue({"n": 2})
+    run_worker(face, clean, queue, handler)  # drains: returns only if both settled
+    assert scalar(engine, f"SELECT count(*) FROM pgqueue_jobs WHERE queue = '{queue}'") == 1
+    assert scalar(engine, f"SELECT status FROM pgqueue_jobs WHERE queue = '{queue}'") == "dead"
+    consumer = [s for s in spans.get_finished_spans() if s.name == f"process {queue}"]
+    assert len(consumer) == 2
     engine.dispose()
 
 

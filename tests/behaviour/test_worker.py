@@ -997,6 +997,25 @@ def test_per_minute_counters_count_every_settle_by_entrypoint(
     assert [tuple(r) for r in timed] == [("bad", 14, 14), ("ok", 120, 120)]
 
 
+def test_per_minute_counters_count_jobs_their_handler_acked_itself(
+    sync_engine: Engine,
+) -> None:
+    """A job completed by ``worker.ack(job, bind=conn)`` inside its handler is counted
+    completed, as ``worker.stats`` counts it (the worker's own ack then finds no lease)."""
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine)
+
+    def handler(job: Message) -> None:
+        with sync_engine.begin() as conn:
+            assert worker.ack(job, bind=conn)
+
+    worker.entrypoint("tasks")(handler)
+    producer.batch_enqueue([{"n": n} for n in range(5)])
+    drain(worker)
+    assert worker.stats["completed"] == 5
+    assert scalar(sync_engine, "SELECT sum(completed) FROM pgqueue_stats") == 5
+
+
 def test_failures_are_group_committed_like_successes(sync_engine: Engine) -> None:
     """Eight handlers fail at the same moment, four times over: their nacks (retries,
     then dead letters) share statements instead of costing one each."""

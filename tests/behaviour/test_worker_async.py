@@ -1006,6 +1006,25 @@ async def test_per_minute_counters_count_every_settle_by_entrypoint(
     assert [tuple(r) for r in timed] == [("bad", 14, 14), ("ok", 120, 120)]
 
 
+async def test_per_minute_counters_count_jobs_their_handler_acked_itself(
+    async_engine: AsyncEngine,
+) -> None:
+    """A job completed by ``worker.ack(job, bind=conn)`` inside its handler is counted
+    completed, as ``worker.stats`` counts it (the worker's own ack then finds no lease)."""
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine)
+
+    async def handler(job: Message) -> None:
+        async with async_engine.begin() as conn:
+            assert await worker.ack(job, bind=conn)
+
+    worker.entrypoint("tasks")(handler)
+    await producer.batch_enqueue([{"n": n} for n in range(5)])
+    await drain(worker)
+    assert worker.stats["completed"] == 5
+    assert await scalar(async_engine, "SELECT sum(completed) FROM pgqueue_stats") == 5
+
+
 async def test_failures_are_group_committed_like_successes(async_engine: AsyncEngine) -> None:
     """Eight handlers fail at the same moment, four times over: their nacks (retries,
     then dead letters) share statements instead of costing one each."""

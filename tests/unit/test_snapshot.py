@@ -47,3 +47,26 @@ def test_every_function_pgqueue_calls_is_schema_qualified() -> None:
     }
     assert unqualified == set(), f"unqualified function calls: {sorted(unqualified)}"
     assert "pg_catalog.now(" in sql and "pg_catalog.unnest(" in sql
+
+
+def test_the_dashboards_sql_is_schema_qualified_too() -> None:
+    """The dashboard's own reads (``pgqueue.web``) run as a role that can see everything:
+    the same rule, checked on its source (``func.`` calls) and its raw SQL texts."""
+    import re
+
+    from sqlalchemy.sql.elements import TextClause
+
+    web = ROOT / "pgqueue" / "web"
+    for path in sorted(web.glob("*.py")):
+        source = path.read_text()
+        loose = re.findall(r"\bfunc\.(?!pg_catalog\.)(\w+)\(", source)
+        assert set(loose) <= {"any", "coalesce", "distinct"}, (path.name, sorted(set(loose)))
+    pytest = __import__("pytest")
+    queries = pytest.importorskip("pgqueue.web._queries")
+    app = pytest.importorskip("pgqueue.web._app")
+    texts = [v.text for m in (queries, app) for v in vars(m).values() if isinstance(v, TextClause)]
+    assert texts
+    for sql in texts:
+        calls = re.findall(r"(?<![\w.$\"])([A-Za-z_]\w*)\(", sql)
+        bare = {c for c in calls if c.lower() not in _NOT_FUNCTIONS}
+        assert bare == set(), (sql[:80], sorted(bare))
