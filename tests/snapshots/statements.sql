@@ -442,12 +442,14 @@ SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_payload)s::VARCHAR) AS p
 SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1;
 
 -- OPEN_TRANSACTIONS [psycopg]
-SELECT coalesce(pg_catalog.array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
-FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS anon_1(x);
+SELECT coalesce(pg_catalog.array_agg(pg_catalog.pg_locks.virtualxid), CAST('{}' AS TEXT[])) AS coalesce_1
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.pid != pg_catalog.pg_backend_pid();
 
 -- OPEN_TRANSACTIONS [asyncpg]
-SELECT coalesce(pg_catalog.array_agg(CAST(anon_1.x AS TEXT)), CAST('{}' AS TEXT[])) AS coalesce_1
-FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS anon_1(x);
+SELECT coalesce(pg_catalog.array_agg(pg_catalog.pg_locks.virtualxid), CAST('{}' AS TEXT[])) AS coalesce_1
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.pid != pg_catalog.pg_backend_pid();
 
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
@@ -785,13 +787,13 @@ UPDATE public.pgqueue_rate_limits SET tokens=(public.pgqueue_rate_limits.tokens 
 
 -- STILL_OPEN [psycopg]
 SELECT pg_catalog.count(*) AS count_1
-FROM pg_catalog.unnest(%(b_xids)s::TEXT[]) AS anon_1(x)
-WHERE pg_catalog.pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.virtualxid = any(%(b_xids)s::TEXT[]);
 
 -- STILL_OPEN [asyncpg]
 SELECT pg_catalog.count(*) AS count_1
-FROM pg_catalog.unnest($1::TEXT[]) AS anon_1(x)
-WHERE pg_catalog.pg_xact_status(CAST(anon_1.x AS xid8)) = 'in progress';
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.virtualxid = any($1::TEXT[]);
 
 -- UNSERVED [psycopg]
 SELECT head.entrypoint, pg_catalog.count(*) AS count_1
