@@ -122,9 +122,9 @@ async def test_direct_results_match_sqlalchemy_async(clean: URL, driver: str) ->
         assert direct == through_sqlalchemy
         # Only the statements that are not hot went through SQLAlchemy this time.
         assert not any("SKIP LOCKED" in s or "INSERT INTO" in s for s in seen)
-        assert {"INSERT_ONE_JOB", "DEQUEUE", "FINISH", "NACK", "EXTEND_LEASE"} <= _compiled_for(
-            engine.dialect
-        )
+        if _direct.ENABLED:  # (CI runs this suite again with PGQUEUE_DIRECT=0 too)
+            hot = {"INSERT_ONE_JOB", "DEQUEUE", "FINISH", "NACK", "EXTEND_LEASE"}
+            assert hot <= _compiled_for(engine.dialect)
     finally:
         await engine.dispose()
 
