@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print pgqueue's declared minimum versions as pinned requirements.
 
-    python tools/floors.py          # SQLAlchemy[asyncio]==2.0.10, alembic==1.16, ...
+    python tools/floors.py          # SQLAlchemy[asyncio]==2.0.33, alembic==1.16, ...
 
 CI installs these into a virtual environment of the oldest supported Python and runs
 the unit and behaviour tiers there ("floors" in .ci/run): whatever ``pyproject.toml``
