@@ -9,6 +9,13 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_the_statements_snapshot_is_current() -> None:
+    import pytest
+    import sqlalchemy
+
+    if not sqlalchemy.__version__.startswith("2.1."):
+        # Written with the SQLAlchemy the project develops on (2.1); 2.0 renders the same
+        # statements with other parentheses. The floors stage runs the statements.
+        pytest.skip(f"the snapshot is SQLAlchemy 2.1's rendering, not {sqlalchemy.__version__}'s")
     spec = importlib.util.spec_from_file_location("snapshot_sql", ROOT / "tools/snapshot_sql.py")
     assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
