@@ -38,6 +38,11 @@ class Message:
     last_error: str | None = None
     #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt, oldest first.
     errors: Sequence[Mapping[str, Any]] | None = None
+    #: Leased again after a lease was lost: its previous holder died or stopped
+    #: heartbeating before settling it (AMQP's ``redelivered``). Such a job is handed out
+    #: alone, and a worker runs it with nothing else in flight, so that a job which
+    #: kills its process costs only itself an attempt (docs/reliability.md, poison jobs).
+    redelivered: bool = False
 
     @property
     def locked_until(self) -> datetime | None:

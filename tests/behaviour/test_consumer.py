@@ -243,6 +243,29 @@ def test_expired_lease_is_redelivered_and_old_lease_fenced(sync_db: SyncDB) -> N
     assert other.ack(second, **sync_db.kw)
 
 
+def test_lost_jobs_are_redelivered_one_at_a_time_alone(sync_db: SyncDB) -> None:
+    # Two jobs leased together whose holder died: each comes back alone, flagged, ahead
+    # of ready work; then batches are normal again (poison jobs, docs/reliability.md).
+    _, producer, consumer = _setup(sync_db)
+    lost = producer.batch_enqueue([{"n": 1}, {"n": 2}], **sync_db.kw)
+    held = consumer.dequeue(batch_size=10, **sync_db.kw)
+    assert [m.redelivered for m in held] == [False, False]
+    ready = producer.batch_enqueue([{"n": i} for i in range(3, 7)], **sync_db.kw)
+    sync_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = ANY(:ids)",
+        ids=[m.id for m in lost],
+    )
+    again = [consumer.dequeue(batch_size=10, **sync_db.kw) for _ in range(2)]
+    assert sorted(b[0].id for b in again) == [m.id for m in lost]
+    assert [len(b) for b in again] == [1, 1]
+    assert all(b[0].redelivered and b[0].attempts == 2 for b in again)
+    rest = consumer.dequeue(batch_size=10, **sync_db.kw)
+    assert [m.id for m in rest] == [m.id for m in ready]
+    assert not any(m.redelivered for m in rest)
+    for m in [*again[0], *again[1], *rest]:
+        assert consumer.ack(m, **sync_db.kw)
+
+
 def test_lease_expired_on_last_attempt_dead_letters(sync_db: SyncDB) -> None:
     _, producer, consumer = _setup(sync_db, max_attempts=1)
     producer.enqueue({"n": 1}, **sync_db.kw)
