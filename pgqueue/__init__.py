@@ -34,12 +34,14 @@ from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
 from .types import (
+    HeldBack,
     JobInfo,
     JobOutcome,
     JobSpec,
     Message,
     QueueInfo,
     QueueMetrics,
+    RequeueReport,
     ScheduleInfo,
     WorkerInfo,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "AsyncProducer",
     "AsyncWorker",
     "DuplicateJob",
+    "HeldBack",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
@@ -71,6 +74,7 @@ __all__ = [
     "QueueInfo",
     "QueueMetrics",
     "QueueNotFound",
+    "RequeueReport",
     "ScheduleInfo",
     "SchemaNotInstalled",
     "Snooze",

@@ -219,6 +219,31 @@ OUTCOME_STATUSES = ("completed", "dead", "cancelled", "deleted")
 
 
 @dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A dead job ``requeue_dead`` left dead: a queue holds one live job per
+    ``dedupe_key``, and ``held_by`` has this one's key — a live job, or a newer dead job
+    with the same key requeued in its place."""
+
+    id: int
+    dedupe_key: str
+    held_by: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueReport:
+    """What ``admin.requeue_dead`` did: the ids it requeued, and each job it asked
+    for but had to leave dead (its dedupe key is taken), with why.
+
+    >>> report = admin.requeue_dead("emails")    # doctest: +SKIP
+    >>> len(report.requeued), [(h.id, h.held_by) for h in report.held_back]  # doctest: +SKIP
+    (12, [(4811, 4812)])
+    """
+
+    requeued: Sequence[int]
+    held_back: Sequence[HeldBack]
+
+
+@dataclass(frozen=True, slots=True)
 class JobOutcome:
     """How a job ended (``producer.wait``, ``wait_many``, ``enqueue_and_wait``).
 

@@ -187,12 +187,12 @@ def test_requeue_dead_keeps_history(sync_db: SyncDB) -> None:
     a, b = producer.batch_enqueue([{"n": 1}, {"n": 2}], **sync_db.kw)
     for m in consumer.dequeue(batch_size=2, **sync_db.kw):
         consumer.nack(m, error="fatal", **sync_db.kw)
-    assert admin.requeue_dead("tasks", ids=[a.id], **sync_db.kw) == 1
+    assert admin.requeue_dead("tasks", ids=[a.id], **sync_db.kw).requeued == [a.id]
     (again,) = consumer.dequeue(**sync_db.kw)
     assert again.id == a.id and again.attempts == 1
     assert again.errors is not None and again.errors[0]["error"] == "fatal"
     assert [m.id for m in admin.list_dead("tasks", **sync_db.kw)] == [b.id]
-    assert admin.requeue_dead("tasks", **sync_db.kw) == 1
+    assert len(admin.requeue_dead("tasks", **sync_db.kw).requeued) == 1
     assert admin.list_dead("tasks", **sync_db.kw) == []
 
 

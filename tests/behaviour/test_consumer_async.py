@@ -188,12 +188,12 @@ async def test_requeue_dead_keeps_history(async_db: AsyncDB) -> None:
     a, b = await producer.batch_enqueue([{"n": 1}, {"n": 2}], **async_db.kw)
     for m in await consumer.dequeue(batch_size=2, **async_db.kw):
         await consumer.nack(m, error="fatal", **async_db.kw)
-    assert await admin.requeue_dead("tasks", ids=[a.id], **async_db.kw) == 1
+    assert (await admin.requeue_dead("tasks", ids=[a.id], **async_db.kw)).requeued == [a.id]
     (again,) = await consumer.dequeue(**async_db.kw)
     assert again.id == a.id and again.attempts == 1
     assert again.errors is not None and again.errors[0]["error"] == "fatal"
     assert [m.id for m in await admin.list_dead("tasks", **async_db.kw)] == [b.id]
-    assert await admin.requeue_dead("tasks", **async_db.kw) == 1
+    assert len((await admin.requeue_dead("tasks", **async_db.kw)).requeued) == 1
     assert await admin.list_dead("tasks", **async_db.kw) == []
 
 
