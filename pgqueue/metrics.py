@@ -13,17 +13,17 @@
 ``pgqueue_jobs_snoozed_total``              counter   ``raise Snooze(s)``
 ``pgqueue_jobs_lost_total``                 counter   settles whose lease was lost
 ``pgqueue_job_duration_seconds``            histogram a handler's run time
-``pgqueue_job_pickup_latency_seconds``      histogram first attempts: handler start - enqueue
+``pgqueue_job_pickup_latency_seconds``      histogram handler start - when the job became ready
 ``pgqueue_job_end_to_end_seconds``          histogram completed jobs: completion - enqueue
 ``pgqueue_jobs_in_flight``                  gauge     handlers running now
 ``pgqueue_worker_concurrency``              gauge     job slots of the running workers
 =========================================== ========= =====================================
 
 ``failed`` = ``retried`` + ``dead`` (+ failures whose lease was lost). Latencies mix
-the database's clock (enqueue time) with this host's (start, completion). Pick-up
-latency is observed on first attempts only (and again after a snooze, which gives the
-attempt back) and counts from the enqueue, so a job enqueued with a delay counts its
-delay too: the lease statement does not return when a job became available.
+the database's clock (enqueue and ready times) with this host's (start, completion).
+Pick-up latency counts every attempt from when the job became ready for it (read by
+the lease statement: its enqueue, its ``run_at``, a retry's or a snooze's time, or the
+end of a lost lease), so a delay or a backoff is not counted as waiting.
 
 **Queue metrics**, read from the database at each scrape by :class:`QueueCollector`
 (``pgqueue metrics --port 9108`` serves them on their own; see ``pgqueue.endpoints``).
@@ -106,7 +106,7 @@ class WorkerMetrics:
         )
         self.pickup = histogram(
             "pgqueue_job_pickup_latency_seconds",
-            "First attempts: handler start minus enqueue time.",
+            "Handler start minus when the job became ready (enqueue, run_at, retry time).",
             LATENCY_BUCKETS,
         )
         self.end_to_end = histogram(
@@ -163,8 +163,8 @@ class _Children:
 
     def started(self, m: Message) -> None:
         self.started_.inc()
-        if m.attempts == 1:
-            self.pickup.observe(max(0.0, time.time() - m.enqueued_at.timestamp()))
+        if m.ready_at is not None:
+            self.pickup.observe(max(0.0, time.time() - m.ready_at.timestamp()))
 
     def ended(self, outcome: str, duration: float) -> None:
         self.duration.observe(duration)

@@ -43,6 +43,10 @@ class Message:
     #: alone, and a worker runs it with nothing else in flight, so that a job which
     #: kills its process costs only itself an attempt (docs/reliability.md, poison jobs).
     redelivered: bool = False
+    #: On a leased message: when the job became ready for this delivery (enqueued, its
+    #: ``run_at``, a retry's or a snooze's time, or the end of a lost lease). Handler start
+    #: minus this is the pick-up latency. ``None`` on other messages.
+    ready_at: datetime | None = None
 
     @property
     def locked_until(self) -> datetime | None:

@@ -112,11 +112,12 @@ def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
 
 
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
-    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered.
+    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered,
+    # when it became ready.
     # A lost job comes alone; one on its last attempt is dead-lettered, not handed out.
     plan = consumer.dequeue(CTX, "me", 3, None)
-    first = [(*_running(2, "dead"), None, None, None, None, None, True)]
-    second = [(*_running(i), "lease", "me", None, None, None, False) for i in (1, 3, 4)]
+    first = [(*_running(2, "dead"), None, None, None, None, None, True, NOW)]
+    second = [(*_running(i), "lease", "me", None, None, None, False, NOW) for i in (1, 3, 4)]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
     assert not any(m.redelivered for m in result)
@@ -125,7 +126,7 @@ def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
 
 def test_a_redelivered_job_is_handed_out_alone() -> None:
     plan = consumer.dequeue(CTX, "me", 3, None)
-    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True)]])
+    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True, NOW)]])
     assert lost.id == 7 and lost.redelivered and len(steps) == 1
 
 
