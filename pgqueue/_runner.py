@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from . import _validate
 from ._compat import Cancelled, DaemonPool, Event, call_handler
@@ -67,9 +68,11 @@ class SyncRunner:
                 raise Cancelled
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
+            # A payload the handler's Message[T] does not accept fails the attempt here.
+            arg = m if ep.parse is None else replace(m, payload=ep.parse(m.payload))
             returned = call_handler(
                 ep.handler,
-                m,
+                arg,
                 ep.timeout,
                 self._threads,
                 lambda: self._inflight.in_thread(job),

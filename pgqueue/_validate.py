@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from ._payloads import plain
 from ._sql import jobs as jobs_sql
 from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName, InvalidResult
 from .types import JOB_OPTIONS, JobInfo, JobSpec, Message
@@ -122,7 +123,11 @@ def batch_size(value: object) -> int:
 
 
 # --------------------------------------------------------------------------- text
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# ``default``: a pydantic model or a dataclass instance is sent as its JSON (asked for
+# only when json cannot encode a value itself: plain payloads pay nothing).
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=plain
+).encode
 
 
 def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) -> None:

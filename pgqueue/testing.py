@@ -34,7 +34,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -46,7 +46,7 @@ from ._urls import async_url, sync_url
 from .admin import SyncAdmin
 from .admin_async import AsyncAdmin
 from .schema import metadata
-from .types import JSON, JobInfo, Message
+from .types import JobInfo, Message
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
 
@@ -60,6 +60,8 @@ __all__ = [
     "drain",
     "make_message",
 ]
+
+T = TypeVar("T")
 
 #: The server the fixtures use when set (else a throwaway embedded PostgreSQL).
 TEST_DSN_ENV = "PGQUEUE_TEST_DSN"
@@ -90,7 +92,7 @@ ANY: Any = _Any()
 
 # --------------------------------------------------------------------------- Message
 def make_message(
-    payload: JSON = None,
+    payload: T,
     *,
     entrypoint: str = "default",
     queue: str = "default",
@@ -102,15 +104,17 @@ def make_message(
     dedupe_key: str | None = None,
     errors: Sequence[Mapping[str, Any]] | None = None,
     enqueued_at: datetime | None = None,
-) -> Message:
+) -> Message[T]:
     """A :class:`~pgqueue.Message` as a worker hands it to a handler (leased, running,
     its ``attempts`` already counting this one), to call a handler directly in a unit
     test, with no database::
 
         assert send_email(make_message({"to": "a@example.org"}, attempts=3)) is None
 
-    A handler that calls ``worker.cancelled(job)`` gets ``False`` for it (the worker
-    holds no such job); ``worker.ack(job)`` needs a real job.
+    Typed: ``make_message(SendEmail(to="a@example.org"))`` is a ``Message[SendEmail]``,
+    what a handler annotated so receives. A handler that calls ``worker.cancelled(job)``
+    gets ``False`` for it (the worker holds no such job); ``worker.ack(job)`` needs a
+    real job.
     """
     now = enqueued_at or datetime.now(timezone.utc)
     return Message(

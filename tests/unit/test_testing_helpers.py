@@ -38,7 +38,7 @@ def test_make_message_is_a_leased_running_message() -> None:
     assert (m.status, m.attempts, m.max_attempts) == ("running", 2, 5)
     assert m.lease is not None and m.locked_until == m.available_at
     assert m.last_error == "boom" and m.errors == errors
-    assert make_message().lease != make_message().lease
+    assert make_message(None).lease != make_message(None).lease
 
 
 def test_any_matches_anything() -> None:
