@@ -44,6 +44,7 @@ class SyncRunner:
         freed: Event,
         observer: Observer,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
+        encode: _validate.Encode = _validate.dumps,
     ) -> None:
         self._observer = observer
         self._entrypoints = entrypoints
@@ -52,6 +53,7 @@ class SyncRunner:
         self._threads = threads
         self._freed = freed
         self._max_result_bytes = max_result_bytes
+        self._encode = encode
 
     def execute(self, job: Job) -> None:
         m = job.message
@@ -79,7 +81,7 @@ class SyncRunner:
                 timed_out,
             )
             # The result as it will be stored; one that cannot be fails the attempt.
-            result = _validate.result_text(returned, self._max_result_bytes)
+            result = _validate.result_text(returned, self._max_result_bytes, self._encode)
         except Cancelled as exc:
             self._inflight.finish(job)
             seen.end(exc)

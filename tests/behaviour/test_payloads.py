@@ -7,14 +7,25 @@ fixtures (``pgqueue_engine``, ``drain``), as an application's suite would."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
 
 import pydantic
 import pytest
 from sqlalchemy import Engine
 
-from pgqueue import InvalidPayload, Message, SyncAdmin, SyncProducer, SyncWorker
+from pgqueue import (
+    InvalidArgument,
+    InvalidPayload,
+    Message,
+    SyncAdmin,
+    SyncConsumer,
+    SyncProducer,
+    SyncWorker,
+)
 from pgqueue.testing import assert_enqueued, drain
 from tests.behaviour.test_testing import PLUGIN_SCHEMA
 
@@ -104,3 +115,58 @@ def test_a_model_that_is_not_json_is_refused_before_anything_is_written(
         producer.batch_enqueue([Resize("ok.png"), Resize(image=AT)])  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="there is none"):
         assert_enqueued(pgqueue_engine, "t", schema=PLUGIN_SCHEMA)
+
+
+def as_text(value: Any) -> str:
+    """An application's ``json_default``: datetimes, UUIDs and Decimals as text."""
+    if isinstance(value, datetime | uuid.UUID | Decimal):
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def test_json_default_encodes_what_json_cannot(pgqueue_engine: Engine) -> None:
+    engine = pgqueue_engine
+    SyncAdmin(engine, schema=PLUGIN_SCHEMA).create_queue("t", max_attempts=1)
+    plain = SyncProducer(engine, "t", schema=PLUGIN_SCHEMA)
+    producer = SyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    key = uuid.UUID(int=7)
+    payload = {"at": AT, "id": key, "price": Decimal("1.50"), "r": Resize("a.png", 3)}
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        plain.enqueue(payload)  # the standard encoder: refused, nothing written
+    m = producer.enqueue(payload)
+    assert m.payload == {
+        "at": "2026-12-03T09:00:00+00:00",
+        "id": str(key),
+        "price": "1.50",
+        "r": {"image": "a.png", "width": 3},
+    }
+    producer.batch_enqueue([{"n": Decimal(1)}, {"n": Decimal(2)}])
+    with pytest.raises(InvalidPayload, match="job 1: payload is not JSON-serialisable"):
+        producer.batch_enqueue([{"n": 1}, {"n": object()}])  # as_text refuses it
+    [first, *_] = assert_enqueued(engine, "t", schema=PLUGIN_SCHEMA, count=3)
+    assert first.payload == m.payload
+    with pytest.raises(InvalidArgument, match="json_default must be callable"):
+        SyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default="str")  # type: ignore[arg-type]
+
+
+def test_json_default_encodes_results(pgqueue_engine: Engine) -> None:
+    engine = pgqueue_engine
+    producer, _ = make(engine)
+    worker = SyncWorker(
+        engine, ["t"], schema=PLUGIN_SCHEMA, install_signal_handlers=False, json_default=as_text
+    )
+
+    @worker.entrypoint("t")
+    def price(job: Message) -> Decimal:
+        return Decimal("2.50")
+
+    producer.enqueue({})
+    [job] = drain(worker)
+    assert (job.status, job.result) == ("completed", "2.50")
+
+    consumer = SyncConsumer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    producer.enqueue({})
+    [m] = consumer.dequeue()
+    assert consumer.ack(m, result={"at": AT})
+    info = SyncAdmin(engine, schema=PLUGIN_SCHEMA).get_job(m.id)
+    assert info is not None and info.result == {"at": "2026-12-03T09:00:00+00:00"}

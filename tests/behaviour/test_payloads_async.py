@@ -6,14 +6,25 @@ fixtures (``pgqueue_async_engine``, ``adrain``), as an application's suite would
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
 
 import pydantic
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pgqueue import AsyncAdmin, AsyncProducer, AsyncWorker, InvalidPayload, Message
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    InvalidArgument,
+    InvalidPayload,
+    Message,
+)
 from pgqueue.testing import aassert_enqueued, adrain
 from tests.behaviour.test_testing_async import PLUGIN_SCHEMA
 
@@ -105,3 +116,58 @@ async def test_a_model_that_is_not_json_is_refused_before_anything_is_written(
         await producer.batch_enqueue([Resize("ok.png"), Resize(image=AT)])  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="there is none"):
         await aassert_enqueued(pgqueue_async_engine, "t", schema=PLUGIN_SCHEMA)
+
+
+def as_text(value: Any) -> str:
+    """An application's ``json_default``: datetimes, UUIDs and Decimals as text."""
+    if isinstance(value, datetime | uuid.UUID | Decimal):
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+async def test_json_default_encodes_what_json_cannot(pgqueue_async_engine: AsyncEngine) -> None:
+    engine = pgqueue_async_engine
+    await AsyncAdmin(engine, schema=PLUGIN_SCHEMA).create_queue("t", max_attempts=1)
+    plain = AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA)
+    producer = AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    key = uuid.UUID(int=7)
+    payload = {"at": AT, "id": key, "price": Decimal("1.50"), "r": Resize("a.png", 3)}
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        await plain.enqueue(payload)  # the standard encoder: refused, nothing written
+    m = await producer.enqueue(payload)
+    assert m.payload == {
+        "at": "2026-12-03T09:00:00+00:00",
+        "id": str(key),
+        "price": "1.50",
+        "r": {"image": "a.png", "width": 3},
+    }
+    await producer.batch_enqueue([{"n": Decimal(1)}, {"n": Decimal(2)}])
+    with pytest.raises(InvalidPayload, match="job 1: payload is not JSON-serialisable"):
+        await producer.batch_enqueue([{"n": 1}, {"n": object()}])  # as_text refuses it
+    [first, *_] = await aassert_enqueued(engine, "t", schema=PLUGIN_SCHEMA, count=3)
+    assert first.payload == m.payload
+    with pytest.raises(InvalidArgument, match="json_default must be callable"):
+        AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default="str")  # type: ignore[arg-type]
+
+
+async def test_json_default_encodes_results(pgqueue_async_engine: AsyncEngine) -> None:
+    engine = pgqueue_async_engine
+    producer, _ = await make(engine)
+    worker = AsyncWorker(
+        engine, ["t"], schema=PLUGIN_SCHEMA, install_signal_handlers=False, json_default=as_text
+    )
+
+    @worker.entrypoint("t")
+    async def price(job: Message) -> Decimal:
+        return Decimal("2.50")
+
+    await producer.enqueue({})
+    [job] = await adrain(worker)
+    assert (job.status, job.result) == ("completed", "2.50")
+
+    consumer = AsyncConsumer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    await producer.enqueue({})
+    [m] = await consumer.dequeue()
+    assert await consumer.ack(m, result={"at": AT})
+    info = await AsyncAdmin(engine, schema=PLUGIN_SCHEMA).get_job(m.id)
+    assert info is not None and info.result == {"at": "2026-12-03T09:00:00+00:00"}
