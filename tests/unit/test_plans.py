@@ -134,8 +134,10 @@ def test_settles_report_per_message_whether_they_took() -> None:
     import uuid
 
     lease = uuid.uuid4()
-    m1 = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
-    m2 = Message(2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4())
+    m1: Message = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    m2: Message = Message(
+        2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4()
+    )
     done, _ = drive(consumer.finish(CTX, [m1, m2, m1], consumer.ACK), [[(1, lease, False)]])
     assert done == ["completed", None, None]  # listed twice: took effect once
     failure = consumer.Failure("E: x", "Traceback ...", 5.0, 3)
@@ -153,7 +155,7 @@ def test_a_job_whose_cancellation_was_requested_ends_cancelled_whatever_the_sett
     import uuid
 
     lease = uuid.uuid4()
-    m = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    m: Message = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
     # FINISH says so itself (its row carries cancel_requested).
     assert drive(consumer.finish(CTX, [m], consumer.ACK), [[(7, lease, True)]])[0] == ["cancelled"]
     # NACK, RELEASE and SNOOZE skip such a job; the follow-up ends it, fenced.
