@@ -13,11 +13,13 @@ from .consumer import SyncConsumer
 from .consumer_async import AsyncConsumer
 from .errors import (
     DuplicateJob,
+    ForeignNode,
     InvalidArgument,
     InvalidDelay,
     InvalidPayload,
     InvalidQueueName,
     InvalidResult,
+    InvalidWorkflow,
     JobNotFound,
     JobTimeout,
     NotRunning,
@@ -28,6 +30,7 @@ from .errors import (
     Snooze,
     UnknownEntrypoint,
     WaitTimeout,
+    WorkflowCycle,
     WrongBindType,
 )
 from .producer import SyncProducer
@@ -42,9 +45,15 @@ from .types import (
     QueueMetrics,
     ScheduleInfo,
     WorkerInfo,
+    WorkflowInfo,
+    WorkflowNodeInfo,
+    WorkflowOutcome,
+    WorkflowRun,
+    WorkflowSummary,
 )
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
+from .workflow import Node, Workflow, chain, group
 
 __version__ = "0.1.0"
 
@@ -54,17 +63,20 @@ __all__ = [
     "AsyncProducer",
     "AsyncWorker",
     "DuplicateJob",
+    "ForeignNode",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
     "InvalidQueueName",
     "InvalidResult",
+    "InvalidWorkflow",
     "JobInfo",
     "JobNotFound",
     "JobOutcome",
     "JobSpec",
     "JobTimeout",
     "Message",
+    "Node",
     "NotRunning",
     "PgQueueError",
     "QueueAlreadyExists",
@@ -81,7 +93,16 @@ __all__ = [
     "UnknownEntrypoint",
     "WaitTimeout",
     "WorkerInfo",
+    "Workflow",
+    "WorkflowCycle",
+    "WorkflowInfo",
+    "WorkflowNodeInfo",
+    "WorkflowOutcome",
+    "WorkflowRun",
+    "WorkflowSummary",
     "WrongBindType",
+    "chain",
+    "group",
     "include_name",
     "metadata",
     "process_revision_directives",

@@ -20,7 +20,18 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, stats, workers
+from ._sql import (
+    enqueue,
+    jobs,
+    lease,
+    limits,
+    queues,
+    results,
+    schedules,
+    stats,
+    workers,
+    workflows,
+)
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -107,6 +118,16 @@ class Statements:
     # per-minute counters
     ADD_STATS: Executable
     PRUNE_STATS: Executable
+    # workflows
+    WORKFLOW_QUEUES: Executable
+    INSERT_WORKFLOW: Executable
+    PARENT_RESULTS: Executable
+    SELECT_WORKFLOW: Executable
+    SELECT_WORKFLOW_NODES: Executable
+    SELECT_WORKFLOW_EDGES: Executable
+    SELECT_WORKFLOWS: Executable
+    WORKFLOW_LIVE_IDS: Executable
+    RETRY_WORKFLOW: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -133,7 +154,7 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats, workflows)
 
 
 def sources() -> dict[str, Executable]:

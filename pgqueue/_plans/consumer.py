@@ -9,7 +9,7 @@ from typing import Any
 from .. import _rows
 from ..schema import RUNNING
 from ..types import Message
-from . import Context, Rows, Step, Steps, plan
+from . import Context, Rows, Step, Steps, plan, workflow
 
 #: FINISH modes: delete only, archive if the queue keeps an archive, always archive.
 DELETE, ACK, ARCHIVE = 0, 1, 2
@@ -88,6 +88,7 @@ def _cancel_missed(
         return outcomes
     params = {**_lease_params(ctx, missed), "b_done_channel": ctx.done_channel}
     rows = yield Step(ctx.sql.CANCEL_HELD, params)
+    yield from workflow.released(ctx, rows, 3)
     ended = {(r[0], r[1]) for r in rows}
     return [
         CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
@@ -115,6 +116,7 @@ def finish(
         "b_done_channel": ctx.done_channel,
     }
     rows = yield Step(ctx.sql.FINISH, params)
+    yield from workflow.released(ctx, rows, 4)
     cancelled = {(r[0], r[1]) for r in rows if r[2]}
     return [
         None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
@@ -152,6 +154,7 @@ def nack(
         "b_done_channel": ctx.done_channel,
     }
     rows = yield Step(ctx.sql.NACK, params)
+    yield from workflow.released(ctx, rows, 6)
     status = {(r[0], r[1]): r[2] for r in rows}
     outcomes = [status.get((m.id, m.lease)) for m in messages]
     return (yield from _cancel_missed(ctx, messages, outcomes))

@@ -47,6 +47,7 @@ from ._common import (
     stmt_now,
     unnest_arrays,
 )
+from .workflows import settled
 
 # --------------------------------------------------------------------------- consumer
 _q = (
@@ -222,24 +223,37 @@ _recorded = (
     .on_conflict_do_nothing(index_elements=[results.c.id])
     .cte("recorded")
 )
+# Workflow nodes among them release their children (pgqueue._sql.workflows).
+_finish_wf, _finish_woken = settled(
+    select(_finished.c.id, _outcome.label("outcome")).where(_finished.c.workflow_id.is_not(None)),
+    "wf",
+)
 FINISH = hot(
     select(
         _finished.c.id,
         _finished.c.lease,
         _finished.c.cancel_requested,
         announce(_finished.c.awaited, _finished.c.id),
+        _finish_woken,
     )
     .add_cte(archived(_finished, _outcome, _kept))
     .add_cte(_recorded)
+    .add_cte(*_finish_wf)
 )
 
 #: A held job whose cancellation was requested, ended: cancelled, archived. What a nack,
 #: a release or a snooze of such a job does instead (they leave it alone).
 _ended = delete(jobs).where(_holds_lease, jobs.c.cancel_requested).returning(*jobs.c).cte("ended")
+_held_wf, _held_woken = settled(
+    select(_ended.c.id, literal_column("'cancelled'").label("outcome")).where(
+        _ended.c.workflow_id.is_not(None)
+    ),
+    "wf",
+)
 CANCEL_HELD = hot(
-    select(_ended.c.id, _ended.c.lease, announce(_ended.c.awaited, _ended.c.id)).add_cte(
-        archived(_ended, literal_column("'cancelled'"), true())
-    )
+    select(_ended.c.id, _ended.c.lease, announce(_ended.c.awaited, _ended.c.id), _held_woken)
+    .add_cte(archived(_ended, literal_column("'cancelled'"), true()))
+    .add_cte(*_held_wf)
 )
 
 # Retrying: back to scheduled after an exponential backoff with jitter (or the job's
@@ -260,7 +274,7 @@ _backoff = func.least(queues.c.retry_backoff * _growth, queues.c.retry_backoff_m
     0.5 + func.pg_catalog.random(type_=Double) * 0.5
 )
 _delay = func.coalesce(_failed.c.delay, _backoff)
-NACK = hot(
+_nacked = (
     update(jobs)
     .where(_holding(_failed), ~jobs.c.cancel_requested, queues.c.name == jobs.c.queue)
     .values(
@@ -292,8 +306,29 @@ NACK = hot(
         jobs.c.available_at,
         notify,
         announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
+        jobs.c.workflow_id,
     )
+    .cte("nacked")
 )
+# A workflow node dead-lettered here tells its children (pgqueue._sql.workflows).
+_nack_wf, _nack_woken = settled(
+    select(_nacked.c.id, literal_column("'dead'").label("outcome")).where(
+        _nacked.c.workflow_id.is_not(None), _nacked.c.status == STATUS_DEAD
+    ),
+    "wf",
+)
+NACK = hot(
+    select(
+        _nacked.c.id,
+        _nacked.c.lease,
+        _nacked.c.status,
+        _nacked.c.available_at,
+        _nacked.c.notified,
+        _nacked.c.announced,
+        _nack_woken,
+    ).add_cte(*_nack_wf)
+)
+
 
 #: Give leased jobs back untouched (shutdown, or an iterator closed early): ready again
 #: at once, and the delivery that never ran does not count as an attempt.

@@ -256,7 +256,7 @@ def test_bulk_cancel_by_filter_goes_newest_first_in_batches_from_where_it_began(
     assert names(steps)[0] == "MAX_JOB_ID"
     assert steps[1].params["b_after_id"] == 20_001  # nothing enqueued later is touched
     assert steps[3].params["b_after_id"] == 20_000 - batch + 1  # below the last batch
-    assert steps[2].params["b_statuses"] == ["queued", "scheduled", "running"]
+    assert steps[2].params["b_statuses"] == ["queued", "scheduled", "running", "blocked"]
     assert len(cancelled) == batch + 2 and cancelled == sorted(cancelled)
     # Running jobs' holders are told, per queue, after their batch.
     notified = [s.params for s in steps if names([s]) == ["NOTIFY"]]
