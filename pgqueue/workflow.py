@@ -208,10 +208,12 @@ class Workflow:
                 "b_dedupe_key",
                 "b_waiting",
                 "b_run",
+                "b_leaf",
                 "b_parents",
                 "b_children",
             )
         }
+        inner = {p for parents in self._parents for p in parents}
         for node in self._nodes:
             where = f"workflow node {node.position}"
             queue = default_queue if node.queue is None else node.queue
@@ -240,6 +242,7 @@ class Workflow:
             out["b_dedupe_key"].append(opts["dedupe_key"])
             out["b_waiting"].append(len(self._parents[node.position]))
             out["b_run"].append(node.on_parent_failure == "run")
+            out["b_leaf"].append(node.position not in inner)
             for p in self._parents[node.position]:
                 out["b_parents"].append(p)
                 out["b_children"].append(node.position)

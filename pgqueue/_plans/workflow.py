@@ -4,7 +4,7 @@ parents' results, get, list, cancel and retry runs."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .._sql.workflows import SUCCEEDED
@@ -48,8 +48,7 @@ def enqueue_workflow(ctx: Context, name: str, arrays: dict[str, Any]) -> Steps[W
     run_id = int(rows[0][0])
     ids = [int(r[1]) for r in rows]
     yield from wake(ctx, (r[4] for r in rows if r[2] == "queued"))
-    children = set(arrays["b_parents"])
-    leaves = [ids[i] for i in range(len(ids)) if i not in children]
+    leaves = [ids[i] for i, leaf in enumerate(arrays["b_leaf"]) if leaf]
     return WorkflowRun(id=run_id, name=name, job_ids=tuple(ids), leaf_ids=tuple(leaves))
 
 
@@ -130,8 +129,3 @@ def retry_workflow(ctx: Context, run_id: int) -> Steps[list[int]]:
 def workflow_live_ids(ctx: Context, run_id: int) -> Steps[list[int]]:
     rows = yield Step(ctx.sql.WORKFLOW_LIVE_IDS, {"b_workflow_id": run_id})
     return sorted(int(r[0]) for r in rows)
-
-
-def leaves(ids: Sequence[int], children: Iterable[int]) -> list[int]:
-    inner = set(children)
-    return [i for i in ids if i not in inner]

@@ -204,6 +204,7 @@ _NODE_ARRAYS = (
     ("dedupe_key", Text),
     ("waiting", Integer),
     ("run", Boolean),
+    ("leaf", Boolean),
 )
 _wf = (
     insert(workflows)
@@ -230,6 +231,7 @@ _ins = (
             jobs.c.status,
             jobs.c.waiting_on,
             jobs.c.workflow_id,
+            jobs.c.awaited,
         ],
         select(
             _u.c.queue,
@@ -242,6 +244,7 @@ _ins = (
             case((_u.c.waiting > 0, STATUS_BLOCKED), else_=const("queued")),
             _u.c.waiting,
             _wf.c.id,
+            _u.c.leaf,
         )
         .select_from(_u)
         .join(_wf, true())
@@ -299,9 +302,10 @@ _edges_in = (
     .cte("edges_in")
 )
 #: Insert a whole workflow: its row, its jobs (parallel arrays, in node order; roots
-#: queued, the others blocked on ``b_waiting`` parents), its nodes and its edges (by
-#: node position) in one statement. Returns (workflow id, job id, status, enqueued_at,
-#: queue) per node, in node order.
+#: queued, the others blocked on ``b_waiting`` parents; leaves marked as waited for, so
+#: that ``producer.wait(run)`` finds how each ended whatever it returned), its nodes
+#: and its edges (by node position) in one statement. Returns (workflow id, job id,
+#: status, enqueued_at, queue) per node, in node order.
 INSERT_WORKFLOW = (
     select(_wf.c.id, _ins.c.id, _ins.c.status, _ins.c.enqueued_at, _ins.c.queue)
     .select_from(_ins)

@@ -773,8 +773,8 @@ HAVING pg_catalog.count(*) > 0;
 WITH wf AS
 (INSERT INTO public.pgqueue_workflows (name, nodes) VALUES (%(b_name)s::VARCHAR, %(b_count)s::INTEGER) RETURNING public.pgqueue_workflows.id),
 ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > %(waiting_1)s::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id
-FROM ROWS FROM (pg_catalog.unnest(%(b_queue)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_payload)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_waiting)s::INTEGER[]), pg_catalog.unnest(%(b_run)s::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id, awaited) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > %(waiting_1)s::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id, u.leaf AS leaf
+FROM ROWS FROM (pg_catalog.unnest(%(b_queue)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_payload)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_waiting)s::INTEGER[]), pg_catalog.unnest(%(b_run)s::BOOLEAN[]), pg_catalog.unnest(%(b_leaf)s::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, leaf, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
 numbered AS
 (SELECT ins.id AS id, pg_catalog.row_number() OVER (ORDER BY ins.id) - %(param_1)s::INTEGER AS pos
 FROM ins),
@@ -789,19 +789,19 @@ FROM ins JOIN wf ON true ORDER BY ins.id;
 
 -- INSERT_WORKFLOW [asyncpg]
 WITH wf AS
-(INSERT INTO public.pgqueue_workflows (name, nodes) VALUES ($12::VARCHAR, $13::INTEGER) RETURNING public.pgqueue_workflows.id),
+(INSERT INTO public.pgqueue_workflows (name, nodes) VALUES ($13::VARCHAR, $14::INTEGER) RETURNING public.pgqueue_workflows.id),
 ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > $2::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id
-FROM ROWS FROM (pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::TEXT[]), pg_catalog.unnest($5::TEXT[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::INTEGER[]), pg_catalog.unnest($8::INTEGER[]), pg_catalog.unnest($9::TEXT[]), pg_catalog.unnest($10::INTEGER[]), pg_catalog.unnest($11::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id, awaited) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > $2::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id, u.leaf AS leaf
+FROM ROWS FROM (pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::TEXT[]), pg_catalog.unnest($5::TEXT[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::INTEGER[]), pg_catalog.unnest($8::INTEGER[]), pg_catalog.unnest($9::TEXT[]), pg_catalog.unnest($10::INTEGER[]), pg_catalog.unnest($11::BOOLEAN[]), pg_catalog.unnest($12::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, leaf, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
 numbered AS
 (SELECT ins.id AS id, pg_catalog.row_number() OVER (ORDER BY ins.id) - $1::INTEGER AS pos
 FROM ins),
 nodes_in AS
 (INSERT INTO public.pgqueue_workflow_nodes (job_id, workflow_id, position, run_on_failure) SELECT numbered.id AS id, wf.id AS id_1, numbered.pos AS pos, f.run AS run
-FROM numbered JOIN wf ON true JOIN ROWS FROM (pg_catalog.unnest($11::BOOLEAN[])) WITH ORDINALITY AS f(run, ord) ON f.ord = numbered.pos + $14::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
+FROM numbered JOIN wf ON true JOIN ROWS FROM (pg_catalog.unnest($11::BOOLEAN[])) WITH ORDINALITY AS f(run, ord) ON f.ord = numbered.pos + $15::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
 edges_in AS
 (INSERT INTO public.pgqueue_workflow_edges (parent_id, child_id) SELECT pn.id AS id, cn.id AS id_2
-FROM ROWS FROM (pg_catalog.unnest($15::INTEGER[]), pg_catalog.unnest($16::INTEGER[])) AS p(parent, child) JOIN numbered AS pn ON pn.pos = p.parent JOIN numbered AS cn ON cn.pos = p.child RETURNING public.pgqueue_workflow_edges.child_id)
+FROM ROWS FROM (pg_catalog.unnest($16::INTEGER[]), pg_catalog.unnest($17::INTEGER[])) AS p(parent, child) JOIN numbered AS pn ON pn.pos = p.parent JOIN numbered AS cn ON cn.pos = p.child RETURNING public.pgqueue_workflow_edges.child_id)
  SELECT wf.id, ins.id AS id_3, ins.status, ins.enqueued_at, ins.queue
 FROM ins JOIN wf ON true ORDER BY ins.id;
 
