@@ -128,6 +128,7 @@ class Statements:
     SELECT_WORKFLOWS: Executable
     WORKFLOW_LIVE_IDS: Executable
     RETRY_WORKFLOW: Executable
+    SETTLE_DEAD_NODES: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name

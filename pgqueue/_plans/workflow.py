@@ -4,7 +4,7 @@ parents' results, get, list, cancel and retry runs."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._sql.workflows import SUCCEEDED
@@ -129,3 +129,12 @@ def retry_workflow(ctx: Context, run_id: int) -> Steps[list[int]]:
 def workflow_live_ids(ctx: Context, run_id: int) -> Steps[list[int]]:
     rows = yield Step(ctx.sql.WORKFLOW_LIVE_IDS, {"b_workflow_id": run_id})
     return sorted(int(r[0]) for r in rows)
+
+
+@plan(transaction=False)
+def settle_dead_nodes(ctx: Context, queues: Sequence[str]) -> Steps[int]:
+    """Tell the children of workflow nodes that DEQUEUE dead-lettered (lease expired on
+    their last attempt) in ``queues``; how many nodes (the workers' sweep)."""
+    rows = yield Step(ctx.sql.SETTLE_DEAD_NODES, {"b_queues": list(queues)})
+    yield from released(ctx, rows, 1)
+    return int(rows[0][0]) if rows else 0

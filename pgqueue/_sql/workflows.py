@@ -524,3 +524,25 @@ _retried = union_all(
 ).subquery("retried")
 #: Retry a run (see above): (job id, queue, status) of every node put back.
 RETRY_WORKFLOW = select(_retried.c.id, _retried.c.queue, _retried.c.status)
+
+# --------------------------------------------------------------------------- sweep
+#: Workflow nodes dead-lettered without telling their children: DEQUEUE's dead letter
+#: of a job whose lease expired on its last attempt (DEQUEUE stays as it is for plain
+#: jobs). The workers' sweep finds up to 100 of them in its queues (``b_queues``; the
+#: (queue, status, id) index) and tells their children, as NACK would have.
+_stranded = (
+    select(jobs.c.id, literal_column("'dead'").label("outcome"))
+    .where(
+        jobs.c.queue == func.any(bindparam("b_queues", type_=ARRAY(Text))),
+        jobs.c.status == const("dead"),
+        jobs.c.workflow_id.is_not(None),
+        select(_n.c.job_id).where(_n.c.job_id == jobs.c.id, _n.c.outcome.is_(None)).exists(),
+    )
+    .limit(100)
+)
+_sweep_wf, _sweep_woken = settled(_stranded, "wf")
+_swept = _sweep_wf[0]
+#: (nodes told, queues of the children queued).
+SETTLE_DEAD_NODES = select(
+    select(func.pg_catalog.count(STAR)).select_from(_swept).scalar_subquery(), _sweep_woken
+).add_cte(*_sweep_wf)

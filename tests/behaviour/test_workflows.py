@@ -30,6 +30,9 @@ from pgqueue import (
     group,
 )
 from pgqueue._compat import TaskGroup, sleep
+from pgqueue._drive import run
+from pgqueue._plans import Context
+from pgqueue._plans import workflow as workflow_plans
 from tests.behaviour.test_worker import make_worker, running
 from tests.support.db import SCHEMA, SyncDB
 
@@ -395,4 +398,25 @@ def test_nodes_take_the_usual_job_options(sync_engine: Engine) -> None:
     sleep(0)
     (m2,) = side.dequeue()
     assert m2.id == run.job_ids[1]
+    producer.close()
+
+
+def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
+    sync_engine: Engine,
+) -> None:
+    """DEQUEUE (unchanged for plain jobs) dead-letters a job whose lease expired on its
+    last attempt without telling its children; the workers' sweep does."""
+    _, producer, consumer = setup(sync_engine, max_attempts=1)
+    lost = producer.enqueue_workflow(chain("lost", [{"n": 1}, {"n": 2}]))
+    (m,) = consumer.dequeue(visibility_timeout=0.2)
+    sleep(0.4)  # its worker is gone: the lease expires
+    assert consumer.dequeue() == []  # dead-lettered on the way
+    assert statuses(sync_engine, lost) == ["dead", "blocked"]
+    ctx = Context(SCHEMA)
+    told = run(sync_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
+    assert told == 1
+    assert statuses(sync_engine, lost) == ["dead", "cancelled"]
+    again = run(sync_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
+    assert again == 0  # told once
+    del m
     producer.close()

@@ -29,6 +29,9 @@ from pgqueue import (
     group,
 )
 from pgqueue._acompat import TaskGroup, sleep
+from pgqueue._drive import arun
+from pgqueue._plans import Context
+from pgqueue._plans import workflow as workflow_plans
 from tests.behaviour.test_worker_async import make_worker, running
 from tests.support.db import SCHEMA, AsyncDB
 
@@ -396,4 +399,25 @@ async def test_nodes_take_the_usual_job_options(async_engine: AsyncEngine) -> No
     await sleep(0)
     (m2,) = await side.dequeue()
     assert m2.id == run.job_ids[1]
+    await producer.close()
+
+
+async def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
+    async_engine: AsyncEngine,
+) -> None:
+    """DEQUEUE (unchanged for plain jobs) dead-letters a job whose lease expired on its
+    last attempt without telling its children; the workers' sweep does."""
+    _, producer, consumer = await setup(async_engine, max_attempts=1)
+    lost = await producer.enqueue_workflow(chain("lost", [{"n": 1}, {"n": 2}]))
+    (m,) = await consumer.dequeue(visibility_timeout=0.2)
+    await sleep(0.4)  # its worker is gone: the lease expires
+    assert await consumer.dequeue() == []  # dead-lettered on the way
+    assert await statuses(async_engine, lost) == ["dead", "blocked"]
+    ctx = Context(SCHEMA)
+    told = await arun(async_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
+    assert told == 1
+    assert await statuses(async_engine, lost) == ["dead", "cancelled"]
+    again = await arun(async_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
+    assert again == 0  # told once
+    del m
     await producer.close()

@@ -1471,6 +1471,104 @@ WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id) AS anon_
 FROM public.pgqueue_workflow_nodes
 WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT ORDER BY public.pgqueue_workflow_nodes.position;
 
+-- SETTLE_DEAD_NODES [psycopg]
+WITH RECURSIVE wf_ended AS
+(SELECT public.pgqueue_jobs.id AS id, 'dead' AS outcome
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = any(%(b_queues)s::TEXT[]) AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.workflow_id IS NOT NULL AND (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.job_id = public.pgqueue_jobs.id AND public.pgqueue_workflow_nodes.outcome IS NULL))
+ LIMIT %(param_1)s::INTEGER),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_3)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM wf_marked) AS anon_2, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues;
+
+-- SETTLE_DEAD_NODES [asyncpg]
+WITH RECURSIVE wf_ended AS
+(SELECT public.pgqueue_jobs.id AS id, 'dead' AS outcome
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = any($1::TEXT[]) AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.workflow_id IS NOT NULL AND (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.job_id = public.pgqueue_jobs.id AND public.pgqueue_workflow_nodes.outcome IS NULL))
+ LIMIT $2::INTEGER),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $3::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $4::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM wf_marked) AS anon_2, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues;
+
 -- SET_QUEUE_PAUSED [psycopg]
 UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
