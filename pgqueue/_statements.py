@@ -58,10 +58,13 @@ class Statements:
     # leases
     DEQUEUE: Executable
     FINISH: Executable
+    FINISH_WF: Executable
     NACK: Executable
+    NACK_WF: Executable
     RELEASE: Executable
     EXTEND_LEASE: Executable
     CANCEL_HELD: Executable
+    CANCEL_HELD_WF: Executable
     SNOOZE: Executable
     EXTEND_BY_ID: Executable
     NEXT_AVAILABLE_AT: Executable

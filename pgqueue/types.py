@@ -38,6 +38,9 @@ class Message:
     last_error: str | None = None
     #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt, oldest first.
     errors: Sequence[Mapping[str, Any]] | None = None
+    #: The workflow run the job is a node of (``producer.enqueue_workflow``), else None:
+    #: its settles then tell its children (pgqueue._sql.workflows).
+    workflow_id: int | None = None
 
     @property
     def locked_until(self) -> datetime | None:

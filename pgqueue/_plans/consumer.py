@@ -23,6 +23,12 @@ def _lease_params(ctx: Context, messages: Sequence[Message]) -> dict[str, Any]:
     }
 
 
+def _in_workflow(messages: Sequence[Message]) -> bool:
+    """Whether a settle must tell workflow nodes' children (the ``_WF`` statements);
+    plain jobs' settles keep the statements they always had."""
+    return any(m.workflow_id is not None for m in messages)
+
+
 def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
     """Which messages took effect: rows carry (id, lease) of each job still leased."""
     done = {(r[0], r[1]) for r in rows}
@@ -87,8 +93,11 @@ def _cancel_missed(
     if not missed:
         return outcomes
     params = {**_lease_params(ctx, missed), "b_done_channel": ctx.done_channel}
-    rows = yield Step(ctx.sql.CANCEL_HELD, params)
-    yield from workflow.released(ctx, rows, 3)
+    if _in_workflow(missed):
+        rows = yield Step(ctx.sql.CANCEL_HELD_WF, params)
+        yield from workflow.released(ctx, rows, 3)
+    else:
+        rows = yield Step(ctx.sql.CANCEL_HELD, params)
     ended = {(r[0], r[1]) for r in rows}
     return [
         CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
@@ -115,8 +124,11 @@ def finish(
         "b_mode": mode,
         "b_done_channel": ctx.done_channel,
     }
-    rows = yield Step(ctx.sql.FINISH, params)
-    yield from workflow.released(ctx, rows, 4)
+    if _in_workflow(messages):
+        rows = yield Step(ctx.sql.FINISH_WF, params)
+        yield from workflow.released(ctx, rows, 4)
+    else:
+        rows = yield Step(ctx.sql.FINISH, params)
     cancelled = {(r[0], r[1]) for r in rows if r[2]}
     return [
         None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
@@ -153,8 +165,11 @@ def nack(
         "b_channel": ctx.channel,
         "b_done_channel": ctx.done_channel,
     }
-    rows = yield Step(ctx.sql.NACK, params)
-    yield from workflow.released(ctx, rows, 6)
+    if _in_workflow(messages):
+        rows = yield Step(ctx.sql.NACK_WF, params)
+        yield from workflow.released(ctx, rows, 6)
+    else:
+        rows = yield Step(ctx.sql.NACK, params)
     status = {(r[0], r[1]): r[2] for r in rows}
     outcomes = [status.get((m.id, m.lease)) for m in messages]
     return (yield from _cancel_missed(ctx, messages, outcomes))

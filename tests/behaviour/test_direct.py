@@ -155,7 +155,7 @@ async def test_instrumented_engine_sees_every_statement(clean: URL) -> None:
             await producer.enqueue({"n": 1})
             (m,) = await consumer.dequeue()
             await consumer.ack(m)
-        hot = ("INSERT INTO", "FOR UPDATE SKIP LOCKED", "WITH RECURSIVE finished")
+        hot = ("INSERT INTO", "FOR UPDATE SKIP LOCKED", "WITH finished")
         assert all(any(h in s for s in sent) for h in hot), sent
     finally:
         await engine.dispose()

@@ -10,6 +10,26 @@ INSERT INTO public.pgqueue_stats (minute, queue, entrypoint, completed, failed, 
 FROM ROWS FROM (pg_catalog.unnest($2::TEXT[]), pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::BIGINT[]), pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::BIGINT[]), pg_catalog.unnest($7::BIGINT[]), pg_catalog.unnest($8::TEXT[])) AS u(queue, entrypoint, completed, failed, dead, cancelled, durations) ON CONFLICT (minute, queue, entrypoint) DO UPDATE SET completed = (public.pgqueue_stats.completed + excluded.completed), failed = (public.pgqueue_stats.failed + excluded.failed), dead = (public.pgqueue_stats.dead + excluded.dead), cancelled = (public.pgqueue_stats.cancelled + excluded.cancelled), durations = (SELECT pg_catalog.array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i) FROM ROWS FROM (pg_catalog.unnest(pgqueue_stats.durations), pg_catalog.unnest(excluded.durations)) WITH ORDINALITY AS d(a, b, i));
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
+WITH ended AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_ended AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+FROM ended
+WHERE true RETURNING public.pgqueue_archive.id)
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
+FROM ended;
+
+-- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
+WITH ended AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_ended AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+FROM ended
+WHERE true RETURNING public.pgqueue_archive.id)
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
+FROM ended;
+
+-- CANCEL_HELD_WF [psycopg] (hot: sent to the driver directly)
 WITH RECURSIVE ended AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_ended AS
@@ -61,7 +81,7 @@ FROM wf_released
 WHERE wf_released.status = 'queued') AS released_queues
 FROM ended;
 
--- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
+-- CANCEL_HELD_WF [asyncpg] (hot: sent to the driver directly)
 WITH RECURSIVE ended AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_ended AS
@@ -413,7 +433,7 @@ WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
 WITH ready AS
@@ -439,7 +459,7 @@ WHERE EXISTS (SELECT q.name
 FROM q) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
 -- ENSURE_BUCKET [psycopg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
@@ -460,7 +480,7 @@ UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.availab
 UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.available_at, pg_catalog.statement_timestamp() + $1::FLOAT * INTERVAL '1 second') FROM ROWS FROM (pg_catalog.unnest($2::BIGINT[]), pg_catalog.unnest($3::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($2::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $4::VARCHAR RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.available_at, public.pgqueue_jobs.cancel_requested;
 
 -- FINISH [psycopg] (hot: sent to the driver directly)
-WITH RECURSIVE finished AS
+WITH finished AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
@@ -473,54 +493,12 @@ recorded AS
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue), %(coalesce_1)s) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
 FROM finished
-WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
-wf_ended AS
-(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
-FROM finished
-WHERE finished.workflow_id IS NOT NULL),
-wf_marked AS
-(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
-FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
-wf_doomed(id) AS
-(SELECT public.pgqueue_workflow_edges.child_id AS id
-FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
-WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
-FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
-FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
-wf_killed AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
-FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
-archived_wf_killed AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
-FROM wf_killed
-WHERE true RETURNING public.pgqueue_archive.id),
-wf_killed_nodes AS
-(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
-FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
-wf_counts AS
-(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
-FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
-FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
-FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
-wf_locked AS
-(SELECT public.pgqueue_jobs.id AS id
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
-FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
-wf_released AS
-(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_4)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_5)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
-FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
- SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
-FROM wf_released
-WHERE wf_released.status = 'queued') AS released_queues
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH [asyncpg] (hot: sent to the driver directly)
-WITH RECURSIVE finished AS
+WITH finished AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
@@ -533,50 +511,8 @@ recorded AS
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = finished.queue), $9::FLOAT) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
 FROM finished
-WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
-wf_ended AS
-(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
-FROM finished
-WHERE finished.workflow_id IS NOT NULL),
-wf_marked AS
-(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
-FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
-wf_doomed(id) AS
-(SELECT public.pgqueue_workflow_edges.child_id AS id
-FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
-WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
-FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
-FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
-wf_killed AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
-FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
-archived_wf_killed AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
-FROM wf_killed
-WHERE true RETURNING public.pgqueue_archive.id),
-wf_killed_nodes AS
-(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
-FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
-wf_counts AS
-(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
-FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
-FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
-FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
-wf_locked AS
-(SELECT public.pgqueue_jobs.id AS id
-FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
-FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
-wf_released AS
-(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $10::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $11::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
-FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
- SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify($12::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
-FROM wf_released
-WHERE wf_released.status = 'queued') AS released_queues
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify($10::VARCHAR, CAST(finished.id AS TEXT)) END AS announced
 FROM finished;
 
 -- FINISH_CANCELLED [psycopg]
@@ -682,6 +618,126 @@ FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgq
 FROM wf_released
 WHERE wf_released.status = 'queued')) AS min_1
 FROM expired;
+
+-- FINISH_WF [psycopg] (hot: sent to the driver directly)
+WITH RECURSIVE finished AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
+archived_finished AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+FROM finished
+WHERE finished.cancel_requested OR %(b_mode)s::INTEGER = %(param_2)s::INTEGER OR %(b_mode)s::INTEGER = %(param_3)s::INTEGER AND (SELECT public.pgqueue_queues.archive
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), %(coalesce_1)s) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
+wf_ended AS
+(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
+FROM finished
+WHERE finished.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_4)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_5)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM finished;
+
+-- FINISH_WF [asyncpg] (hot: sent to the driver directly)
+WITH RECURSIVE finished AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
+archived_finished AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+FROM finished
+WHERE finished.cancel_requested OR $1::INTEGER = $7::INTEGER OR $1::INTEGER = $8::INTEGER AND (SELECT public.pgqueue_queues.archive
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), $9::FLOAT) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
+wf_ended AS
+(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
+FROM finished
+WHERE finished.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $10::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $11::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify($12::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM finished;
 
 -- GET_JOB [psycopg]
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
@@ -812,13 +868,13 @@ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext($1::VARCHAR)) AS pg_advisory_xact_lock_1;
 
 -- LIST_DEAD [psycopg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > %(b_after_id)s::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT %(b_limit)s::INTEGER;
 
 -- LIST_DEAD [asyncpg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
@@ -864,6 +920,12 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR;
 
 -- NACK [psycopg] (hot: sent to the driver directly)
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+
+-- NACK [asyncpg] (hot: sent to the driver directly)
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest($8::BIGINT[]), pg_catalog.unnest($9::UUID[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::TEXT[]), pg_catalog.unnest($12::DOUBLE PRECISION[]), pg_catalog.unnest($13::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+
+-- NACK_WF [psycopg] (hot: sent to the driver directly)
 WITH RECURSIVE nacked AS
 (UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(param_3)s::UUID, locked_by=%(param_4)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, public.pgqueue_jobs.workflow_id),
 wf_ended AS
@@ -911,7 +973,7 @@ FROM wf_released
 WHERE wf_released.status = 'queued') AS released_queues
 FROM nacked;
 
--- NACK [asyncpg] (hot: sent to the driver directly)
+-- NACK_WF [asyncpg] (hot: sent to the driver directly)
 WITH RECURSIVE nacked AS
 (UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest($8::BIGINT[]), pg_catalog.unnest($9::UUID[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::TEXT[]), pg_catalog.unnest($12::DOUBLE PRECISION[]), pg_catalog.unnest($13::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, public.pgqueue_jobs.workflow_id),
 wf_ended AS
@@ -1322,12 +1384,12 @@ SAVEPOINT pgqueue_enqueue;
 SAVEPOINT pgqueue_enqueue;
 
 -- SELECT_BY_DEDUPE_KEYS [psycopg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.dedupe_key = any(%(b_dedupe_keys)s::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 
 -- SELECT_BY_DEDUPE_KEYS [asyncpg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.dedupe_key = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 

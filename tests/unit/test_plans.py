@@ -70,7 +70,7 @@ def test_enqueue_skip_returns_the_live_twin_and_inserts_the_rest() -> None:
     plan = producer.enqueue(CTX, batch, on_duplicate="skip", in_caller_tx=False)
     assert plan.transaction is False  # nothing to undo: each insert stands alone
     twin: tuple[Any, ...] = (7, "tasks", {"a": 0}, "tasks", 0, "queued", 0, None, NOW, NOW, "a")
-    twin += (None, None, None, None, None)
+    twin += (None, None, None, None, None, None)  # ... errors, workflow_id
     inserted = [(8, "queued", NOW, NOW, "b")]
     result, steps = drive(plan, [inserted, [twin]])
     assert [m.id for m in result] == [7, 8]
@@ -114,10 +114,13 @@ def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
     plan = consumer.dequeue(CTX, "me", 3, None)
     first = [
-        (*_running(1), "lease", "me", None, None),
-        (*_running(2, "dead"), None, None, None, None),
+        (*_running(1), "lease", "me", None, None, None),
+        (*_running(2, "dead"), None, None, None, None, None),
     ]
-    second = [(*_running(3), "lease", "me", None, None), (*_running(4), "lease", "me", None, None)]
+    second = [
+        (*_running(3), "lease", "me", None, None, None),
+        (*_running(4), "lease", "me", None, None, None),
+    ]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
     assert [s.params["b_limit"] for s in steps] == [3, 2]
