@@ -13,11 +13,13 @@ from .consumer import SyncConsumer
 from .consumer_async import AsyncConsumer
 from .errors import (
     DuplicateJob,
+    ForeignNode,
     InvalidArgument,
     InvalidDelay,
     InvalidPayload,
     InvalidQueueName,
     InvalidResult,
+    InvalidWorkflow,
     JobNotFound,
     JobTimeout,
     NotRunning,
@@ -28,6 +30,7 @@ from .errors import (
     Snooze,
     UnknownEntrypoint,
     WaitTimeout,
+    WorkflowCycle,
     WrongBindType,
 )
 from .producer import SyncProducer
@@ -44,9 +47,15 @@ from .types import (
     RequeueReport,
     ScheduleInfo,
     WorkerInfo,
+    WorkflowInfo,
+    WorkflowNodeInfo,
+    WorkflowOutcome,
+    WorkflowRun,
+    WorkflowSummary,
 )
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
+from .workflow import Node, Workflow, chain, group
 
 __version__ = "0.1.0"
 
@@ -56,18 +65,21 @@ __all__ = [
     "AsyncProducer",
     "AsyncWorker",
     "DuplicateJob",
+    "ForeignNode",
     "HeldBack",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
     "InvalidQueueName",
     "InvalidResult",
+    "InvalidWorkflow",
     "JobInfo",
     "JobNotFound",
     "JobOutcome",
     "JobSpec",
     "JobTimeout",
     "Message",
+    "Node",
     "NotRunning",
     "PgQueueError",
     "QueueAlreadyExists",
@@ -85,7 +97,16 @@ __all__ = [
     "UnknownEntrypoint",
     "WaitTimeout",
     "WorkerInfo",
+    "Workflow",
+    "WorkflowCycle",
+    "WorkflowInfo",
+    "WorkflowNodeInfo",
+    "WorkflowOutcome",
+    "WorkflowRun",
+    "WorkflowSummary",
     "WrongBindType",
+    "chain",
+    "group",
     "include_name",
     "metadata",
     "process_revision_directives",

@@ -46,7 +46,19 @@ from sqlalchemy.schema import DDL
 from ._plans import Context, Step, Steps, plan
 from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from .schema import TABLE_NAMES, archive, jobs, rate_limits, results, schedules, stats, workers
+from .schema import (
+    TABLE_NAMES,
+    archive,
+    jobs,
+    rate_limits,
+    results,
+    schedules,
+    stats,
+    workers,
+    workflow_edges,
+    workflow_nodes,
+    workflows,
+)
 
 Kind = Literal["producer", "worker", "admin"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -70,7 +82,14 @@ def _names(cols: Iterable[Column[object]]) -> tuple[str, ...]:
 
 
 # Every column INSERT_JOBS writes (the rest have server defaults).
-_JOB_INSERT = _names((*enqueue_sql.JOB_INSERT_COLUMNS, jobs.c.awaited))  # + enqueue_and_wait
+_JOB_INSERT = _names(
+    (
+        *enqueue_sql.JOB_INSERT_COLUMNS,
+        jobs.c.awaited,  # enqueue_and_wait
+        jobs.c.workflow_id,  # INSERT_WORKFLOW: a node's run, and the parents it waits for
+        jobs.c.waiting_on,
+    )
+)
 # What the producer's inserts read back: their RETURNING columns, and the columns of
 # the ON CONFLICT arbiter (uq_pgqueue_jobs_dedupe: queue, dedupe_key; its predicate
 # reads status). Never the payload: a producer may write payloads, not read them.
@@ -169,11 +188,56 @@ PRODUCER: tuple[Privilege, ...] = (
         _names((archive.c.id, archive.c.outcome, archive.c.last_error, archive.c.finished_at)),
         "OUTCOMES: wait() reads how an archived job ended (never its payload)",
     ),
+    Privilege(
+        "pgqueue_workflows",
+        "INSERT",
+        _names((workflows.c.name, workflows.c.nodes)),
+        "INSERT_WORKFLOW: the run's row",
+    ),
+    Privilege(
+        "pgqueue_workflows",
+        "SELECT",
+        (workflows.c.id.name,),
+        "INSERT_WORKFLOW: RETURNING the run's id",
+    ),
+    Privilege(
+        "pgqueue_workflow_nodes",
+        "INSERT",
+        _names(
+            (
+                workflow_nodes.c.job_id,
+                workflow_nodes.c.workflow_id,
+                workflow_nodes.c.position,
+                workflow_nodes.c.run_on_failure,
+            )
+        ),
+        "INSERT_WORKFLOW: one row per node",
+    ),
+    Privilege(
+        "pgqueue_workflow_nodes",
+        "SELECT",
+        (workflow_nodes.c.job_id.name,),
+        "INSERT_WORKFLOW: RETURNING job_id",
+    ),
+    Privilege(
+        "pgqueue_workflow_edges",
+        "INSERT",
+        _names((workflow_edges.c.parent_id, workflow_edges.c.child_id)),
+        "INSERT_WORKFLOW: one row per dependency",
+    ),
+    Privilege(
+        "pgqueue_workflow_edges",
+        "SELECT",
+        (workflow_edges.c.child_id.name,),
+        "INSERT_WORKFLOW: RETURNING child_id",
+    ),
     *_IDENTITY,
 )
 
 _LEASE_COLUMNS = _names(
     (
+        # (waiting_on: FINISH, NACK, CANCEL_HELD release a workflow node's children)
+        jobs.c.waiting_on,
         jobs.c.status,
         jobs.c.attempts,
         jobs.c.lease,
@@ -210,6 +274,26 @@ WORKER: tuple[Privilege, ...] = (
         "priority or cancel_requested (job control is the admin's)",
     ),
     Privilege(
+        "pgqueue_workflow_nodes",
+        "SELECT",
+        (),
+        "FINISH, NACK, CANCEL_HELD, FINISH_CANCELLED: the ended nodes' children; "
+        "worker.parent_results",
+    ),
+    Privilege(
+        "pgqueue_workflow_nodes",
+        "UPDATE",
+        (workflow_nodes.c.outcome.name,),
+        "FINISH, NACK, CANCEL_HELD, FINISH_CANCELLED record how a node ended, once",
+    ),
+    Privilege(
+        "pgqueue_workflow_edges",
+        "SELECT",
+        (),
+        "FINISH, NACK, CANCEL_HELD, FINISH_CANCELLED: the ended nodes' children; "
+        "worker.parent_results",
+    ),
+    Privilege(
         "pgqueue_jobs",
         "DELETE",
         (),
@@ -244,8 +328,9 @@ WORKER: tuple[Privilege, ...] = (
     Privilege(
         "pgqueue_results",
         "SELECT",
-        _names((results.c.id, results.c.expires_at)),
-        "PRUNE_RESULTS finds expired results and returns their ids",
+        _names((results.c.id, results.c.expires_at, results.c.result)),
+        "PRUNE_RESULTS finds expired results and returns their ids; PARENT_RESULTS "
+        "(worker.parent_results) reads a workflow node's parents' results",
     ),
     Privilege(
         "pgqueue_results",

@@ -20,6 +20,7 @@ from ._inflight import InFlight
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import worker as worker_plans
+from ._plans import workflow as workflow_plans
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -112,6 +113,12 @@ class AsyncMaintainer:
         ended = await arun(self._engine, None, worker_plans.finish_cancelled(self._ctx), self._ctx)
         if ended:
             log.info("%d cancelled jobs whose worker was gone ended cancelled", ended)
+        queues = list(self._contexts)
+        told = await arun(
+            self._engine, None, workflow_plans.settle_dead_nodes(self._ctx, queues), self._ctx
+        )
+        if told:
+            log.info("%d dead-lettered workflow nodes told their children", told)
         pruned = await arun(self._engine, None, worker_plans.prune_results(self._ctx), self._ctx)
         if pruned:
             log.info("removed %d results past their queue's result_ttl", pruned)

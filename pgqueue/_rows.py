@@ -90,6 +90,7 @@ def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload
         None,
         None,
         None,
+        None,
         False,
         None,
     )

@@ -20,7 +20,18 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, stats, workers
+from ._sql import (
+    enqueue,
+    jobs,
+    lease,
+    limits,
+    queues,
+    results,
+    schedules,
+    stats,
+    workers,
+    workflows,
+)
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -47,10 +58,13 @@ class Statements:
     # leases
     DEQUEUE: Executable
     FINISH: Executable
+    FINISH_WF: Executable
     NACK: Executable
+    NACK_WF: Executable
     RELEASE: Executable
     EXTEND_LEASE: Executable
     CANCEL_HELD: Executable
+    CANCEL_HELD_WF: Executable
     SNOOZE: Executable
     EXTEND_BY_ID: Executable
     NEXT_AVAILABLE_AT: Executable
@@ -108,6 +122,17 @@ class Statements:
     # per-minute counters
     ADD_STATS: Executable
     PRUNE_STATS: Executable
+    # workflows
+    WORKFLOW_QUEUES: Executable
+    INSERT_WORKFLOW: Executable
+    PARENT_RESULTS: Executable
+    SELECT_WORKFLOW: Executable
+    SELECT_WORKFLOW_NODES: Executable
+    SELECT_WORKFLOW_EDGES: Executable
+    SELECT_WORKFLOWS: Executable
+    WORKFLOW_LIVE_IDS: Executable
+    RETRY_WORKFLOW: Executable
+    SETTLE_DEAD_NODES: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -134,7 +159,7 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats, workflows)
 
 
 def sources() -> dict[str, Executable]:

@@ -189,3 +189,19 @@ def translate(exc: BaseException, *, schema: str, queue: str | None = None) -> B
     if sqlstate == _UNIQUE_VIOLATION and constraint == "uq_pgqueue_queues_name":
         return QueueAlreadyExists(queue or "?")
     return exc
+
+
+class InvalidWorkflow(InvalidArgument):
+    """A workflow that cannot be enqueued: empty, or a node given bad options."""
+
+
+class WorkflowCycle(InvalidWorkflow):
+    """A workflow whose dependencies go round in a circle (``nodes``: positions on it)."""
+
+    def __init__(self, nodes: Sequence[int]) -> None:
+        self.nodes = list(nodes)
+        super().__init__(f"workflow has a dependency cycle through nodes {self.nodes}")
+
+
+class ForeignNode(InvalidWorkflow):
+    """A node depends on a node of another workflow (or on something not a node)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -14,9 +14,19 @@ from . import _validate, tracing
 from ._drive import Bind, check_bind, run
 from ._identity import SyncIdentity
 from ._plans import producer as producer_plans
+from ._plans import workflow as workflow_plans
 from ._waiter import SyncWaiter
 from .errors import InvalidArgument, InvalidDelay
-from .types import JSON, JobInfo, JobOutcome, JobSpec, Message
+from .types import (
+    JSON,
+    JobInfo,
+    JobOutcome,
+    JobSpec,
+    Message,
+    WorkflowOutcome,
+    WorkflowRun,
+)
+from .workflow import Workflow
 
 
 class SyncProducer(SyncIdentity):
@@ -178,9 +188,22 @@ class SyncProducer(SyncIdentity):
         plan = producer_plans.extend_visibility(self._ctx, job_id, secs)
         return run(self._engine, bind, plan, self._ctx)
 
+    @overload
     def wait(
         self, job: Message | JobInfo | int, *, timeout: float | timedelta | None = None
-    ) -> JobOutcome:
+    ) -> JobOutcome: ...
+
+    @overload
+    def wait(
+        self, job: WorkflowRun, *, timeout: float | timedelta | None = None
+    ) -> WorkflowOutcome: ...
+
+    def wait(
+        self,
+        job: Message | JobInfo | int | WorkflowRun,
+        *,
+        timeout: float | timedelta | None = None,
+    ) -> JobOutcome | WorkflowOutcome:
         """Wait until a job has ended and return how: ``completed`` with its result,
         ``dead`` or ``cancelled`` with its error (or ``deleted``). A job that ended long
         ago returns at once, from what is kept (results for the queue's
@@ -192,12 +215,45 @@ class SyncProducer(SyncIdentity):
         jobs that return something, or that someone waits for before they end, or of a
         queue that archives, are remembered once completed.
 
+        A :class:`~pgqueue.types.WorkflowRun` (``enqueue_workflow``) is waited for by its
+        leaves: a :class:`~pgqueue.types.WorkflowOutcome`, ``completed`` when every leaf
+        completed (their results in ``results``), else ``failed``.
+
         >>> m = producer.enqueue({"n": 2})                 # doctest: +SKIP
         >>> producer.wait(m, timeout=10).result           # doctest: +SKIP
         4
         """
+        if isinstance(job, WorkflowRun):
+            leaves = self.wait_many(list(job.leaf_ids), timeout=timeout)
+            status = "completed" if all(o.ok for o in leaves) else "failed"
+            return WorkflowOutcome(job.id, status, {o.id: o for o in leaves})
         (outcome,) = self.wait_many([job], timeout=timeout)
         return outcome
+
+    def enqueue_workflow(self, workflow: Workflow, *, bind: Bind | None = None) -> WorkflowRun:
+        """Enqueue a :class:`~pgqueue.Workflow` in one transaction (the caller's with
+        ``bind=``): its jobs (nodes without parents queued now, the others ``blocked``
+        until every parent has completed), its nodes and edges, in two statements
+        whatever its size. A cycle, a node of another workflow or an empty workflow
+        raises before anything is written (:class:`~pgqueue.errors.InvalidWorkflow`);
+        an unknown queue raises :class:`~pgqueue.errors.QueueNotFound`. Nodes without
+        a ``queue`` go to this producer's.
+
+        >>> wf = Workflow("etl")                                           # doctest: +SKIP
+        >>> a = wf.add({"day": 1}, entrypoint="extract")                   # doctest: +SKIP
+        >>> wf.add({}, entrypoint="report", after=[a])                     # doctest: +SKIP
+        >>> run = producer.enqueue_workflow(wf)                      # doctest: +SKIP
+        >>> producer.wait(run, timeout=60).status                  # doctest: +SKIP
+        'completed'
+        """
+        self._check_running()
+        if bind is not None:
+            check_bind(bind)
+        if not isinstance(workflow, Workflow):
+            raise InvalidArgument(f"expected a Workflow, got {type(workflow).__name__}")
+        arrays = workflow.arrays(self._queue)
+        plan = workflow_plans.enqueue_workflow(self._ctx, workflow.name, arrays)
+        return run(self._engine, bind, plan, self._ctx)
 
     def wait_many(
         self,

@@ -46,11 +46,14 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 #: ``queued``: available now; ``scheduled``: available from ``available_at`` (delayed
 #: or retrying); ``running``: leased until ``available_at``; ``dead``: dead-lettered.
 QUEUED, SCHEDULED, RUNNING, DEAD = "queued", "scheduled", "running", "dead"
+#: A workflow node waiting for its parents (``waiting_on`` of them have not completed):
+#: in no ready or waiting index, so dequeues never see it.
+BLOCKED = "blocked"
 #: How a job left the hot table (``pgqueue_archive.outcome``): its handler returned
 #: (``completed``), a consumer archived it (``archived``), an admin deleted it from a
 #: queue that archives (``deleted``), or it was cancelled (``cancelled``).
 COMPLETED, ARCHIVED, DELETED, CANCELLED = "completed", "archived", "deleted", "cancelled"
-LIVE_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD)
+LIVE_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD, BLOCKED)
 OUTCOMES = (COMPLETED, ARCHIVED, DELETED, CANCELLED)
 
 #: Names of every table pgqueue owns, for the Alembic autogenerate filter.
@@ -65,6 +68,9 @@ TABLE_NAMES = frozenset(
         "pgqueue_results",
         "pgqueue_stats",
         "pgqueue_audit",
+        "pgqueue_workflows",
+        "pgqueue_workflow_nodes",
+        "pgqueue_workflow_edges",
         "pgqueue_alembic_version",
     }
 )
@@ -120,7 +126,14 @@ jobs = Table(
     # Someone waits for this job (producer.wait, enqueue_and_wait): its end is recorded
     # in pgqueue_results (when it completes) and announced by NOTIFY. Others pay neither.
     Column("awaited", Boolean, nullable=False, server_default=text("false")),
-    CheckConstraint("status IN ('queued', 'scheduled', 'running', 'dead')", name="status"),
+    # The workflow a node belongs to (NULL for a plain job: the settles' workflow steps
+    # select no row of it), and how many of its parents have not completed yet (while
+    # ``blocked``; the completion of the last one queues it in the same statement).
+    Column("workflow_id", BigInteger, nullable=True),
+    Column("waiting_on", Integer, nullable=True),
+    CheckConstraint(
+        "status IN ('queued', 'scheduled', 'running', 'dead', 'blocked')", name="status"
+    ),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
     CheckConstraint("priority BETWEEN -32768 AND 32767", name="priority"),
@@ -211,6 +224,44 @@ results = Table(
     Column("result", JSONB, nullable=True),
     # The sweep removes expired results, oldest first, in small batches.
     Index("ix_pgqueue_results_expires_at", "expires_at"),
+)
+
+#: Workflows (``producer.enqueue_workflow``): a name and how many nodes.
+workflows = Table(
+    "pgqueue_workflows",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("nodes", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Index("ix_pgqueue_workflows_created_at", "created_at"),
+)
+
+#: A workflow's nodes (each one job, ``job_id``) and how each ended: ``outcome`` is
+#: set by the statement that ends the job (completed, archived, dead, cancelled,
+#: deleted) and tells its children once; it outlives the job's row, which may leave
+#: every table (a queue that keeps no archive).
+workflow_nodes = Table(
+    "pgqueue_workflow_nodes",
+    metadata,
+    Column("job_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("workflow_id", BigInteger, nullable=False),
+    # Its position in the workflow as built (Workflow.add order, from 0).
+    Column("position", Integer, nullable=False),
+    # on_parent_failure="run": a parent that ends dead or cancelled counts as done.
+    Column("run_on_failure", Boolean, nullable=False, server_default=text("false")),
+    Column("outcome", Text, nullable=True),
+    Index("ix_pgqueue_workflow_nodes_workflow_id", "workflow_id", "position"),
+)
+
+#: Dependencies: ``child_id`` runs after ``parent_id`` (both job ids of one workflow).
+workflow_edges = Table(
+    "pgqueue_workflow_edges",
+    metadata,
+    Column("parent_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("child_id", BigInteger, primary_key=True, autoincrement=False),
+    # A child's parents (worker.parent_results, retry_workflow).
+    Index("ix_pgqueue_workflow_edges_child_id", "child_id"),
 )
 
 workers = Table(

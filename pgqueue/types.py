@@ -52,6 +52,9 @@ class Message(Generic[P]):
     last_error: str | None = None
     #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt, oldest first.
     errors: Sequence[Mapping[str, Any]] | None = None
+    #: The workflow run the job is a node of (``producer.enqueue_workflow``), else None:
+    #: its settles then tell its children (pgqueue._sql.workflows).
+    workflow_id: int | None = None
     #: Leased again after a lease was lost: its previous holder died or stopped
     #: heartbeating before settling it (AMQP's ``redelivered``). Such a job is handed out
     #: alone, and a worker runs it with nothing else in flight, so that a job which
@@ -286,3 +289,81 @@ class JobOutcome:
     def ok(self) -> bool:
         """Whether the job completed."""
         return self.status == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """A workflow as enqueued (``producer.enqueue_workflow``): its id, and its nodes'
+    job ids in the order they were added (``Workflow.add``), its leaves' among them."""
+
+    id: int
+    name: str
+    job_ids: tuple[int, ...]
+    leaf_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNodeInfo:
+    """One node of a run (``admin.get_workflow``): its job, and how it stands: a live
+    status (``blocked`` while it waits for parents, ``queued``, ``scheduled``,
+    ``running``, ``dead``) or how it ended (``completed``, ``cancelled``...)."""
+
+    job_id: int
+    position: int
+    status: str
+    queue: str | None
+    entrypoint: str | None
+    on_parent_failure: str
+    last_error: str | None
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """A run (``admin.get_workflow``): nodes in the order they were added, edges as
+    (parent job id, child job id), and how many nodes have each status."""
+
+    id: int
+    name: str
+    created_at: datetime
+    nodes: tuple[WorkflowNodeInfo, ...]
+    edges: tuple[tuple[int, int], ...]
+    counts: Mapping[str, int]
+
+    @property
+    def done(self) -> bool:
+        """Whether every node has ended (none is live, dead ones excepted)."""
+        return all(
+            n.status not in ("blocked", "queued", "scheduled", "running") for n in self.nodes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """A run as listed (``admin.list_workflows``): nodes completed and failed so far."""
+
+    id: int
+    name: str
+    nodes: int
+    created_at: datetime
+    completed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowOutcome:
+    """How a run ended (``producer.wait(run)``): ``completed`` when every leaf
+    completed, else ``failed``; each leaf's :class:`JobOutcome` by job id, and their
+    results (``results``: leaf job id to result, completed leaves only)."""
+
+    id: int
+    status: str
+    leaves: Mapping[int, JobOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def results(self) -> dict[int, Any]:
+        return {i: o.result for i, o in self.leaves.items() if o.ok}

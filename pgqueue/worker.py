@@ -40,6 +40,7 @@ from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
 from ._plans import jobs as jobs_plans
+from ._plans import workflow as workflow_plans
 from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner import SyncRunner
@@ -203,6 +204,24 @@ class SyncWorker(SyncIdentity, Handlers):
         if outcome is not None:
             self._inflight.acked(job.id, outcome)
         return outcome == consumer_plans.COMPLETED
+
+    def parent_results(self, job: Message | int, *, bind: Bind | None = None) -> dict[int, Any]:
+        """The results of a workflow node's parents, by parent job id, in the order the
+        nodes were added: what each returned (None if it returned nothing, or did not
+        complete: a node with ``on_parent_failure="run"`` sees its failed parents as
+        None). Empty for a job that is not a workflow node. Read from
+        ``pgqueue_results``: kept for the parent queue's ``result_ttl``.
+
+        >>> @worker.entrypoint("report")  # doctest: +SKIP
+        ... def report(job: Message) -> dict:
+        ...     parts = worker.parent_results(job)
+        ...     return {"total": sum(r["rows"] for r in parts.values())}
+        """
+        job_id = _validate.job_id(job.id if isinstance(job, Message) else job)
+        if bind is not None:
+            check_bind(bind)
+        plan = workflow_plans.parent_results(self._ctx, job_id)
+        return run(self._engine, bind, plan, self._ctx)
 
     def cancelled(self, job: Message) -> bool:
         """Whether ``job``'s handler should stop: its timeout has passed, or an admin

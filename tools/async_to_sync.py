@@ -46,6 +46,7 @@ SOURCES = [
     "tests/behaviour/test_results_async.py",
     "tests/behaviour/test_testing_async.py",
     "tests/behaviour/test_payloads_async.py",
+    "tests/behaviour/test_workflows_async.py",
     "tests/support/consumer_loop_async.py",
 ]
 

@@ -9,7 +9,7 @@ from typing import Any
 from .. import _rows
 from ..schema import RUNNING
 from ..types import Message
-from . import Context, Rows, Step, Steps, plan
+from . import Context, Rows, Step, Steps, plan, workflow
 
 #: FINISH modes: delete only, archive if the queue keeps an archive, always archive.
 DELETE, ACK, ARCHIVE = 0, 1, 2
@@ -21,6 +21,12 @@ def _lease_params(ctx: Context, messages: Sequence[Message]) -> dict[str, Any]:
         "b_ids": [m.id for m in messages],
         "b_leases": [m.lease for m in messages],
     }
+
+
+def _in_workflow(messages: Sequence[Message]) -> bool:
+    """Whether a settle must tell workflow nodes' children (the ``_WF`` statements);
+    plain jobs' settles keep the statements they always had."""
+    return any(m.workflow_id is not None for m in messages)
 
 
 def _hits(messages: Sequence[Message], rows: Rows) -> list[bool]:
@@ -90,7 +96,11 @@ def _cancel_missed(
     if not missed:
         return outcomes
     params = {**_lease_params(ctx, missed), "b_done_channel": ctx.done_channel}
-    rows = yield Step(ctx.sql.CANCEL_HELD, params)
+    if _in_workflow(missed):
+        rows = yield Step(ctx.sql.CANCEL_HELD_WF, params)
+        yield from workflow.released(ctx, rows, 3)
+    else:
+        rows = yield Step(ctx.sql.CANCEL_HELD, params)
     ended = {(r[0], r[1]) for r in rows}
     return [
         CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
@@ -117,7 +127,11 @@ def finish(
         "b_mode": mode,
         "b_done_channel": ctx.done_channel,
     }
-    rows = yield Step(ctx.sql.FINISH, params)
+    if _in_workflow(messages):
+        rows = yield Step(ctx.sql.FINISH_WF, params)
+        yield from workflow.released(ctx, rows, 4)
+    else:
+        rows = yield Step(ctx.sql.FINISH, params)
     cancelled = {(r[0], r[1]) for r in rows if r[2]}
     return [
         None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
@@ -154,7 +168,11 @@ def nack(
         "b_channel": ctx.channel,
         "b_done_channel": ctx.done_channel,
     }
-    rows = yield Step(ctx.sql.NACK, params)
+    if _in_workflow(messages):
+        rows = yield Step(ctx.sql.NACK_WF, params)
+        yield from workflow.released(ctx, rows, 6)
+    else:
+        rows = yield Step(ctx.sql.NACK, params)
     status = {(r[0], r[1]): r[2] for r in rows}
     outcomes = [status.get((m.id, m.lease)) for m in messages]
     return (yield from _cancel_missed(ctx, messages, outcomes))

@@ -16,9 +16,9 @@ from sqlalchemy import Executable
 from .. import _rows
 from .._sql.jobs import FINISHED_STATUSES
 from .._validate import JobFilter
-from ..schema import DEAD, QUEUED, RUNNING, SCHEDULED
+from ..schema import BLOCKED, DEAD, QUEUED, RUNNING, SCHEDULED
 from ..types import JobInfo
-from . import Context, Plan, Rows, Step, Steps, channel_name, plan
+from . import Context, Plan, Rows, Step, Steps, channel_name, plan, workflow
 
 #: Jobs per statement of a bulk verb.
 BATCH = 5_000
@@ -138,6 +138,7 @@ def cancel_jobs(ctx: Context, ids: Sequence[int] | None, where: JobFilter) -> Pl
         for queue, held in sorted(running.items()):
             for payload in _cancel_payloads(sorted(held)):
                 yield _notify(ctx, queue, payload)
+        yield from workflow.released(ctx, rows, 4)
 
     done = {"b_done_channel": ctx.done_channel}  # their waiters learn at once
     steps = _batches(ctx, ctx.sql.CANCEL_JOBS, ids, where, tell_holders, done)
@@ -178,6 +179,6 @@ def reschedule(
 
 
 #: What each verb acts on (the ``status=`` a caller may narrow it to).
-CANCELLABLE = (QUEUED, SCHEDULED, RUNNING)
+CANCELLABLE = (QUEUED, SCHEDULED, RUNNING, BLOCKED)
 RETRYABLE = (SCHEDULED, DEAD)
 DELETABLE = (QUEUED, SCHEDULED, DEAD, *FINISHED_STATUSES)

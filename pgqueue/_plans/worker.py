@@ -6,7 +6,7 @@ from datetime import datetime
 
 from .._validate import Jobs
 from ..types import Message
-from . import Context, Step, Steps, plan
+from . import Context, Step, Steps, plan, workflow
 from .consumer import dequeue
 from .producer import enqueue
 
@@ -77,9 +77,9 @@ def sweep_workers(ctx: Context, retention: float = 86_400.0) -> Steps[int]:
 def finish_cancelled(ctx: Context) -> Steps[int]:
     """End running jobs whose cancellation was requested and whose lease ran out (their
     worker died before it could stop them): cancelled, archived. How many."""
-    ((count, _announced),) = yield Step(
-        ctx.sql.FINISH_CANCELLED, {"b_done_channel": ctx.done_channel}
-    )
+    rows = yield Step(ctx.sql.FINISH_CANCELLED, {"b_done_channel": ctx.done_channel})
+    ((count, _announced, _released),) = rows
+    yield from workflow.released(ctx, rows, 2)
     return int(count)
 
 

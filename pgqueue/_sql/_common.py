@@ -93,6 +93,7 @@ MESSAGE_COLUMNS = (
     jobs.c.locked_by,
     jobs.c.last_error,
     jobs.c.errors,
+    jobs.c.workflow_id,
 )
 
 

@@ -48,7 +48,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from ..schema import ARCHIVED, CANCELLED, COMPLETED, DEAD, DELETED, QUEUED, RUNNING, SCHEDULED
+from ..schema import (
+    ARCHIVED,
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    DEAD,
+    DELETED,
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+)
 from ..schema import archive as _archive
 from ..schema import jobs as _jobs
 from ..schema import queues as _queues
@@ -66,9 +76,10 @@ from ._common import (
     seconds,
     stmt_now,
 )
+from .workflows import settled
 
 #: Every status a job can have, live (hot table) then finished (archive outcome).
-HOT_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD)
+HOT_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD, BLOCKED)
 FINISHED_STATUSES = (COMPLETED, CANCELLED, DELETED, ARCHIVED)
 STATUSES = HOT_STATUSES + FINISHED_STATUSES
 
@@ -384,16 +395,26 @@ _requested = (
     .returning(_jobs.c.id, _jobs.c.queue)
     .cte("requested")
 )
+# Workflow nodes cancelled tell their children (pgqueue._sql.workflows); the jobs this
+# statement cancels itself are left to it.
+_cancel_wf, _cancel_woken = settled(
+    select(_now_cancelled.c.id, literal_column(f"'{CANCELLED}'").label("outcome")).where(
+        _now_cancelled.c.workflow_id.is_not(None)
+    ),
+    "wf",
+    exclude=_ids,
+)
 CANCEL_JOBS = union_all(
     select(
         _now_cancelled.c.id,
         _now_cancelled.c.queue,
         false().label("running"),
         announce(_now_cancelled.c.awaited, _now_cancelled.c.id),
+        _cancel_woken,
     ),
     # (their settle ends them, and announces them then)
-    select(_requested.c.id, _requested.c.queue, true().label("running"), null()),
-).add_cte(archived(_now_cancelled, literal_column(f"'{CANCELLED}'"), true()))
+    select(_requested.c.id, _requested.c.queue, true().label("running"), null(), null()),
+).add_cte(archived(_now_cancelled, literal_column(f"'{CANCELLED}'"), true()), *_cancel_wf)
 
 #: Retry a batch: dead jobs (with a fresh set of attempts; one whose dedupe_key a live
 #: job now holds stays dead) and jobs scheduled for a retry become available now. Their
@@ -457,6 +478,13 @@ _forgotten_results = (
     .returning(_results.c.id)
     .cte("forgotten_results")
 )
+_delete_wf, _ = settled(
+    select(_deleted.c.id, literal_column(f"'{DELETED}'").label("outcome")).where(
+        _deleted.c.workflow_id.is_not(None)
+    ),
+    "wf",
+    exclude=_ids,
+)
 DELETE_JOBS = (
     union_all(
         select(_deleted.c.id, announce(_deleted.c.awaited, _deleted.c.id)),
@@ -466,6 +494,7 @@ DELETE_JOBS = (
         archived(_deleted, literal_column(f"'{DELETED}'"), func.coalesce(_queue_archives, False))
     )
     .add_cte(_forgotten_results)
+    .add_cte(*_delete_wf)
 )
 
 #: Move a queued or scheduled job: to ``b_run_at``, or ``b_delay`` seconds from now,
@@ -505,11 +534,19 @@ _expired = (
     .returning(*_jobs.c)
     .cte("expired")
 )
+_expired_wf, _expired_woken = settled(
+    select(_expired.c.id, literal_column(f"'{CANCELLED}'").label("outcome")).where(
+        _expired.c.workflow_id.is_not(None)
+    ),
+    "wf",
+)
 FINISH_CANCELLED = (
     select(
         func.pg_catalog.count(STAR),
         func.pg_catalog.count(announce(_expired.c.awaited, _expired.c.id)),
+        func.pg_catalog.min(_expired_woken),
     )
     .select_from(_expired)
     .add_cte(archived(_expired, literal_column(f"'{CANCELLED}'"), true()))
+    .add_cte(*_expired_wf)
 )

@@ -45,6 +45,7 @@ from .demo import cmd_demo
 from .jobs import add_parsers as add_job_parsers
 from .run import cmd_metrics, cmd_run
 from .web import add_parser as add_web_parser
+from .workflows import add_parser as add_workflow_parser
 
 
 # --------------------------------------------------------------------------- parser
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dead)
 
     add_job_parsers(sub)
+    add_workflow_parser(sub)
     add_web_parser(sub)
 
     p = sub.add_parser("grant", help="grant a role what a producer, worker or admin needs")

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from pgqueue import SyncAdmin, SyncConsumer, SyncProducer, SyncWorker
+from pgqueue import SyncAdmin, SyncConsumer, SyncProducer, SyncWorker, Workflow
 from tests.support.db import SCHEMA, make_sync_engine, rows, scalar
 from tests.support.ledger import fresh, worker_ledger
 from tests.support.procs import WORKER_APP, Command, Result
@@ -436,3 +436,28 @@ def test_errors_are_one_clear_line_with_documented_exit_codes(dsn: str, clean: U
         assert [r[0] for r in payloads] == ["1", "2"]  # the first batch of 2 (and said so)
         assert conn.execute(text("SELECT count(*) FROM pgqueue_queues")).scalar() == 1
     engine.dispose()
+
+
+def test_workflows_list_show_cancel_retry(dsn: str, engine: Engine) -> None:
+    admin = SyncAdmin(engine, schema=SCHEMA)
+    admin.create_queue("tasks")
+    producer = SyncProducer(engine, "tasks", schema=SCHEMA)
+    wf = Workflow("nightly")
+    first = wf.add({"n": 1}, entrypoint="extract")
+    wf.add({"n": 2}, entrypoint="report", after=[first])
+    run = producer.enqueue_workflow(wf)
+    listed = json.loads(ok(dsn, "workflows", "list", "--json"))
+    assert [(w["id"], w["name"], w["nodes"]) for w in listed] == [(run.id, "nightly", 2)]
+    assert "nightly" in ok(dsn, "workflows", "list")
+    shown = ok(dsn, "workflows", "show", str(run.id))
+    assert "blocked 1" in shown and "queued 1" in shown
+    (line,) = [s for s in shown.splitlines() if s.startswith(str(run.job_ids[1]))]
+    assert line.split()[1:5] == ["tasks", "report", "blocked", str(run.job_ids[0])]
+    cancelled = json.loads(ok(dsn, "workflows", "cancel", str(run.id), "--json"))
+    assert cancelled == list(run.job_ids)
+    assert "retried 2 node(s)" in ok(dsn, "workflows", "retry", str(run.id))
+    info = admin.get_workflow(run.id)
+    assert info is not None and [n.status for n in info.nodes] == ["queued", "blocked"]
+    r = Command(("workflows", "show", "999"), dsn=dsn).result()
+    assert r.code != 0 and "no workflow 999" in r.err
+    producer.close()

@@ -37,6 +37,7 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
     SyncWorker,
+    Workflow,
     _grants,
     _migrate,
 )
@@ -1146,3 +1147,35 @@ async def test_async_roles_cannot_suspend_other_workers(roles: Roles, driver: st
         await worker.shutdown()
         await asyncio.wait_for(task, 20)
         await engine.dispose()
+
+
+def test_workflow_with_producer_and_worker_roles(roles: Roles) -> None:
+    """A producer role enqueues a workflow; a worker role runs it: releases on
+    completion, reads parent results, cancels dependents of a dead node (the _WF
+    settles), with nothing but what their grants give."""
+    SyncAdmin(roles.su, schema=SCHEMA).create_queue("flow", max_attempts=1)
+    producer = SyncProducer(roles.sync_engine(roles.create("producer")), "flow", schema=SCHEMA)
+    wf = Workflow("roles")
+    a = wf.add({"n": "a"})
+    b = wf.add({"n": "b"}, after=[a])
+    wf.add({"n": "c"}, after=[b])
+    wf.add({"n": "d"}, after=[a], on_parent_failure="run")
+    flow = producer.enqueue_workflow(wf)
+    engine = roles.sync_engine(roles.create("worker"))
+    consumer = SyncConsumer(engine, "flow", schema=SCHEMA)
+    worker = SyncWorker(engine, ["flow"], schema=SCHEMA)
+    (ma,) = consumer.dequeue()
+    assert consumer.ack(ma, result="A")
+    ready = consumer.dequeue(batch_size=5)
+    assert sorted(m.payload["n"] for m in ready) == ["b", "d"]
+    (mb,) = [m for m in ready if m.payload["n"] == "b"]
+    assert worker.parent_results(mb) == {ma.id: "A"}
+    assert consumer.nack(mb, error="boom")  # dead: c is cancelled
+    (md,) = [m for m in ready if m.payload["n"] == "d"]
+    assert consumer.ack(md)
+    outcome = producer.wait(flow, timeout=10)
+    assert {o.status for o in outcome.leaves.values()} == {"cancelled", "completed"}
+    states = roles.rows("SELECT job_id, outcome FROM pgqueue_workflow_nodes ORDER BY position")
+    assert [r[1] for r in states] == ["completed", "dead", "cancelled", "completed"]
+    producer.shutdown()
+    consumer.shutdown()

@@ -992,7 +992,7 @@ def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
 
     now = datetime.now(timezone.utc)
     values: Any = (7, "q", {"a": [1]}, "ep", -2, "running", 1, 3, now, now, "k", {"h": 1})
-    values += (None, "w", "boom", [{"attempt": 1}])
+    values += (None, "w", "boom", [{"attempt": 1}], 12)  # ... errors, workflow_id
     built = _rows.message(values)
     assert built == Message(*values) and type(built) is Message
     assert dataclasses.astuple(built) == (*values, False, None)

@@ -11,7 +11,7 @@ FROM ROWS FROM (pg_catalog.unnest($2::TEXT[]), pg_catalog.unnest($3::TEXT[]), pg
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
@@ -21,7 +21,7 @@ FROM ended;
 
 -- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_ended AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
 FROM ended
@@ -29,46 +29,234 @@ WHERE true RETURNING public.pgqueue_archive.id)
  SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
 FROM ended;
 
+-- CANCEL_HELD_WF [psycopg] (hot: sent to the driver directly)
+WITH RECURSIVE ended AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_ended AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+FROM ended
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT ended.id AS id, 'cancelled' AS outcome
+FROM ended
+WHERE ended.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_1)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM ended;
+
+-- CANCEL_HELD_WF [asyncpg] (hot: sent to the driver directly)
+WITH RECURSIVE ended AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_ended AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+FROM ended
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT ended.id AS id, 'cancelled' AS outcome
+FROM ended
+WHERE ended.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $4::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $5::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify($6::VARCHAR, CAST(ended.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM ended;
+
 -- CANCEL_JOBS [psycopg]
-WITH locked AS
+WITH RECURSIVE locked AS
 (SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AS expired
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_now_cancelled AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
 FROM now_cancelled
 WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT now_cancelled.id AS id, 'cancelled' AS outcome
+FROM now_cancelled
+WHERE now_cancelled.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any(%(b_ids)s::BIGINT[]))),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) AND NOT (wf_out.child_id = any(%(b_ids)s::BIGINT[])) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_1)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status),
 requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
-FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_2, NULL AS anon__1
 FROM requested;
 
 -- CANCEL_JOBS [asyncpg]
-WITH locked AS
+WITH RECURSIVE locked AS
 (SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.status AS status, public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AS expired
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_now_cancelled AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
 FROM now_cancelled
 WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT now_cancelled.id AS id, 'cancelled' AS outcome
+FROM now_cancelled
+WHERE now_cancelled.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any($1::BIGINT[]))),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) AND NOT (wf_out.child_id = any($1::BIGINT[])) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $3::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $4::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status),
 requested AS
 (UPDATE public.pgqueue_jobs SET cancel_requested=true WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
 WHERE locked.status = 'running' AND NOT locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue)
- SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify($3::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced
-FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_1
+ SELECT now_cancelled.id, now_cancelled.queue, false AS running, CASE WHEN now_cancelled.awaited THEN pg_catalog.pg_notify($5::VARCHAR, CAST(now_cancelled.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_2, NULL AS anon__1
 FROM requested;
 
 -- CLAIM_TICK [psycopg]
@@ -94,8 +282,8 @@ SELECT pg_catalog.now() AS now_1;
 SELECT pg_catalog.now() AS now_1;
 
 -- DELETE_JOBS [psycopg]
-WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WITH RECURSIVE deleted AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_deleted AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
 FROM deleted
@@ -106,14 +294,54 @@ forgotten AS
 (DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_archive.outcome = any(%(b_statuses)s::TEXT[]) RETURNING public.pgqueue_archive.id),
 forgotten_results AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
-FROM forgotten) RETURNING public.pgqueue_results.id)
+FROM forgotten) RETURNING public.pgqueue_results.id),
+wf_ended AS
+(SELECT deleted.id AS id, 'deleted' AS outcome
+FROM deleted
+WHERE deleted.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any(%(b_ids)s::BIGINT[]))),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) AND NOT (wf_out.child_id = any(%(b_ids)s::BIGINT[])) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_1)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
  SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
-FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
+FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_2
 FROM forgotten;
 
 -- DELETE_JOBS [asyncpg]
-WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WITH RECURSIVE deleted AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_deleted AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
 FROM deleted
@@ -124,9 +352,49 @@ forgotten AS
 (DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any($1::BIGINT[]) AND public.pgqueue_archive.outcome = any($2::TEXT[]) RETURNING public.pgqueue_archive.id),
 forgotten_results AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT forgotten.id
-FROM forgotten) RETURNING public.pgqueue_results.id)
- SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
-FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_1
+FROM forgotten) RETURNING public.pgqueue_results.id),
+wf_ended AS
+(SELECT deleted.id AS id, 'deleted' AS outcome
+FROM deleted
+WHERE deleted.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any($1::BIGINT[]))),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) AND NOT (wf_out.child_id = any($1::BIGINT[])) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $4::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $5::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT deleted.id, CASE WHEN deleted.awaited THEN pg_catalog.pg_notify($6::VARCHAR, CAST(deleted.id AS TEXT)) END AS announced
+FROM deleted UNION ALL SELECT forgotten.id, NULL AS anon_2
 FROM forgotten;
 
 -- DELETE_OLD_WORKERS [psycopg]
@@ -172,7 +440,7 @@ FROM lost)) OR "both".id = any(array((SELECT lost.id
 FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
 FROM lost) AS redelivered, picked.ready_at;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
@@ -206,7 +474,7 @@ FROM lost)) OR "both".id = any(array((SELECT lost.id
 FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($7::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($7::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
 FROM lost) AS redelivered, picked.ready_at;
 
 -- ENSURE_BUCKET [psycopg]
@@ -229,7 +497,7 @@ UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.availab
 
 -- FINISH [psycopg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
@@ -247,7 +515,7 @@ FROM finished;
 
 -- FINISH [asyncpg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
 archived_finished AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
@@ -264,24 +532,228 @@ WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished
 FROM finished;
 
 -- FINISH_CANCELLED [psycopg]
-WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WITH RECURSIVE expired AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
-WHERE true RETURNING public.pgqueue_archive.id)
- SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT expired.id AS id, 'cancelled' AS outcome
+FROM expired
+WHERE expired.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_1)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2, pg_catalog.min((SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued')) AS min_1
 FROM expired;
 
 -- FINISH_CANCELLED [asyncpg]
-WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WITH RECURSIVE expired AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
 archived_expired AS
 (INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
 FROM expired
-WHERE true RETURNING public.pgqueue_archive.id)
- SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify($1::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_ended AS
+(SELECT expired.id AS id, 'cancelled' AS outcome
+FROM expired
+WHERE expired.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $1::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $2::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify($3::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2, pg_catalog.min((SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued')) AS min_1
 FROM expired;
+
+-- FINISH_WF [psycopg] (hot: sent to the driver directly)
+WITH RECURSIVE finished AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
+archived_finished AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+FROM finished
+WHERE finished.cancel_requested OR %(b_mode)s::INTEGER = %(param_2)s::INTEGER OR %(b_mode)s::INTEGER = %(param_3)s::INTEGER AND (SELECT public.pgqueue_queues.archive
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), %(coalesce_1)s) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
+wf_ended AS
+(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
+FROM finished
+WHERE finished.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_4)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_5)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM finished;
+
+-- FINISH_WF [asyncpg] (hot: sent to the driver directly)
+WITH RECURSIVE finished AS
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, m.result),
+archived_finished AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+FROM finished
+WHERE finished.cancel_requested OR $1::INTEGER = $7::INTEGER OR $1::INTEGER = $8::INTEGER AND (SELECT public.pgqueue_queues.archive
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue) RETURNING public.pgqueue_archive.id),
+recorded AS
+(INSERT INTO public.pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at, result) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.attempts AS attempts, finished.enqueued_at AS enqueued_at, pg_catalog.now() + coalesce((SELECT public.pgqueue_queues.result_ttl
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = finished.queue), $9::FLOAT) * INTERVAL '1 second' AS anon_2, CAST(finished.result AS JSONB) AS result
+FROM finished
+WHERE NOT finished.cancel_requested AND (finished.result IS NOT NULL OR finished.awaited) ON CONFLICT (id) DO NOTHING),
+wf_ended AS
+(SELECT finished.id AS id, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS outcome
+FROM finished
+WHERE finished.workflow_id IS NOT NULL),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $10::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $11::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT finished.id, finished.lease, finished.cancel_requested, CASE WHEN finished.awaited THEN pg_catalog.pg_notify($12::VARCHAR, CAST(finished.id AS TEXT)) END AS announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM finished;
 
 -- GET_JOB [psycopg]
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
@@ -379,6 +851,42 @@ WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord RETURNING public.p
 FROM ins
 HAVING pg_catalog.count(*) > 0;
 
+-- INSERT_WORKFLOW [psycopg]
+WITH wf AS
+(INSERT INTO public.pgqueue_workflows (name, nodes) VALUES (%(b_name)s::VARCHAR, %(b_count)s::INTEGER) RETURNING public.pgqueue_workflows.id),
+ins AS
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id, awaited) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > %(waiting_1)s::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id, u.leaf AS leaf
+FROM ROWS FROM (pg_catalog.unnest(%(b_queue)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_payload)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_waiting)s::INTEGER[]), pg_catalog.unnest(%(b_run)s::BOOLEAN[]), pg_catalog.unnest(%(b_leaf)s::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, leaf, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
+numbered AS
+(SELECT ins.id AS id, pg_catalog.row_number() OVER (ORDER BY ins.id) - %(param_1)s::INTEGER AS pos
+FROM ins),
+nodes_in AS
+(INSERT INTO public.pgqueue_workflow_nodes (job_id, workflow_id, position, run_on_failure) SELECT numbered.id AS id, wf.id AS id_1, numbered.pos AS pos, f.run AS run
+FROM numbered JOIN wf ON true JOIN ROWS FROM (pg_catalog.unnest(%(b_run)s::BOOLEAN[])) WITH ORDINALITY AS f(run, ord) ON f.ord = numbered.pos + %(pos_1)s::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
+edges_in AS
+(INSERT INTO public.pgqueue_workflow_edges (parent_id, child_id) SELECT pn.id AS id, cn.id AS id_2
+FROM ROWS FROM (pg_catalog.unnest(%(b_parents)s::INTEGER[]), pg_catalog.unnest(%(b_children)s::INTEGER[])) AS p(parent, child) JOIN numbered AS pn ON pn.pos = p.parent JOIN numbered AS cn ON cn.pos = p.child RETURNING public.pgqueue_workflow_edges.child_id)
+ SELECT wf.id, ins.id AS id_3, ins.status, ins.enqueued_at, ins.queue
+FROM ins JOIN wf ON true ORDER BY ins.id;
+
+-- INSERT_WORKFLOW [asyncpg]
+WITH wf AS
+(INSERT INTO public.pgqueue_workflows (name, nodes) VALUES ($13::VARCHAR, $14::INTEGER) RETURNING public.pgqueue_workflows.id),
+ins AS
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, status, waiting_on, workflow_id, awaited) SELECT u.queue AS queue, u.entrypoint AS entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority AS priority, u.max_attempts AS max_attempts, u.dedupe_key AS dedupe_key, CASE WHEN (u.waiting > $2::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_1, u.waiting AS waiting, wf.id AS id, u.leaf AS leaf
+FROM ROWS FROM (pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::TEXT[]), pg_catalog.unnest($5::TEXT[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::INTEGER[]), pg_catalog.unnest($8::INTEGER[]), pg_catalog.unnest($9::TEXT[]), pg_catalog.unnest($10::INTEGER[]), pg_catalog.unnest($11::BOOLEAN[]), pg_catalog.unnest($12::BOOLEAN[])) WITH ORDINALITY AS u(queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, waiting, run, leaf, ord) JOIN wf ON true ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.queue),
+numbered AS
+(SELECT ins.id AS id, pg_catalog.row_number() OVER (ORDER BY ins.id) - $1::INTEGER AS pos
+FROM ins),
+nodes_in AS
+(INSERT INTO public.pgqueue_workflow_nodes (job_id, workflow_id, position, run_on_failure) SELECT numbered.id AS id, wf.id AS id_1, numbered.pos AS pos, f.run AS run
+FROM numbered JOIN wf ON true JOIN ROWS FROM (pg_catalog.unnest($11::BOOLEAN[])) WITH ORDINALITY AS f(run, ord) ON f.ord = numbered.pos + $15::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
+edges_in AS
+(INSERT INTO public.pgqueue_workflow_edges (parent_id, child_id) SELECT pn.id AS id, cn.id AS id_2
+FROM ROWS FROM (pg_catalog.unnest($16::INTEGER[]), pg_catalog.unnest($17::INTEGER[])) AS p(parent, child) JOIN numbered AS pn ON pn.pos = p.parent JOIN numbered AS cn ON cn.pos = p.child RETURNING public.pgqueue_workflow_edges.child_id)
+ SELECT wf.id, ins.id AS id_3, ins.status, ins.enqueued_at, ins.queue
+FROM ins JOIN wf ON true ORDER BY ins.id;
+
 -- LIMIT_LOCK [psycopg]
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext(%(b_key)s::VARCHAR)) AS pg_advisory_xact_lock_1;
 
@@ -386,13 +894,13 @@ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext($1::VARCHAR)) AS pg_advisory_xact_lock_1;
 
 -- LIST_DEAD [psycopg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > %(b_after_id)s::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT %(b_limit)s::INTEGER;
 
 -- LIST_DEAD [asyncpg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
@@ -442,6 +950,102 @@ UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >=
 
 -- NACK [asyncpg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest($8::BIGINT[]), pg_catalog.unnest($9::UUID[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::TEXT[]), pg_catalog.unnest($12::DOUBLE PRECISION[]), pg_catalog.unnest($13::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+
+-- NACK_WF [psycopg] (hot: sent to the driver directly)
+WITH RECURSIVE nacked AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(param_3)s::UUID, locked_by=%(param_4)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, public.pgqueue_jobs.workflow_id),
+wf_ended AS
+(SELECT nacked.id AS id, 'dead' AS outcome
+FROM nacked
+WHERE nacked.workflow_id IS NOT NULL AND nacked.status = 'dead'),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_5)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_6)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT nacked.id, nacked.lease, nacked.status, nacked.available_at, nacked.notified, nacked.announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM nacked;
+
+-- NACK_WF [asyncpg] (hot: sent to the driver directly)
+WITH RECURSIVE nacked AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST($1::FLOAT AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - $2::INTEGER, $3::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * ($4::FLOAT + pg_catalog.random() * $5::FLOAT)) * INTERVAL '1 second' END, lease=$6::UUID, locked_by=$7::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest($8::BIGINT[]), pg_catalog.unnest($9::UUID[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::TEXT[]), pg_catalog.unnest($12::DOUBLE PRECISION[]), pg_catalog.unnest($13::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any($8::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $14::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify($15::VARCHAR, $14::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($16::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, public.pgqueue_jobs.workflow_id),
+wf_ended AS
+(SELECT nacked.id AS id, 'dead' AS outcome
+FROM nacked
+WHERE nacked.workflow_id IS NOT NULL AND nacked.status = 'dead'),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $17::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $18::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT nacked.id, nacked.lease, nacked.status, nacked.available_at, nacked.notified, nacked.announced, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues
+FROM nacked;
 
 -- NEXT_AVAILABLE_AT [psycopg] (hot: sent to the driver directly)
 SELECT CASE WHEN (NOT (EXISTS (SELECT *
@@ -494,6 +1098,16 @@ FROM public.pgqueue_results
 WHERE public.pgqueue_results.id = any($1::BIGINT[]) UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.outcome, CAST(NULL AS JSONB) AS anon_1, public.pgqueue_archive.last_error, public.pgqueue_archive.finished_at, 2, true AS anon_2
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = any($1::BIGINT[]);
+
+-- PARENT_RESULTS [psycopg]
+SELECT public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_nodes.position, public.pgqueue_workflow_nodes.outcome, public.pgqueue_results.result
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes ON public.pgqueue_workflow_nodes.job_id = public.pgqueue_workflow_edges.parent_id LEFT OUTER JOIN public.pgqueue_results ON public.pgqueue_results.id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = %(b_id)s::BIGINT ORDER BY public.pgqueue_workflow_nodes.position;
+
+-- PARENT_RESULTS [asyncpg]
+SELECT public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_nodes.position, public.pgqueue_workflow_nodes.outcome, public.pgqueue_results.result
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes ON public.pgqueue_workflow_nodes.job_id = public.pgqueue_workflow_edges.parent_id LEFT OUTER JOIN public.pgqueue_results ON public.pgqueue_results.id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = $1::BIGINT ORDER BY public.pgqueue_workflow_nodes.position;
 
 -- PAUSE [psycopg]
 SELECT pg_catalog.pg_sleep(%(b_seconds)s) AS pg_sleep_1;
@@ -719,6 +1333,70 @@ UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgque
 FROM public.pgqueue_jobs AS live
 WHERE live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'))) OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.attempts > $6::INTEGER) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue;
 
+-- RETRY_WORKFLOW [psycopg]
+WITH run_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = %(b_workflow_id)s::BIGINT))) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+reset AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=NULL WHERE public.pgqueue_workflow_nodes.workflow_id = %(b_workflow_id)s::BIGINT AND (public.pgqueue_workflow_nodes.outcome NOT IN ('completed', 'archived')) AND pg_catalog.cardinality(array((SELECT run_locked.id
+FROM run_locked))) >= %(cardinality_1)s::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
+revived AS
+(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any(array((SELECT reset.job_id
+FROM reset))) AND public.pgqueue_archive.outcome IN ('cancelled', 'deleted') RETURNING public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, public.pgqueue_archive.finished_at, public.pgqueue_archive.outcome, public.pgqueue_archive.last_error, public.pgqueue_archive.errors),
+reinserted AS
+(INSERT INTO public.pgqueue_jobs (id, queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, enqueued_at, errors, last_error, workflow_id, waiting_on, status) SELECT revived.id AS id, revived.queue AS queue, revived.entrypoint AS entrypoint, revived.payload AS payload, revived.headers AS headers, revived.priority AS priority, revived.max_attempts AS max_attempts, revived.dedupe_key AS dedupe_key, revived.enqueued_at AS enqueued_at, revived.errors AS errors, revived.last_error AS last_error, %(b_workflow_id)s::BIGINT AS anon_1, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = revived.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) AS anon_2, CASE WHEN ((SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = revived.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) > %(param_1)s::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_3
+FROM revived RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status),
+requeued AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN ((SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = public.pgqueue_jobs.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) > %(param_2)s::INTEGER) THEN 'blocked' ELSE 'queued' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN %(param_3)s::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=pg_catalog.now(), lease=%(param_4)s::UUID, locked_by=%(param_5)s::VARCHAR, cancel_requested=false, waiting_on=(SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = public.pgqueue_jobs.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) WHERE public.pgqueue_jobs.id = any(array((SELECT run_locked.id
+FROM run_locked))) AND public.pgqueue_jobs.status IN ('dead', 'blocked') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT retried.id, retried.queue, retried.status
+FROM (SELECT reinserted.id AS id, reinserted.queue AS queue, reinserted.status AS status
+FROM reinserted UNION ALL SELECT requeued.id AS id, requeued.queue AS queue, requeued.status AS status
+FROM requeued) AS retried;
+
+-- RETRY_WORKFLOW [asyncpg]
+WITH run_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT))) ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+reset AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=NULL WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT AND (public.pgqueue_workflow_nodes.outcome NOT IN ('completed', 'archived')) AND pg_catalog.cardinality(array((SELECT run_locked.id
+FROM run_locked))) >= $3::INTEGER RETURNING public.pgqueue_workflow_nodes.job_id),
+revived AS
+(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id = any(array((SELECT reset.job_id
+FROM reset))) AND public.pgqueue_archive.outcome IN ('cancelled', 'deleted') RETURNING public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, public.pgqueue_archive.finished_at, public.pgqueue_archive.outcome, public.pgqueue_archive.last_error, public.pgqueue_archive.errors),
+reinserted AS
+(INSERT INTO public.pgqueue_jobs (id, queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, enqueued_at, errors, last_error, workflow_id, waiting_on, status) SELECT revived.id AS id, revived.queue AS queue, revived.entrypoint AS entrypoint, revived.payload AS payload, revived.headers AS headers, revived.priority AS priority, revived.max_attempts AS max_attempts, revived.dedupe_key AS dedupe_key, revived.enqueued_at AS enqueued_at, revived.errors AS errors, revived.last_error AS last_error, $1::BIGINT AS anon_1, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = revived.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) AS anon_2, CASE WHEN ((SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = revived.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) > $2::INTEGER) THEN 'blocked' ELSE 'queued' END AS anon_3
+FROM revived RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status),
+requeued AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN ((SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = public.pgqueue_jobs.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) > $4::INTEGER) THEN 'blocked' ELSE 'queued' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN $5::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=pg_catalog.now(), lease=$6::UUID, locked_by=$7::VARCHAR, cancel_requested=false, waiting_on=(SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS parent ON parent.job_id = public.pgqueue_workflow_edges.parent_id
+WHERE public.pgqueue_workflow_edges.child_id = public.pgqueue_jobs.id AND (coalesce(parent.outcome, '') NOT IN ('completed', 'archived'))) WHERE public.pgqueue_jobs.id = any(array((SELECT run_locked.id
+FROM run_locked))) AND public.pgqueue_jobs.status IN ('dead', 'blocked') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT retried.id, retried.queue, retried.status
+FROM (SELECT reinserted.id AS id, reinserted.queue AS queue, reinserted.status AS status
+FROM reinserted UNION ALL SELECT requeued.id AS id, requeued.queue AS queue, requeued.status AS status
+FROM requeued) AS retried;
+
 -- ROLLBACK_TO_SAVEPOINT [psycopg]
 ROLLBACK TO SAVEPOINT pgqueue_enqueue;
 
@@ -732,12 +1410,12 @@ SAVEPOINT pgqueue_enqueue;
 SAVEPOINT pgqueue_enqueue;
 
 -- SELECT_BY_DEDUPE_KEYS [psycopg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.dedupe_key = any(%(b_dedupe_keys)s::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 
 -- SELECT_BY_DEDUPE_KEYS [asyncpg] (hot: sent to the driver directly)
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.dedupe_key = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 
@@ -786,6 +1464,198 @@ WHERE %(b_all)s OR public.pgqueue_workers.status IN ('ready', 'suspended') AND p
 SELECT public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, CASE WHEN (public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at < pg_catalog.now() - INTERVAL '60 seconds') THEN 'dead' ELSE public.pgqueue_workers.status END AS status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints
 FROM public.pgqueue_workers
 WHERE $1::BOOLEAN OR public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' ORDER BY public.pgqueue_workers.id;
+
+-- SELECT_WORKFLOW [psycopg]
+SELECT public.pgqueue_workflows.id, public.pgqueue_workflows.name, public.pgqueue_workflows.nodes, public.pgqueue_workflows.created_at
+FROM public.pgqueue_workflows
+WHERE public.pgqueue_workflows.id = %(b_workflow_id)s::BIGINT;
+
+-- SELECT_WORKFLOW [asyncpg]
+SELECT public.pgqueue_workflows.id, public.pgqueue_workflows.name, public.pgqueue_workflows.nodes, public.pgqueue_workflows.created_at
+FROM public.pgqueue_workflows
+WHERE public.pgqueue_workflows.id = $1::BIGINT;
+
+-- SELECT_WORKFLOWS [psycopg]
+SELECT public.pgqueue_workflows.id, public.pgqueue_workflows.name, public.pgqueue_workflows.nodes, public.pgqueue_workflows.created_at, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = public.pgqueue_workflows.id AND public.pgqueue_workflow_nodes.outcome IN ('completed', 'archived')) AS anon_1, (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = public.pgqueue_workflows.id AND (public.pgqueue_workflow_nodes.outcome NOT IN ('completed', 'archived'))) AS anon_2
+FROM public.pgqueue_workflows
+WHERE %(b_before)s::BIGINT IS NULL OR public.pgqueue_workflows.id < %(b_before)s::BIGINT ORDER BY public.pgqueue_workflows.id DESC
+ LIMIT %(b_limit)s::INTEGER;
+
+-- SELECT_WORKFLOWS [asyncpg]
+SELECT public.pgqueue_workflows.id, public.pgqueue_workflows.name, public.pgqueue_workflows.nodes, public.pgqueue_workflows.created_at, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = public.pgqueue_workflows.id AND public.pgqueue_workflow_nodes.outcome IN ('completed', 'archived')) AS anon_1, (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = public.pgqueue_workflows.id AND (public.pgqueue_workflow_nodes.outcome NOT IN ('completed', 'archived'))) AS anon_2
+FROM public.pgqueue_workflows
+WHERE $1::BIGINT IS NULL OR public.pgqueue_workflows.id < $1::BIGINT ORDER BY public.pgqueue_workflows.id DESC
+ LIMIT $2::INTEGER;
+
+-- SELECT_WORKFLOW_EDGES [psycopg]
+SELECT public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_edges.child_id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes ON public.pgqueue_workflow_nodes.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = %(b_workflow_id)s::BIGINT ORDER BY public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_edges.child_id;
+
+-- SELECT_WORKFLOW_EDGES [asyncpg]
+SELECT public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_edges.child_id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes ON public.pgqueue_workflow_nodes.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT ORDER BY public.pgqueue_workflow_edges.parent_id, public.pgqueue_workflow_edges.child_id;
+
+-- SELECT_WORKFLOW_NODES [psycopg]
+SELECT public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.position, public.pgqueue_workflow_nodes.run_on_failure, coalesce((SELECT live.status
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), public.pgqueue_workflow_nodes.outcome, (SELECT public.pgqueue_archive.outcome
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), 'unknown') AS status, coalesce((SELECT live.entrypoint
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.entrypoint
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_results.entrypoint
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_1, coalesce((SELECT live.queue
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.queue
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_results.queue
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_2, coalesce((SELECT live.last_error
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.last_error
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_3, (SELECT public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id) AS anon_1
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = %(b_workflow_id)s::BIGINT ORDER BY public.pgqueue_workflow_nodes.position;
+
+-- SELECT_WORKFLOW_NODES [asyncpg]
+SELECT public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.position, public.pgqueue_workflow_nodes.run_on_failure, coalesce((SELECT live.status
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), public.pgqueue_workflow_nodes.outcome, (SELECT public.pgqueue_archive.outcome
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), 'unknown') AS status, coalesce((SELECT live.entrypoint
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.entrypoint
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_results.entrypoint
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_1, coalesce((SELECT live.queue
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.queue
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_results.queue
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_2, coalesce((SELECT live.last_error
+FROM public.pgqueue_jobs AS live
+WHERE live.id = public.pgqueue_workflow_nodes.job_id), (SELECT public.pgqueue_archive.last_error
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id)) AS coalesce_3, (SELECT public.pgqueue_results.result
+FROM public.pgqueue_results
+WHERE public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id) AS anon_1
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT ORDER BY public.pgqueue_workflow_nodes.position;
+
+-- SETTLE_DEAD_NODES [psycopg]
+WITH RECURSIVE wf_ended AS
+(SELECT public.pgqueue_jobs.id AS id, 'dead' AS outcome
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = any(%(b_queues)s::TEXT[]) AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.workflow_id IS NOT NULL AND (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.job_id = public.pgqueue_jobs.id AND public.pgqueue_workflow_nodes.outcome IS NULL))
+ LIMIT %(param_1)s::INTEGER),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_2)s::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= %(param_3)s::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM wf_marked) AS anon_2, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues;
+
+-- SETTLE_DEAD_NODES [asyncpg]
+WITH RECURSIVE wf_ended AS
+(SELECT public.pgqueue_jobs.id AS id, 'dead' AS outcome
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = any($1::TEXT[]) AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.workflow_id IS NOT NULL AND (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.job_id = public.pgqueue_jobs.id AND public.pgqueue_workflow_nodes.outcome IS NULL))
+ LIMIT $2::INTEGER),
+wf_marked AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome=wf_ended.outcome FROM wf_ended WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_ended.id
+FROM wf_ended))) AND public.pgqueue_workflow_nodes.job_id = wf_ended.id AND public.pgqueue_workflow_nodes.outcome IS NULL RETURNING public.pgqueue_workflow_nodes.job_id, public.pgqueue_workflow_nodes.outcome),
+wf_doomed(id) AS
+(SELECT public.pgqueue_workflow_edges.child_id AS id
+FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
+WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
+FROM wf_marked
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL UNION SELECT wf_edge.child_id AS child_id
+FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL),
+wf_killed AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
+FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
+archived_wf_killed AS
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT wf_killed.id AS id, wf_killed.queue AS queue, wf_killed.entrypoint AS entrypoint, wf_killed.payload AS payload, wf_killed.headers AS headers, wf_killed.priority AS priority, wf_killed.attempts AS attempts, wf_killed.max_attempts AS max_attempts, wf_killed.dedupe_key AS dedupe_key, wf_killed.enqueued_at AS enqueued_at, wf_killed.last_error AS last_error, wf_killed.errors AS errors, 'cancelled'
+FROM wf_killed
+WHERE true RETURNING public.pgqueue_archive.id),
+wf_killed_nodes AS
+(UPDATE public.pgqueue_workflow_nodes SET outcome='cancelled' WHERE public.pgqueue_workflow_nodes.job_id = any(array((SELECT wf_killed.id
+FROM wf_killed))) RETURNING public.pgqueue_workflow_nodes.job_id),
+wf_counts AS
+(SELECT wf_out.child_id AS child_id, pg_catalog.count(*) AS n
+FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
+FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
+FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) GROUP BY wf_out.child_id),
+wf_locked AS
+(SELECT public.pgqueue_jobs.id AS id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT wf_counts.child_id
+FROM wf_counts))) AND public.pgqueue_jobs.status = 'blocked' ORDER BY public.pgqueue_jobs.id FOR UPDATE),
+wf_released AS
+(UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $3::INTEGER) THEN 'queued' ELSE 'blocked' END, available_at=CASE WHEN (public.pgqueue_jobs.waiting_on - wf_counts.n <= $4::INTEGER) THEN pg_catalog.now() ELSE public.pgqueue_jobs.available_at END, waiting_on=(public.pgqueue_jobs.waiting_on - wf_counts.n) FROM wf_counts WHERE public.pgqueue_jobs.id = any(array((SELECT wf_locked.id
+FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM wf_marked) AS anon_2, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
+FROM wf_released
+WHERE wf_released.status = 'queued') AS released_queues;
 
 -- SET_QUEUE_PAUSED [psycopg]
 UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
@@ -856,3 +1726,27 @@ WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT;
 SELECT public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - $1::FLOAT * INTERVAL '1 second' AND public.pgqueue_workers.status IN ('ready', 'suspended') AS anon_1
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.id = $2::BIGINT;
+
+-- WORKFLOW_LIVE_IDS [psycopg]
+SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = %(b_workflow_id)s::BIGINT))) AND public.pgqueue_jobs.status != 'dead';
+
+-- WORKFLOW_LIVE_IDS [asyncpg]
+SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = $1::BIGINT))) AND public.pgqueue_jobs.status != 'dead';
+
+-- WORKFLOW_QUEUES [psycopg]
+SELECT public.pgqueue_queues.name
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = any(%(b_queues)s::TEXT[]);
+
+-- WORKFLOW_QUEUES [asyncpg]
+SELECT public.pgqueue_queues.name
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = any($1::TEXT[]);

@@ -70,7 +70,7 @@ def test_enqueue_skip_returns_the_live_twin_and_inserts_the_rest() -> None:
     plan = producer.enqueue(CTX, batch, on_duplicate="skip", in_caller_tx=False)
     assert plan.transaction is False  # nothing to undo: each insert stands alone
     twin: tuple[Any, ...] = (7, "tasks", {"a": 0}, "tasks", 0, "queued", 0, None, NOW, NOW, "a")
-    twin += (None, None, None, None, None)
+    twin += (None, None, None, None, None, None)  # ... errors, workflow_id
     inserted = [(8, "queued", NOW, NOW, "b")]
     result, steps = drive(plan, [inserted, [twin]])
     assert [m.id for m in result] == [7, 8]
@@ -112,12 +112,12 @@ def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
 
 
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
-    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered,
-    # when it became ready.
+    # DEQUEUE's rows: the message (with its workflow), whether it woke a waiter, whether
+    # it was redelivered, when it became ready.
     # A lost job comes alone; one on its last attempt is dead-lettered, not handed out.
     plan = consumer.dequeue(CTX, "me", 3, None)
-    first = [(*_running(2, "dead"), None, None, None, None, None, True, NOW)]
-    second = [(*_running(i), "lease", "me", None, None, None, False, NOW) for i in (1, 3, 4)]
+    first = [(*_running(2, "dead"), None, None, None, None, None, None, True, NOW)]
+    second = [(*_running(i), "lease", "me", None, None, None, None, False, NOW) for i in (1, 3, 4)]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
     assert not any(m.redelivered for m in result)
@@ -126,7 +126,8 @@ def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
 
 def test_a_redelivered_job_is_handed_out_alone() -> None:
     plan = consumer.dequeue(CTX, "me", 3, None)
-    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True, NOW)]])
+    row = (*_running(7), "lease", "me", None, None, None, None, True, NOW)
+    (lost,), steps = drive(plan, [[row]])
     assert lost.id == 7 and lost.redelivered and len(steps) == 1
 
 
@@ -265,7 +266,7 @@ def test_bulk_cancel_by_filter_goes_newest_first_in_batches_from_where_it_began(
     assert names(steps)[0] == "MAX_JOB_ID"
     assert steps[1].params["b_after_id"] == 20_001  # nothing enqueued later is touched
     assert steps[3].params["b_after_id"] == 20_000 - batch + 1  # below the last batch
-    assert steps[2].params["b_statuses"] == ["queued", "scheduled", "running"]
+    assert steps[2].params["b_statuses"] == ["queued", "scheduled", "running", "blocked"]
     assert len(cancelled) == batch + 2 and cancelled == sorted(cancelled)
     # Running jobs' holders are told, per queue, after their batch.
     notified = [s.params for s in steps if names([s]) == ["NOTIFY"]]
