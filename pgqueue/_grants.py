@@ -338,6 +338,16 @@ WORKER: tuple[Privilege, ...] = (
         (),
         "PRUNE_STATS: counters past a week, dropped by the completers",
     ),
+    *(
+        Privilege(
+            "pgqueue_leader",
+            privilege,
+            (),
+            "ELECT_LEADER (INSERT ... ON CONFLICT DO UPDATE), RESIGN_LEADER, SELECT_LEADER: "
+            "the maintenance leader's row",
+        )
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+    ),
 )
 
 #: Every table an admin gets everything on (those that exist when it is granted).

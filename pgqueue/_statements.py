@@ -20,7 +20,18 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, stats, workers
+from ._sql import (
+    enqueue,
+    jobs,
+    lease,
+    limits,
+    maintenance,
+    queues,
+    results,
+    schedules,
+    stats,
+    workers,
+)
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -56,6 +67,7 @@ class Statements:
     NEXT_AVAILABLE_AT: Executable
     # queues and dead letters
     INSERT_QUEUE: Executable
+    UPDATE_QUEUE: Executable
     SELECT_QUEUE: Executable
     SELECT_QUEUES: Executable
     PURGE_JOBS: Executable
@@ -107,6 +119,13 @@ class Statements:
     # per-minute counters
     ADD_STATS: Executable
     PRUNE_STATS: Executable
+    # maintenance: the leader, retention
+    ELECT_LEADER: Executable
+    RESIGN_LEADER: Executable
+    SELECT_LEADER: Executable
+    CAN_PRUNE_ARCHIVE: Executable
+    PRUNE_ARCHIVE_PAST_RETENTION: Executable
+    PRUNE_DEAD: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -133,7 +152,7 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats)
+_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats, maintenance)
 
 
 def sources() -> dict[str, Executable]:

@@ -65,6 +65,7 @@ TABLE_NAMES = frozenset(
         "pgqueue_results",
         "pgqueue_stats",
         "pgqueue_audit",
+        "pgqueue_leader",
         "pgqueue_alembic_version",
     }
 )
@@ -85,9 +86,19 @@ queues = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
     # Seconds a completed job's result (pgqueue_results) is kept.
     Column("result_ttl", Double, nullable=False, server_default=text("86400")),
+    # Seconds finished jobs are kept before the maintenance leader removes them, by how
+    # they ended (NULL: kept for ever; queues that existed before migration 0009 keep
+    # that): archive rows completed or archived, archive rows cancelled or deleted, and
+    # dead jobs in pgqueue_jobs (from when they died).
+    Column("retain_completed", Double, nullable=True, server_default=text("604800")),
+    Column("retain_cancelled", Double, nullable=True, server_default=text("604800")),
+    Column("retain_dead", Double, nullable=True, server_default=text("2592000")),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
     CheckConstraint("visibility_timeout > 0", name="visibility_timeout"),
     CheckConstraint("result_ttl >= 0", name="result_ttl"),
+    CheckConstraint("retain_completed >= 0", name="retain_completed"),
+    CheckConstraint("retain_cancelled >= 0", name="retain_cancelled"),
+    CheckConstraint("retain_dead >= 0", name="retain_dead"),
 )
 
 jobs = Table(
@@ -289,6 +300,20 @@ audit = Table(
     Column("target", JSONB, nullable=False),
     Column("count", Integer, nullable=False),
     Index("ix_pgqueue_audit_at", "at"),
+)
+
+#: The one maintenance leader of the schema (River's elector, as a row): the worker
+#: whose ``leader`` holds the row until ``expires_at`` runs retention and sweeps; it
+#: renews the row well before it expires; any worker takes an expired row. A row and
+#: not a session advisory lock: it works through PgBouncer in transaction mode, where
+#: a session lock would be held by whichever client the server connection serves next.
+leader = Table(
+    "pgqueue_leader",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("leader", Text, nullable=False),
+    Column("elected_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 #: Storage settings of the hot table, applied by the migration: updates (lease, retry)

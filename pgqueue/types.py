@@ -154,6 +154,12 @@ class QueueInfo:
     created_at: datetime
     #: Seconds a completed job's result is kept (``producer.wait`` reads it until then).
     result_ttl: float = 86400.0
+    #: Seconds finished jobs are kept before maintenance removes them (``None``: for
+    #: ever): archived ones that completed (or a consumer archived), archived ones
+    #: cancelled (or deleted by an admin), and dead jobs (from when they died).
+    retain_completed: float | None = 604800.0
+    retain_cancelled: float | None = 604800.0
+    retain_dead: float | None = 2592000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +244,49 @@ class JobOutcome:
     def ok(self) -> bool:
         """Whether the job completed."""
         return self.status == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    """What one maintenance pass did (``admin.maintain()``, or the leader's pass).
+
+    ``completed_pruned`` / ``cancelled_pruned``: archive rows removed past their queue's
+    ``retain_completed`` (completed, archived) / ``retain_cancelled`` (cancelled,
+    deleted); ``dead_pruned``: dead jobs removed past ``retain_dead``;
+    ``results_pruned``: results past ``result_ttl``; ``workers_marked_dead``:
+    registrations whose heartbeat stopped; ``cancelled_finished``: cancelled jobs whose
+    worker died, ended; ``complete``: False if a batch limit stopped the pass before
+    everything past retention was removed (the next pass goes on).
+    """
+
+    completed_pruned: int = 0
+    cancelled_pruned: int = 0
+    dead_pruned: int = 0
+    results_pruned: int = 0
+    workers_marked_dead: int = 0
+    cancelled_finished: int = 0
+    complete: bool = True
+
+    @property
+    def total(self) -> int:
+        """Rows removed or changed, in all."""
+        return (
+            self.completed_pruned
+            + self.cancelled_pruned
+            + self.dead_pruned
+            + self.results_pruned
+            + self.workers_marked_dead
+            + self.cancelled_finished
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    """The worker leading maintenance (``admin.maintenance_leader()``): its ``leader``
+    id (``hostname:pid:token``), since when, and until when its lease runs unless
+    renewed; ``expired``: it let it run out (stopped or died), any worker may take it."""
+
+    leader: str
+    elected_at: datetime
+    expires_at: datetime
+    expired: bool
