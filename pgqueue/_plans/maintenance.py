@@ -101,7 +101,8 @@ def maintain(
     archive = '"' + ctx.schema.replace('"', '""') + '".pgqueue_archive'
     ((may_prune_archive,),) = yield Step(ctx.sql.CAN_PRUNE_ARCHIVE, {"b_table": archive})
     if not may_prune_archive:
-        log.warning(
+        # Expected of the worker role (docs/security.md): not a warning every pass.
+        log.info(
             "maintenance: this role may not delete from the archive; it is pruned only "
             "by a role that may (pgqueue maintain as an admin)"
         )
