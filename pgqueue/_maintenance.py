@@ -11,6 +11,7 @@ its lease for as long as the process lives, so no other worker can start the sam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -18,11 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from ._compat import Event, sleep, wait_event
-from ._drive import run
+from ._drive import Bind, run
 from ._inflight import InFlight
 from ._plans import Context
 from ._plans import consumer as consumer_plans
@@ -198,11 +201,15 @@ class AsyncLeadership:
         return won
 
     def _pass(self) -> None:
-        plan = maintenance_plans.maintain(
-            self._ctx, self.candidate, self._ttl, lambda: not self._stopping.is_set()
-        )
         try:
-            report = run(self._engine, None, plan, self._ctx)
+            report = run_pass(
+                self._engine,
+                None,
+                self._ctx,
+                candidate=self.candidate,
+                ttl=self._ttl,
+                go_on=lambda: not self._stopping.is_set(),
+            )
         except Exception as exc:
             log.warning("maintenance: pass failed (%s)", exc)
             return
@@ -218,17 +225,67 @@ class AsyncLeadership:
             self._leading = False
 
 
+def run_pass(
+    engine: Engine,
+    bind: Bind | None,
+    ctx: Context,
+    *,
+    candidate: str | None = None,
+    ttl: float = 0.0,
+    go_on: Callable[[], bool] = lambda: True,
+    now: datetime | None = None,
+) -> MaintenanceReport:
+    """One maintenance pass (``admin.maintain()``, or a leader's as ``candidate``):
+    retention and sweeps, then the archive's partitions — created ahead, and dropped
+    one at a time, each its own short transaction (a drop that cannot get its lock in
+    time is left for the next pass, unless inside the caller's transaction: then it
+    raises)."""
+    plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
+    report = run(engine, bind, plan, ctx)
+    if not go_on():
+        return report
+    if candidate is not None:
+        still = maintenance_plans.elect(ctx, candidate, ttl)
+        if not run(engine, bind, still, ctx):
+            return report
+    work = run(engine, bind, maintenance_plans.partitions(ctx, now), ctx)
+    if not work.owner:
+        log.info("maintenance: this role does not own the archive: its partitions are left")
+    for name in work.skipped:
+        log.warning(
+            "maintenance: %s not created: the default partition holds rows of that month", name
+        )
+    dropped: list[str] = []
+    for name in work.droppable:
+        if not go_on():
+            break
+        try:
+            run(engine, bind, maintenance_plans.drop_partition(ctx, name), ctx)
+        except DBAPIError as exc:
+            if bind is not None:
+                raise
+            log.warning("maintenance: %s not dropped this time (%s)", name, exc)
+            continue
+        dropped.append(name)
+    return dataclasses.replace(
+        report, partitions_created=work.created, partitions_dropped=tuple(dropped)
+    )
+
+
 def log_report(report: MaintenanceReport) -> None:
     """Log what a pass did (INFO when it did anything)."""
     if report.total or not report.complete:
         log.info(
             "maintenance: pruned %d completed, %d cancelled, %d dead jobs and %d results; "
-            "%d registrations marked dead; %d cancelled jobs ended%s",
+            "%d registrations marked dead; %d cancelled jobs ended; archive partitions "
+            "created %s, dropped %s%s",
             report.completed_pruned,
             report.cancelled_pruned,
             report.dead_pruned,
             report.results_pruned,
             report.workers_marked_dead,
             report.cancelled_finished,
+            list(report.partitions_created),
+            list(report.partitions_dropped),
             "" if report.complete else " (more left for the next pass)",
         )

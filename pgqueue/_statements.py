@@ -124,6 +124,9 @@ class Statements:
     RESIGN_LEADER: Executable
     SELECT_LEADER: Executable
     CAN_PRUNE_ARCHIVE: Executable
+    ARCHIVE_PARTITIONS: Executable
+    ARCHIVE_ROWS_IN: Executable
+    LONGEST_RETENTION: Executable
     PRUNE_ARCHIVE_PAST_RETENTION: Executable
     PRUNE_DEAD: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).

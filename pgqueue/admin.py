@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from . import _grants, _migrate, _validate
 from ._compat import connection_of, dispose, make_engine, run_sync
 from ._drive import Bind, check_bind, run
+from ._maintenance import run_pass
 from ._plans import Context
 from ._plans import admin as admin_plans
 from ._plans import jobs as jobs_plans
@@ -222,15 +223,19 @@ class SyncAdmin:
         """Run one maintenance pass now, as the elected leader does on its own: remove
         archive rows and dead jobs past their queue's retention and results past
         ``result_ttl``, mark registrations whose heartbeat stopped dead, end cancelled
-        jobs whose worker died. Small batches, each its own short transaction (without
-        ``bind=``); safe beside a running leader (each row is removed once). Returns
-        what it did; ``complete`` is False if a backlog is left for the next pass.
+        jobs whose worker died; create the archive's monthly partitions ahead and drop
+        those past every queue's retention (a role that owns the archive). Small
+        batches, each its own short transaction (without ``bind=``); safe beside a
+        running leader (each row is removed once). Returns what it did; ``complete``
+        is False if a backlog is left for the next pass.
 
         >>> report = admin.maintain()   # doctest: +SKIP
         >>> report.completed_pruned, report.dead_pruned  # doctest: +SKIP
         (1200, 3)
         """
-        return run(self._engine, bind, maintenance_plans.maintain(self._ctx), self._ctx)
+        if bind is not None:
+            check_bind(bind)
+        return run_pass(self._engine, bind, self._ctx)
 
     def maintenance_leader(self, *, bind: Bind | None = None) -> LeaderInfo | None:
         """The worker leading maintenance now, or ``None`` if none ever led.

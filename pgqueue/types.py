@@ -256,7 +256,10 @@ class MaintenanceReport:
     ``results_pruned``: results past ``result_ttl``; ``workers_marked_dead``:
     registrations whose heartbeat stopped; ``cancelled_finished``: cancelled jobs whose
     worker died, ended; ``complete``: False if a batch limit stopped the pass before
-    everything past retention was removed (the next pass goes on).
+    everything past retention was removed (the next pass goes on);
+    ``partitions_created`` / ``partitions_dropped``: the archive's monthly partitions
+    made ahead, and dropped whole once past every queue's retention (only a role that
+    owns the archive may: the worker role's leader leaves them to an admin).
     """
 
     completed_pruned: int = 0
@@ -266,6 +269,9 @@ class MaintenanceReport:
     workers_marked_dead: int = 0
     cancelled_finished: int = 0
     complete: bool = True
+    #: The archive's monthly partitions created ahead and dropped whole (by name).
+    partitions_created: tuple[str, ...] = ()
+    partitions_dropped: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -277,6 +283,8 @@ class MaintenanceReport:
             + self.results_pruned
             + self.workers_marked_dead
             + self.cancelled_finished
+            + len(self.partitions_created)
+            + len(self.partitions_dropped)
         )
 
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Executable
+from sqlalchemy import DDL, Executable
 
 from .. import _rows
+from ..schema import (
+    ARCHIVE_DEFAULT_PARTITION,
+    ARCHIVE_PARTITION_PREFIX,
+    archive_partition_name,
+    is_archive_partition,
+)
 from ..types import LeaderInfo, MaintenanceReport
 from . import Context, Step, Steps, plan
 from . import worker as worker_plans
@@ -142,3 +150,101 @@ def maintain(
         cancelled_finished=finished,
         complete=complete,
     )
+
+
+# --------------------------------------------------------------------------- partitions
+#: Months after the current one whose archive partitions are created ahead.
+AHEAD_MONTHS = 2
+#: How long a partition's drop waits for its lock on the archive (it needs an ACCESS
+#: EXCLUSIVE lock for a moment: waiting longer would queue every finishing job behind
+#: a long reader of the archive). It is tried again at the next pass.
+DROP_LOCK_TIMEOUT = "2s"
+
+
+def _quoted(ctx: Context, name: str) -> str:
+    return '"' + ctx.schema.replace('"', '""') + '".' + name
+
+
+def _month(year: int, month: int, delta: int) -> tuple[int, int]:
+    n = year * 12 + month - 1 + delta
+    return n // 12, n % 12 + 1
+
+
+def _start(year: int, month: int) -> datetime:
+    return datetime(year, month, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionWork:
+    """What :func:`partitions` did and what is left to drop (one by one, each its own
+    short transaction: :func:`drop_partition`)."""
+
+    created: tuple[str, ...] = ()
+    droppable: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # months whose rows sit in the default partition
+    owner: bool = True
+
+
+def _ddl(sql: str) -> Executable:
+    """A DDL statement on names this module built and quoted itself."""
+    statement: Executable = DDL(sql)  # type: ignore[no-untyped-call]
+    return statement
+
+
+@plan(transaction=False)
+def partitions(ctx: Context, now: datetime | None = None) -> Steps[PartitionWork]:
+    """Create the archive's partitions of this month and :data:`AHEAD_MONTHS` ahead;
+    find those past every queue's retention. ``now``: the database's, unless a test
+    moves it. Only a role that owns the archive may: another gets ``owner=False``."""
+    archive = _quoted(ctx, "pgqueue_archive")
+    rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": archive})
+    if rows and not rows[0][1]:
+        return PartitionWork(owner=False)
+    existing = {r[0] for r in rows}
+    ((forever, longest, db_now),) = yield Step(ctx.sql.LONGEST_RETENTION, {})
+    now = (now or db_now).astimezone(timezone.utc)
+    created: list[str] = []
+    skipped: list[str] = []
+    for ahead in range(AHEAD_MONTHS + 1):
+        year, month = _month(now.year, now.month, ahead)
+        name = archive_partition_name(year, month)
+        if name in existing:
+            continue
+        lo, hi = _start(year, month), _start(*_month(year, month, 1))
+        ((taken,),) = yield Step(ctx.sql.ARCHIVE_ROWS_IN, {"b_from": lo, "b_to": hi})
+        if taken:  # rows of that month in the default partition: left there
+            skipped.append(name)
+            continue
+        yield Step(
+            _ddl(
+                f"CREATE TABLE {_quoted(ctx, name)} PARTITION OF {archive} FOR VALUES FROM "
+                f"('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+            ),
+            {},
+        )
+        created.append(name)
+    droppable: list[str] = []
+    if not forever and longest is not None:
+        cutoff = now - timedelta(seconds=float(longest))
+        for name in sorted(existing):
+            month_of = _partition_month(name)
+            if month_of is not None and _start(*_month(*month_of, 1)) <= cutoff:
+                droppable.append(name)
+    return PartitionWork(tuple(created), tuple(droppable), tuple(skipped))
+
+
+def _partition_month(name: str) -> tuple[int, int] | None:
+    if not is_archive_partition(name) or name == ARCHIVE_DEFAULT_PARTITION:
+        return None
+    tail = name[len(ARCHIVE_PARTITION_PREFIX) :]
+    return int(tail[:4]), int(tail[5:])
+
+
+@plan(transaction=True)
+def drop_partition(ctx: Context, name: str) -> Steps[None]:
+    """Drop one month of the archive whole, waiting at most :data:`DROP_LOCK_TIMEOUT`
+    for its lock (a lock timeout raises: the next pass tries again)."""
+    if _partition_month(name) is None:  # never the default partition, nor a stranger
+        raise ValueError(f"not an archive partition: {name!r}")
+    yield Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
+    yield Step(_ddl(f"DROP TABLE {_quoted(ctx, name)}"), {})

@@ -16,15 +16,20 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
+    column,
     delete,
+    exists,
     func,
     or_,
     select,
+    table,
+    tuple_,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import OID, REGCLASS, insert
 
-from ..schema import ARCHIVED, CANCELLED, COMPLETED, DELETED, archive, jobs, leader
-from ._common import STAR, STATUS_DEAD, const, seconds
+from ..schema import ARCHIVED, CANCELLED, COMPLETED, DELETED, archive, jobs, leader, queues
+from ._common import STAR, STATUS_DEAD, TS, const, seconds
 
 _now = func.pg_catalog.now()
 _limit = bindparam("b_limit", type_=Integer)
@@ -88,7 +93,7 @@ _cancelled_before = _before("b_retain_cancelled")
 #: found by ``ix_pgqueue_archive_queue_finished_at`` (queue, finished_at) up to the
 #: later of the two cut-offs (``greatest`` ignores a NULL: kept for ever).
 _past = (
-    select(archive.c.id)
+    select(archive.c.id, archive.c.finished_at)
     .where(
         archive.c.queue == _queue,
         archive.c.finished_at < func.greatest(_completed_before, _cancelled_before),
@@ -98,9 +103,14 @@ _past = (
         ),
     )
     .limit(_limit)
-    .scalar_subquery()
 )
-_pruned = delete(archive).where(archive.c.id.in_(_past)).returning(archive.c.outcome).cte("pruned")
+# By (id, finished_at): each row is found in its own partition, not probed in all.
+_pruned = (
+    delete(archive)
+    .where(tuple_(archive.c.id, archive.c.finished_at).in_(_past))
+    .returning(archive.c.outcome)
+    .cte("pruned")
+)
 #: (completed or archived ones removed, cancelled or deleted ones removed)
 PRUNE_ARCHIVE_PAST_RETENTION = select(
     func.pg_catalog.count(STAR).filter(_pruned.c.outcome.in_([const(COMPLETED), const(ARCHIVED)])),
@@ -124,4 +134,53 @@ PRUNE_DEAD = select(func.pg_catalog.count(STAR)).select_from(
     .where(jobs.c.id.in_(_dead_past), jobs.c.status == STATUS_DEAD)
     .returning(jobs.c.id)
     .cte("pruned")
+)
+
+# --------------------------------------------------------------------------- partitions
+_class = table(
+    "pg_class",
+    column("oid", OID),
+    column("relname", Text),
+    column("relowner", OID),
+    schema="pg_catalog",
+)
+_inherits = table(
+    "pg_inherits", column("inhrelid", OID), column("inhparent", OID), schema="pg_catalog"
+)
+_parent = cast(bindparam("b_table", type_=Text), REGCLASS)
+_owner = _class.alias("owner")
+
+#: The archive's partitions (``b_table``: the archive's quoted, qualified name) by
+#: name, and whether the current role may create and drop them (it owns the archive,
+#: directly or through a role it is a member of).
+ARCHIVE_PARTITIONS = (
+    select(
+        _class.c.relname,
+        select(func.pg_catalog.pg_has_role(_owner.c.relowner, const("USAGE")))
+        .where(_owner.c.oid == _parent)
+        .scalar_subquery(),
+    )
+    .select_from(_inherits.join(_class, _class.c.oid == _inherits.c.inhrelid))
+    .where(_inherits.c.inhparent == _parent)
+    .order_by(_class.c.relname)
+)
+
+#: Whether the archive holds rows finished in [b_from, b_to) (before a month's
+#: partition is created: such rows sit in the default partition, which then refuses
+#: the new partition).
+ARCHIVE_ROWS_IN = select(
+    exists().where(
+        archive.c.finished_at >= bindparam("b_from", type_=TS),
+        archive.c.finished_at < bindparam("b_to", type_=TS),
+    )
+)
+
+#: (whether some queue keeps archived jobs for ever, the longest retention in seconds):
+#: a month's partition is dropped once its end is older than the longest.
+LONGEST_RETENTION = select(
+    func.pg_catalog.bool_or(
+        or_(queues.c.retain_completed.is_(None), queues.c.retain_cancelled.is_(None))
+    ),
+    func.pg_catalog.max(func.greatest(queues.c.retain_completed, queues.c.retain_cancelled)),
+    func.pg_catalog.now(),
 )

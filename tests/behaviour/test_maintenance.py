@@ -8,7 +8,7 @@ dead for weeks): the database clock is not moved, the rows are put in its past.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -402,3 +402,118 @@ with_bad_worker_flag = pytest.mark.parametrize("flag", ["no", 0, None])
 def test_maintenance_flag_is_a_bool(sync_engine: Engine, flag: Any) -> None:
     with pytest.raises(InvalidArgument):
         SyncWorker(sync_engine, "tasks", schema=SCHEMA, maintenance=flag)
+
+
+# --------------------------------------------------------------------------- partitions
+def partition_names(db: SyncDB) -> list[str]:
+    rows = db.rows(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = CAST(:t AS regclass) ORDER BY c.relname",
+        t=f"{SCHEMA}.pgqueue_archive",
+    )
+    return [r[0] for r in rows]
+
+
+def drop_partitions(db: SyncDB, names: list[str]) -> None:
+    for name in names:
+        db.rows(f"DROP TABLE IF EXISTS {SCHEMA}.{name}")
+
+
+def utc(year: int, month: int, day: int, *hms: int) -> datetime:
+    h, m, sec = (*hms, 0, 0, 0)[:3]
+    return datetime(year, month, day, h, m, sec, tzinfo=timezone.utc)
+
+
+def test_partitions_are_made_ahead_across_a_month_boundary(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    made = [f"pgqueue_archive_y2031m{m:02d}" for m in (1, 2, 3, 4)]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2031, 1, 31, 23, 59, 59))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == tuple(made[:3]) and work.droppable == ()
+        # A second later it is February: only April is new.
+        plan = maintenance_plans.partitions(ctx, utc(2031, 2, 1, 0, 0, 1))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == (made[3],)
+        assert set(made) <= set(partition_names(db))
+        # Rows land in the month of their finished_at, to the microsecond.
+        for job_id, at in ((1, "2031-01-31 23:59:59.999999+00"), (2, "2031-02-01 00:00:00+00")):
+            db.rows(
+                "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority,"
+                " attempts, enqueued_at, finished_at, outcome) VALUES (:id, 'q', 'e', '{}', 0,"
+                " 1, now(), CAST(CAST(:at AS text) AS timestamptz), 'completed')",
+                id=job_id,
+                at=at,
+            )
+        placed = db.rows("SELECT id, tableoid::regclass::text FROM pgqueue_archive ORDER BY id")
+        assert [(i, t.split(".")[-1]) for i, t in placed] == [(1, made[0]), (2, made[1])]
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+def test_a_month_is_not_made_over_rows_in_the_default_partition(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) VALUES (1, 'q', 'e', '{}', 0, 1, now(),"
+        " '2032-03-05 00:00:00+00', 'completed')"
+    )
+    made = ["pgqueue_archive_y2032m02", "pgqueue_archive_y2032m04"]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2032, 2, 10))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == tuple(made)
+        assert work.skipped == ("pgqueue_archive_y2032m03",)
+        assert db.scalar("SELECT count(*) FROM pgqueue_archive") == 1
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+def test_months_past_every_queues_retention_are_dropped_whole(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    admin = admin_of(db)
+    made = [f"pgqueue_archive_y2020m{m:02d}" for m in (5, 6, 7)]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2020, 5, 10))
+        assert run(sync_engine, None, plan, ctx).created == tuple(made)
+        admin.create_queue("tasks", archive=True, retain_completed=7 * DAY)
+        admin.create_queue("audit", archive=True, retain_completed=None)
+        for job_id, queue, at in ((1, "tasks", "2020-05-15"), (2, "audit", "2020-06-20")):
+            db.rows(
+                "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority,"
+                " attempts, enqueued_at, finished_at, outcome) VALUES (:id, :q, 'e', '{}', 0,"
+                " 1, now(), CAST(CAST(:at AS text) AS timestamptz), 'completed')",
+                id=job_id,
+                q=queue,
+                at=at,
+            )
+        # "audit" keeps its jobs for ever: no month may go; the rows of "tasks" past
+        # its retention are deleted one by one instead.
+        report = admin.maintain()
+        assert report.partitions_dropped == ()
+        assert report.completed_pruned == 1
+        assert set(made) <= set(partition_names(db))
+        assert ids(db, "pgqueue_archive") == [2]
+        # Once every queue has a retention, the months past the longest are dropped.
+        admin.update_queue("audit", retain_completed=30 * DAY)
+        report = admin.maintain()
+        assert report.partitions_dropped == tuple(made)
+        assert not set(made) & set(partition_names(db))
+        assert ids(db, "pgqueue_archive") == []
+        # This month's partition and those ahead stay.
+        now = (db.scalar("SELECT now()")).astimezone(timezone.utc)
+        assert f"pgqueue_archive_y{now.year:04d}m{now.month:02d}" in partition_names(db)
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)

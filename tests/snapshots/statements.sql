@@ -9,6 +9,30 @@ FROM ROWS FROM (pg_catalog.unnest(%(b_queues)s::TEXT[]), pg_catalog.unnest(%(b_e
 INSERT INTO public.pgqueue_stats (minute, queue, entrypoint, completed, failed, dead, cancelled, durations) SELECT pg_catalog.date_trunc($1::VARCHAR, pg_catalog.now()) AS date_trunc_1, u.queue, u.entrypoint, u.completed, u.failed, u.dead, u.cancelled, CAST(u.durations AS BIGINT[]) AS durations
 FROM ROWS FROM (pg_catalog.unnest($2::TEXT[]), pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::BIGINT[]), pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::BIGINT[]), pg_catalog.unnest($7::BIGINT[]), pg_catalog.unnest($8::TEXT[])) AS u(queue, entrypoint, completed, failed, dead, cancelled, durations) ON CONFLICT (minute, queue, entrypoint) DO UPDATE SET completed = (public.pgqueue_stats.completed + excluded.completed), failed = (public.pgqueue_stats.failed + excluded.failed), dead = (public.pgqueue_stats.dead + excluded.dead), cancelled = (public.pgqueue_stats.cancelled + excluded.cancelled), durations = (SELECT pg_catalog.array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i) FROM ROWS FROM (pg_catalog.unnest(pgqueue_stats.durations), pg_catalog.unnest(excluded.durations)) WITH ORDINALITY AS d(a, b, i));
 
+-- ARCHIVE_PARTITIONS [psycopg]
+SELECT pg_catalog.pg_class.relname, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_inherits JOIN pg_catalog.pg_class ON pg_catalog.pg_class.oid = pg_catalog.pg_inherits.inhrelid
+WHERE pg_catalog.pg_inherits.inhparent = CAST(%(b_table)s::VARCHAR AS REGCLASS) ORDER BY pg_catalog.pg_class.relname;
+
+-- ARCHIVE_PARTITIONS [asyncpg]
+SELECT pg_catalog.pg_class.relname, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_inherits JOIN pg_catalog.pg_class ON pg_catalog.pg_class.oid = pg_catalog.pg_inherits.inhrelid
+WHERE pg_catalog.pg_inherits.inhparent = CAST($1::VARCHAR AS REGCLASS) ORDER BY pg_catalog.pg_class.relname;
+
+-- ARCHIVE_ROWS_IN [psycopg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.finished_at >= %(b_from)s::TIMESTAMP WITH TIME ZONE AND public.pgqueue_archive.finished_at < %(b_to)s::TIMESTAMP WITH TIME ZONE) AS anon_1;
+
+-- ARCHIVE_ROWS_IN [asyncpg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.finished_at >= $1::TIMESTAMP WITH TIME ZONE AND public.pgqueue_archive.finished_at < $2::TIMESTAMP WITH TIME ZONE) AS anon_1;
+
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
@@ -383,6 +407,14 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
 
+-- LONGEST_RETENTION [psycopg]
+SELECT pg_catalog.bool_or(public.pgqueue_queues.retain_completed IS NULL OR public.pgqueue_queues.retain_cancelled IS NULL) AS bool_or_1, pg_catalog.max(greatest(public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled)) AS max_1, pg_catalog.now() AS now_1
+FROM public.pgqueue_queues;
+
+-- LONGEST_RETENTION [asyncpg]
+SELECT pg_catalog.bool_or(public.pgqueue_queues.retain_completed IS NULL OR public.pgqueue_queues.retain_cancelled IS NULL) AS bool_or_1, pg_catalog.max(greatest(public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled)) AS max_1, pg_catalog.now() AS now_1
+FROM public.pgqueue_queues;
+
 -- MARK_AWAITED [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
 FROM public.pgqueue_jobs
@@ -489,7 +521,7 @@ SELECT pg_catalog.pg_sleep($1::FLOAT) AS pg_sleep_1;
 
 -- PRUNE_ARCHIVE_PAST_RETENTION [psycopg]
 WITH pruned AS
-(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id IN (SELECT public.pgqueue_archive.id
+(DELETE FROM public.pgqueue_archive WHERE (public.pgqueue_archive.id, public.pgqueue_archive.finished_at) IN (SELECT public.pgqueue_archive.id, public.pgqueue_archive.finished_at
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.queue = %(b_queue)s::VARCHAR AND public.pgqueue_archive.finished_at < greatest(pg_catalog.now() - %(b_retain_completed)s * INTERVAL '1 second', pg_catalog.now() - %(b_retain_cancelled)s * INTERVAL '1 second') AND (public.pgqueue_archive.outcome IN ('completed', 'archived') AND public.pgqueue_archive.finished_at < pg_catalog.now() - %(b_retain_completed)s * INTERVAL '1 second' OR public.pgqueue_archive.outcome IN ('cancelled', 'deleted') AND public.pgqueue_archive.finished_at < pg_catalog.now() - %(b_retain_cancelled)s * INTERVAL '1 second')
  LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_archive.outcome)
@@ -498,7 +530,7 @@ FROM pruned;
 
 -- PRUNE_ARCHIVE_PAST_RETENTION [asyncpg]
 WITH pruned AS
-(DELETE FROM public.pgqueue_archive WHERE public.pgqueue_archive.id IN (SELECT public.pgqueue_archive.id
+(DELETE FROM public.pgqueue_archive WHERE (public.pgqueue_archive.id, public.pgqueue_archive.finished_at) IN (SELECT public.pgqueue_archive.id, public.pgqueue_archive.finished_at
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.queue = $1::VARCHAR AND public.pgqueue_archive.finished_at < greatest(pg_catalog.now() - $2::FLOAT * INTERVAL '1 second', pg_catalog.now() - $3::FLOAT * INTERVAL '1 second') AND (public.pgqueue_archive.outcome IN ('completed', 'archived') AND public.pgqueue_archive.finished_at < pg_catalog.now() - $2::FLOAT * INTERVAL '1 second' OR public.pgqueue_archive.outcome IN ('cancelled', 'deleted') AND public.pgqueue_archive.finished_at < pg_catalog.now() - $3::FLOAT * INTERVAL '1 second')
  LIMIT $4::INTEGER) RETURNING public.pgqueue_archive.outcome)
