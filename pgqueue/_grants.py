@@ -450,7 +450,7 @@ _LOOKUP = text(
     " EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = :b_schema),"
     " ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c"
     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = :b_schema AND c.relname = ANY(:b_tables) AND c.relkind = 'r')"
+    " WHERE n.nspname = :b_schema AND c.relname = ANY(:b_tables) AND c.relkind IN ('r', 'p'))"
 ).bindparams(
     bindparam("b_role", type_=Text),
     bindparam("b_schema", type_=Text),

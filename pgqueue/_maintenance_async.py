@@ -113,8 +113,12 @@ LEADER_TTL = 10.0
 #: Every worker (with ``maintenance=True``) tries to become or stay the leader this
 #: often; the leader renews its row at each try, and between the batches of a pass.
 ELECT_EVERY = 2.0
-#: The leader runs a maintenance pass at its election and then this often (seconds).
+#: The leader runs a maintenance pass this often (seconds), the first one
+#: :data:`FIRST_PASS_AFTER` seconds after its election (not at once: a worker that
+#: just started is busy with its first jobs, and a result kept "until the next sweep",
+#: ``result_ttl=0``, is still read by its waiter).
 MAINTAIN_EVERY = 60.0
+FIRST_PASS_AFTER = 5.0
 
 
 def candidate_name() -> str:
@@ -144,6 +148,7 @@ class AsyncLeadership:
         ttl: float = LEADER_TTL,
         every: float = ELECT_EVERY,
         maintain_every: float = MAINTAIN_EVERY,
+        first_pass_after: float = FIRST_PASS_AFTER,
     ) -> None:
         self._engine = engine
         self._ctx = ctx
@@ -152,6 +157,7 @@ class AsyncLeadership:
         self._ttl = ttl
         self._every = every
         self._maintain_every = maintain_every
+        self._first_pass_after = first_pass_after
         self._lock = threading.Lock()
         self._leading = False
         self.passes = 0
@@ -164,16 +170,18 @@ class AsyncLeadership:
 
     async def run(self) -> None:
         """Until the worker stops: elect, and run a pass when it is time."""
-        last_pass: float | None = None
+        due: float | None = None  # when the next pass is due, while leading
         try:
             while not self._stopping.is_set():
                 won = await self._elect()
                 now = time.monotonic()
-                if won and (last_pass is None or now - last_pass >= self._maintain_every):
-                    last_pass = now
+                if won and due is None:  # newly elected: a first pass soon
+                    due = now + self._first_pass_after
+                if won and due is not None and now >= due:
+                    due = now + self._maintain_every
                     await self._pass()
                 elif not won:
-                    last_pass = None  # elected again later: a pass at once
+                    due = None
                 if await wait_event(self._stopping, self._every):
                     break
         finally:
@@ -237,18 +245,16 @@ async def run_pass(
     now: datetime | None = None,
 ) -> MaintenanceReport:
     """One maintenance pass (``admin.maintain()``, or a leader's as ``candidate``):
-    retention and sweeps, then the archive's partitions — created ahead, and dropped
-    one at a time, each its own short transaction (a drop that cannot get its lock in
-    time is left for the next pass, unless inside the caller's transaction: then it
-    raises)."""
-    plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
-    report = await arun(engine, bind, plan, ctx)
-    if not go_on():
-        return report
+    the archive's partitions first — created ahead, and those past every retention
+    dropped one at a time (their rows then need no DELETE), each its own short
+    transaction (a drop that cannot get its lock in time is left for the next pass,
+    unless inside the caller's transaction: then it raises); then retention row by
+    row, and the sweeps."""
     if candidate is not None:
         still = maintenance_plans.elect(ctx, candidate, ttl)
         if not await arun(engine, bind, still, ctx):
-            return report
+            return MaintenanceReport(complete=False)
+    # Months past every retention first: dropped whole, their rows need no DELETE.
     work = await arun(engine, bind, maintenance_plans.partitions(ctx, now), ctx)
     if not work.owner:
         log.info("maintenance: this role does not own the archive: its partitions are left")
@@ -268,6 +274,8 @@ async def run_pass(
             log.warning("maintenance: %s not dropped this time (%s)", name, exc)
             continue
         dropped.append(name)
+    plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
+    report = await arun(engine, bind, plan, ctx)
     return dataclasses.replace(
         report, partitions_created=work.created, partitions_dropped=tuple(dropped)
     )

@@ -384,7 +384,7 @@ async def test_a_worker_leads_maintenance_unless_told_not_to(async_engine: Async
         pass
 
     async with running(worker):
-        # Elected at once (no leader yet), and its first pass runs at its election.
+        # Elected at once (no leader yet); its first pass follows FIRST_PASS_AFTER later.
         await until(async_engine, "SELECT count(*) = 1 FROM pgqueue_archive")
         leader = await admin.maintenance_leader()
         assert worker.leadership is not None

@@ -82,7 +82,7 @@ def test_a_new_leader_within_seconds_of_a_sigkill(
     second = leader_pid(engine)
     assert second in by_pid and second != first
     assert took < bound, f"a new leader after {took:.1f}s"
-    # The new leader's first pass runs at its election.
+    # The new leader's first pass follows within seconds (FIRST_PASS_AFTER).
     until(
         lambda: scalar(engine, "SELECT count(*) FROM pgqueue_archive") == 0,
         15,
