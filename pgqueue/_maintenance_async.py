@@ -147,7 +147,7 @@ class AsyncLeadership:
         candidate: str | None = None,
         ttl: float = LEADER_TTL,
         every: float = ELECT_EVERY,
-        maintain_every: float = MAINTAIN_EVERY,
+        maintain_every: float | None = None,
         first_pass_after: float = FIRST_PASS_AFTER,
     ) -> None:
         self._engine = engine
@@ -156,7 +156,8 @@ class AsyncLeadership:
         self.candidate = candidate or candidate_name()
         self._ttl = ttl
         self._every = every
-        self._maintain_every = maintain_every
+        # Read when the worker starts (a soak run sets the module's value).
+        self._maintain_every = MAINTAIN_EVERY if maintain_every is None else maintain_every
         self._first_pass_after = first_pass_after
         self._lock = threading.Lock()
         self._leading = False
