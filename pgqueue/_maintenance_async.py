@@ -277,18 +277,24 @@ async def run_pass(
         dropped.append(name)
     plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
     report = await arun(engine, bind, plan, ctx)
+    vacuumed = False
+    if bind is None and go_on():  # VACUUM cannot run inside the caller's transaction
+        vacuumed = await arun(engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
     return dataclasses.replace(
-        report, partitions_created=work.created, partitions_dropped=tuple(dropped)
+        report,
+        partitions_created=work.created,
+        partitions_dropped=tuple(dropped),
+        hot_table_vacuumed=vacuumed,
     )
 
 
 def log_report(report: MaintenanceReport) -> None:
     """Log what a pass did (INFO when it did anything)."""
-    if report.total or not report.complete:
+    if report.total or not report.complete or report.hot_table_vacuumed:
         log.info(
             "maintenance: pruned %d completed, %d cancelled, %d dead jobs and %d results; "
             "%d registrations marked dead; %d cancelled jobs ended; archive partitions "
-            "created %s, dropped %s%s",
+            "created %s, dropped %s; hot table vacuumed: %s%s",
             report.completed_pruned,
             report.cancelled_pruned,
             report.dead_pruned,
@@ -297,5 +303,6 @@ def log_report(report: MaintenanceReport) -> None:
             report.cancelled_finished,
             list(report.partitions_created),
             list(report.partitions_dropped),
+            report.hot_table_vacuumed,
             "" if report.complete else " (more left for the next pass)",
         )

@@ -127,6 +127,7 @@ class Statements:
     ARCHIVE_PARTITIONS: Executable
     ARCHIVE_ROWS_IN: Executable
     LONGEST_RETENTION: Executable
+    HOT_TABLE_STATS: Executable
     PRUNE_ARCHIVE_PAST_RETENTION: Executable
     PRUNE_DEAD: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).

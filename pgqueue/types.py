@@ -272,6 +272,9 @@ class MaintenanceReport:
     #: The archive's monthly partitions created ahead and dropped whole (by name).
     partitions_created: tuple[str, ...] = ()
     partitions_dropped: tuple[str, ...] = ()
+    #: Whether the pass vacuumed the hot table (it had many dead tuples: see
+    #: docs/scaling.md, W6).
+    hot_table_vacuumed: bool = False
 
     @property
     def total(self) -> int:

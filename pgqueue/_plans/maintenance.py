@@ -248,3 +248,28 @@ def drop_partition(ctx: Context, name: str) -> Steps[None]:
         raise ValueError(f"not an archive partition: {name!r}")
     yield Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
     yield Step(_ddl(f"DROP TABLE {_quoted(ctx, name)}"), {})
+
+
+# --------------------------------------------------------------------------- the hot table
+#: The leader vacuums the hot table itself once it holds this many dead tuples, and at
+#: least :data:`VACUUM_DEAD_FRACTION` of its live ones: every job leaves one dead tuple
+#: per change (enqueue, lease, settle), and dead entries at the head of the ready index
+#: are what every dequeue walks past (W6 in docs/scaling.md). Autovacuum does the same
+#: where it is on and keeps up; this is for where it is off or behind.
+VACUUM_DEAD_MIN = 20_000
+VACUUM_DEAD_FRACTION = 0.2
+
+
+@plan(transaction=False)
+def vacuum_hot_table(ctx: Context) -> Steps[bool]:
+    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
+    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
+    name = _quoted(ctx, "pgqueue_jobs")
+    rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
+    if not rows:
+        return False
+    live, dead, owner = rows[0]
+    if not owner or dead < max(VACUUM_DEAD_MIN, VACUUM_DEAD_FRACTION * live):
+        return False
+    yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
+    return True

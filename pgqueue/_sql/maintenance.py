@@ -184,3 +184,23 @@ LONGEST_RETENTION = select(
     func.pg_catalog.max(func.greatest(queues.c.retain_completed, queues.c.retain_cancelled)),
     func.pg_catalog.now(),
 )
+
+# --------------------------------------------------------------------------- the hot table
+_stats = table(
+    "pg_stat_user_tables",
+    column("relid", OID),
+    column("n_live_tup", Integer),
+    column("n_dead_tup", Integer),
+    schema="pg_catalog",
+)
+_hot = cast(bindparam("b_table", type_=Text), REGCLASS)
+#: The hot table's (live, dead) tuples as the statistics collector last counted them,
+#: and whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
+#: qualified name.
+HOT_TABLE_STATS = select(
+    _stats.c.n_live_tup,
+    _stats.c.n_dead_tup,
+    select(func.pg_catalog.pg_has_role(_owner.c.relowner, const("USAGE")))
+    .where(_owner.c.oid == _hot)
+    .scalar_subquery(),
+).where(_stats.c.relid == _hot)

@@ -519,3 +519,42 @@ async def test_months_past_every_queues_retention_are_dropped_whole(
     finally:
         await db.rows("DELETE FROM pgqueue_archive")
         await drop_partitions(db, made)
+
+
+# --------------------------------------------------------------------------- the hot table
+async def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AsyncDB(async_engine, None)
+    ctx = Context(SCHEMA)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+
+    async def dead_tuples() -> int:
+        # This session's counts reach the statistics at once (PostgreSQL 15+).
+        found = await db.rows(
+            "SELECT pg_stat_force_next_flush(), n_dead_tup FROM pg_stat_user_tables"
+            " WHERE relid = CAST(:t AS regclass)",
+            t=f"{SCHEMA}.pgqueue_jobs",
+        )
+        return int(found[0][1])
+
+    async def vacuum() -> bool:
+        done: bool = await arun(async_engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+        return done
+
+    await db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    await db.rows("DELETE FROM pgqueue_jobs")
+    await db.until(
+        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+    assert await vacuum()
+    await db.until(
+        "SELECT n_dead_tup < 2000 FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+    assert not await vacuum()
+    assert await dead_tuples() < 2000

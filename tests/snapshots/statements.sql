@@ -335,6 +335,20 @@ UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgq
 -- HEARTBEAT [asyncpg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = $1::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
+-- HOT_TABLE_STATS [psycopg]
+SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_stat_user_tables
+WHERE pg_catalog.pg_stat_user_tables.relid = CAST(%(b_table)s::VARCHAR AS REGCLASS);
+
+-- HOT_TABLE_STATS [asyncpg]
+SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_stat_user_tables
+WHERE pg_catalog.pg_stat_user_tables.relid = CAST($1::VARCHAR AS REGCLASS);
+
 -- INSERT_JOBS [psycopg] (hot: sent to the driver directly)
 INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
 FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_delay)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_run_at)s::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_payload)s::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
