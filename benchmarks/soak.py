@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                     assert row is not None
                     sample = {
                         "t": round(now - start, 1),
-                        "jobs_mb": row[0] / 2**20,
-                        "jobs_indexes_mb": row[1] / 2**20,
-                        "archive_mb": row[2] / 2**20,
+                        "jobs_mb": int(row[0]) / 2**20,
+                        "jobs_indexes_mb": int(row[1]) / 2**20,
+                        "archive_mb": int(row[2]) / 2**20,
                         "jobs_dead_tuples": int(row[3]),
                         "archive_dead_tuples": int(row[4]),
                         "connections": int(row[5]),

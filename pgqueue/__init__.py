@@ -34,6 +34,7 @@ from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
 from .types import (
+    HeldBack,
     JobInfo,
     JobOutcome,
     JobSpec,
@@ -42,6 +43,7 @@ from .types import (
     Message,
     QueueInfo,
     QueueMetrics,
+    RequeueReport,
     ScheduleInfo,
     WorkerInfo,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "AsyncProducer",
     "AsyncWorker",
     "DuplicateJob",
+    "HeldBack",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
@@ -75,6 +78,7 @@ __all__ = [
     "QueueInfo",
     "QueueMetrics",
     "QueueNotFound",
+    "RequeueReport",
     "ScheduleInfo",
     "SchemaNotInstalled",
     "Snooze",

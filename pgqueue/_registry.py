@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from . import _validate
 from ._cron import Cron, with_zone
+from ._payloads import Parse, parser_for
 from .errors import InvalidArgument
 from .types import JSON, Message
 
@@ -32,6 +33,8 @@ class Entrypoint:
     max_attempts: int | None
     timeout: float | None
     retry_delay: RetryPolicy | None
+    #: Validates a job's payload as the handler's ``Message[T]`` asks (None: as it is).
+    parse: Parse | None = None
 
     @property
     def limited(self) -> bool:
@@ -169,7 +172,7 @@ class Handlers:
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
-            self._entrypoints[name] = Entrypoint(name, fn, **checked)
+            self._entrypoints[name] = Entrypoint(name, fn, **checked, parse=parser_for(fn))
             return fn
 
         return register

@@ -44,11 +44,22 @@ def _builder(cls: type[Any]) -> Callable[..., Any]:
 
 #: ``Message(...)`` with every field given positionally, about twice as fast.
 _message = _builder(Message)
-_MESSAGE_FIELDS = len(fields(Message))
+_MESSAGE_FIELDS = len(MESSAGE_COLUMNS)
+#: In DEQUEUE's rows: whether the job was leased again after a lost lease, and when
+#: it had become ready.
+REDELIVERED = _MESSAGE_FIELDS + 1
+READY_AT = _MESSAGE_FIELDS + 2
 
 
 def message(row: Row) -> Message:
-    return _message(*row[:_MESSAGE_FIELDS])  # type: ignore[no-any-return]
+    return _message(*row[:_MESSAGE_FIELDS], False, None)  # type: ignore[no-any-return]
+
+
+def leased(row: Row) -> Message:
+    """A row of DEQUEUE: the message, whether it is a redelivery, since when it was ready."""
+    return _message(  # type: ignore[no-any-return]
+        *row[:_MESSAGE_FIELDS], row[REDELIVERED], row[READY_AT]
+    )
 
 
 def decoded(texts: Sequence[str]) -> list[Any]:
@@ -78,6 +89,8 @@ def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload
         None,
         None,
         None,
+        None,
+        False,
         None,
     )
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
-from . import _validate
+from . import _errortext, _validate
 from ._acompat import Cancelled, DaemonPool, Event, call_handler
 from ._completer_async import AsyncCompleter
 from ._inflight import InFlight, Job
@@ -42,6 +43,7 @@ class AsyncRunner:
         freed: Event,
         observer: Observer,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
+        encode: _validate.Encode = _validate.dumps,
     ) -> None:
         self._observer = observer
         self._entrypoints = entrypoints
@@ -50,6 +52,7 @@ class AsyncRunner:
         self._threads = threads
         self._freed = freed
         self._max_result_bytes = max_result_bytes
+        self._encode = encode
 
     async def execute(self, job: Job) -> None:
         m = job.message
@@ -66,16 +69,18 @@ class AsyncRunner:
                 raise Cancelled
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
+            # A payload the handler's Message[T] does not accept fails the attempt here.
+            arg = m if ep.parse is None else replace(m, payload=ep.parse(m.payload))
             returned = await call_handler(
                 ep.handler,
-                m,
+                arg,
                 ep.timeout,
                 self._threads,
                 lambda: self._inflight.in_thread(job),
                 timed_out,
             )
             # The result as it will be stored; one that cannot be fails the attempt.
-            result = _validate.result_text(returned, self._max_result_bytes)
+            result = _validate.result_text(returned, self._max_result_bytes, self._encode)
         except Cancelled as exc:
             self._inflight.finish(job)
             seen.end(exc)
@@ -112,7 +117,7 @@ class AsyncRunner:
     async def _fail(self, m: Message, ep: Entrypoint | None, exc: Exception) -> None:
         max_attempts = ep.max_attempts if ep is not None else None
         try:
-            text = _validate.error_text(exc)
+            text = _errortext.error_text(exc)
             log.warning(
                 "job %s (%s) attempt %s failed: %s",
                 m.id,
@@ -128,7 +133,7 @@ class AsyncRunner:
                     delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
                 except Exception as retry_exc:  # a broken retry policy must not lose the job
                     log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
-            failure = Failure(text, _validate.traceback_text(exc), delay, max_attempts)
+            failure = Failure(text, _errortext.traceback_text(exc), delay, max_attempts)
         except Exception as describe_exc:  # whatever the error is, the job is settled
             log.error("job %s: its error could not be described (%r)", m.id, describe_exc)
             failure = Failure(

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import enum
 import json
-import linecache
 import math
 import re
-import traceback
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from ._payloads import plain
 from ._sql import jobs as jobs_sql
 from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName, InvalidResult
 from .types import JOB_OPTIONS, JobInfo, JobSpec, Message
@@ -30,7 +29,6 @@ MAX_PRIORITY = 32767
 #: Most jobs one dequeue, ack or nack call takes.
 MAX_BATCH = 10_000
 #: Longest error text kept per attempt (the traceback is cut in the middle beyond it).
-MAX_ERROR_CHARS = 10_000
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,47}$")
 # A schema name is quoted wherever it appears, but SQLAlchemy reads "%" and ":name" in
 # some texts as parameters; a name PostgreSQL reserves ("pg_*") cannot be created.
@@ -144,7 +142,37 @@ def batch_size(value: object) -> int:
 
 
 # --------------------------------------------------------------------------- text
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# ``default``: a pydantic model or a dataclass instance is sent as its JSON (asked for
+# only when json cannot encode a value itself: plain payloads pay nothing).
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=plain
+).encode
+
+Encode = Callable[[Any], str]
+#: The standard encoder (what ``encoder(None)`` returns).
+dumps: Encode = _ENCODE
+
+
+def encoder(json_default: Callable[[Any], Any] | None) -> Encode:
+    """The JSON encoder of a producer, consumer or worker made with ``json_default=``:
+    what ``json`` cannot encode and is not a model or dataclass goes to
+    ``json_default(value)``, which returns something it can (or raises TypeError), as
+    ``json.dumps(default=)`` does. ``None``: the standard encoder."""
+    if json_default is None:
+        return _ENCODE
+    if not callable(json_default):
+        raise InvalidArgument(f"json_default must be callable, got {type(json_default).__name__}")
+    hook = json_default
+
+    def default(value: Any) -> Any:
+        try:
+            return plain(value)
+        except TypeError:
+            return hook(value)
+
+    return json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
+    ).encode
 
 
 def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) -> None:
@@ -158,10 +186,10 @@ def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) 
             raise error(f"{what} is not valid Unicode text: {exc.reason}") from None
 
 
-def json_text(value: Any, what: str) -> str:
+def json_text(value: Any, what: str, encode: Encode = _ENCODE) -> str:
     """``value`` as the JSON text PostgreSQL will store (InvalidPayload if it cannot)."""
     try:
-        text = _ENCODE(value)
+        text = encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
@@ -182,13 +210,13 @@ _JSONB_MAX_CHARS = 2**28 - 1
 MAX_RESULT_BYTES = 1 << 20
 
 
-def result_text(value: Any, max_bytes: int) -> str | None:
+def result_text(value: Any, max_bytes: int, encode: Encode = _ENCODE) -> str | None:
     """A job's result as the JSON text to store (``None`` stores nothing); InvalidResult
     if it is not JSON-serialisable or its UTF-8 text is over ``max_bytes``."""
     if value is None:
         return None
     try:
-        text = json_text(value, "the job's result")
+        text = json_text(value, "the job's result", encode)
     except InvalidPayload as exc:
         raise InvalidResult(str(exc)) from None
     size = len(text) if text.isascii() else len(text.encode())
@@ -199,101 +227,6 @@ def result_text(value: Any, max_bytes: int) -> str | None:
     return text
 
 
-def storable(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """``text`` as PostgreSQL can always store it: NUL shown as ``\\x00``, anything that
-    is not valid UTF-8 (lone surrogates) replaced, and at most ``limit`` characters
-    (the middle cut out, so the start and the innermost frames both survive)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    if not text.isascii():
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(text) > limit:
-        half = (limit - 40) // 2
-        text = f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
-    return text
-
-
-def error_text(error: BaseException | str | None) -> str | None:
-    """What is stored as a failed attempt's error: the exception's type and message on
-    one line (``last_error``, the errors history), always storable."""
-    if error is None:
-        return None
-    if isinstance(error, str):
-        return storable(error)
-    orig = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError: the driver's message,
-    if isinstance(orig, BaseException):  # without the statement and its parameters
-        return storable(f"{type(error).__name__}: {type(orig).__name__}: {_message(orig)}".strip())
-    return storable(f"{type(error).__name__}: {_message(error)}")
-
-
-def _message(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when the exception cannot say (its ``__str__``
-    raises): a handler's error must never keep its job from being settled."""
-    try:
-        return str(exc)
-    except Exception:
-        return "<exception str() failed>"
-
-
-#: Most frames kept of each exception's traceback (the innermost ones).
-MAX_FRAMES = 40
-_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-
-
-def _last_line(exc: BaseException) -> str:
-    """``module.Type: message`` as Python prints it under a traceback."""
-    kind = type(exc)
-    name = kind.__qualname__
-    if kind.__module__ not in ("builtins", "__main__"):
-        name = f"{kind.__module__}.{name}"
-    message = _message(exc)
-    return f"{name}: {message}\n" if message else f"{name}\n"
-
-
-def traceback_text(error: BaseException | str | None) -> str | None:
-    """The traceback of a raised exception, chained causes included, as Python prints
-    it (without 3.11's ``^^^`` markers), bounded and storable; None for a string or an
-    exception never raised.
-
-    Written here rather than ``traceback.format_exception``, which builds a summary of
-    every frame and marks its columns: 250 µs a failure, a third of what a failing job
-    cost a worker; this costs a tenth of that (source lines come from linecache)."""
-    if not isinstance(error, BaseException) or error.__traceback__ is None:
-        return None
-    chain: list[tuple[BaseException, str]] = []
-    seen: set[int] = set()
-    exc: BaseException | None = error
-    joint = ""
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append((exc, joint))
-        if exc.__cause__ is not None:
-            exc, joint = exc.__cause__, _CAUSE
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            exc, joint = exc.__context__, _CONTEXT
-        else:
-            exc = None
-    parts: list[str] = []
-    for exc, joint in reversed(chain):
-        if exc.__traceback__ is not None:
-            parts.append("Traceback (most recent call last):\n")
-            frames = list(traceback.walk_tb(exc.__traceback__))
-            if len(frames) > MAX_FRAMES:
-                parts.append(f"  [{len(frames) - MAX_FRAMES} outer frames left out]\n")
-                frames = frames[-MAX_FRAMES:]
-            for frame, lineno in frames:
-                code = frame.f_code
-                parts.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
-                line = linecache.getline(code.co_filename, lineno).strip()
-                if line:
-                    parts.append(f"    {line}\n")
-        parts.append(_last_line(exc))
-        parts.append(joint)
-    return storable("".join(parts).rstrip())
-
-
-# --------------------------------------------------------------------------- times
 def run_at(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -405,7 +338,9 @@ def _arrays(columns: Sequence[list[Any]]) -> dict[str, list[Any]]:
     return {f"b_{name}": column for name, column in zip(JOB_OPTIONS, columns, strict=True)}
 
 
-def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
+def validate_jobs(
+    queue: str, items: Sequence[Any], defaults: JobSpec, encode: Encode = _ENCODE
+) -> Jobs:
     """Validate jobs and lay them out as :class:`Jobs`.
 
     A plain payload takes the call's options, validated once per call: per job only
@@ -415,7 +350,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
         shared = job_options(queue, "job 0", None, defaults)
         if shared[_DEDUPE_KEY] is None:
             try:
-                document = json_text(list(items), "payloads")
+                document = json_text(list(items), "payloads", encode)
             except InvalidPayload:
                 document = None  # encode each below: the error names the job
             # PostgreSQL caps one jsonb array at 256 MB (a text[] at 1 GB): a huge
@@ -434,7 +369,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
                 shared_options = job_options(queue, f"job {i}", None, defaults)
             options.append(shared_options)
             payload = item
-        payloads.append(json_text(payload, f"job {i}: payload"))
+        payloads.append(json_text(payload, f"job {i}: payload", encode))
     columns = [list(c) for c in zip(*options, strict=True)] or [[] for _ in JOB_OPTIONS]
     return Jobs(_arrays(columns), payloads)
 

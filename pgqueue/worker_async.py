@@ -32,7 +32,7 @@ from ._completer_async import AsyncCompleter
 from ._drive import AsyncBind, AsyncHeld, acheck_bind, arun
 from ._fetcher_async import AsyncFetcher
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
-from ._inflight import InFlight
+from ._inflight import InFlight, Job
 from ._maintenance_async import AsyncLeadership, AsyncMaintainer
 from ._observe import Observer
 from ._plans import Context
@@ -81,6 +81,11 @@ class AsyncWorker(AsyncIdentity, Handlers):
     ``opentelemetry-api`` each attempt runs in a span (``pgqueue.tracing``):
     ``instrument=False`` turns metrics and spans off.
 
+    A handler whose job is annotated ``Message[Model]`` (a pydantic v2 model, a
+    dataclass, a ``TypedDict``) gets its payload validated as a ``Model``, or the
+    attempt fails with ``InvalidPayload``. Results are JSON like payloads:
+    ``json_default`` encodes what ``json`` cannot (see :class:`AsyncProducer`).
+
     Workers also keep the schema tidy, with nothing to schedule: one of all the workers
     on the database is elected leader and runs maintenance every minute (retention of
     finished and dead jobs, expired results, registrations whose heartbeat stopped;
@@ -111,6 +116,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         hostname: str | None = None,
         port: int | None = None,
         instrument: bool = True,
+        json_default: Callable[[Any], Any] | None = None,
         maintenance: bool = True,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
@@ -128,6 +134,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
         self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
+        self._encode = _validate.encoder(json_default)
         super().__init__(engine, names, schema=schema, hostname=hostname, port=port)
         self._concurrency = concurrency
         self._listen = bool(listen)
@@ -196,7 +203,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         if ctx is None:
             raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
         checked = _validate.leased(ctx.queue, [job])
-        text = _validate.result_text(result, self._max_result_bytes)
+        text = _validate.result_text(result, self._max_result_bytes, self._encode)
         if bind is not None:
             acheck_bind(bind)
         plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK, [text])
@@ -325,6 +332,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 self._wakeup,
                 self._observer,
                 self._max_result_bytes,
+                self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
             await self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
@@ -414,10 +422,24 @@ class AsyncWorker(AsyncIdentity, Handlers):
         startup: AsyncStartup,
     ) -> None:
         attempt = 0
+        # Redelivered jobs (a lost lease: docs/reliability.md, poison jobs), each run with
+        # nothing else in flight and nothing fetched meanwhile, first to last; the first
+        # one's handler may be running. Only this loop touches it.
+        solo: list[Job] = []
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
+                continue
+            if solo:
+                self._wakeup.clear()
+                head = solo[0]
+                if self._inflight.get(head.message.id) is None:
+                    solo.pop(0)  # settled (ran, or cancelled): the next one, or fetch again
+                    continue
+                if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
+                    jobs.spawn(runner.execute, head, key=head.message.id)
+                await wait_event(self._wakeup, self._poll_interval)
                 continue
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
@@ -449,7 +471,10 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 await wait_event(self._wakeup, delay)
                 continue
             for job in self._inflight.hold(fetched):
-                jobs.spawn(runner.execute, job, key=job.message.id)
+                if job.message.redelivered:
+                    solo.append(job)
+                else:
+                    jobs.spawn(runner.execute, job, key=job.message.id)
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
