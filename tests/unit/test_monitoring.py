@@ -56,7 +56,7 @@ def test_worker_histograms_are_cumulative_with_le_bounds() -> None:
     registry = CollectorRegistry()
     children = WorkerMetrics(registry).children("q", "e")
     now = datetime.now(timezone.utc)
-    m = Message(1, "q", {}, "e", 0, "running", 1, None, now, now)
+    m: Message = Message(1, "q", {}, "e", 0, "running", 1, None, now, now)
     for duration in (0.005, 0.006, 20.0):  # on a bound (le: counted there), above, past all
         children.ended("failed", duration)
     children.settled("completed", m, now.timestamp() + 2.0)
