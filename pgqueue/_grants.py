@@ -17,7 +17,10 @@ What each kind may do:
 ``worker``
     everything a ``Consumer`` and a ``Worker`` do: dequeue, ack, nack, release, extend,
     archive, delete, heartbeat, register, sweep dead workers, concurrency and rate
-    limits, cron schedules; it cannot create, change or delete queues.
+    limits, cron schedules, take part in the maintenance leader's election
+    (``pgqueue_leader``) and prune dead jobs and results; it cannot create, change or
+    delete queues, nor prune the archive or manage its partitions (the admin's:
+    ``pgqueue maintain`` as the admin role, docs/scaling.md).
 ``admin``
     everything on pgqueue's tables and ``USAGE, CREATE`` on the schema (install and
     uninstall), without the grant option: it cannot hand its privileges on, so it
