@@ -17,7 +17,10 @@ What each kind may do:
 ``worker``
     everything a ``Consumer`` and a ``Worker`` do: dequeue, ack, nack, release, extend,
     archive, delete, heartbeat, register, sweep dead workers, concurrency and rate
-    limits, cron schedules; it cannot create, change or delete queues.
+    limits, cron schedules, take part in the maintenance leader's election
+    (``pgqueue_leader``) and prune dead jobs and results; it cannot create, change or
+    delete queues, nor prune the archive or manage its partitions (the admin's:
+    ``pgqueue maintain`` as the admin role, docs/scaling.md).
 ``admin``
     everything on pgqueue's tables and ``USAGE, CREATE`` on the schema (install and
     uninstall), without the grant option: it cannot hand its privileges on, so it
@@ -423,6 +426,16 @@ WORKER: tuple[Privilege, ...] = (
         (),
         "PRUNE_STATS: counters past a week, dropped by the completers",
     ),
+    *(
+        Privilege(
+            "pgqueue_leader",
+            privilege,
+            (),
+            "ELECT_LEADER (INSERT ... ON CONFLICT DO UPDATE), RESIGN_LEADER, SELECT_LEADER: "
+            "the maintenance leader's row",
+        )
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+    ),
 )
 
 #: Every table an admin gets everything on (those that exist when it is granted).
@@ -525,7 +538,7 @@ _LOOKUP = text(
     " EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = :b_schema),"
     " ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c"
     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = :b_schema AND c.relname = ANY(:b_tables) AND c.relkind = 'r')"
+    " WHERE n.nspname = :b_schema AND c.relname = ANY(:b_tables) AND c.relkind IN ('r', 'p'))"
 ).bindparams(
     bindparam("b_role", type_=Text),
     bindparam("b_schema", type_=Text),

@@ -1,5 +1,7 @@
-"""Maintenance of a worker: its heartbeat, the leases of the jobs it holds, sweeps of
-registrations whose heartbeat stopped, and periodic checks (async source).
+"""Maintenance of a worker: its heartbeat, the leases of the jobs it holds, and
+periodic checks (``AsyncMaintainer``); and the maintenance of the whole schema —
+retention, sweeps of registrations whose heartbeat stopped — run by the one worker
+elected leader (``AsyncLeadership``) (async source).
 
 It runs beside the fetch loop until the worker stops *and* holds no job: a handler
 that is still running when ``run()`` returns (a thread cannot be interrupted) keeps
@@ -8,30 +10,35 @@ its lease for as long as the process lives, so no other worker can start the sam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._acompat import Event, sleep, wait_event
-from ._drive import arun
+from ._drive import AsyncBind, arun
 from ._inflight import InFlight
 from ._plans import Context
 from ._plans import consumer as consumer_plans
-from ._plans import worker as worker_plans
-from ._plans import workflow as workflow_plans
+from ._plans import maintenance as maintenance_plans
+from .types import MaintenanceReport
 
 log = logging.getLogger("pgqueue.worker")
 
-#: Sweep registrations whose heartbeat stopped at the first beat and every this many.
-SWEEP_EVERY_BEATS = 20
 #: Run the worker's periodic checks (jobs nobody serves, missing queues) this often.
 CHECK_EVERY = 300.0
 
 
 class AsyncMaintainer:
-    """Heartbeats, lease keeping and sweeps for one worker."""
+    """Heartbeats and lease keeping for one worker."""
 
     def __init__(
         self,
@@ -61,7 +68,6 @@ class AsyncMaintainer:
     async def run(self) -> None:
         """Until the worker stops and holds no job."""
         checked = time.monotonic()
-        beats = 0
         while True:
             if self._stopping.is_set():
                 # Handlers still running (or settling): keep their leases every
@@ -77,9 +83,6 @@ class AsyncMaintainer:
             if self._stopping.is_set():
                 continue  # the registration ended with the run; the leases go on
             await self._guarded("heartbeat", self._beat)
-            if beats % SWEEP_EVERY_BEATS == 0:
-                await self._guarded("sweep", self.sweep)
-            beats += 1
             now = time.monotonic()
             if now - checked >= CHECK_EVERY:
                 checked = now
@@ -103,22 +106,203 @@ class AsyncMaintainer:
                 if cancelled:
                     self._cancel(cancelled)
 
-    async def sweep(self) -> None:
-        """Mark registrations whose heartbeat stopped dead; drop long-gone rows; end the
-        cancelled jobs whose worker died before it could stop them; remove expired
-        results."""
-        dead = await arun(self._engine, None, worker_plans.sweep_workers(self._ctx), self._ctx)
-        if dead:
-            log.info("marked %d registrations dead (no heartbeat)", dead)
-        ended = await arun(self._engine, None, worker_plans.finish_cancelled(self._ctx), self._ctx)
-        if ended:
-            log.info("%d cancelled jobs whose worker was gone ended cancelled", ended)
-        queues = list(self._contexts)
-        told = await arun(
-            self._engine, None, workflow_plans.settle_dead_nodes(self._ctx, queues), self._ctx
+
+#: Seconds the leader's row is held for unless renewed: a leader that dies is replaced
+#: within this plus :data:`ELECT_EVERY`.
+LEADER_TTL = 10.0
+#: Every worker (with ``maintenance=True``) tries to become or stay the leader this
+#: often; the leader renews its row at each try, and between the batches of a pass.
+ELECT_EVERY = 2.0
+#: The leader runs a maintenance pass this often (seconds), the first one
+#: :data:`FIRST_PASS_AFTER` seconds after its election (not at once: a worker that
+#: just started is busy with its first jobs, and a result kept "until the next sweep",
+#: ``result_ttl=0``, is still read by its waiter).
+MAINTAIN_EVERY = 60.0
+FIRST_PASS_AFTER = 5.0
+
+
+def candidate_name() -> str:
+    """A worker's name as a candidate: readable (host and pid) and unique per run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class AsyncLeadership:
+    """Leader election and the leader's maintenance passes (River's elector and
+    maintainers, over one row of ``pgqueue_leader``).
+
+    Every worker runs one; exactly one at a time holds the row and runs the passes.
+    It renews the row every :data:`ELECT_EVERY` seconds (and between batches), for
+    :data:`LEADER_TTL`; one that dies (SIGKILL) stops renewing and another takes the
+    row once it expired. A pass stops as soon as its leader lost the row, so two
+    leaders never work at once for longer than one batch (and each prune removes a
+    row once whoever runs it). On stop the leader gives the row up at once.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ctx: Context,
+        stopping: Event,
+        *,
+        candidate: str | None = None,
+        ttl: float = LEADER_TTL,
+        every: float = ELECT_EVERY,
+        maintain_every: float | None = None,
+        first_pass_after: float = FIRST_PASS_AFTER,
+    ) -> None:
+        self._engine = engine
+        self._ctx = ctx
+        self._stopping = stopping
+        self.candidate = candidate or candidate_name()
+        self._ttl = ttl
+        self._every = every
+        # Read when the worker starts (a soak run sets the module's value).
+        self._maintain_every = MAINTAIN_EVERY if maintain_every is None else maintain_every
+        self._first_pass_after = first_pass_after
+        self._lock = threading.Lock()
+        self._leading = False
+        self.passes = 0
+
+    @property
+    def leading(self) -> bool:
+        """Whether this worker led at its last try."""
+        with self._lock:
+            return self._leading
+
+    async def run(self) -> None:
+        """Until the worker stops: elect, and run a pass when it is time."""
+        due: float | None = None  # when the next pass is due, while leading
+        try:
+            while not self._stopping.is_set():
+                won = await self._elect()
+                now = time.monotonic()
+                if won and due is None:  # newly elected: a first pass soon
+                    due = now + self._first_pass_after
+                if won and due is not None and now >= due:
+                    due = now + self._maintain_every
+                    await self._pass()
+                elif not won:
+                    due = None
+                if await wait_event(self._stopping, self._every):
+                    break
+        finally:
+            if self.leading:
+                await self._resign()
+
+    async def _elect(self) -> bool:
+        try:
+            won = await arun(
+                self._engine,
+                None,
+                maintenance_plans.elect(self._ctx, self.candidate, self._ttl),
+                self._ctx,
+            )
+        except Exception as exc:  # the database is away: lead nothing until it is back
+            log.warning("maintenance: election failed (%s)", exc)
+            won = False
+        with self._lock:
+            was, self._leading = self._leading, won
+        if won and not was:
+            log.info("maintenance: %s is the leader", self.candidate)
+        elif was and not won:
+            log.info("maintenance: %s is no longer the leader", self.candidate)
+        return won
+
+    async def _pass(self) -> None:
+        try:
+            report = await run_pass(
+                self._engine,
+                None,
+                self._ctx,
+                candidate=self.candidate,
+                ttl=self._ttl,
+                go_on=lambda: not self._stopping.is_set(),
+            )
+        except Exception as exc:
+            log.warning("maintenance: pass failed (%s)", exc)
+            return
+        self.passes += 1
+        log_report(report)
+
+    async def _resign(self) -> None:
+        try:
+            await arun(
+                self._engine, None, maintenance_plans.resign(self._ctx, self.candidate), self._ctx
+            )
+        except Exception as exc:  # the row expires on its own
+            log.warning("maintenance: resigning failed (%s)", exc)
+        with self._lock:
+            self._leading = False
+
+
+async def run_pass(
+    engine: AsyncEngine,
+    bind: AsyncBind | None,
+    ctx: Context,
+    *,
+    candidate: str | None = None,
+    ttl: float = 0.0,
+    go_on: Callable[[], bool] = lambda: True,
+    now: datetime | None = None,
+) -> MaintenanceReport:
+    """One maintenance pass (``admin.maintain()``, or a leader's as ``candidate``):
+    the archive's partitions first — created ahead, and those past every retention
+    dropped one at a time (their rows then need no DELETE), each its own short
+    transaction (a drop that cannot get its lock in time is left for the next pass,
+    unless inside the caller's transaction: then it raises); then retention row by
+    row, and the sweeps."""
+    if candidate is not None:
+        still = maintenance_plans.elect(ctx, candidate, ttl)
+        if not await arun(engine, bind, still, ctx):
+            return MaintenanceReport(complete=False)
+    # Months past every retention first: dropped whole, their rows need no DELETE.
+    work = await arun(engine, bind, maintenance_plans.partitions(ctx, now), ctx)
+    if not work.owner:
+        log.info("maintenance: this role does not own the archive: its partitions are left")
+    for name in work.skipped:
+        log.warning(
+            "maintenance: %s not created: the default partition holds rows of that month", name
         )
-        if told:
-            log.info("%d dead-lettered workflow nodes told their children", told)
-        pruned = await arun(self._engine, None, worker_plans.prune_results(self._ctx), self._ctx)
-        if pruned:
-            log.info("removed %d results past their queue's result_ttl", pruned)
+    dropped: list[str] = []
+    for name in work.droppable:
+        if not go_on():
+            break
+        try:
+            await arun(engine, bind, maintenance_plans.drop_partition(ctx, name), ctx)
+        except DBAPIError as exc:
+            if bind is not None:
+                raise
+            log.warning("maintenance: %s not dropped this time (%s)", name, exc)
+            continue
+        dropped.append(name)
+    plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
+    report = await arun(engine, bind, plan, ctx)
+    vacuumed = False
+    if bind is None and go_on():  # VACUUM cannot run inside the caller's transaction
+        vacuumed = await arun(engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+    return dataclasses.replace(
+        report,
+        partitions_created=work.created,
+        partitions_dropped=tuple(dropped),
+        hot_table_vacuumed=vacuumed,
+    )
+
+
+def log_report(report: MaintenanceReport) -> None:
+    """Log what a pass did (INFO when it did anything)."""
+    if report.total or not report.complete or report.hot_table_vacuumed:
+        log.info(
+            "maintenance: pruned %d completed, %d cancelled, %d dead jobs and %d results; "
+            "%d registrations marked dead; %d cancelled jobs ended; archive partitions "
+            "created %s, dropped %s; hot table vacuumed: %s%s",
+            report.completed_pruned,
+            report.cancelled_pruned,
+            report.dead_pruned,
+            report.results_pruned,
+            report.workers_marked_dead,
+            report.cancelled_finished,
+            list(report.partitions_created),
+            list(report.partitions_dropped),
+            report.hot_table_vacuumed,
+            "" if report.complete else " (more left for the next pass)",
+        )

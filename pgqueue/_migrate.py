@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
-from .schema import metadata, translate_map
+from .schema import is_archive_partition, metadata, translate_map
 
 if TYPE_CHECKING:  # Alembic is imported only when migrating: it doubles import time
     from alembic.config import Config
@@ -96,8 +96,12 @@ def _ensure_schema(connection: Connection, schema: str) -> None:
 def _not_version_table(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
     """Autogenerate filter (``alembic check`` / ``revision --autogenerate`` from a
     checkout): the version table sits in an explicitly named schema, which Alembic only
-    recognises when that schema is not the connection's default one (``public``)."""
-    return not (type_ == "table" and name == VERSION_TABLE)
+    recognises when that schema is not the connection's default one (``public``).
+    The archive's monthly partitions are made by the migration and by maintenance,
+    not by the model: left out too."""
+    if type_ == "table":
+        return name != VERSION_TABLE and not is_archive_partition(name)
+    return not is_archive_partition(parent_names.get("table_name"))
 
 
 def _quote(connection: Connection, schema: str) -> str:

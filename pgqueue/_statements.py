@@ -25,6 +25,7 @@ from ._sql import (
     jobs,
     lease,
     limits,
+    maintenance,
     queues,
     results,
     schedules,
@@ -70,6 +71,7 @@ class Statements:
     NEXT_AVAILABLE_AT: Executable
     # queues and dead letters
     INSERT_QUEUE: Executable
+    UPDATE_QUEUE: Executable
     SELECT_QUEUE: Executable
     SELECT_QUEUES: Executable
     PURGE_JOBS: Executable
@@ -133,6 +135,17 @@ class Statements:
     WORKFLOW_LIVE_IDS: Executable
     RETRY_WORKFLOW: Executable
     SETTLE_DEAD_NODES: Executable
+    # maintenance: the leader, retention
+    ELECT_LEADER: Executable
+    RESIGN_LEADER: Executable
+    SELECT_LEADER: Executable
+    CAN_PRUNE_ARCHIVE: Executable
+    ARCHIVE_PARTITIONS: Executable
+    ARCHIVE_ROWS_IN: Executable
+    LONGEST_RETENTION: Executable
+    HOT_TABLE_STATS: Executable
+    PRUNE_ARCHIVE_PAST_RETENTION: Executable
+    PRUNE_DEAD: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
@@ -159,7 +172,19 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats, workflows)
+_MODULES = (
+    enqueue,
+    lease,
+    queues,
+    workers,
+    limits,
+    schedules,
+    jobs,
+    results,
+    stats,
+    workflows,
+    maintenance,
+)
 
 
 def sources() -> dict[str, Executable]:

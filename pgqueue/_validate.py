@@ -6,6 +6,7 @@ that it can always be stored: PostgreSQL text holds no NUL and only valid UTF-8.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -82,6 +83,27 @@ def duration(value: float | timedelta, what: str) -> float:
     if value is None:
         raise InvalidDelay(f"{what} must be seconds (int, float) or a timedelta, not None")
     return seconds(value, what) or 0.0
+
+
+class Unset(enum.Enum):
+    """The default of an optional setting that was not given (``None`` may be a value)."""
+
+    UNSET = 0
+
+
+UNSET = Unset.UNSET
+
+
+def flag(value: object) -> bool:
+    """A setting that is on or off: a bool, nothing else (``"false"`` is no False)."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"expected True or False, got {value!r}")
+    return value
+
+
+def retention(value: float | timedelta | None, what: str) -> float | None:
+    """How long finished jobs are kept: seconds >= 0, or ``None`` for ever."""
+    return seconds(value, what)
 
 
 def positive_seconds(value: float | timedelta, what: str) -> float:

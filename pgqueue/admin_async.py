@@ -13,13 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import _grants, _migrate, _validate
 from ._acompat import connection_of, dispose, make_engine, run_sync
 from ._drive import AsyncBind, acheck_bind, arun
+from ._maintenance_async import run_pass
 from ._plans import Context
 from ._plans import admin as admin_plans
 from ._plans import jobs as jobs_plans
+from ._plans import maintenance as maintenance_plans
 from ._plans import workflow as workflow_plans
+from ._validate import UNSET, Unset
 from .errors import InvalidArgument
 from .types import (
     JobInfo,
+    LeaderInfo,
+    MaintenanceReport,
     Message,
     QueueInfo,
     QueueMetrics,
@@ -33,6 +38,8 @@ from .types import (
 
 #: A status, or several (``list_jobs(status=...)``).
 Statuses = str | Sequence[str]
+#: Seconds in a day (the default retentions).
+DAY = 86400.0
 
 
 class AsyncAdmin:
@@ -117,6 +124,9 @@ class AsyncAdmin:
         retry_backoff_max: float | timedelta = 3600.0,
         archive: bool = False,
         result_ttl: float | timedelta = 86400.0,
+        retain_completed: float | timedelta | None = 7 * DAY,
+        retain_cancelled: float | timedelta | None = 7 * DAY,
+        retain_dead: float | timedelta | None = 30 * DAY,
         bind: AsyncBind | None = None,
     ) -> QueueInfo:
         """Create a queue; raises QueueAlreadyExists unless ``exists_ok``.
@@ -127,8 +137,15 @@ class AsyncAdmin:
         ``archive``: keep finished jobs in ``pgqueue_archive`` instead of deleting them.
         ``result_ttl``: how long a completed job's result is kept (default one day; 0
         keeps it only until the next sweep), for ``producer.wait`` and ``get_job``.
+        ``retain_completed`` / ``retain_cancelled`` / ``retain_dead``: how long finished
+        jobs are kept before maintenance removes them (``None``: for ever) — archived
+        jobs that completed or were archived (default 7 days; only queues with
+        ``archive`` keep completed jobs at all), jobs cancelled or deleted from an
+        archiving queue (7 days; cancelled jobs are kept whatever ``archive`` says),
+        and dead jobs, counted from when they died (30 days).
 
         >>> await admin.create_queue("emails", max_attempts=10, archive=True)  # doctest: +SKIP
+        >>> await admin.create_queue("audit", archive=True, retain_completed=None)  # doctest: +SKIP
         """
         plan = admin_plans.create_queue(
             self._ctx,
@@ -140,8 +157,97 @@ class AsyncAdmin:
             retry_backoff_max=_validate.positive_seconds(retry_backoff_max, "retry_backoff_max"),
             archive=bool(archive),
             result_ttl=_validate.duration(result_ttl, "result_ttl"),
+            retain_completed=_validate.retention(retain_completed, "retain_completed"),
+            retain_cancelled=_validate.retention(retain_cancelled, "retain_cancelled"),
+            retain_dead=_validate.retention(retain_dead, "retain_dead"),
         )
         return await arun(self._engine, bind, plan, self._ctx)
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        max_attempts: int | Unset = UNSET,
+        visibility_timeout: float | timedelta | Unset = UNSET,
+        retry_backoff: float | timedelta | Unset = UNSET,
+        retry_backoff_max: float | timedelta | Unset = UNSET,
+        archive: bool | Unset = UNSET,
+        result_ttl: float | timedelta | Unset = UNSET,
+        retain_completed: float | timedelta | Unset | None = UNSET,
+        retain_cancelled: float | timedelta | Unset | None = UNSET,
+        retain_dead: float | timedelta | Unset | None = UNSET,
+        bind: AsyncBind | None = None,
+    ) -> QueueInfo:
+        """Change some of a queue's settings (those given; see :meth:`create_queue`),
+        in one statement; raises QueueNotFound, and InvalidArgument/InvalidDelay for a
+        bad value (nothing is changed). New settings apply to jobs leased, retried and
+        pruned from then on; a shorter retention removes the rows now past it at the
+        next maintenance pass.
+
+        >>> await admin.update_queue("emails", retain_completed=timedelta(days=1))  # doctest: +SKIP
+        >>> await admin.update_queue("emails", retain_dead=None)  # for ever  # doctest: +SKIP
+        """
+        checks: dict[str, tuple[object, Any]] = {
+            "max_attempts": (
+                max_attempts,
+                lambda v: _validate.positive_int(v, "max_attempts", maximum=1_000_000),
+            ),
+            "visibility_timeout": (
+                visibility_timeout,
+                lambda v: _validate.positive_seconds(v, "visibility_timeout"),
+            ),
+            "retry_backoff": (
+                retry_backoff,
+                lambda v: _validate.positive_seconds(v, "retry_backoff"),
+            ),
+            "retry_backoff_max": (
+                retry_backoff_max,
+                lambda v: _validate.positive_seconds(v, "retry_backoff_max"),
+            ),
+            "archive": (archive, _validate.flag),
+            "result_ttl": (result_ttl, lambda v: _validate.duration(v, "result_ttl")),
+            "retain_completed": (
+                retain_completed,
+                lambda v: _validate.retention(v, "retain_completed"),
+            ),
+            "retain_cancelled": (
+                retain_cancelled,
+                lambda v: _validate.retention(v, "retain_cancelled"),
+            ),
+            "retain_dead": (retain_dead, lambda v: _validate.retention(v, "retain_dead")),
+        }
+        changes = {k: check(v) for k, (v, check) in checks.items() if v is not UNSET}
+        queue = _validate.check_queue_name(name)
+        if not changes:
+            raise InvalidArgument("update_queue: give at least one setting to change")
+        plan = admin_plans.update_queue(self._ctx, queue, changes)
+        return await arun(self._engine, bind, plan, self._ctx)
+
+    async def maintain(self, *, bind: AsyncBind | None = None) -> MaintenanceReport:
+        """Run one maintenance pass now, as the elected leader does on its own: remove
+        archive rows and dead jobs past their queue's retention and results past
+        ``result_ttl``, mark registrations whose heartbeat stopped dead, end cancelled
+        jobs whose worker died; create the archive's monthly partitions ahead and drop
+        those past every queue's retention (a role that owns the archive). Small
+        batches, each its own short transaction (without ``bind=``); safe beside a
+        running leader (each row is removed once). Returns what it did; ``complete``
+        is False if a backlog is left for the next pass.
+
+        >>> report = await admin.maintain()   # doctest: +SKIP
+        >>> report.completed_pruned, report.dead_pruned  # doctest: +SKIP
+        (1200, 3)
+        """
+        if bind is not None:
+            acheck_bind(bind)
+        return await run_pass(self._engine, bind, self._ctx)
+
+    async def maintenance_leader(self, *, bind: AsyncBind | None = None) -> LeaderInfo | None:
+        """The worker leading maintenance now, or ``None`` if none ever led.
+
+        >>> (await admin.maintenance_leader()).leader  # doctest: +SKIP
+        'web-1:4242:9f2c'
+        """
+        return await arun(self._engine, bind, maintenance_plans.leader(self._ctx), self._ctx)
 
     async def get_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:
         """A queue's settings; raises QueueNotFound.

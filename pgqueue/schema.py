@@ -71,6 +71,7 @@ TABLE_NAMES = frozenset(
         "pgqueue_workflows",
         "pgqueue_workflow_nodes",
         "pgqueue_workflow_edges",
+        "pgqueue_leader",
         "pgqueue_alembic_version",
     }
 )
@@ -91,9 +92,19 @@ queues = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
     # Seconds a completed job's result (pgqueue_results) is kept.
     Column("result_ttl", Double, nullable=False, server_default=text("86400")),
+    # Seconds finished jobs are kept before the maintenance leader removes them, by how
+    # they ended (NULL: kept for ever; queues that existed before migration 0009 keep
+    # that): archive rows completed or archived, archive rows cancelled or deleted, and
+    # dead jobs in pgqueue_jobs (from when they died).
+    Column("retain_completed", Double, nullable=True, server_default=text("604800")),
+    Column("retain_cancelled", Double, nullable=True, server_default=text("604800")),
+    Column("retain_dead", Double, nullable=True, server_default=text("2592000")),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
     CheckConstraint("visibility_timeout > 0", name="visibility_timeout"),
     CheckConstraint("result_ttl >= 0", name="result_ttl"),
+    CheckConstraint("retain_completed >= 0", name="retain_completed"),
+    CheckConstraint("retain_cancelled >= 0", name="retain_cancelled"),
+    CheckConstraint("retain_dead >= 0", name="retain_dead"),
 )
 
 jobs = Table(
@@ -176,10 +187,20 @@ jobs = Table(
     Index("ix_pgqueue_jobs_cancel_requested", "id", postgresql_where=text("cancel_requested")),
 )
 
+#: The archive is range-partitioned by ``finished_at``, one partition a month (UTC),
+#: named ``pgqueue_archive_yYYYYmMM`` (:func:`archive_partition_name`), plus
+#: ``pgqueue_archive_default`` for rows outside every partition (so an insert never
+#: fails). Maintenance creates the next months ahead and drops a month whole once it
+#: is past every queue's retention (migration 0009; docs/scaling.md).
+ARCHIVE_PARTITION_PREFIX = "pgqueue_archive_y"
+ARCHIVE_DEFAULT_PARTITION = "pgqueue_archive_default"
+
 archive = Table(
     "pgqueue_archive",
     metadata,
-    # The finished job's id, copied from pgqueue_jobs: no sequence of its own.
+    # The finished job's id, copied from pgqueue_jobs: no sequence of its own. The
+    # primary key holds the partition key too (PostgreSQL requires it); a lookup by id
+    # alone probes each partition's primary-key index.
     Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("queue", Text, nullable=False),
     Column("entrypoint", Text, nullable=False),
@@ -190,7 +211,13 @@ archive = Table(
     Column("max_attempts", Integer, nullable=True),
     Column("dedupe_key", Text, nullable=True),
     Column("enqueued_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column(
+        "finished_at",
+        DateTime(timezone=True),
+        primary_key=True,
+        nullable=False,
+        server_default=_now,
+    ),
     Column("outcome", Text, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("errors", JSONB, nullable=True),
@@ -205,7 +232,26 @@ archive = Table(
         "dedupe_key",
         postgresql_where=text("dedupe_key IS NOT NULL"),
     ),
+    postgresql_partition_by="RANGE (finished_at)",
 )
+
+
+def archive_partition_name(year: int, month: int) -> str:
+    """The archive's partition of one month (UTC)."""
+    return f"{ARCHIVE_PARTITION_PREFIX}{year:04d}m{month:02d}"
+
+
+def is_archive_partition(name: str | None) -> bool:
+    """Whether a table name is one of the archive's partitions (pgqueue's)."""
+    return name is not None and (
+        name == ARCHIVE_DEFAULT_PARTITION
+        or (
+            name.startswith(ARCHIVE_PARTITION_PREFIX)
+            and len(name) == len(ARCHIVE_PARTITION_PREFIX) + 7
+            and name[-3] == "m"
+        )
+    )
+
 
 #: Completed jobs' results: what a handler returned (``result``, NULL for None), kept
 #: until ``expires_at`` (the queue's ``result_ttl`` after it finished). A row exists
@@ -342,6 +388,20 @@ audit = Table(
     Index("ix_pgqueue_audit_at", "at"),
 )
 
+#: The one maintenance leader of the schema (River's elector, as a row): the worker
+#: whose ``leader`` holds the row until ``expires_at`` runs retention and sweeps; it
+#: renews the row well before it expires; any worker takes an expired row. A row and
+#: not a session advisory lock: it works through PgBouncer in transaction mode, where
+#: a session lock would be held by whichever client the server connection serves next.
+leader = Table(
+    "pgqueue_leader",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("leader", Text, nullable=False),
+    Column("elected_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
 #: Storage settings of the hot table, applied by the migration: updates (lease, retry)
 #: stay on the same page (HOT), and autovacuum keeps up with a table that churns.
 JOBS_STORAGE: dict[str, Any] = {
@@ -370,7 +430,8 @@ def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> 
     # The model's tables too, so a table added to it is never left out of the filter.
     ours = TABLE_NAMES.union(metadata.tables)
     if type_ == "table":
-        return name not in ours
+        return name not in ours and not is_archive_partition(name)
     if type_ in ("index", "unique_constraint", "foreign_key_constraint", "column"):
-        return parent_names.get("table_name") not in ours
+        table = parent_names.get("table_name")
+        return table not in ours and not is_archive_partition(table)
     return True

@@ -180,6 +180,12 @@ class QueueInfo:
     created_at: datetime
     #: Seconds a completed job's result is kept (``producer.wait`` reads it until then).
     result_ttl: float = 86400.0
+    #: Seconds finished jobs are kept before maintenance removes them (``None``: for
+    #: ever): archived ones that completed (or a consumer archived), archived ones
+    #: cancelled (or deleted by an admin), and dead jobs (from when they died).
+    retain_completed: float | None = 604800.0
+    retain_cancelled: float | None = 604800.0
+    retain_dead: float | None = 2592000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +345,55 @@ class WorkflowInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    """What one maintenance pass did (``admin.maintain()``, or the leader's pass).
+
+    ``completed_pruned`` / ``cancelled_pruned``: archive rows removed past their queue's
+    ``retain_completed`` (completed, archived) / ``retain_cancelled`` (cancelled,
+    deleted); ``dead_pruned``: dead jobs removed past ``retain_dead``;
+    ``results_pruned``: results past ``result_ttl``; ``workers_marked_dead``:
+    registrations whose heartbeat stopped; ``cancelled_finished``: cancelled jobs whose
+    worker died, ended; ``complete``: False if a batch limit stopped the pass before
+    everything past retention was removed (the next pass goes on);
+    ``partitions_created`` / ``partitions_dropped``: the archive's monthly partitions
+    made ahead, and dropped whole once past every queue's retention (only a role that
+    owns the archive may: the worker role's leader leaves them to an admin).
+    """
+
+    completed_pruned: int = 0
+    cancelled_pruned: int = 0
+    dead_pruned: int = 0
+    results_pruned: int = 0
+    workers_marked_dead: int = 0
+    cancelled_finished: int = 0
+    #: Workflow nodes dead-lettered by a lost lease on their last attempt, whose
+    #: children were then told (cancelled, or released if they run anyway).
+    workflow_nodes_settled: int = 0
+    complete: bool = True
+    #: The archive's monthly partitions created ahead and dropped whole (by name).
+    partitions_created: tuple[str, ...] = ()
+    partitions_dropped: tuple[str, ...] = ()
+    #: Whether the pass vacuumed the hot table (it had many dead tuples: see
+    #: docs/scaling.md, W6).
+    hot_table_vacuumed: bool = False
+
+    @property
+    def total(self) -> int:
+        """Rows removed or changed, in all."""
+        return (
+            self.completed_pruned
+            + self.cancelled_pruned
+            + self.dead_pruned
+            + self.results_pruned
+            + self.workers_marked_dead
+            + self.cancelled_finished
+            + self.workflow_nodes_settled
+            + len(self.partitions_created)
+            + len(self.partitions_dropped)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowSummary:
     """A run as listed (``admin.list_workflows``): nodes completed and failed so far."""
 
@@ -367,3 +422,15 @@ class WorkflowOutcome:
     @property
     def results(self) -> dict[int, Any]:
         return {i: o.result for i, o in self.leaves.items() if o.ok}
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    """The worker leading maintenance (``admin.maintenance_leader()``): its ``leader``
+    id (``hostname:pid:token``), since when, and until when its lease runs unless
+    renewed; ``expired``: it let it run out (stopped or died), any worker may take it."""
+
+    leader: str
+    elected_at: datetime
+    expires_at: datetime
+    expired: bool

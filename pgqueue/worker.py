@@ -34,7 +34,7 @@ from ._drive import Bind, Held, check_bind, run
 from ._fetcher import SyncFetcher
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
 from ._inflight import InFlight, Job
-from ._maintenance import SyncMaintainer
+from ._maintenance import AsyncLeadership, SyncMaintainer
 from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
@@ -87,6 +87,12 @@ class SyncWorker(SyncIdentity, Handlers):
     dataclass, a ``TypedDict``) gets its payload validated as a ``Model``, or the
     attempt fails with ``InvalidPayload``. Results are JSON like payloads:
     ``json_default`` encodes what ``json`` cannot (see :class:`SyncProducer`).
+
+    Workers also keep the schema tidy, with nothing to schedule: one of all the workers
+    on the database is elected leader and runs maintenance every minute (retention of
+    finished and dead jobs, expired results, registrations whose heartbeat stopped;
+    ``docs/scaling.md``). ``maintenance=False`` keeps this worker out of the election
+    (then run ``pgqueue maintain`` or ``admin.maintain()`` yourself if no worker runs it).
     """
 
     _kind = "worker"
@@ -113,6 +119,7 @@ class SyncWorker(SyncIdentity, Handlers):
         port: int | None = None,
         instrument: bool = True,
         json_default: Callable[[Any], Any] | None = None,
+        maintenance: bool = True,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -134,6 +141,8 @@ class SyncWorker(SyncIdentity, Handlers):
         self._concurrency = concurrency
         self._listen = bool(listen)
         self._install_signal_handlers = bool(install_signal_handlers)
+        self._maintenance = _validate.flag(maintenance)
+        self.leadership: AsyncLeadership | None = None
         self._contexts = {q: Context(self._ctx.schema, q) for q in names}
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
@@ -279,7 +288,7 @@ class SyncWorker(SyncIdentity, Handlers):
             self._inflight,
             TaskGroup(self._concurrency),
             completer,
-            TaskGroup(2),
+            TaskGroup(3),
             DaemonPool(self._concurrency),
         )
         self._tasks = services.jobs
@@ -312,6 +321,9 @@ class SyncWorker(SyncIdentity, Handlers):
                 cancel=self._cancel,
             )
             services.background.spawn(maintainer.run)
+            if self._maintenance:
+                self.leadership = AsyncLeadership(self._engine, self._ctx, halt)
+                services.background.spawn(self.leadership.run)
             if self._schedules:
                 scheduler = SyncScheduler(
                     self._engine, self._ctx, self._contexts, self._schedules, halt

@@ -33,7 +33,7 @@ from ._drive import AsyncBind, AsyncHeld, acheck_bind, arun
 from ._fetcher_async import AsyncFetcher
 from ._identity_async import READY, STOPPED, SUSPENDED, AsyncIdentity
 from ._inflight import InFlight, Job
-from ._maintenance_async import AsyncMaintainer
+from ._maintenance_async import AsyncLeadership, AsyncMaintainer
 from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
@@ -86,6 +86,12 @@ class AsyncWorker(AsyncIdentity, Handlers):
     dataclass, a ``TypedDict``) gets its payload validated as a ``Model``, or the
     attempt fails with ``InvalidPayload``. Results are JSON like payloads:
     ``json_default`` encodes what ``json`` cannot (see :class:`AsyncProducer`).
+
+    Workers also keep the schema tidy, with nothing to schedule: one of all the workers
+    on the database is elected leader and runs maintenance every minute (retention of
+    finished and dead jobs, expired results, registrations whose heartbeat stopped;
+    ``docs/scaling.md``). ``maintenance=False`` keeps this worker out of the election
+    (then run ``pgqueue maintain`` or ``admin.maintain()`` yourself if no worker runs it).
     """
 
     _kind = "worker"
@@ -112,6 +118,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         port: int | None = None,
         instrument: bool = True,
         json_default: Callable[[Any], Any] | None = None,
+        maintenance: bool = True,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -133,6 +140,8 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._concurrency = concurrency
         self._listen = bool(listen)
         self._install_signal_handlers = bool(install_signal_handlers)
+        self._maintenance = _validate.flag(maintenance)
+        self.leadership: AsyncLeadership | None = None
         self._contexts = {q: Context(self._ctx.schema, q) for q in names}
         self._entrypoints: dict[str, Entrypoint] = {}
         self._schedules: list[Schedule] = []
@@ -280,7 +289,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
             self._inflight,
             TaskGroup(self._concurrency),
             completer,
-            TaskGroup(2),
+            TaskGroup(3),
             DaemonPool(self._concurrency),
         )
         self._tasks = services.jobs
@@ -313,6 +322,9 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 cancel=self._cancel,
             )
             services.background.spawn(maintainer.run)
+            if self._maintenance:
+                self.leadership = AsyncLeadership(self._engine, self._ctx, halt)
+                services.background.spawn(self.leadership.run)
             if self._schedules:
                 scheduler = AsyncScheduler(
                     self._engine, self._ctx, self._contexts, self._schedules, halt

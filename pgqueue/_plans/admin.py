@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Executable
 
 from .. import _rows
+from .._sql.queues import UPDATABLE
 from ..errors import QueueAlreadyExists, QueueNotFound
 from ..types import (
     HeldBack,
@@ -37,6 +38,9 @@ def create_queue(
     retry_backoff_max: float,
     archive: bool,
     result_ttl: float = 86400.0,
+    retain_completed: float | None = 604800.0,
+    retain_cancelled: float | None = 604800.0,
+    retain_dead: float | None = 2592000.0,
 ) -> Steps[QueueInfo]:
     rows = yield Step(
         ctx.sql.INSERT_QUEUE,
@@ -48,6 +52,9 @@ def create_queue(
             "b_retry_backoff_max": retry_backoff_max,
             "b_archive": archive,
             "b_result_ttl": result_ttl,
+            "b_retain_completed": retain_completed,
+            "b_retain_cancelled": retain_cancelled,
+            "b_retain_dead": retain_dead,
         },
     )
     if rows:
@@ -55,6 +62,20 @@ def create_queue(
     if not exists_ok:
         raise QueueAlreadyExists(name)
     return (yield from get_queue(ctx, name).steps)
+
+
+@plan(transaction=False)
+def update_queue(ctx: Context, name: str, changes: Mapping[str, Any]) -> Steps[QueueInfo]:
+    """Change the settings in ``changes`` (validated; keys from ``UPDATABLE``), keep
+    the others, in one statement."""
+    params: dict[str, Any] = {"b_queue": name}
+    for setting in UPDATABLE:
+        params[f"b_set_{setting}"] = setting in changes
+        params[f"b_{setting}"] = changes.get(setting)
+    rows = yield Step(ctx.sql.UPDATE_QUEUE, params)
+    if not rows:
+        raise QueueNotFound(name)
+    return _rows.queue_info(rows[0])
 
 
 @plan(transaction=False)

@@ -6,12 +6,14 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Double,
     Integer,
     Text,
     and_,
     bindparam,
+    case,
     cast,
     column,
     delete,
@@ -57,6 +59,9 @@ QUEUE_COLUMNS = (
     queues.c.paused,
     queues.c.created_at,
     queues.c.result_ttl,
+    queues.c.retain_completed,
+    queues.c.retain_cancelled,
+    queues.c.retain_dead,
 )
 
 INSERT_QUEUE = (
@@ -69,8 +74,42 @@ INSERT_QUEUE = (
         retry_backoff_max=bindparam("b_retry_backoff_max"),
         archive=bindparam("b_archive"),
         result_ttl=bindparam("b_result_ttl"),
+        retain_completed=bindparam("b_retain_completed", type_=Double),
+        retain_cancelled=bindparam("b_retain_cancelled", type_=Double),
+        retain_dead=bindparam("b_retain_dead", type_=Double),
     )
     .on_conflict_do_nothing(index_elements=[queues.c.name])
+    .returning(*QUEUE_COLUMNS)
+)
+
+#: The settings ``admin.update_queue`` may change: each is set when ``b_set_<name>`` is
+#: true, else kept (a retention may be set to NULL, so a NULL cannot mean "unchanged").
+UPDATABLE = (
+    "max_attempts",
+    "visibility_timeout",
+    "retry_backoff",
+    "retry_backoff_max",
+    "archive",
+    "result_ttl",
+    "retain_completed",
+    "retain_cancelled",
+    "retain_dead",
+)
+UPDATE_QUEUE = (
+    update(queues)
+    .where(queues.c.name == bindparam("b_queue"))
+    .values(
+        {
+            name: case(
+                (
+                    bindparam(f"b_set_{name}", type_=Boolean),
+                    bindparam(f"b_{name}", type_=queues.c[name].type),
+                ),
+                else_=queues.c[name],
+            )
+            for name in UPDATABLE
+        }
+    )
     .returning(*QUEUE_COLUMNS)
 )
 

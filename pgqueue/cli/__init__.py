@@ -3,6 +3,8 @@
     pgqueue demo                                  # embedded PostgreSQL, no setup
     pgqueue --dsn postgresql://localhost/app install
     pgqueue queue create emails --max-attempts 10
+    pgqueue queue update emails --retain-completed 1d --retain-dead forever
+    pgqueue maintain                              # one maintenance pass by hand
     echo '{"to": "a@example.org"}' | pgqueue enqueue emails
     pgqueue run myapp.jobs:worker --concurrency 16 --metrics-port 9108 --log-format json
     pgqueue metrics --port 9109                   # queue metrics for Prometheus
@@ -29,14 +31,16 @@ from typing import NoReturn
 from sqlalchemy.exc import DBAPIError
 
 from .. import __version__
+from .._validate import UNSET
 from ..errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from ._common import EXIT_DB_DOWN, EXIT_FAILURE, EXIT_NO_SCHEMA, EXIT_USAGE, CliError
+from ._common import EXIT_DB_DOWN, EXIT_FAILURE, EXIT_NO_SCHEMA, EXIT_USAGE, CliError, duration
 from .commands import (
     cmd_dead,
     cmd_enqueue,
     cmd_grant,
     cmd_health,
     cmd_install,
+    cmd_maintain,
     cmd_queue,
     cmd_stats,
     cmd_uninstall,
@@ -77,10 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--visibility-timeout", type=float, default=30.0)
     c.add_argument("--archive", action="store_true", help="keep finished jobs in the archive")
     c.add_argument("--exists-ok", action="store_true")
+    _add_retention(c)
+    u = qsub.add_parser("update", help="change a queue's settings (those given)")
+    u.add_argument("name")
+    u.add_argument("--max-attempts", type=int)
+    u.add_argument("--visibility-timeout", type=duration)
+    u.add_argument("--retry-backoff", type=duration)
+    u.add_argument("--retry-backoff-max", type=duration)
+    u.add_argument(
+        "--archive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep finished jobs in the archive (--no-archive: stop)",
+    )
+    u.add_argument("--result-ttl", type=duration)
+    _add_retention(u)
     qsub.add_parser("list")
     for action in ("pause", "resume", "purge", "delete"):
         qsub.add_parser(action).add_argument("name")
     p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("maintain", help="run one maintenance pass now (retention, sweeps)")
+    p.add_argument("--json", action="store_true", help="print what it did as JSON")
+    p.set_defaults(func=cmd_maintain)
 
     p = sub.add_parser("enqueue", help="enqueue JSON from an argument or stdin lines")
     p.add_argument("queue")
@@ -165,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics_port(p, "serve the worker's /metrics, /healthz, /readyz on this port")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_retention(p: argparse.ArgumentParser) -> None:
+    for kind, what in (
+        ("completed", "archived jobs that completed (default 7d)"),
+        ("cancelled", "archived jobs cancelled or deleted (default 7d)"),
+        ("dead", "dead jobs, from when they died (default 30d)"),
+    ):
+        p.add_argument(
+            f"--retain-{kind}",
+            type=duration,
+            default=UNSET,
+            metavar="DURATION",
+            help=f"how long to keep {what}: 30s, 15m, 12h, 1d, 2w, or forever",
+        )
 
 
 def _add_metrics_port(p: argparse.ArgumentParser, help: str) -> None:

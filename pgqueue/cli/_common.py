@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -77,3 +79,28 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)")
+#: What ``--retain-* forever`` and friends accept for "kept for ever" (``None``).
+FOREVER = ("forever", "never", "none")
+
+
+def duration(text: str) -> float | None:
+    """An argparse type: ``30s``, ``15m``, ``12h``, ``1d``, ``2w``, ``1d12h`` or plain
+    seconds; ``forever`` (or ``never``, ``none``) for None (kept for ever)."""
+    raw = text.strip().lower()
+    if raw in FOREVER:
+        return None
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(raw):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2) or "s"]
+        pos = match.end()
+    if not raw or pos != len(raw) or not math.isfinite(total):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 30s, 15m, 12h, 1d, 2w, 1d12h, or forever"
+        )
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import socket
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .._validate import UNSET
 from ..admin import SyncAdmin
 from ..producer import SyncProducer
 from ._common import (
@@ -49,8 +51,28 @@ def cmd_queue(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             visibility_timeout=args.visibility_timeout,
             archive=args.archive,
+            **_retention(args),
         )
         print(f"created queue {q.name!r}")
+    elif args.action == "update":
+        changes: dict[str, Any] = _retention(args)
+        for setting in (
+            "max_attempts",
+            "visibility_timeout",
+            "retry_backoff",
+            "retry_backoff_max",
+            "archive",
+            "result_ttl",
+        ):
+            if getattr(args, setting) is not None:
+                changes[setting] = getattr(args, setting)
+        if not changes:
+            raise CliError("queue update: give at least one setting to change", EXIT_USAGE)
+        q = admin.update_queue(args.name, **changes)
+        print(
+            f"updated queue {q.name!r}: "
+            + ", ".join(f"{k}={_shown(getattr(q, k))}" for k in changes)
+        )
     elif args.action == "list":
         rows = []
         for q in admin.list_queues():
@@ -80,6 +102,32 @@ def cmd_queue(args: argparse.Namespace) -> int:
     elif args.action == "delete":
         admin.delete_queue(args.name)
         print(f"deleted queue {args.name!r}")
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--retain-*`` options given (``None``: for ever)."""
+    names = ("retain_completed", "retain_cancelled", "retain_dead")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not UNSET}
+
+
+def _shown(value: object) -> str:
+    return "forever" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- maintenance
+def cmd_maintain(args: argparse.Namespace) -> int:
+    report = _admin(args).maintain()
+    if args.json:
+        print_json({**dataclasses.asdict(report), "total": report.total})
+        return 0
+    print(
+        f"pruned {report.completed_pruned} completed, {report.cancelled_pruned} cancelled "
+        f"and {report.dead_pruned} dead jobs, {report.results_pruned} results; "
+        f"{report.workers_marked_dead} registrations marked dead, "
+        f"{report.cancelled_finished} cancelled jobs ended"
+        + ("" if report.complete else " (more is left: run it again)")
+    )
     return 0
 
 

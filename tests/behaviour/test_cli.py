@@ -461,3 +461,59 @@ def test_workflows_list_show_cancel_retry(dsn: str, engine: Engine) -> None:
     r = Command(("workflows", "show", "999"), dsn=dsn).result()
     assert r.code != 0 and "no workflow 999" in r.err
     producer.close()
+
+
+# --------------------------------------------------------------------------- retention
+RETENTION = "SELECT retain_completed, retain_cancelled, retain_dead FROM pgqueue_queues"
+
+
+def test_queue_retention_create_update_and_maintain(dsn: str, engine: Engine) -> None:
+    ok(dsn, "queue", "create", "tasks", "--archive", "--retain-completed", "1d12h")
+    assert [tuple(r) for r in rows(engine, RETENTION)] == [(129600.0, 604800.0, 2592000.0)]
+    out = ok(
+        dsn,
+        "queue",
+        "update",
+        "tasks",
+        "--retain-cancelled",
+        "15m",
+        "--retain-dead",
+        "forever",
+        "--max-attempts",
+        "9",
+    )
+    assert "retain_dead=forever" in out and "max_attempts=9" in out
+    assert [tuple(r) for r in rows(engine, RETENTION)] == [(129600.0, 900.0, None)]
+    assert scalar(engine, "SELECT max_attempts FROM pgqueue_queues") == 9
+    rows(
+        engine,
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) VALUES"
+        " (1, 'tasks', 'e', '{}', 0, 1, now(), now() - interval '2 days', 'completed'),"
+        " (2, 'tasks', 'e', '{}', 0, 1, now(), now() - interval '1 hour', 'completed')",
+    )
+    report = json.loads(ok(dsn, "maintain", "--json"))
+    assert (report["completed_pruned"], report["complete"]) == (1, True)
+    assert [r[0] for r in rows(engine, "SELECT id FROM pgqueue_archive")] == [2]
+    assert "pruned 0 completed" in ok(dsn, "maintain")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["queue", "update", "tasks", "--retain-dead", "1 day"],
+        ["queue", "update", "tasks", "--retain-dead", "-5"],
+        ["queue", "update", "tasks", "--retain-dead", "1x"],
+        ["queue", "update", "tasks"],
+        ["queue", "create", "other", "--retain-completed", "soon"],
+    ],
+)
+def test_queue_retention_bad_values_are_usage_errors(
+    dsn: str, engine: Engine, args: list[str]
+) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    before = [tuple(r) for r in rows(engine, RETENTION)]
+    r = Command(args, dsn=dsn).result()
+    assert r.code == 2, (r.code, r.out, r.err)
+    assert [tuple(r) for r in rows(engine, RETENTION)] == before
+    assert rows(engine, "SELECT name FROM pgqueue_queues") == [("tasks",)]

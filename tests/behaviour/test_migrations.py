@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from pgqueue import AsyncAdmin, SchemaNotInstalled, SyncAdmin, _migrate
-from pgqueue.schema import JOBS_STORAGE, include_name
+from pgqueue.schema import JOBS_STORAGE, include_name, is_archive_partition
 from pgqueue.schema import metadata as pgqueue_metadata
 from tests.support.db import statements_on
 
@@ -69,10 +70,12 @@ def _engine(pg_url: URL, search_path: str | None = None) -> Engine:
 
 
 def _tables(conn: Connection, schema: str) -> set[str]:
+    """The tables of ``schema``, the archive's partitions left out (they come and go
+    with time: test_archive_partitions_survive_down_and_up checks them)."""
     rows = conn.execute(
         text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema}
     ).scalars()
-    return set(rows)
+    return {t for t in rows if not is_archive_partition(t)}
 
 
 def _schema_tables(pg_url: URL, schema: str) -> set[str]:
@@ -468,7 +471,7 @@ def test_host_autogenerate_include_name_keeps_pgqueue_tables(pg_url: URL, schema
             dropped = {
                 diff[1].name
                 for diff in compare_metadata(unfiltered, host_metadata)
-                if diff[0] == "remove_table"
+                if diff[0] == "remove_table" and not is_archive_partition(diff[1].name)
             }
     finally:
         engine.dispose()
@@ -487,6 +490,13 @@ def _diff(engine: Engine) -> list[Any]:
                 "version_table": VERSION_TABLE,
                 "compare_type": True,
                 "compare_server_default": True,
+                # The archive's monthly partitions are made by the migration and by
+                # maintenance, not by the model.
+                "include_name": lambda name, type_, parents: (
+                    not is_archive_partition(
+                        name if type_ == "table" else parents.get("table_name")
+                    )
+                ),
             },
         )
         return list(compare_metadata(ctx, pgqueue_metadata))
@@ -666,3 +676,110 @@ def test_statements_per_schema_render_what_a_translate_map_would(schema: str, dr
         assert rendered == expected, name
         if any(table in expected for table in PGQUEUE_TABLES):  # names a table: qualified
             assert schema.replace('"', '""') in expected, name
+
+
+# --------------------------------------------------------------------------- (h)
+_ARCHIVE_ROWS = (
+    "SELECT id, queue, outcome, finished_at, payload FROM {s}.pgqueue_archive ORDER BY id"
+)
+
+
+def _partitions_of(conn: Connection, schema: str) -> list[str]:
+    rows = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = CAST(:t AS regclass) ORDER BY c.relname"
+        ),
+        {"t": f'"{schema}".pgqueue_archive'},
+    ).scalars()
+    return list(rows)
+
+
+@pytest.mark.slow
+def test_archive_partitions_survive_down_and_up_with_data(pg_url: URL, schema: str) -> None:
+    """0009 turns an archive holding rows (of this month, of months ago, of years ago)
+    into a partitioned one: every row kept, each in its month's partition (years ago:
+    the default one), grants kept; down gives a plain table with the same rows and
+    grants back; up again partitions them again."""
+    _create_schema(pg_url, schema)
+    engine = _engine(pg_url)
+    s = f'"{schema}"'
+    try:
+        with engine.begin() as conn:
+            _migrate.upgrade(conn, schema, "pgqueue_0007")
+            conn.execute(text("DROP ROLE IF EXISTS pgq_mig_reader"))
+            conn.execute(text("CREATE ROLE pgq_mig_reader"))
+            conn.execute(text(f"GRANT USAGE ON SCHEMA {s} TO pgq_mig_reader"))
+            conn.execute(
+                text(f"GRANT SELECT (id, outcome) ON {s}.pgqueue_archive TO pgq_mig_reader")
+            )
+            conn.execute(text(f"GRANT DELETE ON {s}.pgqueue_archive TO pgq_mig_reader"))
+            conn.execute(
+                text(
+                    f"INSERT INTO {s}.pgqueue_archive (id, queue, entrypoint, payload, priority,"
+                    " attempts, enqueued_at, finished_at, outcome) SELECT g, 'q', 'e',"
+                    " jsonb_build_object('n', g), 0, 1, now(), now() - make_interval(days => g),"
+                    " 'completed' FROM generate_series(1, 1200, 7) g"
+                )
+            )
+            before = conn.execute(text(_ARCHIVE_ROWS.format(s=s))).all()
+        assert len(before) > 150
+
+        with engine.begin() as conn:
+            _migrate.upgrade(conn, schema, "heads")
+            assert conn.execute(text(_ARCHIVE_ROWS.format(s=s))).all() == before
+            parts = _partitions_of(conn, schema)
+            assert "pgqueue_archive_default" in parts
+            now = conn.execute(text("SELECT now()")).scalar_one().astimezone(timezone.utc)
+            assert f"pgqueue_archive_y{now.year:04d}m{now.month:02d}" in parts
+            # Each row sits in its month's partition; rows past 24 months in the default.
+            misplaced = conn.execute(
+                text(
+                    f"SELECT count(*) FROM {s}.pgqueue_archive WHERE tableoid::regclass::text"
+                    " NOT LIKE '%' || to_char(finished_at AT TIME ZONE 'UTC', '\"y\"YYYY\"m\"MM')"
+                    " AND tableoid::regclass::text NOT LIKE '%default'"
+                )
+            ).scalar_one()
+            assert misplaced == 0
+            in_default = conn.execute(
+                text(
+                    "SELECT min(finished_at) < now() - interval '23 months'"
+                    f" FROM {s}.pgqueue_archive_default"
+                )
+            ).scalar_one()
+            assert in_default
+            grants = conn.execute(
+                text(
+                    "SELECT has_column_privilege(:r, CAST(:t AS regclass), 'outcome', 'SELECT'),"
+                    " has_column_privilege(:r, CAST(:t AS regclass), 'payload', 'SELECT'),"
+                    " has_table_privilege(:r, CAST(:t AS regclass), 'DELETE')"
+                ),
+                {"t": f"{s}.pgqueue_archive", "r": "pgq_mig_reader"},
+            ).one()
+            assert tuple(grants) == (True, False, True)
+
+        with engine.begin() as conn:
+            _migrate.downgrade(conn, schema, "pgqueue_0007")
+            assert conn.execute(text(_ARCHIVE_ROWS.format(s=s))).all() == before
+            assert _partitions_of(conn, schema) == []
+            kind = conn.execute(
+                text("SELECT relkind FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                {"t": f"{s}.pgqueue_archive"},
+            ).scalar_one()
+            assert kind == "r"
+            assert conn.execute(
+                text(
+                    "SELECT has_table_privilege('pgq_mig_reader', CAST(:t AS regclass), 'DELETE')"
+                ),
+                {"t": f"{s}.pgqueue_archive"},
+            ).scalar_one()
+
+        with engine.begin() as conn:
+            _migrate.upgrade(conn, schema, "heads")
+            assert conn.execute(text(_ARCHIVE_ROWS.format(s=s))).all() == before
+            assert "pgqueue_archive_default" in _partitions_of(conn, schema)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {s} CASCADE"))
+            conn.execute(text("DROP ROLE IF EXISTS pgq_mig_reader"))
+        engine.dispose()

@@ -406,7 +406,7 @@ def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
 ) -> None:
     """DEQUEUE (unchanged for plain jobs) dead-letters a job whose lease expired on its
     last attempt without telling its children; the workers' sweep does."""
-    _, producer, consumer = setup(sync_engine, max_attempts=1)
+    admin, producer, consumer = setup(sync_engine, max_attempts=1)
     lost = producer.enqueue_workflow(chain("lost", [{"n": 1}, {"n": 2}]))
     (m,) = consumer.dequeue(visibility_timeout=0.2)
     sleep(0.4)  # its worker is gone: the lease expires
@@ -418,5 +418,13 @@ def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
     assert statuses(sync_engine, lost) == ["dead", "cancelled"]
     again = run(sync_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
     assert again == 0  # told once
+    # The leader's maintenance pass does the same (admin.maintain(): one pass by hand).
+    other = producer.enqueue_workflow(chain("lost again", [{"n": 3}, {"n": 4}]))
+    consumer.dequeue(visibility_timeout=0.2)
+    sleep(0.4)
+    assert consumer.dequeue() == []
+    report = admin.maintain()
+    assert report.workflow_nodes_settled == 1
+    assert statuses(sync_engine, other) == ["dead", "cancelled"]
     del m
     producer.close()

@@ -407,7 +407,7 @@ async def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
 ) -> None:
     """DEQUEUE (unchanged for plain jobs) dead-letters a job whose lease expired on its
     last attempt without telling its children; the workers' sweep does."""
-    _, producer, consumer = await setup(async_engine, max_attempts=1)
+    admin, producer, consumer = await setup(async_engine, max_attempts=1)
     lost = await producer.enqueue_workflow(chain("lost", [{"n": 1}, {"n": 2}]))
     (m,) = await consumer.dequeue(visibility_timeout=0.2)
     await sleep(0.4)  # its worker is gone: the lease expires
@@ -419,5 +419,13 @@ async def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
     assert await statuses(async_engine, lost) == ["dead", "cancelled"]
     again = await arun(async_engine, None, workflow_plans.settle_dead_nodes(ctx, ["tasks"]), ctx)
     assert again == 0  # told once
+    # The leader's maintenance pass does the same (admin.maintain(): one pass by hand).
+    other = await producer.enqueue_workflow(chain("lost again", [{"n": 3}, {"n": 4}]))
+    await consumer.dequeue(visibility_timeout=0.2)
+    await sleep(0.4)
+    assert await consumer.dequeue() == []
+    report = await admin.maintain()
+    assert report.workflow_nodes_settled == 1
+    assert await statuses(async_engine, other) == ["dead", "cancelled"]
     del m
     await producer.close()

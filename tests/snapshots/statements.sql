@@ -9,6 +9,30 @@ FROM ROWS FROM (pg_catalog.unnest(%(b_queues)s::TEXT[]), pg_catalog.unnest(%(b_e
 INSERT INTO public.pgqueue_stats (minute, queue, entrypoint, completed, failed, dead, cancelled, durations) SELECT pg_catalog.date_trunc($1::VARCHAR, pg_catalog.now()) AS date_trunc_1, u.queue, u.entrypoint, u.completed, u.failed, u.dead, u.cancelled, CAST(u.durations AS BIGINT[]) AS durations
 FROM ROWS FROM (pg_catalog.unnest($2::TEXT[]), pg_catalog.unnest($3::TEXT[]), pg_catalog.unnest($4::BIGINT[]), pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::BIGINT[]), pg_catalog.unnest($7::BIGINT[]), pg_catalog.unnest($8::TEXT[])) AS u(queue, entrypoint, completed, failed, dead, cancelled, durations) ON CONFLICT (minute, queue, entrypoint) DO UPDATE SET completed = (public.pgqueue_stats.completed + excluded.completed), failed = (public.pgqueue_stats.failed + excluded.failed), dead = (public.pgqueue_stats.dead + excluded.dead), cancelled = (public.pgqueue_stats.cancelled + excluded.cancelled), durations = (SELECT pg_catalog.array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i) FROM ROWS FROM (pg_catalog.unnest(pgqueue_stats.durations), pg_catalog.unnest(excluded.durations)) WITH ORDINALITY AS d(a, b, i));
 
+-- ARCHIVE_PARTITIONS [psycopg]
+SELECT pg_catalog.pg_class.relname, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_inherits JOIN pg_catalog.pg_class ON pg_catalog.pg_class.oid = pg_catalog.pg_inherits.inhrelid
+WHERE pg_catalog.pg_inherits.inhparent = CAST(%(b_table)s::VARCHAR AS REGCLASS) ORDER BY pg_catalog.pg_class.relname;
+
+-- ARCHIVE_PARTITIONS [asyncpg]
+SELECT pg_catalog.pg_class.relname, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_inherits JOIN pg_catalog.pg_class ON pg_catalog.pg_class.oid = pg_catalog.pg_inherits.inhrelid
+WHERE pg_catalog.pg_inherits.inhparent = CAST($1::VARCHAR AS REGCLASS) ORDER BY pg_catalog.pg_class.relname;
+
+-- ARCHIVE_ROWS_IN [psycopg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.finished_at >= %(b_from)s::TIMESTAMP WITH TIME ZONE AND public.pgqueue_archive.finished_at < %(b_to)s::TIMESTAMP WITH TIME ZONE) AS anon_1;
+
+-- ARCHIVE_ROWS_IN [asyncpg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.finished_at >= $1::TIMESTAMP WITH TIME ZONE AND public.pgqueue_archive.finished_at < $2::TIMESTAMP WITH TIME ZONE) AS anon_1;
+
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on),
@@ -259,6 +283,12 @@ WHERE wf_released.status = 'queued') AS released_queues
 FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_2, NULL AS anon__1
 FROM requested;
 
+-- CAN_PRUNE_ARCHIVE [psycopg]
+SELECT pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'DELETE') AND pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'SELECT') AS anon_1;
+
+-- CAN_PRUNE_ARCHIVE [asyncpg]
+SELECT pg_catalog.has_table_privilege($1::VARCHAR, 'DELETE') AND pg_catalog.has_table_privilege($1::VARCHAR, 'SELECT') AS anon_1;
+
 -- CLAIM_TICK [psycopg]
 UPDATE public.pgqueue_schedules SET last_tick=%(b_tick)s::TIMESTAMP WITH TIME ZONE, updated_at=pg_catalog.now() WHERE public.pgqueue_schedules.name = %(b_name)s::VARCHAR AND (public.pgqueue_schedules.last_tick IS NULL OR public.pgqueue_schedules.last_tick < %(b_tick)s::TIMESTAMP WITH TIME ZONE) RETURNING public.pgqueue_schedules.name;
 
@@ -476,6 +506,12 @@ FROM lost)))) ORDER BY "both".priority DESC, "both".id
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
 FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($7::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
 FROM lost) AS redelivered, picked.ready_at;
+
+-- ELECT_LEADER [psycopg]
+INSERT INTO public.pgqueue_leader (name, leader, expires_at) VALUES (%(b_name)s::VARCHAR, %(b_leader)s::VARCHAR, (pg_catalog.now() + %(b_ttl)s * INTERVAL '1 second')) ON CONFLICT (name) DO UPDATE SET leader = excluded.leader, elected_at = CASE WHEN (public.pgqueue_leader.leader = excluded.leader) THEN public.pgqueue_leader.elected_at ELSE pg_catalog.now() END, expires_at = excluded.expires_at WHERE public.pgqueue_leader.leader = excluded.leader OR public.pgqueue_leader.expires_at < pg_catalog.now() RETURNING public.pgqueue_leader.leader, public.pgqueue_leader.elected_at, public.pgqueue_leader.expires_at;
+
+-- ELECT_LEADER [asyncpg]
+INSERT INTO public.pgqueue_leader (name, leader, expires_at) VALUES ($1::VARCHAR, $2::VARCHAR, (pg_catalog.now() + $3::FLOAT * INTERVAL '1 second')) ON CONFLICT (name) DO UPDATE SET leader = excluded.leader, elected_at = CASE WHEN (public.pgqueue_leader.leader = excluded.leader) THEN public.pgqueue_leader.elected_at ELSE pg_catalog.now() END, expires_at = excluded.expires_at WHERE public.pgqueue_leader.leader = excluded.leader OR public.pgqueue_leader.expires_at < pg_catalog.now() RETURNING public.pgqueue_leader.leader, public.pgqueue_leader.elected_at, public.pgqueue_leader.expires_at;
 
 -- ENSURE_BUCKET [psycopg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
@@ -797,6 +833,20 @@ SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.dedupe_key, live.id AS held_b
 FROM public.pgqueue_jobs JOIN public.pgqueue_jobs AS live ON live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND ($2::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any($2::BIGINT[])) ORDER BY public.pgqueue_jobs.id;
 
+-- HOT_TABLE_STATS [psycopg]
+SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_stat_user_tables
+WHERE pg_catalog.pg_stat_user_tables.relid = CAST(%(b_table)s::VARCHAR AS REGCLASS);
+
+-- HOT_TABLE_STATS [asyncpg]
+SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
+FROM pg_catalog.pg_class AS owner
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1
+FROM pg_catalog.pg_stat_user_tables
+WHERE pg_catalog.pg_stat_user_tables.relid = CAST($1::VARCHAR AS REGCLASS);
+
 -- INSERT_JOBS [psycopg] (hot: sent to the driver directly)
 INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
 FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_delay)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_run_at)s::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_payload)s::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
@@ -828,10 +878,10 @@ FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_QUEUE [psycopg]
-INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl) VALUES (%(b_queue)s::VARCHAR, %(b_max_attempts)s::INTEGER, %(b_visibility_timeout)s, %(b_retry_backoff)s, %(b_retry_backoff_max)s, %(b_archive)s, %(b_result_ttl)s) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl;
+INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl, retain_completed, retain_cancelled, retain_dead) VALUES (%(b_queue)s::VARCHAR, %(b_max_attempts)s::INTEGER, %(b_visibility_timeout)s, %(b_retry_backoff)s, %(b_retry_backoff_max)s, %(b_archive)s, %(b_result_ttl)s, %(b_retain_completed)s, %(b_retain_cancelled)s, %(b_retain_dead)s) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead;
 
 -- INSERT_QUEUE [asyncpg]
-INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl) VALUES ($1::VARCHAR, $2::INTEGER, $3::FLOAT, $4::FLOAT, $5::FLOAT, $6::BOOLEAN, $7::FLOAT) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl;
+INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl, retain_completed, retain_cancelled, retain_dead) VALUES ($1::VARCHAR, $2::INTEGER, $3::FLOAT, $4::FLOAT, $5::FLOAT, $6::BOOLEAN, $7::FLOAT, $8::FLOAT, $9::FLOAT, $10::FLOAT) ON CONFLICT (name) DO NOTHING RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead;
 
 -- INSERT_UNIFORM_JOBS [psycopg] (hot: sent to the driver directly)
 WITH ins AS
@@ -904,6 +954,14 @@ SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.pa
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
+
+-- LONGEST_RETENTION [psycopg]
+SELECT pg_catalog.bool_or(public.pgqueue_queues.retain_completed IS NULL OR public.pgqueue_queues.retain_cancelled IS NULL) AS bool_or_1, pg_catalog.max(greatest(public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled)) AS max_1, pg_catalog.now() AS now_1
+FROM public.pgqueue_queues;
+
+-- LONGEST_RETENTION [asyncpg]
+SELECT pg_catalog.bool_or(public.pgqueue_queues.retain_completed IS NULL OR public.pgqueue_queues.retain_cancelled IS NULL) AS bool_or_1, pg_catalog.max(greatest(public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled)) AS max_1, pg_catalog.now() AS now_1
+FROM public.pgqueue_queues;
 
 -- MARK_AWAITED [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET awaited=true WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
@@ -1115,6 +1173,42 @@ SELECT pg_catalog.pg_sleep(%(b_seconds)s) AS pg_sleep_1;
 -- PAUSE [asyncpg]
 SELECT pg_catalog.pg_sleep($1::FLOAT) AS pg_sleep_1;
 
+-- PRUNE_ARCHIVE_PAST_RETENTION [psycopg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_archive WHERE (public.pgqueue_archive.id, public.pgqueue_archive.finished_at) IN (SELECT public.pgqueue_archive.id, public.pgqueue_archive.finished_at
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = %(b_queue)s::VARCHAR AND public.pgqueue_archive.finished_at < greatest(pg_catalog.now() - %(b_retain_completed)s * INTERVAL '1 second', pg_catalog.now() - %(b_retain_cancelled)s * INTERVAL '1 second') AND (public.pgqueue_archive.outcome IN ('completed', 'archived') AND public.pgqueue_archive.finished_at < pg_catalog.now() - %(b_retain_completed)s * INTERVAL '1 second' OR public.pgqueue_archive.outcome IN ('cancelled', 'deleted') AND public.pgqueue_archive.finished_at < pg_catalog.now() - %(b_retain_cancelled)s * INTERVAL '1 second')
+ LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_archive.outcome)
+ SELECT pg_catalog.count(*) FILTER (WHERE pruned.outcome IN ('completed', 'archived')) AS anon_1, pg_catalog.count(*) FILTER (WHERE pruned.outcome IN ('cancelled', 'deleted')) AS anon_2
+FROM pruned;
+
+-- PRUNE_ARCHIVE_PAST_RETENTION [asyncpg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_archive WHERE (public.pgqueue_archive.id, public.pgqueue_archive.finished_at) IN (SELECT public.pgqueue_archive.id, public.pgqueue_archive.finished_at
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = $1::VARCHAR AND public.pgqueue_archive.finished_at < greatest(pg_catalog.now() - $2::FLOAT * INTERVAL '1 second', pg_catalog.now() - $3::FLOAT * INTERVAL '1 second') AND (public.pgqueue_archive.outcome IN ('completed', 'archived') AND public.pgqueue_archive.finished_at < pg_catalog.now() - $2::FLOAT * INTERVAL '1 second' OR public.pgqueue_archive.outcome IN ('cancelled', 'deleted') AND public.pgqueue_archive.finished_at < pg_catalog.now() - $3::FLOAT * INTERVAL '1 second')
+ LIMIT $4::INTEGER) RETURNING public.pgqueue_archive.outcome)
+ SELECT pg_catalog.count(*) FILTER (WHERE pruned.outcome IN ('completed', 'archived')) AS anon_1, pg_catalog.count(*) FILTER (WHERE pruned.outcome IN ('cancelled', 'deleted')) AS anon_2
+FROM pruned;
+
+-- PRUNE_DEAD [psycopg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.available_at < pg_catalog.now() - %(b_retain_dead)s * INTERVAL '1 second'
+ LIMIT %(b_limit)s::INTEGER) AND public.pgqueue_jobs.status = 'dead' RETURNING public.pgqueue_jobs.id)
+ SELECT pg_catalog.count(*) AS count_1
+FROM pruned;
+
+-- PRUNE_DEAD [asyncpg]
+WITH pruned AS
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.available_at < pg_catalog.now() - $2::FLOAT * INTERVAL '1 second'
+ LIMIT $3::INTEGER) AND public.pgqueue_jobs.status = 'dead' RETURNING public.pgqueue_jobs.id)
+ SELECT pg_catalog.count(*) AS count_1
+FROM pruned;
+
 -- PRUNE_RESULTS [psycopg]
 WITH pruned AS
 (DELETE FROM public.pgqueue_results WHERE public.pgqueue_results.id IN (SELECT public.pgqueue_results.id
@@ -1323,6 +1417,12 @@ UPDATE public.pgqueue_jobs SET priority=coalesce(%(b_priority)s::SMALLINT, publi
 -- RESCHEDULE [asyncpg]
 UPDATE public.pgqueue_jobs SET priority=coalesce($1::SMALLINT, public.pgqueue_jobs.priority), status=CASE WHEN (coalesce($2::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END, available_at=coalesce($2::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $3::FLOAT * INTERVAL '1 second', public.pgqueue_jobs.available_at) WHERE public.pgqueue_jobs.id = $4::BIGINT AND public.pgqueue_jobs.status IN ('queued', 'scheduled') RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.status;
 
+-- RESIGN_LEADER [psycopg]
+DELETE FROM public.pgqueue_leader WHERE public.pgqueue_leader.name = %(b_name)s::VARCHAR AND public.pgqueue_leader.leader = %(b_leader)s::VARCHAR RETURNING public.pgqueue_leader.name;
+
+-- RESIGN_LEADER [asyncpg]
+DELETE FROM public.pgqueue_leader WHERE public.pgqueue_leader.name = $1::VARCHAR AND public.pgqueue_leader.leader = $2::VARCHAR RETURNING public.pgqueue_leader.name;
+
 -- RETRY_JOBS [psycopg]
 UPDATE public.pgqueue_jobs SET status='queued', attempts=CASE WHEN (public.pgqueue_jobs.status = 'dead') THEN %(param_1)s::INTEGER ELSE public.pgqueue_jobs.attempts END, available_at=pg_catalog.now(), lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, cancel_requested=false WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND (public.pgqueue_jobs.status = 'dead' AND (public.pgqueue_jobs.dedupe_key IS NULL OR NOT (EXISTS (SELECT *
 FROM public.pgqueue_jobs AS live
@@ -1419,22 +1519,32 @@ SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.pa
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.dedupe_key = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'dead';
 
+-- SELECT_LEADER [psycopg]
+SELECT public.pgqueue_leader.leader, public.pgqueue_leader.elected_at, public.pgqueue_leader.expires_at, pg_catalog.now() > public.pgqueue_leader.expires_at AS anon_1
+FROM public.pgqueue_leader
+WHERE public.pgqueue_leader.name = %(b_name)s::VARCHAR;
+
+-- SELECT_LEADER [asyncpg]
+SELECT public.pgqueue_leader.leader, public.pgqueue_leader.elected_at, public.pgqueue_leader.expires_at, pg_catalog.now() > public.pgqueue_leader.expires_at AS anon_1
+FROM public.pgqueue_leader
+WHERE public.pgqueue_leader.name = $1::VARCHAR;
+
 -- SELECT_QUEUE [psycopg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
 
 -- SELECT_QUEUE [asyncpg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $1::VARCHAR;
 
 -- SELECT_QUEUES [psycopg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- SELECT_QUEUES [asyncpg]
-SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl
+SELECT public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead
 FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- SELECT_SCHEDULES [psycopg]
@@ -1658,10 +1768,10 @@ FROM wf_released
 WHERE wf_released.status = 'queued') AS released_queues;
 
 -- SET_QUEUE_PAUSED [psycopg]
-UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_QUEUE_PAUSED [asyncpg]
-UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, (SELECT pg_catalog.pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
+UPDATE public.pgqueue_queues SET paused=$1::BOOLEAN WHERE public.pgqueue_queues.name = $2::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead, (SELECT pg_catalog.pg_notify($3::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- SET_WORKER_STATUS [psycopg]
 UPDATE public.pgqueue_workers SET status=%(b_status)s::VARCHAR, heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = %(b_worker_id)s::BIGINT RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
@@ -1710,6 +1820,12 @@ WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = '
 WHERE NOT (EXISTS (SELECT *
 FROM public.pgqueue_workers
 WHERE public.pgqueue_workers.status IN ('ready', 'suspended') AND public.pgqueue_workers.heartbeat_at >= pg_catalog.now() - INTERVAL '60 seconds' AND public.pgqueue_workers.kind = 'worker' AND head.entrypoint = any(public.pgqueue_workers.entrypoints) AND $1::VARCHAR = any(pg_catalog.string_to_array(public.pgqueue_workers.queues, $2::VARCHAR)))) GROUP BY head.entrypoint ORDER BY pg_catalog.count(*) DESC;
+
+-- UPDATE_QUEUE [psycopg]
+UPDATE public.pgqueue_queues SET max_attempts=CASE WHEN %(b_set_max_attempts)s THEN %(b_max_attempts)s::INTEGER ELSE public.pgqueue_queues.max_attempts END, visibility_timeout=CASE WHEN %(b_set_visibility_timeout)s THEN %(b_visibility_timeout)s ELSE public.pgqueue_queues.visibility_timeout END, retry_backoff=CASE WHEN %(b_set_retry_backoff)s THEN %(b_retry_backoff)s ELSE public.pgqueue_queues.retry_backoff END, retry_backoff_max=CASE WHEN %(b_set_retry_backoff_max)s THEN %(b_retry_backoff_max)s ELSE public.pgqueue_queues.retry_backoff_max END, archive=CASE WHEN %(b_set_archive)s THEN %(b_archive)s ELSE public.pgqueue_queues.archive END, result_ttl=CASE WHEN %(b_set_result_ttl)s THEN %(b_result_ttl)s ELSE public.pgqueue_queues.result_ttl END, retain_completed=CASE WHEN %(b_set_retain_completed)s THEN %(b_retain_completed)s ELSE public.pgqueue_queues.retain_completed END, retain_cancelled=CASE WHEN %(b_set_retain_cancelled)s THEN %(b_retain_cancelled)s ELSE public.pgqueue_queues.retain_cancelled END, retain_dead=CASE WHEN %(b_set_retain_dead)s THEN %(b_retain_dead)s ELSE public.pgqueue_queues.retain_dead END WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead;
+
+-- UPDATE_QUEUE [asyncpg]
+UPDATE public.pgqueue_queues SET max_attempts=CASE WHEN $1::BOOLEAN THEN $2::INTEGER ELSE public.pgqueue_queues.max_attempts END, visibility_timeout=CASE WHEN $3::BOOLEAN THEN $4::FLOAT ELSE public.pgqueue_queues.visibility_timeout END, retry_backoff=CASE WHEN $5::BOOLEAN THEN $6::FLOAT ELSE public.pgqueue_queues.retry_backoff END, retry_backoff_max=CASE WHEN $7::BOOLEAN THEN $8::FLOAT ELSE public.pgqueue_queues.retry_backoff_max END, archive=CASE WHEN $9::BOOLEAN THEN $10::BOOLEAN ELSE public.pgqueue_queues.archive END, result_ttl=CASE WHEN $11::BOOLEAN THEN $12::FLOAT ELSE public.pgqueue_queues.result_ttl END, retain_completed=CASE WHEN $13::BOOLEAN THEN $14::FLOAT ELSE public.pgqueue_queues.retain_completed END, retain_cancelled=CASE WHEN $15::BOOLEAN THEN $16::FLOAT ELSE public.pgqueue_queues.retain_cancelled END, retain_dead=CASE WHEN $17::BOOLEAN THEN $18::FLOAT ELSE public.pgqueue_queues.retain_dead END WHERE public.pgqueue_queues.name = $19::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead;
 
 -- UPSERT_SCHEDULE [psycopg]
 INSERT INTO public.pgqueue_schedules (name, cron, queue, entrypoint) VALUES (%(b_name)s::VARCHAR, %(b_cron)s::VARCHAR, %(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR) ON CONFLICT (name) DO UPDATE SET cron = %(b_cron)s::VARCHAR, queue = %(b_queue)s::VARCHAR, entrypoint = %(b_entrypoint)s::VARCHAR, updated_at = pg_catalog.now() RETURNING public.pgqueue_schedules.last_tick, pg_catalog.now() AS now_1;

@@ -31,7 +31,8 @@ EMPTY_SCHEMA = "pgq_empty"
 TABLES = (
     "pgqueue_jobs, pgqueue_archive, pgqueue_queues, pgqueue_workers, "
     "pgqueue_schedules, pgqueue_rate_limits, pgqueue_results, pgqueue_stats, pgqueue_audit, "
-    "pgqueue_workflows, pgqueue_workflow_nodes, pgqueue_workflow_edges"
+    "pgqueue_workflows, pgqueue_workflow_nodes, pgqueue_workflow_edges, "
+    "pgqueue_leader"
 )
 
 

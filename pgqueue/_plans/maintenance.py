@@ -1,0 +1,281 @@
+"""Maintenance plans: the leader's election and one pass of retention and sweeps.
+
+A pass is many short statements, each its own transaction (``transaction=False``):
+every prune removes at most :data:`BATCH` rows of one queue, and a pass stops after
+:data:`MOST` rows of each kind (the next pass goes on), so it never holds a lock for
+long nor keeps a snapshot open that would hold back vacuum on the hot table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import DDL, Executable
+
+from .. import _rows
+from ..schema import (
+    ARCHIVE_DEFAULT_PARTITION,
+    ARCHIVE_PARTITION_PREFIX,
+    archive_partition_name,
+    is_archive_partition,
+)
+from ..types import LeaderInfo, MaintenanceReport
+from . import Context, Step, Steps, plan
+from . import worker as worker_plans
+from . import workflow as workflow_plans
+
+log = logging.getLogger("pgqueue.maintenance")
+
+#: Rows one prune statement removes at most (one short transaction each).
+BATCH = 1_000
+#: Rows of each kind one pass removes at most, per queue.
+MOST = 100 * BATCH
+#: The leader row's name: one maintenance leader per schema.
+MAINTENANCE = "maintenance"
+
+
+@plan(transaction=False)
+def elect(ctx: Context, candidate: str, ttl: float) -> Steps[bool]:
+    """Become (or stay) the leader for ``ttl`` seconds; whether this candidate leads."""
+    rows = yield Step(
+        ctx.sql.ELECT_LEADER, {"b_name": MAINTENANCE, "b_leader": candidate, "b_ttl": ttl}
+    )
+    return bool(rows)
+
+
+@plan(transaction=False)
+def resign(ctx: Context, candidate: str) -> Steps[bool]:
+    """Give the leadership up if this candidate holds it; whether it did."""
+    rows = yield Step(ctx.sql.RESIGN_LEADER, {"b_name": MAINTENANCE, "b_leader": candidate})
+    return bool(rows)
+
+
+@plan(transaction=False)
+def leader(ctx: Context) -> Steps[LeaderInfo | None]:
+    rows = yield Step(ctx.sql.SELECT_LEADER, {"b_name": MAINTENANCE})
+    return LeaderInfo(*rows[0]) if rows else None
+
+
+class _Leading:
+    """Whether a pass may go on: a leader's pass renews its lease between batches and
+    stops as soon as it lost it (or its worker stops); a pass by hand always goes on."""
+
+    def __init__(self, ctx: Context, candidate: str | None, ttl: float, go_on: Callable[[], bool]):
+        self.ctx, self.candidate, self.ttl, self.go_on = ctx, candidate, ttl, go_on
+
+    def check(self) -> Steps[bool]:
+        if not self.go_on():
+            return False
+        if self.candidate is None:
+            return True
+        return (yield from elect(self.ctx, self.candidate, self.ttl).steps)
+
+
+def _batches(
+    statement: Executable, params: dict[str, object], leading: _Leading
+) -> Steps[tuple[int, ...]]:
+    """Run a prune until it removes fewer than a batch, :data:`MOST` went, or the pass
+    may not go on: the totals of each count it returns, then 1 if it finished, else 0."""
+    totals: list[int] = []
+    while True:
+        ((*counts,),) = yield Step(statement, {**params, "b_limit": BATCH})
+        totals = [a + int(b) for a, b in zip(totals or [0] * len(counts), counts, strict=True)]
+        if sum(int(c) for c in counts) < BATCH:
+            return (*totals, 1)
+        if sum(totals) >= MOST or not (yield from leading.check()):
+            return (*totals, 0)
+
+
+@plan(transaction=False)
+def maintain(
+    ctx: Context,
+    candidate: str | None = None,
+    ttl: float = 0.0,
+    go_on: Callable[[], bool] = lambda: True,
+) -> Steps[MaintenanceReport]:
+    """One pass: dead registrations, cancelled jobs whose worker died, every queue's
+    archive and dead jobs past retention, expired results. A leader's pass
+    (``candidate``) renews its lease for ``ttl`` seconds between batches and stops when
+    it lost it or ``go_on()`` is false (``complete`` is then False)."""
+    leading = _Leading(ctx, candidate, ttl, go_on)
+    if not (yield from leading.check()):
+        return MaintenanceReport(complete=False)
+    marked = yield from worker_plans.sweep_workers(ctx).steps
+    finished = yield from worker_plans.finish_cancelled(ctx).steps
+    completed = cancelled = dead = 0
+    complete = True
+    archive = '"' + ctx.schema.replace('"', '""') + '".pgqueue_archive'
+    ((may_prune_archive,),) = yield Step(ctx.sql.CAN_PRUNE_ARCHIVE, {"b_table": archive})
+    if not may_prune_archive:
+        # Expected of the worker role (docs/security.md): not a warning every pass.
+        log.info(
+            "maintenance: this role may not delete from the archive; it is pruned only "
+            "by a role that may (pgqueue maintain as an admin)"
+        )
+    rows = yield Step(ctx.sql.SELECT_QUEUES, {})
+    queues = [_rows.queue_info(r) for r in rows]
+    for q in queues:
+        if not (yield from leading.check()):
+            complete = False
+            break
+        keeps = q.retain_completed is not None or q.retain_cancelled is not None
+        if may_prune_archive and keeps:
+            done, dropped, whole = yield from _batches(
+                ctx.sql.PRUNE_ARCHIVE_PAST_RETENTION,
+                {
+                    "b_queue": q.name,
+                    "b_retain_completed": q.retain_completed,
+                    "b_retain_cancelled": q.retain_cancelled,
+                },
+                leading,
+            )
+            completed, cancelled, complete = (
+                completed + done,
+                cancelled + dropped,
+                complete and bool(whole),
+            )
+        if q.retain_dead is not None:
+            gone, whole = yield from _batches(
+                ctx.sql.PRUNE_DEAD, {"b_queue": q.name, "b_retain_dead": q.retain_dead}, leading
+            )
+            dead, complete = dead + gone, complete and bool(whole)
+    # Workflow nodes DEQUEUE dead-lettered (a lost lease on their last attempt) tell
+    # their children here, as NACK would have.
+    nodes = yield from workflow_plans.settle_dead_nodes(ctx, [r.name for r in queues]).steps
+    results = yield from worker_plans.prune_results(ctx).steps
+    return MaintenanceReport(
+        workflow_nodes_settled=nodes,
+        completed_pruned=completed,
+        cancelled_pruned=cancelled,
+        dead_pruned=dead,
+        results_pruned=results,
+        workers_marked_dead=marked,
+        cancelled_finished=finished,
+        complete=complete,
+    )
+
+
+# --------------------------------------------------------------------------- partitions
+#: Months after the current one whose archive partitions are created ahead.
+AHEAD_MONTHS = 2
+#: How long a partition's drop waits for its lock on the archive (it needs an ACCESS
+#: EXCLUSIVE lock for a moment: waiting longer would queue every finishing job behind
+#: a long reader of the archive). It is tried again at the next pass.
+DROP_LOCK_TIMEOUT = "2s"
+
+
+def _quoted(ctx: Context, name: str) -> str:
+    return '"' + ctx.schema.replace('"', '""') + '".' + name
+
+
+def _month(year: int, month: int, delta: int) -> tuple[int, int]:
+    n = year * 12 + month - 1 + delta
+    return n // 12, n % 12 + 1
+
+
+def _start(year: int, month: int) -> datetime:
+    return datetime(year, month, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionWork:
+    """What :func:`partitions` did and what is left to drop (one by one, each its own
+    short transaction: :func:`drop_partition`)."""
+
+    created: tuple[str, ...] = ()
+    droppable: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # months whose rows sit in the default partition
+    owner: bool = True
+
+
+def _ddl(sql: str) -> Executable:
+    """A DDL statement on names this module built and quoted itself."""
+    statement: Executable = DDL(sql)  # type: ignore[no-untyped-call]
+    return statement
+
+
+@plan(transaction=False)
+def partitions(ctx: Context, now: datetime | None = None) -> Steps[PartitionWork]:
+    """Create the archive's partitions of this month and :data:`AHEAD_MONTHS` ahead;
+    find those past every queue's retention. ``now``: the database's, unless a test
+    moves it. Only a role that owns the archive may: another gets ``owner=False``."""
+    archive = _quoted(ctx, "pgqueue_archive")
+    rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": archive})
+    if rows and not rows[0][1]:
+        return PartitionWork(owner=False)
+    existing = {r[0] for r in rows}
+    ((forever, longest, db_now),) = yield Step(ctx.sql.LONGEST_RETENTION, {})
+    now = (now or db_now).astimezone(timezone.utc)
+    created: list[str] = []
+    skipped: list[str] = []
+    for ahead in range(AHEAD_MONTHS + 1):
+        year, month = _month(now.year, now.month, ahead)
+        name = archive_partition_name(year, month)
+        if name in existing:
+            continue
+        lo, hi = _start(year, month), _start(*_month(year, month, 1))
+        ((taken,),) = yield Step(ctx.sql.ARCHIVE_ROWS_IN, {"b_from": lo, "b_to": hi})
+        if taken:  # rows of that month in the default partition: left there
+            skipped.append(name)
+            continue
+        yield Step(
+            _ddl(
+                f"CREATE TABLE {_quoted(ctx, name)} PARTITION OF {archive} FOR VALUES FROM "
+                f"('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+            ),
+            {},
+        )
+        created.append(name)
+    droppable: list[str] = []
+    if not forever and longest is not None:
+        cutoff = now - timedelta(seconds=float(longest))
+        for name in sorted(existing):
+            month_of = _partition_month(name)
+            if month_of is not None and _start(*_month(*month_of, 1)) <= cutoff:
+                droppable.append(name)
+    return PartitionWork(tuple(created), tuple(droppable), tuple(skipped))
+
+
+def _partition_month(name: str) -> tuple[int, int] | None:
+    if not is_archive_partition(name) or name == ARCHIVE_DEFAULT_PARTITION:
+        return None
+    tail = name[len(ARCHIVE_PARTITION_PREFIX) :]
+    return int(tail[:4]), int(tail[5:])
+
+
+@plan(transaction=True)
+def drop_partition(ctx: Context, name: str) -> Steps[None]:
+    """Drop one month of the archive whole, waiting at most :data:`DROP_LOCK_TIMEOUT`
+    for its lock (a lock timeout raises: the next pass tries again)."""
+    if _partition_month(name) is None:  # never the default partition, nor a stranger
+        raise ValueError(f"not an archive partition: {name!r}")
+    yield Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
+    yield Step(_ddl(f"DROP TABLE {_quoted(ctx, name)}"), {})
+
+
+# --------------------------------------------------------------------------- the hot table
+#: The leader vacuums the hot table itself once it holds this many dead tuples, and at
+#: least :data:`VACUUM_DEAD_FRACTION` of its live ones: every job leaves one dead tuple
+#: per change (enqueue, lease, settle), and dead entries at the head of the ready index
+#: are what every dequeue walks past (W6 in docs/scaling.md). Autovacuum does the same
+#: where it is on and keeps up; this is for where it is off or behind.
+VACUUM_DEAD_MIN = 20_000
+VACUUM_DEAD_FRACTION = 0.2
+
+
+@plan(transaction=False)
+def vacuum_hot_table(ctx: Context) -> Steps[bool]:
+    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
+    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
+    name = _quoted(ctx, "pgqueue_jobs")
+    rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
+    if not rows:
+        return False
+    live, dead, owner = rows[0]
+    if not owner or dead < max(VACUUM_DEAD_MIN, VACUUM_DEAD_FRACTION * live):
+        return False
+    yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
+    return True

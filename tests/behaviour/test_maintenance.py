@@ -1,0 +1,558 @@
+# DO NOT EDIT: generated from test_maintenance_async.py by tools/async_to_sync.py
+"""Retention, maintenance passes and the leader's election (sync twin generated).
+
+Finished rows of every age are made with SQL (archive rows finished days ago, jobs
+dead for weeks): the database clock is not moved, the rows are put in its past.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from pgqueue import MaintenanceReport, Message, QueueInfo, SyncAdmin, SyncWorker
+from pgqueue._drive import run
+from pgqueue._plans import Context
+from pgqueue._plans import maintenance as maintenance_plans
+from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
+from tests.behaviour.test_worker import running, until
+from tests.support.db import SCHEMA, SyncDB
+
+pytestmark = pytest.mark.timeout(90)
+
+DAY = 86400.0
+SETTINGS = (
+    "max_attempts, visibility_timeout, retry_backoff, retry_backoff_max, archive, result_ttl,"
+    " retain_completed, retain_cancelled, retain_dead"
+)
+
+
+def admin_of(db: SyncDB) -> SyncAdmin:
+    return SyncAdmin(db.engine, schema=db.schema)
+
+
+def settings(db: SyncDB, name: str) -> tuple[Any, ...]:
+    (row,) = db.rows(f"SELECT {SETTINGS} FROM pgqueue_queues WHERE name = :n", n=name)
+    return tuple(row)
+
+
+def archived(db: SyncDB, queue: str, job_id: int, outcome: str, age: str) -> None:
+    """An archive row that finished ``age`` ago (an SQL interval)."""
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT :id, :queue, 'e', '{}', 0, 1, t, t,"
+        " :outcome FROM (SELECT now() - CAST(CAST(:age AS text) AS interval) AS t) f",
+        id=job_id,
+        queue=queue,
+        outcome=outcome,
+        age=age,
+    )
+
+
+def dead(db: SyncDB, queue: str, job_id: int, age: str) -> None:
+    """A job that died ``age`` ago (a dead job's ``available_at`` is when it died)."""
+    db.rows(
+        "INSERT INTO pgqueue_jobs (id, queue, entrypoint, payload, status, attempts,"
+        " available_at) VALUES (:id, :queue, 'e', '{}', 'dead', 5,"
+        " now() - CAST(CAST(:age AS text) AS interval))",
+        id=job_id,
+        queue=queue,
+        age=age,
+    )
+
+
+def ids(db: SyncDB, table: str) -> list[int]:
+    return [r[0] for r in db.rows(f"SELECT id FROM {table} ORDER BY id")]
+
+
+# --------------------------------------------------------------------------- settings
+def test_create_queue_retention_defaults_and_values(sync_db: SyncDB) -> None:
+    admin = admin_of(sync_db)
+    q = admin.create_queue("tasks", **sync_db.kw)
+    assert (q.retain_completed, q.retain_cancelled, q.retain_dead) == (7 * DAY, 7 * DAY, 30 * DAY)
+    assert settings(sync_db, "tasks")[6:] == (7 * DAY, 7 * DAY, 30 * DAY)
+    kept = admin.create_queue(
+        "audit",
+        archive=True,
+        retain_completed=None,
+        retain_cancelled=timedelta(hours=1),
+        retain_dead=0,
+        **sync_db.kw,
+    )
+    assert (kept.retain_completed, kept.retain_cancelled, kept.retain_dead) == (None, 3600.0, 0.0)
+    assert settings(sync_db, "audit")[6:] == (None, 3600.0, 0.0)
+    assert admin.get_queue("audit", **sync_db.kw) == kept
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"retain_completed": -1},
+        {"retain_cancelled": math.nan},
+        {"retain_dead": "1d"},
+        {"retain_dead": True},
+        {"retain_completed": timedelta(days=-1)},
+        {"retain_completed": 11 * 366 * DAY},
+    ],
+)
+def test_bad_retention_is_a_typed_error_and_writes_nothing(
+    sync_db: SyncDB, bad: dict[str, Any]
+) -> None:
+    admin = admin_of(sync_db)
+    with pytest.raises(InvalidDelay):
+        admin.create_queue("tasks", **bad, **sync_db.kw)
+    assert sync_db.rows("SELECT name FROM pgqueue_queues") == []
+    admin.create_queue("tasks", **sync_db.kw)
+    before = settings(sync_db, "tasks")
+    with pytest.raises(InvalidDelay):
+        admin.update_queue("tasks", max_attempts=9, **bad, **sync_db.kw)
+    assert settings(sync_db, "tasks") == before
+
+
+def test_update_queue_changes_what_is_given_only(sync_db: SyncDB) -> None:
+    admin = admin_of(sync_db)
+    admin.create_queue("tasks", max_attempts=3, archive=True, **sync_db.kw)
+    before = settings(sync_db, "tasks")
+    q = admin.update_queue(
+        "tasks", retain_completed=timedelta(days=1), retain_dead=None, **sync_db.kw
+    )
+    assert isinstance(q, QueueInfo)
+    assert (q.retain_completed, q.retain_cancelled, q.retain_dead) == (DAY, 7 * DAY, None)
+    after = settings(sync_db, "tasks")
+    assert after == (*before[:6], DAY, 7 * DAY, None)
+    q = admin.update_queue(
+        "tasks",
+        max_attempts=10,
+        visibility_timeout=60,
+        retry_backoff=2,
+        retry_backoff_max=timedelta(minutes=5),
+        archive=False,
+        result_ttl=0,
+        retain_dead=3600,
+        **sync_db.kw,
+    )
+    assert settings(sync_db, "tasks") == (
+        10,
+        60.0,
+        2.0,
+        300.0,
+        False,
+        0.0,
+        DAY,
+        7 * DAY,
+        3600.0,
+    )
+    assert q == admin.get_queue("tasks", **sync_db.kw)
+
+
+def test_update_queue_errors_change_nothing(sync_db: SyncDB) -> None:
+    admin = admin_of(sync_db)
+    admin.create_queue("tasks", **sync_db.kw)
+    before = settings(sync_db, "tasks")
+    with pytest.raises(QueueNotFound):
+        admin.update_queue("nope", retain_dead=1, **sync_db.kw)
+    with pytest.raises(InvalidArgument, match="at least one"):
+        admin.update_queue("tasks", **sync_db.kw)
+    for bad in (
+        {"max_attempts": 0},
+        {"visibility_timeout": 0},
+        {"archive": "yes"},
+        {"archive": None},
+        {"result_ttl": None},
+    ):
+        with pytest.raises(InvalidArgument):
+            admin.update_queue("tasks", **bad, **sync_db.kw)
+    assert settings(sync_db, "tasks") == before
+
+
+# --------------------------------------------------------------------------- retention
+def test_maintain_removes_exactly_what_is_past_retention(sync_db: SyncDB) -> None:
+    admin = admin_of(sync_db)
+    admin.create_queue(
+        "short",
+        archive=True,
+        retain_completed=timedelta(days=1),
+        retain_cancelled=timedelta(hours=2),
+        retain_dead=timedelta(days=3),
+        **sync_db.kw,
+    )
+    admin.create_queue(
+        "kept",
+        archive=True,
+        retain_completed=None,
+        retain_cancelled=None,
+        retain_dead=None,
+        **sync_db.kw,
+    )
+    # short: completed/archived past 1 day go; cancelled/deleted past 2 hours go.
+    archived(sync_db, "short", 1, "completed", "25 hours")  # gone
+    archived(sync_db, "short", 2, "completed", "23 hours")
+    archived(sync_db, "short", 3, "archived", "2 days")  # gone
+    archived(sync_db, "short", 4, "cancelled", "3 hours")  # gone
+    archived(sync_db, "short", 5, "cancelled", "1 hour")
+    archived(sync_db, "short", 6, "deleted", "5 hours")  # gone
+    archived(sync_db, "short", 7, "completed", "10 minutes")
+    dead(sync_db, "short", 8, "4 days")  # gone
+    dead(sync_db, "short", 9, "2 days")
+    # kept: nothing goes, however old.
+    archived(sync_db, "kept", 10, "completed", "400 days")
+    archived(sync_db, "kept", 11, "cancelled", "400 days")
+    dead(sync_db, "kept", 12, "400 days")
+    # live jobs are never touched, however old.
+    sync_db.rows(
+        "INSERT INTO pgqueue_jobs (id, queue, entrypoint, payload, status, available_at)"
+        " VALUES (13, 'short', 'e', '{}', 'scheduled', now() - interval '40 days')"
+    )
+
+    report = admin.maintain(**sync_db.kw)
+
+    assert isinstance(report, MaintenanceReport)
+    assert (report.completed_pruned, report.cancelled_pruned, report.dead_pruned) == (2, 2, 1)
+    assert report.complete
+    assert ids(sync_db, "pgqueue_archive") == [2, 5, 7, 10, 11]
+    assert ids(sync_db, "pgqueue_jobs") == [9, 12, 13]
+    # A second pass finds nothing left to do.
+    again = admin.maintain(**sync_db.kw)
+    assert (again.completed_pruned, again.cancelled_pruned, again.dead_pruned) == (0, 0, 0)
+
+
+def test_a_shorter_retention_applies_at_the_next_pass(sync_db: SyncDB) -> None:
+    admin = admin_of(sync_db)
+    admin.create_queue("tasks", archive=True, **sync_db.kw)
+    archived(sync_db, "tasks", 1, "completed", "3 days")
+    dead(sync_db, "tasks", 2, "3 days")
+    assert admin.maintain(**sync_db.kw).total == 0
+    admin.update_queue("tasks", retain_completed=DAY, retain_dead=2 * DAY, **sync_db.kw)
+    report = admin.maintain(**sync_db.kw)
+    assert (report.completed_pruned, report.dead_pruned) == (1, 1)
+    assert ids(sync_db, "pgqueue_archive") == []
+    assert ids(sync_db, "pgqueue_jobs") == []
+
+
+def test_maintain_works_in_batches_and_stops_at_its_bound(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    admin.create_queue("tasks", archive=True, retain_completed=DAY)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(1, 55) g"
+    )
+    monkeypatch.setattr(maintenance_plans, "BATCH", 10)
+    monkeypatch.setattr(maintenance_plans, "MOST", 30)
+    first = admin.maintain()
+    assert (first.completed_pruned, first.complete) == (30, False)
+    second = admin.maintain()
+    assert (second.completed_pruned, second.complete) == (25, True)
+    assert ids(db, "pgqueue_archive") == []
+
+
+def test_maintain_sweeps_dead_registrations_and_expired_results(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    admin.create_queue("tasks")
+    db.rows(
+        "INSERT INTO pgqueue_workers (kind, hostname, pid, heartbeat_at) VALUES"
+        " ('producer', 'h', 1, now() - interval '5 minutes'),"
+        " ('worker', 'h', 2, now()),"
+        " ('producer', 'h', 3, now() - interval '3 days')"
+    )
+    db.rows("UPDATE pgqueue_workers SET status = 'stopped' WHERE pid = 3")
+    db.rows(
+        "INSERT INTO pgqueue_results (id, queue, entrypoint, attempts, enqueued_at, expires_at)"
+        " VALUES (1, 'tasks', 'e', 1, now(), now() - interval '1 second'),"
+        " (2, 'tasks', 'e', 1, now(), now() + interval '1 hour')"
+    )
+    report = admin.maintain()
+    assert (report.workers_marked_dead, report.results_pruned) == (1, 1)
+    assert db.rows("SELECT pid, status FROM pgqueue_workers ORDER BY pid") == [
+        (1, "dead"),
+        (2, "ready"),
+    ]
+    assert ids(db, "pgqueue_results") == [2]
+
+
+# --------------------------------------------------------------------------- the leader
+def test_one_leader_at_a_time_and_a_new_one_once_it_expired(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+
+    def elect(who: str, ttl: float = 30.0) -> bool:
+        result: bool = run(sync_engine, None, maintenance_plans.elect(ctx, who, ttl), ctx)
+        return result
+
+    assert admin_of(db).maintenance_leader() is None
+    assert elect("a")
+    assert not elect("b")
+    assert elect("a")  # renewing
+    leader = admin_of(db).maintenance_leader()
+    assert leader is not None and (leader.leader, leader.expired) == ("a", False)
+    elected_at = leader.elected_at
+    db.rows("UPDATE pgqueue_leader SET expires_at = now() - interval '1 second'")
+    assert elect("b")
+    assert not elect("a")
+    leader = admin_of(db).maintenance_leader()
+    assert leader is not None and leader.leader == "b" and leader.elected_at > elected_at
+    # Resigning: only the leader can; then anyone is elected at once.
+    assert not run(sync_engine, None, maintenance_plans.resign(ctx, "a"), ctx)
+    assert run(sync_engine, None, maintenance_plans.resign(ctx, "b"), ctx)
+    assert elect("a")
+
+
+def test_a_leaders_pass_stops_once_it_lost_the_lead(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    admin_of(db).create_queue("tasks", archive=True, retain_completed=DAY)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(1, 20) g"
+    )
+    monkeypatch.setattr(maintenance_plans, "BATCH", 10)
+    assert run(sync_engine, None, maintenance_plans.elect(ctx, "b", 60.0), ctx)
+    # "a" is not the leader: its pass does nothing.
+    plan = maintenance_plans.maintain(ctx, "a", 60.0)
+    report: MaintenanceReport = run(sync_engine, None, plan, ctx)
+    assert (report.total, report.complete) == (0, False)
+    # The leader's pass renews its lead between batches and goes on while it holds it.
+    plan = maintenance_plans.maintain(ctx, "b", 60.0)
+    report = run(sync_engine, None, plan, ctx)
+    assert (report.completed_pruned, report.complete) == (20, True)
+    # Once another took the lead over (here: by hand, after the first batch), the
+    # pass stops after that batch.
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(101, 150) g"
+    )
+    other = create_engine(sync_engine.url.set(drivername="postgresql+psycopg"))
+    calls: list[int] = []
+
+    def go_on() -> bool:
+        calls.append(1)
+        if len(calls) == 3:  # the start, the first queue, then after the first batch
+            with other.begin() as conn:
+                conn.execute(text(f"UPDATE {SCHEMA}.pgqueue_leader SET leader = 'c'"))
+        return True
+
+    try:
+        plan = maintenance_plans.maintain(ctx, "b", 60.0, go_on)
+        report = run(sync_engine, None, plan, ctx)
+    finally:
+        other.dispose()
+    assert (report.completed_pruned, report.complete) == (10, False)
+    assert db.scalar("SELECT count(*) FROM pgqueue_archive") == 40
+
+
+def test_a_worker_leads_maintenance_unless_told_not_to(sync_engine: Engine) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    admin.create_queue("tasks", archive=True, retain_completed=DAY)
+    archived(db, "tasks", 1, "completed", "2 days")
+    archived(db, "tasks", 2, "completed", "1 hour")
+
+    quiet = SyncWorker(sync_engine, "tasks", schema=SCHEMA, maintenance=False, poll_interval=0.2)
+
+    @quiet.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        pass
+
+    quiet.run(drain=True)
+    assert quiet.leadership is None
+    assert admin.maintenance_leader() is None
+    assert ids(db, "pgqueue_archive") == [1, 2]
+
+    worker = SyncWorker(sync_engine, "tasks", schema=SCHEMA, poll_interval=0.2)
+
+    @worker.entrypoint("tasks")
+    def handler2(job: Message) -> None:
+        pass
+
+    with running(worker):
+        # Elected at once (no leader yet); its first pass follows FIRST_PASS_AFTER later.
+        until(sync_engine, "SELECT count(*) = 1 FROM pgqueue_archive")
+        leader = admin.maintenance_leader()
+        assert worker.leadership is not None
+        assert leader is not None and leader.leader == worker.leadership.candidate
+        assert worker.leadership.leading
+    assert ids(db, "pgqueue_archive") == [2]
+    # A stopping leader gives the row up: the next worker leads at once.
+    assert admin.maintenance_leader() is None
+
+
+with_bad_worker_flag = pytest.mark.parametrize("flag", ["no", 0, None])
+
+
+@with_bad_worker_flag
+def test_maintenance_flag_is_a_bool(sync_engine: Engine, flag: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        SyncWorker(sync_engine, "tasks", schema=SCHEMA, maintenance=flag)
+
+
+# --------------------------------------------------------------------------- partitions
+def partition_names(db: SyncDB) -> list[str]:
+    rows = db.rows(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = CAST(:t AS regclass) ORDER BY c.relname",
+        t=f"{SCHEMA}.pgqueue_archive",
+    )
+    return [r[0] for r in rows]
+
+
+def drop_partitions(db: SyncDB, names: list[str]) -> None:
+    for name in names:
+        db.rows(f"DROP TABLE IF EXISTS {SCHEMA}.{name}")
+
+
+def utc(year: int, month: int, day: int, *hms: int) -> datetime:
+    h, m, sec = (*hms, 0, 0, 0)[:3]
+    return datetime(year, month, day, h, m, sec, tzinfo=timezone.utc)
+
+
+def test_partitions_are_made_ahead_across_a_month_boundary(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    made = [f"pgqueue_archive_y2031m{m:02d}" for m in (1, 2, 3, 4)]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2031, 1, 31, 23, 59, 59))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == tuple(made[:3]) and work.droppable == ()
+        # A second later it is February: only April is new.
+        plan = maintenance_plans.partitions(ctx, utc(2031, 2, 1, 0, 0, 1))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == (made[3],)
+        assert set(made) <= set(partition_names(db))
+        # Rows land in the month of their finished_at, to the microsecond.
+        for job_id, at in ((1, "2031-01-31 23:59:59.999999+00"), (2, "2031-02-01 00:00:00+00")):
+            db.rows(
+                "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority,"
+                " attempts, enqueued_at, finished_at, outcome) VALUES (:id, 'q', 'e', '{}', 0,"
+                " 1, now(), CAST(CAST(:at AS text) AS timestamptz), 'completed')",
+                id=job_id,
+                at=at,
+            )
+        placed = db.rows("SELECT id, tableoid::regclass::text FROM pgqueue_archive ORDER BY id")
+        assert [(i, t.split(".")[-1]) for i, t in placed] == [(1, made[0]), (2, made[1])]
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+def test_a_month_is_not_made_over_rows_in_the_default_partition(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) VALUES (1, 'q', 'e', '{}', 0, 1, now(),"
+        " '2032-03-05 00:00:00+00', 'completed')"
+    )
+    made = ["pgqueue_archive_y2032m02", "pgqueue_archive_y2032m04"]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2032, 2, 10))
+        work = run(sync_engine, None, plan, ctx)
+        assert work.created == tuple(made)
+        assert work.skipped == ("pgqueue_archive_y2032m03",)
+        assert db.scalar("SELECT count(*) FROM pgqueue_archive") == 1
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+def test_months_past_every_queues_retention_are_dropped_whole(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    admin = admin_of(db)
+    made = [f"pgqueue_archive_y2020m{m:02d}" for m in (5, 6, 7)]
+    try:
+        plan = maintenance_plans.partitions(ctx, utc(2020, 5, 10))
+        assert run(sync_engine, None, plan, ctx).created == tuple(made)
+        admin.create_queue("tasks", archive=True, retain_completed=7 * DAY)
+        admin.create_queue("audit", archive=True, retain_completed=None)
+        for job_id, queue, at in ((1, "tasks", "2020-05-15"), (2, "audit", "2020-06-20")):
+            db.rows(
+                "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority,"
+                " attempts, enqueued_at, finished_at, outcome) VALUES (:id, :q, 'e', '{}', 0,"
+                " 1, now(), CAST(CAST(:at AS text) AS timestamptz), 'completed')",
+                id=job_id,
+                q=queue,
+                at=at,
+            )
+        # "audit" keeps its jobs for ever: no month may go; the rows of "tasks" past
+        # its retention are deleted one by one instead.
+        report = admin.maintain()
+        assert report.partitions_dropped == ()
+        assert report.completed_pruned == 1
+        assert set(made) <= set(partition_names(db))
+        assert ids(db, "pgqueue_archive") == [2]
+        # Once every queue has a retention, the months past the longest are dropped.
+        admin.update_queue("audit", retain_completed=30 * DAY)
+        report = admin.maintain()
+        assert report.partitions_dropped == tuple(made)
+        assert not set(made) & set(partition_names(db))
+        assert ids(db, "pgqueue_archive") == []
+        # This month's partition and those ahead stay.
+        now = (db.scalar("SELECT now()")).astimezone(timezone.utc)
+        assert f"pgqueue_archive_y{now.year:04d}m{now.month:02d}" in partition_names(db)
+    finally:
+        db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+# --------------------------------------------------------------------------- the hot table
+def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+
+    def dead_tuples() -> int:
+        # This session's counts reach the statistics at once (PostgreSQL 15+).
+        found = db.rows(
+            "SELECT pg_stat_force_next_flush(), n_dead_tup FROM pg_stat_user_tables"
+            " WHERE relid = CAST(:t AS regclass)",
+            t=f"{SCHEMA}.pgqueue_jobs",
+        )
+        return int(found[0][1])
+
+    def vacuum() -> bool:
+        done: bool = run(sync_engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+        return done
+
+    db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    db.rows("DELETE FROM pgqueue_jobs")
+    db.until(
+        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+    assert vacuum()
+    db.until(
+        "SELECT n_dead_tup < 2000 FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+    assert not vacuum()
+    assert dead_tuples() < 2000
