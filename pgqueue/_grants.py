@@ -46,7 +46,17 @@ from sqlalchemy.schema import DDL
 from ._plans import Context, Step, Steps, plan
 from ._sql import enqueue as enqueue_sql
 from .errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from .schema import TABLE_NAMES, archive, jobs, rate_limits, results, schedules, stats, workers
+from .schema import (
+    TABLE_NAMES,
+    archive,
+    jobs,
+    key_rate_limits,
+    rate_limits,
+    results,
+    schedules,
+    stats,
+    workers,
+)
 
 Kind = Literal["producer", "worker", "admin"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -310,6 +320,31 @@ WORKER: tuple[Privilege, ...] = (
         "UPDATE",
         _names((rate_limits.c.tokens, rate_limits.c.updated_at)),
         "REFILL_BUCKET, SPEND_TOKENS",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "SELECT",
+        (),
+        "KEYED_DEQUEUE / ORDERED_DEQUEUE read each key's tokens; SPEND_KEY_TOKENS's ON "
+        "CONFLICT DO UPDATE; PRUNE_KEY_BUCKETS's WHERE",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "INSERT",
+        _names(key_rate_limits.c),
+        "SPEND_KEY_TOKENS: a key's first rate-limited start creates its bucket",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "UPDATE",
+        _names((key_rate_limits.c.tokens, key_rate_limits.c.updated_at)),
+        "SPEND_KEY_TOKENS",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "DELETE",
+        (),
+        "PRUNE_KEY_BUCKETS: buckets full again (idle keys) are dropped",
     ),
     Privilege(
         "pgqueue_stats",

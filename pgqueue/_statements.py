@@ -20,7 +20,18 @@ from typing import Any
 from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
-from ._sql import enqueue, jobs, lease, limits, queues, results, schedules, stats, workers
+from ._sql import (
+    enqueue,
+    flow,
+    jobs,
+    lease,
+    limits,
+    queues,
+    results,
+    schedules,
+    stats,
+    workers,
+)
 from .schema import metadata
 
 #: How many schemas' statements are kept (a process rarely uses more than one or two).
@@ -86,6 +97,14 @@ class Statements:
     ENSURE_BUCKET: Executable
     REFILL_BUCKET: Executable
     SPEND_TOKENS: Executable
+    # flow control by key
+    PROMOTE_DUE: Executable
+    KEYED_DEQUEUE: Executable
+    ORDERED_DEQUEUE: Executable
+    KEYED_WAITING: Executable
+    SPEND_KEY_TOKENS: Executable
+    PRUNE_KEY_BUCKETS: Executable
+    KEY_METRICS: Executable
     # schedules
     UPSERT_SCHEDULE: Executable
     CLAIM_TICK: Executable
@@ -133,7 +152,7 @@ class Statements:
         return statement
 
 
-_MODULES = (enqueue, lease, queues, workers, limits, schedules, jobs, results, stats)
+_MODULES = (enqueue, lease, queues, workers, limits, flow, schedules, jobs, results, stats)
 
 
 def sources() -> dict[str, Executable]:

@@ -71,6 +71,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: Bind | None = None,
     ) -> Message:
@@ -81,7 +83,9 @@ class SyncProducer(SyncIdentity):
         clock. ``dedupe_key``: at most one live job per key in this queue; a duplicate
         raises :class:`~pgqueue.errors.DuplicateJob`, or with ``on_duplicate="skip"``
         the live job is returned instead. ``entrypoint`` defaults to the queue name;
-        ``max_attempts`` defaults to the queue's.
+        ``max_attempts`` defaults to the queue's. ``key``: the job's partition key for
+        entrypoints limited per key or ordered, ``weight``: the units of its key's rate
+        budget it spends (docs/flow-control.md).
 
         >>> with Session(engine) as s, s.begin():   # doctest: +SKIP
         ...     s.add(Order(id=1))
@@ -96,6 +100,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         (message,) = self._insert([payload], defaults, on_duplicate, bind)
         return message
@@ -110,6 +116,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: Bind | None = None,
     ) -> list[Message]:
@@ -133,6 +141,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         return self._insert(payloads, defaults, on_duplicate, bind)
 
@@ -225,6 +235,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
     ) -> JobOutcome:
         """Enqueue one job and wait for it to end (the RPC form): the options of
@@ -246,6 +258,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
 
         def insert() -> Message:

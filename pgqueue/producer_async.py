@@ -70,6 +70,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> Message:
@@ -80,7 +82,9 @@ class AsyncProducer(AsyncIdentity):
         clock. ``dedupe_key``: at most one live job per key in this queue; a duplicate
         raises :class:`~pgqueue.errors.DuplicateJob`, or with ``on_duplicate="skip"``
         the live job is returned instead. ``entrypoint`` defaults to the queue name;
-        ``max_attempts`` defaults to the queue's.
+        ``max_attempts`` defaults to the queue's. ``key``: the job's partition key for
+        entrypoints limited per key or ordered, ``weight``: the units of its key's rate
+        budget it spends (docs/flow-control.md).
 
         >>> async with AsyncSession(engine) as s, s.begin():   # doctest: +SKIP
         ...     s.add(Order(id=1))
@@ -95,6 +99,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         (message,) = await self._insert([payload], defaults, on_duplicate, bind)
         return message
@@ -109,6 +115,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> list[Message]:
@@ -132,6 +140,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         return await self._insert(payloads, defaults, on_duplicate, bind)
 
@@ -224,6 +234,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
     ) -> JobOutcome:
         """Enqueue one job and wait for it to end (the RPC form): the options of
@@ -245,6 +257,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
 
         async def insert() -> Message:

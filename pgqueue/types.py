@@ -100,6 +100,8 @@ class JobInfo:
     #: keeps it; ``None`` otherwise). A completed job of a queue that does not archive
     #: is known by its result alone: its payload, headers and errors are not kept.
     result: JSON = None
+    #: Its partition key (``enqueue(..., key=...)``; docs/flow-control.md), or None.
+    key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -132,6 +134,11 @@ class JobSpec:
     headers: Mapping[str, Any] | None = None
     entrypoint: str | None = None
     max_attempts: int | None = None
+    #: The partition key per-key limits and ordered entrypoints group jobs by
+    #: (docs/flow-control.md): a str of 1 to 255 characters.
+    key: str | None = None
+    #: Units of its key's rate budget the job spends when it starts (default 1).
+    weight: int | None = None
 
 
 #: The options a job can have (every field of :class:`JobSpec` but the payload), in

@@ -44,6 +44,7 @@ SOURCES = [
     "tests/behaviour/test_embedding_async.py",
     "tests/behaviour/test_jobs_async.py",
     "tests/behaviour/test_results_async.py",
+    "tests/behaviour/test_flow_async.py",
     "tests/support/consumer_loop_async.py",
 ]
 

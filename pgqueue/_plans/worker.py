@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .. import _rows
 from .._validate import Jobs
 from ..types import Message
 from . import Context, Step, Steps, plan
@@ -62,6 +63,70 @@ def limited_dequeue(
     # All it asked for, but less than the worker wanted (a limit, or the rounding):
     # there may be more to take soon. Fewer: no more ready jobs right now.
     return got, take < asked and len(got) == take
+
+
+@plan(transaction=True)
+def keyed_dequeue(
+    ctx: Context,
+    consumer: str,
+    want: int,
+    visibility_timeout: float | None,
+    entrypoint: str,
+    *,
+    per_key: int | None,
+    rate_limit: float | None,
+    ordered: bool,
+    hold_dead: bool,
+    keyless: bool,
+    prune: bool,
+) -> Steps[tuple[list[Message], bool]]:
+    """Lease jobs of an entrypoint limited per key (``per_key``: most running per key;
+    ``rate_limit``: units per second per key, each job spending its weight) or ordered
+    (one at a time per key, in enqueue order), shared by every worker; also whether to
+    look again soon (a key's slot or tokens free up with no NOTIFY to say so).
+
+    Under the entrypoint's advisory lock (as ``limited_dequeue``): due and lost jobs of
+    the entrypoint are made ready first, then one statement picks and leases
+    (``_sql.flow``). ``keyless``: also look at the entrypoint's jobs without a key (one
+    group; they are found by reading the queue's ready jobs, so not at every fetch).
+    ``prune``: drop the key buckets that are full again."""
+    yield Step(ctx.sql.LIMIT_LOCK, {"b_key": f"{ctx.schema}.{ctx.queue}.{entrypoint}"})
+    scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
+    yield Step(ctx.sql.PROMOTE_DUE, {**scope, "b_done_channel": ctx.done_channel})
+    if prune and rate_limit is not None:
+        yield Step(ctx.sql.PRUNE_KEY_BUCKETS, {**scope, "b_rate": rate_limit})
+    take = fetch_size(want)
+    params = {
+        **scope,
+        "b_consumer": consumer,
+        "b_visibility_timeout": visibility_timeout,
+        "b_limit": take,
+        "b_per_key": 1 if ordered else per_key,
+        "b_rate": rate_limit,
+        "b_keyless": keyless,
+    }
+    if ordered:
+        rows = yield Step(ctx.sql.ORDERED_DEQUEUE, {**params, "b_hold_dead": hold_dead})
+    else:
+        rows = yield Step(ctx.sql.KEYED_DEQUEUE, params)
+    if rate_limit is not None and rows:
+        spent: dict[str, float] = {}
+        for r in rows:
+            key = r[-2] if r[-2] is not None else ""
+            spent[key] = spent.get(key, 0.0) + float(r[-1])
+        yield Step(
+            ctx.sql.SPEND_KEY_TOKENS,
+            {**scope, "b_rate": rate_limit, "b_keys": list(spent), "b_spent": list(spent.values())},
+        )
+    got = [_rows.message(r) for r in rows]
+    got.sort(key=lambda m: (-m.priority, m.id))
+    # Keys at their limit have ready jobs that no NOTIFY will announce when a slot or
+    # tokens free up: look again soon while any wait (or while keyless ones were not
+    # looked at this time).
+    if len(got) == take or not keyless:
+        return got, True
+    ((waiting,),) = yield Step(ctx.sql.KEYED_WAITING, scope)
+    return got, bool(waiting)
 
 
 @plan(transaction=False)

@@ -143,6 +143,7 @@ ARCHIVED_COLUMNS = (
     "enqueued_at",
     "last_error",
     "errors",
+    "key",
 )
 
 

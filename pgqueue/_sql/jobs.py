@@ -98,6 +98,7 @@ def _job_columns(jobs: Table) -> list[Any]:
         c.errors,
         c.cancel_requested,
         cast(null(), JSONB).label("result"),
+        c.key,
     ]
 
 
@@ -125,6 +126,7 @@ def _archive_columns(archive: Table, results: Table) -> list[Any]:
         c.errors,
         false().label("cancel_requested"),
         result.label("result"),
+        c.key,
     ]
 
 
@@ -151,6 +153,7 @@ def _result_columns(results: Table) -> list[Any]:
         cast(null(), JSONB).label("errors"),
         false().label("cancel_requested"),
         c.result,
+        cast(null(), Text).label("key"),
     ]
 
 

@@ -11,9 +11,9 @@ FROM ROWS FROM (pg_catalog.unnest($2::TEXT[]), pg_catalog.unnest($3::TEXT[]), pg
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_ended AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, ended.key AS key, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
  SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
@@ -21,9 +21,9 @@ FROM ended;
 
 -- CANCEL_HELD [asyncpg] (hot: sent to the driver directly)
 WITH ended AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($1::BIGINT[]), pg_catalog.unnest($2::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_ended AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT ended.id AS id, ended.queue AS queue, ended.entrypoint AS entrypoint, ended.payload AS payload, ended.headers AS headers, ended.priority AS priority, ended.attempts AS attempts, ended.max_attempts AS max_attempts, ended.dedupe_key AS dedupe_key, ended.enqueued_at AS enqueued_at, ended.last_error AS last_error, ended.errors AS errors, ended.key AS key, 'cancelled'
 FROM ended
 WHERE true RETURNING public.pgqueue_archive.id)
  SELECT ended.id, ended.lease, CASE WHEN ended.awaited THEN pg_catalog.pg_notify($4::VARCHAR, CAST(ended.id AS TEXT)) END AS announced
@@ -37,9 +37,9 @@ WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_now_cancelled AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, now_cancelled.key AS key, 'cancelled'
 FROM now_cancelled
 WHERE true RETURNING public.pgqueue_archive.id),
 requested AS
@@ -58,9 +58,9 @@ WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status 
 now_cancelled AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id IN (SELECT locked.id
 FROM locked
-WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+WHERE locked.status != 'running' OR locked.expired) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_now_cancelled AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT now_cancelled.id AS id, now_cancelled.queue AS queue, now_cancelled.entrypoint AS entrypoint, now_cancelled.payload AS payload, now_cancelled.headers AS headers, now_cancelled.priority AS priority, now_cancelled.attempts AS attempts, now_cancelled.max_attempts AS max_attempts, now_cancelled.dedupe_key AS dedupe_key, now_cancelled.enqueued_at AS enqueued_at, now_cancelled.last_error AS last_error, now_cancelled.errors AS errors, now_cancelled.key AS key, 'cancelled'
 FROM now_cancelled
 WHERE true RETURNING public.pgqueue_archive.id),
 requested AS
@@ -95,9 +95,9 @@ SELECT pg_catalog.now() AS now_1;
 
 -- DELETE_JOBS [psycopg]
 WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.status = any(%(b_statuses)s::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_deleted AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, deleted.key AS key, 'deleted'
 FROM deleted
 WHERE coalesce((SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
@@ -113,9 +113,9 @@ FROM forgotten;
 
 -- DELETE_JOBS [asyncpg]
 WITH deleted AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any($1::BIGINT[]) AND public.pgqueue_jobs.status = any($2::TEXT[]) AND public.pgqueue_jobs.status != 'running' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_deleted AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, 'deleted'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT deleted.id AS id, deleted.queue AS queue, deleted.entrypoint AS entrypoint, deleted.payload AS payload, deleted.headers AS headers, deleted.priority AS priority, deleted.attempts AS attempts, deleted.max_attempts AS max_attempts, deleted.dedupe_key AS dedupe_key, deleted.enqueued_at AS enqueued_at, deleted.last_error AS last_error, deleted.errors AS errors, deleted.key AS key, 'deleted'
 FROM deleted
 WHERE coalesce((SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
@@ -213,9 +213,9 @@ UPDATE public.pgqueue_jobs SET available_at=greatest(public.pgqueue_jobs.availab
 
 -- FINISH [psycopg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_results)s::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight, m.result),
 archived_finished AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, finished.key AS key, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN (%(b_mode)s::INTEGER = %(param_1)s::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
 WHERE finished.cancel_requested OR %(b_mode)s::INTEGER = %(param_2)s::INTEGER OR %(b_mode)s::INTEGER = %(param_3)s::INTEGER AND (SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
@@ -231,9 +231,9 @@ FROM finished;
 
 -- FINISH [asyncpg] (hot: sent to the driver directly)
 WITH finished AS
-(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, m.result),
+(DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest($3::BIGINT[]), pg_catalog.unnest($4::UUID[]), pg_catalog.unnest($5::TEXT[])) AS m(id, lease, result) WHERE public.pgqueue_jobs.id = any($3::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $6::VARCHAR RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight, m.result),
 archived_finished AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT finished.id AS id, finished.queue AS queue, finished.entrypoint AS entrypoint, finished.payload AS payload, finished.headers AS headers, finished.priority AS priority, finished.attempts AS attempts, finished.max_attempts AS max_attempts, finished.dedupe_key AS dedupe_key, finished.enqueued_at AS enqueued_at, finished.last_error AS last_error, finished.errors AS errors, finished.key AS key, CASE WHEN finished.cancel_requested THEN 'cancelled' WHEN ($1::INTEGER = $2::INTEGER) THEN 'archived' ELSE 'completed' END AS anon_1
 FROM finished
 WHERE finished.cancel_requested OR $1::INTEGER = $7::INTEGER OR $1::INTEGER = $8::INTEGER AND (SELECT public.pgqueue_queues.archive
 FROM public.pgqueue_queues
@@ -249,9 +249,9 @@ FROM finished;
 
 -- FINISH_CANCELLED [psycopg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_expired AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, expired.key AS key, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
  SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
@@ -259,35 +259,35 @@ FROM expired;
 
 -- FINISH_CANCELLED [asyncpg]
 WITH expired AS
-(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited),
+(DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.cancel_requested AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
 archived_expired AS
-(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, 'cancelled'
+(INSERT INTO public.pgqueue_archive (id, queue, entrypoint, payload, headers, priority, attempts, max_attempts, dedupe_key, enqueued_at, last_error, errors, key, outcome) SELECT expired.id AS id, expired.queue AS queue, expired.entrypoint AS entrypoint, expired.payload AS payload, expired.headers AS headers, expired.priority AS priority, expired.attempts AS attempts, expired.max_attempts AS max_attempts, expired.dedupe_key AS dedupe_key, expired.enqueued_at AS enqueued_at, expired.last_error AS last_error, expired.errors AS errors, expired.key AS key, 'cancelled'
 FROM expired
 WHERE true RETURNING public.pgqueue_archive.id)
  SELECT pg_catalog.count(*) AS count_1, pg_catalog.count(CASE WHEN expired.awaited THEN pg_catalog.pg_notify($1::VARCHAR, CAST(expired.id AS TEXT)) END) AS count_2
 FROM expired;
 
 -- GET_JOB [psycopg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.key
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested, (SELECT public.pgqueue_results.result
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result
+WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result, public.pgqueue_archive.key
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result
+WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result, CAST(NULL AS TEXT) AS key
 FROM public.pgqueue_results
 WHERE public.pgqueue_results.id = %(b_id)s::BIGINT AND NOT (EXISTS (SELECT *
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.id = %(b_id)s::BIGINT));
 
 -- GET_JOB [asyncpg]
-SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.status, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS finished_at, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.key
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.id = $1::BIGINT UNION ALL SELECT public.pgqueue_archive.id, public.pgqueue_archive.queue, public.pgqueue_archive.entrypoint, public.pgqueue_archive.outcome AS status, public.pgqueue_archive.payload, public.pgqueue_archive.headers, public.pgqueue_archive.priority, public.pgqueue_archive.attempts, public.pgqueue_archive.max_attempts, public.pgqueue_archive.dedupe_key, public.pgqueue_archive.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_archive.finished_at, CAST(NULL AS TEXT) AS locked_by, public.pgqueue_archive.last_error, public.pgqueue_archive.errors, false AS cancel_requested, (SELECT public.pgqueue_results.result
 FROM public.pgqueue_results
-WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result
+WHERE public.pgqueue_results.id = public.pgqueue_archive.id) AS result, public.pgqueue_archive.key
 FROM public.pgqueue_archive
-WHERE public.pgqueue_archive.id = $1::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result
+WHERE public.pgqueue_archive.id = $1::BIGINT UNION ALL SELECT public.pgqueue_results.id, public.pgqueue_results.queue, public.pgqueue_results.entrypoint, 'completed' AS status, CAST(NULL AS JSONB) AS payload, CAST(NULL AS JSONB) AS headers, 0 AS priority, public.pgqueue_results.attempts, CAST(NULL AS INTEGER) AS max_attempts, CAST(NULL AS TEXT) AS dedupe_key, public.pgqueue_results.enqueued_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS available_at, public.pgqueue_results.finished_at, CAST(NULL AS TEXT) AS locked_by, CAST(NULL AS TEXT) AS last_error, CAST(NULL AS JSONB) AS errors, false AS cancel_requested, public.pgqueue_results.result, CAST(NULL AS TEXT) AS key
 FROM public.pgqueue_results
 WHERE public.pgqueue_results.id = $1::BIGINT AND NOT (EXISTS (SELECT *
 FROM public.pgqueue_archive
@@ -300,33 +300,33 @@ UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgq
 UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = $1::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
 
 -- INSERT_JOBS [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
-FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_delay)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_run_at)s::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_payload)s::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1, u.key, u.weight
+FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest(%(b_priority)s::INTEGER[]), pg_catalog.unnest(%(b_delay)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_run_at)s::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest(%(b_dedupe_key)s::TEXT[]), pg_catalog.unnest(%(b_headers)s::TEXT[]), pg_catalog.unnest(%(b_entrypoint)s::TEXT[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[]), pg_catalog.unnest(%(b_key)s::TEXT[]), pg_catalog.unnest(%(b_weight)s::INTEGER[]), pg_catalog.unnest(%(b_payload)s::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, key, weight, payload, ord) ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_JOBS [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1
-FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest($3::INTEGER[]), pg_catalog.unnest($4::DOUBLE PRECISION[]), pg_catalog.unnest($5::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::TEXT[]), pg_catalog.unnest($8::TEXT[]), pg_catalog.unnest($9::INTEGER[]), pg_catalog.unnest($10::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, payload, ord) ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1, u.key, u.weight
+FROM public.pgqueue_queues JOIN ROWS FROM (pg_catalog.unnest($3::INTEGER[]), pg_catalog.unnest($4::DOUBLE PRECISION[]), pg_catalog.unnest($5::TIMESTAMP WITH TIME ZONE[]), pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::TEXT[]), pg_catalog.unnest($8::TEXT[]), pg_catalog.unnest($9::INTEGER[]), pg_catalog.unnest($10::TEXT[]), pg_catalog.unnest($11::INTEGER[]), pg_catalog.unnest($12::TEXT[])) WITH ORDINALITY AS u(priority, delay, run_at, dedupe_key, headers, entrypoint, max_attempts, key, weight, payload, ord) ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_AWAITED_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight, awaited) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, %(u_key)s::VARCHAR AS anon_7, %(u_weight)s::INTEGER AS anon_8, true AS anon_9
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_AWAITED_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, true AS anon_7
-FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight, awaited) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, $10::VARCHAR AS anon_7, $11::INTEGER AS anon_8, true AS anon_9
+FROM public.pgqueue_queues JOIN (SELECT $12::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [psycopg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name, %(u_entrypoint)s::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, %(u_dedupe_key)s::VARCHAR AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, %(u_key)s::VARCHAR AS anon_7, %(u_weight)s::INTEGER AS anon_8
 FROM public.pgqueue_queues JOIN (SELECT %(u_payload)s::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_ONE_JOB [asyncpg] (hot: sent to the driver directly)
-INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
-FROM public.pgqueue_queues JOIN (SELECT $10::VARCHAR AS payload) AS u ON true
+INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name, $3::VARCHAR AS anon_1, CAST(u.payload AS JSONB) AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, $7::VARCHAR AS anon_5, coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($8::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $9::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, $10::VARCHAR AS anon_7, $11::INTEGER AS anon_8
+FROM public.pgqueue_queues JOIN (SELECT $12::VARCHAR AS payload) AS u ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status != 'dead' DO NOTHING RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified;
 
 -- INSERT_QUEUE [psycopg]
@@ -337,7 +337,7 @@ INSERT INTO public.pgqueue_queues (name, max_attempts, visibility_timeout, retry
 
 -- INSERT_UNIFORM_JOBS [psycopg] (hot: sent to the driver directly)
 WITH ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, %(u_entrypoint)s::VARCHAR AS anon_1, u.payload AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, NULL AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name AS name, %(u_entrypoint)s::VARCHAR AS anon_1, u.payload AS payload, CAST(%(u_headers)s::VARCHAR AS JSONB) AS anon_2, %(u_priority)s::INTEGER AS anon_3, %(u_max_attempts)s::INTEGER AS anon_4, NULL AS anon_5, coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(%(u_run_at)s::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + %(u_delay)s * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, %(u_key)s::VARCHAR AS anon_7, %(u_weight)s::INTEGER AS anon_8
 FROM public.pgqueue_queues JOIN pg_catalog.jsonb_array_elements(CAST(%(b_payloads)s::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at)
  SELECT pg_catalog.array_agg(ins.id ORDER BY ins.id) AS array_agg_1, pg_catalog.min(ins.status) AS min_1, pg_catalog.min(ins.enqueued_at) AS min_2, pg_catalog.min(ins.available_at) AS min_3, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified
@@ -346,12 +346,124 @@ HAVING pg_catalog.count(*) > 0;
 
 -- INSERT_UNIFORM_JOBS [asyncpg] (hot: sent to the driver directly)
 WITH ins AS
-(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status) SELECT public.pgqueue_queues.name AS name, $3::VARCHAR AS anon_1, u.payload AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, NULL AS anon_5, coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6
-FROM public.pgqueue_queues JOIN pg_catalog.jsonb_array_elements(CAST($9::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
+(INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name AS name, $3::VARCHAR AS anon_1, u.payload AS payload, CAST($4::VARCHAR AS JSONB) AS anon_2, $5::INTEGER AS anon_3, $6::INTEGER AS anon_4, NULL AS anon_5, coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce($7::TIMESTAMP WITH TIME ZONE, pg_catalog.now() + $8::FLOAT * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_6, $9::VARCHAR AS anon_7, $10::INTEGER AS anon_8
+FROM public.pgqueue_queues JOIN pg_catalog.jsonb_array_elements(CAST($11::VARCHAR AS JSONB)) WITH ORDINALITY AS u(payload, ord) ON true
 WHERE public.pgqueue_queues.name = $2::VARCHAR ORDER BY u.ord RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.status, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at)
  SELECT pg_catalog.array_agg(ins.id ORDER BY ins.id) AS array_agg_1, pg_catalog.min(ins.status) AS min_1, pg_catalog.min(ins.enqueued_at) AS min_2, pg_catalog.min(ins.available_at) AS min_3, (SELECT pg_catalog.pg_notify($1::VARCHAR, $2::VARCHAR) AS pg_notify_1) AS notified
 FROM ins
 HAVING pg_catalog.count(*) > 0;
+
+-- KEYED_DEQUEUE [psycopg]
+WITH RECURSIVE keys(k) AS
+((SELECT public.pgqueue_jobs.key AS k
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+ LIMIT %(param_2)s::INTEGER) UNION ALL SELECT (SELECT after.key
+FROM public.pgqueue_jobs AS after
+WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
+ LIMIT %(param_3)s::INTEGER) AS anon_1
+FROM keys
+WHERE keys.k IS NOT NULL),
+q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
+picked AS
+(SELECT cand.id AS id
+FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
+FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS tokens
+FROM keys
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT c_j.id AS id, c_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY c_j.priority DESC, c_j.id) AS rn, pg_catalog.sum(coalesce(c_j.weight, %(coalesce_1)s::INTEGER)) OVER (ORDER BY c_j.priority DESC, c_j.id) AS spent
+FROM public.pgqueue_jobs AS c_j
+WHERE c_j.queue = %(b_queue)s::VARCHAR AND c_j.entrypoint = %(b_entrypoint)s::VARCHAR AND c_j.status = 'queued' AND c_j.key = kk.k ORDER BY c_j.priority DESC, c_j.id
+ LIMIT greatest(coalesce(%(b_per_key)s::INTEGER - kk.running, __[POSTCOMPILE_b_limit]), %(greatest_2)s::INTEGER)) AS c ON true
+WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = %(rn_1)s::INTEGER AND kk.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS tokens
+WHERE %(b_keyless)s) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, %(coalesce_2)s::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+FROM public.pgqueue_jobs AS n_j
+WHERE n_j.queue = %(b_queue)s::VARCHAR AND n_j.entrypoint = %(b_entrypoint)s::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
+ LIMIT greatest(coalesce(coalesce(%(b_per_key)s::INTEGER, %(coalesce_3)s::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), %(greatest_3)s::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_2)s::INTEGER AND k0.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS cand
+WHERE EXISTS (SELECT q.name
+FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+ LIMIT __[POSTCOMPILE_b_limit])
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
+
+-- KEYED_DEQUEUE [asyncpg]
+WITH RECURSIVE keys(k) AS
+((SELECT public.pgqueue_jobs.key AS k
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+ LIMIT $9::INTEGER) UNION ALL SELECT (SELECT after.key
+FROM public.pgqueue_jobs AS after
+WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
+ LIMIT $10::INTEGER) AS anon_1
+FROM keys
+WHERE keys.k IS NOT NULL),
+q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
+picked AS
+(SELECT cand.id AS id
+FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
+FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
+FROM keys
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT c_j.id AS id, c_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY c_j.priority DESC, c_j.id) AS rn, pg_catalog.sum(coalesce(c_j.weight, $11::INTEGER)) OVER (ORDER BY c_j.priority DESC, c_j.id) AS spent
+FROM public.pgqueue_jobs AS c_j
+WHERE c_j.queue = $4::VARCHAR AND c_j.entrypoint = $5::VARCHAR AND c_j.status = 'queued' AND c_j.key = kk.k ORDER BY c_j.priority DESC, c_j.id
+ LIMIT greatest(coalesce($12::INTEGER - kk.running, __[POSTCOMPILE_b_limit]), $13::INTEGER)) AS c ON true
+WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = $14::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
+WHERE $15::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $16::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+FROM public.pgqueue_jobs AS n_j
+WHERE n_j.queue = $4::VARCHAR AND n_j.entrypoint = $5::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
+ LIMIT greatest(coalesce(coalesce($12::INTEGER, $17::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $18::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $19::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
+WHERE EXISTS (SELECT q.name
+FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+ LIMIT __[POSTCOMPILE_b_limit])
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $20::INTEGER) AS coalesce_4;
+
+-- KEYED_WAITING [psycopg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL) AS anon_1;
+
+-- KEYED_WAITING [asyncpg]
+SELECT EXISTS (SELECT *
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.entrypoint = $2::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL) AS anon_1;
+
+-- KEY_METRICS [psycopg]
+SELECT public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.key, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status != 'running') AS waiting
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.key IS NOT NULL AND public.pgqueue_jobs.status != 'dead' AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) GROUP BY public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.key ORDER BY running DESC, waiting DESC, public.pgqueue_jobs.key
+ LIMIT %(b_top)s::INTEGER;
+
+-- KEY_METRICS [asyncpg]
+SELECT public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.key, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status = 'running') AS running, pg_catalog.count(*) FILTER (WHERE public.pgqueue_jobs.status != 'running') AS waiting
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.key IS NOT NULL AND public.pgqueue_jobs.status != 'dead' AND ($2::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($2::TEXT[])) GROUP BY public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.key ORDER BY running DESC, waiting DESC, public.pgqueue_jobs.key
+ LIMIT $3::INTEGER;
 
 -- LIMIT_LOCK [psycopg]
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgqueue.limit'), pg_catalog.hashtext(%(b_key)s::VARCHAR)) AS pg_advisory_xact_lock_1;
@@ -451,6 +563,96 @@ SELECT coalesce(pg_catalog.array_agg(pg_catalog.pg_locks.virtualxid), CAST('{}' 
 FROM pg_catalog.pg_locks
 WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.pid != pg_catalog.pg_backend_pid();
 
+-- ORDERED_DEQUEUE [psycopg]
+WITH RECURSIVE keys(k) AS
+((SELECT public.pgqueue_jobs.key AS k
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+ LIMIT %(param_2)s::INTEGER) UNION ALL SELECT (SELECT after.key
+FROM public.pgqueue_jobs AS after
+WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
+ LIMIT %(param_3)s::INTEGER) AS anon_1
+FROM keys
+WHERE keys.k IS NOT NULL),
+q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
+picked AS
+(SELECT cand.id AS id
+FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
+FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS tokens
+FROM keys
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT h.id AS id, h.priority AS priority, h.status AS status, coalesce(h.weight, %(coalesce_1)s::INTEGER) AS spent
+FROM public.pgqueue_jobs AS h
+WHERE h.queue = %(b_queue)s::VARCHAR AND h.entrypoint = %(b_entrypoint)s::VARCHAR AND h.key = kk.k AND (h.status != 'dead' OR %(b_hold_dead)s) ORDER BY h.id
+ LIMIT %(param_4)s::INTEGER) AS head ON true
+WHERE head.status = 'queued' AND kk.running = %(running_1)s::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = %(1_1)s::INTEGER AND kk.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS tokens
+WHERE %(b_keyless)s) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, %(coalesce_2)s::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+FROM public.pgqueue_jobs AS n_j
+WHERE n_j.queue = %(b_queue)s::VARCHAR AND n_j.entrypoint = %(b_entrypoint)s::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
+ LIMIT greatest(coalesce(coalesce(%(b_per_key)s::INTEGER, %(coalesce_3)s::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), %(greatest_2)s::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_1)s::INTEGER AND k0.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS cand
+WHERE EXISTS (SELECT q.name
+FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+ LIMIT __[POSTCOMPILE_b_limit])
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
+
+-- ORDERED_DEQUEUE [asyncpg]
+WITH RECURSIVE keys(k) AS
+((SELECT public.pgqueue_jobs.key AS k
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+ LIMIT $9::INTEGER) UNION ALL SELECT (SELECT after.key
+FROM public.pgqueue_jobs AS after
+WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
+ LIMIT $10::INTEGER) AS anon_1
+FROM keys
+WHERE keys.k IS NOT NULL),
+q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
+picked AS
+(SELECT cand.id AS id
+FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
+FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
+FROM keys
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT h.id AS id, h.priority AS priority, h.status AS status, coalesce(h.weight, $11::INTEGER) AS spent
+FROM public.pgqueue_jobs AS h
+WHERE h.queue = $4::VARCHAR AND h.entrypoint = $5::VARCHAR AND h.key = kk.k AND (h.status != 'dead' OR $12::BOOLEAN) ORDER BY h.id
+ LIMIT $13::INTEGER) AS head ON true
+WHERE head.status = 'queued' AND kk.running = $14::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = $15::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
+FROM public.pgqueue_jobs AS r
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+FROM public.pgqueue_key_rate_limits
+WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
+WHERE $16::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $17::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+FROM public.pgqueue_jobs AS n_j
+WHERE n_j.queue = $4::VARCHAR AND n_j.entrypoint = $5::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
+ LIMIT greatest(coalesce(coalesce($18::INTEGER, $19::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $20::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $21::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
+WHERE EXISTS (SELECT q.name
+FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+ LIMIT __[POSTCOMPILE_b_limit])
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $22::INTEGER) AS coalesce_4;
+
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
 FROM public.pgqueue_jobs
@@ -474,6 +676,24 @@ SELECT pg_catalog.pg_sleep(%(b_seconds)s) AS pg_sleep_1;
 
 -- PAUSE [asyncpg]
 SELECT pg_catalog.pg_sleep($1::FLOAT) AS pg_sleep_1;
+
+-- PROMOTE_DUE [psycopg]
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'queued' END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested ORDER BY public.pgqueue_jobs.available_at
+ LIMIT %(param_1)s::INTEGER FOR UPDATE SKIP LOCKED))) AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+
+-- PROMOTE_DUE [asyncpg]
+UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'queued' END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() END, lease=$1::UUID, locked_by=$2::VARCHAR, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, public.pgqueue_queues.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(array((SELECT public.pgqueue_jobs.id
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = $3::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND public.pgqueue_jobs.entrypoint = $4::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested ORDER BY public.pgqueue_jobs.available_at
+ LIMIT $5::INTEGER FOR UPDATE SKIP LOCKED))) AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+
+-- PRUNE_KEY_BUCKETS [psycopg]
+DELETE FROM public.pgqueue_key_rate_limits WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at) >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s);
+
+-- PRUNE_KEY_BUCKETS [asyncpg]
+DELETE FROM public.pgqueue_key_rate_limits WHERE public.pgqueue_key_rate_limits.queue = $1::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $2::VARCHAR AND public.pgqueue_key_rate_limits.tokens + $3::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at) >= greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT);
 
 -- PRUNE_RESULTS [psycopg]
 WITH pruned AS
@@ -778,6 +998,14 @@ UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqu
 
 -- SNOOZE [asyncpg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET status='scheduled', attempts=greatest(public.pgqueue_jobs.attempts - $1::INTEGER, $2::INTEGER), available_at=(pg_catalog.now() + m.delay * INTERVAL '1 second'), lease=$3::UUID, locked_by=$4::VARCHAR FROM ROWS FROM (pg_catalog.unnest($5::BIGINT[]), pg_catalog.unnest($6::UUID[]), pg_catalog.unnest($7::DOUBLE PRECISION[])) AS m(id, lease, delay) WHERE public.pgqueue_jobs.id = any($5::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = $8::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, m.lease;
+
+-- SPEND_KEY_TOKENS [psycopg]
+INSERT INTO public.pgqueue_key_rate_limits (queue, entrypoint, key, tokens, updated_at) SELECT %(b_queue)s::VARCHAR AS anon_1, %(b_entrypoint)s::VARCHAR AS anon_2, s.key, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s) - s.spent AS anon_3, pg_catalog.clock_timestamp() AS clock_timestamp_1
+FROM ROWS FROM (pg_catalog.unnest(%(b_keys)s::TEXT[]), pg_catalog.unnest(%(b_spent)s::DOUBLE PRECISION[])) AS s(key, spent) ON CONFLICT (queue, entrypoint, key) DO UPDATE SET tokens = (least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) - (greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s) - excluded.tokens)), updated_at = pg_catalog.clock_timestamp();
+
+-- SPEND_KEY_TOKENS [asyncpg]
+INSERT INTO public.pgqueue_key_rate_limits (queue, entrypoint, key, tokens, updated_at) SELECT $1::VARCHAR AS anon_1, $2::VARCHAR AS anon_2, s.key, greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT) - s.spent AS anon_3, pg_catalog.clock_timestamp() AS clock_timestamp_1
+FROM ROWS FROM (pg_catalog.unnest($6::TEXT[]), pg_catalog.unnest($7::DOUBLE PRECISION[])) AS s(key, spent) ON CONFLICT (queue, entrypoint, key) DO UPDATE SET tokens = (least(greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT), public.pgqueue_key_rate_limits.tokens + $3::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) - (greatest($3::FLOAT / CAST($4::FLOAT AS DOUBLE PRECISION), $5::FLOAT) - excluded.tokens)), updated_at = pg_catalog.clock_timestamp();
 
 -- SPEND_TOKENS [psycopg]
 UPDATE public.pgqueue_rate_limits SET tokens=(public.pgqueue_rate_limits.tokens - %(b_taken)s) WHERE public.pgqueue_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR;
