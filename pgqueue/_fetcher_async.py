@@ -48,6 +48,8 @@ class AsyncFetcher:
         # last looked at (both cost a read of more than the keys: now and then only).
         self._keyless_at: dict[tuple[str, str], float] = {}
         self._pruned_at: dict[tuple[str, str], float] = {}
+        # Per keyed entrypoint: the key its last claim stopped at (keys take turns).
+        self._after: dict[tuple[str, str], str] = {}
 
     async def fetch(self, conn: AsyncHeld, free: int) -> tuple[list[Message], float | None]:
         """Lease up to ``free`` jobs across the queues; also how soon to look again
@@ -70,7 +72,8 @@ class AsyncFetcher:
                     break
                 if ep.keyed:
                     keyed_plan = self._keyed(ctx, queue, ep, want, vt)
-                    got, held_back = await arun(self._engine, None, keyed_plan, ctx)
+                    got, held_back, last = await arun(self._engine, None, keyed_plan, ctx)
+                    self._after[(queue, ep.name)] = last
                 else:
                     limited_plan = worker_plans.limited_dequeue(
                         ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
@@ -94,7 +97,7 @@ class AsyncFetcher:
 
     def _keyed(
         self, ctx: Context, queue: str, ep: Entrypoint, want: int, vt: float | None
-    ) -> Plan[tuple[list[Message], bool]]:
+    ) -> Plan[tuple[list[Message], bool, str]]:
         now = time.monotonic()
         scope = (queue, ep.name)
         keyless = now - self._keyless_at.get(scope, -KEYLESS_EVERY) >= KEYLESS_EVERY
@@ -115,6 +118,7 @@ class AsyncFetcher:
             hold_dead=ep.on_dead == "hold",
             keyless=keyless,
             prune=prune,
+            after=self._after.get(scope, ""),
         )
 
 

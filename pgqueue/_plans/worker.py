@@ -79,7 +79,8 @@ def keyed_dequeue(
     hold_dead: bool,
     keyless: bool,
     prune: bool,
-) -> Steps[tuple[list[Message], bool]]:
+    after: str = "",
+) -> Steps[tuple[list[Message], bool, str]]:
     """Lease jobs of an entrypoint limited per key (``per_key``: most running per key;
     ``rate_limit``: units per second per key, each job spending its weight) or ordered
     (one at a time per key, in enqueue order), shared by every worker; also whether to
@@ -89,7 +90,8 @@ def keyed_dequeue(
     the entrypoint are made ready first, then one statement picks and leases
     (``_sql.flow``). ``keyless``: also look at the entrypoint's jobs without a key (one
     group; they are found by reading the queue's ready jobs, so not at every fetch).
-    ``prune``: drop the key buckets that are full again."""
+    ``prune``: drop the key buckets that are full again. ``after``: the key the worker's
+    last claim stopped at (returned, for the next call)."""
     yield Step(ctx.sql.LIMIT_LOCK, {"b_key": f"{ctx.schema}.{ctx.queue}.{entrypoint}"})
     scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
     yield Step(ctx.sql.PROMOTE_DUE, {**scope, "b_done_channel": ctx.done_channel})
@@ -100,15 +102,23 @@ def keyed_dequeue(
         **scope,
         "b_consumer": consumer,
         "b_visibility_timeout": visibility_timeout,
-        "b_limit": take,
         "b_per_key": 1 if ordered else per_key,
         "b_rate": rate_limit,
         "b_keyless": keyless,
     }
+    claim = ctx.sql.ORDERED_DEQUEUE if ordered else ctx.sql.KEYED_DEQUEUE
     if ordered:
-        rows = yield Step(ctx.sql.ORDERED_DEQUEUE, {**params, "b_hold_dead": hold_dead})
-    else:
-        rows = yield Step(ctx.sql.KEYED_DEQUEUE, params)
+        params["b_hold_dead"] = hold_dead
+    # Keys after the last one this worker claimed, then (the batch not full) from the
+    # first key on: keys take turns. Keyless jobs are looked at in the first pass only.
+    rows = list((yield Step(claim, {**params, "b_after": after, "b_limit": take})))
+    last_pass = rows
+    if len(rows) < take and after:
+        more = yield Step(
+            claim, {**params, "b_after": "", "b_keyless": False, "b_limit": take - len(rows)}
+        )
+        rows += more
+        last_pass = list(more) or rows
     if rate_limit is not None and rows:
         spent: dict[str, float] = {}
         for r in rows:
@@ -120,13 +130,15 @@ def keyed_dequeue(
         )
     got = [_rows.message(r) for r in rows]
     got.sort(key=lambda m: (-m.priority, m.id))
+    keys = [r[-2] for r in last_pass if r[-2] is not None]
+    last = max(keys) if keys else ""
     # Keys at their limit have ready jobs that no NOTIFY will announce when a slot or
     # tokens free up: look again soon while any wait (or while keyless ones were not
     # looked at this time).
     if len(got) == take or not keyless:
-        return got, True
+        return got, True, last
     ((waiting,),) = yield Step(ctx.sql.KEYED_WAITING, scope)
-    return got, bool(waiting)
+    return got, bool(waiting), last
 
 
 @plan(transaction=False)

@@ -9,8 +9,9 @@ ready jobs are listed by a skip scan of ``ix_pgqueue_jobs_key_ready`` (a recursi
 one index probe per distinct key: "the next key after this one"), then each key
 contributes at most its room (the per-key limit less its running jobs, counted on
 ``ix_pgqueue_jobs_key``) of its own first rows. A key with 10,000 ready jobs and no
-room costs one probe and one count, like a key with one. Picks are taken round-robin
-across keys (every key's first job, then every key's second, ...), oldest first.
+room costs one probe and one count, like a key with one. The keys are walked from
+where the worker's previous claim stopped (``b_after``) and only until the batch is
+full, so keys take turns and a claim reads a handful of keys, not all of them.
 """
 
 from __future__ import annotations
@@ -118,10 +119,15 @@ _q = (
 
 
 def _keys() -> Any:
-    """The distinct keys with ready jobs of the entrypoint, by skip scan."""
+    """The distinct keys with ready jobs of the entrypoint after ``b_after``, in key
+    order, by skip scan; read only as far as the claim needs (no ORDER BY above it)."""
     first = (
         select(jobs.c.key.label("k"))
-        .where(_mine(jobs), jobs.c.status == STATUS_QUEUED, jobs.c.key.is_not(None))
+        .where(
+            _mine(jobs),
+            jobs.c.status == STATUS_QUEUED,
+            jobs.c.key > bindparam("b_after", type_=Text),
+        )
         .order_by(jobs.c.key)
         .limit(1)
     )
@@ -255,14 +261,11 @@ def _candidates(ordered: bool) -> Any:
         .select_from(k0.join(cand0, literal_column("true")))
         .where(_affordable(cand0.c.spent, cand0.c.rn, k0.c.tokens))
     )
+    # No ORDER BY: the keys are walked only until the batch is full (a LIMIT over a
+    # recursive CTE stops it), from where the worker's last claim stopped (b_after),
+    # so that keys take turns; within a key, jobs go in dequeue order.
     both = keyed.union_all(nokey).subquery("cand")
-    return (
-        select(both.c.id)
-        .where(exists(select(_q.c.name)))
-        .order_by(both.c.rn, both.c.priority.desc(), both.c.id)
-        .limit(_limit)
-        .cte("picked")
-    )
+    return select(both.c.id).where(exists(select(_q.c.name))).limit(_limit).cte("picked")
 
 
 def _claim(ordered: bool) -> Any:

@@ -357,7 +357,7 @@ HAVING pg_catalog.count(*) > 0;
 WITH RECURSIVE keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > %(b_after)s::VARCHAR ORDER BY public.pgqueue_jobs.key
  LIMIT %(param_2)s::INTEGER) UNION ALL SELECT (SELECT after.key
 FROM public.pgqueue_jobs AS after
 WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
@@ -393,7 +393,7 @@ WHERE n_j.queue = %(b_queue)s::VARCHAR AND n_j.entrypoint = %(b_entrypoint)s::VA
  LIMIT greatest(coalesce(coalesce(%(b_per_key)s::INTEGER, %(coalesce_3)s::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), %(greatest_3)s::INTEGER)) AS n ON true
 WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_2)s::INTEGER AND k0.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS cand
 WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
 FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
@@ -402,11 +402,11 @@ FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.st
 WITH RECURSIVE keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
- LIMIT $9::INTEGER) UNION ALL SELECT (SELECT after.key
+WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > $9::VARCHAR ORDER BY public.pgqueue_jobs.key
+ LIMIT $10::INTEGER) UNION ALL SELECT (SELECT after.key
 FROM public.pgqueue_jobs AS after
 WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
- LIMIT $10::INTEGER) AS anon_1
+ LIMIT $11::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
 q AS
@@ -422,26 +422,26 @@ WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'runni
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
 FROM keys
-WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT c_j.id AS id, c_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY c_j.priority DESC, c_j.id) AS rn, pg_catalog.sum(coalesce(c_j.weight, $11::INTEGER)) OVER (ORDER BY c_j.priority DESC, c_j.id) AS spent
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT c_j.id AS id, c_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY c_j.priority DESC, c_j.id) AS rn, pg_catalog.sum(coalesce(c_j.weight, $12::INTEGER)) OVER (ORDER BY c_j.priority DESC, c_j.id) AS spent
 FROM public.pgqueue_jobs AS c_j
 WHERE c_j.queue = $4::VARCHAR AND c_j.entrypoint = $5::VARCHAR AND c_j.status = 'queued' AND c_j.key = kk.k ORDER BY c_j.priority DESC, c_j.id
- LIMIT greatest(coalesce($12::INTEGER - kk.running, __[POSTCOMPILE_b_limit]), $13::INTEGER)) AS c ON true
-WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = $14::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+ LIMIT greatest(coalesce($13::INTEGER - kk.running, __[POSTCOMPILE_b_limit]), $14::INTEGER)) AS c ON true
+WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = $15::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
 WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
-WHERE $15::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $16::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+WHERE $16::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $17::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
 FROM public.pgqueue_jobs AS n_j
 WHERE n_j.queue = $4::VARCHAR AND n_j.entrypoint = $5::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
- LIMIT greatest(coalesce(coalesce($12::INTEGER, $17::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $18::INTEGER)) AS n ON true
-WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $19::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
+ LIMIT greatest(coalesce(coalesce($13::INTEGER, $18::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $19::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $20::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
 WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $20::INTEGER) AS coalesce_4;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $21::INTEGER) AS coalesce_4;
 
 -- KEYED_WAITING [psycopg]
 SELECT EXISTS (SELECT *
@@ -567,7 +567,7 @@ WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.pid !=
 WITH RECURSIVE keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > %(b_after)s::VARCHAR ORDER BY public.pgqueue_jobs.key
  LIMIT %(param_2)s::INTEGER) UNION ALL SELECT (SELECT after.key
 FROM public.pgqueue_jobs AS after
 WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
@@ -603,7 +603,7 @@ WHERE n_j.queue = %(b_queue)s::VARCHAR AND n_j.entrypoint = %(b_entrypoint)s::VA
  LIMIT greatest(coalesce(coalesce(%(b_per_key)s::INTEGER, %(coalesce_3)s::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), %(greatest_2)s::INTEGER)) AS n ON true
 WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_1)s::INTEGER AND k0.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) AS cand
 WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
 FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
@@ -612,11 +612,11 @@ FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.st
 WITH RECURSIVE keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key IS NOT NULL ORDER BY public.pgqueue_jobs.key
- LIMIT $9::INTEGER) UNION ALL SELECT (SELECT after.key
+WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > $9::VARCHAR ORDER BY public.pgqueue_jobs.key
+ LIMIT $10::INTEGER) UNION ALL SELECT (SELECT after.key
 FROM public.pgqueue_jobs AS after
 WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.status = 'queued' AND after.key > keys.k ORDER BY after.key
- LIMIT $10::INTEGER) AS anon_1
+ LIMIT $11::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
 q AS
@@ -632,26 +632,26 @@ WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'runni
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
 FROM keys
-WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT h.id AS id, h.priority AS priority, h.status AS status, coalesce(h.weight, $11::INTEGER) AS spent
+WHERE keys.k IS NOT NULL) AS kk JOIN LATERAL (SELECT h.id AS id, h.priority AS priority, h.status AS status, coalesce(h.weight, $12::INTEGER) AS spent
 FROM public.pgqueue_jobs AS h
-WHERE h.queue = $4::VARCHAR AND h.entrypoint = $5::VARCHAR AND h.key = kk.k AND (h.status != 'dead' OR $12::BOOLEAN) ORDER BY h.id
- LIMIT $13::INTEGER) AS head ON true
-WHERE head.status = 'queued' AND kk.running = $14::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = $15::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
+WHERE h.queue = $4::VARCHAR AND h.entrypoint = $5::VARCHAR AND h.key = kk.k AND (h.status != 'dead' OR $13::BOOLEAN) ORDER BY h.id
+ LIMIT $14::INTEGER) AS head ON true
+WHERE head.status = 'queued' AND kk.running = $15::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = $16::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
 WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS tokens
-WHERE $16::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $17::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
+WHERE $17::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $18::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
 FROM public.pgqueue_jobs AS n_j
 WHERE n_j.queue = $4::VARCHAR AND n_j.entrypoint = $5::VARCHAR AND n_j.status = 'queued' AND n_j.key IS NULL ORDER BY n_j.priority DESC, n_j.id
- LIMIT greatest(coalesce(coalesce($18::INTEGER, $19::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $20::INTEGER)) AS n ON true
-WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $21::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
+ LIMIT greatest(coalesce(coalesce($19::INTEGER, $20::INTEGER) - k0.running, __[POSTCOMPILE_b_limit]), $21::INTEGER)) AS n ON true
+WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $22::INTEGER AND k0.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) AS cand
 WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY cand.rn, cand.priority DESC, cand.id
+FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $22::INTEGER) AS coalesce_4;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $23::INTEGER) AS coalesce_4;
 
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
