@@ -164,12 +164,25 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyMetrics:
+    """Jobs of one partition key (``enqueue(..., key=...)``) of one entrypoint:
+    ``running`` (leased) and ``waiting`` (queued or scheduled); dead ones not counted."""
+
+    entrypoint: str
+    key: str
+    running: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueMetrics:
     """Counts for one queue, read in one statement.
 
     ``ready``: queued and available now; ``scheduled``: queued for later; ``running``:
     leased; ``dead``: dead-lettered; ``archived``: finished jobs kept in the archive;
-    ``oldest_ready_age``: how long the oldest ready job has waited (``None`` if none).
+    ``oldest_ready_age``: how long the oldest ready job has waited (``None`` if none);
+    ``keys``: with ``admin.metrics(..., top_keys=N)``, the N keys with the most running
+    (then waiting) jobs (docs/flow-control.md), else empty.
     """
 
     queue: str
@@ -179,6 +192,7 @@ class QueueMetrics:
     dead: int
     archived: int
     oldest_ready_age: timedelta | None
+    keys: tuple[KeyMetrics, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,10 @@ from sqlalchemy import Engine
 from pgqueue import (
     InvalidArgument,
     JobSpec,
+    KeyMetrics,
     Message,
     SyncAdmin,
+    SyncConsumer,
     SyncProducer,
     SyncWorker,
 )
@@ -310,3 +312,41 @@ def test_per_key_rate_limits_spend_weights(sync_engine: Engine) -> None:
                 allowed = 20 * (times[j] - times[i] + 0.05) + 2 + weight
                 assert units <= allowed, (key, i, j, units, allowed)
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_key_rate_limits") >= 1
+
+
+# --------------------------------------------------------------------------- visible
+def test_metrics_show_the_busiest_keys(sync_engine: Engine) -> None:
+    producer = queue(sync_engine)
+    admin = SyncAdmin(sync_engine, schema=SCHEMA)
+    producer.batch_enqueue([{"n": n} for n in range(3)], key="a")
+    producer.enqueue({"n": 3}, key="b")
+    producer.enqueue({"n": 4}, key="c", delay=60)
+    producer.enqueue({"n": 5})  # no key: not counted
+    consumer = SyncConsumer(sync_engine, "tasks", schema=SCHEMA, listen=False)
+    (leased,) = consumer.dequeue(1)
+    assert leased.payload == {"n": 0}
+    m = admin.metrics("tasks", top_keys=2)
+    assert m.keys == (KeyMetrics("tasks", "a", 1, 2), KeyMetrics("tasks", "b", 0, 1))
+    assert admin.metrics("tasks").keys == ()
+    for bad in (-1, True, 10_001):
+        with pytest.raises(InvalidArgument, match="top_keys"):
+            admin.metrics("tasks", top_keys=bad)
+    consumer.ack(leased)
+    consumer.shutdown()
+
+
+def test_prometheus_shows_the_busiest_keys(sync_engine: Engine) -> None:
+    pytest.importorskip("prometheus_client")
+    from pgqueue.metrics import QueueCollector
+
+    SyncAdmin(sync_engine, schema=SCHEMA).create_queue("tasks")
+    producer = SyncProducer(sync_engine, "tasks", schema=SCHEMA, listen=False)
+    producer.batch_enqueue([{"n": n} for n in range(3)], key="a", entrypoint="export")
+    producer.enqueue({"n": 3}, key="b", entrypoint="export")
+    producer.shutdown()
+    values = QueueCollector(sync_engine, schema=SCHEMA, top_keys=1).read()["tasks"]
+    assert values["key_jobs:export:a:waiting"] == 3
+    assert values["key_jobs:export:a:running"] == 0
+    assert not any(":b:" in k for k in values)
+    plain = QueueCollector(sync_engine, schema=SCHEMA).read()["tasks"]
+    assert not any(k.startswith("key_jobs") for k in plain)

@@ -15,15 +15,20 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pgqueue import (
     AsyncAdmin,
+    AsyncConsumer,
     AsyncProducer,
     AsyncWorker,
     InvalidArgument,
     JobSpec,
+    KeyMetrics,
     Message,
+    SyncAdmin,
+    SyncProducer,
 )
 from pgqueue._acompat import TaskGroup, sleep
 from tests.support.db import SCHEMA, AsyncDB
@@ -313,3 +318,41 @@ async def test_per_key_rate_limits_spend_weights(async_engine: AsyncEngine) -> N
                 allowed = 20 * (times[j] - times[i] + 0.05) + 2 + weight
                 assert units <= allowed, (key, i, j, units, allowed)
     assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_key_rate_limits") >= 1
+
+
+# --------------------------------------------------------------------------- visible
+async def test_metrics_show_the_busiest_keys(async_engine: AsyncEngine) -> None:
+    producer = await queue(async_engine)
+    admin = AsyncAdmin(async_engine, schema=SCHEMA)
+    await producer.batch_enqueue([{"n": n} for n in range(3)], key="a")
+    await producer.enqueue({"n": 3}, key="b")
+    await producer.enqueue({"n": 4}, key="c", delay=60)
+    await producer.enqueue({"n": 5})  # no key: not counted
+    consumer = AsyncConsumer(async_engine, "tasks", schema=SCHEMA, listen=False)
+    (leased,) = await consumer.dequeue(1)
+    assert leased.payload == {"n": 0}
+    m = await admin.metrics("tasks", top_keys=2)
+    assert m.keys == (KeyMetrics("tasks", "a", 1, 2), KeyMetrics("tasks", "b", 0, 1))
+    assert (await admin.metrics("tasks")).keys == ()
+    for bad in (-1, True, 10_001):
+        with pytest.raises(InvalidArgument, match="top_keys"):
+            await admin.metrics("tasks", top_keys=bad)
+    await consumer.ack(leased)
+    await consumer.shutdown()
+
+
+def test_prometheus_shows_the_busiest_keys(sync_engine: Engine) -> None:
+    pytest.importorskip("prometheus_client")
+    from pgqueue.metrics import QueueCollector
+
+    SyncAdmin(sync_engine, schema=SCHEMA).create_queue("tasks")
+    producer = SyncProducer(sync_engine, "tasks", schema=SCHEMA, listen=False)
+    producer.batch_enqueue([{"n": n} for n in range(3)], key="a", entrypoint="export")
+    producer.enqueue({"n": 3}, key="b", entrypoint="export")
+    producer.shutdown()
+    values = QueueCollector(sync_engine, schema=SCHEMA, top_keys=1).read()["tasks"]
+    assert values["key_jobs:export:a:waiting"] == 3
+    assert values["key_jobs:export:a:running"] == 0
+    assert not any(":b:" in k for k in values)
+    plain = QueueCollector(sync_engine, schema=SCHEMA).read()["tasks"]
+    assert not any(k.startswith("key_jobs") for k in plain)
