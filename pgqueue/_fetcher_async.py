@@ -44,8 +44,9 @@ class AsyncFetcher:
         self._locked_by = locked_by
         self._plain = [e.name for e in entrypoints.values() if not e.limited]
         self._limited = [e for e in entrypoints.values() if e.limited]
-        # Per keyed entrypoint: when its keyless jobs and its full key buckets were
-        # last looked at (both cost a read of more than the keys: now and then only).
+        # Per keyed entrypoint: when its due jobs and keyless jobs (a sweep), and its
+        # full key buckets were last looked at (reads of more than the keys: a busy
+        # worker does them now and then, an idle one at every fetch).
         self._keyless_at: dict[tuple[str, str], float] = {}
         self._pruned_at: dict[tuple[str, str], float] = {}
         # Per keyed entrypoint: the key its last claim stopped at (keys take turns).
@@ -74,6 +75,8 @@ class AsyncFetcher:
                     keyed_plan = self._keyed(ctx, queue, ep, want, vt)
                     got, held_back, last = await arun(self._engine, None, keyed_plan, ctx)
                     self._after[(queue, ep.name)] = last
+                    if not got:  # idle or blocked: sweep at the next fetch
+                        self._keyless_at.pop((queue, ep.name), None)
                 else:
                     limited_plan = worker_plans.limited_dequeue(
                         ctx, me, want, vt, ep.name, ep.concurrency_limit, ep.rate_limit
@@ -122,8 +125,8 @@ class AsyncFetcher:
         )
 
 
-#: Seconds between looks at a keyed entrypoint's jobs without a key, and between
-#: prunings of its full key buckets.
+#: Seconds between a busy worker's sweeps of a keyed entrypoint (its due jobs and jobs
+#: without a key), and between prunings of its full key buckets.
 KEYLESS_EVERY = 1.0
 PRUNE_EVERY = 60.0
 #: Shortest wait before a keyed entrypoint's keys are looked at again.

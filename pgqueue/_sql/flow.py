@@ -32,6 +32,7 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -169,7 +170,8 @@ def _tokens(key: Any) -> Any:
         .correlate_except(b)
         .scalar_subquery()
     )
-    return func.coalesce(refilled, _capacity)
+    # (greatest() skips NULLs: without a rate the capacity would read 1, not NULL.)
+    return case((_rate.is_(None), null()), else_=func.coalesce(refilled, _capacity))
 
 
 def _lateral(key: Any, room: Any, name: str) -> Any:
