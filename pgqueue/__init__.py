@@ -34,6 +34,7 @@ from .producer import SyncProducer
 from .producer_async import AsyncProducer
 from .schema import include_name, metadata
 from .types import (
+    HeldBack,
     JobInfo,
     JobOutcome,
     JobSpec,
@@ -41,6 +42,7 @@ from .types import (
     Message,
     QueueInfo,
     QueueMetrics,
+    RequeueReport,
     ScheduleInfo,
     WorkerInfo,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "AsyncProducer",
     "AsyncWorker",
     "DuplicateJob",
+    "HeldBack",
     "InvalidArgument",
     "InvalidDelay",
     "InvalidPayload",
@@ -73,6 +76,7 @@ __all__ = [
     "QueueInfo",
     "QueueMetrics",
     "QueueNotFound",
+    "RequeueReport",
     "ScheduleInfo",
     "SchemaNotInstalled",
     "Snooze",

@@ -44,11 +44,18 @@ def _builder(cls: type[Any]) -> Callable[..., Any]:
 
 #: ``Message(...)`` with every field given positionally, about twice as fast.
 _message = _builder(Message)
-_MESSAGE_FIELDS = len(fields(Message))
+_MESSAGE_FIELDS = len(MESSAGE_COLUMNS)
+#: In DEQUEUE's rows: whether the job was leased again after a lost lease.
+REDELIVERED = _MESSAGE_FIELDS + 1
 
 
 def message(row: Row) -> Message:
-    return _message(*row[:_MESSAGE_FIELDS])  # type: ignore[no-any-return]
+    return _message(*row[:_MESSAGE_FIELDS], False)  # type: ignore[no-any-return]
+
+
+def leased(row: Row) -> Message:
+    """A row of DEQUEUE: the message, and whether it is a redelivery."""
+    return _message(*row[:_MESSAGE_FIELDS], row[REDELIVERED])  # type: ignore[no-any-return]
 
 
 def decoded(texts: Sequence[str]) -> list[Any]:
@@ -79,6 +86,7 @@ def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload
         None,
         None,
         None,
+        False,
     )
 
 

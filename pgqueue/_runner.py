@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from . import _validate
+from . import _errortext, _validate
 from ._compat import Cancelled, DaemonPool, Event, call_handler
 from ._completer import SyncCompleter
 from ._inflight import InFlight, Job
@@ -113,7 +113,7 @@ class SyncRunner:
     def _fail(self, m: Message, ep: Entrypoint | None, exc: Exception) -> None:
         max_attempts = ep.max_attempts if ep is not None else None
         try:
-            text = _validate.error_text(exc)
+            text = _errortext.error_text(exc)
             log.warning(
                 "job %s (%s) attempt %s failed: %s",
                 m.id,
@@ -129,7 +129,7 @@ class SyncRunner:
                     delay = _validate.seconds(ep.retry_delay(m, exc), "retry delay")
                 except Exception as retry_exc:  # a broken retry policy must not lose the job
                     log.error("retry policy of %s failed: %s", m.entrypoint, retry_exc)
-            failure = Failure(text, _validate.traceback_text(exc), delay, max_attempts)
+            failure = Failure(text, _errortext.traceback_text(exc), delay, max_attempts)
         except Exception as describe_exc:  # whatever the error is, the job is settled
             log.error("job %s: its error could not be described (%r)", m.id, describe_exc)
             failure = Failure(

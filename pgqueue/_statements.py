@@ -79,6 +79,7 @@ class Statements:
     SET_QUEUE_PAUSED: Executable
     LIST_DEAD: Executable
     REQUEUE_DEAD: Executable
+    HELD_BACK: Executable
     METRICS: Executable
     QUEUE_DEPTHS: Executable
     # registration

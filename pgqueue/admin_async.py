@@ -17,7 +17,15 @@ from ._plans import Context
 from ._plans import admin as admin_plans
 from ._plans import jobs as jobs_plans
 from .errors import InvalidArgument
-from .types import JobInfo, Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
+from .types import (
+    JobInfo,
+    Message,
+    QueueInfo,
+    QueueMetrics,
+    RequeueReport,
+    ScheduleInfo,
+    WorkerInfo,
+)
 
 #: A status, or several (``list_jobs(status=...)``).
 Statuses = str | Sequence[str]
@@ -239,16 +247,19 @@ class AsyncAdmin:
 
     async def requeue_dead(
         self, name: str, *, ids: Sequence[int] | None = None, bind: AsyncBind | None = None
-    ) -> int:
+    ) -> RequeueReport:
         """Put dead jobs back on their queue (all, or those in ``ids``) with a fresh set of
-        attempts; their error history is kept. Returns how many were requeued.
+        attempts; their error history is kept. Returns what was requeued and what was not.
 
         A queue holds one live job per ``dedupe_key``: of dead jobs sharing a key only
         the newest is requeued, and none while a live job has the key. The others stay
-        dead, unchanged (``list_dead`` shows them); the rest are requeued regardless.
+        dead, unchanged, each reported in ``held_back`` with the job that holds its key;
+        the rest are requeued regardless. (Ids that are not dead jobs of this queue are
+        in neither list.)
 
-        >>> await admin.requeue_dead("emails", ids=[42])  # doctest: +SKIP
-        1
+        >>> report = await admin.requeue_dead("emails", ids=[42, 43])  # doctest: +SKIP
+        >>> report.requeued, report.held_back                          # doctest: +SKIP
+        ([42], [HeldBack(id=43, dedupe_key='order-7', held_by=51)])
         """
         wanted = None
         if ids is not None:

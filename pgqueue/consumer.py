@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import _validate
+from . import _errortext, _validate
 from ._compat import Listener, sleep, wait_event
 from ._drive import Bind, check_bind, run
 from ._identity import STOPPED, SUSPENDED, SyncIdentity
@@ -191,8 +191,8 @@ class SyncConsumer(SyncIdentity):
         if bind is not None:
             check_bind(bind)
         failure = consumer_plans.Failure(
-            _validate.error_text(error),
-            _validate.traceback_text(error),
+            _errortext.error_text(error),
+            _errortext.traceback_text(error),
             secs,
         )
         plan = consumer_plans.nack(self._ctx, checked, [failure] * len(checked))

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _validate
+from . import _errortext, _validate
 from ._acompat import Listener, sleep, wait_event
 from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import STOPPED, SUSPENDED, AsyncIdentity
@@ -194,8 +194,8 @@ class AsyncConsumer(AsyncIdentity):
         if bind is not None:
             acheck_bind(bind)
         failure = consumer_plans.Failure(
-            _validate.error_text(error),
-            _validate.traceback_text(error),
+            _errortext.error_text(error),
+            _errortext.traceback_text(error),
             secs,
         )
         plan = consumer_plans.nack(self._ctx, checked, [failure] * len(checked))

@@ -33,7 +33,7 @@ try:  # an optional extra: pgqueue runs without it
 except ImportError:  # pragma: no cover - exercised by a subprocess test
     trace = None  # type: ignore[assignment]
 
-from . import _validate
+from . import _errortext
 from .types import JobSpec, Message
 
 #: A provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded by get_tracer_provider().
@@ -177,7 +177,7 @@ class ConsumerSpan:
                 span.set_attribute("pgqueue.outcome", outcome)
                 if exc is not None and outcome == "failed":
                     # The error as pgqueue stores it (bounded, and whatever str() does).
-                    span.set_status(Status(StatusCode.ERROR, _validate.error_text(exc)))
+                    span.set_status(Status(StatusCode.ERROR, _errortext.error_text(exc)))
                     try:
                         span.record_exception(exc)
                     except Exception:  # an exception whose str() raises, say

@@ -38,6 +38,11 @@ class Message:
     last_error: str | None = None
     #: One ``{"attempt", "at", "error", "traceback"}`` mapping per failed attempt, oldest first.
     errors: Sequence[Mapping[str, Any]] | None = None
+    #: Leased again after a lease was lost: its previous holder died or stopped
+    #: heartbeating before settling it (AMQP's ``redelivered``). Such a job is handed out
+    #: alone, and a worker runs it with nothing else in flight, so that a job which
+    #: kills its process costs only itself an attempt (docs/reliability.md, poison jobs).
+    redelivered: bool = False
 
     @property
     def locked_until(self) -> datetime | None:
@@ -232,6 +237,31 @@ class ScheduleInfo:
 
 #: How a job ended, as :class:`JobOutcome` reports it.
 OUTCOME_STATUSES = ("completed", "dead", "cancelled", "deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A dead job ``requeue_dead`` left dead: a queue holds one live job per
+    ``dedupe_key``, and ``held_by`` has this one's key — a live job, or a newer dead job
+    with the same key requeued in its place."""
+
+    id: int
+    dedupe_key: str
+    held_by: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueReport:
+    """What ``admin.requeue_dead`` did: the ids it requeued, and each job it asked
+    for but had to leave dead (its dedupe key is taken), with why.
+
+    >>> report = admin.requeue_dead("emails")    # doctest: +SKIP
+    >>> len(report.requeued), [(h.id, h.held_by) for h in report.held_back]  # doctest: +SKIP
+    (12, [(4811, 4812)])
+    """
+
+    requeued: Sequence[int]
+    held_back: Sequence[HeldBack]
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from ._completer import SyncCompleter
 from ._drive import Bind, Held, check_bind, run
 from ._fetcher import SyncFetcher
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
-from ._inflight import InFlight
+from ._inflight import InFlight, Job
 from ._maintenance import SyncMaintainer
 from ._observe import Observer
 from ._plans import Context
@@ -403,10 +403,24 @@ class SyncWorker(SyncIdentity, Handlers):
         startup: SyncStartup,
     ) -> None:
         attempt = 0
+        # Redelivered jobs (a lost lease: docs/reliability.md, poison jobs), each run with
+        # nothing else in flight and nothing fetched meanwhile, first to last; the first
+        # one's handler may be running. Only this loop touches it.
+        solo: list[Job] = []
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
+                continue
+            if solo:
+                self._wakeup.clear()
+                head = solo[0]
+                if self._inflight.get(head.message.id) is None:
+                    solo.pop(0)  # settled (ran, or cancelled): the next one, or fetch again
+                    continue
+                if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
+                    jobs.spawn(runner.execute, head, key=head.message.id)
+                wait_event(self._wakeup, self._poll_interval)
                 continue
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
@@ -438,7 +452,10 @@ class SyncWorker(SyncIdentity, Handlers):
                 wait_event(self._wakeup, delay)
                 continue
             for job in self._inflight.hold(fetched):
-                jobs.spawn(runner.execute, job, key=job.message.id)
+                if job.message.redelivered:
+                    solo.append(job)
+                else:
+                    jobs.spawn(runner.execute, job, key=job.message.id)
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):

@@ -10,7 +10,16 @@ from sqlalchemy import Executable
 
 from .. import _rows
 from ..errors import QueueAlreadyExists, QueueNotFound
-from ..types import KeyMetrics, Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
+from ..types import (
+    HeldBack,
+    KeyMetrics,
+    Message,
+    QueueInfo,
+    QueueMetrics,
+    RequeueReport,
+    ScheduleInfo,
+    WorkerInfo,
+)
 from . import Context, Plan, Step, Steps, channel_name, plan
 
 #: Rows deleted per statement when purging or deleting a queue: each batch is its own
@@ -151,12 +160,15 @@ def list_dead(ctx: Context, name: str, limit: int, after_id: int) -> Steps[list[
     return [_rows.message(r) for r in rows]
 
 
-@plan(transaction=False)
-def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Steps[int]:
+@plan(transaction=True)
+def requeue_dead(ctx: Context, name: str, ids: Sequence[int] | None) -> Steps[RequeueReport]:
     yield from get_queue(ctx, name).steps
     params = {"b_queue": name, "b_ids": ids, "b_channel": channel_name(ctx.schema, name)}
     rows = yield Step(ctx.sql.REQUEUE_DEAD, params)
-    return len(rows)
+    held = yield Step(ctx.sql.HELD_BACK, {"b_queue": name, "b_ids": ids})
+    return RequeueReport(
+        requeued=sorted(r[0] for r in rows), held_back=[HeldBack(*r) for r in held]
+    )
 
 
 @plan(transaction=False)

@@ -76,7 +76,9 @@ _ready_c = (
     .cte("ready")
 )
 _due_c = (
-    select(jobs.c.id, jobs.c.priority)
+    # ``lost``: a running job whose lease expired (its holder died or stopped
+    # heartbeating), read before this statement leases it again.
+    select(jobs.c.id, jobs.c.priority, (jobs.c.status == STATUS_RUNNING).label("lost"))
     .where(
         jobs.c.queue == bindparam("b_queue"),
         WAITING,
@@ -92,9 +94,20 @@ _due_c = (
 _both = union_all(
     select(_ready_c.c.id, _ready_c.c.priority), select(_due_c.c.id, _due_c.c.priority)
 ).subquery("both")
+# A lost job is redelivered alone: when one is due, it is the whole batch. Leased with
+# others, a job that kills its process (a poison job) would cost each of them an
+# attempt at every crash, and their leases, expiring together, would be taken together
+# again; alone, only it pays (a worker also runs it with nothing else in flight).
+_lost = select(_due_c.c.id).where(_due_c.c.lost).limit(1).cte("lost")
 _picked = (
     select(_both.c.id)
-    .where(exists(select(_q.c.name)))
+    .where(
+        exists(select(_q.c.name)),
+        or_(
+            ~exists(select(_lost.c.id)),
+            _both.c.id == func.any(func.array(select(_lost.c.id).scalar_subquery())),
+        ),
+    )
     .order_by(_both.c.priority.desc(), _both.c.id)
     .limit(_limit)
     .cte("picked")
@@ -133,7 +146,9 @@ DEQUEUE = hot(
     # A job dead-lettered here (its lease expired on its last attempt) wakes its waiters.
     # (RETURNING sees the new row: dead only if it was exhausted.)
     .returning(
-        *MESSAGE_COLUMNS, announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id)
+        *MESSAGE_COLUMNS,
+        announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
+        exists(select(_lost.c.id)).label("redelivered"),
     )
 )
 

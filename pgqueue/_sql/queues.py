@@ -231,6 +231,23 @@ REQUEUE_DEAD = (
     .returning(jobs.c.id, notify)
 )
 
+#: After REQUEUE_DEAD, in its transaction: the dead jobs it was asked for and left
+#: dead, each with the live job holding its dedupe key (one it requeued, or another).
+HELD_BACK = (
+    select(jobs.c.id, jobs.c.dedupe_key, _live_twin.c.id.label("held_by"))
+    .select_from(jobs)
+    .join(
+        _live_twin,
+        and_(
+            _live_twin.c.queue == jobs.c.queue,
+            _live_twin.c.dedupe_key == jobs.c.dedupe_key,
+            _live_twin.c.status != STATUS_DEAD,
+        ),
+    )
+    .where(_dead, _wanted(jobs))
+    .order_by(jobs.c.id)
+)
+
 _now = func.pg_catalog.now()
 _ready = or_(
     jobs.c.status == STATUS_QUEUED,

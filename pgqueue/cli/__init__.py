@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("requeue")
     d.add_argument("queue")
     d.add_argument("--id", type=int, action="append", help="only this job (repeatable)")
+    d.add_argument("--json", action="store_true", help="what was requeued and held back")
     p.set_defaults(func=cmd_dead)
 
     add_job_parsers(sub)

@@ -128,8 +128,16 @@ def cmd_dead(args: argparse.Namespace) -> int:
         rows = [(m.id, m.entrypoint, m.attempts, (m.last_error or "")[:60]) for m in dead]
         print(_table(rows, ("id", "entrypoint", "attempts", "last_error")) if rows else "none")
     else:
-        n = admin.requeue_dead(args.queue, ids=args.id or None)
-        print(f"requeued {n} dead job(s) on {args.queue!r}")
+        report = admin.requeue_dead(args.queue, ids=args.id or None)
+        if args.json:
+            print_json(report)
+            return 0
+        print(f"requeued {len(report.requeued)} dead job(s) on {args.queue!r}")
+        for held in report.held_back:
+            print(
+                f"  left dead: {held.id} (dedupe key {held.dedupe_key!r} is held by job "
+                f"{held.held_by})"
+            )
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from pgqueue import SyncAdmin, SyncProducer
+from pgqueue import HeldBack, RequeueReport, SyncAdmin, SyncProducer
 from pgqueue.errors import (
     InvalidArgument,
     InvalidDelay,
@@ -419,19 +419,30 @@ def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
         make_dead(sync_db, job.id)
         ids.setdefault(str(key), []).append(job.id)
     live = producer.enqueue({}, dedupe_key="held", **sync_db.kw)
-    assert admin.requeue_dead("tasks", **sync_db.kw) == 2
+    report = admin.requeue_dead("tasks", **sync_db.kw)
+    k1, k2, k3 = ids["k"]
+    assert report.requeued == sorted([k3, ids["None"][0]])
+    # Each job left dead is reported with the job that holds its key.
+    assert report.held_back == [
+        HeldBack(k1, "k", k3),
+        HeldBack(k2, "k", k3),
+        *(HeldBack(i, "held", live.id) for i in ids["held"]),
+    ]
     status = {
         r[0]: r[1]
         for r in sync_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
     }
-    k1, k2, k3 = ids["k"]
     assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
     assert [status[i] for i in ids["held"]] == ["dead", "dead"]
     assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
     # Asked by id, the newest of those asked for is the one requeued.
     sync_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
-    assert admin.requeue_dead("tasks", ids=[k1], **sync_db.kw) == 1
-    assert admin.requeue_dead("tasks", ids=[k2], **sync_db.kw) == 0
+    assert admin.requeue_dead("tasks", ids=[k1, k2], **sync_db.kw) == RequeueReport(
+        requeued=[k2], held_back=[HeldBack(k1, "k", k2)]
+    )
+    assert admin.requeue_dead("tasks", ids=[k1], **sync_db.kw) == RequeueReport(
+        requeued=[], held_back=[HeldBack(k1, "k", k2)]
+    )
 
 
 def test_list_and_requeue_dead(sync_db: SyncDB) -> None:
@@ -450,7 +461,8 @@ def test_list_and_requeue_dead(sync_db: SyncDB) -> None:
     rest = admin.list_dead("tasks", limit=2, after_id=page[-1].id, **sync_db.kw)
     assert [m.id for m in rest] == [ids[3]]
 
-    assert admin.requeue_dead("tasks", ids=[ids[2], ids[1], other_id], **sync_db.kw) == 1
+    report = admin.requeue_dead("tasks", ids=[ids[2], ids[1], other_id], **sync_db.kw)
+    assert report == RequeueReport(requeued=[ids[2]], held_back=[])
     rows = sync_db.rows(
         "SELECT id, status, attempts FROM pgqueue_jobs WHERE id = ANY(:ids) ORDER BY id",
         ids=[ids[0], ids[2], other_id],
@@ -460,7 +472,7 @@ def test_list_and_requeue_dead(sync_db: SyncDB) -> None:
         (ids[2], "queued", 0),
         (other_id, "dead", 5),
     ]
-    assert admin.requeue_dead("tasks", **sync_db.kw) == 2
+    assert admin.requeue_dead("tasks", **sync_db.kw).requeued == sorted([ids[0], ids[3]])
     assert admin.list_dead("tasks", **sync_db.kw) == []
     assert [m.id for m in admin.list_dead("other", **sync_db.kw)] == [other_id]
     with pytest.raises(QueueNotFound):

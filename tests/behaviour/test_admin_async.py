@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from pgqueue import AsyncAdmin, AsyncProducer
+from pgqueue import AsyncAdmin, AsyncProducer, HeldBack, RequeueReport
 from pgqueue.errors import (
     InvalidArgument,
     InvalidDelay,
@@ -426,19 +426,30 @@ async def test_requeue_dead_with_shared_dedupe_keys_requeues_what_it_can(
         await make_dead(async_db, job.id)
         ids.setdefault(str(key), []).append(job.id)
     live = await producer.enqueue({}, dedupe_key="held", **async_db.kw)
-    assert await admin.requeue_dead("tasks", **async_db.kw) == 2
+    report = await admin.requeue_dead("tasks", **async_db.kw)
+    k1, k2, k3 = ids["k"]
+    assert report.requeued == sorted([k3, ids["None"][0]])
+    # Each job left dead is reported with the job that holds its key.
+    assert report.held_back == [
+        HeldBack(k1, "k", k3),
+        HeldBack(k2, "k", k3),
+        *(HeldBack(i, "held", live.id) for i in ids["held"]),
+    ]
     status = {
         r[0]: r[1]
         for r in await async_db.rows("SELECT id, status FROM pgqueue_jobs WHERE queue = 'tasks'")
     }
-    k1, k2, k3 = ids["k"]
     assert [status[k1], status[k2], status[k3]] == ["dead", "dead", "queued"]
     assert [status[i] for i in ids["held"]] == ["dead", "dead"]
     assert status[ids["None"][0]] == "queued" and status[live.id] == "queued"
     # Asked by id, the newest of those asked for is the one requeued.
     await async_db.rows("DELETE FROM pgqueue_jobs WHERE id = :id", id=k3)
-    assert await admin.requeue_dead("tasks", ids=[k1], **async_db.kw) == 1
-    assert await admin.requeue_dead("tasks", ids=[k2], **async_db.kw) == 0
+    assert (await admin.requeue_dead("tasks", ids=[k1, k2], **async_db.kw)) == RequeueReport(
+        requeued=[k2], held_back=[HeldBack(k1, "k", k2)]
+    )
+    assert (await admin.requeue_dead("tasks", ids=[k1], **async_db.kw)) == RequeueReport(
+        requeued=[], held_back=[HeldBack(k1, "k", k2)]
+    )
 
 
 async def test_list_and_requeue_dead(async_db: AsyncDB) -> None:
@@ -457,7 +468,8 @@ async def test_list_and_requeue_dead(async_db: AsyncDB) -> None:
     rest = await admin.list_dead("tasks", limit=2, after_id=page[-1].id, **async_db.kw)
     assert [m.id for m in rest] == [ids[3]]
 
-    assert await admin.requeue_dead("tasks", ids=[ids[2], ids[1], other_id], **async_db.kw) == 1
+    report = await admin.requeue_dead("tasks", ids=[ids[2], ids[1], other_id], **async_db.kw)
+    assert report == RequeueReport(requeued=[ids[2]], held_back=[])
     rows = await async_db.rows(
         "SELECT id, status, attempts FROM pgqueue_jobs WHERE id = ANY(:ids) ORDER BY id",
         ids=[ids[0], ids[2], other_id],
@@ -467,7 +479,7 @@ async def test_list_and_requeue_dead(async_db: AsyncDB) -> None:
         (ids[2], "queued", 0),
         (other_id, "dead", 5),
     ]
-    assert await admin.requeue_dead("tasks", **async_db.kw) == 2
+    assert (await admin.requeue_dead("tasks", **async_db.kw)).requeued == sorted([ids[0], ids[3]])
     assert await admin.list_dead("tasks", **async_db.kw) == []
     assert [m.id for m in await admin.list_dead("other", **async_db.kw)] == [other_id]
     with pytest.raises(QueueNotFound):

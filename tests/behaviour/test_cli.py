@@ -188,6 +188,22 @@ def test_dead_list_and_requeue(dsn: str, engine: Engine) -> None:
     assert ok(dsn, "dead", "requeue", "tasks").strip() == "requeued 2 dead job(s) on 'tasks'"
     assert scalar(engine, "SELECT count(*) FROM pgqueue_jobs WHERE status = 'queued'") == 3
 
+    # Two dead jobs sharing a dedupe key: one is requeued, the other reported, not an error.
+    keyed = []
+    for _ in range(2):  # one live job per key: dead before the next is enqueued
+        keyed.append(producer.enqueue({}, entrypoint="e", dedupe_key="k"))
+        rows(engine, "UPDATE pgqueue_jobs SET status = 'dead' WHERE id = :id", id=keyed[-1].id)
+    lines = ok(dsn, "dead", "requeue", "tasks").splitlines()
+    assert lines == [
+        "requeued 1 dead job(s) on 'tasks'",
+        f"  left dead: {keyed[0].id} (dedupe key 'k' is held by job {keyed[1].id})",
+    ]
+    report = json.loads(ok(dsn, "dead", "requeue", "tasks", "--json"))
+    assert report == {
+        "requeued": [],
+        "held_back": [{"id": keyed[0].id, "dedupe_key": "k", "held_by": keyed[1].id}],
+    }
+
 
 def test_stats_once_shows_queues_and_workers(dsn: str, engine: Engine) -> None:
     SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")

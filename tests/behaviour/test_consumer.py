@@ -187,12 +187,12 @@ def test_requeue_dead_keeps_history(sync_db: SyncDB) -> None:
     a, b = producer.batch_enqueue([{"n": 1}, {"n": 2}], **sync_db.kw)
     for m in consumer.dequeue(batch_size=2, **sync_db.kw):
         consumer.nack(m, error="fatal", **sync_db.kw)
-    assert admin.requeue_dead("tasks", ids=[a.id], **sync_db.kw) == 1
+    assert admin.requeue_dead("tasks", ids=[a.id], **sync_db.kw).requeued == [a.id]
     (again,) = consumer.dequeue(**sync_db.kw)
     assert again.id == a.id and again.attempts == 1
     assert again.errors is not None and again.errors[0]["error"] == "fatal"
     assert [m.id for m in admin.list_dead("tasks", **sync_db.kw)] == [b.id]
-    assert admin.requeue_dead("tasks", **sync_db.kw) == 1
+    assert len(admin.requeue_dead("tasks", **sync_db.kw).requeued) == 1
     assert admin.list_dead("tasks", **sync_db.kw) == []
 
 
@@ -241,6 +241,29 @@ def test_expired_lease_is_redelivered_and_old_lease_fenced(sync_db: SyncDB) -> N
     assert not consumer.release(first, **sync_db.kw)
     assert sync_db.scalar("SELECT lease FROM pgqueue_jobs") == second.lease
     assert other.ack(second, **sync_db.kw)
+
+
+def test_lost_jobs_are_redelivered_one_at_a_time_alone(sync_db: SyncDB) -> None:
+    # Two jobs leased together whose holder died: each comes back alone, flagged, ahead
+    # of ready work; then batches are normal again (poison jobs, docs/reliability.md).
+    _, producer, consumer = _setup(sync_db)
+    lost = producer.batch_enqueue([{"n": 1}, {"n": 2}], **sync_db.kw)
+    held = consumer.dequeue(batch_size=10, **sync_db.kw)
+    assert [m.redelivered for m in held] == [False, False]
+    ready = producer.batch_enqueue([{"n": i} for i in range(3, 7)], **sync_db.kw)
+    sync_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = ANY(:ids)",
+        ids=[m.id for m in lost],
+    )
+    again = [consumer.dequeue(batch_size=10, **sync_db.kw) for _ in range(2)]
+    assert sorted(b[0].id for b in again) == [m.id for m in lost]
+    assert [len(b) for b in again] == [1, 1]
+    assert all(b[0].redelivered and b[0].attempts == 2 for b in again)
+    rest = consumer.dequeue(batch_size=10, **sync_db.kw)
+    assert [m.id for m in rest] == [m.id for m in ready]
+    assert not any(m.redelivered for m in rest)
+    for m in [*again[0], *again[1], *rest]:
+        assert consumer.ack(m, **sync_db.kw)
 
 
 def test_lease_expired_on_last_attempt_dead_letters(sync_db: SyncDB) -> None:

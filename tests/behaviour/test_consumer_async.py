@@ -188,12 +188,12 @@ async def test_requeue_dead_keeps_history(async_db: AsyncDB) -> None:
     a, b = await producer.batch_enqueue([{"n": 1}, {"n": 2}], **async_db.kw)
     for m in await consumer.dequeue(batch_size=2, **async_db.kw):
         await consumer.nack(m, error="fatal", **async_db.kw)
-    assert await admin.requeue_dead("tasks", ids=[a.id], **async_db.kw) == 1
+    assert (await admin.requeue_dead("tasks", ids=[a.id], **async_db.kw)).requeued == [a.id]
     (again,) = await consumer.dequeue(**async_db.kw)
     assert again.id == a.id and again.attempts == 1
     assert again.errors is not None and again.errors[0]["error"] == "fatal"
     assert [m.id for m in await admin.list_dead("tasks", **async_db.kw)] == [b.id]
-    assert await admin.requeue_dead("tasks", **async_db.kw) == 1
+    assert len((await admin.requeue_dead("tasks", **async_db.kw)).requeued) == 1
     assert await admin.list_dead("tasks", **async_db.kw) == []
 
 
@@ -242,6 +242,29 @@ async def test_expired_lease_is_redelivered_and_old_lease_fenced(async_db: Async
     assert not await consumer.release(first, **async_db.kw)
     assert await async_db.scalar("SELECT lease FROM pgqueue_jobs") == second.lease
     assert await other.ack(second, **async_db.kw)
+
+
+async def test_lost_jobs_are_redelivered_one_at_a_time_alone(async_db: AsyncDB) -> None:
+    # Two jobs leased together whose holder died: each comes back alone, flagged, ahead
+    # of ready work; then batches are normal again (poison jobs, docs/reliability.md).
+    _, producer, consumer = await _setup(async_db)
+    lost = await producer.batch_enqueue([{"n": 1}, {"n": 2}], **async_db.kw)
+    held = await consumer.dequeue(batch_size=10, **async_db.kw)
+    assert [m.redelivered for m in held] == [False, False]
+    ready = await producer.batch_enqueue([{"n": i} for i in range(3, 7)], **async_db.kw)
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = ANY(:ids)",
+        ids=[m.id for m in lost],
+    )
+    again = [await consumer.dequeue(batch_size=10, **async_db.kw) for _ in range(2)]
+    assert sorted(b[0].id for b in again) == [m.id for m in lost]
+    assert [len(b) for b in again] == [1, 1]
+    assert all(b[0].redelivered and b[0].attempts == 2 for b in again)
+    rest = await consumer.dequeue(batch_size=10, **async_db.kw)
+    assert [m.id for m in rest] == [m.id for m in ready]
+    assert not any(m.redelivered for m in rest)
+    for m in [*again[0], *again[1], *rest]:
+        assert await consumer.ack(m, **async_db.kw)
 
 
 async def test_lease_expired_on_last_attempt_dead_letters(async_db: AsyncDB) -> None:

@@ -694,7 +694,7 @@ def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
     assert leased.payload == {"p": 1}
     consumer.nack(leased, error="x")
     assert [d.id for d in admin.list_dead("a")] == [m.id]
-    assert admin.requeue_dead("a") == 1
+    assert admin.requeue_dead("a").requeued == [m.id]
     assert admin.metrics("a").ready == 1
     assert admin.purge_queue("a") == 1
     assert [w.kind for w in admin.list_workers()] == ["producer", "consumer"]

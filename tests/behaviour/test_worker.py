@@ -812,6 +812,46 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(
     assert workers[1].stats["completed"] == 0
 
 
+def test_a_redelivered_job_runs_with_nothing_else_in_flight(
+    sync_engine: Engine,
+) -> None:
+    """A job whose lease was lost (its holder died) may be the one that kills processes:
+    the worker waits for what it has running, runs it alone, and fetches nothing
+    meanwhile; so a crash in it costs no other job an attempt."""
+    producer = queue(sync_engine, archive=True)
+    spans: dict[str, list[float]] = {}
+    flags: dict[str, bool] = {}
+
+    def handler(job: Message) -> None:
+        name = job.payload["name"]
+        spans[name] = [time.monotonic()]
+        flags[name] = job.redelivered
+        sleep(job.payload["sleep"])
+        spans[name].append(time.monotonic())
+
+    lost = producer.enqueue({"name": "lost", "sleep": 0.2})
+    consumer = SyncConsumer(sync_engine, "tasks", schema=SCHEMA)
+    (held,) = consumer.dequeue()  # its holder will "die": the lease just expires
+    producer.enqueue({"name": "slow", "sleep": 0.8})
+    worker = make_worker(sync_engine, concurrency=8)
+    worker.entrypoint("tasks")(handler)
+    with running(worker):
+        until_true(lambda: "slow" in spans)
+        rows(
+            sync_engine,
+            "UPDATE pgqueue_jobs SET available_at = now() - interval '1 second' WHERE id = :id",
+            id=held.id,
+        )
+        producer.batch_enqueue([{"name": f"n{i}", "sleep": 0.05} for i in range(3)])
+        until(sync_engine, "SELECT count(*) = 5 FROM pgqueue_archive", timeout=15)
+    assert flags == {"slow": False, "lost": True, "n0": False, "n1": False, "n2": False}
+    assert spans["lost"][0] >= spans["slow"][1]  # waited for what was running
+    assert all(spans[f"n{i}"][0] >= spans["lost"][1] for i in range(3))  # nothing beside it
+    assert (
+        scalar(sync_engine, "SELECT attempts FROM pgqueue_archive WHERE id = :id", id=lost.id) == 2
+    )
+
+
 @pytest.mark.slow
 def test_shutdown_timeout_releases_only_what_can_be_stopped(
     sync_engine: Engine,

@@ -148,7 +148,7 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 due AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.status = 'running' AS lost
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
@@ -156,16 +156,24 @@ q AS
 (SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.max_attempts AS max_attempts, public.pgqueue_queues.visibility_timeout AS visibility_timeout
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
+lost AS
+(SELECT due.id AS id
+FROM due
+WHERE due.lost
+ LIMIT %(param_1)s::INTEGER),
 picked AS
 (SELECT "both".id AS id
 FROM (SELECT ready.id AS id, ready.priority AS priority
 FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority
 FROM due) AS "both"
-WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY "both".priority DESC, "both".id
+WHERE (EXISTS (SELECT q.name
+FROM q)) AND (NOT (EXISTS (SELECT lost.id
+FROM lost)) OR "both".id = any(array((SELECT lost.id
+FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
+FROM lost) AS redelivered;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
 WITH ready AS
@@ -174,7 +182,7 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 due AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.status = 'running' AS lost
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
@@ -182,16 +190,24 @@ q AS
 (SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.max_attempts AS max_attempts, public.pgqueue_queues.visibility_timeout AS visibility_timeout
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
+lost AS
+(SELECT due.id AS id
+FROM due
+WHERE due.lost
+ LIMIT $6::INTEGER),
 picked AS
 (SELECT "both".id AS id
 FROM (SELECT ready.id AS id, ready.priority AS priority
 FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority
 FROM due) AS "both"
-WHERE EXISTS (SELECT q.name
-FROM q) ORDER BY "both".priority DESC, "both".id
+WHERE (EXISTS (SELECT q.name
+FROM q)) AND (NOT (EXISTS (SELECT lost.id
+FROM lost)) OR "both".id = any(array((SELECT lost.id
+FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($6::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
+FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($7::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
+FROM lost) AS redelivered;
 
 -- ENSURE_BUCKET [psycopg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;
@@ -298,6 +314,16 @@ UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgq
 
 -- HEARTBEAT [asyncpg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_workers SET heartbeat_at=pg_catalog.now() WHERE public.pgqueue_workers.id = $1::BIGINT AND public.pgqueue_workers.status != 'dead' RETURNING public.pgqueue_workers.id, public.pgqueue_workers.kind, public.pgqueue_workers.queues, public.pgqueue_workers.hostname, public.pgqueue_workers.port, public.pgqueue_workers.pid, public.pgqueue_workers.status, public.pgqueue_workers.started_at, public.pgqueue_workers.heartbeat_at, public.pgqueue_workers.entrypoints;
+
+-- HELD_BACK [psycopg]
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.dedupe_key, live.id AS held_by
+FROM public.pgqueue_jobs JOIN public.pgqueue_jobs AS live ON live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'
+WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND (%(b_ids)s::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[])) ORDER BY public.pgqueue_jobs.id;
+
+-- HELD_BACK [asyncpg]
+SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.dedupe_key, live.id AS held_by
+FROM public.pgqueue_jobs JOIN public.pgqueue_jobs AS live ON live.queue = public.pgqueue_jobs.queue AND live.dedupe_key = public.pgqueue_jobs.dedupe_key AND live.status != 'dead'
+WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND ($2::BIGINT[] IS NULL OR public.pgqueue_jobs.id = any($2::BIGINT[])) ORDER BY public.pgqueue_jobs.id;
 
 -- INSERT_JOBS [psycopg] (hot: sent to the driver directly)
 INSERT INTO public.pgqueue_jobs (queue, entrypoint, payload, headers, priority, max_attempts, dedupe_key, available_at, status, key, weight) SELECT public.pgqueue_queues.name, u.entrypoint, CAST(u.payload AS JSONB) AS payload, CAST(u.headers AS JSONB) AS headers, u.priority, u.max_attempts, u.dedupe_key, coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') AS coalesce_1, CASE WHEN (coalesce(u.run_at, pg_catalog.now() + u.delay * INTERVAL '1 second') > pg_catalog.now()) THEN 'scheduled' ELSE 'queued' END AS anon_1, u.key, u.weight

@@ -112,15 +112,21 @@ def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
 
 
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
+    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered.
+    # A lost job comes alone; one on its last attempt is dead-lettered, not handed out.
     plan = consumer.dequeue(CTX, "me", 3, None)
-    first = [
-        (*_running(1), "lease", "me", None, None),
-        (*_running(2, "dead"), None, None, None, None),
-    ]
-    second = [(*_running(3), "lease", "me", None, None), (*_running(4), "lease", "me", None, None)]
+    first = [(*_running(2, "dead"), None, None, None, None, None, True)]
+    second = [(*_running(i), "lease", "me", None, None, None, False) for i in (1, 3, 4)]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
-    assert [s.params["b_limit"] for s in steps] == [3, 2]
+    assert not any(m.redelivered for m in result)
+    assert [s.params["b_limit"] for s in steps] == [3, 3]
+
+
+def test_a_redelivered_job_is_handed_out_alone() -> None:
+    plan = consumer.dequeue(CTX, "me", 3, None)
+    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True)]])
+    assert lost.id == 7 and lost.redelivered and len(steps) == 1
 
 
 def test_settles_report_per_message_whether_they_took() -> None:

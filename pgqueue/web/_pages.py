@@ -1,0 +1,282 @@
+"""The dashboard's pages (GET): overview, queue, jobs, job, dead letters, workers,
+schedules, system, audit log, and the live-update event stream."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select, text
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from .._cron import Cron
+from .._sql.jobs import STATUSES
+from .._stats import DURATION_BUCKETS, percentile
+from ..errors import InvalidArgument
+from ..types import JobInfo
+from . import _queries
+from ._dashboard import PAGE_SIZE, VERBS, Dashboard, dashboard_of
+from ._format import fmt_chart
+
+
+async def overview(request: Request) -> Response:
+    d = dashboard_of(request)
+    statement, _ = d.q.overview
+    queues = await d.rows(statement, b_cap=_queries.OVERVIEW_CAP)
+    rates = await d.rows(d.q.rates)
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
+    by_queue: dict[str, list[tuple[datetime, int, int]]] = {}
+    for r in rates:
+        by_queue.setdefault(r.queue, []).append((r.minute, r.completed, r.failed))
+    charts = {q.name: fmt_chart(by_queue.get(q.name, []), now) for q in queues}
+    return d.render(
+        request,
+        "overview.html",
+        queues=queues,
+        charts=charts,
+        statuses=_queries.HOT,
+        cap=_queries.OVERVIEW_CAP,
+    )
+
+
+async def queue_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    name = request.path_params["name"]
+    _, statement = d.q.overview
+    found = await d.rows(statement, b_queue=name, b_cap=_queries.COUNT_CAP)
+    if not found:
+        raise HTTPException(404, f"no queue {name!r}")
+    entrypoints = await d.rows(d.q.entrypoint_rates, b_queue=name)
+    histograms: dict[str, list[int]] = {}
+    for r in await d.rows(d.q.entrypoint_durations, b_queue=name):
+        histogram = histograms.setdefault(r.entrypoint, [0] * len(DURATION_BUCKETS))
+        if 1 <= r.i <= len(histogram):
+            histogram[r.i - 1] += int(r.n)
+    durations = {e: (percentile(h, 0.5), percentile(h, 0.95)) for e, h in histograms.items()}
+    rates = await d.rows(d.q.rates)
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
+    chart = fmt_chart([(r.minute, r.completed, r.failed) for r in rates if r.queue == name], now)
+    return d.render(
+        request,
+        "queue.html",
+        queue=found[0],
+        entrypoints=entrypoints,
+        durations=durations,
+        queue_chart=chart,
+        statuses=_queries.HOT,
+        cap=_queries.COUNT_CAP,
+    )
+
+
+def job_filters(params: Mapping[str, Any], statuses: list[str]) -> dict[str, Any]:
+    """The jobs page's filters as ``admin.list_jobs`` takes them."""
+    headers: dict[str, Any] = {}
+    for line in str(params.get("header") or "").splitlines():
+        key, sep, raw = line.strip().partition("=")
+        if not key:
+            continue
+        if not sep:
+            raise InvalidArgument(f"header filter {line!r}: expected KEY=VALUE")
+        try:
+            headers[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            headers[key] = raw
+    return {
+        "queue": params.get("queue") or None,
+        "status": [s for s in statuses if s] or None,
+        "entrypoint": params.get("entrypoint") or None,
+        "headers": headers or None,
+    }
+
+
+async def jobs_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    params = request.query_params
+    job_id = params.get("id", "").strip()
+    if job_id:
+        if not job_id.isdigit():
+            return d.render(request, "error.html", 400, message=f"not a job id: {job_id!r}")
+        return RedirectResponse(request.scope.get("root_path", "") + f"/jobs/{job_id}", 303)
+    statuses = params.getlist("status")
+    try:
+        where = job_filters(params, statuses)
+        after = params.get("after")
+        async with d.engine.connect() as conn:
+            await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
+            jobs = await d.admin.list_jobs(
+                **where,
+                after_id=int(after) if after and after.isdigit() else None,
+                limit=PAGE_SIZE + 1,
+                bind=conn,
+            )
+    except InvalidArgument as exc:
+        return d.render(request, "error.html", 400, message=str(exc))
+    more = len(jobs) > PAGE_SIZE
+    jobs = jobs[:PAGE_SIZE]
+    queues = [q.name for q in await d.admin.list_queues()]
+    request.scope["pgqueue_live_page"] = False  # a selection must not be redrawn away
+    kept = [(k, v) for k, v in params.multi_items() if k != "done"]
+    return d.render(
+        request,
+        "jobs.html",
+        jobs=jobs,
+        more=more,
+        queues=queues,
+        all_statuses=STATUSES,
+        statuses=statuses,
+        filters={
+            "queue": params.get("queue", ""),
+            "entrypoint": params.get("entrypoint", ""),
+            "header": params.get("header", ""),
+        },
+        after=params.get("after"),
+        done=params.get("done"),
+        verbs=VERBS,
+        back="/jobs" + ("?" + urlencode(kept) if kept else ""),
+    )
+
+
+async def job_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    job_id = request.path_params["id"]
+    try:
+        job = await d.admin.get_job(job_id)
+    except InvalidArgument as exc:
+        return d.render(request, "error.html", 400, message=str(exc))
+    if job is None:
+        return d.render(
+            request,
+            "error.html",
+            404,
+            message=f"no job {job_id}: it never existed, or it finished and was not kept",
+        )
+    lease = await _lease(d, job)
+    return d.render(
+        request,
+        "job.html",
+        job=job,
+        lease=lease,
+        result=getattr(job, "result", None),
+        # A completed job's result (None too); nothing to show for one not completed.
+        has_result=job.status == "completed" or job.result is not None,
+        done=request.query_params.get("done"),
+        verbs=VERBS,
+    )
+
+
+async def _lease(d: Dashboard, job: JobInfo) -> dict[str, Any] | None:
+    """The lease panel of a running job: who holds it, until when, and how lately
+    its holder's heartbeat was seen."""
+    if job.status != "running":
+        return None
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
+    panel: dict[str, Any] = {
+        "owner": job.locked_by,
+        "expires_at": job.available_at,
+        "expires_in": (job.available_at - now) if job.available_at else None,
+        "cancel_requested": job.cancel_requested,
+        "worker": None,
+    }
+    match = re.match(r"^(\d+)@", job.locked_by or "")
+    if match:
+        found = await d.rows(d.q.worker_heartbeat, b_worker_id=int(match.group(1)))
+        if found:
+            panel["worker"] = found[0]
+    return panel
+
+
+async def dead_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    groups = await d.rows(d.q.dead_groups)
+    return d.render(request, "dead.html", groups=groups, done=request.query_params.get("done"))
+
+
+async def workers_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    workers = await d.admin.list_workers(include_stopped=request.query_params.get("all") == "1")
+    flight: dict[str, int] = {r.locked_by: r.n for r in await d.rows(d.q.in_flight)}
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
+    rows = [
+        {
+            "w": w,
+            "age": now - w.heartbeat_at,
+            "in_flight": sum(n for owner, n in flight.items() if owner.startswith(f"{w.id}@")),
+        }
+        for w in workers
+    ]
+    return d.render(
+        request, "workers.html", workers=rows, show_all=request.query_params.get("all") == "1"
+    )
+
+
+async def schedules_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    schedules = await d.admin.list_schedules()
+    now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
+    rows = []
+    for s in schedules:
+        missed: int | None = None
+        if s.last_tick is not None:
+            try:
+                # Ticks due since the last one enqueued but the newest (which may be
+                # being enqueued right now): each was skipped, or is late.
+                due = Cron(s.cron).ticks_between(s.last_tick, now, 1000)
+                missed = max(0, len(due) - 1)
+            except InvalidArgument:
+                missed = None
+        rows.append({"s": s, "missed": missed})
+    return d.render(request, "schedules.html", schedules=rows, now=now)
+
+
+async def system_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    tables = await d.rows(_queries.TABLE_SIZES, schema=d.schema)
+    indexes = await d.rows(_queries.INDEX_SIZES, schema=d.schema)
+    holders = await d.rows(_queries.XMIN_HOLDERS)
+    others = await d.rows(_queries.PREPARED_AND_SLOTS)
+    archive = d.q.tables["pgqueue_archive"]
+    queues = [q.name for q in await d.admin.list_queues()]
+    oldest = []
+    for name in queues:  # one index probe per queue: (queue, finished_at)
+        found = await d.rows(
+            select(func.pg_catalog.min(archive.c.finished_at)).where(archive.c.queue == name)
+        )
+        oldest.append((name, found[0][0]))
+    version = (await d.rows(text("SHOW server_version")))[0][0]
+    return d.render(
+        request,
+        "system.html",
+        tables=tables,
+        indexes=indexes,
+        holders=holders,
+        others=others,
+        oldest=oldest,
+        version=version,
+    )
+
+
+async def audit_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    before = request.query_params.get("before", "")
+    entries = await d.rows(
+        d.q.list_audit, b_before=int(before) if before.isdigit() else 2**63 - 1, b_limit=100
+    )
+    return d.render(request, "audit.html", entries=entries)
+
+
+async def events(request: Request) -> Response:
+    d = dashboard_of(request)
+    return StreamingResponse(
+        d.hub.stream(request.is_disconnected, d.poll_interval),
+        media_type="text/event-stream",
+        headers={"x-accel-buffering": "no"},
+    )
+
+
+# --------------------------------------------------------------------------- actions
