@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     column,
     delete,
     exists,
@@ -171,7 +172,7 @@ def _tokens(key: Any) -> Any:
         .scalar_subquery()
     )
     # (greatest() skips NULLs: without a rate the capacity would read 1, not NULL.)
-    return case((_rate.is_(None), null()), else_=func.coalesce(refilled, _capacity))
+    return case((cast(_rate, Double).is_(None), null()), else_=func.coalesce(refilled, _capacity))
 
 
 def _lateral(key: Any, room: Any, name: str) -> Any:

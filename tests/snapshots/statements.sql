@@ -399,7 +399,7 @@ picked AS
 FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
 FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (%(b_rate)s IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (CAST(%(b_rate)s AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) END AS tokens
 FROM keys
@@ -410,7 +410,7 @@ WHERE c_j.queue = %(b_queue)s::VARCHAR AND c_j.entrypoint = %(b_entrypoint)s::VA
 WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = %(rn_1)s::INTEGER AND kk.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (%(b_rate)s IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (CAST(%(b_rate)s AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) END AS tokens
 WHERE %(b_keyless)s) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, %(coalesce_2)s::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
@@ -444,7 +444,7 @@ picked AS
 FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
 FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN ($6::FLOAT IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (CAST($6::FLOAT AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) END AS tokens
 FROM keys
@@ -455,7 +455,7 @@ WHERE c_j.queue = $4::VARCHAR AND c_j.entrypoint = $5::VARCHAR AND c_j.status = 
 WHERE kk.tokens IS NULL OR c.spent <= kk.tokens OR c.rn = $15::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN ($6::FLOAT IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (CAST($6::FLOAT AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) END AS tokens
 WHERE $16::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $17::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
@@ -609,7 +609,7 @@ picked AS
 FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
 FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (%(b_rate)s IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (CAST(%(b_rate)s AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) END AS tokens
 FROM keys
@@ -620,7 +620,7 @@ WHERE h.queue = %(b_queue)s::VARCHAR AND h.entrypoint = %(b_entrypoint)s::VARCHA
 WHERE head.status = 'queued' AND kk.running = %(running_1)s::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = %(1_1)s::INTEGER AND kk.tokens >= greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (%(b_rate)s IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+WHERE r.queue = %(b_queue)s::VARCHAR AND r.entrypoint = %(b_entrypoint)s::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (CAST(%(b_rate)s AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), public.pgqueue_key_rate_limits.tokens + %(b_rate)s * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = %(b_queue)s::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s)) END AS tokens
 WHERE %(b_keyless)s) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, %(coalesce_2)s::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
@@ -654,7 +654,7 @@ picked AS
 FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
 FROM (SELECT keys.k AS k, (SELECT pg_catalog.count(*) AS count_1
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN ($6::FLOAT IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key = keys.k) AS running, CASE WHEN (CAST($6::FLOAT AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_1
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = keys.k), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) END AS tokens
 FROM keys
@@ -665,7 +665,7 @@ WHERE h.queue = $4::VARCHAR AND h.entrypoint = $5::VARCHAR AND h.key = kk.k AND 
 WHERE head.status = 'queued' AND kk.running = $15::INTEGER AND (kk.tokens IS NULL OR head.spent <= kk.tokens OR 1 = $16::INTEGER AND kk.tokens >= greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) UNION ALL SELECT n.id AS id, n.priority AS priority, n.rn AS rn
 FROM (SELECT (SELECT pg_catalog.count(*) AS count_2
 FROM public.pgqueue_jobs AS r
-WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN ($6::FLOAT IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
+WHERE r.queue = $4::VARCHAR AND r.entrypoint = $5::VARCHAR AND r.status = 'running' AND r.key IS NULL) AS running, CASE WHEN (CAST($6::FLOAT AS DOUBLE PRECISION) IS NULL) THEN NULL ELSE coalesce((SELECT least(greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT), public.pgqueue_key_rate_limits.tokens + $6::FLOAT * EXTRACT(epoch FROM pg_catalog.clock_timestamp() - public.pgqueue_key_rate_limits.updated_at)) AS least_2
 FROM public.pgqueue_key_rate_limits
 WHERE public.pgqueue_key_rate_limits.queue = $4::VARCHAR AND public.pgqueue_key_rate_limits.entrypoint = $5::VARCHAR AND public.pgqueue_key_rate_limits.key = ''), greatest($6::FLOAT / CAST($7::FLOAT AS DOUBLE PRECISION), $8::FLOAT)) END AS tokens
 WHERE $17::BOOLEAN) AS k0 JOIN LATERAL (SELECT n_j.id AS id, n_j.priority AS priority, pg_catalog.row_number() OVER (ORDER BY n_j.priority DESC, n_j.id) AS rn, pg_catalog.sum(coalesce(n_j.weight, $18::INTEGER)) OVER (ORDER BY n_j.priority DESC, n_j.id) AS spent
