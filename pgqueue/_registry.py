@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from . import _validate
 from ._cron import Cron, with_zone
+from ._payloads import Parse, parser_for
 from .errors import InvalidArgument
 from .types import JSON, Message
 
@@ -38,6 +39,8 @@ class Entrypoint:
     ordered: bool = False
     #: Ordered keys: whether a dead job holds the rest of its key ("hold") or not ("skip").
     on_dead: str = "hold"
+    #: Validates a job's payload as the handler's ``Message[T]`` asks (None: as it is).
+    parse: Parse | None = None
 
     @property
     def limited(self) -> bool:
@@ -218,7 +221,7 @@ class Handlers:
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
-            self._entrypoints[name] = Entrypoint(name, fn, **checked)
+            self._entrypoints[name] = Entrypoint(name, fn, **checked, parse=parser_for(fn))
             return fn
 
         return register

@@ -45,17 +45,21 @@ def _builder(cls: type[Any]) -> Callable[..., Any]:
 #: ``Message(...)`` with every field given positionally, about twice as fast.
 _message = _builder(Message)
 _MESSAGE_FIELDS = len(MESSAGE_COLUMNS)
-#: In DEQUEUE's rows: whether the job was leased again after a lost lease.
+#: In DEQUEUE's rows: whether the job was leased again after a lost lease, and when
+#: it had become ready.
 REDELIVERED = _MESSAGE_FIELDS + 1
+READY_AT = _MESSAGE_FIELDS + 2
 
 
 def message(row: Row) -> Message:
-    return _message(*row[:_MESSAGE_FIELDS], False)  # type: ignore[no-any-return]
+    return _message(*row[:_MESSAGE_FIELDS], False, None)  # type: ignore[no-any-return]
 
 
 def leased(row: Row) -> Message:
-    """A row of DEQUEUE: the message, and whether it is a redelivery."""
-    return _message(*row[:_MESSAGE_FIELDS], row[REDELIVERED])  # type: ignore[no-any-return]
+    """A row of DEQUEUE: the message, whether it is a redelivery, since when it was ready."""
+    return _message(  # type: ignore[no-any-return]
+        *row[:_MESSAGE_FIELDS], row[REDELIVERED], row[READY_AT]
+    )
 
 
 def decoded(texts: Sequence[str]) -> list[Any]:
@@ -87,6 +91,7 @@ def inserted(queue: str, arrays: dict[str, list[Any]], i: int, row: Row, payload
         None,
         None,
         False,
+        None,
     )
 
 

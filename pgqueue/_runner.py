@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from . import _errortext, _validate
 from ._compat import Cancelled, DaemonPool, Event, call_handler
@@ -43,6 +44,7 @@ class SyncRunner:
         freed: Event,
         observer: Observer,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
+        encode: _validate.Encode = _validate.dumps,
     ) -> None:
         self._observer = observer
         self._entrypoints = entrypoints
@@ -51,6 +53,7 @@ class SyncRunner:
         self._threads = threads
         self._freed = freed
         self._max_result_bytes = max_result_bytes
+        self._encode = encode
 
     def execute(self, job: Job) -> None:
         m = job.message
@@ -67,16 +70,18 @@ class SyncRunner:
                 raise Cancelled
             if ep is None:
                 raise UnknownEntrypoint(f"no handler for entrypoint {m.entrypoint!r} here")
+            # A payload the handler's Message[T] does not accept fails the attempt here.
+            arg = m if ep.parse is None else replace(m, payload=ep.parse(m.payload))
             returned = call_handler(
                 ep.handler,
-                m,
+                arg,
                 ep.timeout,
                 self._threads,
                 lambda: self._inflight.in_thread(job),
                 timed_out,
             )
             # The result as it will be stored; one that cannot be fails the attempt.
-            result = _validate.result_text(returned, self._max_result_bytes)
+            result = _validate.result_text(returned, self._max_result_bytes, self._encode)
         except Cancelled as exc:
             self._inflight.finish(job)
             seen.end(exc)

@@ -10,11 +10,12 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from ._payloads import plain
 from ._sql import jobs as jobs_sql
 from .errors import InvalidArgument, InvalidDelay, InvalidPayload, InvalidQueueName, InvalidResult
 from .types import JOB_OPTIONS, JobInfo, JobSpec, Message
@@ -121,7 +122,37 @@ def batch_size(value: object) -> int:
 
 
 # --------------------------------------------------------------------------- text
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# ``default``: a pydantic model or a dataclass instance is sent as its JSON (asked for
+# only when json cannot encode a value itself: plain payloads pay nothing).
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=plain
+).encode
+
+Encode = Callable[[Any], str]
+#: The standard encoder (what ``encoder(None)`` returns).
+dumps: Encode = _ENCODE
+
+
+def encoder(json_default: Callable[[Any], Any] | None) -> Encode:
+    """The JSON encoder of a producer, consumer or worker made with ``json_default=``:
+    what ``json`` cannot encode and is not a model or dataclass goes to
+    ``json_default(value)``, which returns something it can (or raises TypeError), as
+    ``json.dumps(default=)`` does. ``None``: the standard encoder."""
+    if json_default is None:
+        return _ENCODE
+    if not callable(json_default):
+        raise InvalidArgument(f"json_default must be callable, got {type(json_default).__name__}")
+    hook = json_default
+
+    def default(value: Any) -> Any:
+        try:
+            return plain(value)
+        except TypeError:
+            return hook(value)
+
+    return json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
+    ).encode
 
 
 def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) -> None:
@@ -135,10 +166,10 @@ def _utf8(text: str, what: str, error: type[InvalidArgument] = InvalidArgument) 
             raise error(f"{what} is not valid Unicode text: {exc.reason}") from None
 
 
-def json_text(value: Any, what: str) -> str:
+def json_text(value: Any, what: str, encode: Encode = _ENCODE) -> str:
     """``value`` as the JSON text PostgreSQL will store (InvalidPayload if it cannot)."""
     try:
-        text = _ENCODE(value)
+        text = encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
@@ -159,13 +190,13 @@ _JSONB_MAX_CHARS = 2**28 - 1
 MAX_RESULT_BYTES = 1 << 20
 
 
-def result_text(value: Any, max_bytes: int) -> str | None:
+def result_text(value: Any, max_bytes: int, encode: Encode = _ENCODE) -> str | None:
     """A job's result as the JSON text to store (``None`` stores nothing); InvalidResult
     if it is not JSON-serialisable or its UTF-8 text is over ``max_bytes``."""
     if value is None:
         return None
     try:
-        text = json_text(value, "the job's result")
+        text = json_text(value, "the job's result", encode)
     except InvalidPayload as exc:
         raise InvalidResult(str(exc)) from None
     size = len(text) if text.isascii() else len(text.encode())
@@ -299,7 +330,9 @@ def _arrays(columns: Sequence[list[Any]]) -> dict[str, list[Any]]:
     return {f"b_{name}": column for name, column in zip(JOB_OPTIONS, columns, strict=True)}
 
 
-def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
+def validate_jobs(
+    queue: str, items: Sequence[Any], defaults: JobSpec, encode: Encode = _ENCODE
+) -> Jobs:
     """Validate jobs and lay them out as :class:`Jobs`.
 
     A plain payload takes the call's options, validated once per call: per job only
@@ -309,7 +342,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
         shared = job_options(queue, "job 0", None, defaults)
         if shared[_DEDUPE_KEY] is None:
             try:
-                document = json_text(list(items), "payloads")
+                document = json_text(list(items), "payloads", encode)
             except InvalidPayload:
                 document = None  # encode each below: the error names the job
             # PostgreSQL caps one jsonb array at 256 MB (a text[] at 1 GB): a huge
@@ -328,7 +361,7 @@ def validate_jobs(queue: str, items: Sequence[Any], defaults: JobSpec) -> Jobs:
                 shared_options = job_options(queue, f"job {i}", None, defaults)
             options.append(shared_options)
             payload = item
-        payloads.append(json_text(payload, f"job {i}: payload"))
+        payloads.append(json_text(payload, f"job {i}: payload", encode))
     columns = [list(c) for c in zip(*options, strict=True)] or [[] for _ in JOB_OPTIONS]
     return Jobs(_arrays(columns), payloads)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +41,9 @@ class SyncConsumer(SyncIdentity):
 
     ``listen=True`` (default) waits for work on LISTEN/NOTIFY; ``listen=False`` polls
     every ``poll_interval`` seconds (for PgBouncer in transaction mode).
+
+    ``ack`` results are JSON: ``json_default`` encodes what ``json`` cannot (see
+    :class:`SyncProducer`).
     """
 
     _kind = "consumer"
@@ -55,12 +58,14 @@ class SyncConsumer(SyncIdentity):
         listen: bool = True,
         poll_interval: float | timedelta = 1.0,
         max_result_bytes: int = _validate.MAX_RESULT_BYTES,
+        json_default: Callable[[Any], Any] | None = None,
         hostname: str | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
         self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
+        self._encode = _validate.encoder(json_default)
         self._visibility_timeout = _validate.seconds(
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
@@ -150,7 +155,9 @@ class SyncConsumer(SyncIdentity):
         if results is not None:
             if isinstance(results, str | bytes) or len(results) != len(checked):
                 raise InvalidArgument("results must be a sequence of one result per message")
-            texts = [_validate.result_text(r, self._max_result_bytes) for r in results]
+            texts = [
+                _validate.result_text(r, self._max_result_bytes, self._encode) for r in results
+            ]
         if bind is not None:
             check_bind(bind)
         plan = consumer_plans.finish(self._ctx, checked, mode, texts)

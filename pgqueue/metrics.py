@@ -13,17 +13,17 @@
 ``pgqueue_jobs_snoozed_total``              counter   ``raise Snooze(s)``
 ``pgqueue_jobs_lost_total``                 counter   settles whose lease was lost
 ``pgqueue_job_duration_seconds``            histogram a handler's run time
-``pgqueue_job_pickup_latency_seconds``      histogram first attempts: handler start - enqueue
+``pgqueue_job_pickup_latency_seconds``      histogram handler start - when the job became ready
 ``pgqueue_job_end_to_end_seconds``          histogram completed jobs: completion - enqueue
 ``pgqueue_jobs_in_flight``                  gauge     handlers running now
 ``pgqueue_worker_concurrency``              gauge     job slots of the running workers
 =========================================== ========= =====================================
 
 ``failed`` = ``retried`` + ``dead`` (+ failures whose lease was lost). Latencies mix
-the database's clock (enqueue time) with this host's (start, completion). Pick-up
-latency is observed on first attempts only (and again after a snooze, which gives the
-attempt back) and counts from the enqueue, so a job enqueued with a delay counts its
-delay too: the lease statement does not return when a job became available.
+the database's clock (enqueue and ready times) with this host's (start, completion).
+Pick-up latency counts every attempt from when the job became ready for it (read by
+the lease statement: its enqueue, its ``run_at``, a retry's or a snooze's time, or the
+end of a lost lease), so a delay or a backoff is not counted as waiting.
 
 **Queue metrics**, read from the database at each scrape by :class:`QueueCollector`
 (``pgqueue metrics --port 9108`` serves them on their own; see ``pgqueue.endpoints``).
@@ -31,16 +31,22 @@ delay too: the lease statement does not return when a job became available.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 try:  # an optional extra: pgqueue runs without it
     import prometheus_client
-    from prometheus_client import Counter, Gauge, Histogram
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client import Gauge
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 except ImportError:  # pragma: no cover - exercised by a subprocess test
     prometheus_client = None  # type: ignore[assignment]
@@ -81,39 +87,52 @@ def available() -> bool:
     return prometheus_client is not None
 
 
-class WorkerMetrics:
-    """The worker metrics in one registry (see the module's docstring)."""
+#: The worker's counters: (metric name without ``pgqueue_jobs_``/``_total``, help).
+_COUNTERS = (
+    ("started", "Handlers started (one per attempt)."),
+    ("completed", "Jobs completed."),
+    ("failed", "Attempts whose handler raised."),
+    ("retried", "Failed attempts scheduled to run again."),
+    ("dead", "Jobs dead-lettered: their attempts are spent."),
+    ("cancelled", "Jobs ended cancelled."),
+    ("snoozed", "Jobs snoozed by their handler."),
+    ("lost", "Settles whose lease was lost (the job runs again)."),
+)
+_STARTED, _COMPLETED, _FAILED = 0, 1, 2
+#: A settle's outcome -> its counter (a settle "failed" is a retry).
+_SETTLED = {"completed": 1, "failed": 3, "dead": 4, "cancelled": 5, "snoozed": 6, "lost": 7}
+#: prometheus_client's default buckets (seconds), for handler durations.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: The worker's histograms: (name, help, bucket bounds).
+_HISTOGRAMS = (
+    ("pgqueue_job_duration_seconds", "Handler run time.", DURATION_BUCKETS),
+    (
+        "pgqueue_job_pickup_latency_seconds",
+        "Handler start minus when the job became ready (enqueue, run_at, retry time).",
+        LATENCY_BUCKETS,
+    ),
+    (
+        "pgqueue_job_end_to_end_seconds",
+        "Completed jobs: completion minus enqueue time.",
+        LATENCY_BUCKETS,
+    ),
+)
+_DURATION, _PICKUP, _END_TO_END = 0, 1, 2
+
+
+class WorkerMetrics(Collector):
+    """The worker metrics in one registry (see the module's docstring).
+
+    Kept by pgqueue itself, one lock per (queue, entrypoint) taken once per transition,
+    and turned into Prometheus families at a scrape: prometheus_client's own counters and
+    histograms take a lock per value changed (about ten a job), which cost a job 13 µs
+    of a worker's CPU, against 3 µs this way.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(f"pgqueue_jobs_{name}", doc, _LABELS, registry=registry)
-
-        def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
-            return Histogram(name, doc, _LABELS, registry=registry, buckets=buckets)
-
-        self.started = counter("started", "Handlers started (one per attempt).")
-        self.completed = counter("completed", "Jobs completed.")
-        self.failed = counter("failed", "Attempts whose handler raised.")
-        self.retried = counter("retried", "Failed attempts scheduled to run again.")
-        self.dead = counter("dead", "Jobs dead-lettered: their attempts are spent.")
-        self.cancelled = counter("cancelled", "Jobs ended cancelled.")
-        self.snoozed = counter("snoozed", "Jobs snoozed by their handler.")
-        self.lost = counter("lost", "Settles whose lease was lost (the job runs again).")
-        self.duration = histogram(
-            "pgqueue_job_duration_seconds",
-            "Handler run time.",
-            Histogram.DEFAULT_BUCKETS,
-        )
-        self.pickup = histogram(
-            "pgqueue_job_pickup_latency_seconds",
-            "First attempts: handler start minus enqueue time.",
-            LATENCY_BUCKETS,
-        )
-        self.end_to_end = histogram(
-            "pgqueue_job_end_to_end_seconds",
-            "Completed jobs: completion minus enqueue time.",
-            LATENCY_BUCKETS,
-        )
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], _Children] = {}
+        registry.register(self)
         # Handlers running now: counted at a scrape from the workers' own books (no
         # cost per job).
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -130,53 +149,92 @@ class WorkerMetrics:
         self._watched.add(inflight)
 
     def children(self, queue: str, entrypoint: str) -> _Children:
-        """The labelled series of one queue and entrypoint (look them up once)."""
-        return _Children(self, queue, entrypoint)
+        """The series of one queue and entrypoint (made once; look them up once)."""
+        with self._lock:
+            found = self._series.get((queue, entrypoint))
+            if found is None:
+                found = self._series[(queue, entrypoint)] = _Children()
+            return found
+
+    def describe(self) -> Iterator[Any]:
+        return self._families({})
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            series = dict(self._series)
+        return self._families({key: s.snapshot() for key, s in sorted(series.items())})
+
+    def _families(self, values: dict[tuple[str, str], _Snapshot]) -> Iterator[Any]:
+        for i, (name, doc) in enumerate(_COUNTERS):
+            counter = CounterMetricFamily(f"pgqueue_jobs_{name}", doc, labels=_LABELS)
+            for labels, (counts, _) in values.items():
+                counter.add_metric(labels, counts[i])
+            yield counter
+        for i, (name, doc, bounds) in enumerate(_HISTOGRAMS):
+            family = HistogramMetricFamily(name, doc, labels=_LABELS)
+            for labels, (_, histograms) in values.items():
+                buckets, total = histograms[i]
+                cumulative, acc = [], 0
+                for bound, n in zip((*bounds, math.inf), buckets, strict=True):
+                    acc += n
+                    cumulative.append(("+Inf" if bound == math.inf else repr(bound), acc))
+                family.add_metric(labels, cumulative, total)
+            yield family
+
+
+class _Histogram:
+    """A count per bucket (not cumulative; the last one is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "buckets", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+#: One series' values at a scrape: its counters, and per histogram (buckets, sum).
+_Snapshot = tuple[list[int], list[tuple[list[int], float]]]
 
 
 class _Children:
-    __slots__ = (
-        "_settled",
-        "duration",
-        "end_to_end",
-        "failed",
-        "pickup",
-        "snoozed",
-        "started_",
-    )
+    """The counters and histograms of one (queue, entrypoint)."""
 
-    def __init__(self, m: WorkerMetrics, queue: str, entrypoint: str) -> None:
-        self.started_ = m.started.labels(queue, entrypoint)
-        self.failed = m.failed.labels(queue, entrypoint)
-        self.duration = m.duration.labels(queue, entrypoint)
-        self.pickup = m.pickup.labels(queue, entrypoint)
-        self.end_to_end = m.end_to_end.labels(queue, entrypoint)
-        self.snoozed = m.snoozed.labels(queue, entrypoint)
-        self._settled = {
-            "completed": m.completed.labels(queue, entrypoint),
-            "failed": m.retried.labels(queue, entrypoint),
-            "dead": m.dead.labels(queue, entrypoint),
-            "cancelled": m.cancelled.labels(queue, entrypoint),
-            "snoozed": self.snoozed,
-            "lost": m.lost.labels(queue, entrypoint),
-        }
+    __slots__ = ("_counts", "_histograms", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0] * len(_COUNTERS)
+        self._histograms = [_Histogram(bounds) for _, _, bounds in _HISTOGRAMS]
 
     def started(self, m: Message) -> None:
-        self.started_.inc()
-        if m.attempts == 1:
-            self.pickup.observe(max(0.0, time.time() - m.enqueued_at.timestamp()))
+        pickup = None if m.ready_at is None else max(0.0, time.time() - m.ready_at.timestamp())
+        with self._lock:
+            self._counts[_STARTED] += 1
+            if pickup is not None:
+                self._histograms[_PICKUP].observe(pickup)
 
     def ended(self, outcome: str, duration: float) -> None:
-        self.duration.observe(duration)
-        if outcome == "failed":
-            self.failed.inc()
+        with self._lock:
+            self._histograms[_DURATION].observe(duration)
+            if outcome == "failed":
+                self._counts[_FAILED] += 1
 
     def settled(self, outcome: str, m: Message, now: float) -> None:
-        counter = self._settled.get(outcome)
-        if counter is not None:
-            counter.inc()
-        if outcome == "completed":
-            self.end_to_end.observe(max(0.0, now - m.enqueued_at.timestamp()))
+        counter = _SETTLED.get(outcome)
+        with self._lock:
+            if counter is not None:
+                self._counts[counter] += 1
+            if outcome == "completed":
+                self._histograms[_END_TO_END].observe(max(0.0, now - m.enqueued_at.timestamp()))
+
+    def snapshot(self) -> _Snapshot:
+        with self._lock:
+            return list(self._counts), [(list(h.buckets), h.total) for h in self._histograms]
 
 
 class _InFlightCollector(Collector):

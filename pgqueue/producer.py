@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,11 @@ class SyncProducer(SyncIdentity):
     result). They are woken by LISTEN/NOTIFY on one connection of the producer's own
     (opened on the first wait); with ``listen=False`` (PgBouncer in transaction mode)
     they poll instead.
+
+    Payloads are JSON: pydantic models and dataclass instances are sent as their JSON;
+    ``json_default(value)`` is asked for anything else ``json`` cannot encode (a
+    ``datetime``, a ``UUID``, a ``Decimal``...) and returns what it can, or raises
+    ``TypeError`` (then ``InvalidPayload``), as ``json.dumps(default=)``.
     """
 
     _kind = "producer"
@@ -50,7 +55,9 @@ class SyncProducer(SyncIdentity):
         listen: bool = True,
         hostname: str | None = None,
         port: int | None = None,
+        json_default: Callable[[Any], Any] | None = None,
     ) -> None:
+        self._encode = _validate.encoder(json_default)
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
         self._waiter = SyncWaiter(self._engine, self._ctx, listen=bool(listen))
@@ -292,12 +299,12 @@ class SyncProducer(SyncIdentity):
         if on_duplicate not in ("raise", "skip"):
             raise InvalidArgument('on_duplicate must be "raise" or "skip"')
         if not items:
-            _validate.validate_jobs(self._queue, items, defaults)
+            _validate.validate_jobs(self._queue, items, defaults, self._encode)
             return []
         # A PRODUCER span; its context goes into the jobs' headers (pgqueue.tracing).
         with tracing.producer_span(self._queue, len(items)) as (span, carrier):
             items, defaults = tracing.carry(carrier, items, defaults)
-            jobs = _validate.validate_jobs(self._queue, items, defaults)
+            jobs = _validate.validate_jobs(self._queue, items, defaults, self._encode)
             plan = producer_plans.enqueue(
                 self._ctx,
                 jobs,

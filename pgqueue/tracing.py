@@ -140,6 +140,31 @@ def enqueued(span: Any, messages: list[Message]) -> None:
         span.set_attribute("messaging.message.id", str(messages[0].id))
 
 
+#: Parent contexts by the values of the headers the global propagator reads: the
+#: jobs of one batch share their producer's context, and extracting it again for each
+#: (parsing ``traceparent``, building the context) was 10 µs of a job's 35 µs of tracing.
+_PARENTS: dict[tuple[Any, ...], Any] = {}
+_PARENTS_KEPT = 1024
+_FIELDS: dict[int, tuple[str, ...]] = {}
+
+
+def _parent(headers: Mapping[str, Any]) -> Any:
+    """The trace context ``headers`` carry (None: none), as ``propagate.extract`` gives
+    it; cached (contexts are immutable) by the propagator and its fields' values."""
+    propagator = propagate.get_global_textmap()
+    fields = _FIELDS.get(id(propagator))
+    if fields is None:
+        fields = _FIELDS[id(propagator)] = tuple(sorted(propagator.fields))
+    key = (id(propagator), *(headers.get(f) for f in fields))
+    found = _PARENTS.get(key)
+    if found is None:
+        found = propagate.extract(headers)
+        if len(_PARENTS) >= _PARENTS_KEPT:
+            _PARENTS.clear()
+        _PARENTS[key] = found
+    return found
+
+
 class ConsumerSpan:
     """One attempt's CONSUMER span, current in the handler's task or thread until
     :meth:`end` (called where it was started: a context token is per task/thread)."""
@@ -150,7 +175,7 @@ class ConsumerSpan:
         parent = None
         if m.headers:
             try:  # headers come from producers: a malformed one is no parent, not a crash
-                parent = propagate.extract(m.headers)
+                parent = _parent(m.headers)
             except Exception:
                 parent = None
         self._span = _tracer().start_span(

@@ -6,15 +6,29 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 #: What a job payload may be: anything ``json.dumps`` accepts.
 JSON = Any
 
+#: A job's payload type: what a handler annotated ``Message[P]`` receives. Its default
+#: (PEP 696, for type checkers only) makes a bare ``Message`` a ``Message[Any]``.
+if TYPE_CHECKING:
+    import typing_extensions
+
+    P = typing_extensions.TypeVar("P", default=Any)
+else:
+    P = TypeVar("P")
+
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(Generic[P]):
     """One job, as enqueued or as leased by a consumer.
+
+    Generic in its payload's type: a handler whose parameter is annotated
+    ``Message[SendEmail]`` (a pydantic v2 model, a dataclass or a ``TypedDict``) gets the
+    payload validated as a ``SendEmail`` before it runs, and a type checker sees
+    ``job.payload.to`` as the model's field; a bare ``Message`` holds the decoded JSON.
 
     ``lease`` is the fencing token of a leased message: ack, nack, archive, delete and
     extend only take effect while the job still carries that lease. It is ``None`` on
@@ -23,7 +37,7 @@ class Message:
 
     id: int
     queue: str
-    payload: JSON
+    payload: P
     entrypoint: str
     priority: int
     status: str
@@ -43,6 +57,10 @@ class Message:
     #: alone, and a worker runs it with nothing else in flight, so that a job which
     #: kills its process costs only itself an attempt (docs/reliability.md, poison jobs).
     redelivered: bool = False
+    #: On a leased message: when the job became ready for this delivery (enqueued, its
+    #: ``run_at``, a retry's or a snooze's time, or the end of a lost lease). Handler start
+    #: minus this is the pick-up latency. ``None`` on other messages.
+    ready_at: datetime | None = None
 
     @property
     def locked_until(self) -> datetime | None:

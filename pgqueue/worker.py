@@ -81,6 +81,11 @@ class SyncWorker(SyncIdentity, Handlers):
     installed the worker records metrics (``pgqueue.metrics``), and with
     ``opentelemetry-api`` each attempt runs in a span (``pgqueue.tracing``):
     ``instrument=False`` turns metrics and spans off.
+
+    A handler whose job is annotated ``Message[Model]`` (a pydantic v2 model, a
+    dataclass, a ``TypedDict``) gets its payload validated as a ``Model``, or the
+    attempt fails with ``InvalidPayload``. Results are JSON like payloads:
+    ``json_default`` encodes what ``json`` cannot (see :class:`SyncProducer`).
     """
 
     _kind = "worker"
@@ -106,6 +111,7 @@ class SyncWorker(SyncIdentity, Handlers):
         hostname: str | None = None,
         port: int | None = None,
         instrument: bool = True,
+        json_default: Callable[[Any], Any] | None = None,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -122,6 +128,7 @@ class SyncWorker(SyncIdentity, Handlers):
         self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
         self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
+        self._encode = _validate.encoder(json_default)
         super().__init__(engine, names, schema=schema, hostname=hostname, port=port)
         self._concurrency = concurrency
         self._listen = bool(listen)
@@ -188,7 +195,7 @@ class SyncWorker(SyncIdentity, Handlers):
         if ctx is None:
             raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
         checked = _validate.leased(ctx.queue, [job])
-        text = _validate.result_text(result, self._max_result_bytes)
+        text = _validate.result_text(result, self._max_result_bytes, self._encode)
         if bind is not None:
             check_bind(bind)
         plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK, [text])
@@ -314,6 +321,7 @@ class SyncWorker(SyncIdentity, Handlers):
                 self._wakeup,
                 self._observer,
                 self._max_result_bytes,
+                self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
             self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)

@@ -80,6 +80,11 @@ class AsyncWorker(AsyncIdentity, Handlers):
     installed the worker records metrics (``pgqueue.metrics``), and with
     ``opentelemetry-api`` each attempt runs in a span (``pgqueue.tracing``):
     ``instrument=False`` turns metrics and spans off.
+
+    A handler whose job is annotated ``Message[Model]`` (a pydantic v2 model, a
+    dataclass, a ``TypedDict``) gets its payload validated as a ``Model``, or the
+    attempt fails with ``InvalidPayload``. Results are JSON like payloads:
+    ``json_default`` encodes what ``json`` cannot (see :class:`AsyncProducer`).
     """
 
     _kind = "worker"
@@ -105,6 +110,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         hostname: str | None = None,
         port: int | None = None,
         instrument: bool = True,
+        json_default: Callable[[Any], Any] | None = None,
     ) -> None:
         names = [queues] if isinstance(queues, str) else list(queues)
         if not names:
@@ -121,6 +127,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
         self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
+        self._encode = _validate.encoder(json_default)
         super().__init__(engine, names, schema=schema, hostname=hostname, port=port)
         self._concurrency = concurrency
         self._listen = bool(listen)
@@ -187,7 +194,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         if ctx is None:
             raise InvalidArgument(f"this worker does not serve queue {job.queue!r}")
         checked = _validate.leased(ctx.queue, [job])
-        text = _validate.result_text(result, self._max_result_bytes)
+        text = _validate.result_text(result, self._max_result_bytes, self._encode)
         if bind is not None:
             acheck_bind(bind)
         plan = consumer_plans.finish(ctx, checked, consumer_plans.ACK, [text])
@@ -313,6 +320,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 self._wakeup,
                 self._observer,
                 self._max_result_bytes,
+                self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
             await self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)

@@ -45,6 +45,8 @@ SOURCES = [
     "tests/behaviour/test_jobs_async.py",
     "tests/behaviour/test_results_async.py",
     "tests/behaviour/test_flow_async.py",
+    "tests/behaviour/test_testing_async.py",
+    "tests/behaviour/test_payloads_async.py",
     "tests/support/consumer_loop_async.py",
 ]
 
@@ -61,6 +63,9 @@ RULES: list[tuple[str, str]] = [
     (r"postgresql\+asyncpg://", "postgresql+psycopg://"),
     (r"\bacheck_bind\b", "check_bind"),
     (r"\barun\b", "run"),
+    (r"\badrain\b", "drain"),
+    (r"\baassert_enqueued\b", "assert_enqueued"),
+    (r"\bpgqueue_async_engine\b", "pgqueue_engine"),
     (r"\b_acompat\b", "_compat"),
     (r"\btest_(\w+)_async\b", r"test_\1"),
     (

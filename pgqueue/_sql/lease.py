@@ -68,7 +68,7 @@ _handled = or_(_entrypoints.is_(None), jobs.c.entrypoint == func.any(_entrypoint
 # (ix_pgqueue_jobs_waiting: due scheduled jobs and expired leases). Neither scans rows
 # that are not eligible, however many scheduled or running jobs there are.
 _ready_c = (
-    select(jobs.c.id, jobs.c.priority)
+    select(jobs.c.id, jobs.c.priority, jobs.c.available_at)
     .where(jobs.c.queue == bindparam("b_queue"), jobs.c.status == STATUS_QUEUED, _handled)
     .order_by(jobs.c.priority.desc(), jobs.c.id)
     .limit(_limit)
@@ -78,7 +78,12 @@ _ready_c = (
 _due_c = (
     # ``lost``: a running job whose lease expired (its holder died or stopped
     # heartbeating), read before this statement leases it again.
-    select(jobs.c.id, jobs.c.priority, (jobs.c.status == STATUS_RUNNING).label("lost"))
+    select(
+        jobs.c.id,
+        jobs.c.priority,
+        jobs.c.available_at,
+        (jobs.c.status == STATUS_RUNNING).label("lost"),
+    )
     .where(
         jobs.c.queue == bindparam("b_queue"),
         WAITING,
@@ -91,8 +96,11 @@ _due_c = (
     .with_for_update(skip_locked=True)
     .cte("due")
 )
+# available_at before the lease: when each job became ready (enqueued, its run_at, a
+# retry's or snooze's time, or a lost lease's end), for the pick-up latency.
 _both = union_all(
-    select(_ready_c.c.id, _ready_c.c.priority), select(_due_c.c.id, _due_c.c.priority)
+    select(_ready_c.c.id, _ready_c.c.priority, _ready_c.c.available_at),
+    select(_due_c.c.id, _due_c.c.priority, _due_c.c.available_at),
 ).subquery("both")
 # A lost job is redelivered alone: when one is due, it is the whole batch. Leased with
 # others, a job that kills its process (a poison job) would cost each of them an
@@ -100,7 +108,7 @@ _both = union_all(
 # again; alone, only it pays (a worker also runs it with nothing else in flight).
 _lost = select(_due_c.c.id).where(_due_c.c.lost).limit(1).cte("lost")
 _picked = (
-    select(_both.c.id)
+    select(_both.c.id, _both.c.available_at.label("ready_at"))
     .where(
         exists(select(_q.c.name)),
         or_(
@@ -149,6 +157,7 @@ DEQUEUE = hot(
         *MESSAGE_COLUMNS,
         announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
         exists(select(_lost.c.id)).label("redelivered"),
+        _picked.c.ready_at,
     )
 )
 

@@ -51,7 +51,7 @@ def _shape(m: Message) -> dict[str, Any]:
     """What must not differ between the two paths: every value that is not an id or a
     time, and the type of every field."""
     fields = dataclasses.asdict(m)
-    varying = {"id", "enqueued_at", "available_at", "lease", "locked_by"}
+    varying = {"id", "enqueued_at", "available_at", "ready_at", "lease", "locked_by"}
     shape = {k: v for k, v in fields.items() if k not in varying}
     shape["errors"] = [{**e, "at": type(e["at"]).__name__} for e in m.errors or ()]
     shape["types"] = {k: type(v).__name__ for k, v in fields.items()}

@@ -159,8 +159,8 @@ def test_metrics_match_the_database_after_a_mixed_drain(clean: URL, face: str) -
     assert moved("pgqueue_jobs_started_total") == completed + failures + 10
     assert moved("pgqueue_job_duration_seconds_count") == completed + failures + 10
     assert moved("pgqueue_job_end_to_end_seconds_count") == completed
-    # First attempts; a snoozed job's attempt is given back, so its rerun counts too.
-    assert moved("pgqueue_job_pickup_latency_seconds_count") == MIXED + 10
+    # Every attempt's pick-up (retries and snoozed reruns from their own ready time).
+    assert moved("pgqueue_job_pickup_latency_seconds_count") == completed + failures + 10
     assert value(after, "pgqueue_jobs_in_flight", queue=queue, entrypoint=queue) == 0
     # The queue metrics moved with it.
     assert value(after, "pgqueue_queue_jobs", queue=queue, status="queued") == 0
@@ -168,6 +168,40 @@ def test_metrics_match_the_database_after_a_mixed_drain(clean: URL, face: str) -
     assert value(after, "pgqueue_queue_jobs_estimated", queue=queue, status="dead") == 0
     assert {f.name for f in collector.collect()} == set(QUEUE_FAMILIES)
     engine.dispose()
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_pickup_latency_counts_from_when_a_job_became_ready(clean: URL, face: str) -> None:
+    """A job delayed 1.5 s, and a retry 1.5 s after its failure, are picked up promptly
+    once ready: neither the delay nor the backoff counts as waiting (end to end does)."""
+    queue = f"obs_pickup_{face}"
+    engine = make_sync_engine(clean)
+    SyncAdmin(engine, schema=SCHEMA).create_queue(queue, retry_backoff=1.5, archive=True)
+    SyncProducer(engine, queue, schema=SCHEMA).enqueue({"fail": False}, delay=1.5)
+    SyncProducer(engine, queue, schema=SCHEMA).enqueue({"fail": True})
+
+    def handler(job: Message) -> None:
+        if job.payload["fail"] and job.attempts == 1:
+            raise RuntimeError("once")
+
+    labels = {"queue": queue, "entrypoint": queue}
+    before = samples(fetch_registry())
+    run_worker(face, clean, queue, handler, concurrency=2, poll_interval=0.05)
+    after = samples(fetch_registry())
+
+    def moved(name: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("pgqueue_job_pickup_latency_seconds_count") == 3  # two first attempts, a retry
+    assert moved("pgqueue_job_pickup_latency_seconds_sum") < 1.0  # neither 1.5 s wait counted
+    assert moved("pgqueue_job_end_to_end_seconds_sum") >= 1.5  # the delay is in end to end
+    engine.dispose()
+
+
+def fetch_registry() -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(REGISTRY).decode()
 
 
 def test_concurrency_gauge_and_in_flight_while_running(clean: URL) -> None:

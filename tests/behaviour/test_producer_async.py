@@ -1020,9 +1020,10 @@ def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
     values += (None, "w", "boom", [{"attempt": 1}])
     built = _rows.message(values)
     assert built == Message(*values) and type(built) is Message
-    assert dataclasses.astuple(built) == (*values, False)
-    redelivered = _rows.leased((*values, None, True))  # DEQUEUE's row: announced, redelivered
-    assert redelivered == dataclasses.replace(built, redelivered=True)
+    assert dataclasses.astuple(built) == (*values, False, None)
+    # DEQUEUE's row: announced, redelivered, ready since
+    redelivered = _rows.leased((*values, None, True, now))
+    assert redelivered == dataclasses.replace(built, redelivered=True, ready_at=now)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.id = 8  # type: ignore[misc]
     assert dataclasses.replace(built, id=8).id == 8

@@ -143,12 +143,12 @@ DELETE FROM public.pgqueue_queues WHERE public.pgqueue_queues.name = $1::VARCHAR
 
 -- DEQUEUE [psycopg] (hot: sent to the driver directly)
 WITH ready AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.available_at AS available_at
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 due AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.status = 'running' AS lost
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.available_at AS available_at, public.pgqueue_jobs.status = 'running' AS lost
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND (%(b_entrypoints)s::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any(%(b_entrypoints)s::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
@@ -162,9 +162,9 @@ FROM due
 WHERE due.lost
  LIMIT %(param_1)s::INTEGER),
 picked AS
-(SELECT "both".id AS id
-FROM (SELECT ready.id AS id, ready.priority AS priority
-FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority
+(SELECT "both".id AS id, "both".available_at AS ready_at
+FROM (SELECT ready.id AS id, ready.priority AS priority, ready.available_at AS available_at
+FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority, due.available_at AS available_at
 FROM due) AS "both"
 WHERE (EXISTS (SELECT q.name
 FROM q)) AND (NOT (EXISTS (SELECT lost.id
@@ -173,16 +173,16 @@ FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE %(b_consumer)s::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
 FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
-FROM lost) AS redelivered;
+FROM lost) AS redelivered, picked.ready_at;
 
 -- DEQUEUE [asyncpg] (hot: sent to the driver directly)
 WITH ready AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.available_at AS available_at
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
 due AS
-(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.status = 'running' AS lost
+(SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.available_at AS available_at, public.pgqueue_jobs.status = 'running' AS lost
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.status IN ('scheduled', 'running') AND public.pgqueue_jobs.available_at <= pg_catalog.statement_timestamp() AND NOT public.pgqueue_jobs.cancel_requested AND ($5::TEXT[] IS NULL OR public.pgqueue_jobs.entrypoint = any($5::TEXT[])) ORDER BY public.pgqueue_jobs.available_at
  LIMIT __[POSTCOMPILE_b_limit] FOR UPDATE SKIP LOCKED),
@@ -196,9 +196,9 @@ FROM due
 WHERE due.lost
  LIMIT $6::INTEGER),
 picked AS
-(SELECT "both".id AS id
-FROM (SELECT ready.id AS id, ready.priority AS priority
-FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority
+(SELECT "both".id AS id, "both".available_at AS ready_at
+FROM (SELECT ready.id AS id, ready.priority AS priority, ready.available_at AS available_at
+FROM ready UNION ALL SELECT due.id AS id, due.priority AS priority, due.available_at AS available_at
 FROM due) AS "both"
 WHERE (EXISTS (SELECT q.name
 FROM q)) AND (NOT (EXISTS (SELECT lost.id
@@ -207,7 +207,7 @@ FROM lost)))) ORDER BY "both".priority DESC, "both".id
  LIMIT __[POSTCOMPILE_b_limit])
  UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'dead' ELSE 'running' END, attempts=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.attempts ELSE public.pgqueue_jobs.attempts + $1::INTEGER END, available_at=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN public.pgqueue_jobs.available_at ELSE pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second' END, lease=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE pg_catalog.gen_random_uuid() END, locked_by=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN NULL ELSE $3::VARCHAR END, last_error=CASE WHEN (public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, q.max_attempts)) THEN 'lease expired on its last attempt (worker lost)' ELSE public.pgqueue_jobs.last_error END FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
 FROM picked))) AND public.pgqueue_jobs.id = picked.id AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify($7::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced, EXISTS (SELECT lost.id
-FROM lost) AS redelivered;
+FROM lost) AS redelivered, picked.ready_at;
 
 -- ENSURE_BUCKET [psycopg]
 INSERT INTO public.pgqueue_rate_limits (queue, entrypoint, tokens, updated_at) VALUES (%(b_queue)s::VARCHAR, %(b_entrypoint)s::VARCHAR, greatest(%(b_rate)s / CAST(%(param_1)s AS DOUBLE PRECISION), %(greatest_1)s), pg_catalog.clock_timestamp()) ON CONFLICT (queue, entrypoint) DO NOTHING;

@@ -112,11 +112,12 @@ def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
 
 
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
-    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered.
+    # DEQUEUE's rows: the message, whether it woke a waiter, whether it was redelivered,
+    # when it became ready.
     # A lost job comes alone; one on its last attempt is dead-lettered, not handed out.
     plan = consumer.dequeue(CTX, "me", 3, None)
-    first = [(*_running(2, "dead"), None, None, None, None, None, True)]
-    second = [(*_running(i), "lease", "me", None, None, None, False) for i in (1, 3, 4)]
+    first = [(*_running(2, "dead"), None, None, None, None, None, True, NOW)]
+    second = [(*_running(i), "lease", "me", None, None, None, False, NOW) for i in (1, 3, 4)]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
     assert not any(m.redelivered for m in result)
@@ -125,7 +126,7 @@ def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
 
 def test_a_redelivered_job_is_handed_out_alone() -> None:
     plan = consumer.dequeue(CTX, "me", 3, None)
-    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True)]])
+    (lost,), steps = drive(plan, [[(*_running(7), "lease", "me", None, None, None, True, NOW)]])
     assert lost.id == 7 and lost.redelivered and len(steps) == 1
 
 
@@ -133,8 +134,10 @@ def test_settles_report_per_message_whether_they_took() -> None:
     import uuid
 
     lease = uuid.uuid4()
-    m1 = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
-    m2 = Message(2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4())
+    m1: Message = Message(1, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    m2: Message = Message(
+        2, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=uuid.uuid4()
+    )
     done, _ = drive(consumer.finish(CTX, [m1, m2, m1], consumer.ACK), [[(1, lease, False)]])
     assert done == ["completed", None, None]  # listed twice: took effect once
     failure = consumer.Failure("E: x", "Traceback ...", 5.0, 3)
@@ -152,7 +155,7 @@ def test_a_job_whose_cancellation_was_requested_ends_cancelled_whatever_the_sett
     import uuid
 
     lease = uuid.uuid4()
-    m = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+    m: Message = Message(7, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
     # FINISH says so itself (its row carries cancel_requested).
     assert drive(consumer.finish(CTX, [m], consumer.ACK), [[(7, lease, True)]])[0] == ["cancelled"]
     # NACK, RELEASE and SNOOZE skip such a job; the follow-up ends it, fenced.

@@ -1,0 +1,173 @@
+"""Typed payloads end to end (sync twin generated): producers send pydantic models and
+dataclasses as JSON, or refuse them with nothing written; a handler annotated
+``Message[Model]`` receives a validated instance, and a payload that does not validate
+fails the attempt with the reason, its handler not called. Runs on the pytest plugin's
+fixtures (``pgqueue_async_engine``, ``adrain``), as an application's suite would."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pydantic
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    InvalidArgument,
+    InvalidPayload,
+    Message,
+)
+from pgqueue.testing import aassert_enqueued, adrain
+from tests.behaviour.test_testing_async import PLUGIN_SCHEMA
+
+pytestmark = pytest.mark.timeout(120)
+
+AT = datetime(2026, 12, 3, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def pgqueue_schema() -> str:
+    return PLUGIN_SCHEMA
+
+
+class SendEmail(pydantic.BaseModel):
+    to: str
+    at: datetime
+
+
+@dataclass
+class Resize:
+    image: str
+    width: int = 100
+
+
+async def make(engine: AsyncEngine) -> tuple[AsyncProducer, AsyncWorker]:
+    await AsyncAdmin(engine, schema=PLUGIN_SCHEMA).create_queue("t", max_attempts=1)
+    producer = AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA)
+    worker = AsyncWorker(engine, ["t"], schema=PLUGIN_SCHEMA, install_signal_handlers=False)
+    return producer, worker
+
+
+async def test_models_in_and_out(pgqueue_async_engine: AsyncEngine) -> None:
+    producer, worker = await make(pgqueue_async_engine)
+    received: list[object] = []
+
+    @worker.entrypoint("email")
+    async def email(job: Message[SendEmail]) -> str:
+        received.append(job.payload)
+        return f"{job.payload.to} at {job.payload.at.hour}h"
+
+    @worker.entrypoint("resize")
+    async def resize(job: Message[Resize]) -> Resize:
+        received.append(job.payload)
+        return Resize(job.payload.image, job.payload.width * 2)  # a result may be one too
+
+    m = await producer.enqueue(SendEmail(to="a@example.org", at=AT), entrypoint="email")
+    assert m.payload == {"to": "a@example.org", "at": "2026-12-03T09:00:00Z"}
+    await producer.batch_enqueue(
+        [Resize("a.png"), {"image": "b.png", "width": 7}], entrypoint="resize"
+    )
+    await aassert_enqueued(
+        pgqueue_async_engine, "t", schema=PLUGIN_SCHEMA, payload={"image": "a.png", "width": 100}
+    )
+
+    outcomes = await adrain(worker)
+    assert [(j.status, j.result) for j in outcomes] == [
+        ("completed", "a@example.org at 9h"),
+        ("completed", {"image": "a.png", "width": 200}),
+        ("completed", {"image": "b.png", "width": 14}),
+    ]
+    assert received == [SendEmail(to="a@example.org", at=AT), Resize("a.png"), Resize("b.png", 7)]
+
+
+async def test_a_payload_that_does_not_validate_fails_the_attempt(
+    pgqueue_async_engine: AsyncEngine,
+) -> None:
+    producer, worker = await make(pgqueue_async_engine)
+    called: list[object] = []
+
+    @worker.entrypoint("email")
+    async def email(job: Message[SendEmail]) -> None:
+        called.append(job)
+
+    await producer.enqueue({"to": "a@example.org", "at": "yesterday"}, entrypoint="email")
+    [job] = await adrain(worker)
+    assert job.status == "dead" and called == []
+    assert job.last_error is not None
+    assert job.last_error.startswith("InvalidPayload: the job's payload is not a valid SendEmail")
+    assert "at" in job.last_error
+
+
+async def test_a_model_that_is_not_json_is_refused_before_anything_is_written(
+    pgqueue_async_engine: AsyncEngine,
+) -> None:
+    producer, _ = await make(pgqueue_async_engine)
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        await producer.enqueue(Resize(image=AT))  # type: ignore[arg-type]  # a datetime
+    with pytest.raises(InvalidPayload, match="job 1: payload is not JSON-serialisable"):
+        await producer.batch_enqueue([Resize("ok.png"), Resize(image=AT)])  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="there is none"):
+        await aassert_enqueued(pgqueue_async_engine, "t", schema=PLUGIN_SCHEMA)
+
+
+def as_text(value: Any) -> str:
+    """An application's ``json_default``: datetimes, UUIDs and Decimals as text."""
+    if isinstance(value, datetime | uuid.UUID | Decimal):
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+async def test_json_default_encodes_what_json_cannot(pgqueue_async_engine: AsyncEngine) -> None:
+    engine = pgqueue_async_engine
+    await AsyncAdmin(engine, schema=PLUGIN_SCHEMA).create_queue("t", max_attempts=1)
+    plain = AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA)
+    producer = AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    key = uuid.UUID(int=7)
+    payload = {"at": AT, "id": key, "price": Decimal("1.50"), "r": Resize("a.png", 3)}
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        await plain.enqueue(payload)  # the standard encoder: refused, nothing written
+    m = await producer.enqueue(payload)
+    assert m.payload == {
+        "at": "2026-12-03T09:00:00+00:00",
+        "id": str(key),
+        "price": "1.50",
+        "r": {"image": "a.png", "width": 3},
+    }
+    await producer.batch_enqueue([{"n": Decimal(1)}, {"n": Decimal(2)}])
+    with pytest.raises(InvalidPayload, match="job 1: payload is not JSON-serialisable"):
+        await producer.batch_enqueue([{"n": 1}, {"n": object()}])  # as_text refuses it
+    [first, *_] = await aassert_enqueued(engine, "t", schema=PLUGIN_SCHEMA, count=3)
+    assert first.payload == m.payload
+    with pytest.raises(InvalidArgument, match="json_default must be callable"):
+        AsyncProducer(engine, "t", schema=PLUGIN_SCHEMA, json_default="str")  # type: ignore[arg-type]
+
+
+async def test_json_default_encodes_results(pgqueue_async_engine: AsyncEngine) -> None:
+    engine = pgqueue_async_engine
+    producer, _ = await make(engine)
+    worker = AsyncWorker(
+        engine, ["t"], schema=PLUGIN_SCHEMA, install_signal_handlers=False, json_default=as_text
+    )
+
+    @worker.entrypoint("t")
+    async def price(job: Message) -> Decimal:
+        return Decimal("2.50")
+
+    await producer.enqueue({})
+    [job] = await adrain(worker)
+    assert (job.status, job.result) == ("completed", "2.50")
+
+    consumer = AsyncConsumer(engine, "t", schema=PLUGIN_SCHEMA, json_default=as_text)
+    await producer.enqueue({})
+    [m] = await consumer.dequeue()
+    assert await consumer.ack(m, result={"at": AT})
+    info = await AsyncAdmin(engine, schema=PLUGIN_SCHEMA).get_job(m.id)
+    assert info is not None and info.result == {"at": "2026-12-03T09:00:00+00:00"}
