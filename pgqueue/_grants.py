@@ -53,6 +53,7 @@ from .schema import (
     TABLE_NAMES,
     archive,
     jobs,
+    key_rate_limits,
     rate_limits,
     results,
     schedules,
@@ -398,6 +399,31 @@ WORKER: tuple[Privilege, ...] = (
         "UPDATE",
         _names((rate_limits.c.tokens, rate_limits.c.updated_at)),
         "REFILL_BUCKET, SPEND_TOKENS",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "SELECT",
+        (),
+        "KEYED_DEQUEUE / ORDERED_DEQUEUE read each key's tokens; SPEND_KEY_TOKENS's ON "
+        "CONFLICT DO UPDATE; PRUNE_KEY_BUCKETS's WHERE",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "INSERT",
+        _names(key_rate_limits.c),
+        "SPEND_KEY_TOKENS: a key's first rate-limited start creates its bucket",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "UPDATE",
+        _names((key_rate_limits.c.tokens, key_rate_limits.c.updated_at)),
+        "SPEND_KEY_TOKENS",
+    ),
+    Privilege(
+        "pgqueue_key_rate_limits",
+        "DELETE",
+        (),
+        "PRUNE_KEY_BUCKETS: buckets full again (idle keys) are dropped",
     ),
     Privilege(
         "pgqueue_stats",

@@ -33,12 +33,23 @@ class Entrypoint:
     max_attempts: int | None
     timeout: float | None
     retry_delay: RetryPolicy | None
+    #: The limits hold per job key, not for the entrypoint as a whole.
+    per_key: bool = False
+    #: One job at a time per key, in enqueue order (docs/flow-control.md).
+    ordered: bool = False
+    #: Ordered keys: whether a dead job holds the rest of its key ("hold") or not ("skip").
+    on_dead: str = "hold"
     #: Validates a job's payload as the handler's ``Message[T]`` asks (None: as it is).
     parse: Parse | None = None
 
     @property
     def limited(self) -> bool:
-        return self.concurrency_limit is not None or self.rate_limit is not None
+        return self.concurrency_limit is not None or self.rate_limit is not None or self.ordered
+
+    @property
+    def keyed(self) -> bool:
+        """Limited per key (``_plans.worker.keyed_dequeue``)."""
+        return self.per_key or self.ordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,9 @@ def entrypoint_options(
     max_attempts: int | None,
     timeout: float | timedelta | None,
     retry: RetryPolicy | None,
+    per_key: bool = False,
+    ordered: bool = False,
+    on_dead: str = "hold",
 ) -> dict[str, Any]:
     """An entrypoint's options, checked and normalised (the fields of
     :class:`Entrypoint` after ``name`` and ``handler``)."""
@@ -75,12 +89,33 @@ def entrypoint_options(
         _validate.positive_int(max_attempts, "max_attempts", maximum=1_000_000)
     if retry is not None and not callable(retry):
         raise InvalidArgument(f"retry must be a callable (job, error) -> seconds, got {retry!r}")
+    for name, flag in (("per_key", per_key), ("ordered", ordered)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} must be True or False, got {flag!r}")
+    if per_key and concurrency_limit is None and rate_limit is None:
+        raise InvalidArgument("per_key=True limits nothing without concurrency_limit or rate_limit")
+    if ordered and concurrency_limit not in (None, 1):
+        raise InvalidArgument(
+            f"ordered=True runs one job at a time per key: concurrency_limit must be 1 or "
+            f"None, got {concurrency_limit!r}"
+        )
+    if ordered and rate_limit is not None and not per_key:
+        raise InvalidArgument(
+            "ordered=True is per key: its rate_limit must be per key too (per_key=True)"
+        )
+    if on_dead not in ("hold", "skip"):
+        raise InvalidArgument(f"on_dead must be 'hold' or 'skip', got {on_dead!r}")
+    if on_dead != "hold" and not ordered:
+        raise InvalidArgument("on_dead applies to ordered entrypoints (ordered=True)")
     return {
         "concurrency_limit": concurrency_limit,
         "rate_limit": None if rate_limit is None else float(rate_limit),
         "max_attempts": max_attempts,
         "timeout": _validate.seconds(timeout, "timeout", allow_zero=False),
         "retry_delay": retry,
+        "per_key": per_key or ordered,
+        "ordered": ordered,
+        "on_dead": on_dead,
     }
 
 
@@ -140,6 +175,9 @@ class Handlers:
         max_attempts: int | None = None,
         timeout: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
+        per_key: bool = False,
+        ordered: bool = False,
+        on_dead: str = "hold",
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of jobs with this entrypoint.
 
@@ -150,6 +188,14 @@ class Handlers:
         handler is cancelled; a thread cannot be: ``worker.cancelled(job)`` turns True
         and the job keeps its lease and slot until the handler returns). ``retry(job,
         error)``: seconds until the next attempt (``None``: the queue's backoff).
+
+        Flow control by key (docs/flow-control.md): ``per_key=True`` makes both limits
+        hold per job key (``enqueue(..., key=...)``) instead of for the entrypoint as a
+        whole; ``rate_limit`` then spends each job's ``weight``. ``ordered=True``: jobs
+        of a key run one at a time in enqueue order, a failing job holding the rest of
+        its key until it completes, is cancelled, or dies; ``on_dead="hold"`` (the
+        default) keeps a dead job holding its key until it is retried or deleted,
+        ``"skip"`` lets the key go on past it.
 
         >>> @worker.entrypoint("report", concurrency_limit=2, rate_limit=10, timeout=300)
         ... def report(job: Message) -> None: ...
@@ -162,6 +208,9 @@ class Handlers:
             max_attempts=max_attempts,
             timeout=timeout,
             retry=retry,
+            per_key=per_key,
+            ordered=ordered,
+            on_dead=on_dead,
         )
 
         def register(fn: H) -> H:

@@ -22,6 +22,7 @@ from sqlalchemy.sql import visitors
 
 from ._sql import (
     enqueue,
+    flow,
     jobs,
     lease,
     limits,
@@ -103,6 +104,14 @@ class Statements:
     ENSURE_BUCKET: Executable
     REFILL_BUCKET: Executable
     SPEND_TOKENS: Executable
+    # flow control by key
+    PROMOTE_DUE: Executable
+    KEYED_DEQUEUE: Executable
+    ORDERED_DEQUEUE: Executable
+    KEYED_WAITING: Executable
+    SPEND_KEY_TOKENS: Executable
+    PRUNE_KEY_BUCKETS: Executable
+    KEY_METRICS: Executable
     # schedules
     UPSERT_SCHEDULE: Executable
     CLAIM_TICK: Executable
@@ -178,6 +187,7 @@ _MODULES = (
     queues,
     workers,
     limits,
+    flow,
     schedules,
     jobs,
     results,

@@ -28,6 +28,8 @@ MAX_DELAY = timedelta(days=3650)
 MAX_PRIORITY = 32767
 #: Most jobs one dequeue, ack or nack call takes.
 MAX_BATCH = 10_000
+#: Longest partition key (``enqueue(..., key=...)``), in characters.
+MAX_KEY_CHARS = 255
 #: Longest error text kept per attempt (the traceback is cut in the middle beyond it).
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,47}$")
 # A schema name is quoted wherever it appears, but SQLAlchemy reads "%" and ":name" in
@@ -295,6 +297,16 @@ def job_options(queue: str, where: str, spec: JobSpec | None, defaults: JobSpec)
     max_attempts = pick("max_attempts")
     if max_attempts is not None:
         positive_int(max_attempts, f"{where}: max_attempts", maximum=1_000_000)
+    key = pick("key")
+    if key is not None:
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
+            raise InvalidArgument(
+                f"{where}: key must be a str of 1 to {MAX_KEY_CHARS} characters, got {key!r:.80}"
+            )
+        _utf8(key, f"{where}: key")
+    weight = pick("weight")
+    if weight is not None:
+        positive_int(weight, f"{where}: weight", maximum=1_000_000)
     headers = pick("headers")
     if headers is not None and not isinstance(headers, Mapping):
         raise InvalidPayload(f"{where}: headers must be a mapping, not {type(headers)}")
@@ -306,6 +318,8 @@ def job_options(queue: str, where: str, spec: JobSpec | None, defaults: JobSpec)
         "headers": None if headers is None else json_text(dict(headers), "headers"),
         "entrypoint": entrypoint,
         "max_attempts": max_attempts,
+        "key": key,
+        "weight": weight,
     }
     return tuple(values[name] for name in JOB_OPTIONS)
 

@@ -302,15 +302,21 @@ class AsyncAdmin:
         )
         await arun(self._engine, bind, plan, self._ctx)
 
-    async def metrics(self, name: str, *, bind: AsyncBind | None = None) -> QueueMetrics:
+    async def metrics(
+        self, name: str, *, top_keys: int = 0, bind: AsyncBind | None = None
+    ) -> QueueMetrics:
         """Counts of ready, scheduled, running, dead and archived jobs, and the age of the
-        oldest ready job.
+        oldest ready job. ``top_keys=N``: also the N partition keys with the most running
+        (then waiting) jobs, in ``keys`` (a read of every keyed job of the queue:
+        docs/flow-control.md).
 
         >>> m = await admin.metrics("emails")  # doctest: +SKIP
         >>> m.ready, m.running                  # doctest: +SKIP
         (120, 8)
         """
-        plan = admin_plans.metrics(self._ctx, _validate.check_queue_name(name))
+        if top_keys:
+            _validate.positive_int(top_keys, "top_keys", maximum=10_000)
+        plan = admin_plans.metrics(self._ctx, _validate.check_queue_name(name), top_keys)
         return await arun(self._engine, bind, plan, self._ctx)
 
     async def pause_queue(self, name: str, *, bind: AsyncBind | None = None) -> QueueInfo:

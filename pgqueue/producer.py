@@ -88,6 +88,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: Bind | None = None,
     ) -> Message:
@@ -98,7 +100,9 @@ class SyncProducer(SyncIdentity):
         clock. ``dedupe_key``: at most one live job per key in this queue; a duplicate
         raises :class:`~pgqueue.errors.DuplicateJob`, or with ``on_duplicate="skip"``
         the live job is returned instead. ``entrypoint`` defaults to the queue name;
-        ``max_attempts`` defaults to the queue's.
+        ``max_attempts`` defaults to the queue's. ``key``: the job's partition key for
+        entrypoints limited per key or ordered, ``weight``: the units of its key's rate
+        budget it spends (docs/flow-control.md).
 
         >>> with Session(engine) as s, s.begin():   # doctest: +SKIP
         ...     s.add(Order(id=1))
@@ -113,6 +117,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         (message,) = self._insert([payload], defaults, on_duplicate, bind)
         return message
@@ -127,6 +133,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: Bind | None = None,
     ) -> list[Message]:
@@ -150,6 +158,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         return self._insert(payloads, defaults, on_duplicate, bind)
 
@@ -288,6 +298,8 @@ class SyncProducer(SyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
     ) -> JobOutcome:
         """Enqueue one job and wait for it to end (the RPC form): the options of
@@ -309,6 +321,8 @@ class SyncProducer(SyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
 
         def insert() -> Message:

@@ -87,6 +87,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> Message:
@@ -97,7 +99,9 @@ class AsyncProducer(AsyncIdentity):
         clock. ``dedupe_key``: at most one live job per key in this queue; a duplicate
         raises :class:`~pgqueue.errors.DuplicateJob`, or with ``on_duplicate="skip"``
         the live job is returned instead. ``entrypoint`` defaults to the queue name;
-        ``max_attempts`` defaults to the queue's.
+        ``max_attempts`` defaults to the queue's. ``key``: the job's partition key for
+        entrypoints limited per key or ordered, ``weight``: the units of its key's rate
+        budget it spends (docs/flow-control.md).
 
         >>> async with AsyncSession(engine) as s, s.begin():   # doctest: +SKIP
         ...     s.add(Order(id=1))
@@ -112,6 +116,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         (message,) = await self._insert([payload], defaults, on_duplicate, bind)
         return message
@@ -126,6 +132,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
         bind: AsyncBind | None = None,
     ) -> list[Message]:
@@ -149,6 +157,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
         return await self._insert(payloads, defaults, on_duplicate, bind)
 
@@ -289,6 +299,8 @@ class AsyncProducer(AsyncIdentity):
         headers: Mapping[str, Any] | None = None,
         entrypoint: str | None = None,
         max_attempts: int | None = None,
+        key: str | None = None,
+        weight: int | None = None,
         on_duplicate: _validate.OnDuplicate = "raise",
     ) -> JobOutcome:
         """Enqueue one job and wait for it to end (the RPC form): the options of
@@ -310,6 +322,8 @@ class AsyncProducer(AsyncIdentity):
             headers=headers,
             entrypoint=entrypoint,
             max_attempts=max_attempts,
+            key=key,
+            weight=weight,
         )
 
         async def insert() -> Message:

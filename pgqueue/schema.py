@@ -65,6 +65,7 @@ TABLE_NAMES = frozenset(
         "pgqueue_workers",
         "pgqueue_schedules",
         "pgqueue_rate_limits",
+        "pgqueue_key_rate_limits",
         "pgqueue_results",
         "pgqueue_stats",
         "pgqueue_audit",
@@ -137,6 +138,11 @@ jobs = Table(
     # Someone waits for this job (producer.wait, enqueue_and_wait): its end is recorded
     # in pgqueue_results (when it completes) and announced by NOTIFY. Others pay neither.
     Column("awaited", Boolean, nullable=False, server_default=text("false")),
+    # Flow control (docs/flow-control.md): the partition key a per-key limit or an
+    # ordered entrypoint groups jobs by, and the units of a per-key rate budget a job
+    # spends (NULL: 1). Jobs without a key pay for neither index below.
+    Column("key", Text, nullable=True),
+    Column("weight", Integer, nullable=True),
     # The workflow a node belongs to (NULL for a plain job: the settles' workflow steps
     # select no row of it), and how many of its parents have not completed yet (while
     # ``blocked``; the completion of the last one queues it in the same statement).
@@ -148,6 +154,7 @@ jobs = Table(
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
     CheckConstraint("priority BETWEEN -32768 AND 32767", name="priority"),
+    CheckConstraint("weight IS NULL OR weight >= 1", name="weight"),
     # Ready jobs in exactly the dequeue order: queue, then priority DESC, then FIFO by id.
     Index(
         "ix_pgqueue_jobs_ready",
@@ -185,6 +192,27 @@ jobs = Table(
     ),
     # Cancellations pending: a handful of rows at most (the sweep finds them at once).
     Index("ix_pgqueue_jobs_cancel_requested", "id", postgresql_where=text("cancel_requested")),
+    # Flow control: the keys with ready jobs of an entrypoint, one index probe per key
+    # (a skip scan: a hot key's thousands of rows are stepped over, not read), and each
+    # key's ready jobs in dequeue order.
+    Index(
+        "ix_pgqueue_jobs_key_ready",
+        "queue",
+        "entrypoint",
+        "key",
+        text("priority DESC"),
+        "id",
+        postgresql_where=text("status = 'queued' AND key IS NOT NULL"),
+    ),
+    # A key's live jobs in enqueue order (an ordered key's head) and its running ones.
+    Index(
+        "ix_pgqueue_jobs_key",
+        "queue",
+        "entrypoint",
+        "key",
+        "id",
+        postgresql_where=text("key IS NOT NULL"),
+    ),
 )
 
 #: The archive is range-partitioned by ``finished_at``, one partition a month (UTC),
@@ -221,6 +249,7 @@ archive = Table(
     Column("outcome", Text, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("errors", JSONB, nullable=True),
+    Column("key", Text, nullable=True),
     CheckConstraint("outcome IN ('completed', 'archived', 'deleted', 'cancelled')", name="outcome"),
     Index("ix_pgqueue_archive_queue_finished_at", "queue", "finished_at"),
     # A queue's finished jobs of one outcome, newest first (admin.list_jobs).
@@ -351,6 +380,18 @@ rate_limits = Table(
     metadata,
     Column("queue", Text, primary_key=True),
     Column("entrypoint", Text, primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+#: Per-key token buckets of entrypoints rate-limited per key (``per_key=True``), shared
+#: by every worker; a bucket full again (idle keys) is as good as none: pruned.
+key_rate_limits = Table(
+    "pgqueue_key_rate_limits",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("entrypoint", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
     Column("tokens", Double, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
 )

@@ -126,6 +126,8 @@ class JobInfo:
     #: keeps it; ``None`` otherwise). A completed job of a queue that does not archive
     #: is known by its result alone: its payload, headers and errors are not kept.
     result: JSON = None
+    #: Its partition key (``enqueue(..., key=...)``; docs/flow-control.md), or None.
+    key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -158,6 +160,11 @@ class JobSpec:
     headers: Mapping[str, Any] | None = None
     entrypoint: str | None = None
     max_attempts: int | None = None
+    #: The partition key per-key limits and ordered entrypoints group jobs by
+    #: (docs/flow-control.md): a str of 1 to 255 characters.
+    key: str | None = None
+    #: Units of its key's rate budget the job spends when it starts (default 1).
+    weight: int | None = None
 
 
 #: The options a job can have (every field of :class:`JobSpec` but the payload), in
@@ -189,12 +196,25 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyMetrics:
+    """Jobs of one partition key (``enqueue(..., key=...)``) of one entrypoint:
+    ``running`` (leased) and ``waiting`` (queued or scheduled); dead ones not counted."""
+
+    entrypoint: str
+    key: str
+    running: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueMetrics:
     """Counts for one queue, read in one statement.
 
     ``ready``: queued and available now; ``scheduled``: queued for later; ``running``:
     leased; ``dead``: dead-lettered; ``archived``: finished jobs kept in the archive;
-    ``oldest_ready_age``: how long the oldest ready job has waited (``None`` if none).
+    ``oldest_ready_age``: how long the oldest ready job has waited (``None`` if none);
+    ``keys``: with ``admin.metrics(..., top_keys=N)``, the N keys with the most running
+    (then waiting) jobs (docs/flow-control.md), else empty.
     """
 
     queue: str
@@ -204,6 +224,7 @@ class QueueMetrics:
     dead: int
     archived: int
     oldest_ready_age: timedelta | None
+    keys: tuple[KeyMetrics, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ SOURCES = [
     "tests/behaviour/test_jobs_async.py",
     "tests/behaviour/test_results_async.py",
     "tests/behaviour/test_maintenance_async.py",
+    "tests/behaviour/test_flow_async.py",
     "tests/behaviour/test_testing_async.py",
     "tests/behaviour/test_payloads_async.py",
     "tests/behaviour/test_workflows_async.py",

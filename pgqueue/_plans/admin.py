@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from .._sql.queues import UPDATABLE
 from ..errors import QueueAlreadyExists, QueueNotFound
 from ..types import (
     HeldBack,
+    KeyMetrics,
     Message,
     QueueInfo,
     QueueMetrics,
@@ -150,10 +152,24 @@ def set_paused(ctx: Context, name: str, paused: bool) -> Steps[QueueInfo]:
 
 
 @plan(transaction=False)
-def metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
+def metrics(ctx: Context, name: str, top_keys: int = 0) -> Steps[QueueMetrics]:
     yield from get_queue(ctx, name).steps
     (row,) = yield Step(ctx.sql.METRICS, {"b_queue": name})
-    return _rows.queue_metrics(name, row)
+    found = _rows.queue_metrics(name, row)
+    if top_keys:
+        keys = yield from key_metrics(ctx, name, top_keys)
+        found = dataclasses.replace(found, keys=tuple(keys))
+    return found
+
+
+def key_metrics(
+    ctx: Context, name: str, top: int, entrypoints: list[str] | None = None
+) -> Steps[list[KeyMetrics]]:
+    """The ``top`` keys of a queue with the most running, then waiting, jobs."""
+    rows = yield Step(
+        ctx.sql.KEY_METRICS, {"b_queue": name, "b_top": top, "b_entrypoints": entrypoints}
+    )
+    return [KeyMetrics(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
 
 @plan(transaction=False)

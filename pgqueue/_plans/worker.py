@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .. import _rows
 from .._validate import Jobs
 from ..types import Message
 from . import Context, Step, Steps, plan, workflow
@@ -62,6 +63,85 @@ def limited_dequeue(
     # All it asked for, but less than the worker wanted (a limit, or the rounding):
     # there may be more to take soon. Fewer: no more ready jobs right now.
     return got, take < asked and len(got) == take
+
+
+@plan(transaction=True)
+def keyed_dequeue(
+    ctx: Context,
+    consumer: str,
+    want: int,
+    visibility_timeout: float | None,
+    entrypoint: str,
+    *,
+    per_key: int | None,
+    rate_limit: float | None,
+    ordered: bool,
+    hold_dead: bool,
+    keyless: bool,
+    prune: bool,
+    after: str = "",
+) -> Steps[tuple[list[Message], bool, str]]:
+    """Lease jobs of an entrypoint limited per key (``per_key``: most running per key;
+    ``rate_limit``: units per second per key, each job spending its weight) or ordered
+    (one at a time per key, in enqueue order), shared by every worker; also whether to
+    look again soon (a key's slot or tokens free up with no NOTIFY to say so).
+
+    Under the entrypoint's advisory lock (as ``limited_dequeue``), one statement picks
+    and leases (``_sql.flow``). ``keyless`` (the worker asks now and then, and whenever
+    its last fetch found nothing): first make the entrypoint's due and lost jobs ready
+    again (retries, expired leases), and look at its jobs without a key too (one group;
+    found by reading the queue's ready jobs). A busy worker skips both: two statements
+    less per fetch.
+    ``prune``: drop the key buckets that are full again. ``after``: the key the worker's
+    last claim stopped at (returned, for the next call)."""
+    yield Step(ctx.sql.LIMIT_LOCK, {"b_key": f"{ctx.schema}.{ctx.queue}.{entrypoint}"})
+    scope = {"b_queue": ctx.queue, "b_entrypoint": entrypoint}
+    if keyless:
+        yield Step(ctx.sql.PROMOTE_DUE, {**scope, "b_done_channel": ctx.done_channel})
+    if prune and rate_limit is not None:
+        yield Step(ctx.sql.PRUNE_KEY_BUCKETS, {**scope, "b_rate": rate_limit})
+    take = fetch_size(want)
+    params = {
+        **scope,
+        "b_consumer": consumer,
+        "b_visibility_timeout": visibility_timeout,
+        "b_per_key": 1 if ordered else per_key,
+        "b_rate": rate_limit,
+        "b_keyless": keyless,
+    }
+    claim = ctx.sql.ORDERED_DEQUEUE if ordered else ctx.sql.KEYED_DEQUEUE
+    if ordered:
+        params["b_hold_dead"] = hold_dead
+    # Keys after the last one this worker claimed, then (the batch not full) from the
+    # first key on: keys take turns. Keyless jobs are looked at in the first pass only.
+    rows = list((yield Step(claim, {**params, "b_after": after, "b_limit": take})))
+    last_pass = rows
+    if len(rows) < take and after:
+        more = yield Step(
+            claim, {**params, "b_after": "", "b_keyless": False, "b_limit": take - len(rows)}
+        )
+        rows += more
+        last_pass = list(more) or rows
+    if rate_limit is not None and rows:
+        spent: dict[str, float] = {}
+        for r in rows:
+            key = r[-2] if r[-2] is not None else ""
+            spent[key] = spent.get(key, 0.0) + float(r[-1])
+        yield Step(
+            ctx.sql.SPEND_KEY_TOKENS,
+            {**scope, "b_rate": rate_limit, "b_keys": list(spent), "b_spent": list(spent.values())},
+        )
+    got = [_rows.message(r) for r in rows]
+    got.sort(key=lambda m: (-m.priority, m.id))
+    keys = [r[-2] for r in last_pass if r[-2] is not None]
+    last = max(keys) if keys else ""
+    # Keys at their limit have ready jobs that no NOTIFY will announce when a slot or
+    # tokens free up: look again soon while any wait (or while keyless ones were not
+    # looked at this time).
+    if len(got) == take or not keyless:
+        return got, True, last
+    ((waiting,),) = yield Step(ctx.sql.KEYED_WAITING, scope)
+    return got, bool(waiting), last
 
 
 @plan(transaction=False)

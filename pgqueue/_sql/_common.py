@@ -144,6 +144,7 @@ ARCHIVED_COLUMNS = (
     "enqueued_at",
     "last_error",
     "errors",
+    "key",
 )
 
 

@@ -55,6 +55,8 @@ JOB_INSERT_COLUMNS = (
     jobs.c.dedupe_key,
     jobs.c.available_at,
     jobs.c.status,
+    jobs.c.key,
+    jobs.c.weight,
 )
 
 #: What an insert returns: only what the database decided. The rest of the Message is
@@ -84,6 +86,8 @@ OPTION_TYPES: dict[str, Any] = {
     "headers": Text,
     "entrypoint": Text,
     "max_attempts": Integer,
+    "key": Text,
+    "weight": Integer,
 }
 _OPTION_COLUMNS = tuple((name, OPTION_TYPES[name]) for name in JOB_OPTIONS)
 
@@ -145,6 +149,8 @@ def _insert_jobs(shape: str, awaited: bool = False) -> Any:
             opt["dedupe_key"],
             available_at,
             case((available_at > func.pg_catalog.now(), STATUS_SCHEDULED), else_=STATUS_QUEUED),
+            opt["key"],
+            opt["weight"],
             *marked,
         )
         .select_from(queues)

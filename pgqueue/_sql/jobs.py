@@ -109,6 +109,7 @@ def _job_columns(jobs: Table) -> list[Any]:
         c.errors,
         c.cancel_requested,
         cast(null(), JSONB).label("result"),
+        c.key,
     ]
 
 
@@ -136,6 +137,7 @@ def _archive_columns(archive: Table, results: Table) -> list[Any]:
         c.errors,
         false().label("cancel_requested"),
         result.label("result"),
+        c.key,
     ]
 
 
@@ -162,6 +164,7 @@ def _result_columns(results: Table) -> list[Any]:
         cast(null(), JSONB).label("errors"),
         false().label("cancel_requested"),
         c.result,
+        cast(null(), Text).label("key"),
     ]
 
 

@@ -480,6 +480,8 @@ def _seed_for_worker(roles: Roles) -> dict[str, int]:
         "fail": producer.enqueue({"x": 2}, entrypoint="fail").id,
         "limited": producer.enqueue({"x": 3}, entrypoint="limited").id,
         "rated": producer.enqueue({"x": 4}, entrypoint="rated").id,
+        "keyed": producer.enqueue({"x": 5}, entrypoint="keyed", key="k1", weight=2).id,
+        "ordered": producer.enqueue({"x": 6}, entrypoint="ordered", key="k1").id,
         "slow": producer.enqueue({"sleep": 0.6}, entrypoint="slow").id,
     }
     producer.shutdown()
@@ -512,19 +514,23 @@ def _register(worker: SyncWorker | AsyncWorker, handler: Callable[[Message], Any
         worker.entrypoint(name)(handler)
     worker.entrypoint("limited", concurrency_limit=1)(handler)
     worker.entrypoint("rated", rate_limit=50)(handler)
+    worker.entrypoint("keyed", concurrency_limit=1, rate_limit=50, per_key=True)(handler)
+    worker.entrypoint("ordered", ordered=True)(handler)
     worker.schedule("* * * * *", entrypoint="tick", catch_up=1)(handler)
 
 
 def _check_worker_outcome(roles: Roles, ids: dict[str, int], ran: list[str]) -> None:
     left = roles.rows("SELECT id, status, attempts FROM pgqueue_jobs ORDER BY id")
     assert [tuple(r) for r in left] == [(ids["fail"], "dead", 2)]
-    assert {"ok", "limited", "rated", "slow", "tick"} <= set(ran)
+    assert {"ok", "limited", "rated", "keyed", "ordered", "slow", "tick"} <= set(ran)
     assert ran.count("fail") == 2
     assert roles.rows("SELECT hostname, status FROM pgqueue_workers WHERE pid IN (1, 2)") == [
         ("gone", "dead")
     ]
     buckets = roles.rows("SELECT queue, entrypoint FROM pgqueue_rate_limits ORDER BY queue")
     assert buckets == [("kept", "rated"), ("tasks", "rated")]
+    keyed = roles.rows("SELECT queue, entrypoint, key FROM pgqueue_key_rate_limits")
+    assert keyed == [("tasks", "keyed", "k1")]
     assert roles.rows("SELECT last_tick > now() - interval '2 minutes' FROM pgqueue_schedules")[0][
         0
     ]

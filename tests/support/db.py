@@ -30,9 +30,9 @@ EMPTY_SCHEMA = "pgq_empty"
 #: pgqueue's tables, emptied before each test.
 TABLES = (
     "pgqueue_jobs, pgqueue_archive, pgqueue_queues, pgqueue_workers, "
-    "pgqueue_schedules, pgqueue_rate_limits, pgqueue_results, pgqueue_stats, pgqueue_audit, "
-    "pgqueue_workflows, pgqueue_workflow_nodes, pgqueue_workflow_edges, "
-    "pgqueue_leader"
+    "pgqueue_schedules, pgqueue_rate_limits, pgqueue_key_rate_limits, pgqueue_results, "
+    "pgqueue_stats, pgqueue_audit, pgqueue_workflows, pgqueue_workflow_nodes, "
+    "pgqueue_workflow_edges, pgqueue_leader"
 )
 
 

@@ -16,6 +16,9 @@ sets them from keyword arguments):
 the engine settings PgBouncer's transaction mode requires.
 ``..._CONCURRENCY_LIMIT``: the ``concurrency_limit`` of entrypoint ``limited``;
 ``..._RATE_LIMIT``: the ``rate_limit`` of ``rated``.
+``..._PER_KEY_LIMIT``: the ``concurrency_limit`` per key of ``per_key``;
+``..._KEY_RATE``: the ``rate_limit`` per key of ``key_rated``; entrypoint ``ordered`` is
+``ordered=True`` (flow control by key: tests/system/test_flow_processes.py).
 ``..._CRON`` / ``..._CATCH_UP``: a schedule enqueuing ``tick`` jobs on the first queue.
 ``..._IN_DOUBT``: ``1`` to resolve in-doubt completions (below).
 
@@ -185,6 +188,13 @@ def worker() -> SyncWorker | AsyncWorker:
     w.entrypoint("work")(register)
     w.entrypoint("limited", concurrency_limit=int(limit) if limit else None)(register)
     w.entrypoint("rated", rate_limit=rate)(register)
+    per_key = _number("PER_KEY_LIMIT")
+    if per_key:
+        w.entrypoint("per_key", concurrency_limit=int(per_key), per_key=True)(register)
+    key_rate = _number("KEY_RATE")
+    if key_rate:
+        w.entrypoint("key_rated", rate_limit=key_rate, per_key=True)(register)
+    w.entrypoint("ordered", ordered=True)(register)
     cron = _env("CRON")
     if cron:
         catch_up = int(_env("CATCH_UP") or 0)

@@ -1,0 +1,358 @@
+"""Flow control by key on a real PostgreSQL, per driver (sync twin generated).
+
+Keys on enqueue (stored, shown, validated), per-key concurrency and rate limits, ordered
+keys, and that a hot key does not hold up a cold one. Handlers record what ran when;
+the checks are on those records and on the rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    InvalidArgument,
+    JobSpec,
+    KeyMetrics,
+    Message,
+    SyncAdmin,
+    SyncProducer,
+)
+from pgqueue._acompat import TaskGroup, sleep
+from tests.support.db import SCHEMA, AsyncDB
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
+    return await AsyncDB(engine, None).scalar(sql, **params)
+
+
+until_true = AsyncDB.until_true
+
+
+async def queue(engine: AsyncEngine, name: str = "tasks", **options: Any) -> AsyncProducer:
+    await AsyncAdmin(engine, schema=SCHEMA).create_queue(name, **options)
+    return AsyncProducer(engine, name, schema=SCHEMA)
+
+
+def make_worker(engine: AsyncEngine, **options: Any) -> AsyncWorker:
+    settings: dict[str, Any] = {"concurrency": 8, "poll_interval": 0.2, "shutdown_timeout": 10}
+    return AsyncWorker(engine, "tasks", schema=SCHEMA, **{**settings, **options})
+
+
+@asynccontextmanager
+async def running(worker: AsyncWorker) -> AsyncIterator[None]:
+    failures: list[BaseException] = []
+
+    async def target() -> None:
+        try:
+            await worker.run()
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    group = TaskGroup(1)
+    group.spawn(target)
+    await until_true(lambda: worker.worker_id is not None or bool(failures), what="start")
+    try:
+        yield
+    finally:
+        await worker.shutdown()
+        assert await group.join(20), "run() did not return after shutdown()"
+    assert not failures, failures
+
+
+class Ledger:
+    """What ran: per key, how many at once at most, and the order of starts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: dict[str | None, int] = defaultdict(int)
+        self.peak: dict[str | None, int] = defaultdict(int)
+        self.started: list[tuple[str | None, int, float]] = []
+        self.done = 0
+
+    def start(self, job: Message) -> None:
+        key = job.payload.get("key")
+        with self.lock:
+            self.active[key] += 1
+            self.peak[key] = max(self.peak[key], self.active[key])
+            self.started.append((key, job.payload["n"], time.monotonic()))
+
+    def end(self, job: Message) -> None:
+        with self.lock:
+            self.active[job.payload.get("key")] -= 1
+            self.done += 1
+
+
+# --------------------------------------------------------------------------- keys
+async def test_key_and_weight_are_stored_shown_and_validated(async_engine: AsyncEngine) -> None:
+    producer = await queue(async_engine)
+    admin = AsyncAdmin(async_engine, schema=SCHEMA)
+    one = await producer.enqueue({"n": 1}, key="customer-42", weight=3)
+    batch = await producer.batch_enqueue(
+        [JobSpec({"n": 2}, key="customer-7"), {"n": 3}], key="customer-9"
+    )
+    info = await admin.get_job(one.id)
+    assert info is not None and info.key == "customer-42"
+    assert (await admin.get_job(batch[0].id)).key == "customer-7"  # type: ignore[union-attr]
+    assert (await admin.get_job(batch[1].id)).key == "customer-9"  # type: ignore[union-attr]
+    listed = {j.id: j.key for j in await admin.list_jobs(queue="tasks")}
+    assert listed == {one.id: "customer-42", batch[0].id: "customer-7", batch[1].id: "customer-9"}
+    assert (
+        await scalar(async_engine, "SELECT weight FROM pgqueue_jobs WHERE id = :i", i=one.id) == 3
+    )
+    plain = await producer.enqueue({"n": 4})
+    assert (await admin.get_job(plain.id)).key is None  # type: ignore[union-attr]
+    for bad in ({"key": ""}, {"key": 42}, {"key": "x" * 256}, {"key": "a\x00b"}):
+        with pytest.raises(InvalidArgument, match="key"):
+            await producer.enqueue({"n": 5}, **bad)
+    for weight in (0, -1, True, 1.5):
+        with pytest.raises(InvalidArgument, match="weight"):
+            await producer.enqueue({"n": 5}, key="k", weight=weight)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="job 1: key"):
+        await producer.batch_enqueue([JobSpec({"n": 6}, key="ok"), JobSpec({"n": 7}, key="")])
+    assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs") == 4
+
+
+async def test_flow_options_are_checked_when_registered(async_engine: AsyncEngine) -> None:
+    worker = make_worker(async_engine)
+    with pytest.raises(InvalidArgument, match="limits nothing"):
+        worker.entrypoint("a", per_key=True)
+    with pytest.raises(InvalidArgument, match="one job at a time"):
+        worker.entrypoint("b", ordered=True, concurrency_limit=2)
+    with pytest.raises(InvalidArgument, match="on_dead"):
+        worker.entrypoint("c", ordered=True, on_dead="drop")
+    with pytest.raises(InvalidArgument, match="ordered"):
+        worker.entrypoint("d", concurrency_limit=1, on_dead="skip")
+    with pytest.raises(InvalidArgument, match="per_key"):
+        worker.entrypoint("e", concurrency_limit=1, per_key="yes")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- concurrency
+async def test_per_key_concurrency_holds_per_key_and_keys_do_not_block_each_other(
+    async_engine: AsyncEngine,
+) -> None:
+    """Two workers, limit 2 per key: no key ever runs more than 2 at once, and with 4
+    keys the workers run more than 2 jobs at once (keys run side by side)."""
+    producer = await queue(async_engine)
+    ledger = Ledger()
+    total = [0]
+    peak_total = [0]
+
+    async def handler(job: Message) -> None:
+        ledger.start(job)
+        with ledger.lock:
+            total[0] += 1
+            peak_total[0] = max(peak_total[0], total[0])
+        await sleep(0.05)
+        with ledger.lock:
+            total[0] -= 1
+        ledger.end(job)
+
+    workers = [make_worker(async_engine) for _ in range(2)]
+    for w in workers:
+        w.entrypoint("tasks", concurrency_limit=2, per_key=True)(handler)
+    keys = [f"k{i}" for i in range(4)]
+    specs = [JobSpec({"key": k, "n": n}, key=k) for n in range(6) for k in keys]
+    await producer.batch_enqueue(specs)
+    async with running(workers[0]), running(workers[1]):
+        await until_true(lambda: ledger.done == len(specs), timeout=60, what="all done")
+    assert dict(ledger.peak) == {k: 2 for k in keys}
+    assert peak_total[0] > 2
+    assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+async def test_a_hot_key_does_not_hold_up_a_cold_one(async_engine: AsyncEngine) -> None:
+    """500 jobs of one key queued ahead, limit 1 per key: a cold key's job enqueued
+    after them starts at once, not after the hot key's backlog."""
+    producer = await queue(async_engine)
+    ledger = Ledger()
+
+    async def handler(job: Message) -> None:
+        ledger.start(job)
+        await sleep(0.02)
+        ledger.end(job)
+
+    worker = make_worker(async_engine)
+    worker.entrypoint("tasks", concurrency_limit=1, per_key=True)(handler)
+    await producer.batch_enqueue([{"key": "hot", "n": n} for n in range(500)], key="hot")
+    async with running(worker):
+        await until_true(lambda: ledger.done >= 3, what="hot key running")
+        enqueued = time.monotonic()
+        await producer.enqueue({"key": "cold", "n": 0}, key="cold")
+        await until_true(lambda: any(k == "cold" for k, _, _ in ledger.started), timeout=10)
+        cold_at = next(t for k, _, t in ledger.started if k == "cold")
+        hot_done = ledger.done
+    assert cold_at - enqueued < 1.0, f"cold key waited {cold_at - enqueued:.2f}s"
+    assert hot_done < 200  # the hot key's backlog was not worked off first
+    assert ledger.peak["hot"] == 1
+
+
+async def test_keyless_jobs_of_a_per_key_entrypoint_run_as_one_group(
+    async_engine: AsyncEngine,
+) -> None:
+    producer = await queue(async_engine)
+    ledger = Ledger()
+
+    async def handler(job: Message) -> None:
+        ledger.start(job)
+        await sleep(0.05)
+        ledger.end(job)
+
+    worker = make_worker(async_engine)
+    worker.entrypoint("tasks", concurrency_limit=1, per_key=True)(handler)
+    await producer.batch_enqueue([{"n": n} for n in range(4)])
+    async with running(worker):
+        await until_true(lambda: ledger.done == 4, timeout=30, what="keyless jobs done")
+    assert ledger.peak[None] == 1
+
+
+# --------------------------------------------------------------------------- ordered
+async def test_ordered_keys_run_one_at_a_time_in_order_a_retry_holding_its_key(
+    async_engine: AsyncEngine,
+) -> None:
+    """Job 1 of key a fails twice (retried after 0.2 s): jobs 2.. of a wait for it;
+    key b is not held up. Each key's jobs start in enqueue order, never two at once."""
+    producer = await queue(async_engine)
+    ledger = Ledger()
+    failures: dict[int, int] = defaultdict(int)
+
+    async def handler(job: Message) -> None:
+        ledger.start(job)
+        try:
+            await sleep(0.01)
+            if job.payload["key"] == "a" and job.payload["n"] == 1 and failures[1] < 2:
+                failures[1] += 1
+                raise RuntimeError("not yet")
+        finally:
+            ledger.end(job)
+
+    worker = make_worker(async_engine)
+    worker.entrypoint("tasks", ordered=True, retry=lambda job, error: 0.2)(handler)
+    await producer.batch_enqueue(
+        [JobSpec({"key": k, "n": n}, key=k) for n in range(6) for k in ("a", "b")]
+    )
+    async with running(worker):
+        await until_true(lambda: ledger.done == 14, timeout=30, what="all done")
+    for key in ("a", "b"):
+        order = [n for k, n, _ in ledger.started if k == key]
+        expected = [0, 1, 1, 1, 2, 3, 4, 5] if key == "a" else list(range(6))
+        assert order == expected, (key, order)
+        assert ledger.peak[key] == 1
+    # b did not wait for a's retries
+    b_last = max(t for k, _, t in ledger.started if k == "b")
+    a_retried = [t for k, n, t in ledger.started if k == "a" and n == 1][-1]
+    assert b_last < a_retried
+
+
+@pytest.mark.parametrize("on_dead", ["hold", "skip"])
+async def test_a_dead_job_holds_its_ordered_key_or_is_skipped(
+    async_engine: AsyncEngine, on_dead: str
+) -> None:
+    producer = await queue(async_engine, max_attempts=1)
+    admin = AsyncAdmin(async_engine, schema=SCHEMA)
+    ran: list[int] = []
+
+    async def handler(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 1 and ran.count(1) == 1:
+            raise RuntimeError("dies")
+
+    worker = make_worker(async_engine)
+    worker.entrypoint("tasks", ordered=True, on_dead=on_dead)(handler)
+    jobs = await producer.batch_enqueue([{"n": n} for n in range(4)], key="acct")
+    async with running(worker):
+        if on_dead == "skip":
+            await until_true(lambda: len(ran) == 4, timeout=20, what="past the dead job")
+            assert ran == [0, 1, 2, 3]
+        else:
+            await until_true(lambda: len(ran) == 2, timeout=20, what="the job died")
+            await sleep(1.0)
+            assert ran == [0, 1]  # held behind the dead job
+            await admin.retry_jobs([jobs[1].id])
+            await until_true(lambda: len(ran) == 5, timeout=20, what="the key resumed")
+            assert ran == [0, 1, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- rate
+async def test_per_key_rate_limits_spend_weights(async_engine: AsyncEngine) -> None:
+    """20 units per second per key (a bucket of 2): key a's jobs weigh 4, key b's 1.
+    Over the run each key's units started stay within rate x time + bucket."""
+    producer = await queue(async_engine)
+    ledger = Ledger()
+
+    async def handler(job: Message) -> None:
+        ledger.start(job)
+        ledger.end(job)
+
+    worker = make_worker(async_engine, concurrency=16)
+    worker.entrypoint("tasks", rate_limit=20, per_key=True)(handler)
+    await producer.batch_enqueue(
+        [JobSpec({"key": "a", "n": n}, key="a", weight=4) for n in range(6)]
+        + [JobSpec({"key": "b", "n": n}, key="b") for n in range(24)]
+    )
+    async with running(worker):
+        await until_true(lambda: ledger.done == 30, timeout=30, what="all done")
+    for key, weight, count in (("a", 4, 6), ("b", 1, 24)):
+        times = sorted(t for k, _, t in ledger.started if k == key)
+        assert len(times) == count
+        for i in range(len(times)):
+            for j in range(i + 1, len(times)):
+                units = (j - i + 1) * weight
+                # starts in a window of (t_j - t_i) s spend at most rate x window +
+                # what the bucket held (2) + one job's debt (weight), with 50 ms slack
+                allowed = 20 * (times[j] - times[i] + 0.05) + 2 + weight
+                assert units <= allowed, (key, i, j, units, allowed)
+    assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_key_rate_limits") >= 1
+
+
+# --------------------------------------------------------------------------- visible
+async def test_metrics_show_the_busiest_keys(async_engine: AsyncEngine) -> None:
+    producer = await queue(async_engine)
+    admin = AsyncAdmin(async_engine, schema=SCHEMA)
+    await producer.batch_enqueue([{"n": n} for n in range(3)], key="a")
+    await producer.enqueue({"n": 3}, key="b")
+    await producer.enqueue({"n": 4}, key="c", delay=60)
+    await producer.enqueue({"n": 5})  # no key: not counted
+    consumer = AsyncConsumer(async_engine, "tasks", schema=SCHEMA, listen=False)
+    (leased,) = await consumer.dequeue(1)
+    assert leased.payload == {"n": 0}
+    m = await admin.metrics("tasks", top_keys=2)
+    assert m.keys == (KeyMetrics("tasks", "a", 1, 2), KeyMetrics("tasks", "b", 0, 1))
+    assert (await admin.metrics("tasks")).keys == ()
+    for bad in (-1, True, 10_001):
+        with pytest.raises(InvalidArgument, match="top_keys"):
+            await admin.metrics("tasks", top_keys=bad)
+    await consumer.ack(leased)
+    await consumer.shutdown()
+
+
+def test_prometheus_shows_the_busiest_keys(sync_engine: Engine) -> None:
+    pytest.importorskip("prometheus_client")
+    from pgqueue.metrics import QueueCollector
+
+    SyncAdmin(sync_engine, schema=SCHEMA).create_queue("tasks")
+    producer = SyncProducer(sync_engine, "tasks", schema=SCHEMA, listen=False)
+    producer.batch_enqueue([{"n": n} for n in range(3)], key="a", entrypoint="export")
+    producer.enqueue({"n": 3}, key="b", entrypoint="export")
+    producer.shutdown()
+    values = QueueCollector(sync_engine, schema=SCHEMA, top_keys=1).read()["tasks"]
+    assert values["key_jobs:export:a:waiting"] == 3
+    assert values["key_jobs:export:a:running"] == 0
+    assert not any(":b:" in k for k in values)
+    plain = QueueCollector(sync_engine, schema=SCHEMA).read()["tasks"]
+    assert not any(k.startswith("key_jobs") for k in plain)
