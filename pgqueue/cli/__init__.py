@@ -3,8 +3,6 @@
     pgqueue demo                                  # embedded PostgreSQL, no setup
     pgqueue --dsn postgresql://localhost/app install
     pgqueue queue create emails --max-attempts 10
-    pgqueue queue update emails --retain-completed 1d --retain-dead forever
-    pgqueue maintain                              # one maintenance pass by hand
     echo '{"to": "a@example.org"}' | pgqueue enqueue emails
     pgqueue run myapp.jobs:worker --concurrency 16 --metrics-port 9108 --log-format json
     pgqueue metrics --port 9109                   # queue metrics for Prometheus
@@ -16,24 +14,61 @@
 
 The database comes from ``--dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``.
 Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 database unreachable,
-4 schema not installed, 5 worker module not found.
+4 schema not installed, 5 worker module not found, 130 interrupted (Ctrl-C).
+Shell completion: ``eval "$(_PGQUEUE_COMPLETE=bash_source pgqueue)"`` (zsh_source, fish_source).
+
+How to add a command
+--------------------
+The command tree is click, declared here and only here; the work is done by a
+``cmd_NAME(args) -> int`` function in the module of its area (``commands.py``, ``jobs.py``,
+``run.py`` ...) that reads an ``argparse.Namespace``-like ``args`` and calls the admin API.
+
+1. Write ``def cmd_thing(args: argparse.Namespace) -> int`` next to its peers: it gets
+   ``args.dsn``, ``args.schema``, ``args.verbose`` (the global options) and the command's
+   own options under their Python names; ``_admin(args)`` gives a ``SyncAdmin``. Print
+   tables with ``print_table`` and JSON with ``print_json``; fail with
+   ``CliError(message, EXIT_...)``; return the exit code.
+2. Declare it below, under its group (one click group per area: ``queue``, ``dead``,
+   ``jobs``...; a new area is a new ``@cli.group()``)::
+
+       @queue.command("update", help="change a queue's settings")
+       @click.argument("name")
+       @click.option("--retain-completed", help="e.g. 1d")
+       @json_option                       # every command that lists something
+       @runs(cmd_queue, action="update")  # extra fixed values land in args too
+       def queue_update(): ...
+
+   ``runs`` turns the options into ``args`` and calls the function; the body of the
+   decorated function is never run. Reuse the shared decorators (``json_option``,
+   ``filter_options``, ``log_options``, ``metrics_port_options``) rather than
+   redeclaring their options.
+3. Add a line to docs/cli.md's table and a test in tests/behaviour/test_cli.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
+import click
 from sqlalchemy.exc import DBAPIError
 
 from .. import __version__
 from .._validate import UNSET
 from ..errors import InvalidArgument, PgQueueError, SchemaNotInstalled
-from ._common import EXIT_DB_DOWN, EXIT_FAILURE, EXIT_NO_SCHEMA, EXIT_USAGE, CliError, duration
+from ._common import (
+    EXIT_DB_DOWN,
+    EXIT_FAILURE,
+    EXIT_NO_SCHEMA,
+    EXIT_USAGE,
+    CliError,
+    duration,
+)
 from .commands import (
     cmd_dead,
     cmd_enqueue,
@@ -46,205 +81,147 @@ from .commands import (
     cmd_uninstall,
 )
 from .demo import cmd_demo
-from .jobs import add_parsers as add_job_parsers
+from .jobs import cmd_jobs, cmd_schedules, cmd_workers
 from .run import cmd_metrics, cmd_run
-from .web import add_parser as add_web_parser
-from .workflows import add_parser as add_workflow_parser
+from .web import DEFAULT_HOST, DEFAULT_PORT, cmd_web
+from .workflows import cmd_workflows
+
+F = TypeVar("F", bound=Callable[..., Any])
+Command = Callable[[argparse.Namespace], int]
 
 
-# --------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pgqueue", description="PostgreSQL job queue for SQLAlchemy apps."
-    )
-    parser.add_argument("--version", action="version", version=f"pgqueue {__version__}")
-    parser.add_argument("--dsn", help="database URL (default: $PGQUEUE_DSN or $DATABASE_URL)")
-    parser.add_argument(
-        "--schema", help="where pgqueue's tables are (default: $PGQUEUE_SCHEMA or public)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------- plumbing
+class Positive(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A finite number of seconds > 0."""
 
-    for name in ("install", "upgrade"):
-        sub.add_parser(name, help="create or upgrade pgqueue's tables").set_defaults(
-            func=cmd_install
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not 0 < number < float("inf"):
+            self.fail(f"{value!r} must be a number > 0", param, ctx)
+        return number
+
+
+POSITIVE = Positive()
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """``30s``, ``15m``, ``12h``, ``1d``, ``2w``, ``1d12h`` or seconds; ``forever``: None."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is UNSET or value is None or isinstance(value, float):
+            return value
+        try:
+            return duration(str(value))
+        except argparse.ArgumentTypeError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def retention_options(f: F) -> F:
+    """``--retain-completed`` / ``--retain-cancelled`` / ``--retain-dead`` (not given:
+    UNSET, the queue's default or current value)."""
+    for kind, what in reversed(
+        (
+            ("completed", "archived jobs that completed (default 7d)"),
+            ("cancelled", "archived jobs cancelled or deleted (default 7d)"),
+            ("dead", "dead jobs, from when they died (default 30d)"),
         )
-    p = sub.add_parser("uninstall", help="drop pgqueue's tables (every job is lost)")
-    p.add_argument("--yes", action="store_true", help="confirm")
-    p.set_defaults(func=cmd_uninstall)
-
-    p = sub.add_parser("queue", help="create, list, pause, resume, purge, delete queues")
-    qsub = p.add_subparsers(dest="action", required=True)
-    c = qsub.add_parser("create")
-    c.add_argument("name")
-    c.add_argument("--max-attempts", type=int, default=5)
-    c.add_argument("--visibility-timeout", type=float, default=30.0)
-    c.add_argument("--archive", action="store_true", help="keep finished jobs in the archive")
-    c.add_argument("--exists-ok", action="store_true")
-    _add_retention(c)
-    u = qsub.add_parser("update", help="change a queue's settings (those given)")
-    u.add_argument("name")
-    u.add_argument("--max-attempts", type=int)
-    u.add_argument("--visibility-timeout", type=duration)
-    u.add_argument("--retry-backoff", type=duration)
-    u.add_argument("--retry-backoff-max", type=duration)
-    u.add_argument(
-        "--archive",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="keep finished jobs in the archive (--no-archive: stop)",
-    )
-    u.add_argument("--result-ttl", type=duration)
-    _add_retention(u)
-    qsub.add_parser("list")
-    for action in ("pause", "resume", "purge", "delete"):
-        qsub.add_parser(action).add_argument("name")
-    p.set_defaults(func=cmd_queue)
-
-    p = sub.add_parser("maintain", help="run one maintenance pass now (retention, sweeps)")
-    p.add_argument("--json", action="store_true", help="print what it did as JSON")
-    p.set_defaults(func=cmd_maintain)
-
-    p = sub.add_parser("enqueue", help="enqueue JSON from an argument or stdin lines")
-    p.add_argument("queue")
-    p.add_argument("payload", nargs="?", help="one JSON payload (default: one per stdin line)")
-    p.add_argument("--entrypoint")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--delay", type=float)
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.set_defaults(func=cmd_enqueue)
-
-    p = sub.add_parser("run", help="run a worker: pgqueue run module:worker")
-    p.add_argument("worker", help="module:attribute of a SyncWorker/AsyncWorker (or factory)")
-    p.add_argument("--concurrency", type=int)
-    p.add_argument("--queues", help="comma-separated queues (default: the worker's)")
-    p.add_argument("--drain", action="store_true", help="exit once no job is left")
-    _add_metrics_port(p, "serve /metrics, /healthz and /readyz on this port")
-    p.add_argument(
-        "--health-max-age",
-        type=_positive,
-        help="/healthz fails past this many seconds without a heartbeat "
-        "(default: 3 heartbeat intervals, at least 5)",
-    )
-    _add_log_format(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("metrics", help="serve queue metrics from the database (Prometheus)")
-    p.add_argument("--port", type=int, default=9108, help="default 9108")
-    p.add_argument("--host", default="0.0.0.0", help="default 0.0.0.0")
-    p.add_argument("--queues", help="comma-separated queues (default: every queue)")
-    p.add_argument("--once", action="store_true", help="print the metrics once and exit")
-    _add_log_format(p)
-    p.set_defaults(func=cmd_metrics)
-
-    p = sub.add_parser("stats", help="live view of queues and workers")
-    p.add_argument("--interval", type=_positive, default=1.0, help="seconds between views")
-    p.add_argument("--once", action="store_true", help="print once and exit")
-    p.add_argument("--json", action="store_true", help="print once, as JSON, and exit")
-    p.set_defaults(func=cmd_stats)
-
-    p = sub.add_parser("dead", help="list or requeue dead-lettered jobs")
-    dsub = p.add_subparsers(dest="action", required=True)
-    d = dsub.add_parser("list")
-    d.add_argument("queue")
-    d.add_argument("--limit", type=int, default=50)
-    d.add_argument("--json", action="store_true")
-    d = dsub.add_parser("requeue")
-    d.add_argument("queue")
-    d.add_argument("--id", type=int, action="append", help="only this job (repeatable)")
-    d.add_argument("--json", action="store_true", help="what was requeued and held back")
-    p.set_defaults(func=cmd_dead)
-
-    add_job_parsers(sub)
-    add_workflow_parser(sub)
-    add_web_parser(sub)
-
-    p = sub.add_parser("grant", help="grant a role what a producer, worker or admin needs")
-    p.add_argument("role", help="an existing PostgreSQL role")
-    p.add_argument(
-        "--as",
-        dest="kind",
-        required=True,
-        choices=("producer", "worker", "admin"),
-        help="producer: enqueue only; worker: consume and run jobs; admin: everything",
-    )
-    p.set_defaults(func=cmd_grant)
-
-    p = sub.add_parser("health", help="exit 0 if a live worker heartbeats (liveness probe)")
-    p.add_argument("--kind", default="worker", choices=("worker", "consumer", "producer"))
-    p.add_argument("--id", type=int, help="this registration only")
-    p.add_argument("--pid", type=int, help="the registration of this process id")
-    p.add_argument("--hostname", help="registrations on this host (default: this host)")
-    p.add_argument("--any-host", action="store_true", help="on any host")
-    p.add_argument("--max-age", type=_positive, default=60.0, help="seconds (default 60)")
-    p.set_defaults(func=cmd_health)
-
-    p = sub.add_parser("demo", help="enqueue and process a few thousand jobs (embedded PG)")
-    p.add_argument("--jobs", type=int, default=5000)
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--data-dir", default=".pgqueue/demo-pgdata")
-    p.add_argument("--web", action="store_true", help="serve the dashboard while it runs")
-    p.add_argument("--web-port", type=int, default=8089, help="the dashboard's port (8089)")
-    _add_metrics_port(p, "serve the worker's /metrics, /healthz, /readyz on this port")
-    p.set_defaults(func=cmd_demo)
-    return parser
-
-
-def _add_retention(p: argparse.ArgumentParser) -> None:
-    for kind, what in (
-        ("completed", "archived jobs that completed (default 7d)"),
-        ("cancelled", "archived jobs cancelled or deleted (default 7d)"),
-        ("dead", "dead jobs, from when they died (default 30d)"),
     ):
-        p.add_argument(
+        f = click.option(
             f"--retain-{kind}",
-            type=duration,
+            type=DURATION,
             default=UNSET,
             metavar="DURATION",
             help=f"how long to keep {what}: 30s, 15m, 12h, 1d, 2w, or forever",
-        )
+        )(f)
+    return f
 
 
-def _add_metrics_port(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--metrics-port", type=int, help=help + " (needs pgqueue[prometheus])")
-    p.add_argument("--metrics-host", default="0.0.0.0", help="default 0.0.0.0")
+def runs(func: Command, **fixed: Any) -> Callable[[Callable[..., Any]], Callable[..., int]]:
+    """Make the decorated click callback call ``func(args)``: ``args`` holds the global
+    options, this command's options and ``fixed``."""
+
+    def decorate(_: Callable[..., Any]) -> Callable[..., int]:
+        @functools.wraps(_)
+        def callback(**params: Any) -> int:
+            root = click.get_current_context().find_root().obj
+            given = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+            args = argparse.Namespace(**vars(root), **given, **fixed)
+            _configure_logging(args)
+            return func(args)
+
+        return callback
+
+    return decorate
 
 
-def _add_log_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object per line, with each job's fields",
-    )
-    p.add_argument(
+def json_option(f: F) -> F:
+    return click.option("--json", is_flag=True, help="one JSON document on stdout")(f)
+
+
+def yes_option(help: str) -> Callable[[F], F]:
+    return click.option("--yes", is_flag=True, help=help)
+
+
+def filter_options(f: F) -> F:
+    """The job filters of ``jobs list`` and the bulk verbs."""
+    for option in reversed(
+        [
+            click.option("--queue"),
+            click.option(
+                "--status", multiple=True, help="a status (repeatable, or comma-separated)"
+            ),
+            click.option("--entrypoint"),
+            click.option("--dedupe-key"),
+            click.option(
+                "--header", multiple=True, help="KEY=VALUE the job's headers contain (repeatable)"
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def log_options(f: F) -> F:
+    f = click.option(
         "--log-level",
-        choices=("debug", "info", "warning", "error"),
+        type=click.Choice(("debug", "info", "warning", "error")),
         help="debug: every transition of every job (started, completed); "
         "default: warning, info with -v",
-    )
+    )(f)
+    return click.option(
+        "--log-format",
+        type=click.Choice(("text", "json")),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per line, with each job's fields",
+    )(f)
 
 
-def _positive(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
-    return value
+def metrics_port_options(help: str) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        f = click.option("--metrics-host", default="0.0.0.0", help="default 0.0.0.0")(f)
+        return click.option("--metrics-port", type=int, help=help + " (needs pgqueue[prometheus])")(
+            f
+        )
+
+    return decorate
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    print(f"pgqueue: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.schema_given = args.schema is not None
-    args.schema = args.schema or os.environ.get("PGQUEUE_SCHEMA", "public")
+def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.INFO if args.verbose else logging.WARNING
     if getattr(args, "log_level", None):
         level = getattr(logging, args.log_level.upper())
@@ -254,9 +231,324 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure("json", level)
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------- the tree
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=False,
+    help="PostgreSQL job queue for SQLAlchemy apps.",
+)
+@click.version_option(__version__, "--version", prog_name="pgqueue", message="%(prog)s %(version)s")
+@click.option("--dsn", help="database URL (default: $PGQUEUE_DSN or $DATABASE_URL)")
+@click.option("--schema", help="where pgqueue's tables are (default: $PGQUEUE_SCHEMA or public)")
+@click.option("-v", "--verbose", is_flag=True, help="log at INFO")
+@click.pass_obj
+def cli(state: argparse.Namespace, dsn: str | None, schema: str | None, verbose: bool) -> None:
+    state.dsn = dsn
+    state.schema_given = schema is not None
+    state.schema = schema or os.environ.get("PGQUEUE_SCHEMA", "public")
+    state.verbose = verbose
+
+
+for _name in ("install", "upgrade"):
+
+    @cli.command(_name, help="create or upgrade pgqueue's tables")
+    @runs(cmd_install)
+    def _install() -> None: ...
+
+
+@cli.command(help="drop pgqueue's tables (every job is lost)")
+@yes_option("confirm")
+@runs(cmd_uninstall)
+def uninstall() -> None: ...
+
+
+# queues
+@cli.group(help="create, list, pause, resume, purge, delete queues")
+def queue() -> None: ...
+
+
+@queue.command("create", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.option("--max-attempts", type=int, default=5, show_default=True)
+@click.option("--visibility-timeout", type=float, default=30.0, show_default=True)
+@click.option("--archive", is_flag=True, help="keep finished jobs in the archive")
+@click.option("--exists-ok", is_flag=True)
+@retention_options
+@runs(cmd_queue, action="create")
+def queue_create() -> None: ...
+
+
+@queue.command("update", help="change a queue's settings (those given)")
+@click.argument("name")
+@click.option("--max-attempts", type=int)
+@click.option("--visibility-timeout", type=DURATION)
+@click.option("--retry-backoff", type=DURATION)
+@click.option("--retry-backoff-max", type=DURATION)
+@click.option(
+    "--archive/--no-archive",
+    default=None,
+    help="keep finished jobs in the archive (--no-archive: stop)",
+)
+@click.option("--result-ttl", type=DURATION)
+@retention_options
+@runs(cmd_queue, action="update")
+def queue_update() -> None: ...
+
+
+@queue.command("list", help="queues with their counts")
+@json_option
+@runs(cmd_queue, action="list")
+def queue_list() -> None: ...
+
+
+for _action in ("pause", "resume", "purge", "delete"):
+
+    @queue.command(_action, context_settings={"ignore_unknown_options": True})
+    @click.argument("name")
+    @runs(cmd_queue, action=_action)
+    def _queue_action() -> None: ...
+
+
+@cli.command(help="enqueue JSON from an argument or stdin lines")
+@click.argument("queue")
+@click.argument("payload", required=False)
+@click.option("--entrypoint")
+@click.option("--priority", type=int, default=0)
+@click.option("--delay", type=float)
+@click.option("--batch-size", type=int, default=1000, show_default=True)
+@runs(cmd_enqueue)
+def enqueue() -> None: ...
+
+
+# workers and metrics
+@cli.command(help="run a worker: pgqueue run module:worker")
+@click.argument("worker")
+@click.option("--concurrency", type=int)
+@click.option("--queues", help="comma-separated queues (default: the worker's)")
+@click.option("--drain", is_flag=True, help="exit once no job is left")
+@metrics_port_options("serve /metrics, /healthz and /readyz on this port")
+@click.option(
+    "--health-max-age",
+    type=POSITIVE,
+    help="/healthz fails past this many seconds without a heartbeat "
+    "(default: 3 heartbeat intervals, at least 5)",
+)
+@log_options
+@runs(cmd_run)
+def run() -> None: ...
+
+
+@cli.command(help="serve queue metrics from the database (Prometheus)")
+@click.option("--port", type=int, default=9108, help="default 9108")
+@click.option("--host", default="0.0.0.0", help="default 0.0.0.0")
+@click.option("--queues", help="comma-separated queues (default: every queue)")
+@click.option("--once", is_flag=True, help="print the metrics once and exit")
+@log_options
+@runs(cmd_metrics)
+def metrics() -> None: ...
+
+
+@cli.command(help="live view of queues and workers")
+@click.option("--interval", type=POSITIVE, default=1.0, help="seconds between views")
+@click.option("--once", is_flag=True, help="print once and exit")
+@click.option("--json", is_flag=True, help="print once, as JSON, and exit")
+@runs(cmd_stats)
+def stats() -> None: ...
+
+
+@cli.command(help="run one maintenance pass now (partitions, retention, sweeps)")
+@click.option("--json", is_flag=True, help="print what it did as JSON")
+@runs(cmd_maintain)
+def maintain() -> None: ...
+
+
+# workflows
+@cli.group(help="list, show, cancel, retry workflow runs")
+def workflows() -> None: ...
+
+
+@workflows.command("list", help="runs newest first")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--before", type=int, help="the page after this id (the last one shown)")
+@json_option
+@runs(cmd_workflows, action="list")
+def workflows_list() -> None: ...
+
+
+for _verb, _what in (
+    ("show", "a run's nodes, their status and dependencies"),
+    ("cancel", "cancel every live node of a run"),
+    ("retry", "run a run's dead and cancelled nodes again"),
+):
+
+    @workflows.command(_verb, help=_what)
+    @click.argument("id", type=int)
+    @json_option
+    @runs(cmd_workflows, action=_verb)
+    def _workflow_verb() -> None: ...
+
+
+# dead letters
+@cli.group(help="list or requeue dead-lettered jobs")
+def dead() -> None: ...
+
+
+@dead.command("list")
+@click.argument("queue")
+@click.option("--limit", type=int, default=50, show_default=True)
+@json_option
+@runs(cmd_dead, action="list")
+def dead_list() -> None: ...
+
+
+@dead.command("requeue")
+@click.argument("queue")
+@click.option("--id", type=int, multiple=True, help="only this job (repeatable)")
+@click.option("--json", is_flag=True, help="what was requeued and held back")
+@runs(cmd_dead, action="requeue")
+def dead_requeue() -> None: ...
+
+
+# jobs
+@cli.group(help="find, inspect, cancel, retry, delete, reschedule jobs")
+def jobs() -> None: ...
+
+
+@jobs.command("list", help="jobs newest first, live and finished")
+@filter_options
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--after-id", type=int, help="the page after this id (the last one shown)")
+@json_option
+@runs(cmd_jobs, action="list")
+def jobs_list() -> None: ...
+
+
+@jobs.command("show", help="one job, with its errors and tracebacks")
+@click.argument("id", type=int)
+@json_option
+@runs(cmd_jobs, action="show")
+def jobs_show() -> None: ...
+
+
+for _verb, _what in (
+    ("cancel", "cancel queued, scheduled or running jobs"),
+    ("retry", "make dead or retrying jobs available now"),
+    ("delete", "delete jobs that are not running"),
+):
+
+    @jobs.command(_verb, help=_what)
+    @click.argument("ids", type=int, nargs=-1, metavar="[ID]...")
+    @filter_options
+    @yes_option("do not ask (bulk by filter)")
+    @json_option
+    @runs(cmd_jobs, action=_verb)
+    def _jobs_verb() -> None: ...
+
+
+def _one_of_delay_run_at(args: argparse.Namespace) -> int:
+    if args.delay is not None and args.run_at is not None:
+        raise click.UsageError("--delay and --run-at: give one, not both")
+    return cmd_jobs(args)
+
+
+@jobs.command("reschedule", help="move a queued or scheduled job")
+@click.argument("id", type=int)
+@click.option("--delay", type=float, help="seconds from now")
+@click.option("--run-at", help="ISO 8601 time (default zone: this machine's)")
+@click.option("--priority", type=int)
+@runs(_one_of_delay_run_at, action="reschedule")
+def jobs_reschedule() -> None: ...
+
+
+@cli.command(help="registered workers, consumers and producers")
+@click.option("--all", is_flag=True, help="stopped and dead ones too")
+@json_option
+@runs(cmd_workers)
+def workers() -> None: ...
+
+
+@cli.command(help="cron schedules, with their last and next tick")
+@json_option
+@runs(cmd_schedules)
+def schedules() -> None: ...
+
+
+@cli.command(help="the web dashboard (read-only unless --actions)")
+@click.option("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+@click.option("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+@click.option(
+    "--actions",
+    is_flag=True,
+    help="allow retry, cancel, delete, requeue, pause and resume (needs PGQUEUE_WEB_TOKEN, "
+    "or PGQUEUE_WEB_USERNAME and PGQUEUE_WEB_PASSWORD)",
+)
+@click.option("--no-listen", is_flag=True, help="live updates by polling only")
+@runs(cmd_web)
+def web() -> None: ...
+
+
+@cli.command(help="grant a role what a producer, worker or admin needs")
+@click.argument("role")
+@click.option(
+    "--as",
+    "kind",
+    required=True,
+    type=click.Choice(("producer", "worker", "admin")),
+    help="producer: enqueue only; worker: consume and run jobs; admin: everything",
+)
+@runs(cmd_grant)
+def grant() -> None: ...
+
+
+@cli.command(help="exit 0 if a live worker heartbeats (liveness probe)")
+@click.option("--kind", default="worker", type=click.Choice(("worker", "consumer", "producer")))
+@click.option("--id", type=int, help="this registration only")
+@click.option("--pid", type=int, help="the registration of this process id")
+@click.option("--hostname", help="registrations on this host (default: this host)")
+@click.option("--any-host", is_flag=True, help="on any host")
+@click.option("--max-age", type=POSITIVE, default=60.0, help="seconds (default 60)")
+@json_option
+@runs(cmd_health)
+def health() -> None: ...
+
+
+@cli.command(help="enqueue and process a few thousand jobs (embedded PG)")
+@click.option("--jobs", type=int, default=5000, show_default=True)
+@click.option("--concurrency", type=int, default=32, show_default=True)
+@click.option("--data-dir", default=".pgqueue/demo-pgdata", show_default=True)
+@click.option("--web", is_flag=True, help="serve the dashboard while it runs")
+@click.option("--web-port", type=int, default=8089, help="the dashboard's port (8089)")
+@metrics_port_options("serve the worker's /metrics, /healthz, /readyz on this port")
+@runs(cmd_demo)
+def demo() -> None: ...
+
+
+# --------------------------------------------------------------------------- main
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"pgqueue: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    state = argparse.Namespace(dsn=None, schema="public", schema_given=False, verbose=False)
     try:
-        code: int = args.func(args)
-        return code
+        code = cli.main(
+            list(sys.argv[1:] if argv is None else argv),
+            prog_name="pgqueue",
+            complete_var="_PGQUEUE_COMPLETE",
+            standalone_mode=False,
+            obj=state,
+        )
+        return int(code or 0)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "pgqueue"
+        _fail(f"{exc.format_message()} (see {where} --help)", EXIT_USAGE)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        return 130
     except CliError as exc:
         _fail(str(exc), exc.code)
     except SchemaNotInstalled as exc:
@@ -268,10 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if exc.connection_invalidated or _is_connect_error(exc):
-            _fail(f"database unreachable{_where(args)}: {reason}", EXIT_DB_DOWN)
+            _fail(f"database unreachable{_where(state)}: {reason}", EXIT_DB_DOWN)
         _fail(f"database error: {reason}", EXIT_FAILURE)
     except OSError as exc:
-        _fail(f"database unreachable{_where(args)}: {exc}", EXIT_DB_DOWN)
+        _fail(f"database unreachable{_where(state)}: {exc}", EXIT_DB_DOWN)
     except KeyboardInterrupt:
         return 130
 

@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, the database from the flags, tables, progress."""
+"""What every command shares: exit codes, the database from the flags, tables, progress
+(rich: styled on a terminal, plain and parseable on a pipe)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+
+import rich.progress
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from ..admin import SyncAdmin
 from ..errors import InvalidArgument
@@ -40,45 +46,92 @@ def _admin(args: argparse.Namespace) -> SyncAdmin:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
-class Progress:
-    """A one-line progress bar on stderr (redrawn at most 10 times a second)."""
+# --------------------------------------------------------------------------- output
+#: Tables when stdout is not a terminal: plain ASCII, a dashed line under the header,
+#: columns apart by spaces, never wrapped nor coloured (what scripts and tests parse).
+_PLAIN = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
 
-    def __init__(self, total: int | None, label: str, stream: TextIO = sys.stderr) -> None:
-        self.total, self.label, self.stream = total, label, stream
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr): styled on a terminal; on a pipe or a file,
+    plain text with no escape codes and lines as long as their content."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream, highlight=False, emoji=False)
+    return Console(
+        file=stream,
+        width=100_000,
+        no_color=True,
+        color_system=None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=True,
+    )
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> Table:
+    """``rows`` under ``header`` (cells are text, never rich markup)."""
+    plain = not sys.stdout.isatty()
+    t = Table(
+        box=_PLAIN if plain else box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        header_style="" if plain else "bold",
+    )
+    for name in header:
+        t.add_column(name, no_wrap=plain, overflow="ignore" if plain else "ellipsis")
+    for row in rows:
+        t.add_row(*(Text("" if c is None else str(c)) for c in row))
+    return t
+
+
+def print_table(rows: Sequence[Sequence[object]], header: Sequence[str], empty: str) -> None:
+    """``rows`` as a table on stdout, or ``empty`` when there are none."""
+    if rows:
+        console().print(table(rows, header))
+    else:
+        print(empty)
+
+
+class Progress:
+    """Progress on stderr: a rich bar on a terminal; elsewhere one line when done."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self.total, self.label = total, label
         self.done = 0
         self.started = time.monotonic()
-        self._drawn = 0.0
-        self._tty = stream.isatty()
+        self._console = console(stderr=True)
+        self._bar: rich.progress.Progress | None = None
+        if self._console.is_terminal:
+            columns: list[rich.progress.ProgressColumn | str] = [
+                rich.progress.TextColumn("{task.description}"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn()
+                if total
+                else rich.progress.TextColumn("{task.completed}"),
+                rich.progress.TimeElapsedColumn(),
+            ]
+            self._bar = rich.progress.Progress(*columns, console=self._console)
+            self._task = self._bar.add_task(label, total=total)
+            self._bar.start()
 
-    def update(self, done: int, *, force: bool = False) -> None:
+    def update(self, done: int) -> None:
         self.done = done
-        now = time.monotonic()
-        if not force and now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        rate = done / max(now - self.started, 1e-9)
-        if self.total:
-            filled = int(30 * min(done, self.total) / self.total)
-            bar = "#" * filled + "." * (30 - filled)
-            line = f"{self.label} [{bar}] {done}/{self.total} {rate:,.0f}/s"
-        else:
-            line = f"{self.label} {done} {rate:,.0f}/s"
-        end = "\r" if self._tty and not force else "\n"
-        if self._tty or force:
-            self.stream.write(line.ljust(70) + end)
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
 
     def finish(self) -> float:
-        self.update(self.done, force=True)
-        return time.monotonic() - self.started
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+        """Stop the bar and say how many, how fast; the seconds since the start."""
+        elapsed = time.monotonic() - self.started
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+            self._bar.stop()
+        of = f"/{self.total}" if self.total else ""
+        rate = self.done / max(elapsed, 1e-9)
+        self._console.print(
+            f"{self.label} {self.done}{of} in {elapsed:.2f}s ({rate:,.0f}/s)", markup=False
+        )
+        return elapsed
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

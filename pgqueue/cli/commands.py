@@ -11,6 +11,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
+
 from .._validate import UNSET
 from ..admin import SyncAdmin
 from ..producer import SyncProducer
@@ -20,7 +24,9 @@ from ._common import (
     CliError,
     Progress,
     _admin,
-    _table,
+    console,
+    print_table,
+    table,
 )
 from .jobs import print_json
 
@@ -75,8 +81,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
         )
     elif args.action == "list":
         rows = []
-        for q in admin.list_queues():
-            m = admin.metrics(q.name)
+        queues = [(q, admin.metrics(q.name)) for q in admin.list_queues()]
+        if args.json:
+            print_json([{"queue": q, "metrics": m} for q, m in queues])
+            return 0
+        for q, m in queues:
             rows.append(
                 (
                     q.name,
@@ -90,7 +99,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 )
             )
         header = ("queue", "state", "ready", "scheduled", "running", "dead", "max_att", "vt_s")
-        print(_table(rows, header) if rows else "no queues")
+        print_table(rows, header, "no queues")
     elif args.action == "pause":
         admin.pause_queue(args.name)
         print(f"paused queue {args.name!r}")
@@ -174,7 +183,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
             print_json(dead)
             return 0
         rows = [(m.id, m.entrypoint, m.attempts, (m.last_error or "")[:60]) for m in dead]
-        print(_table(rows, ("id", "entrypoint", "attempts", "last_error")) if rows else "none")
+        print_table(rows, ("id", "entrypoint", "attempts", "last_error"), "none")
     else:
         report = admin.requeue_dead(args.queue, ids=args.id or None)
         if args.json:
@@ -197,7 +206,8 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- stats
-def _stats_text(admin: SyncAdmin) -> str:
+def _stats_view(admin: SyncAdmin) -> Group:
+    """Queues and workers now: two tables under a title line."""
     queues = admin.list_queues()
     rows = []
     for q in queues:
@@ -229,16 +239,14 @@ def _stats_text(admin: SyncAdmin) -> str:
         )
         for w in admin.list_workers()
     ]
-    parts = [
-        time.strftime("pgqueue stats  %Y-%m-%d %H:%M:%S"),
-        "",
-        _table(rows, header) if rows else "no queues",
-        "",
-        _table(workers, ("worker", "kind", "queues", "host", "port", "pid", "status", "beat"))
-        if workers
-        else "no live workers",
-    ]
-    return "\n".join(parts)
+    worker_header = ("worker", "kind", "queues", "host", "port", "pid", "status", "beat")
+    return Group(
+        Text(time.strftime("pgqueue stats  %Y-%m-%d %H:%M:%S")),
+        Text(""),
+        table(rows, header) if rows else Text("no queues"),
+        Text(""),
+        table(workers, worker_header) if workers else Text("no live workers"),
+    )
 
 
 def _stats_json(admin: SyncAdmin) -> dict[str, Any]:
@@ -253,15 +261,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_stats_json(admin))
         return 0
+    out = console()
     if args.once:
-        print(_stats_text(admin))
+        out.print(_stats_view(admin))
         return 0
     try:
-        while True:
-            screen = _stats_text(admin)
-            sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n\n(ctrl-c to quit)\n")
-            sys.stdout.flush()
-            time.sleep(args.interval)
+        if not out.is_terminal:  # a pipe or a file: one plain view per interval, appended
+            while True:
+                out.print(_stats_view(admin))
+                out.print()
+                sys.stdout.flush()
+                time.sleep(args.interval)
+        hint = Text("(ctrl-c to quit)", style="dim")
+        with Live(console=out, auto_refresh=False, screen=False) as live:
+            while True:
+                live.update(Group(_stats_view(admin), Text(""), hint), refresh=True)
+                time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
 
@@ -291,7 +306,9 @@ def cmd_health(args: argparse.Namespace) -> int:
         for w in found
         if run(admin.engine, None, identity_plans.is_healthy(ctx, w.id, args.max_age), ctx)
     ]
-    for w in found:
+    if args.json:
+        print_json([{"registration": w, "healthy": w in healthy} for w in found])
+    for w in found if not args.json else ():
         state = "healthy" if w in healthy else "stale"
         print(f"{w.kind} {w.id} pid {w.pid} on {w.hostname}: {w.status}, {state}")
     if not healthy:

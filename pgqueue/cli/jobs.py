@@ -24,7 +24,7 @@ from typing import Any
 
 from ..admin import SyncAdmin
 from ..types import JobInfo
-from ._common import EXIT_FAILURE, EXIT_USAGE, CliError, _admin, _table
+from ._common import EXIT_FAILURE, EXIT_USAGE, CliError, _admin, print_table
 
 
 # --------------------------------------------------------------------------- output
@@ -112,13 +112,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         jobs = admin.list_jobs(**_filters(args), after_id=args.after_id, limit=args.limit)
         if args.json:
             print_json(jobs)
-        elif jobs:
-            header = ("id", "queue", "entrypoint", "status", "attempts", "at", "last_error")
-            print(_table(_job_rows(jobs), header))
-            if len(jobs) == args.limit:
-                print(f"(more: --after-id {jobs[-1].id})")
         else:
-            print("no jobs")
+            header = ("id", "queue", "entrypoint", "status", "attempts", "at", "last_error")
+            print_table(_job_rows(jobs), header, "no jobs")
+            if jobs and len(jobs) == args.limit:
+                print(f"(more: --after-id {jobs[-1].id})")
         return 0
     if action == "show":
         job = admin.get_job(args.id)
@@ -235,7 +233,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         for w in workers
     ]
     header = ("id", "kind", "queues", "entrypoints", "host", "pid", "status", "heartbeat")
-    print(_table(rows, header) if rows else "no live workers" + ("" if args.all else " (--all)"))
+    print_table(rows, header, "no live workers" + ("" if args.all else " (--all)"))
     return 0
 
 
@@ -249,57 +247,5 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         for s in schedules
     ]
     header = ("name", "cron", "queue", "entrypoint", "last tick", "next tick")
-    print(_table(rows, header) if rows else "no schedules")
+    print_table(rows, header, "no schedules")
     return 0
-
-
-def add_parsers(sub: Any) -> None:
-    """The ``jobs``, ``workers`` and ``schedules`` commands."""
-    p = sub.add_parser("jobs", help="find, inspect, cancel, retry, delete, reschedule jobs")
-    jsub = p.add_subparsers(dest="action", required=True)
-
-    def filters(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--queue")
-        parser.add_argument(
-            "--status", action="append", help="a status (repeatable, or comma-separated)"
-        )
-        parser.add_argument("--entrypoint")
-        parser.add_argument("--dedupe-key")
-        parser.add_argument(
-            "--header", action="append", help="KEY=VALUE the job's headers contain (repeatable)"
-        )
-
-    c = jsub.add_parser("list", help="jobs newest first, live and finished")
-    filters(c)
-    c.add_argument("--limit", type=int, default=50)
-    c.add_argument("--after-id", type=int, help="the page after this id (the last one shown)")
-    c.add_argument("--json", action="store_true")
-    c = jsub.add_parser("show", help="one job, with its errors and tracebacks")
-    c.add_argument("id", type=int)
-    c.add_argument("--json", action="store_true")
-    for verb, what in (
-        ("cancel", "cancel queued, scheduled or running jobs"),
-        ("retry", "make dead or retrying jobs available now"),
-        ("delete", "delete jobs that are not running"),
-    ):
-        c = jsub.add_parser(verb, help=what)
-        c.add_argument("ids", type=int, nargs="*", metavar="ID")
-        filters(c)
-        c.add_argument("--yes", action="store_true", help="do not ask (bulk by filter)")
-        c.add_argument("--json", action="store_true")
-    c = jsub.add_parser("reschedule", help="move a queued or scheduled job")
-    c.add_argument("id", type=int)
-    when = c.add_mutually_exclusive_group()
-    when.add_argument("--delay", type=float, help="seconds from now")
-    when.add_argument("--run-at", help="ISO 8601 time (default zone: this machine's)")
-    c.add_argument("--priority", type=int)
-    p.set_defaults(func=cmd_jobs)
-
-    p = sub.add_parser("workers", help="registered workers, consumers and producers")
-    p.add_argument("--all", action="store_true", help="stopped and dead ones too")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_workers)
-
-    p = sub.add_parser("schedules", help="cron schedules, with their last and next tick")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_schedules)

@@ -15,20 +15,6 @@ from ._common import EXIT_USAGE, CliError, _dsn
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8089
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("web", help="the web dashboard (read-only unless --actions)")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    p.add_argument(
-        "--actions",
-        action="store_true",
-        help="allow retry, cancel, delete, requeue, pause and resume (needs PGQUEUE_WEB_TOKEN, "
-        "or PGQUEUE_WEB_USERNAME and PGQUEUE_WEB_PASSWORD)",
-    )
-    p.add_argument("--no-listen", action="store_true", help="live updates by polling only")
-    p.set_defaults(func=cmd_web)
-
-
 def load() -> tuple[Any, Any]:
     """``create_app`` and ``uvicorn``, or a usage error naming the extra to install."""
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import CliError, _admin, _table
+from ._common import CliError, _admin, print_table
 from .jobs import _short, _when, print_json
 
 
@@ -28,7 +28,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
             rows = [
                 (r.id, r.name, r.nodes, r.completed, r.failed, _when(r.created_at)) for r in runs
             ]
-            print(_table(rows, ("id", "name", "nodes", "completed", "failed", "created")))
+            print_table(rows, ("id", "name", "nodes", "completed", "failed", "created"), "")
             if len(runs) == args.limit:
                 print(f"(more: --before {runs[-1].id})")
         else:
@@ -57,7 +57,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
             )
             for n in info.nodes
         ]
-        print(_table(nodes, ("job", "queue", "entrypoint", "status", "after", "last_error")))
+        print_table(nodes, ("job", "queue", "entrypoint", "status", "after", "last_error"), "")
         return 0
     if action == "cancel":
         ids: Any = admin.cancel_workflow(args.id)
@@ -69,21 +69,3 @@ def cmd_workflows(args: argparse.Namespace) -> int:
         verb = "cancelled" if action == "cancel" else "retried"
         print(f"{verb} {len(ids)} node(s)" + (f": {', '.join(map(str, ids))}" if ids else ""))
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("workflows", help="list, show, cancel, retry workflow runs")
-    wsub = p.add_subparsers(dest="action", required=True)
-    c = wsub.add_parser("list", help="runs newest first")
-    c.add_argument("--limit", type=int, default=50)
-    c.add_argument("--before", type=int, help="the page after this id (the last one shown)")
-    c.add_argument("--json", action="store_true")
-    for verb, what in (
-        ("show", "a run's nodes, their status and dependencies"),
-        ("cancel", "cancel every live node of a run"),
-        ("retry", "run a run's dead and cancelled nodes again"),
-    ):
-        c = wsub.add_parser(verb, help=what)
-        c.add_argument("id", type=int)
-        c.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_workflows)

@@ -39,8 +39,17 @@ def ok(dsn: str | None, *args: str, **options: Any) -> str:
 
 
 def together(dsn: str, *commands: Sequence[str], **options: Any) -> list[Result]:
-    """Run independent commands at the same time (each is a fresh interpreter)."""
-    started = [Command(args, dsn=dsn, **options) for args in commands]
+    """Run independent commands at the same time (each is a fresh interpreter); with
+    ``envs=``, each with its own environment (and ``dsn_for=`` as their --dsn)."""
+    envs = options.pop("envs", None)
+    if envs is not None:
+        dsn_for = options.pop("dsn_for")
+        started = [
+            Command(args, dsn=dsn_for, schema=None, env=env, **options)
+            for args, env in zip(commands, envs, strict=True)
+        ]
+    else:
+        started = [Command(args, dsn=dsn, **options) for args in commands]
     return [c.result() for c in started]
 
 
@@ -517,3 +526,85 @@ def test_queue_retention_bad_values_are_usage_errors(
     assert r.code == 2, (r.code, r.out, r.err)
     assert [tuple(r) for r in rows(engine, RETENTION)] == before
     assert rows(engine, "SELECT name FROM pgqueue_queues") == [("tasks",)]
+
+
+# --------------------------------------------------------------------------- click
+def test_shell_completion_script_and_completions() -> None:
+    """``_PGQUEUE_COMPLETE=bash_source pgqueue`` prints the script to eval (docs/cli.md);
+    the script's callback completes commands, subcommands and options."""
+    script, zsh, commands, verbs, options = together(
+        "",
+        [],
+        [],
+        [],
+        [],
+        [],
+        dsn_for=None,
+        envs=[
+            {"_PGQUEUE_COMPLETE": "bash_source"},
+            {"_PGQUEUE_COMPLETE": "zsh_source"},
+            {"_PGQUEUE_COMPLETE": "bash_complete", "COMP_WORDS": "pgqueue jo", "COMP_CWORD": "1"},
+            {
+                "_PGQUEUE_COMPLETE": "bash_complete",
+                "COMP_WORDS": "pgqueue jobs ",
+                "COMP_CWORD": "2",
+            },
+            {
+                "_PGQUEUE_COMPLETE": "bash_complete",
+                "COMP_WORDS": "pgqueue stats --",
+                "COMP_CWORD": "2",
+            },
+        ],
+    )
+    assert script.code == 0 and "_pgqueue_completion()" in script.out, script.err
+    assert "complete -o nosort -F _pgqueue_completion pgqueue" in script.out
+    assert zsh.code == 0 and "#compdef pgqueue" in zsh.out, zsh.err
+    assert commands.out.splitlines() == ["plain,jobs"], commands.err
+    completed = {line.split(",")[1] for line in verbs.out.splitlines()}
+    assert completed == {"list", "show", "cancel", "retry", "delete", "reschedule"}
+    completed = {line.split(",")[1] for line in options.out.splitlines()}
+    assert {"--interval", "--once", "--json"} <= completed
+
+
+def test_json_on_queue_list_and_health(dsn: str, engine: Engine) -> None:
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks", max_attempts=3)
+    SyncProducer(engine, "tasks", schema=SCHEMA).batch_enqueue([{}, {}])
+    worker = SyncWorker(engine, ["tasks"], schema=SCHEMA, hostname="json-host")
+    info = worker.register()
+    queues, health, stale = together(
+        dsn,
+        ["queue", "list", "--json"],
+        ["health", "--hostname", "json-host", "--json"],
+        ["health", "--hostname", "elsewhere", "--json"],
+    )
+    (q,) = json.loads(queues.out)
+    assert q["queue"]["name"] == "tasks" and q["queue"]["max_attempts"] == 3
+    assert q["metrics"]["ready"] == 2
+    assert health.code == 0, health.err
+    assert [(h["registration"]["id"], h["healthy"]) for h in json.loads(health.out)] == [
+        (info.id, True)
+    ]
+    assert (stale.code, json.loads(stale.out)) == (1, [])
+    assert "no healthy worker on elsewhere" in stale.err
+    worker.shutdown()
+
+
+def test_usage_errors_exit_2_with_one_line() -> None:
+    """Bad flags are click's usage errors: exit 2, ``pgqueue: error: ...`` on one line."""
+    results = together(
+        "postgresql://postgres@127.0.0.1:1/x",
+        ["stats", "--interval", "0"],
+        ["jobs", "reschedule", "1", "--delay", "1", "--run-at", "2026-01-01"],
+        ["queue", "list", "--no-such-flag"],
+        ["grant", "someone", "--as", "owner"],
+        ["nosuchcommand"],
+        [],
+    )
+    for r in results:
+        assert r.code == 2, (r.code, r.err)
+        assert r.err.startswith("pgqueue: error: ") and len(r.err.strip().splitlines()) == 1
+    assert "must be a number > 0" in results[0].err
+    assert "give one, not both" in results[1].err
+    assert "--no-such-flag" in results[2].err  # (the wording is click's, per version)
+    version = ok(None, "--version", schema=None)
+    assert version.startswith("pgqueue ")
