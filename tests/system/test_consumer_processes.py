@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
+from pgqueue import Message
 from tests.support.consumers import (
     CONSUMERS,
     LEDGER,
@@ -145,7 +146,7 @@ def test_sigkilled_consumer_jobs_return_only_after_the_visibility_timeout(
     t0 = time.monotonic()
     assert second.wait(timeout=10)  # wakes by itself when the dead consumer's lease is due
     waited = time.monotonic() - t0
-    batch = []
+    batch: list[Message] = []
     while len(batch) < 100:
         got = second.dequeue(100)
         assert len(got) == 1 and got[0].redelivered, got  # alone, flagged
