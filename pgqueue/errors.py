@@ -7,6 +7,7 @@ pgqueue's own tables are translated by SQLSTATE and constraint name
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -188,7 +189,25 @@ def translate(exc: BaseException, *, schema: str, queue: str | None = None) -> B
         return SchemaNotInstalled(schema)
     if sqlstate == _UNIQUE_VIOLATION and constraint == "uq_pgqueue_queues_name":
         return QueueAlreadyExists(queue or "?")
+    if sqlstate == _UNIQUE_VIOLATION and constraint == "uq_pgqueue_jobs_dedupe":
+        # A statement that inserts jobs without ON CONFLICT (a workflow's nodes, a
+        # retry bringing one back) met a live job with the same key: which one, from
+        # the error's detail ("Key (queue, dedupe_key)=(emails, order-7) already exists.").
+        found = re.search(r"\)=\((.*), (.*)\) already exists", _detail(exc))
+        if found:
+            return DuplicateJob(found.group(1), [found.group(2)])
+        return DuplicateJob(queue or "?", [])
     return exc
+
+
+def _detail(exc: BaseException) -> str:
+    orig: Any = getattr(exc, "orig", exc)
+    for c in (orig, getattr(orig, "__cause__", None)):
+        detail = getattr(getattr(c, "diag", None), "message_detail", None)  # psycopg
+        detail = detail or getattr(c, "detail", None)  # asyncpg
+        if isinstance(detail, str):
+            return detail
+    return ""
 
 
 class InvalidWorkflow(InvalidArgument):

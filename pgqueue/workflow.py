@@ -214,6 +214,7 @@ class Workflow:
             )
         }
         inner = {p for parents in self._parents for p in parents}
+        keyed: dict[tuple[str, str], int] = {}  # one live job per (queue, dedupe_key)
         for node in self._nodes:
             where = f"workflow node {node.position}"
             queue = default_queue if node.queue is None else node.queue
@@ -233,6 +234,13 @@ class Workflow:
                     strict=True,
                 )
             )
+            if opts["dedupe_key"] is not None:
+                twin = keyed.setdefault((queue, opts["dedupe_key"]), node.position)
+                if twin != node.position:
+                    raise InvalidWorkflow(
+                        f"{where}: dedupe_key {opts['dedupe_key']!r} is also node {twin}'s, on "
+                        f"queue {queue!r} (a queue holds one live job per key)"
+                    )
             out["b_queue"].append(queue)
             out["b_entrypoint"].append(opts["entrypoint"])
             out["b_payload"].append(_validate.json_text(node.payload, f"{where}: payload"))

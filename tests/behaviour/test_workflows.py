@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from pgqueue import (
+    DuplicateJob,
     ForeignNode,
     InvalidArgument,
     InvalidWorkflow,
@@ -427,4 +428,29 @@ def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
     assert report.workflow_nodes_settled == 1
     assert statuses(sync_engine, other) == ["dead", "cancelled"]
     del m
+    producer.close()
+
+
+def test_a_taken_dedupe_key_is_a_typed_error_with_nothing_written(
+    sync_engine: Engine,
+) -> None:
+    """A node whose dedupe_key a live job holds: DuplicateJob (not the unique index's
+    IntegrityError) and no row of the workflow; two nodes with one key: refused before
+    anything is sent."""
+    _, producer, _ = setup(sync_engine)
+    producer.enqueue({"n": 0}, dedupe_key="order-7")
+    before = counts(sync_engine)
+    wf = Workflow("dup")
+    first = wf.add({"n": 1}, entrypoint="a")
+    wf.add({"n": 2}, entrypoint="b", after=[first], dedupe_key="order-7")
+    with pytest.raises(DuplicateJob) as raised:
+        producer.enqueue_workflow(wf)
+    assert (raised.value.queue, raised.value.dedupe_keys) == ("tasks", ["order-7"])
+    assert counts(sync_engine) == before
+    twice = Workflow("twice")
+    one = twice.add({}, entrypoint="a", dedupe_key="k")
+    twice.add({}, entrypoint="b", after=[one], dedupe_key="k")
+    with pytest.raises(InvalidWorkflow, match="also node 0"):
+        producer.enqueue_workflow(twice)
+    assert counts(sync_engine) == before
     producer.close()

@@ -16,6 +16,7 @@ from pgqueue import (
     AsyncAdmin,
     AsyncConsumer,
     AsyncProducer,
+    DuplicateJob,
     ForeignNode,
     InvalidArgument,
     InvalidWorkflow,
@@ -428,4 +429,29 @@ async def test_a_node_dead_lettered_by_its_expired_lease_is_told_by_the_sweep(
     assert report.workflow_nodes_settled == 1
     assert await statuses(async_engine, other) == ["dead", "cancelled"]
     del m
+    await producer.close()
+
+
+async def test_a_taken_dedupe_key_is_a_typed_error_with_nothing_written(
+    async_engine: AsyncEngine,
+) -> None:
+    """A node whose dedupe_key a live job holds: DuplicateJob (not the unique index's
+    IntegrityError) and no row of the workflow; two nodes with one key: refused before
+    anything is sent."""
+    _, producer, _ = await setup(async_engine)
+    await producer.enqueue({"n": 0}, dedupe_key="order-7")
+    before = await counts(async_engine)
+    wf = Workflow("dup")
+    first = wf.add({"n": 1}, entrypoint="a")
+    wf.add({"n": 2}, entrypoint="b", after=[first], dedupe_key="order-7")
+    with pytest.raises(DuplicateJob) as raised:
+        await producer.enqueue_workflow(wf)
+    assert (raised.value.queue, raised.value.dedupe_keys) == ("tasks", ["order-7"])
+    assert await counts(async_engine) == before
+    twice = Workflow("twice")
+    one = twice.add({}, entrypoint="a", dedupe_key="k")
+    twice.add({}, entrypoint="b", after=[one], dedupe_key="k")
+    with pytest.raises(InvalidWorkflow, match="also node 0"):
+        await producer.enqueue_workflow(twice)
+    assert await counts(async_engine) == before
     await producer.close()
