@@ -45,6 +45,10 @@ async def overview(request: Request) -> Response:
     )
 
 
+#: Partition keys shown on a queue's page (docs/flow-control.md).
+TOP_KEYS = 10
+
+
 async def queue_page(request: Request) -> Response:
     d = dashboard_of(request)
     name = request.path_params["name"]
@@ -62,10 +66,17 @@ async def queue_page(request: Request) -> Response:
     rates = await d.rows(d.q.rates)
     now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     chart = fmt_chart([(r.minute, r.completed, r.failed) for r in rates if r.queue == name], now)
+    # Flow control: the keys with the most running, then waiting, jobs (a read of the
+    # queue's keyed jobs, under the pages' statement timeout).
+    async with d.engine.connect() as conn:
+        await d.read(conn)
+        keys = (await d.admin.metrics(name, top_keys=TOP_KEYS, bind=conn)).keys
     return d.render(
         request,
         "queue.html",
         queue=found[0],
+        keys=keys,
+        top_keys=TOP_KEYS,
         entrypoints=entrypoints,
         durations=durations,
         queue_chart=chart,

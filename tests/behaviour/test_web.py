@@ -356,6 +356,30 @@ def test_overview_counts_each_queue_by_status(
     assert counts("sms") == ["0", "1", "0", "0"]
 
 
+def test_queue_page_shows_the_busiest_partition_keys(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine
+) -> None:
+    admin.create_queue("exports")
+    producer = SyncProducer(sync_engine, "exports", schema=SCHEMA)
+    producer.batch_enqueue([{}] * 3, entrypoint="export", key="customer-42")
+    producer.enqueue({}, entrypoint="export", key="<b>customer-7</b>")
+    producer.enqueue({}, entrypoint="export")  # keyless: not a key
+    page = ro.get("/queues/exports").text
+    section = page[page.index("Partition keys") :]
+    section = section[: section.index("</table>")]
+    rows = re.findall(
+        r"<tr><td>(\w+)</td><td><a [^>]*>([^<]*)</a></td>\s*"
+        r'<td class="num">(\d+)</td><td class="num">(\d+)</td>',
+        section,
+    )
+    assert rows == [
+        ("export", "customer-42", "0", "3"),
+        ("export", "&lt;b&gt;customer-7&lt;/b&gt;", "0", "1"),
+    ]
+    admin.create_queue("plain")
+    assert "Partition keys" not in ro.get("/queues/plain").text
+
+
 def test_overview_charts_the_per_minute_counters(
     admin: SyncAdmin, ro: TestClient, sync_engine: Engine
 ) -> None:
