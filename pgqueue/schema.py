@@ -138,16 +138,17 @@ jobs = Table(
     # Someone waits for this job (producer.wait, enqueue_and_wait): its end is recorded
     # in pgqueue_results (when it completes) and announced by NOTIFY. Others pay neither.
     Column("awaited", Boolean, nullable=False, server_default=text("false")),
+    # The workflow a node belongs to (NULL for a plain job: the settles' workflow steps
+    # select no row of it), and how many of its parents have not completed yet (while
+    # ``blocked``; the completion of the last one queues it in the same statement).
+    # (Columns in the order the migrations add them: 0008, then 0010.)
+    Column("workflow_id", BigInteger, nullable=True),
+    Column("waiting_on", Integer, nullable=True),
     # Flow control (docs/flow-control.md): the partition key a per-key limit or an
     # ordered entrypoint groups jobs by, and the units of a per-key rate budget a job
     # spends (NULL: 1). Jobs without a key pay for neither index below.
     Column("key", Text, nullable=True),
     Column("weight", Integer, nullable=True),
-    # The workflow a node belongs to (NULL for a plain job: the settles' workflow steps
-    # select no row of it), and how many of its parents have not completed yet (while
-    # ``blocked``; the completion of the last one queues it in the same statement).
-    Column("workflow_id", BigInteger, nullable=True),
-    Column("waiting_on", Integer, nullable=True),
     CheckConstraint(
         "status IN ('queued', 'scheduled', 'running', 'dead', 'blocked')", name="status"
     ),

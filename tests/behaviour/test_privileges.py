@@ -869,7 +869,7 @@ def test_cli_grant(roles: Roles) -> None:
     assert tuple(row) == (False, True, True)
 
     bad_kind = _cli(roles.url, "grant", producer, "--as", "root")
-    assert bad_kind.returncode == 2 and "invalid choice" in bad_kind.stderr
+    assert bad_kind.returncode == 2 and "'root' is not one of" in bad_kind.stderr
     missing = _cli(roles.url, "grant", f"pgq_t_{uuid.uuid4().hex}_x", "--as", "worker")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     no_kind = _cli(roles.url, "grant", producer)

@@ -145,6 +145,7 @@ def _copy_grants(schema: str | None, source: str, target: str) -> None:
             " THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
             " FROM pg_attribute att, aclexplode(att.attacl) a"
             " WHERE att.attrelid = CAST(:t AS regclass) AND att.attacl IS NOT NULL"
+            " AND att.attnum > 0 AND NOT att.attisdropped"
         ),
         {"t": src},
     ).all()
