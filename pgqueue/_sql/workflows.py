@@ -69,6 +69,13 @@ SUCCEEDED = (COMPLETED, ARCHIVED)
 _SUCCEEDED = [const(s) for s in SUCCEEDED]
 
 
+def _not_any(column: Any, array: Any) -> Any:
+    """``column`` is none of ``array``'s elements (true for an empty array), rendered
+    the same by every SQLAlchemy: 2.0 rewrites ``~(c == ANY(a))`` as ``c != ANY(a)``,
+    which is false for an empty array (and means "differs from some element")."""
+    return (column == func.any(array)).is_not(True)
+
+
 def settled(
     ended_rows: Any, prefix: str = "wf", exclude: ColumnElement[Any] | None = None
 ) -> tuple[list[Any], Any]:
@@ -95,7 +102,7 @@ def settled(
         .returning(n.c.job_id, n.c.outcome)
         .cte(f"{prefix}_marked")
     )
-    keep = [] if exclude is None else [~(e.c.child_id == func.any(exclude))]
+    keep = [] if exclude is None else [_not_any(e.c.child_id, exclude)]
     child = n.alias(f"{prefix}_child")
     failed = select(marked.c.job_id).where(marked.c.outcome.not_in(_SUCCEEDED))
     doomed = (
@@ -111,7 +118,7 @@ def settled(
     )
     e2 = e.alias(f"{prefix}_edge")
     child2 = n.alias(f"{prefix}_grandchild")
-    keep2 = [] if exclude is None else [~(e2.c.child_id == func.any(exclude))]
+    keep2 = [] if exclude is None else [_not_any(e2.c.child_id, exclude)]
     doomed = doomed.union(
         select(e2.c.child_id)
         .join(child2, child2.c.job_id == e2.c.child_id)
@@ -147,8 +154,8 @@ def settled(
         .join(child3, child3.c.job_id == e3.c.child_id)
         .where(
             or_(parents.c.ok, child3.c.run_on_failure),
-            ~(e3.c.child_id == func.any(func.array(select(doomed.c.id).scalar_subquery()))),
-            *([] if exclude is None else [~(e3.c.child_id == func.any(exclude))]),
+            _not_any(e3.c.child_id, func.array(select(doomed.c.id).scalar_subquery())),
+            *([] if exclude is None else [_not_any(e3.c.child_id, exclude)]),
         )
         .group_by(e3.c.child_id)
         .cte(f"{prefix}_counts")

@@ -661,9 +661,11 @@ def test_statements_per_schema_render_what_a_translate_map_would(schema: str, dr
         compiled = source.compile(dialect=dialect, schema_translate_map=mapping)
         expected = compiled.preparer._render_schema_translates(compiled.string, mapping)
         rendered = str(getattr(clones, name).compile(dialect=dialect))
-        if name == "ADD_STATS" and not sqlalchemy.__version__.startswith("2.1."):
-            # SQLAlchemy 2.0 renders this clone's upsert in another (equivalent) shape; the
-            # counters' own tests run it on the floors. Compared on 2.1 only.
+        if " DO UPDATE " in expected and not sqlalchemy.__version__.startswith("2.1."):
+            # SQLAlchemy 2.0 renders a clone's upsert in another (equivalent) shape: the
+            # table in ON CONFLICT ... SET / WHERE named with or without its schema. Their
+            # own tests (counters, per-key rate limits, the leader) run them on the
+            # floors. Compared on 2.1 only.
             continue
         if not sqlalchemy.__version__.startswith("2.1."):
             # SQLAlchemy 2.0 parenthesises a clone's ON CONFLICT ... SET expressions, and

@@ -90,8 +90,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -142,8 +142,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -182,9 +182,9 @@ wf_doomed(id) AS
 FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
 WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
 FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true UNION SELECT wf_edge.child_id AS child_id
 FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any(%(b_ids)s::BIGINT[]))),
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND (wf_edge.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true),
 wf_killed AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
 FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
@@ -200,8 +200,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) AND NOT (wf_out.child_id = any(%(b_ids)s::BIGINT[])) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true AND (wf_out.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -245,9 +245,9 @@ wf_doomed(id) AS
 FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
 WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
 FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) IS NOT true UNION SELECT wf_edge.child_id AS child_id
 FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any($1::BIGINT[]))),
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND (wf_edge.child_id = any($1::BIGINT[])) IS NOT true),
 wf_killed AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
 FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
@@ -263,8 +263,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) AND NOT (wf_out.child_id = any($1::BIGINT[])) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true AND (wf_out.child_id = any($1::BIGINT[])) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -337,9 +337,9 @@ wf_doomed(id) AS
 FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
 WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
 FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND (public.pgqueue_workflow_edges.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true UNION SELECT wf_edge.child_id AS child_id
 FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any(%(b_ids)s::BIGINT[]))),
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND (wf_edge.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true),
 wf_killed AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
 FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
@@ -355,8 +355,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) AND NOT (wf_out.child_id = any(%(b_ids)s::BIGINT[])) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true AND (wf_out.child_id = any(%(b_ids)s::BIGINT[])) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -395,9 +395,9 @@ wf_doomed(id) AS
 FROM public.pgqueue_workflow_edges JOIN public.pgqueue_workflow_nodes AS wf_child ON wf_child.job_id = public.pgqueue_workflow_edges.child_id
 WHERE public.pgqueue_workflow_edges.parent_id = any(array((SELECT wf_marked.job_id
 FROM wf_marked
-WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND NOT (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) UNION SELECT wf_edge.child_id AS child_id
+WHERE (wf_marked.outcome NOT IN ('completed', 'archived'))))) AND NOT wf_child.run_on_failure AND wf_child.outcome IS NULL AND (public.pgqueue_workflow_edges.child_id = any($1::BIGINT[])) IS NOT true UNION SELECT wf_edge.child_id AS child_id
 FROM public.pgqueue_workflow_edges AS wf_edge JOIN public.pgqueue_workflow_nodes AS wf_grandchild ON wf_grandchild.job_id = wf_edge.child_id JOIN wf_doomed ON wf_edge.parent_id = wf_doomed.id
-WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND NOT (wf_edge.child_id = any($1::BIGINT[]))),
+WHERE NOT wf_grandchild.run_on_failure AND wf_grandchild.outcome IS NULL AND (wf_edge.child_id = any($1::BIGINT[])) IS NOT true),
 wf_killed AS
 (DELETE FROM public.pgqueue_jobs WHERE public.pgqueue_jobs.id = any(array((SELECT wf_doomed.id
 FROM wf_doomed))) AND public.pgqueue_jobs.status = 'blocked' RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
@@ -413,8 +413,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) AND NOT (wf_out.child_id = any($1::BIGINT[])) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true AND (wf_out.child_id = any($1::BIGINT[])) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -604,8 +604,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -656,8 +656,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -716,8 +716,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -776,8 +776,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_3
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -1154,8 +1154,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -1202,8 +1202,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -1923,8 +1923,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
@@ -1972,8 +1972,8 @@ wf_counts AS
 FROM public.pgqueue_workflow_edges AS wf_out JOIN (SELECT wf_marked.job_id AS id, wf_marked.outcome IN ('completed', 'archived') AS ok
 FROM wf_marked UNION ALL SELECT wf_killed.id AS id, false AS anon_1
 FROM wf_killed) AS wf_parents ON wf_out.parent_id = wf_parents.id JOIN public.pgqueue_workflow_nodes AS wf_waiting ON wf_waiting.job_id = wf_out.child_id
-WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND NOT (wf_out.child_id = any(array((SELECT wf_doomed.id
-FROM wf_doomed)))) GROUP BY wf_out.child_id),
+WHERE (wf_parents.ok OR wf_waiting.run_on_failure) AND (wf_out.child_id = any(array((SELECT wf_doomed.id
+FROM wf_doomed)))) IS NOT true GROUP BY wf_out.child_id),
 wf_locked AS
 (SELECT public.pgqueue_jobs.id AS id
 FROM public.pgqueue_jobs
