@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,49 +26,16 @@ from pgqueue import (
     SyncProducer,
     SyncWorker,
 )
-from pgqueue._compat import TaskGroup, sleep
-from tests.support.db import SCHEMA, SyncDB
+from pgqueue._compat import sleep
+from tests.behaviour import test_worker as worker_tests
+from tests.behaviour.test_worker import queue, running, scalar, until_true
+from tests.support.db import SCHEMA
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    return SyncDB(engine, None).scalar(sql, **params)
-
-
-until_true = SyncDB.until_true
-
-
-def queue(engine: Engine, name: str = "tasks", **options: Any) -> SyncProducer:
-    SyncAdmin(engine, schema=SCHEMA).create_queue(name, **options)
-    return SyncProducer(engine, name, schema=SCHEMA)
-
-
 def make_worker(engine: Engine, **options: Any) -> SyncWorker:
-    settings: dict[str, Any] = {"concurrency": 8, "poll_interval": 0.2, "shutdown_timeout": 10}
-    return SyncWorker(engine, "tasks", schema=SCHEMA, **{**settings, **options})
-
-
-@contextmanager
-def running(worker: SyncWorker) -> Iterator[None]:
-    failures: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-
-    group = TaskGroup(1)
-    group.spawn(target)
-    until_true(lambda: worker.worker_id is not None or bool(failures), what="start")
-    try:
-        yield
-    finally:
-        worker.shutdown()
-        assert group.join(20), "run() did not return after shutdown()"
-    assert not failures, failures
+    return worker_tests.make_worker(engine, **{"concurrency": 8, **options})
 
 
 class Ledger:

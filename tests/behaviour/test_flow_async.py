@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -21,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pgqueue import (
     AsyncAdmin,
     AsyncConsumer,
-    AsyncProducer,
     AsyncWorker,
     InvalidArgument,
     JobSpec,
@@ -30,49 +27,16 @@ from pgqueue import (
     SyncAdmin,
     SyncProducer,
 )
-from pgqueue._acompat import TaskGroup, sleep
-from tests.support.db import SCHEMA, AsyncDB
+from pgqueue._acompat import sleep
+from tests.behaviour import test_worker_async as worker_tests
+from tests.behaviour.test_worker_async import queue, running, scalar, until_true
+from tests.support.db import SCHEMA
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
-    return await AsyncDB(engine, None).scalar(sql, **params)
-
-
-until_true = AsyncDB.until_true
-
-
-async def queue(engine: AsyncEngine, name: str = "tasks", **options: Any) -> AsyncProducer:
-    await AsyncAdmin(engine, schema=SCHEMA).create_queue(name, **options)
-    return AsyncProducer(engine, name, schema=SCHEMA)
-
-
 def make_worker(engine: AsyncEngine, **options: Any) -> AsyncWorker:
-    settings: dict[str, Any] = {"concurrency": 8, "poll_interval": 0.2, "shutdown_timeout": 10}
-    return AsyncWorker(engine, "tasks", schema=SCHEMA, **{**settings, **options})
-
-
-@asynccontextmanager
-async def running(worker: AsyncWorker) -> AsyncIterator[None]:
-    failures: list[BaseException] = []
-
-    async def target() -> None:
-        try:
-            await worker.run()
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-
-    group = TaskGroup(1)
-    group.spawn(target)
-    await until_true(lambda: worker.worker_id is not None or bool(failures), what="start")
-    try:
-        yield
-    finally:
-        await worker.shutdown()
-        assert await group.join(20), "run() did not return after shutdown()"
-    assert not failures, failures
+    return worker_tests.make_worker(engine, **{"concurrency": 8, **options})
 
 
 class Ledger:
