@@ -11,6 +11,7 @@ sides: what the role must be able to do works, and what it must not do fails wit
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import subprocess
 import threading
@@ -151,6 +152,9 @@ class Roles:
         return rows(self.su, sql, **params)
 
     def close(self) -> None:
+        # A registered producer or consumer a test left open heartbeats from a thread
+        # until it is garbage: collect it now, before its role is dropped under it.
+        gc.collect()
         for engine in self.engines:
             engine.dispose()
         with self.su.begin() as conn:
@@ -372,6 +376,7 @@ def test_sync_producer_enqueues_without_reading_payloads(roles: Roles) -> None:
     with pytest.raises(QueueNotFound):
         nope.enqueue({"n": 11})
     assert roles.counts() == before
+    nope.shutdown()  # else its heartbeat thread outlives the role the fixture drops
 
     producer.heartbeat()
     assert producer.status() == "ready" and producer.is_healthy()
@@ -415,6 +420,7 @@ async def test_async_producer_enqueues_without_reading_payloads(roles: Roles, dr
         with pytest.raises(QueueNotFound):
             await nope.enqueue({})
         assert roles.counts() == before
+        await nope.shutdown()
         await producer.shutdown()
         _producer_denials(roles.sync_engine(role))
     finally:
@@ -701,6 +707,8 @@ def test_admin_role_manages_queues_and_grants(roles: Roles) -> None:
     assert [w.kind for w in admin.list_workers()] == ["producer", "consumer"]
     admin.delete_queue("a")
     assert admin.list_queues() == []
+    producer.shutdown()
+    consumer.shutdown()
 
     # It holds no grant option: granting is the owner's (see the next tests for an
     # admin that owns its schema).
@@ -1117,6 +1125,7 @@ def test_sync_roles_cannot_suspend_other_workers(roles: Roles) -> None:
         ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(5)])]
         _until(lambda: _done(roles, ids), 20)
         assert sorted(ran) == ids
+        producer.shutdown()
         _sweeps_and_admin(roles, worker.worker_id)
     finally:
         worker.shutdown()
@@ -1149,6 +1158,7 @@ async def test_async_roles_cannot_suspend_other_workers(roles: Roles, driver: st
             assert asyncio.get_running_loop().time() < deadline, ran
             await asyncio.sleep(0.1)
         assert sorted(ran) == ids
+        producer.shutdown()
     finally:
         await worker.shutdown()
         await asyncio.wait_for(task, 20)
