@@ -502,6 +502,12 @@ def _terminate_all(url: URL) -> int:
         engine.dispose()
 
 
+def _raw_asyncpg() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.InterfaceError)
+
+
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "sqlalchemy"])
 @pytest.mark.parametrize("face", FACES)
 async def test_every_backend_terminated_costs_at_most_one_failed_call(
@@ -539,10 +545,16 @@ async def test_every_backend_terminated_costs_at_most_one_failed_call(
                 await ac.execute(text("SELECT 1"))
                 await ac.close()
             assert await asyncio.to_thread(_terminate_all, clean) >= 4
+            # SQLAlchemy 2.0's own asyncpg path can let asyncpg's InternalClientError
+            # ("another operation is in progress") through untranslated from a terminated
+            # connection (sqlalchemy/sqlalchemy#13241); the direct path never does.
+            counted: tuple[type[BaseException], ...] = TRANSIENT
+            if not direct and sqlalchemy.__version__ < "2.1":
+                counted += _raw_asyncpg()
             for _ in range(8):
                 try:
                     await aconsumer.dequeue()
-                except TRANSIENT:
+                except counted:
                     failures += 1
         finally:
             await aengine.dispose()
