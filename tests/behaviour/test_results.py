@@ -28,6 +28,7 @@ from pgqueue import (
     SyncProducer,
     SyncWorker,
     WaitTimeout,
+    _waiter,
 )
 from pgqueue._compat import Listener, TaskGroup, sleep
 from pgqueue._drive import run
@@ -312,7 +313,12 @@ def test_deleted_jobs_wake_their_waiters(sync_engine: Engine) -> None:
     plain.close()
 
 
-def test_purged_and_deleted_queues_wake_their_waiters(sync_engine: Engine) -> None:
+def test_purged_and_deleted_queues_wake_their_waiters(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No recheck within the test's time: only the purge's and the delete's announcement
+    # can wake the waiters (not a timing assertion, which a loaded machine breaks).
+    monkeypatch.setattr(_waiter, "RECHECK_FIRST", 120.0)
     admin, producer = setup(sync_engine)
     admin.create_queue("other")
     other = SyncProducer(sync_engine, "other", schema=SCHEMA)
@@ -322,11 +328,10 @@ def test_purged_and_deleted_queues_wake_their_waiters(sync_engine: Engine) -> No
     got: dict[int, Any] = {}
 
     def wait_for(p: SyncProducer, job_id: int) -> None:
-        started = time.monotonic()
         try:
             p.wait(job_id, timeout=60)
         except JobNotFound as exc:
-            got[job_id] = (exc, time.monotonic() - started)
+            got[job_id] = exc
 
     waits.spawn(wait_for, producer, purged.id)
     waits.spawn(wait_for, other, deleted.id)
@@ -335,9 +340,8 @@ def test_purged_and_deleted_queues_wake_their_waiters(sync_engine: Engine) -> No
     )
     admin.purge_queue("tasks")
     admin.delete_queue("other")
-    assert waits.join(15)
+    assert waits.join(15)  # announced: no recheck comes in 120 s
     assert set(got) == {purged.id, deleted.id}
-    assert all(took < 1.5 for _, took in got.values())  # announced, not found at a recheck
     producer.close()
     other.close()
 

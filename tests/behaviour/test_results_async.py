@@ -28,6 +28,7 @@ from pgqueue import (
     JobOutcome,
     Message,
     WaitTimeout,
+    _waiter_async,
 )
 from pgqueue._acompat import Listener, TaskGroup, sleep
 from pgqueue._drive import arun
@@ -316,7 +317,12 @@ async def test_deleted_jobs_wake_their_waiters(async_engine: AsyncEngine) -> Non
     await plain.close()
 
 
-async def test_purged_and_deleted_queues_wake_their_waiters(async_engine: AsyncEngine) -> None:
+async def test_purged_and_deleted_queues_wake_their_waiters(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No recheck within the test's time: only the purge's and the delete's announcement
+    # can wake the waiters (not a timing assertion, which a loaded machine breaks).
+    monkeypatch.setattr(_waiter_async, "RECHECK_FIRST", 120.0)
     admin, producer = await setup(async_engine)
     await admin.create_queue("other")
     other = AsyncProducer(async_engine, "other", schema=SCHEMA)
@@ -326,11 +332,10 @@ async def test_purged_and_deleted_queues_wake_their_waiters(async_engine: AsyncE
     got: dict[int, Any] = {}
 
     async def wait_for(p: AsyncProducer, job_id: int) -> None:
-        started = time.monotonic()
         try:
             await p.wait(job_id, timeout=60)
         except JobNotFound as exc:
-            got[job_id] = (exc, time.monotonic() - started)
+            got[job_id] = exc
 
     waits.spawn(wait_for, producer, purged.id)
     waits.spawn(wait_for, other, deleted.id)
@@ -339,9 +344,8 @@ async def test_purged_and_deleted_queues_wake_their_waiters(async_engine: AsyncE
     )
     await admin.purge_queue("tasks")
     await admin.delete_queue("other")
-    assert await waits.join(15)
+    assert await waits.join(15)  # announced: no recheck comes in 120 s
     assert set(got) == {purged.id, deleted.id}
-    assert all(took < 1.5 for _, took in got.values())  # announced, not found at a recheck
     await producer.close()
     await other.close()
 
