@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from . import _validate
+from . import _validate, _validate_control
 from ._drive import Bind, run
 from ._plans import Context
 from ._plans import jobs as jobs_plans
@@ -64,7 +64,7 @@ class SyncJobAdmin:
         ...                              after_id=page[-1].id)                     # doctest: +SKIP
         >>> admin.list_jobs(headers={"order_id": 4812})                      # doctest: +SKIP
         """
-        where = _validate.job_filter(
+        where = _validate_control.job_filter(
             queue=queue,
             status=status,
             entrypoint=entrypoint,
@@ -72,7 +72,7 @@ class SyncJobAdmin:
             headers=headers,
         )
         after = None if after_id is None else _validate.job_id(after_id)
-        size = _validate.positive_int(limit, "limit", maximum=_validate.MAX_LIST)
+        size = _validate.positive_int(limit, "limit", maximum=_validate_control.MAX_LIST)
         plan = jobs_plans.list_jobs(self._ctx, where, after, size)
         return run(self._engine, bind, plan, self._ctx)
 
@@ -189,7 +189,7 @@ class SyncJobAdmin:
             job,
             run_at=_validate.run_at(run_at),
             delay=_validate.seconds(delay, "delay"),
-            priority=None if priority is None else _validate.priority(priority),
+            priority=None if priority is None else _validate_control.priority(priority),
         )
         return run(self._engine, bind, plan, self._ctx)
 
@@ -202,9 +202,9 @@ def _targets(
     entrypoint: str | None,
     dedupe_key: str | None,
     headers: Mapping[str, Any] | None,
-) -> tuple[list[int] | None, _validate.JobFilter]:
+) -> tuple[list[int] | None, _validate_control.JobFilter]:
     """What a bulk verb acts on: ``ids`` (narrowed by ``status`` only), or the filters."""
-    where = _validate.job_filter(
+    where = _validate_control.job_filter(
         queue=queue,
         status=status,
         entrypoint=entrypoint,
@@ -216,7 +216,7 @@ def _targets(
     if ids is not None:
         if any(v is not None for v in others):
             raise InvalidArgument("give ids or filters (queue, entrypoint, ...), not both")
-        return _validate.job_ids(ids), where
+        return _validate_control.job_ids(ids), where
     if status is None and all(v is None for v in others):
         raise InvalidArgument(
             "give ids, or at least one filter (queue=, status=, ...): "

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _validate
+from . import _validate, _validate_control
 from ._drive import AsyncBind, arun
 from ._plans import Context
 from ._plans import jobs as jobs_plans
@@ -63,7 +63,7 @@ class AsyncJobAdmin:
         ...                              after_id=page[-1].id)                     # doctest: +SKIP
         >>> await admin.list_jobs(headers={"order_id": 4812})                      # doctest: +SKIP
         """
-        where = _validate.job_filter(
+        where = _validate_control.job_filter(
             queue=queue,
             status=status,
             entrypoint=entrypoint,
@@ -71,7 +71,7 @@ class AsyncJobAdmin:
             headers=headers,
         )
         after = None if after_id is None else _validate.job_id(after_id)
-        size = _validate.positive_int(limit, "limit", maximum=_validate.MAX_LIST)
+        size = _validate.positive_int(limit, "limit", maximum=_validate_control.MAX_LIST)
         plan = jobs_plans.list_jobs(self._ctx, where, after, size)
         return await arun(self._engine, bind, plan, self._ctx)
 
@@ -188,7 +188,7 @@ class AsyncJobAdmin:
             job,
             run_at=_validate.run_at(run_at),
             delay=_validate.seconds(delay, "delay"),
-            priority=None if priority is None else _validate.priority(priority),
+            priority=None if priority is None else _validate_control.priority(priority),
         )
         return await arun(self._engine, bind, plan, self._ctx)
 
@@ -201,9 +201,9 @@ def _targets(
     entrypoint: str | None,
     dedupe_key: str | None,
     headers: Mapping[str, Any] | None,
-) -> tuple[list[int] | None, _validate.JobFilter]:
+) -> tuple[list[int] | None, _validate_control.JobFilter]:
     """What a bulk verb acts on: ``ids`` (narrowed by ``status`` only), or the filters."""
-    where = _validate.job_filter(
+    where = _validate_control.job_filter(
         queue=queue,
         status=status,
         entrypoint=entrypoint,
@@ -215,7 +215,7 @@ def _targets(
     if ids is not None:
         if any(v is not None for v in others):
             raise InvalidArgument("give ids or filters (queue, entrypoint, ...), not both")
-        return _validate.job_ids(ids), where
+        return _validate_control.job_ids(ids), where
     if status is None and all(v is None for v in others):
         raise InvalidArgument(
             "give ids, or at least one filter (queue=, status=, ...): "
