@@ -3,7 +3,7 @@
 Registered by the ``pytest11`` entry point ``pgqueue``: installing pgqueue is enough
 (``-p no:pgqueue`` turns it off). pytest loads this module on every run, so it imports
 nothing of pgqueue (nor SQLAlchemy) until a test asks for one of its fixtures; the work
-is in :mod:`pgqueue.testing`.
+is in :mod:`pgqueue._fixtures` (the helpers for tests: :mod:`pgqueue.testing`).
 
 ``pgqueue_url`` (session)
     the server: ``$PGQUEUE_TEST_DSN``, else a throwaway embedded PostgreSQL started the
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def pgqueue_url() -> Iterator[URL]:
     """The test server's URL (``$PGQUEUE_TEST_DSN`` or an embedded PostgreSQL)."""
-    from pgqueue.testing import server_url
+    from pgqueue._fixtures import server_url
 
     yield from server_url()
 
@@ -41,14 +41,14 @@ def pgqueue_url() -> Iterator[URL]:
 @pytest.fixture(scope="session")
 def pgqueue_schema() -> str:
     """The schema the fixtures install pgqueue into (``$PGQUEUE_TEST_SCHEMA`` or public)."""
-    from pgqueue.testing import test_schema
+    from pgqueue._fixtures import test_schema
 
     return test_schema()
 
 
 @pytest.fixture(scope="session")
 def _pgqueue_emptier(pgqueue_url: URL, pgqueue_schema: str) -> Callable[[], None]:
-    from pgqueue.testing import install
+    from pgqueue._fixtures import install
 
     return install(pgqueue_url, pgqueue_schema)
 
@@ -61,7 +61,7 @@ def _pgqueue_empty(_pgqueue_emptier: Callable[[], None]) -> None:
 @pytest.fixture
 def pgqueue_engine(pgqueue_url: URL, _pgqueue_empty: None) -> Iterator[Engine]:
     """A sync Engine on the test server; pgqueue's tables are empty when the test starts."""
-    from pgqueue.testing import sync_engine
+    from pgqueue._fixtures import sync_engine
 
     engine = sync_engine(pgqueue_url)
     yield engine
@@ -72,6 +72,6 @@ def pgqueue_engine(pgqueue_url: URL, _pgqueue_empty: None) -> Iterator[Engine]:
 def pgqueue_async_engine(pgqueue_url: URL, _pgqueue_empty: None) -> AsyncEngine:
     """An AsyncEngine on the test server (no pool: every test has its own event loop);
     pgqueue's tables are empty when the test starts."""
-    from pgqueue.testing import async_engine
+    from pgqueue._fixtures import async_engine
 
     return async_engine(pgqueue_url)

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, create_engine
 
 from pgqueue import SyncAdmin
 from pgqueue._plans import Context
-from pgqueue._validate import job_filter
+from pgqueue._validate_control import job_filter
 
 SCHEMA = "pgq_bench_jobs"
 QUEUES = 10

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from . import _validate
+from . import _validate_jobs
 from ._compat import Event, wait_event
 from ._drive import run
 from ._plans import Context
@@ -73,7 +73,7 @@ class SyncScheduler:
         ctx = self._contexts[s.queue]
         try:
             payload = {"schedule": s.name, "tick": tick.isoformat()}
-            jobs = _validate.validate_jobs(
+            jobs = _validate_jobs.validate_jobs(
                 s.queue,
                 [payload if s.payload is None else s.payload],
                 JobSpec(None, entrypoint=s.entrypoint),

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import _validate
+from . import _validate_jobs
 from ._acompat import Event, wait_event
 from ._drive import arun
 from ._plans import Context
@@ -74,7 +74,7 @@ class AsyncScheduler:
         ctx = self._contexts[s.queue]
         try:
             payload = {"schedule": s.name, "tick": tick.isoformat()}
-            jobs = _validate.validate_jobs(
+            jobs = _validate_jobs.validate_jobs(
                 s.queue,
                 [payload if s.payload is None else s.payload],
                 JobSpec(None, entrypoint=s.entrypoint),

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from . import metrics as _metrics
+from .metrics._client import require as _require_prometheus
 from .worker import SyncWorker
 from .worker_async import AsyncWorker
 
@@ -58,7 +58,7 @@ class Endpoints:
         registry: Any = None,
         max_age: float | None = None,
     ) -> None:
-        _metrics._require()
+        _require_prometheus()
         from prometheus_client import REGISTRY
 
         self.worker = worker

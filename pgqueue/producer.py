@@ -10,7 +10,7 @@ from typing import Any, overload
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import _validate, tracing
+from . import _validate, _validate_jobs, tracing
 from ._drive import Bind, check_bind, run
 from ._identity import SyncIdentity
 from ._plans import producer as producer_plans
@@ -355,12 +355,12 @@ class SyncProducer(SyncIdentity):
         if on_duplicate not in ("raise", "skip"):
             raise InvalidArgument('on_duplicate must be "raise" or "skip"')
         if not items:
-            _validate.validate_jobs(self._queue, items, defaults, self._encode)
+            _validate_jobs.validate_jobs(self._queue, items, defaults, self._encode)
             return []
         # A PRODUCER span; its context goes into the jobs' headers (pgqueue.tracing).
         with tracing.producer_span(self._queue, len(items)) as (span, carrier):
             items, defaults = tracing.carry(carrier, items, defaults)
-            jobs = _validate.validate_jobs(self._queue, items, defaults, self._encode)
+            jobs = _validate_jobs.validate_jobs(self._queue, items, defaults, self._encode)
             plan = producer_plans.enqueue(
                 self._ctx,
                 jobs,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _validate
+from . import _validate, _validate_jobs
 from .errors import ForeignNode, InvalidWorkflow, WorkflowCycle
 from .types import JOB_OPTIONS, JSON, JobSpec
 
@@ -230,7 +230,7 @@ class Workflow:
             opts = dict(
                 zip(
                     JOB_OPTIONS,
-                    _validate.job_options(queue, where, spec, JobSpec(None)),
+                    _validate_jobs.job_options(queue, where, spec, JobSpec(None)),
                     strict=True,
                 )
             )

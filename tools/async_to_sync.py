@@ -34,6 +34,10 @@ SOURCES = [
     "pgqueue/_winddown_async.py",
     "pgqueue/_waiter_async.py",
     "pgqueue/producer_async.py",
+    "pgqueue/_admin_queues_async.py",
+    "pgqueue/_admin_jobs_async.py",
+    "pgqueue/_admin_workflows_async.py",
+    "pgqueue/_admin_maintenance_async.py",
     "pgqueue/admin_async.py",
     "pgqueue/consumer_async.py",
     "pgqueue/worker_async.py",
@@ -73,12 +77,14 @@ RULES: list[tuple[str, str]] = [
     (
         r"\b(_identity|_completer|_maintenance|_scheduler|_startup|_fetcher|_runner"
         r"|_winddown|_waiter"
+        r"|_admin_queues|_admin_jobs|_admin_workflows|_admin_maintenance"
         r"|producer|admin|consumer|worker)_async\b",
         r"\1",
     ),
     (
         r"\bAsync(Identity|Producer|Consumer|Admin|Worker"
-        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|Waiter|DB)\b",
+        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|Waiter|DB"
+        r"|QueueAdmin|JobAdmin|WorkflowAdmin|MaintenanceAdmin)\b",
         r"Sync\1",
     ),
     # "Awaitable[X]" -> "X" (X may hold one level of brackets)

@@ -15,7 +15,7 @@ from sqlalchemy import Executable
 
 from .. import _rows
 from .._sql.jobs import FINISHED_STATUSES
-from .._validate import JobFilter
+from .._validate_control import JobFilter
 from ..schema import BLOCKED, DEAD, QUEUED, RUNNING, SCHEDULED
 from ..types import JobInfo
 from . import Context, Plan, Rows, Step, Steps, channel_name, plan, workflow

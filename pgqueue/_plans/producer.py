@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _rows
-from .._validate import Jobs, OnDuplicate
+from .._validate import OnDuplicate
+from .._validate_jobs import Jobs
 from ..errors import DuplicateJob, PgQueueError, QueueNotFound
 from ..schema import DEAD
 from ..types import JobOutcome, Message

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .. import _rows
-from .._validate import Jobs
+from .._validate_jobs import Jobs
 from ..types import Message
 from . import Context, Step, Steps, plan, workflow
 from .consumer import dequeue

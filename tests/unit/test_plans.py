@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pgqueue import _validate
+from pgqueue import _validate, _validate_control, _validate_jobs
 from pgqueue._plans import Context, Plan, Step, admin, consumer, producer, worker
 from pgqueue._plans import jobs as jobs_plans
 from pgqueue.errors import DuplicateJob, InvalidArgument, PgQueueError, QueueNotFound
@@ -50,8 +50,8 @@ def names(steps: Sequence[Step]) -> list[str]:
     return [by_id.get(id(s.statement), type(s.statement).__name__) for s in steps]
 
 
-def jobs(*specs: Any) -> _validate.Jobs:
-    return _validate.validate_jobs("tasks", list(specs), JobSpec(None))
+def jobs(*specs: Any) -> _validate_jobs.Jobs:
+    return _validate_jobs.validate_jobs("tasks", list(specs), JobSpec(None))
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -238,7 +238,7 @@ def test_fetch_sizes_are_few_and_never_more_than_the_room() -> None:
 
 
 # --------------------------------------------------------------------------- job control
-def _where(**given: Any) -> _validate.JobFilter:
+def _where(**given: Any) -> _validate_control.JobFilter:
     base: dict[str, Any] = {
         "queue": None,
         "status": None,
@@ -246,7 +246,7 @@ def _where(**given: Any) -> _validate.JobFilter:
         "dedupe_key": None,
         "headers": None,
     }
-    return _validate.job_filter(**{**base, **given}, allowed=jobs_plans.CANCELLABLE)
+    return _validate_control.job_filter(**{**base, **given}, allowed=jobs_plans.CANCELLABLE)
 
 
 def test_bulk_cancel_by_filter_goes_newest_first_in_batches_from_where_it_began() -> None:
@@ -300,8 +300,8 @@ def test_job_filters_are_checked_before_anything_runs() -> None:
     with pytest.raises(InvalidArgument, match="empty list"):
         _where(status=[])
     with pytest.raises(InvalidArgument):
-        _validate.job_ids(5)
+        _validate_control.job_ids(5)
     with pytest.raises(InvalidArgument):
-        _validate.job_ids([1, -2])
-    assert _validate.job_ids([3, 1, 3]) == [3, 1]
+        _validate_control.job_ids([1, -2])
+    assert _validate_control.job_ids([3, 1, 3]) == [3, 1]
     assert _where(status=["running", "queued"]).statuses == ("queued", "running")

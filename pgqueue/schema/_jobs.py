@@ -1,11 +1,5 @@
-"""pgqueue's tables, declared once on their own ``MetaData``.
-
-The tables carry no schema name. The statements in ``_sql`` are cloned once per schema
-in use (``_sql.for_schema``); the migrations run with ``schema_translate_map={None:
-schema}`` (see :func:`translate_map`). The migrations under
-``pgqueue/migrations`` create exactly these tables; a test checks that
-``compare_metadata`` finds no difference.
-"""
+"""The job tables: queues, the hot ``pgqueue_jobs``, the partitioned archive, and
+results."""
 
 from __future__ import annotations
 
@@ -21,63 +15,16 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    MetaData,
     SmallInteger,
     Table,
     Text,
     Uuid,
-    func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-#: The MetaData that owns pgqueue's tables (never the host application's).
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-#: Job states kept in the hot table. Finished jobs leave it (deleted or archived).
-#: ``queued``: available now; ``scheduled``: available from ``available_at`` (delayed
-#: or retrying); ``running``: leased until ``available_at``; ``dead``: dead-lettered.
-QUEUED, SCHEDULED, RUNNING, DEAD = "queued", "scheduled", "running", "dead"
-#: A workflow node waiting for its parents (``waiting_on`` of them have not completed):
-#: in no ready or waiting index, so dequeues never see it.
-BLOCKED = "blocked"
-#: How a job left the hot table (``pgqueue_archive.outcome``): its handler returned
-#: (``completed``), a consumer archived it (``archived``), an admin deleted it from a
-#: queue that archives (``deleted``), or it was cancelled (``cancelled``).
-COMPLETED, ARCHIVED, DELETED, CANCELLED = "completed", "archived", "deleted", "cancelled"
-LIVE_STATUSES = (QUEUED, SCHEDULED, RUNNING, DEAD, BLOCKED)
-OUTCOMES = (COMPLETED, ARCHIVED, DELETED, CANCELLED)
-
-#: Names of every table pgqueue owns, for the Alembic autogenerate filter.
-TABLE_NAMES = frozenset(
-    {
-        "pgqueue_queues",
-        "pgqueue_jobs",
-        "pgqueue_archive",
-        "pgqueue_workers",
-        "pgqueue_schedules",
-        "pgqueue_rate_limits",
-        "pgqueue_key_rate_limits",
-        "pgqueue_results",
-        "pgqueue_stats",
-        "pgqueue_audit",
-        "pgqueue_workflows",
-        "pgqueue_workflow_nodes",
-        "pgqueue_workflow_edges",
-        "pgqueue_leader",
-        "pgqueue_alembic_version",
-    }
-)
-
-_now = func.now()
+from ._base import metadata
+from ._base import now as _now
 
 queues = Table(
     "pgqueue_queues",
@@ -302,147 +249,6 @@ results = Table(
     Index("ix_pgqueue_results_expires_at", "expires_at"),
 )
 
-#: Workflows (``producer.enqueue_workflow``): a name and how many nodes.
-workflows = Table(
-    "pgqueue_workflows",
-    metadata,
-    Column("id", BigInteger, Identity(always=False), primary_key=True),
-    Column("name", Text, nullable=False),
-    Column("nodes", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
-    Index("ix_pgqueue_workflows_created_at", "created_at"),
-)
-
-#: A workflow's nodes (each one job, ``job_id``) and how each ended: ``outcome`` is
-#: set by the statement that ends the job (completed, archived, dead, cancelled,
-#: deleted) and tells its children once; it outlives the job's row, which may leave
-#: every table (a queue that keeps no archive).
-workflow_nodes = Table(
-    "pgqueue_workflow_nodes",
-    metadata,
-    Column("job_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("workflow_id", BigInteger, nullable=False),
-    # Its position in the workflow as built (Workflow.add order, from 0).
-    Column("position", Integer, nullable=False),
-    # on_parent_failure="run": a parent that ends dead or cancelled counts as done.
-    Column("run_on_failure", Boolean, nullable=False, server_default=text("false")),
-    Column("outcome", Text, nullable=True),
-    Index("ix_pgqueue_workflow_nodes_workflow_id", "workflow_id", "position"),
-)
-
-#: Dependencies: ``child_id`` runs after ``parent_id`` (both job ids of one workflow).
-workflow_edges = Table(
-    "pgqueue_workflow_edges",
-    metadata,
-    Column("parent_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("child_id", BigInteger, primary_key=True, autoincrement=False),
-    # A child's parents (worker.parent_results, retry_workflow).
-    Index("ix_pgqueue_workflow_edges_child_id", "child_id"),
-)
-
-workers = Table(
-    "pgqueue_workers",
-    metadata,
-    Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("kind", Text, nullable=False),
-    Column("queues", Text, nullable=True),
-    Column("hostname", Text, nullable=False),
-    Column("port", Integer, nullable=True),
-    Column("pid", Integer, nullable=False),
-    Column("status", Text, nullable=False, server_default=text("'ready'")),
-    Column("started_at", DateTime(timezone=True), nullable=False, server_default=_now),
-    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=_now),
-    # A worker's entrypoints (NULL for producers and consumers): which jobs it serves.
-    Column("entrypoints", ARRAY(Text), nullable=True),
-    # The role that registered the row: row-level security lets a role change only its
-    # own registrations (migration 0006; docs/security.md). No pgqueue role writes it.
-    Column("registered_by", Text, nullable=False, server_default=text("CURRENT_USER")),
-    CheckConstraint("kind IN ('producer', 'consumer', 'worker')", name="kind"),
-    CheckConstraint("status IN ('ready', 'suspended', 'stopped', 'dead')", name="status"),
-    Index("ix_pgqueue_workers_heartbeat_at", "heartbeat_at"),
-)
-
-#: Cron schedules: the last tick enqueued, claimed with a conditional UPDATE so exactly
-#: one worker enqueues each tick however many run the schedule.
-schedules = Table(
-    "pgqueue_schedules",
-    metadata,
-    Column("name", Text, primary_key=True),
-    Column("cron", Text, nullable=False),
-    Column("queue", Text, nullable=False),
-    Column("entrypoint", Text, nullable=False),
-    Column("last_tick", DateTime(timezone=True), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
-)
-
-#: Token buckets of rate-limited entrypoints, shared by every worker.
-rate_limits = Table(
-    "pgqueue_rate_limits",
-    metadata,
-    Column("queue", Text, primary_key=True),
-    Column("entrypoint", Text, primary_key=True),
-    Column("tokens", Double, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
-)
-
-#: Per-key token buckets of entrypoints rate-limited per key (``per_key=True``), shared
-#: by every worker; a bucket full again (idle keys) is as good as none: pruned.
-key_rate_limits = Table(
-    "pgqueue_key_rate_limits",
-    metadata,
-    Column("queue", Text, primary_key=True),
-    Column("entrypoint", Text, primary_key=True),
-    Column("key", Text, primary_key=True),
-    Column("tokens", Double, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
-)
-
-#: Jobs settled per minute, queue and entrypoint, counted by the workers' completers
-#: (one upsert per queue and second at most, whatever the rate): the dashboard's rates
-#: exist even for queues that keep no archive. Rows older than a week are pruned.
-stats = Table(
-    "pgqueue_stats",
-    metadata,
-    Column("minute", DateTime(timezone=True), primary_key=True),
-    Column("queue", Text, primary_key=True),
-    Column("entrypoint", Text, primary_key=True),
-    Column("completed", BigInteger, nullable=False, server_default=text("0")),
-    # A failed attempt that will be retried; a dead one is counted in ``dead`` only.
-    Column("failed", BigInteger, nullable=False, server_default=text("0")),
-    Column("dead", BigInteger, nullable=False, server_default=text("0")),
-    Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
-    # Handler durations of the completed and failed ones: a count per bucket of
-    # ``pgqueue._stats.DURATION_BUCKETS`` (the dashboard's p50 and p95 per entrypoint).
-    Column("durations", ARRAY(BigInteger), nullable=True),
-)
-
-#: What operators did through the dashboard: who, what, when, and to how many jobs.
-audit = Table(
-    "pgqueue_audit",
-    metadata,
-    Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False, server_default=_now),
-    Column("actor", Text, nullable=False),
-    Column("action", Text, nullable=False),
-    # What it acted on, as the operator chose it: a queue, ids, or a filter (JSON).
-    Column("target", JSONB, nullable=False),
-    Column("count", Integer, nullable=False),
-    Index("ix_pgqueue_audit_at", "at"),
-)
-
-#: The one maintenance leader of the schema (River's elector, as a row): the worker
-#: whose ``leader`` holds the row until ``expires_at`` runs retention and sweeps; it
-#: renews the row well before it expires; any worker takes an expired row. A row and
-#: not a session advisory lock: it works through PgBouncer in transaction mode, where
-#: a session lock would be held by whichever client the server connection serves next.
-leader = Table(
-    "pgqueue_leader",
-    metadata,
-    Column("name", Text, primary_key=True),
-    Column("leader", Text, nullable=False),
-    Column("elected_at", DateTime(timezone=True), nullable=False, server_default=_now),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-)
 
 #: Storage settings of the hot table, applied by the migration: updates (lease, retry)
 #: stay on the same page (HOT), and autovacuum keeps up with a table that churns.
@@ -453,27 +259,3 @@ JOBS_STORAGE: dict[str, Any] = {
     "autovacuum_analyze_scale_factor": 0.02,
     "autovacuum_vacuum_cost_delay": 0,
 }
-
-
-def translate_map(schema: str) -> dict[str | None, str]:
-    """The ``schema_translate_map`` that points pgqueue's tables at ``schema``."""
-    return {None: schema}
-
-
-def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    """Alembic ``include_name`` hook for a host app's ``env.py``.
-
-    A host application that autogenerates its own migrations passes this so that
-    Alembic neither proposes dropping pgqueue's tables nor touches their indexes::
-
-        from pgqueue.schema import include_name
-        context.configure(..., include_name=include_name)
-    """
-    # The model's tables too, so a table added to it is never left out of the filter.
-    ours = TABLE_NAMES.union(metadata.tables)
-    if type_ == "table":
-        return name not in ours and not is_archive_partition(name)
-    if type_ in ("index", "unique_constraint", "foreign_key_constraint", "column"):
-        table = parent_names.get("table_name")
-        return table not in ours and not is_archive_partition(table)
-    return True

@@ -1,0 +1,68 @@
+# DO NOT EDIT: generated from _admin_maintenance_async.py by tools/async_to_sync.py
+"""What keeps the queues running, seen from the admin: a maintenance pass on demand, the
+maintenance leader, registered workers and recorded cron schedules."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from ._drive import Bind, check_bind, run
+from ._maintenance import run_pass
+from ._plans import Context
+from ._plans import admin as admin_plans
+from ._plans import maintenance as maintenance_plans
+from .types import LeaderInfo, MaintenanceReport, ScheduleInfo, WorkerInfo
+
+
+class SyncMaintenanceAdmin:
+    """The maintenance and fleet verbs of :class:`~pgqueue.SyncAdmin`."""
+
+    _engine: Engine
+    _ctx: Context
+
+    def maintain(self, *, bind: Bind | None = None) -> MaintenanceReport:
+        """Run one maintenance pass now, as the elected leader does on its own: remove
+        archive rows and dead jobs past their queue's retention and results past
+        ``result_ttl``, mark registrations whose heartbeat stopped dead, end cancelled
+        jobs whose worker died; create the archive's monthly partitions ahead and drop
+        those past every queue's retention (a role that owns the archive). Small
+        batches, each its own short transaction (without ``bind=``); safe beside a
+        running leader (each row is removed once). Returns what it did; ``complete``
+        is False if a backlog is left for the next pass.
+
+        >>> report = admin.maintain()   # doctest: +SKIP
+        >>> report.completed_pruned, report.dead_pruned  # doctest: +SKIP
+        (1200, 3)
+        """
+        if bind is not None:
+            check_bind(bind)
+        return run_pass(self._engine, bind, self._ctx)
+
+    def maintenance_leader(self, *, bind: Bind | None = None) -> LeaderInfo | None:
+        """The worker leading maintenance now, or ``None`` if none ever led.
+
+        >>> admin.maintenance_leader().leader  # doctest: +SKIP
+        'web-1:4242:9f2c'
+        """
+        return run(self._engine, bind, maintenance_plans.leader(self._ctx), self._ctx)
+
+    def list_workers(
+        self, *, include_stopped: bool = False, bind: Bind | None = None
+    ) -> list[WorkerInfo]:
+        """Registered producers, consumers and workers: live ones (ready or suspended),
+        or every recorded one with ``include_stopped``.
+
+        >>> [(w.hostname, w.status) for w in admin.list_workers()]  # doctest: +SKIP
+        [('web-1', 'ready')]
+        """
+        plan = admin_plans.list_workers(self._ctx, bool(include_stopped))
+        return run(self._engine, bind, plan, self._ctx)
+
+    def list_schedules(self, *, bind: Bind | None = None) -> list[ScheduleInfo]:
+        """The cron schedules workers have recorded, by name, with their last and next
+        tick.
+
+        >>> [(s.name, s.cron, s.next_tick) for s in admin.list_schedules()]  # doctest: +SKIP
+        [('nightly', '0 3 * * *', datetime(2026, 12, 4, 3, 0, tzinfo=...))]
+        """
+        return run(self._engine, bind, admin_plans.list_schedules(self._ctx), self._ctx)
