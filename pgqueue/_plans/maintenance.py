@@ -89,6 +89,39 @@ def _batches(
             return (*totals, 0)
 
 
+#: Where the last pass's scan of workflow runs stopped, per schema (a pass examines at
+#: most :data:`MOST` runs; the next one in this process goes on from there).
+_workflow_cursor: dict[str, int] = {}
+
+
+def _prune_workflows(ctx: Context, leading: _Leading) -> Steps[tuple[int, int, bool]]:
+    """Remove finished runs whose jobs all left every table (``PRUNE_WORKFLOWS``), in
+    batches of :data:`BATCH` runs examined in id order, at most :data:`MOST` a pass: it
+    starts where the last pass stopped and wraps around once. (runs removed, nodes
+    removed, whether every run was examined)"""
+    start = after = _workflow_cursor.get(ctx.schema, 0)
+    wrapped = start == 0
+    runs = nodes = examined = 0
+    while True:
+        ((gone, gone_nodes, last, seen),) = yield Step(
+            ctx.sql.PRUNE_WORKFLOWS, {"b_after": after, "b_limit": BATCH}
+        )
+        runs, nodes, examined = runs + int(gone), nodes + int(gone_nodes), examined + int(seen)
+        after = after if last is None else int(last)
+        if wrapped and after >= start > 0:  # back where this pass began
+            _workflow_cursor[ctx.schema] = after
+            return runs, nodes, True
+        if int(seen) < BATCH:  # the end: the next pass starts from the beginning
+            _workflow_cursor[ctx.schema] = 0
+            if wrapped:
+                return runs, nodes, True
+            after, wrapped = 0, True
+            continue
+        if examined >= MOST or not (yield from leading.check()):
+            _workflow_cursor[ctx.schema] = after
+            return runs, nodes, False
+
+
 @plan(transaction=False)
 def maintain(
     ctx: Context,
@@ -146,7 +179,15 @@ def maintain(
     # their children here, as NACK would have.
     nodes = yield from workflow_plans.settle_dead_nodes(ctx, [r.name for r in queues]).steps
     results = yield from worker_plans.prune_results(ctx).steps
+    runs = 0
+    if (yield from leading.check()):
+        # After the archive's and the results' prunes: runs whose last rows they removed.
+        runs, _, whole = yield from _prune_workflows(ctx, leading)
+        complete = complete and whole
+    else:
+        complete = False
     return MaintenanceReport(
+        workflows_pruned=runs,
         workflow_nodes_settled=nodes,
         completed_pruned=completed,
         cancelled_pruned=cancelled,

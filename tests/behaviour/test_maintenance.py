@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pgqueue import MaintenanceReport, Message, QueueInfo, SyncAdmin, SyncWorker
+from pgqueue import (
+    MaintenanceReport,
+    Message,
+    QueueInfo,
+    SyncAdmin,
+    SyncConsumer,
+    SyncProducer,
+    SyncWorker,
+    chain,
+)
 from pgqueue._drive import run
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
@@ -279,6 +288,83 @@ def test_maintain_sweeps_dead_registrations_and_expired_results(
         (2, "ready"),
     ]
     assert ids(db, "pgqueue_results") == [2]
+
+
+def test_finished_workflow_runs_go_with_the_last_of_their_jobs(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    admin.create_queue(
+        "flow",
+        archive=True,
+        max_attempts=1,
+        retain_completed=DAY,
+        retain_cancelled=DAY,
+        retain_dead=DAY,
+    )
+    producer = SyncProducer(sync_engine, "flow", schema=SCHEMA)
+    consumer = SyncConsumer(sync_engine, "flow", schema=SCHEMA)
+    # Runs: done (completed long ago), fresh (completed just now), failed (its first
+    # node dead, so the second cancelled), waiting (its first node still queued).
+    runs = {}
+    for name in ("done", "fresh", "failed"):
+        runs[name] = producer.enqueue_workflow(chain(name, [{"n": 1}, {"n": 2}]))
+        for step in range(2):
+            (m,) = consumer.dequeue(batch_size=10)
+            if name == "failed":
+                assert consumer.nack(m, error="boom")  # max_attempts=1: dead
+                break
+            assert consumer.ack(m, result=step)
+    runs["waiting"] = producer.enqueue_workflow(chain("waiting", [{"n": 1}, {"n": 2}]))
+
+    def age(run_name: str) -> None:
+        """Everything the run left behind, two days old."""
+        ids = list(runs[run_name].job_ids)
+        db.rows(
+            "UPDATE pgqueue_archive SET finished_at = finished_at - interval '2 days'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        db.rows(
+            "UPDATE pgqueue_results SET expires_at = now() - interval '1 second'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        db.rows(
+            "UPDATE pgqueue_jobs SET available_at = now() - interval '2 days'"
+            " WHERE id = ANY(:ids) AND status = 'dead'",
+            ids=ids,
+        )
+
+    def kept() -> list[str]:
+        rows = db.rows("SELECT name FROM pgqueue_workflows ORDER BY name")
+        return [r[0] for r in rows]
+
+    def nodes_and_edges() -> tuple[int, int]:
+        return (
+            int(db.scalar("SELECT count(*) FROM pgqueue_workflow_nodes")),
+            int(db.scalar("SELECT count(*) FROM pgqueue_workflow_edges")),
+        )
+
+    age("done")
+    # Two runs examined a statement: the scan goes on over several batches.
+    monkeypatch.setattr(maintenance_plans, "BATCH", 2)
+    report = admin.maintain()
+    assert report.workflows_pruned == 1 and report.complete
+    assert kept() == ["failed", "fresh", "waiting"]
+    assert nodes_and_edges() == (6, 3)
+    # The failed run's dead node can still be retried: the run stays while it does.
+    assert admin.maintain().workflows_pruned == 0
+    age("failed")
+    age("waiting")  # nothing of it has finished: aging it changes nothing
+    report = admin.maintain()
+    assert (report.dead_pruned, report.workflows_pruned) == (1, 1)
+    assert kept() == ["fresh", "waiting"]
+    assert nodes_and_edges() == (4, 2)
+    assert admin.get_workflow(runs["fresh"].id) is not None
+    assert admin.get_workflow(runs["done"].id) is None
+    producer.close()
 
 
 # --------------------------------------------------------------------------- the leader

@@ -14,7 +14,16 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pgqueue import AsyncAdmin, AsyncWorker, MaintenanceReport, Message, QueueInfo
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    MaintenanceReport,
+    Message,
+    QueueInfo,
+    chain,
+)
 from pgqueue._drive import arun
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
@@ -279,6 +288,83 @@ async def test_maintain_sweeps_dead_registrations_and_expired_results(
         (2, "ready"),
     ]
     assert await ids(db, "pgqueue_results") == [2]
+
+
+async def test_finished_workflow_runs_go_with_the_last_of_their_jobs(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AsyncDB(async_engine, None)
+    admin = admin_of(db)
+    await admin.create_queue(
+        "flow",
+        archive=True,
+        max_attempts=1,
+        retain_completed=DAY,
+        retain_cancelled=DAY,
+        retain_dead=DAY,
+    )
+    producer = AsyncProducer(async_engine, "flow", schema=SCHEMA)
+    consumer = AsyncConsumer(async_engine, "flow", schema=SCHEMA)
+    # Runs: done (completed long ago), fresh (completed just now), failed (its first
+    # node dead, so the second cancelled), waiting (its first node still queued).
+    runs = {}
+    for name in ("done", "fresh", "failed"):
+        runs[name] = await producer.enqueue_workflow(chain(name, [{"n": 1}, {"n": 2}]))
+        for step in range(2):
+            (m,) = await consumer.dequeue(batch_size=10)
+            if name == "failed":
+                assert await consumer.nack(m, error="boom")  # max_attempts=1: dead
+                break
+            assert await consumer.ack(m, result=step)
+    runs["waiting"] = await producer.enqueue_workflow(chain("waiting", [{"n": 1}, {"n": 2}]))
+
+    async def age(run_name: str) -> None:
+        """Everything the run left behind, two days old."""
+        ids = list(runs[run_name].job_ids)
+        await db.rows(
+            "UPDATE pgqueue_archive SET finished_at = finished_at - interval '2 days'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        await db.rows(
+            "UPDATE pgqueue_results SET expires_at = now() - interval '1 second'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        await db.rows(
+            "UPDATE pgqueue_jobs SET available_at = now() - interval '2 days'"
+            " WHERE id = ANY(:ids) AND status = 'dead'",
+            ids=ids,
+        )
+
+    async def kept() -> list[str]:
+        rows = await db.rows("SELECT name FROM pgqueue_workflows ORDER BY name")
+        return [r[0] for r in rows]
+
+    async def nodes_and_edges() -> tuple[int, int]:
+        return (
+            int(await db.scalar("SELECT count(*) FROM pgqueue_workflow_nodes")),
+            int(await db.scalar("SELECT count(*) FROM pgqueue_workflow_edges")),
+        )
+
+    await age("done")
+    # Two runs examined a statement: the scan goes on over several batches.
+    monkeypatch.setattr(maintenance_plans, "BATCH", 2)
+    report = await admin.maintain()
+    assert report.workflows_pruned == 1 and report.complete
+    assert await kept() == ["failed", "fresh", "waiting"]
+    assert await nodes_and_edges() == (6, 3)
+    # The failed run's dead node can still be retried: the run stays while it does.
+    assert (await admin.maintain()).workflows_pruned == 0
+    await age("failed")
+    await age("waiting")  # nothing of it has finished: aging it changes nothing
+    report = await admin.maintain()
+    assert (report.dead_pruned, report.workflows_pruned) == (1, 1)
+    assert await kept() == ["fresh", "waiting"]
+    assert await nodes_and_edges() == (4, 2)
+    assert await admin.get_workflow(runs["fresh"].id) is not None
+    assert await admin.get_workflow(runs["done"].id) is None
+    await producer.close()
 
 
 # --------------------------------------------------------------------------- the leader
