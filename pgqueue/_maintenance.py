@@ -277,31 +277,38 @@ def run_pass(
     plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
     report = run(engine, bind, plan, ctx)
     vacuumed = False
+    archive: tuple[str, ...] = ()
     if bind is None and go_on():  # VACUUM cannot run inside the caller's transaction
         vacuumed = run(engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+    if bind is None and go_on():  # after the prunes: the dead tuples they left
+        archive = run(engine, None, maintenance_plans.vacuum_archive(ctx), ctx)
     return dataclasses.replace(
         report,
         partitions_created=work.created,
         partitions_dropped=tuple(dropped),
         hot_table_vacuumed=vacuumed,
+        archive_vacuumed=archive,
     )
 
 
 def log_report(report: MaintenanceReport) -> None:
     """Log what a pass did (INFO when it did anything)."""
-    if report.total or not report.complete or report.hot_table_vacuumed:
+    if report.total or not report.complete or report.hot_table_vacuumed or report.archive_vacuumed:
         log.info(
-            "maintenance: pruned %d completed, %d cancelled, %d dead jobs and %d results; "
-            "%d registrations marked dead; %d cancelled jobs ended; archive partitions "
-            "created %s, dropped %s; hot table vacuumed: %s%s",
+            "maintenance: pruned %d completed, %d cancelled, %d dead jobs, %d results "
+            "and %d workflow runs; %d registrations marked dead; %d cancelled jobs ended; "
+            "archive partitions created %s, dropped %s, vacuumed %s; hot table "
+            "vacuumed: %s%s",
             report.completed_pruned,
             report.cancelled_pruned,
             report.dead_pruned,
             report.results_pruned,
+            report.workflows_pruned,
             report.workers_marked_dead,
             report.cancelled_finished,
             list(report.partitions_created),
             list(report.partitions_dropped),
+            list(report.archive_vacuumed),
             report.hot_table_vacuumed,
             "" if report.complete else " (more left for the next pass)",
         )

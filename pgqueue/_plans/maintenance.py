@@ -307,11 +307,10 @@ VACUUM_DEAD_MIN = 20_000
 VACUUM_DEAD_FRACTION = 0.2
 
 
-@plan(transaction=False)
-def vacuum_hot_table(ctx: Context) -> Steps[bool]:
-    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
-    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
-    name = _quoted(ctx, "pgqueue_jobs")
+def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
+    """VACUUM (ANALYZE) the table ``name`` (quoted, qualified) if its statistics show
+    at least :data:`VACUUM_DEAD_MIN` dead tuples and :data:`VACUUM_DEAD_FRACTION` of
+    its live ones, and this role owns it; whether it did."""
     rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
     if not rows:
         return False
@@ -320,3 +319,24 @@ def vacuum_hot_table(ctx: Context) -> Steps[bool]:
         return False
     yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
     return True
+
+
+@plan(transaction=False)
+def vacuum_hot_table(ctx: Context) -> Steps[bool]:
+    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
+    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
+    return (yield from _vacuum_if_owed(ctx, _quoted(ctx, "pgqueue_jobs")))
+
+
+@plan(transaction=False)
+def vacuum_archive(ctx: Context) -> Steps[tuple[str, ...]]:
+    """VACUUM each archive partition owed one by the same rule as the hot table (the
+    retention prune leaves a dead tuple per row it deletes: without a vacuum their
+    space is never reused where autovacuum is off or behind); the names it vacuumed.
+    A dropped month needs none. Autocommit, as :func:`vacuum_hot_table`."""
+    rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": _quoted(ctx, "pgqueue_archive")})
+    done: list[str] = []
+    for name, owner in rows:
+        if owner and (yield from _vacuum_if_owed(ctx, _quoted(ctx, name))):
+            done.append(name)
+    return tuple(done)

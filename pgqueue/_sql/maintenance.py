@@ -280,9 +280,9 @@ _stats = table(
     schema="pg_catalog",
 )
 _hot = cast(bindparam("b_table", type_=Text), REGCLASS)
-#: The hot table's (live, dead) tuples as the statistics collector last counted them,
-#: and whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
-#: qualified name.
+#: A table's (live, dead) tuples as the statistics collector last counted them, and
+#: whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
+#: qualified name (the hot table, or one partition of the archive).
 HOT_TABLE_STATS = select(
     _stats.c.n_live_tup,
     _stats.c.n_dead_tup,

@@ -642,3 +642,34 @@ def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     )
     assert not vacuum()
     assert dead_tuples() < 2000
+
+
+def test_the_pass_vacuums_archive_partitions_its_prunes_left_dead_tuples_in(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 10**9)  # not this pass
+    admin.create_queue("tasks", archive=True, retain_completed=DAY)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(1, 3000) g"
+    )
+    (partition,) = db.rows(
+        "SELECT DISTINCT c.relname FROM pgqueue_archive a JOIN pg_class c ON c.oid = a.tableoid"
+    )
+    dead = (
+        "SELECT coalesce(sum(n_dead_tup), 0) {} FROM pg_stat_user_tables"
+        f" WHERE relname = '{partition[0]}' AND schemaname = '{SCHEMA}'"
+    )
+    report = admin.maintain()
+    assert report.completed_pruned == 3000
+    # The prune's counts reach the statistics once its sessions flush them.
+    db.until(dead.format(">= 3000"))
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    report = admin.maintain()
+    assert report.archive_vacuumed == (partition[0],)
+    db.until(dead.format("< 2000"))
+    assert admin.maintain().archive_vacuumed == ()
