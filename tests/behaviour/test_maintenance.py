@@ -24,7 +24,9 @@ from pgqueue import (
     SyncWorker,
     chain,
 )
+from pgqueue._compat import Event, TaskGroup
 from pgqueue._drive import run
+from pgqueue._maintenance import AsyncLeadership
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
 from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
@@ -673,3 +675,37 @@ def test_the_pass_vacuums_archive_partitions_its_prunes_left_dead_tuples_in(
     assert report.archive_vacuumed == (partition[0],)
     db.until(dead.format("< 2000"))
     assert admin.maintain().archive_vacuumed == ()
+
+
+def test_the_leader_vacuums_the_hot_table_between_its_passes(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    stopping = Event()
+    # No pass in this test's time: only the vacuum checks between passes run.
+    leadership = AsyncLeadership(
+        sync_engine,
+        Context(SCHEMA),
+        stopping,
+        every=0.05,
+        maintain_every=3600.0,
+        first_pass_after=3600.0,
+        vacuum_every=0.05,
+    )
+    group_ = TaskGroup(1)
+    group_.spawn(leadership.run)
+    SyncDB.until_true(lambda: leadership.leading)
+    dead = (
+        "SELECT n_dead_tup {} FROM pg_stat_user_tables"
+        f" WHERE relid = CAST('{SCHEMA}.pgqueue_jobs' AS regclass)"
+    )
+    db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    db.rows("DELETE FROM pgqueue_jobs")
+    db.until(dead.format("< 2000"))
+    assert leadership.passes == 0
+    stopping.set()
+    assert group_.join(20)
