@@ -156,6 +156,7 @@ class Statements:
     PRUNE_ARCHIVE_PAST_RETENTION: Executable
     PRUNE_DEAD: Executable
     PRUNE_WORKFLOWS: Executable
+    CAN_DELETE_FROM: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name

@@ -180,7 +180,16 @@ def maintain(
     nodes = yield from workflow_plans.settle_dead_nodes(ctx, [r.name for r in queues]).steps
     results = yield from worker_plans.prune_results(ctx).steps
     runs = 0
-    if (yield from leading.check()):
+    may_prune_runs = True
+    for name in ("pgqueue_workflows", "pgqueue_workflow_nodes", "pgqueue_workflow_edges"):
+        ((may,),) = yield Step(ctx.sql.CAN_DELETE_FROM, {"b_table": _quoted(ctx, name)})
+        may_prune_runs = may_prune_runs and bool(may)
+    if not may_prune_runs:
+        log.info(
+            "maintenance: this role may not delete workflow runs; they are pruned only "
+            "by a role that may (pgqueue maintain as an admin)"
+        )
+    elif (yield from leading.check()):
         # After the archive's and the results' prunes: runs whose last rows they removed.
         runs, _, whole = yield from _prune_workflows(ctx, leading)
         complete = complete and whole

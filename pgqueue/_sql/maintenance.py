@@ -151,6 +151,12 @@ PRUNE_DEAD = select(func.pg_catalog.count(STAR)).select_from(
 )
 
 # --------------------------------------------------------------------------- workflows
+#: Whether the current role may delete from a table (``b_table``: its quoted, qualified
+#: name). The worker role may not delete workflow runs: its leader leaves them to an
+#: admin's ``pgqueue maintain``, as it does the archive.
+CAN_DELETE_FROM = select(
+    func.pg_catalog.has_table_privilege(bindparam("b_table", type_=Text), const("DELETE"))
+)
 # A finished run is kept as long as any of its jobs is kept anywhere: a dead node in
 # the hot table (``retain_dead``: the run can be retried), an archive row
 # (``retain_completed`` / ``retain_cancelled``), a result (``result_ttl``: a leaf's,

@@ -283,6 +283,12 @@ WHERE wf_released.status = 'queued') AS released_queues
 FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_2, NULL AS anon__1
 FROM requested;
 
+-- CAN_DELETE_FROM [psycopg]
+SELECT pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'DELETE') AS has_table_privilege_1;
+
+-- CAN_DELETE_FROM [asyncpg]
+SELECT pg_catalog.has_table_privilege($1::VARCHAR, 'DELETE') AS has_table_privilege_1;
+
 -- CAN_PRUNE_ARCHIVE [psycopg]
 SELECT pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'DELETE') AND pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'SELECT') AS anon_1;
 
