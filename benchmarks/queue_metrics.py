@@ -6,7 +6,9 @@ Builds ``--jobs`` jobs (default 1,000,000: 85% queued, 5% scheduled, half of the
 job in one queue, and spread over 10 queues. Each layout is read ``--repeat`` times by
 :class:`pgqueue.metrics.QueueCollector` (no cache: one full read of every queue per
 scrape), beside ``admin.metrics()`` of every queue (exact counts: what the collector
-would cost if it counted). Target (issue 14): a scrape under 10 ms.
+would cost if it counted), ``admin.list_queues()`` and what ``pgqueue stats --json``
+reads (``_stats_json``: every queue's ``admin.metrics`` and the workers). Target (issues
+14 and 18): a scrape under 10 ms.
 
     python benchmarks/queue_metrics.py --dsn postgresql://postgres@127.0.0.1:5432/bench
     python benchmarks/queue_metrics.py --quick      # CI smoke run: 20,000 jobs
@@ -32,6 +34,7 @@ from common import server
 from sqlalchemy import create_engine
 
 from pgqueue import SyncAdmin
+from pgqueue.cli.commands import _stats_json
 from pgqueue.metrics import QueueCollector
 
 SCHEMA = "pgq_bench_metrics"
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             scrape, read = timed(collector.read, args.repeat)
             names = [f"q{q}" for q in range(queues)]
             counted, _ = timed(partial(every_queue, admin, names), max(3, args.repeat // 10))
+            listed, _ = timed(admin.list_queues, args.repeat)
+            stats_cli, _ = timed(partial(_stats_json, admin), max(3, args.repeat // 10))
             truth = exact(dsn.url, queues)
             error = max(
                 abs(read[q][f"jobs:{s}"] - n) / n
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     "scrape_p50_ms": statistics.median(scrape),
                     "scrape_p95_ms": sorted(scrape)[int(len(scrape) * 0.95) - 1],
                     "exact_admin_metrics_p50_ms": statistics.median(counted),
+                    "list_queues_p50_ms": statistics.median(listed),
+                    "stats_cli_p50_ms": statistics.median(stats_cli),
                     "worst_count_error": error,
                     "estimated": sorted(
                         f"{q}:{k.split(':')[1]}"
@@ -147,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(dsn.url) as conn:
             version = conn.execute("SHOW server_version").fetchone()
     print(f"queue metrics with {args.jobs:,} jobs, PostgreSQL {version[0] if version else '?'}\n")
-    print("| queues | scrape p50 | scrape p95 | exact counts (admin.metrics) | worst count error |")
-    print("|---|---|---|---|---|")
+    print(
+        "| queues | scrape p50 | scrape p95 | exact counts (admin.metrics, every queue) "
+        "| admin.list_queues | pgqueue stats --json | worst count error |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['queues']} | {r['scrape_p50_ms']:.2f} ms | {r['scrape_p95_ms']:.2f} ms "
-            f"| {r['exact_admin_metrics_p50_ms']:.1f} ms | {r['worst_count_error']:.1%} |"
+            f"| {r['exact_admin_metrics_p50_ms']:.1f} ms | {r['list_queues_p50_ms']:.2f} ms "
+            f"| {r['stats_cli_p50_ms']:.1f} ms | {r['worst_count_error']:.1%} |"
         )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(

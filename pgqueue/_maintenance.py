@@ -120,6 +120,13 @@ ELECT_EVERY = 2.0
 #: ``result_ttl=0``, is still read by its waiter).
 MAINTAIN_EVERY = 60.0
 FIRST_PASS_AFTER = 5.0
+#: Between passes (and at once when elected), the leader checks the hot table's dead
+#: tuples this often and vacuums it when it is owed one
+#: (:func:`~pgqueue._plans.maintenance.vacuum_hot_table`): every dequeue walks the
+#: ready index's dead entries until a vacuum removes them, and a pass a minute (or
+#: autovacuum's one-minute naptime) lets a busy queue pile up hundreds of thousands
+#: (docs/scaling.md, W6). The check is one read of the statistics.
+VACUUM_CHECK_EVERY = 5.0
 
 
 def candidate_name() -> str:
@@ -150,6 +157,7 @@ class AsyncLeadership:
         every: float = ELECT_EVERY,
         maintain_every: float | None = None,
         first_pass_after: float = FIRST_PASS_AFTER,
+        vacuum_every: float | None = None,
     ) -> None:
         self._engine = engine
         self._ctx = ctx
@@ -160,6 +168,7 @@ class AsyncLeadership:
         # Read when the worker starts (a soak run sets the module's value).
         self._maintain_every = MAINTAIN_EVERY if maintain_every is None else maintain_every
         self._first_pass_after = first_pass_after
+        self._vacuum_every = VACUUM_CHECK_EVERY if vacuum_every is None else vacuum_every
         self._lock = threading.Lock()
         self._leading = False
         self.passes = 0
@@ -173,15 +182,20 @@ class AsyncLeadership:
     def run(self) -> None:
         """Until the worker stops: elect, and run a pass when it is time."""
         due: float | None = None  # when the next pass is due, while leading
+        check = 0.0  # when the hot table's next vacuum check is due, while leading
         try:
             while not self._stopping.is_set():
                 won = self._elect()
                 now = time.monotonic()
                 if won and due is None:  # newly elected: a first pass soon
-                    due = now + self._first_pass_after
+                    due, check = now + self._first_pass_after, now
                 if won and due is not None and now >= due:
                     due = now + self._maintain_every
+                    check = now + self._vacuum_every
                     self._pass()
+                elif won and now >= check:
+                    check = now + self._vacuum_every
+                    self._vacuum()
                 elif not won:
                     due = None
                 if wait_event(self._stopping, self._every):
@@ -224,6 +238,14 @@ class AsyncLeadership:
             return
         self.passes += 1
         log_report(report)
+
+    def _vacuum(self) -> None:
+        try:
+            plan = maintenance_plans.vacuum_hot_table(self._ctx)
+            if run(self._engine, None, plan, self._ctx):
+                log.info("maintenance: hot table vacuumed (many dead tuples)")
+        except Exception as exc:
+            log.warning("maintenance: vacuum check failed (%s)", exc)
 
     def _resign(self) -> None:
         try:
@@ -277,31 +299,38 @@ def run_pass(
     plan = maintenance_plans.maintain(ctx, candidate, ttl, go_on)
     report = run(engine, bind, plan, ctx)
     vacuumed = False
+    archive: tuple[str, ...] = ()
     if bind is None and go_on():  # VACUUM cannot run inside the caller's transaction
         vacuumed = run(engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+    if bind is None and go_on():  # after the prunes: the dead tuples they left
+        archive = run(engine, None, maintenance_plans.vacuum_archive(ctx), ctx)
     return dataclasses.replace(
         report,
         partitions_created=work.created,
         partitions_dropped=tuple(dropped),
         hot_table_vacuumed=vacuumed,
+        archive_vacuumed=archive,
     )
 
 
 def log_report(report: MaintenanceReport) -> None:
     """Log what a pass did (INFO when it did anything)."""
-    if report.total or not report.complete or report.hot_table_vacuumed:
+    if report.total or not report.complete or report.hot_table_vacuumed or report.archive_vacuumed:
         log.info(
-            "maintenance: pruned %d completed, %d cancelled, %d dead jobs and %d results; "
-            "%d registrations marked dead; %d cancelled jobs ended; archive partitions "
-            "created %s, dropped %s; hot table vacuumed: %s%s",
+            "maintenance: pruned %d completed, %d cancelled, %d dead jobs, %d results "
+            "and %d workflow runs; %d registrations marked dead; %d cancelled jobs ended; "
+            "archive partitions created %s, dropped %s, vacuumed %s; hot table "
+            "vacuumed: %s%s",
             report.completed_pruned,
             report.cancelled_pruned,
             report.dead_pruned,
             report.results_pruned,
+            report.workflows_pruned,
             report.workers_marked_dead,
             report.cancelled_finished,
             list(report.partitions_created),
             list(report.partitions_dropped),
+            list(report.archive_vacuumed),
             report.hot_table_vacuumed,
             "" if report.complete else " (more left for the next pass)",
         )

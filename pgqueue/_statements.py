@@ -155,6 +155,8 @@ class Statements:
     HOT_TABLE_STATS: Executable
     PRUNE_ARCHIVE_PAST_RETENTION: Executable
     PRUNE_DEAD: Executable
+    PRUNE_WORKFLOWS: Executable
+    CAN_DELETE_FROM: Executable
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name

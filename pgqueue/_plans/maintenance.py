@@ -89,6 +89,39 @@ def _batches(
             return (*totals, 0)
 
 
+#: Where the last pass's scan of workflow runs stopped, per schema (a pass examines at
+#: most :data:`MOST` runs; the next one in this process goes on from there).
+_workflow_cursor: dict[str, int] = {}
+
+
+def _prune_workflows(ctx: Context, leading: _Leading) -> Steps[tuple[int, int, bool]]:
+    """Remove finished runs whose jobs all left every table (``PRUNE_WORKFLOWS``), in
+    batches of :data:`BATCH` runs examined in id order, at most :data:`MOST` a pass: it
+    starts where the last pass stopped and wraps around once. (runs removed, nodes
+    removed, whether every run was examined)"""
+    start = after = _workflow_cursor.get(ctx.schema, 0)
+    wrapped = start == 0
+    runs = nodes = examined = 0
+    while True:
+        ((gone, gone_nodes, last, seen),) = yield Step(
+            ctx.sql.PRUNE_WORKFLOWS, {"b_after": after, "b_limit": BATCH}
+        )
+        runs, nodes, examined = runs + int(gone), nodes + int(gone_nodes), examined + int(seen)
+        after = after if last is None else int(last)
+        if wrapped and after >= start > 0:  # back where this pass began
+            _workflow_cursor[ctx.schema] = after
+            return runs, nodes, True
+        if int(seen) < BATCH:  # the end: the next pass starts from the beginning
+            _workflow_cursor[ctx.schema] = 0
+            if wrapped:
+                return runs, nodes, True
+            after, wrapped = 0, True
+            continue
+        if examined >= MOST or not (yield from leading.check()):
+            _workflow_cursor[ctx.schema] = after
+            return runs, nodes, False
+
+
 @plan(transaction=False)
 def maintain(
     ctx: Context,
@@ -146,7 +179,24 @@ def maintain(
     # their children here, as NACK would have.
     nodes = yield from workflow_plans.settle_dead_nodes(ctx, [r.name for r in queues]).steps
     results = yield from worker_plans.prune_results(ctx).steps
+    runs = 0
+    may_prune_runs = True
+    for name in ("pgqueue_workflows", "pgqueue_workflow_nodes", "pgqueue_workflow_edges"):
+        ((may,),) = yield Step(ctx.sql.CAN_DELETE_FROM, {"b_table": _quoted(ctx, name)})
+        may_prune_runs = may_prune_runs and bool(may)
+    if not may_prune_runs:
+        log.info(
+            "maintenance: this role may not delete workflow runs; they are pruned only "
+            "by a role that may (pgqueue maintain as an admin)"
+        )
+    elif (yield from leading.check()):
+        # After the archive's and the results' prunes: runs whose last rows they removed.
+        runs, _, whole = yield from _prune_workflows(ctx, leading)
+        complete = complete and whole
+    else:
+        complete = False
     return MaintenanceReport(
+        workflows_pruned=runs,
         workflow_nodes_settled=nodes,
         completed_pruned=completed,
         cancelled_pruned=cancelled,
@@ -266,11 +316,10 @@ VACUUM_DEAD_MIN = 20_000
 VACUUM_DEAD_FRACTION = 0.2
 
 
-@plan(transaction=False)
-def vacuum_hot_table(ctx: Context) -> Steps[bool]:
-    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
-    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
-    name = _quoted(ctx, "pgqueue_jobs")
+def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
+    """VACUUM (ANALYZE) the table ``name`` (quoted, qualified) if its statistics show
+    at least :data:`VACUUM_DEAD_MIN` dead tuples and :data:`VACUUM_DEAD_FRACTION` of
+    its live ones, and this role owns it; whether it did."""
     rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
     if not rows:
         return False
@@ -279,3 +328,24 @@ def vacuum_hot_table(ctx: Context) -> Steps[bool]:
         return False
     yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
     return True
+
+
+@plan(transaction=False)
+def vacuum_hot_table(ctx: Context) -> Steps[bool]:
+    """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
+    did. Runs in autocommit (VACUUM cannot run in a transaction)."""
+    return (yield from _vacuum_if_owed(ctx, _quoted(ctx, "pgqueue_jobs")))
+
+
+@plan(transaction=False)
+def vacuum_archive(ctx: Context) -> Steps[tuple[str, ...]]:
+    """VACUUM each archive partition owed one by the same rule as the hot table (the
+    retention prune leaves a dead tuple per row it deletes: without a vacuum their
+    space is never reused where autovacuum is off or behind); the names it vacuumed.
+    A dropped month needs none. Autocommit, as :func:`vacuum_hot_table`."""
+    rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": _quoted(ctx, "pgqueue_archive")})
+    done: list[str] = []
+    for name, owner in rows:
+        if owner and (yield from _vacuum_if_owed(ctx, _quoted(ctx, name))):
+            done.append(name)
+    return tuple(done)

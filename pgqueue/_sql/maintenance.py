@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Double,
     Integer,
     Text,
@@ -28,7 +29,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import OID, REGCLASS, insert
 
-from ..schema import ARCHIVED, CANCELLED, COMPLETED, DELETED, archive, jobs, leader, queues
+from ..schema import (
+    ARCHIVED,
+    CANCELLED,
+    COMPLETED,
+    DELETED,
+    archive,
+    jobs,
+    leader,
+    queues,
+    results,
+    workflow_edges,
+    workflow_nodes,
+    workflows,
+)
 from ._common import STAR, STATUS_DEAD, TS, const, seconds
 
 _now = func.pg_catalog.now()
@@ -136,6 +150,84 @@ PRUNE_DEAD = select(func.pg_catalog.count(STAR)).select_from(
     .cte("pruned")
 )
 
+# --------------------------------------------------------------------------- workflows
+#: Whether the current role may delete from a table (``b_table``: its quoted, qualified
+#: name). The worker role may not delete workflow runs: its leader leaves them to an
+#: admin's ``pgqueue maintain``, as it does the archive.
+CAN_DELETE_FROM = select(
+    func.pg_catalog.has_table_privilege(bindparam("b_table", type_=Text), const("DELETE"))
+)
+# A finished run is kept as long as any of its jobs is kept anywhere: a dead node in
+# the hot table (``retain_dead``: the run can be retried), an archive row
+# (``retain_completed`` / ``retain_cancelled``), a result (``result_ttl``: a leaf's,
+# for ``producer.wait(run)``). Its run row, nodes and edges go at the first pass after
+# every node has an outcome and the last of its jobs left every table: the longest
+# retention of its jobs' queues decides, with nothing of the run's own to configure.
+_wn = workflow_nodes
+_examined = (
+    select(workflows.c.id)
+    .where(workflows.c.id > bindparam("b_after", type_=BigInteger))
+    .order_by(workflows.c.id)
+    .limit(_limit)
+    .cte("examined")
+)
+
+
+def _kept_in(where: Any, on: Any) -> Any:
+    """Some node of the examined run still has a row in ``where`` (by job id)."""
+    return (
+        select(_wn.c.job_id)
+        .select_from(_wn.join(where, on))
+        .where(_wn.c.workflow_id == _examined.c.id)
+        .exists()
+    )
+
+
+_gone = (
+    select(_examined.c.id)
+    .where(
+        ~select(_wn.c.job_id)
+        .where(_wn.c.workflow_id == _examined.c.id, _wn.c.outcome.is_(None))
+        .exists(),
+        ~_kept_in(jobs, jobs.c.id == _wn.c.job_id),
+        ~_kept_in(archive, archive.c.id == _wn.c.job_id),
+        ~_kept_in(results, results.c.id == _wn.c.job_id),
+    )
+    .cte("gone")
+)
+_gone_ids = func.array(select(_gone.c.id).scalar_subquery())
+_gone_nodes = (
+    delete(_wn)
+    .where(_wn.c.workflow_id == func.any(_gone_ids))
+    .returning(_wn.c.job_id)
+    .cte("gone_nodes")
+)
+_gone_edges = (
+    delete(workflow_edges)
+    .where(
+        workflow_edges.c.child_id
+        == func.any(func.array(select(_gone_nodes.c.job_id).scalar_subquery()))
+    )
+    .returning(workflow_edges.c.child_id)
+    .cte("gone_edges")
+)
+_gone_runs = (
+    delete(workflows)
+    .where(workflows.c.id == func.any(_gone_ids))
+    .returning(workflows.c.id)
+    .cte("gone_runs")
+)
+#: Up to ``b_limit`` runs examined in id order after ``b_after``; those finished whose
+#: jobs all left (above) removed with their nodes and edges (every edge joins two nodes
+#: of one run: removed by child). Returns (runs removed, nodes removed, last id
+#: examined or NULL, runs examined).
+PRUNE_WORKFLOWS = select(
+    select(func.pg_catalog.count(STAR)).select_from(_gone_runs).scalar_subquery(),
+    select(func.pg_catalog.count(STAR)).select_from(_gone_nodes).scalar_subquery(),
+    select(func.pg_catalog.max(_examined.c.id)).scalar_subquery(),
+    select(func.pg_catalog.count(STAR)).select_from(_examined).scalar_subquery(),
+).add_cte(_gone_edges)
+
 # --------------------------------------------------------------------------- partitions
 _class = table(
     "pg_class",
@@ -194,9 +286,9 @@ _stats = table(
     schema="pg_catalog",
 )
 _hot = cast(bindparam("b_table", type_=Text), REGCLASS)
-#: The hot table's (live, dead) tuples as the statistics collector last counted them,
-#: and whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
-#: qualified name.
+#: A table's (live, dead) tuples as the statistics collector last counted them, and
+#: whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
+#: qualified name (the hot table, or one partition of the archive).
 HOT_TABLE_STATS = select(
     _stats.c.n_live_tup,
     _stats.c.n_dead_tup,

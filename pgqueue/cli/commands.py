@@ -132,7 +132,8 @@ def cmd_maintain(args: argparse.Namespace) -> int:
         return 0
     print(
         f"pruned {report.completed_pruned} completed, {report.cancelled_pruned} cancelled "
-        f"and {report.dead_pruned} dead jobs, {report.results_pruned} results; "
+        f"and {report.dead_pruned} dead jobs, {report.results_pruned} results, "
+        f"{report.workflows_pruned} workflow runs; "
         f"{report.workers_marked_dead} registrations marked dead, "
         f"{report.cancelled_finished} cancelled jobs ended"
         + ("" if report.complete else " (more is left: run it again)")

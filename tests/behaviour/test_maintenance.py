@@ -14,8 +14,19 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pgqueue import MaintenanceReport, Message, QueueInfo, SyncAdmin, SyncWorker
+from pgqueue import (
+    MaintenanceReport,
+    Message,
+    QueueInfo,
+    SyncAdmin,
+    SyncConsumer,
+    SyncProducer,
+    SyncWorker,
+    chain,
+)
+from pgqueue._compat import Event, TaskGroup
 from pgqueue._drive import run
+from pgqueue._maintenance import AsyncLeadership
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
 from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
@@ -279,6 +290,83 @@ def test_maintain_sweeps_dead_registrations_and_expired_results(
         (2, "ready"),
     ]
     assert ids(db, "pgqueue_results") == [2]
+
+
+def test_finished_workflow_runs_go_with_the_last_of_their_jobs(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    admin.create_queue(
+        "flow",
+        archive=True,
+        max_attempts=1,
+        retain_completed=DAY,
+        retain_cancelled=DAY,
+        retain_dead=DAY,
+    )
+    producer = SyncProducer(sync_engine, "flow", schema=SCHEMA)
+    consumer = SyncConsumer(sync_engine, "flow", schema=SCHEMA)
+    # Runs: done (completed long ago), fresh (completed just now), failed (its first
+    # node dead, so the second cancelled), waiting (its first node still queued).
+    runs = {}
+    for name in ("done", "fresh", "failed"):
+        runs[name] = producer.enqueue_workflow(chain(name, [{"n": 1}, {"n": 2}]))
+        for step in range(2):
+            (m,) = consumer.dequeue(batch_size=10)
+            if name == "failed":
+                assert consumer.nack(m, error="boom")  # max_attempts=1: dead
+                break
+            assert consumer.ack(m, result=step)
+    runs["waiting"] = producer.enqueue_workflow(chain("waiting", [{"n": 1}, {"n": 2}]))
+
+    def age(run_name: str) -> None:
+        """Everything the run left behind, two days old."""
+        ids = list(runs[run_name].job_ids)
+        db.rows(
+            "UPDATE pgqueue_archive SET finished_at = finished_at - interval '2 days'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        db.rows(
+            "UPDATE pgqueue_results SET expires_at = now() - interval '1 second'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        db.rows(
+            "UPDATE pgqueue_jobs SET available_at = now() - interval '2 days'"
+            " WHERE id = ANY(:ids) AND status = 'dead'",
+            ids=ids,
+        )
+
+    def kept() -> list[str]:
+        rows = db.rows("SELECT name FROM pgqueue_workflows ORDER BY name")
+        return [r[0] for r in rows]
+
+    def nodes_and_edges() -> tuple[int, int]:
+        return (
+            int(db.scalar("SELECT count(*) FROM pgqueue_workflow_nodes")),
+            int(db.scalar("SELECT count(*) FROM pgqueue_workflow_edges")),
+        )
+
+    age("done")
+    # Two runs examined a statement: the scan goes on over several batches.
+    monkeypatch.setattr(maintenance_plans, "BATCH", 2)
+    report = admin.maintain()
+    assert report.workflows_pruned == 1 and report.complete
+    assert kept() == ["failed", "fresh", "waiting"]
+    assert nodes_and_edges() == (6, 3)
+    # The failed run's dead node can still be retried: the run stays while it does.
+    assert admin.maintain().workflows_pruned == 0
+    age("failed")
+    age("waiting")  # nothing of it has finished: aging it changes nothing
+    report = admin.maintain()
+    assert (report.dead_pruned, report.workflows_pruned) == (1, 1)
+    assert kept() == ["fresh", "waiting"]
+    assert nodes_and_edges() == (4, 2)
+    assert admin.get_workflow(runs["fresh"].id) is not None
+    assert admin.get_workflow(runs["done"].id) is None
+    producer.close()
 
 
 # --------------------------------------------------------------------------- the leader
@@ -556,3 +644,68 @@ def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     )
     assert not vacuum()
     assert dead_tuples() < 2000
+
+
+def test_the_pass_vacuums_archive_partitions_its_prunes_left_dead_tuples_in(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    admin = admin_of(db)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 10**9)  # not this pass
+    admin.create_queue("tasks", archive=True, retain_completed=DAY)
+    db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(1, 3000) g"
+    )
+    (partition,) = db.rows(
+        "SELECT DISTINCT c.relname FROM pgqueue_archive a JOIN pg_class c ON c.oid = a.tableoid"
+    )
+    dead = (
+        "SELECT coalesce(sum(n_dead_tup), 0) {} FROM pg_stat_user_tables"
+        f" WHERE relname = '{partition[0]}' AND schemaname = '{SCHEMA}'"
+    )
+    report = admin.maintain()
+    assert report.completed_pruned == 3000
+    # The prune's counts reach the statistics once its sessions flush them.
+    db.until(dead.format(">= 3000"))
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    report = admin.maintain()
+    assert report.archive_vacuumed == (partition[0],)
+    db.until(dead.format("< 2000"))
+    assert admin.maintain().archive_vacuumed == ()
+
+
+def test_the_leader_vacuums_the_hot_table_between_its_passes(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SyncDB(sync_engine, None)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    stopping = Event()
+    # No pass in this test's time: only the vacuum checks between passes run.
+    leadership = AsyncLeadership(
+        sync_engine,
+        Context(SCHEMA),
+        stopping,
+        every=0.05,
+        maintain_every=3600.0,
+        first_pass_after=3600.0,
+        vacuum_every=0.05,
+    )
+    group_ = TaskGroup(1)
+    group_.spawn(leadership.run)
+    SyncDB.until_true(lambda: leadership.leading)
+    dead = (
+        "SELECT n_dead_tup {} FROM pg_stat_user_tables"
+        f" WHERE relid = CAST('{SCHEMA}.pgqueue_jobs' AS regclass)"
+    )
+    db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    db.rows("DELETE FROM pgqueue_jobs")
+    db.until(dead.format("< 2000"))
+    assert leadership.passes == 0
+    stopping.set()
+    assert group_.join(20)

@@ -14,8 +14,19 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pgqueue import AsyncAdmin, AsyncWorker, MaintenanceReport, Message, QueueInfo
+from pgqueue import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    AsyncWorker,
+    MaintenanceReport,
+    Message,
+    QueueInfo,
+    chain,
+)
+from pgqueue._acompat import Event, TaskGroup
 from pgqueue._drive import arun
+from pgqueue._maintenance_async import AsyncLeadership
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
 from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
@@ -279,6 +290,83 @@ async def test_maintain_sweeps_dead_registrations_and_expired_results(
         (2, "ready"),
     ]
     assert await ids(db, "pgqueue_results") == [2]
+
+
+async def test_finished_workflow_runs_go_with_the_last_of_their_jobs(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AsyncDB(async_engine, None)
+    admin = admin_of(db)
+    await admin.create_queue(
+        "flow",
+        archive=True,
+        max_attempts=1,
+        retain_completed=DAY,
+        retain_cancelled=DAY,
+        retain_dead=DAY,
+    )
+    producer = AsyncProducer(async_engine, "flow", schema=SCHEMA)
+    consumer = AsyncConsumer(async_engine, "flow", schema=SCHEMA)
+    # Runs: done (completed long ago), fresh (completed just now), failed (its first
+    # node dead, so the second cancelled), waiting (its first node still queued).
+    runs = {}
+    for name in ("done", "fresh", "failed"):
+        runs[name] = await producer.enqueue_workflow(chain(name, [{"n": 1}, {"n": 2}]))
+        for step in range(2):
+            (m,) = await consumer.dequeue(batch_size=10)
+            if name == "failed":
+                assert await consumer.nack(m, error="boom")  # max_attempts=1: dead
+                break
+            assert await consumer.ack(m, result=step)
+    runs["waiting"] = await producer.enqueue_workflow(chain("waiting", [{"n": 1}, {"n": 2}]))
+
+    async def age(run_name: str) -> None:
+        """Everything the run left behind, two days old."""
+        ids = list(runs[run_name].job_ids)
+        await db.rows(
+            "UPDATE pgqueue_archive SET finished_at = finished_at - interval '2 days'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        await db.rows(
+            "UPDATE pgqueue_results SET expires_at = now() - interval '1 second'"
+            " WHERE id = ANY(:ids)",
+            ids=ids,
+        )
+        await db.rows(
+            "UPDATE pgqueue_jobs SET available_at = now() - interval '2 days'"
+            " WHERE id = ANY(:ids) AND status = 'dead'",
+            ids=ids,
+        )
+
+    async def kept() -> list[str]:
+        rows = await db.rows("SELECT name FROM pgqueue_workflows ORDER BY name")
+        return [r[0] for r in rows]
+
+    async def nodes_and_edges() -> tuple[int, int]:
+        return (
+            int(await db.scalar("SELECT count(*) FROM pgqueue_workflow_nodes")),
+            int(await db.scalar("SELECT count(*) FROM pgqueue_workflow_edges")),
+        )
+
+    await age("done")
+    # Two runs examined a statement: the scan goes on over several batches.
+    monkeypatch.setattr(maintenance_plans, "BATCH", 2)
+    report = await admin.maintain()
+    assert report.workflows_pruned == 1 and report.complete
+    assert await kept() == ["failed", "fresh", "waiting"]
+    assert await nodes_and_edges() == (6, 3)
+    # The failed run's dead node can still be retried: the run stays while it does.
+    assert (await admin.maintain()).workflows_pruned == 0
+    await age("failed")
+    await age("waiting")  # nothing of it has finished: aging it changes nothing
+    report = await admin.maintain()
+    assert (report.dead_pruned, report.workflows_pruned) == (1, 1)
+    assert await kept() == ["fresh", "waiting"]
+    assert await nodes_and_edges() == (4, 2)
+    assert await admin.get_workflow(runs["fresh"].id) is not None
+    assert await admin.get_workflow(runs["done"].id) is None
+    await producer.close()
 
 
 # --------------------------------------------------------------------------- the leader
@@ -558,3 +646,68 @@ async def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     )
     assert not await vacuum()
     assert await dead_tuples() < 2000
+
+
+async def test_the_pass_vacuums_archive_partitions_its_prunes_left_dead_tuples_in(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AsyncDB(async_engine, None)
+    admin = admin_of(db)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 10**9)  # not this pass
+    await admin.create_queue("tasks", archive=True, retain_completed=DAY)
+    await db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, finished_at, outcome) SELECT g, 'tasks', 'e', '{}', 0, 1,"
+        " now() - interval '2 days', now() - interval '2 days', 'completed'"
+        " FROM generate_series(1, 3000) g"
+    )
+    (partition,) = await db.rows(
+        "SELECT DISTINCT c.relname FROM pgqueue_archive a JOIN pg_class c ON c.oid = a.tableoid"
+    )
+    dead = (
+        "SELECT coalesce(sum(n_dead_tup), 0) {} FROM pg_stat_user_tables"
+        f" WHERE relname = '{partition[0]}' AND schemaname = '{SCHEMA}'"
+    )
+    report = await admin.maintain()
+    assert report.completed_pruned == 3000
+    # The prune's counts reach the statistics once its sessions flush them.
+    await db.until(dead.format(">= 3000"))
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    report = await admin.maintain()
+    assert report.archive_vacuumed == (partition[0],)
+    await db.until(dead.format("< 2000"))
+    assert (await admin.maintain()).archive_vacuumed == ()
+
+
+async def test_the_leader_vacuums_the_hot_table_between_its_passes(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AsyncDB(async_engine, None)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    stopping = Event()
+    # No pass in this test's time: only the vacuum checks between passes run.
+    leadership = AsyncLeadership(
+        async_engine,
+        Context(SCHEMA),
+        stopping,
+        every=0.05,
+        maintain_every=3600.0,
+        first_pass_after=3600.0,
+        vacuum_every=0.05,
+    )
+    group_ = TaskGroup(1)
+    group_.spawn(leadership.run)
+    await AsyncDB.until_true(lambda: leadership.leading)
+    dead = (
+        "SELECT n_dead_tup {} FROM pg_stat_user_tables"
+        f" WHERE relid = CAST('{SCHEMA}.pgqueue_jobs' AS regclass)"
+    )
+    await db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    await db.rows("DELETE FROM pgqueue_jobs")
+    await db.until(dead.format("< 2000"))
+    assert leadership.passes == 0
+    stopping.set()
+    assert await group_.join(20)

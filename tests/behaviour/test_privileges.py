@@ -41,6 +41,7 @@ from pgqueue import (
     Workflow,
     _grants,
     _migrate,
+    chain,
 )
 from pgqueue._drive import run
 from pgqueue._grants import Kind
@@ -1193,5 +1194,28 @@ def test_workflow_with_producer_and_worker_roles(roles: Roles) -> None:
     assert {o.status for o in outcome.leaves.values()} == {"cancelled", "completed"}
     states = roles.rows("SELECT job_id, outcome FROM pgqueue_workflow_nodes ORDER BY position")
     assert [r[1] for r in states] == ["completed", "dead", "cancelled", "completed"]
+    producer.shutdown()
+    consumer.shutdown()
+
+
+def test_a_worker_roles_maintenance_pass_leaves_the_admins_tables(roles: Roles) -> None:
+    """The worker role's leader runs a whole pass: it prunes what it may (dead jobs,
+    results) and leaves the archive and finished workflow runs to an admin's pass."""
+    admin = SyncAdmin(roles.su, schema=SCHEMA)
+    admin.create_queue("flow", archive=True, retain_completed=0, retain_dead=0)
+    producer = SyncProducer(roles.su, "flow", schema=SCHEMA, listen=False)
+    run_ = producer.enqueue_workflow(chain("etl", [{"n": 1}]))
+    consumer = SyncConsumer(roles.su, "flow", schema=SCHEMA, listen=False)
+    (m,) = consumer.dequeue(10)
+    assert consumer.ack(m)
+    roles.rows("UPDATE pgqueue_results SET expires_at = now() - interval '1 second'")
+    worker_admin = SyncAdmin(roles.sync_engine(roles.create("worker")), schema=SCHEMA)
+    report = worker_admin.maintain()
+    assert (report.completed_pruned, report.workflows_pruned) == (0, 0)
+    assert report.results_pruned == 1
+    assert admin.get_workflow(run_.id) is not None
+    report = admin.maintain()  # the admin prunes the archive row, then the run
+    assert (report.completed_pruned, report.workflows_pruned) == (1, 1)
+    assert admin.get_workflow(run_.id) is None
     producer.shutdown()
     consumer.shutdown()

@@ -283,6 +283,12 @@ WHERE wf_released.status = 'queued') AS released_queues
 FROM now_cancelled UNION ALL SELECT requested.id, requested.queue, true AS running, NULL AS anon_2, NULL AS anon__1
 FROM requested;
 
+-- CAN_DELETE_FROM [psycopg]
+SELECT pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'DELETE') AS has_table_privilege_1;
+
+-- CAN_DELETE_FROM [asyncpg]
+SELECT pg_catalog.has_table_privilege($1::VARCHAR, 'DELETE') AS has_table_privilege_1;
+
 -- CAN_PRUNE_ARCHIVE [psycopg]
 SELECT pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'DELETE') AND pg_catalog.has_table_privilege(%(b_table)s::VARCHAR, 'SELECT') AS anon_1;
 
@@ -1452,6 +1458,72 @@ DELETE FROM public.pgqueue_stats WHERE public.pgqueue_stats.minute < pg_catalog.
 
 -- PRUNE_STATS [asyncpg]
 DELETE FROM public.pgqueue_stats WHERE public.pgqueue_stats.minute < pg_catalog.now() - INTERVAL '7 days';
+
+-- PRUNE_WORKFLOWS [psycopg]
+WITH examined AS
+(SELECT public.pgqueue_workflows.id AS id
+FROM public.pgqueue_workflows
+WHERE public.pgqueue_workflows.id > %(b_after)s::BIGINT ORDER BY public.pgqueue_workflows.id
+ LIMIT %(b_limit)s::INTEGER),
+gone AS
+(SELECT examined.id AS id
+FROM examined
+WHERE NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id AND public.pgqueue_workflow_nodes.outcome IS NULL)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_jobs ON public.pgqueue_jobs.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_archive ON public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_results ON public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id))),
+gone_nodes AS
+(DELETE FROM public.pgqueue_workflow_nodes WHERE public.pgqueue_workflow_nodes.workflow_id = any(array((SELECT gone.id
+FROM gone))) RETURNING public.pgqueue_workflow_nodes.job_id),
+gone_edges AS
+(DELETE FROM public.pgqueue_workflow_edges WHERE public.pgqueue_workflow_edges.child_id = any(array((SELECT gone_nodes.job_id
+FROM gone_nodes))) RETURNING public.pgqueue_workflow_edges.child_id),
+gone_runs AS
+(DELETE FROM public.pgqueue_workflows WHERE public.pgqueue_workflows.id = any(array((SELECT gone.id
+FROM gone))) RETURNING public.pgqueue_workflows.id)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM gone_runs) AS anon_1, (SELECT pg_catalog.count(*) AS count_2
+FROM gone_nodes) AS anon_2, (SELECT pg_catalog.max(examined.id) AS max_1
+FROM examined) AS anon_3, (SELECT pg_catalog.count(*) AS count_3
+FROM examined) AS anon_4;
+
+-- PRUNE_WORKFLOWS [asyncpg]
+WITH examined AS
+(SELECT public.pgqueue_workflows.id AS id
+FROM public.pgqueue_workflows
+WHERE public.pgqueue_workflows.id > $1::BIGINT ORDER BY public.pgqueue_workflows.id
+ LIMIT $2::INTEGER),
+gone AS
+(SELECT examined.id AS id
+FROM examined
+WHERE NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id AND public.pgqueue_workflow_nodes.outcome IS NULL)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_jobs ON public.pgqueue_jobs.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_archive ON public.pgqueue_archive.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id)) AND NOT (EXISTS (SELECT public.pgqueue_workflow_nodes.job_id
+FROM public.pgqueue_workflow_nodes JOIN public.pgqueue_results ON public.pgqueue_results.id = public.pgqueue_workflow_nodes.job_id
+WHERE public.pgqueue_workflow_nodes.workflow_id = examined.id))),
+gone_nodes AS
+(DELETE FROM public.pgqueue_workflow_nodes WHERE public.pgqueue_workflow_nodes.workflow_id = any(array((SELECT gone.id
+FROM gone))) RETURNING public.pgqueue_workflow_nodes.job_id),
+gone_edges AS
+(DELETE FROM public.pgqueue_workflow_edges WHERE public.pgqueue_workflow_edges.child_id = any(array((SELECT gone_nodes.job_id
+FROM gone_nodes))) RETURNING public.pgqueue_workflow_edges.child_id),
+gone_runs AS
+(DELETE FROM public.pgqueue_workflows WHERE public.pgqueue_workflows.id = any(array((SELECT gone.id
+FROM gone))) RETURNING public.pgqueue_workflows.id)
+ SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM gone_runs) AS anon_1, (SELECT pg_catalog.count(*) AS count_2
+FROM gone_nodes) AS anon_2, (SELECT pg_catalog.max(examined.id) AS max_1
+FROM examined) AS anon_3, (SELECT pg_catalog.count(*) AS count_3
+FROM examined) AS anon_4;
 
 -- PURGE_ARCHIVE [psycopg]
 WITH purged AS
