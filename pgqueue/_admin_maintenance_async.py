@@ -24,7 +24,10 @@ class AsyncMaintenanceAdmin:
         archive rows and dead jobs past their queue's retention and results past
         ``result_ttl``, mark registrations whose heartbeat stopped dead, end cancelled
         jobs whose worker died; create the archive's monthly partitions ahead and drop
-        those past every queue's retention (a role that owns the archive). Small
+        those past every queue's retention (a role that owns the archive); remove
+        finished workflow runs once the last of their jobs is gone (a role that may
+        delete them); ``VACUUM (ANALYZE)`` the hot table and archive partitions the
+        prunes left many dead tuples in. Small
         batches, each its own short transaction (without ``bind=``); safe beside a
         running leader (each row is removed once). Returns what it did; ``complete``
         is False if a backlog is left for the next pass.

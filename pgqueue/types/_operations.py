@@ -154,6 +154,11 @@ class MaintenanceReport:
     #: Whether the pass vacuumed the hot table (it had many dead tuples: see
     #: docs/scaling.md, W6).
     hot_table_vacuumed: bool = False
+    #: Finished workflow runs removed (with their nodes and edges) once every job of
+    #: theirs left the hot table, the archive and the results (docs/scaling.md).
+    workflows_pruned: int = 0
+    #: The archive's partitions vacuumed (they had many dead tuples after the prunes).
+    archive_vacuumed: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -166,6 +171,7 @@ class MaintenanceReport:
             + self.workers_marked_dead
             + self.cancelled_finished
             + self.workflow_nodes_settled
+            + self.workflows_pruned
             + len(self.partitions_created)
             + len(self.partitions_dropped)
         )
