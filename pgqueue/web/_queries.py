@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from .._sql._common import STAR, const
+from .._sql._common import STAR, const, seconds
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
@@ -47,6 +47,10 @@ OVERVIEW_CAP = 10_000
 MAX_GROUPS = 200
 #: Statuses of the hot table, in the order pages show them.
 HOT = ("queued", "scheduled", "running", "dead")
+#: A run's graph is drawn up to this many nodes (more: its counts and first nodes).
+GRAPH_MAX = 200
+#: Rows past retention are counted up to this many per queue and kind ("N+").
+RETENTION_CAP = 10_000
 
 
 def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
@@ -96,6 +100,12 @@ class Queries:
     list_audit: Any
     change_mark: Any
     channels: Any
+    workflow_run: Any
+    workflow_counts: Any
+    workflow_nodes: Any
+    workflow_edges: Any
+    job_workflow: Any
+    retention: Any
     tables: dict[str, Table]
 
 
@@ -285,6 +295,7 @@ def queries(schema: str) -> Queries:
         .scalar_subquery(),
     )
     channels = select(q).order_by(q)
+    wf_run, wf_counts, wf_nodes, wf_edges, job_workflow = _workflow_queries(t)
     return Queries(
         overview=(overview, overview_one),
         rates=rates,
@@ -298,8 +309,147 @@ def queries(schema: str) -> Queries:
         list_audit=list_audit,
         change_mark=change_mark,
         channels=channels,
+        workflow_run=wf_run,
+        workflow_counts=wf_counts,
+        workflow_nodes=wf_nodes,
+        workflow_edges=wf_edges,
+        job_workflow=job_workflow,
+        retention=_retention(t),
         tables=t,
     )
+
+
+def _workflow_queries(t: dict[str, Table]) -> tuple[Any, Any, Any, Any, Any]:
+    """A workflow run's page: its row, its nodes' counts by status, its first nodes (up
+    to ``b_limit``, in the order they were added) and their edges; and the run a job
+    belongs to (its page links there). A node's status is its live row's, else the
+    outcome the node recorded, else its archive row's (the archive is probed only for
+    a node with neither: each lookup by id probes every partition)."""
+    jobs, archive, results = t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_results"]
+    runs, n, e = t["pgqueue_workflows"], t["pgqueue_workflow_nodes"], t["pgqueue_workflow_edges"]
+    wid = bindparam("b_workflow_id", type_=BigInteger)
+    run = select(runs.c.id, runs.c.name, runs.c.nodes, runs.c.created_at).where(runs.c.id == wid)
+    live = (
+        select(jobs.c.status, jobs.c.entrypoint, jobs.c.queue, jobs.c.last_error, jobs.c.attempts)
+        .where(jobs.c.id == n.c.job_id)
+        .lateral("live")
+    )
+    gone = (
+        select(
+            archive.c.outcome,
+            archive.c.entrypoint,
+            archive.c.queue,
+            archive.c.last_error,
+            archive.c.attempts,
+        )
+        .where(archive.c.id == n.c.job_id, live.c.status.is_(None), n.c.outcome.is_(None))
+        .limit(1)
+        .lateral("gone")
+    )
+    kept = (
+        select(results.c.entrypoint, results.c.queue, results.c.attempts)
+        .where(results.c.id == n.c.job_id, live.c.status.is_(None))
+        .lateral("kept")
+    )
+    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
+    joined = n.outerjoin(live, true()).outerjoin(gone, true()).outerjoin(kept, true())
+    counts = (
+        select(status.label("status"), func.pg_catalog.count(STAR).label("n"))
+        .select_from(n.outerjoin(live, true()).outerjoin(gone, true()))
+        .where(n.c.workflow_id == wid)
+        .group_by(status)
+    )
+    parents = (
+        select(func.pg_catalog.count(STAR)).where(e.c.child_id == n.c.job_id).scalar_subquery()
+    )
+    nodes = (
+        select(
+            n.c.job_id,
+            n.c.position,
+            n.c.run_on_failure,
+            status.label("status"),
+            func.coalesce(live.c.entrypoint, gone.c.entrypoint, kept.c.entrypoint).label(
+                "entrypoint"
+            ),
+            func.coalesce(live.c.queue, gone.c.queue, kept.c.queue).label("queue"),
+            func.coalesce(live.c.attempts, gone.c.attempts, kept.c.attempts).label("attempts"),
+            func.coalesce(live.c.last_error, gone.c.last_error).label("last_error"),
+            parents.label("parents"),
+        )
+        .select_from(joined)
+        .where(n.c.workflow_id == wid)
+        .order_by(n.c.position)
+        .limit(bindparam("b_limit", type_=BigInteger))
+    )
+    child = n.alias("child")
+    edges = (
+        select(e.c.parent_id, e.c.child_id)
+        .join(child, child.c.job_id == e.c.child_id)
+        .where(child.c.workflow_id == wid)
+        .order_by(e.c.parent_id, e.c.child_id)
+    )
+    job_workflow = (
+        select(runs.c.id, runs.c.name, n.c.position, runs.c.nodes)
+        .join(runs, runs.c.id == n.c.workflow_id)
+        .where(n.c.job_id == bindparam("b_id", type_=BigInteger))
+    )
+    return run, counts, nodes, edges, job_workflow
+
+
+def _retention(t: dict[str, Table]) -> Any:
+    """Per queue: its retention settings and how many rows are past them now, each count
+    capped at ``RETENTION_CAP`` (an index range each: the archive's (queue, finished_at)
+    up to the cut-off, the hot table's (queue, status, id) over the queue's dead jobs).
+    What the maintenance leader's next passes will remove."""
+    queues, jobs, archive = t["pgqueue_queues"], t["pgqueue_jobs"], t["pgqueue_archive"]
+    now = func.pg_catalog.now()
+
+    def before(retain: Any) -> Any:
+        return now - seconds(retain)
+
+    done = archive.c.outcome.in_([const("completed"), const("archived")])
+    dropped = archive.c.outcome.in_([const("cancelled"), const("deleted")])
+    cap = RETENTION_CAP
+    return select(
+        queues.c.name,
+        queues.c.archive,
+        queues.c.retain_completed,
+        queues.c.retain_cancelled,
+        queues.c.retain_dead,
+        case(
+            (queues.c.retain_completed.is_(None), None),
+            else_=_capped(
+                archive,
+                archive.c.queue == queues.c.name,
+                archive.c.finished_at < before(queues.c.retain_completed),
+                done,
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("completed_past"),
+        case(
+            (queues.c.retain_cancelled.is_(None), None),
+            else_=_capped(
+                archive,
+                archive.c.queue == queues.c.name,
+                archive.c.finished_at < before(queues.c.retain_cancelled),
+                dropped,
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("cancelled_past"),
+        case(
+            (queues.c.retain_dead.is_(None), None),
+            else_=_capped(
+                jobs,
+                jobs.c.queue == queues.c.name,
+                jobs.c.status == const("dead"),
+                jobs.c.available_at < before(queues.c.retain_dead),
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("dead_past"),
+    ).order_by(queues.c.name)
 
 
 def count_matching(schema: str, where: dict[str, Any]) -> Any:
@@ -376,5 +526,18 @@ PREPARED_AND_SLOTS = text(
     SELECT 'replication slot', slot_name::text, pg_catalog.age(xmin) FROM pg_replication_slots
       WHERE xmin IS NOT NULL
     ORDER BY xmin_age DESC
+    """
+)
+#: The archive's partitions (one a month, and the default one): bounds, size, rows.
+ARCHIVE_PARTITIONS = text(
+    """
+    SELECT c.relname, pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+           pg_catalog.pg_total_relation_size(c.oid), c.reltuples::bigint
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    WHERE n.nspname = :schema AND p.relname = 'pgqueue_archive'
+    ORDER BY c.relname
     """
 )
