@@ -334,31 +334,39 @@ def _workflow_queries(t: dict[str, Table]) -> tuple[Any, Any, Any, Any, Any]:
         .where(jobs.c.id == n.c.job_id)
         .lateral("live")
     )
-    gone = (
-        select(
-            archive.c.outcome,
-            archive.c.entrypoint,
-            archive.c.queue,
-            archive.c.last_error,
-            archive.c.attempts,
+
+    def archived(*where: ColumnElement[bool]) -> Any:
+        return (
+            select(
+                archive.c.outcome,
+                archive.c.entrypoint,
+                archive.c.queue,
+                archive.c.last_error,
+                archive.c.attempts,
+            )
+            .where(archive.c.id == n.c.job_id, live.c.status.is_(None), *where)
+            .limit(1)
+            .lateral("gone")
         )
-        .where(archive.c.id == n.c.job_id, live.c.status.is_(None), n.c.outcome.is_(None))
-        .limit(1)
-        .lateral("gone")
-    )
+
+    # The counts read the archive only for a node with no outcome; the nodes' rows for
+    # every finished node (its entrypoint, queue, attempts and error live there).
+    gone = archived(n.c.outcome.is_(None))
     kept = (
         select(results.c.entrypoint, results.c.queue, results.c.attempts)
         .where(results.c.id == n.c.job_id, live.c.status.is_(None))
         .lateral("kept")
     )
     status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
-    joined = n.outerjoin(live, true()).outerjoin(gone, true()).outerjoin(kept, true())
     counts = (
         select(status.label("status"), func.pg_catalog.count(STAR).label("n"))
         .select_from(n.outerjoin(live, true()).outerjoin(gone, true()))
         .where(n.c.workflow_id == wid)
         .group_by(status)
     )
+    gone = archived()
+    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
+    joined = n.outerjoin(live, true()).outerjoin(gone, true()).outerjoin(kept, true())
     parents = (
         select(func.pg_catalog.count(STAR)).where(e.c.child_id == n.c.job_id).scalar_subquery()
     )
