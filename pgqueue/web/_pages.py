@@ -213,7 +213,18 @@ async def _lease(d: Dashboard, job: JobInfo) -> dict[str, Any] | None:
 async def dead_page(request: Request) -> Response:
     d = dashboard_of(request)
     groups = await d.rows(d.q.dead_groups)
-    return d.render(request, "dead.html", groups=groups, done=request.query_params.get("done"))
+    read: dict[str, int] = {}
+    for g in groups:
+        read[g.queue] = read.get(g.queue, 0) + int(g.count)
+    sampled = sorted(name for name, n in read.items() if n >= _queries.DEAD_SAMPLE)
+    return d.render(
+        request,
+        "dead.html",
+        groups=groups,
+        sampled=sampled,
+        sample=_queries.DEAD_SAMPLE,
+        done=request.query_params.get("done"),
+    )
 
 
 #: Workflow runs per page of the list.

@@ -45,6 +45,9 @@ COUNT_CAP = 100_000
 OVERVIEW_CAP = 10_000
 #: Dead-letter groups shown, largest first.
 MAX_GROUPS = 200
+#: Dead letters grouped per queue: its newest (by time of death), read by
+#: ``ix_pgqueue_jobs_dead``; a queue with more shows the groups of these.
+DEAD_SAMPLE = 1_000
 #: Statuses of the hot table, in the order pages show them.
 HOT = ("queued", "scheduled", "running", "dead")
 #: A run's graph is drawn up to this many nodes (more: its counts and first nodes).
@@ -191,21 +194,29 @@ def queries(schema: str) -> Queries:
         .order_by(stats.c.entrypoint)
     )
 
-    # Grouped twice: by the exact error first (cheap: no regex, and the same message
-    # repeats), then by the fingerprint of each distinct error.
-    last_at = jobs.c.errors[-1]["at"].astext
+    # Each queue's newest dead letters (by time of death: a dead job's available_at),
+    # read from ix_pgqueue_jobs_dead rather than the whole hot table, grouped twice: by
+    # the exact error first (cheap: no regex, and the same message repeats), then by
+    # the fingerprint of each distinct error.
+    newest = (
+        select(jobs.c.last_error, jobs.c.entrypoint, jobs.c.available_at, jobs.c.id)
+        .where(jobs.c.queue == q, jobs.c.status == const("dead"))
+        .order_by(jobs.c.available_at.desc())
+        .limit(DEAD_SAMPLE)
+        .lateral("newest")
+    )
+    sampled = select(q.label("queue"), newest).select_from(queues.join(newest, true())).subquery()
     exact = (
         select(
-            jobs.c.queue,
-            jobs.c.last_error,
-            jobs.c.entrypoint,
+            sampled.c.queue,
+            sampled.c.last_error,
+            sampled.c.entrypoint,
             func.pg_catalog.count(STAR).label("n"),
-            func.pg_catalog.min(last_at).label("first_seen"),
-            func.pg_catalog.max(last_at).label("last_seen"),
-            func.pg_catalog.max(jobs.c.id).label("latest_id"),
+            func.pg_catalog.min(sampled.c.available_at).label("first_seen"),
+            func.pg_catalog.max(sampled.c.available_at).label("last_seen"),
+            func.pg_catalog.max(sampled.c.id).label("latest_id"),
         )
-        .where(jobs.c.status == const("dead"))
-        .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
+        .group_by(sampled.c.queue, sampled.c.last_error, sampled.c.entrypoint)
         .subquery()
     )
     efp = fingerprint(exact.c.last_error).label("fingerprint")
