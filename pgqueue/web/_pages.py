@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from .._cron import Cron
+from .._rows import job_info
 from .._sql.jobs import STATUSES
 from .._statements import for_schema
 from .._stats import DURATION_BUCKETS, percentile
@@ -124,18 +125,23 @@ async def jobs_page(request: Request) -> Response:
     try:
         where = job_filters(params, statuses)
         after = params.get("after")
-        async with d.engine.connect() as conn:
-            await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
-            jobs = await d.admin.list_jobs(
-                **where,
-                after_id=int(after) if after and after.isdigit() else None,
-                limit=PAGE_SIZE + 1,
-                bind=conn,
-            )
+        after_id = int(after) if after and after.isdigit() else None
+        searched = None
+        if where["headers"] is not None:
+            jobs, searched = await _header_search(d, where, after_id)
+        else:
+            async with d.engine.connect() as conn:
+                await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
+                jobs = await d.admin.list_jobs(
+                    **where, after_id=after_id, limit=PAGE_SIZE + 1, bind=conn
+                )
     except InvalidArgument as exc:
         return d.render(request, "error.html", 400, message=str(exc))
     more = len(jobs) > PAGE_SIZE
     jobs = jobs[:PAGE_SIZE]
+    next_after = jobs[-1].id if more and jobs else None
+    if searched is not None and not more and searched[0] > 1:
+        next_after = searched[0]  # this window had fewer matches: search the older ids
     queues = [q.name for q in await d.admin.list_queues()]
     request.scope["pgqueue_live_page"] = False  # a selection must not be redrawn away
     kept = [(k, v) for k, v in params.multi_items() if k != "done"]
@@ -153,10 +159,28 @@ async def jobs_page(request: Request) -> Response:
             "header": params.get("header", ""),
         },
         after=params.get("after"),
+        next_after=next_after,
+        searched=searched,
         done=params.get("done"),
         verbs=VERBS,
         back="/jobs" + ("?" + urlencode(kept) if kept else ""),
     )
+
+
+async def _header_search(
+    d: Dashboard, where: dict[str, Any], after_id: int | None
+) -> tuple[list[JobInfo], tuple[int, int]]:
+    """The jobs a filter with headers matches among the ``HEADER_WINDOW`` ids below
+    ``after_id`` (the newest id without one), and the ids searched [floor, before)."""
+    if after_id is None:
+        ((newest,),) = await d.rows(for_schema(d.schema).MAX_JOB_ID)
+        after_id = int(newest) + 1
+    floor = max(1, after_id - _queries.HEADER_WINDOW)
+    statement = _queries.header_search(d.schema, where)
+    if statement is None:
+        return [], (floor, after_id)
+    rows = await d.rows(statement, b_floor=floor, b_before=after_id, b_limit=PAGE_SIZE + 1)
+    return [job_info(r) for r in rows], (floor, after_id)
 
 
 async def job_page(request: Request) -> Response:

@@ -31,11 +31,15 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from .._sql._common import STAR, const, seconds
+from .._sql.jobs import FINISHED_STATUSES, HOT_STATUSES
+from .._sql.jobs import _archive_columns as archive_columns
+from .._sql.jobs import _job_columns as job_columns
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
@@ -499,6 +503,46 @@ def count_matching(schema: str, where: dict[str, Any]) -> Any:
     for p in parts[1:]:
         total = total + p
     return select(total)
+
+
+#: Ids a header filter searches per page of the jobs list, from the page's cursor down:
+#: headers are in no index (one would cost every enqueue and every status change of a
+#: job that has headers), so a rare value is searched a window of ids at a time (a
+#: range of each table's primary key) instead of through every job of the queue.
+HEADER_WINDOW = 20_000
+
+
+def header_search(schema: str, where: dict[str, Any]) -> Any:
+    """The jobs matching a filter with headers among ids in [``b_floor``, ``b_before``),
+    newest first, at most ``b_limit``, as ``admin.list_jobs`` rows (live and finished)."""
+    t = for_schema(schema).tables
+    jobs, archive, results = t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_results"]
+    floor = bindparam("b_floor", type_=BigInteger)
+    before = bindparam("b_before", type_=BigInteger)
+    limit = bindparam("b_limit", type_=BigInteger)
+    parts = []
+    for table, status_col, statuses, columns in (
+        (jobs, "status", HOT_STATUSES, job_columns(jobs)),
+        (archive, "outcome", FINISHED_STATUSES, archive_columns(archive, results)),
+    ):
+        wanted = [s for s in where.get("status") or statuses if s in statuses]
+        if not wanted:
+            continue
+        conds: list[ColumnElement[bool]] = [
+            table.c.id >= floor,
+            table.c.id < before,
+            table.c[status_col] == func.any(cast(literal(wanted), ARRAY(Text))),
+            table.c.headers.op("@>")(cast(literal(where["headers"], JSONB), JSONB)),
+        ]
+        if where.get("queue"):
+            conds.append(table.c.queue == literal(where["queue"]))
+        if where.get("entrypoint"):
+            conds.append(table.c.entrypoint == literal(where["entrypoint"]))
+        parts.append(select(*columns).where(*conds).order_by(table.c.id.desc()).limit(limit))
+    if not parts:
+        return None
+    found = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("found")
+    return select(*found.c).order_by(found.c.id.desc()).limit(limit)
 
 
 # Catalog reads of the system page: not pgqueue's tables, so plain SQL with binds.

@@ -551,3 +551,32 @@ def test_system_page_shows_retention_what_it_will_remove_and_the_partitions(
     assert mail[1:7] == ["7d 0h", "7d 0h", "30d 0h", "2", "0", "1"]
     partitions = page[page.index('id="partitions"') :]
     assert "pgqueue_archive_default" in partitions
+
+
+def test_a_header_filter_searches_a_window_of_ids_at_a_time_and_finds_each_once(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgqueue.web import _queries
+
+    monkeypatch.setattr(_queries, "HEADER_WINDOW", 5)
+    admin.create_queue("mail", archive=True)
+    producer = SyncProducer(sync_engine, "mail", schema=SCHEMA)
+    ids = [
+        producer.enqueue({"n": i}, headers={"tenant": "acme" if i in (1, 8, 9) else "other"}).id
+        for i in range(12)
+    ]
+    consumer = SyncConsumer(sync_engine, "mail", schema=SCHEMA)
+    for m in consumer.dequeue(batch_size=2):  # the two oldest finish (the archive)
+        consumer.ack(m)
+    found: list[int] = []
+    path: str | None = "/jobs?queue=mail&header=tenant%3Dacme"
+    pages = 0
+    while path is not None:
+        page = ro.get(path).text
+        assert 'id="searched"' in page
+        found += [int(i) for i in re.findall(r'<td class="num"><a href="/jobs/(\d+)">', page)]
+        link = re.search(r'<a href="(/jobs\?[^"]*)" id="next-page">', page)
+        path = link.group(1).replace("&amp;", "&") if link else None
+        pages += 1
+    assert found == [ids[9], ids[8], ids[1]]
+    assert pages >= 3  # 5 ids a page: 12 of them (more if the sequence did not start at 1)
