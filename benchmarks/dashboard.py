@@ -33,7 +33,7 @@ from common import server
 from list_jobs import ENTRYPOINTS, QUEUES, SCHEMA, build
 from sqlalchemy import create_engine
 
-from pgqueue import SyncAdmin
+from pgqueue import SyncAdmin, SyncProducer, Workflow
 from pgqueue.web import create_app
 
 EMPTY = "pgq_bench_empty"
@@ -62,6 +62,8 @@ def pages(hot: int, finished: int) -> list[tuple[str, str]]:
         ("job, live", f"/jobs/{live}"),
         ("job, finished", f"/jobs/{finished // 2}"),
         ("dead letters", "/dead"),
+        ("workflows", "/workflows"),
+        ("workflow run (100 nodes)", "/workflows/1"),
         ("workers", "/workers"),
         ("schedules", "/schedules"),
         ("system", "/system"),
@@ -90,7 +92,10 @@ async def run(url: str, hot: int, finished: int, repeat: int) -> list[dict[str, 
     try:
         for name, path in pages(hot, finished):
             samples = await measure(big, path, repeat)
-            empty_path = path if "/jobs/" not in path else "/jobs"
+            empty_path = path
+            for detail in ("/jobs/", "/workflows/"):  # no such job or run there
+                if detail in path:
+                    empty_path = detail.rstrip("/")
             base = await measure(empty, empty_path, max(5, repeat // 4))
             results.append(
                 {
@@ -127,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(f"DROP SCHEMA IF EXISTS {EMPTY} CASCADE")
             version = conn.execute("SHOW server_version").fetchone()
         engine = create_engine(dsn.sqlalchemy("psycopg"))
+        # One run of 100 nodes (a fan-out and its fan-in), for the run's page: id 1.
+        wf = Workflow("bench")
+        root = wf.add({}, entrypoint="extract")
+        parts = [wf.add({"part": i}, entrypoint="transform", after=[root]) for i in range(98)]
+        wf.add({}, entrypoint="report", after=parts)
+        producer = SyncProducer(engine, "q3", schema=SCHEMA)
+        producer.enqueue_workflow(wf)
+        producer.close()
         empty = SyncAdmin(engine, schema=EMPTY)
         empty.install()
         empty.create_queue("q3")  # the queue page needs its queue

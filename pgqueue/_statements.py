@@ -78,6 +78,7 @@ class Statements:
     PURGE_JOBS: Executable
     PURGE_ARCHIVE: Executable
     PURGE_RESULTS_OF_QUEUE: Executable
+    PURGE_STATS_OF_QUEUE: Executable
     DELETE_QUEUE: Executable
     OPEN_TRANSACTIONS: Executable
     STILL_OPEN: Executable

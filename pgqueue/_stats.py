@@ -5,9 +5,11 @@ per worker, whatever the job rate."""
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections.abc import Sequence
 
+from ._retry import first_line
 from ._sql.stats import COUNTERS
 from .types import Message
 
@@ -17,6 +19,26 @@ WRITE_EVERY = 1.0
 PRUNE_EVERY = 3600.0
 
 _COLUMN = {name: i for i, name in enumerate(COUNTERS)}
+#: Whether this process logged a failed write of the counters: once is enough (a role
+#: without the grant on pgqueue_stats, from before the counters, fails every write,
+#: every second of every worker; the counters are dropped either way).
+_write_failure_logged = False
+
+
+def write_failed(log: logging.Logger, exc: BaseException) -> None:
+    """Log a failed write of the counters: a warning the first time in this process,
+    then at debug level."""
+    global _write_failure_logged
+    if _write_failure_logged:
+        log.debug("per-minute counters not written (%s)", first_line(exc))
+        return
+    _write_failure_logged = True
+    log.warning(
+        "per-minute counters not written (%s); later failures are logged at debug level",
+        first_line(exc),
+    )
+
+
 #: Upper bounds (seconds) of the handler-duration buckets; the last one is open.
 DURATION_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,

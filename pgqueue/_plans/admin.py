@@ -140,6 +140,7 @@ def _delete_queue(ctx: Context, name: str, wait: float, in_caller_tx: bool) -> S
     yield from _purge(ctx.sql.PURGE_JOBS, name, {"b_done_channel": ctx.done_channel})
     yield from _purge(ctx.sql.PURGE_ARCHIVE, name)
     yield from _purge(ctx.sql.PURGE_RESULTS_OF_QUEUE, name)
+    yield from _purge(ctx.sql.PURGE_STATS_OF_QUEUE, name)
 
 
 @plan(transaction=False)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -32,6 +33,7 @@ from ..schema import (
     jobs,
     queues,
     results,
+    stats,
     workers,
 )
 from ._common import (
@@ -167,6 +169,23 @@ _purged_results = (
     .cte("purged")
 )
 PURGE_RESULTS_OF_QUEUE = select(func.pg_catalog.count(STAR)).select_from(_purged_results)
+
+#: The same for a deleted queue's per-minute counters (a week of them at most: the
+#: completers prune older ones), whose key leads with the minute: by (minute, queue,
+#: entrypoint), each batch read in key order.
+_purged_stats = (
+    delete(stats)
+    .where(
+        tuple_(stats.c.minute, stats.c.queue, stats.c.entrypoint).in_(
+            select(stats.c.minute, stats.c.queue, stats.c.entrypoint)
+            .where(stats.c.queue == bindparam("b_queue"))
+            .limit(_batch)
+        )
+    )
+    .returning(stats.c.queue)
+    .cte("purged")
+)
+PURGE_STATS_OF_QUEUE = select(func.pg_catalog.count(STAR)).select_from(_purged_stats)
 
 #: Deleting a queue removes its row first: from then on enqueues find no queue and
 #: dequeues skip its jobs; the jobs and archive rows go after it in batches.

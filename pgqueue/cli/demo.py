@@ -45,7 +45,30 @@ def _embedded_dsn(data_dir: Path) -> tuple[str, Callable[[], None]]:
     return str(server.get_uri()), server.cleanup
 
 
+#: Where the demo serves ``--metrics-port`` unless ``--metrics-host`` says otherwise: a
+#: demo on a laptop is nobody's to scrape (``pgqueue run``'s default, 0.0.0.0, is for a
+#: worker that Prometheus reaches from elsewhere).
+DEMO_METRICS_HOST = "127.0.0.1"
+
+
+def _local_metrics(args: argparse.Namespace) -> None:
+    """The demo's /metrics on 127.0.0.1 unless ``--metrics-host`` was given (the option,
+    shared with ``pgqueue run``, defaults to 0.0.0.0)."""
+    import click
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:  # not from the command line: what the caller set, if anything
+        if not getattr(args, "metrics_host", None):
+            args.metrics_host = DEMO_METRICS_HOST
+        return
+    source = ctx.get_parameter_source("metrics_host")
+    if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        args.metrics_host = DEMO_METRICS_HOST
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _local_metrics(args)
     dsn = _dsn(args, required=False)
     stop_server: Callable[[], None] = lambda: None  # noqa: E731
     if not dsn:

@@ -140,6 +140,10 @@ jobs = Table(
     ),
     # Cancellations pending: a handful of rows at most (the sweep finds them at once).
     Index("ix_pgqueue_jobs_cancel_requested", "id", postgresql_where=text("cancel_requested")),
+    # Dead letters by when they died (available_at): the dashboard, retention (0011).
+    Index(
+        "ix_pgqueue_jobs_dead", "queue", "available_at", postgresql_where=text("status = 'dead'")
+    ),
     # Flow control: the keys with ready jobs of an entrypoint, one index probe per key
     # (a skip scan: a hot key's thousands of rows are stepped over, not read), and each
     # key's ready jobs in dequeue order.

@@ -140,6 +140,43 @@ async def dead_requeue(request: Request) -> Response:
     return _back(request, "/dead", done=f"requeued {len(done)} dead job(s) of {queue}")
 
 
+async def workflow_action(request: Request) -> Response:
+    """Cancel a run's live nodes, or retry its failed ones: confirmed with the count
+    first (from the run's nodes now), then done by the admin and audited."""
+    d, form, operator = await _action_form(request)
+    run_id = request.path_params["id"]
+    verb = request.path_params["verb"]
+    if verb not in ("cancel", "retry"):
+        raise HTTPException(404)
+    counts = {r.status: int(r.n) for r in await d.rows(d.q.workflow_counts, b_workflow_id=run_id)}
+    if not counts:
+        raise HTTPException(404, f"no workflow run {run_id}")
+    wanted = ("blocked", "queued", "scheduled", "running") if verb == "cancel" else WF_FAILED
+    count = sum(n for s, n in counts.items() if s in wanted)
+    if form.get("confirm") is None:
+        return d.render(
+            request,
+            "confirm.html",
+            verb=verb,
+            count=count,
+            target={"workflow": run_id},
+            form=[(k, v) for k, v in form.multi_items() if k != CSRF_FIELD],
+            action_url=f"/workflows/{run_id}/{verb}",
+            cancel_url=f"/workflows/{run_id}",
+        )
+    if verb == "cancel":
+        done = await d.admin.cancel_workflow(run_id)
+    else:
+        done = await d.admin.retry_workflow(run_id)
+    await d.audit(operator, f"{verb} workflow", {"workflow": run_id}, len(done))
+    message = f"{VERBS[verb]} {len(done)} node(s) of workflow {run_id}"
+    return _back(request, f"/workflows/{run_id}", done=message)
+
+
+#: A run's nodes that retry_workflow runs again.
+WF_FAILED = ("dead", "cancelled", "deleted")
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     for e in (orig, getattr(orig, "__cause__", None)):

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._urls import async_url
 from .._validate import check_schema_name
 from ..errors import InvalidArgument, PgQueueError
-from ._actions import _error, dead_requeue, jobs_action, queue_action
+from ._actions import _error, dead_requeue, jobs_action, queue_action, workflow_action
 from ._dashboard import HERE, Dashboard
 from ._live import POLL_INTERVAL
 from ._pages import (
@@ -36,6 +36,8 @@ from ._pages import (
     schedules_page,
     system_page,
     workers_page,
+    workflow_page,
+    workflows_page,
 )
 from ._security import (
     CSRF_COOKIE,
@@ -176,6 +178,9 @@ def create_app(
         Route("/jobs/{id:int}", job_page, name="job"),
         Route("/dead", dead_page, name="dead"),
         Route("/dead/requeue", dead_requeue, methods=["POST"]),
+        Route("/workflows", workflows_page, name="workflows"),
+        Route("/workflows/{id:int}", workflow_page, name="workflow"),
+        Route("/workflows/{id:int}/{verb}", workflow_action, methods=["POST"]),
         Route("/workers", workers_page, name="workers"),
         Route("/schedules", schedules_page, name="schedules"),
         Route("/system", system_page, name="system"),

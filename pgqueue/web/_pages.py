@@ -1,5 +1,5 @@
-"""The dashboard's pages (GET): overview, queue, jobs, job, dead letters, workers,
-schedules, system, audit log, and the live-update event stream."""
+"""The dashboard's pages (GET): overview, queue, jobs, job, dead letters, workflows,
+workers, schedules, system, audit log, and the live-update event stream."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from .._cron import Cron
+from .._rows import job_info
 from .._sql.jobs import STATUSES
+from .._statements import for_schema
 from .._stats import DURATION_BUCKETS, percentile
 from ..errors import InvalidArgument
-from ..types import JobInfo
+from ..types import JobInfo, KeyMetrics
 from . import _queries
 from ._dashboard import PAGE_SIZE, VERBS, Dashboard, dashboard_of
 from ._format import fmt_chart
+from ._graph import layout
 
 
 async def overview(request: Request) -> Response:
@@ -67,10 +70,14 @@ async def queue_page(request: Request) -> Response:
     now = (await d.rows(text("SELECT pg_catalog.now()")))[0][0]
     chart = fmt_chart([(r.minute, r.completed, r.failed) for r in rates if r.queue == name], now)
     # Flow control: the keys with the most running, then waiting, jobs (a read of the
-    # queue's keyed jobs, under the pages' statement timeout).
-    async with d.engine.connect() as conn:
-        await d.read(conn)
-        keys = (await d.admin.metrics(name, top_keys=TOP_KEYS, bind=conn)).keys
+    # queue's keyed jobs alone: admin.metrics would also count every job of the queue,
+    # which the counts above already show, capped, from the indexes).
+    keys = [
+        KeyMetrics(r[0], r[1], int(r[2]), int(r[3]))
+        for r in await d.rows(
+            for_schema(d.schema).KEY_METRICS, b_queue=name, b_top=TOP_KEYS, b_entrypoints=None
+        )
+    ]
     return d.render(
         request,
         "queue.html",
@@ -118,18 +125,23 @@ async def jobs_page(request: Request) -> Response:
     try:
         where = job_filters(params, statuses)
         after = params.get("after")
-        async with d.engine.connect() as conn:
-            await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
-            jobs = await d.admin.list_jobs(
-                **where,
-                after_id=int(after) if after and after.isdigit() else None,
-                limit=PAGE_SIZE + 1,
-                bind=conn,
-            )
+        after_id = int(after) if after and after.isdigit() else None
+        searched = None
+        if where["headers"] is not None:
+            jobs, searched = await _header_search(d, where, after_id)
+        else:
+            async with d.engine.connect() as conn:
+                await d.read(conn)  # a filter that reads too much is stopped (statement_timeout)
+                jobs = await d.admin.list_jobs(
+                    **where, after_id=after_id, limit=PAGE_SIZE + 1, bind=conn
+                )
     except InvalidArgument as exc:
         return d.render(request, "error.html", 400, message=str(exc))
     more = len(jobs) > PAGE_SIZE
     jobs = jobs[:PAGE_SIZE]
+    next_after = jobs[-1].id if more and jobs else None
+    if searched is not None and not more and searched[0] > 1:
+        next_after = searched[0]  # this window had fewer matches: search the older ids
     queues = [q.name for q in await d.admin.list_queues()]
     request.scope["pgqueue_live_page"] = False  # a selection must not be redrawn away
     kept = [(k, v) for k, v in params.multi_items() if k != "done"]
@@ -147,10 +159,28 @@ async def jobs_page(request: Request) -> Response:
             "header": params.get("header", ""),
         },
         after=params.get("after"),
+        next_after=next_after,
+        searched=searched,
         done=params.get("done"),
         verbs=VERBS,
         back="/jobs" + ("?" + urlencode(kept) if kept else ""),
     )
+
+
+async def _header_search(
+    d: Dashboard, where: dict[str, Any], after_id: int | None
+) -> tuple[list[JobInfo], tuple[int, int]]:
+    """The jobs a filter with headers matches among the ``HEADER_WINDOW`` ids below
+    ``after_id`` (the newest id without one), and the ids searched [floor, before)."""
+    if after_id is None:
+        ((newest,),) = await d.rows(for_schema(d.schema).MAX_JOB_ID)
+        after_id = int(newest) + 1
+    floor = max(1, after_id - _queries.HEADER_WINDOW)
+    statement = _queries.header_search(d.schema, where)
+    if statement is None:
+        return [], (floor, after_id)
+    rows = await d.rows(statement, b_floor=floor, b_before=after_id, b_limit=PAGE_SIZE + 1)
+    return [job_info(r) for r in rows], (floor, after_id)
 
 
 async def job_page(request: Request) -> Response:
@@ -168,11 +198,13 @@ async def job_page(request: Request) -> Response:
             message=f"no job {job_id}: it never existed, or it finished and was not kept",
         )
     lease = await _lease(d, job)
+    workflow = await d.rows(d.q.job_workflow, b_id=job.id)
     return d.render(
         request,
         "job.html",
         job=job,
         lease=lease,
+        workflow=workflow[0] if workflow else None,
         result=getattr(job, "result", None),
         # A completed job's result (None too); nothing to show for one not completed.
         has_result=job.status == "completed" or job.result is not None,
@@ -205,7 +237,76 @@ async def _lease(d: Dashboard, job: JobInfo) -> dict[str, Any] | None:
 async def dead_page(request: Request) -> Response:
     d = dashboard_of(request)
     groups = await d.rows(d.q.dead_groups)
-    return d.render(request, "dead.html", groups=groups, done=request.query_params.get("done"))
+    read: dict[str, int] = {}
+    for g in groups:
+        read[g.queue] = read.get(g.queue, 0) + int(g.count)
+    sampled = sorted(name for name, n in read.items() if n >= _queries.DEAD_SAMPLE)
+    return d.render(
+        request,
+        "dead.html",
+        groups=groups,
+        sampled=sampled,
+        sample=_queries.DEAD_SAMPLE,
+        done=request.query_params.get("done"),
+    )
+
+
+#: Workflow runs per page of the list.
+RUNS_PAGE = 50
+
+
+async def workflows_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    before = request.query_params.get("before", "")
+    runs = await d.admin.list_workflows(
+        before=int(before) if before.isdigit() else None, limit=RUNS_PAGE + 1
+    )
+    return d.render(
+        request,
+        "workflows.html",
+        runs=runs[:RUNS_PAGE],
+        more=len(runs) > RUNS_PAGE,
+        before=before,
+    )
+
+
+#: The order a run's counts are shown in (any other status after them).
+NODE_STATUSES = ("blocked", "queued", "scheduled", "running", "completed", "archived", "dead")
+
+
+async def workflow_page(request: Request) -> Response:
+    d = dashboard_of(request)
+    run_id = request.path_params["id"]
+    found = await d.rows(d.q.workflow_run, b_workflow_id=run_id)
+    if not found:
+        raise HTTPException(404, f"no workflow run {run_id}")
+    run = found[0]
+    by_status = {
+        r.status: int(r.n) for r in await d.rows(d.q.workflow_counts, b_workflow_id=run_id)
+    }
+    counts = [(s, by_status.pop(s)) for s in NODE_STATUSES if s in by_status]
+    counts += sorted(by_status.items())
+    nodes = await d.rows(d.q.workflow_nodes, b_workflow_id=run_id, b_limit=_queries.GRAPH_MAX)
+    graph = None
+    if run.nodes <= _queries.GRAPH_MAX:
+        edges = [
+            (int(p), int(c)) for p, c in await d.rows(d.q.workflow_edges, b_workflow_id=run_id)
+        ]
+        graph = layout(nodes, edges)
+    live = sum(n for s, n in counts if s in ("blocked", "queued", "scheduled", "running"))
+    failed = sum(n for s, n in counts if s in ("dead", "cancelled", "deleted"))
+    return d.render(
+        request,
+        "workflow.html",
+        run=run,
+        counts=counts,
+        nodes=nodes,
+        graph=graph,
+        graph_max=_queries.GRAPH_MAX,
+        live_nodes=live,
+        failed_nodes=failed,
+        done=request.query_params.get("done"),
+    )
 
 
 async def workers_page(request: Request) -> Response:
@@ -252,13 +353,14 @@ async def system_page(request: Request) -> Response:
     holders = await d.rows(_queries.XMIN_HOLDERS)
     others = await d.rows(_queries.PREPARED_AND_SLOTS)
     archive = d.q.tables["pgqueue_archive"]
-    queues = [q.name for q in await d.admin.list_queues()]
-    oldest = []
-    for name in queues:  # one index probe per queue: (queue, finished_at)
+    retention = await d.rows(d.q.retention)
+    partitions = await d.rows(_queries.ARCHIVE_PARTITIONS, schema=d.schema)
+    oldest = {}
+    for r in retention:  # one index probe per queue: (queue, finished_at)
         found = await d.rows(
-            select(func.pg_catalog.min(archive.c.finished_at)).where(archive.c.queue == name)
+            select(func.pg_catalog.min(archive.c.finished_at)).where(archive.c.queue == r.name)
         )
-        oldest.append((name, found[0][0]))
+        oldest[r.name] = found[0][0]
     version = (await d.rows(text("SHOW server_version")))[0][0]
     return d.render(
         request,
@@ -268,6 +370,9 @@ async def system_page(request: Request) -> Response:
         holders=holders,
         others=others,
         oldest=oldest,
+        retention=retention,
+        partitions=partitions,
+        retention_cap=_queries.RETENTION_CAP,
         version=version,
     )
 

@@ -31,11 +31,15 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from .._sql._common import STAR, const
+from .._sql._common import STAR, const, seconds
+from .._sql.jobs import FINISHED_STATUSES, HOT_STATUSES
+from .._sql.jobs import _archive_columns as archive_columns
+from .._sql.jobs import _job_columns as job_columns
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
@@ -45,8 +49,15 @@ COUNT_CAP = 100_000
 OVERVIEW_CAP = 10_000
 #: Dead-letter groups shown, largest first.
 MAX_GROUPS = 200
+#: Dead letters grouped per queue: its newest (by time of death), read by
+#: ``ix_pgqueue_jobs_dead``; a queue with more shows the groups of these.
+DEAD_SAMPLE = 1_000
 #: Statuses of the hot table, in the order pages show them.
 HOT = ("queued", "scheduled", "running", "dead")
+#: A run's graph is drawn up to this many nodes (more: its counts and first nodes).
+GRAPH_MAX = 200
+#: Rows past retention are counted up to this many per queue and kind ("N+").
+RETENTION_CAP = 10_000
 
 
 def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
@@ -96,6 +107,12 @@ class Queries:
     list_audit: Any
     change_mark: Any
     channels: Any
+    workflow_run: Any
+    workflow_counts: Any
+    workflow_nodes: Any
+    workflow_edges: Any
+    job_workflow: Any
+    retention: Any
     tables: dict[str, Table]
 
 
@@ -181,21 +198,29 @@ def queries(schema: str) -> Queries:
         .order_by(stats.c.entrypoint)
     )
 
-    # Grouped twice: by the exact error first (cheap: no regex, and the same message
-    # repeats), then by the fingerprint of each distinct error.
-    last_at = jobs.c.errors[-1]["at"].astext
+    # Each queue's newest dead letters (by time of death: a dead job's available_at),
+    # read from ix_pgqueue_jobs_dead rather than the whole hot table, grouped twice: by
+    # the exact error first (cheap: no regex, and the same message repeats), then by
+    # the fingerprint of each distinct error.
+    newest = (
+        select(jobs.c.last_error, jobs.c.entrypoint, jobs.c.available_at, jobs.c.id)
+        .where(jobs.c.queue == q, jobs.c.status == const("dead"))
+        .order_by(jobs.c.available_at.desc())
+        .limit(DEAD_SAMPLE)
+        .lateral("newest")
+    )
+    sampled = select(q.label("queue"), newest).select_from(queues.join(newest, true())).subquery()
     exact = (
         select(
-            jobs.c.queue,
-            jobs.c.last_error,
-            jobs.c.entrypoint,
+            sampled.c.queue,
+            sampled.c.last_error,
+            sampled.c.entrypoint,
             func.pg_catalog.count(STAR).label("n"),
-            func.pg_catalog.min(last_at).label("first_seen"),
-            func.pg_catalog.max(last_at).label("last_seen"),
-            func.pg_catalog.max(jobs.c.id).label("latest_id"),
+            func.pg_catalog.min(sampled.c.available_at).label("first_seen"),
+            func.pg_catalog.max(sampled.c.available_at).label("last_seen"),
+            func.pg_catalog.max(sampled.c.id).label("latest_id"),
         )
-        .where(jobs.c.status == const("dead"))
-        .group_by(jobs.c.queue, jobs.c.last_error, jobs.c.entrypoint)
+        .group_by(sampled.c.queue, sampled.c.last_error, sampled.c.entrypoint)
         .subquery()
     )
     efp = fingerprint(exact.c.last_error).label("fingerprint")
@@ -285,6 +310,7 @@ def queries(schema: str) -> Queries:
         .scalar_subquery(),
     )
     channels = select(q).order_by(q)
+    wf_run, wf_counts, wf_nodes, wf_edges, job_workflow = _workflow_queries(t)
     return Queries(
         overview=(overview, overview_one),
         rates=rates,
@@ -298,8 +324,155 @@ def queries(schema: str) -> Queries:
         list_audit=list_audit,
         change_mark=change_mark,
         channels=channels,
+        workflow_run=wf_run,
+        workflow_counts=wf_counts,
+        workflow_nodes=wf_nodes,
+        workflow_edges=wf_edges,
+        job_workflow=job_workflow,
+        retention=_retention(t),
         tables=t,
     )
+
+
+def _workflow_queries(t: dict[str, Table]) -> tuple[Any, Any, Any, Any, Any]:
+    """A workflow run's page: its row, its nodes' counts by status, its first nodes (up
+    to ``b_limit``, in the order they were added) and their edges; and the run a job
+    belongs to (its page links there). A node's status is its live row's, else the
+    outcome the node recorded, else its archive row's (the archive is probed only for
+    a node with neither: each lookup by id probes every partition)."""
+    jobs, archive, results = t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_results"]
+    runs, n, e = t["pgqueue_workflows"], t["pgqueue_workflow_nodes"], t["pgqueue_workflow_edges"]
+    wid = bindparam("b_workflow_id", type_=BigInteger)
+    run = select(runs.c.id, runs.c.name, runs.c.nodes, runs.c.created_at).where(runs.c.id == wid)
+    live = (
+        select(jobs.c.status, jobs.c.entrypoint, jobs.c.queue, jobs.c.last_error, jobs.c.attempts)
+        .where(jobs.c.id == n.c.job_id)
+        .lateral("live")
+    )
+
+    def archived(*where: ColumnElement[bool]) -> Any:
+        return (
+            select(
+                archive.c.outcome,
+                archive.c.entrypoint,
+                archive.c.queue,
+                archive.c.last_error,
+                archive.c.attempts,
+            )
+            .where(archive.c.id == n.c.job_id, live.c.status.is_(None), *where)
+            .limit(1)
+            .lateral("gone")
+        )
+
+    # The counts read the archive only for a node with no outcome; the nodes' rows for
+    # every finished node (its entrypoint, queue, attempts and error live there).
+    gone = archived(n.c.outcome.is_(None))
+    kept = (
+        select(results.c.entrypoint, results.c.queue, results.c.attempts)
+        .where(results.c.id == n.c.job_id, live.c.status.is_(None))
+        .lateral("kept")
+    )
+    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
+    counts = (
+        select(status.label("status"), func.pg_catalog.count(STAR).label("n"))
+        .select_from(n.outerjoin(live, true()).outerjoin(gone, true()))
+        .where(n.c.workflow_id == wid)
+        .group_by(status)
+    )
+    gone = archived()
+    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
+    joined = n.outerjoin(live, true()).outerjoin(gone, true()).outerjoin(kept, true())
+    parents = (
+        select(func.pg_catalog.count(STAR)).where(e.c.child_id == n.c.job_id).scalar_subquery()
+    )
+    nodes = (
+        select(
+            n.c.job_id,
+            n.c.position,
+            n.c.run_on_failure,
+            status.label("status"),
+            func.coalesce(live.c.entrypoint, gone.c.entrypoint, kept.c.entrypoint).label(
+                "entrypoint"
+            ),
+            func.coalesce(live.c.queue, gone.c.queue, kept.c.queue).label("queue"),
+            func.coalesce(live.c.attempts, gone.c.attempts, kept.c.attempts).label("attempts"),
+            func.coalesce(live.c.last_error, gone.c.last_error).label("last_error"),
+            parents.label("parents"),
+        )
+        .select_from(joined)
+        .where(n.c.workflow_id == wid)
+        .order_by(n.c.position)
+        .limit(bindparam("b_limit", type_=BigInteger))
+    )
+    child = n.alias("child")
+    edges = (
+        select(e.c.parent_id, e.c.child_id)
+        .join(child, child.c.job_id == e.c.child_id)
+        .where(child.c.workflow_id == wid)
+        .order_by(e.c.parent_id, e.c.child_id)
+    )
+    job_workflow = (
+        select(runs.c.id, runs.c.name, n.c.position, runs.c.nodes)
+        .join(runs, runs.c.id == n.c.workflow_id)
+        .where(n.c.job_id == bindparam("b_id", type_=BigInteger))
+    )
+    return run, counts, nodes, edges, job_workflow
+
+
+def _retention(t: dict[str, Table]) -> Any:
+    """Per queue: its retention settings and how many rows are past them now, each count
+    capped at ``RETENTION_CAP`` (an index range each: the archive's (queue, finished_at)
+    up to the cut-off, the hot table's (queue, status, id) over the queue's dead jobs).
+    What the maintenance leader's next passes will remove."""
+    queues, jobs, archive = t["pgqueue_queues"], t["pgqueue_jobs"], t["pgqueue_archive"]
+    now = func.pg_catalog.now()
+
+    def before(retain: Any) -> Any:
+        return now - seconds(retain)
+
+    done = archive.c.outcome.in_([const("completed"), const("archived")])
+    dropped = archive.c.outcome.in_([const("cancelled"), const("deleted")])
+    cap = RETENTION_CAP
+    return select(
+        queues.c.name,
+        queues.c.archive,
+        queues.c.retain_completed,
+        queues.c.retain_cancelled,
+        queues.c.retain_dead,
+        case(
+            (queues.c.retain_completed.is_(None), None),
+            else_=_capped(
+                archive,
+                archive.c.queue == queues.c.name,
+                archive.c.finished_at < before(queues.c.retain_completed),
+                done,
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("completed_past"),
+        case(
+            (queues.c.retain_cancelled.is_(None), None),
+            else_=_capped(
+                archive,
+                archive.c.queue == queues.c.name,
+                archive.c.finished_at < before(queues.c.retain_cancelled),
+                dropped,
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("cancelled_past"),
+        case(
+            (queues.c.retain_dead.is_(None), None),
+            else_=_capped(
+                jobs,
+                jobs.c.queue == queues.c.name,
+                jobs.c.status == const("dead"),
+                jobs.c.available_at < before(queues.c.retain_dead),
+                outer=queues,
+                cap=cap,
+            ),
+        ).label("dead_past"),
+    ).order_by(queues.c.name)
 
 
 def count_matching(schema: str, where: dict[str, Any]) -> Any:
@@ -330,6 +503,46 @@ def count_matching(schema: str, where: dict[str, Any]) -> Any:
     for p in parts[1:]:
         total = total + p
     return select(total)
+
+
+#: Ids a header filter searches per page of the jobs list, from the page's cursor down:
+#: headers are in no index (one would cost every enqueue and every status change of a
+#: job that has headers), so a rare value is searched a window of ids at a time (a
+#: range of each table's primary key) instead of through every job of the queue.
+HEADER_WINDOW = 20_000
+
+
+def header_search(schema: str, where: dict[str, Any]) -> Any:
+    """The jobs matching a filter with headers among ids in [``b_floor``, ``b_before``),
+    newest first, at most ``b_limit``, as ``admin.list_jobs`` rows (live and finished)."""
+    t = for_schema(schema).tables
+    jobs, archive, results = t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_results"]
+    floor = bindparam("b_floor", type_=BigInteger)
+    before = bindparam("b_before", type_=BigInteger)
+    limit = bindparam("b_limit", type_=BigInteger)
+    parts = []
+    for table, status_col, statuses, columns in (
+        (jobs, "status", HOT_STATUSES, job_columns(jobs)),
+        (archive, "outcome", FINISHED_STATUSES, archive_columns(archive, results)),
+    ):
+        wanted = [s for s in where.get("status") or statuses if s in statuses]
+        if not wanted:
+            continue
+        conds: list[ColumnElement[bool]] = [
+            table.c.id >= floor,
+            table.c.id < before,
+            table.c[status_col] == func.any(cast(literal(wanted), ARRAY(Text))),
+            table.c.headers.op("@>")(cast(literal(where["headers"], JSONB), JSONB)),
+        ]
+        if where.get("queue"):
+            conds.append(table.c.queue == literal(where["queue"]))
+        if where.get("entrypoint"):
+            conds.append(table.c.entrypoint == literal(where["entrypoint"]))
+        parts.append(select(*columns).where(*conds).order_by(table.c.id.desc()).limit(limit))
+    if not parts:
+        return None
+    found = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("found")
+    return select(*found.c).order_by(found.c.id.desc()).limit(limit)
 
 
 # Catalog reads of the system page: not pgqueue's tables, so plain SQL with binds.
@@ -376,5 +589,18 @@ PREPARED_AND_SLOTS = text(
     SELECT 'replication slot', slot_name::text, pg_catalog.age(xmin) FROM pg_replication_slots
       WHERE xmin IS NOT NULL
     ORDER BY xmin_age DESC
+    """
+)
+#: The archive's partitions (one a month, and the default one): bounds, size, rows.
+ARCHIVE_PARTITIONS = text(
+    """
+    SELECT c.relname, pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+           pg_catalog.pg_total_relation_size(c.oid), c.reltuples::bigint
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    WHERE n.nspname = :schema AND p.relname = 'pgqueue_archive'
+    ORDER BY c.relname
     """
 )

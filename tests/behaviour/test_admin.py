@@ -214,8 +214,15 @@ def test_delete_queue(sync_db: SyncDB) -> None:
     add_archived(sync_db, "a", 10_000)
     add_archived(sync_db, "b", 10_001)
     others = fill(sync_db, "b", ready=2)
+    for queue in ("a", "b"):  # the per-minute counters of a worker's settles
+        sync_db.rows(
+            "INSERT INTO pgqueue_stats (minute, queue, entrypoint, completed)"
+            " VALUES (date_trunc('minute', now()), :q, 'e', 1) RETURNING queue",
+            q=queue,
+        )
     delete: Callable[..., Any] = admin.delete_queue  # what it returns is checked
     assert delete("a", **sync_db.kw) is None
+    assert [r.queue for r in sync_db.rows("SELECT queue FROM pgqueue_stats")] == ["b"]
     assert [q.name for q in admin.list_queues(**sync_db.kw)] == ["b"]
     rows = sync_db.rows("SELECT id, queue FROM pgqueue_jobs ORDER BY id")
     assert [r.id for r in rows] == others

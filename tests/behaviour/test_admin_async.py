@@ -215,8 +215,15 @@ async def test_delete_queue(async_db: AsyncDB) -> None:
     await add_archived(async_db, "a", 10_000)
     await add_archived(async_db, "b", 10_001)
     others = await fill(async_db, "b", ready=2)
+    for queue in ("a", "b"):  # the per-minute counters of a worker's settles
+        await async_db.rows(
+            "INSERT INTO pgqueue_stats (minute, queue, entrypoint, completed)"
+            " VALUES (date_trunc('minute', now()), :q, 'e', 1) RETURNING queue",
+            q=queue,
+        )
     delete: Callable[..., Any] = admin.delete_queue  # what it returns is checked
     assert await delete("a", **async_db.kw) is None
+    assert [r.queue for r in await async_db.rows("SELECT queue FROM pgqueue_stats")] == ["b"]
     assert [q.name for q in await admin.list_queues(**async_db.kw)] == ["b"]
     rows = await async_db.rows("SELECT id, queue FROM pgqueue_jobs ORDER BY id")
     assert [r.id for r in rows] == others

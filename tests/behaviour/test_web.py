@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from pgqueue import InvalidArgument, SyncAdmin, SyncConsumer, SyncProducer
+from pgqueue import InvalidArgument, SyncAdmin, SyncConsumer, SyncProducer, Workflow
 from pgqueue.web import create_app
 from pgqueue.web._live import Hub
 from tests.support.db import SCHEMA, dsn_of, make_async_engine
@@ -429,3 +429,154 @@ async def test_live_stream_sends_a_change_when_a_job_is_enqueued(
 
 async def _never() -> bool:
     return False
+
+
+def failing_run(admin: SyncAdmin, sync_engine: Engine) -> tuple[Any, dict[str, int]]:
+    """A run named with markup: its root dead, one child cancelled by it, one that runs
+    anyway (queued), and a second root completed. Returns the run and the node job ids."""
+    admin.create_queue("mail", max_attempts=1, archive=True)
+    producer = SyncProducer(sync_engine, "mail", schema=SCHEMA)
+    wf = Workflow(XSS[0] + XSS[1])
+    root = wf.add({"n": XSS[0]}, entrypoint="extract")
+    wf.add({"n": "child"}, entrypoint=XSS[1], after=[root])
+    wf.add({"n": "anyway"}, entrypoint="report", after=[root], on_parent_failure="run")
+    other = wf.add({"n": "other"}, entrypoint="extract")
+    run = producer.enqueue_workflow(wf)
+    consumer = SyncConsumer(sync_engine, "mail", schema=SCHEMA)
+    by_n = {m.payload["n"]: m for m in consumer.dequeue(batch_size=2)}
+    consumer.nack(by_n[XSS[0]], error="ValueError: " + XSS[1])
+    consumer.ack(by_n["other"])
+    producer.close()
+    ids = dict(zip(["root", "child", "anyway", "other"], run.job_ids, strict=True))
+    del other
+    return run, ids
+
+
+def test_workflows_list_and_a_runs_graph_with_its_node_states(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine
+) -> None:
+    run, ids = failing_run(admin, sync_engine)
+    listing = ro.get("/workflows")
+    assert listing.status_code == 200
+    assert f'href="/workflows/{run.id}"' in listing.text
+    assert "<script>" not in listing.text and "&lt;script&gt;" in listing.text
+    row = listing.text[listing.text.index(f'href="/workflows/{run.id}"') :]
+    # nodes, completed, failed (dead and cancelled), in progress
+    assert re.findall(r'<td class="num[^"]*">(\d+)</td>', row)[:4] == ["4", "1", "2", "1"]
+    page = ro.get(f"/workflows/{run.id}")
+    assert page.status_code == 200, page.text
+    assert "<script>" not in page.text and "<img" not in page.text
+    states = dict(re.findall(r'<a href="/jobs/(\d+)" class="node n-(\w+)"', page.text))
+    assert states == {
+        str(ids["root"]): "dead",
+        str(ids["child"]): "cancelled",
+        str(ids["anyway"]): "queued",
+        str(ids["other"]): "completed",
+    }
+    assert page.text.count('class="edge"') == 2  # root → child, root → anyway
+    counts = page.text[page.text.index('id="node-counts"') :]
+    counts = counts[: counts.index("</p>")]
+    assert re.findall(r"s-(\w+)\">\w+</span> (\d+)", counts) == [
+        ("queued", "1"),
+        ("completed", "1"),
+        ("dead", "1"),
+        ("cancelled", "1"),
+    ]
+    assert '<form method="post"' not in page.text  # read-only: no action
+    job = ro.get(f"/jobs/{ids['child']}")
+    assert f'href="/workflows/{run.id}" id="job-workflow"' in job.text
+    assert "node 1 of 4" in job.text
+    assert ro.get("/workflows/999999").status_code == 404
+
+
+def test_a_run_is_cancelled_and_retried_after_confirming_and_audited(
+    admin: SyncAdmin, rw: TestClient, sync_engine: Engine
+) -> None:
+    run, ids = failing_run(admin, sync_engine)
+    token = csrf(rw, f"/workflows/{run.id}")
+    r = rw.post(f"/workflows/{run.id}/retry", data={"csrf": token})
+    assert r.status_code == 200 and 'id="confirm-count">2<' in r.text  # dead + cancelled
+    root = admin.get_job(ids["root"])
+    assert root is not None and root.status == "dead"
+    r = rw.post(
+        f"/workflows/{run.id}/retry", data={"csrf": token, "confirm": "2"}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    info = admin.get_workflow(run.id)
+    assert info is not None
+    assert {n.job_id: n.status for n in info.nodes}[ids["root"]] == "queued"
+    r = rw.post(f"/workflows/{run.id}/cancel", data={"csrf": token})
+    assert 'id="confirm-count">3<' in r.text  # root queued, child and anyway blocked
+    r = rw.post(f"/workflows/{run.id}/cancel", data={"csrf": token, "confirm": "3"})
+    assert r.status_code == 200 and "cancelled 3 node(s)" in r.text
+    info = admin.get_workflow(run.id)
+    assert info is not None and info.done
+    r = rw.post(f"/workflows/{run.id}/cancel", data={"csrf": "0" * 64, "confirm": "1"})
+    assert r.status_code == 403
+    audit = rw.get("/audit").text
+    assert "retry workflow" in audit and "cancel workflow" in audit
+
+
+def test_system_page_shows_retention_what_it_will_remove_and_the_partitions(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine
+) -> None:
+    admin.create_queue("mail", max_attempts=1, archive=True)
+    admin.create_queue("keep", retain_completed=None, retain_cancelled=None, retain_dead=None)
+    dead_jobs(sync_engine, "mail", ["E: 1", "E: 2"])
+    producer = SyncProducer(sync_engine, "mail", schema=SCHEMA)
+    producer.batch_enqueue([{}] * 3)
+    consumer = SyncConsumer(sync_engine, "mail", schema=SCHEMA)
+    for m in consumer.dequeue(batch_size=3):
+        consumer.ack(m)
+    with sync_engine.begin() as conn:  # finished and died 30 and 8 days ago
+        conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.pgqueue_jobs SET available_at = now() - interval '31 days'"
+                f" WHERE id = (SELECT min(id) FROM {SCHEMA}.pgqueue_jobs WHERE status = 'dead')"
+            )
+        )
+        conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.pgqueue_archive SET finished_at = now() - interval '8 days'"
+                f" WHERE id IN (SELECT id FROM {SCHEMA}.pgqueue_archive ORDER BY id LIMIT 2)"
+            )
+        )
+    page = ro.get("/system").text
+    table = page[page.index('id="retention"') :]
+    table = table[: table.index("</table>")]
+    rows = {name: cells for name, cells in re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", table, re.S)}
+    keep = re.findall(r"<td[^>]*>([^<]*)</td>", rows["keep"])
+    assert keep[1:7] == ["for ever", "for ever", "for ever", "—", "—", "—"]
+    mail = re.findall(r"<td[^>]*>([^<]*)</td>", rows["mail"])
+    assert mail[1:7] == ["7d 0h", "7d 0h", "30d 0h", "2", "0", "1"]
+    partitions = page[page.index('id="partitions"') :]
+    assert "pgqueue_archive_default" in partitions
+
+
+def test_a_header_filter_searches_a_window_of_ids_at_a_time_and_finds_each_once(
+    admin: SyncAdmin, ro: TestClient, sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgqueue.web import _queries
+
+    monkeypatch.setattr(_queries, "HEADER_WINDOW", 5)
+    admin.create_queue("mail", archive=True)
+    producer = SyncProducer(sync_engine, "mail", schema=SCHEMA)
+    ids = [
+        producer.enqueue({"n": i}, headers={"tenant": "acme" if i in (1, 8, 9) else "other"}).id
+        for i in range(12)
+    ]
+    consumer = SyncConsumer(sync_engine, "mail", schema=SCHEMA)
+    for m in consumer.dequeue(batch_size=2):  # the two oldest finish (the archive)
+        consumer.ack(m)
+    found: list[int] = []
+    path: str | None = "/jobs?queue=mail&header=tenant%3Dacme"
+    pages = 0
+    while path is not None:
+        page = ro.get(path).text
+        assert 'id="searched"' in page
+        found += [int(i) for i in re.findall(r'<td class="num"><a href="/jobs/(\d+)">', page)]
+        link = re.search(r'<a href="(/jobs\?[^"]*)" id="next-page">', page)
+        path = link.group(1).replace("&amp;", "&") if link else None
+        pages += 1
+    assert found == [ids[9], ids[8], ids[1]]
+    assert pages >= 3  # 5 ids a page: 12 of them (more if the sequence did not start at 1)

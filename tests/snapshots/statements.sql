@@ -1579,6 +1579,24 @@ WHERE public.pgqueue_results.queue = $1::VARCHAR
  SELECT pg_catalog.count(*) AS count_1
 FROM purged;
 
+-- PURGE_STATS_OF_QUEUE [psycopg]
+WITH purged AS
+(DELETE FROM public.pgqueue_stats WHERE (public.pgqueue_stats.minute, public.pgqueue_stats.queue, public.pgqueue_stats.entrypoint) IN (SELECT public.pgqueue_stats.minute, public.pgqueue_stats.queue, public.pgqueue_stats.entrypoint
+FROM public.pgqueue_stats
+WHERE public.pgqueue_stats.queue = %(b_queue)s::VARCHAR
+ LIMIT %(b_limit)s::INTEGER) RETURNING public.pgqueue_stats.queue)
+ SELECT pg_catalog.count(*) AS count_1
+FROM purged;
+
+-- PURGE_STATS_OF_QUEUE [asyncpg]
+WITH purged AS
+(DELETE FROM public.pgqueue_stats WHERE (public.pgqueue_stats.minute, public.pgqueue_stats.queue, public.pgqueue_stats.entrypoint) IN (SELECT public.pgqueue_stats.minute, public.pgqueue_stats.queue, public.pgqueue_stats.entrypoint
+FROM public.pgqueue_stats
+WHERE public.pgqueue_stats.queue = $1::VARCHAR
+ LIMIT $2::INTEGER) RETURNING public.pgqueue_stats.queue)
+ SELECT pg_catalog.count(*) AS count_1
+FROM purged;
+
 -- QUEUE_DEPTHS [psycopg]
 SELECT public.pgqueue_queues.name, public.pgqueue_queues.paused, (SELECT pg_catalog.count(*) AS count_1
 FROM (SELECT 1

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from pgqueue import SyncAdmin, SyncConsumer, SyncProducer
+from pgqueue import SyncAdmin, SyncConsumer, SyncProducer, Workflow
 from tests.support.db import SCHEMA, dsn_of
 from tests.support.servers import accepts, free_port
 
@@ -164,7 +164,17 @@ def seed(engine: Engine) -> dict[str, Any]:
     return {"ids": ids, "running": running.id, "admin": admin, "consumer": consumer}
 
 
-PAGES = ["/", "/queues/mail", "/jobs", "/dead", "/workers", "/schedules", "/system", "/audit"]
+PAGES = [
+    "/",
+    "/queues/mail",
+    "/jobs",
+    "/dead",
+    "/workflows",
+    "/workers",
+    "/schedules",
+    "/system",
+    "/audit",
+]
 
 
 def test_every_page_loads_without_console_errors(page: Page, seeded: dict[str, Any]) -> None:
@@ -290,6 +300,44 @@ def test_payloads_built_to_run_script_stay_text(page: Page, sync_engine: Engine)
     page.go(f"/jobs/{job.id}")
     assert XSS[0] in page.page.locator("#payload").inner_text()
     assert '<img src=x onerror=\\"window.__xss' in page.page.locator("#headers").inner_text()
+    assert page.dialogs == [] and page.errors == []
+
+
+def test_a_workflow_run_shows_its_graph_and_node_states_with_markup_inert(
+    page: Page, sync_engine: Engine
+) -> None:
+    SyncAdmin(sync_engine, schema=SCHEMA).create_queue("etl", max_attempts=1, archive=True)
+    producer = SyncProducer(sync_engine, "etl", schema=SCHEMA)
+    wf = Workflow("nightly " + XSS[0] + XSS[1])
+    extract = wf.add({"day": XSS[0]}, entrypoint="extract")
+    parts = [wf.add({"part": i}, entrypoint="transform", after=[extract]) for i in range(4)]
+    wf.add({"why": XSS[1]}, entrypoint=XSS[1], after=parts)
+    run = producer.enqueue_workflow(wf)
+    consumer = SyncConsumer(sync_engine, "etl", schema=SCHEMA)
+    (first,) = consumer.dequeue()
+    consumer.ack(first)
+    leased = consumer.dequeue(batch_size=2)
+    consumer.nack(leased[0], error="ValueError: " + XSS[1])
+    producer.close()
+    page.go("/workflows")
+    page.page.click(f"a[href='/workflows/{run.id}']")
+    page.page.wait_for_url(re.compile(rf"/workflows/{run.id}$"))
+    states = [n.get_attribute("data-status") for n in page.page.locator("#graph a.node").all()]
+    assert sorted(states) == ["cancelled", "completed", "dead", "queued", "queued", "running"]
+    assert page.page.locator("#graph path.edge").count() == 8
+    assert XSS[0] in page.page.locator("h1").inner_text()
+    assert page.page.evaluate("window.__xss") is None
+    assert page.page.locator("img[src=x]").count() == 0
+    shots = os.environ.get("PGQUEUE_WEB_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.page.screenshot(path=str(Path(shots) / "workflow.png"), full_page=True)
+    page.page.click(f"#graph a.node[href='/jobs/{run.job_ids[0]}']")
+    page.page.wait_for_url(re.compile(rf"/jobs/{run.job_ids[0]}$"))
+    assert page.page.locator("#job-workflow").count() == 1
+    assert XSS[0] in page.page.locator("#payload").inner_text()
+    page.go(f"/jobs/{run.job_ids[-1]}")
+    assert page.page.evaluate("window.__xss") is None
     assert page.dialogs == [] and page.errors == []
 
 

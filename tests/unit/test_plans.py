@@ -190,6 +190,7 @@ def test_delete_queue_waits_for_older_transactions_then_deletes_in_batches() -> 
         [(3,)],
         [(0,)],  # archive
         [(0,)],  # results
+        [(0,)],  # per-minute counters
     ]
     _, steps = drive(plan, replies)
     assert names(steps) == [
@@ -202,14 +203,21 @@ def test_delete_queue_waits_for_older_transactions_then_deletes_in_batches() -> 
         "PURGE_JOBS",
         "PURGE_ARCHIVE",
         "PURGE_RESULTS_OF_QUEUE",
+        "PURGE_STATS_OF_QUEUE",
     ]
     assert steps[2].params["b_xids"] == ["701", "702"]
 
 
 def test_delete_queue_in_a_callers_transaction_does_not_wait() -> None:
     plan = admin.delete_queue(CTX, "tasks", wait=10.0, in_caller_tx=True)
-    _, steps = drive(plan, [[(1,)], [(0,)], [(0,)], [(0,)]])
-    assert names(steps) == ["DELETE_QUEUE", "PURGE_JOBS", "PURGE_ARCHIVE", "PURGE_RESULTS_OF_QUEUE"]
+    _, steps = drive(plan, [[(1,)], [(0,)], [(0,)], [(0,)], [(0,)]])
+    assert names(steps) == [
+        "DELETE_QUEUE",
+        "PURGE_JOBS",
+        "PURGE_ARCHIVE",
+        "PURGE_RESULTS_OF_QUEUE",
+        "PURGE_STATS_OF_QUEUE",
+    ]
     with pytest.raises(QueueNotFound):
         drive(admin.delete_queue(CTX, "tasks", wait=1.0, in_caller_tx=False), [[]])
 

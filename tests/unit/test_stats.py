@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
+import pytest
+
+from pgqueue import _stats
 from pgqueue._stats import DURATION_BUCKETS, Counts, bucket, percentile
 from pgqueue.types import Message
 
@@ -45,3 +49,18 @@ def test_counts_sum_by_entrypoint_and_time_only_handlers_that_ended() -> None:
     e_hist = [int(n) for n in e.strip("{}").split(",")]
     assert sum(e_hist) == 2 and e_hist[bucket(0.003)] == 1 and e_hist[bucket(0.2)] == 1
     assert not counts.waiting and counts.take()["b_queues"] == []
+
+
+def test_a_failed_write_of_the_counters_warns_once_per_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_stats, "_write_failure_logged", False)
+    log = logging.getLogger("pgqueue.worker")
+    denied = PermissionError("permission denied for table pgqueue_stats\nDETAIL: ...")
+    with caplog.at_level(logging.DEBUG, logger="pgqueue.worker"):
+        for _ in range(3):
+            _stats.write_failed(log, denied)
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [lvl for lvl, _ in levels] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "permission denied for table pgqueue_stats" in levels[0][1]
+    assert "DETAIL" not in levels[0][1]
