@@ -32,6 +32,8 @@ from ._sql import (
     schedules,
     stats,
     workers,
+    workflow_enqueue,
+    workflow_runs,
     workflows,
 )
 from .schema import metadata
@@ -196,6 +198,8 @@ _MODULES = (
     results,
     stats,
     workflows,
+    workflow_enqueue,
+    workflow_runs,
     maintenance,
 )
 
