@@ -10,6 +10,7 @@ the completer (``_completer_async``: every settle, group-committed), maintenance
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
 from ._plans import jobs as jobs_plans
 from ._plans import workflow as workflow_plans
+from ._prefetch import Prefetch
 from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner_async import AsyncRunner
@@ -447,7 +449,14 @@ class AsyncWorker(AsyncIdentity, Handlers):
         # nothing else in flight and nothing fetched meanwhile, first to last; the first
         # one's handler may be running. Only this loop touches it.
         solo: list[Job] = []
+        # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
+        # heartbeated and released at shutdown like running ones (they are in _inflight).
+        buffer: deque[Job] = deque()
+        sizing = Prefetch(self._concurrency, self._batch_size)
         while not self._stop_requested:
+            while buffer and len(jobs) < self._concurrency:  # held already: run, suspended or not
+                job = buffer.popleft()
+                jobs.spawn(runner.execute, job, key=job.message.id)
             if self._state == SUSPENDED:
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
@@ -464,12 +473,9 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 continue
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
-            # may take up to one batch more than the concurrency.
-            held = len(self._inflight)
-            free = min(self._concurrency - len(jobs), self._concurrency + self._batch_size - held)
-            # Fetch in batches: with jobs still running or settling, wait until half a
-            # batch is free rather than leasing one job per round trip.
-            if free <= 0 or (held and free < (self._batch_size + 1) // 2):
+            # may take up to one batch more than the slots and the buffer.
+            free = sizing.want(len(jobs), len(buffer), len(self._inflight))
+            if not free:
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
@@ -491,11 +497,12 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 )
                 await wait_event(self._wakeup, delay)
                 continue
+            sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:
                     solo.append(job)
                 else:
-                    jobs.spawn(runner.execute, job, key=job.message.id)
+                    buffer.append(job)
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
