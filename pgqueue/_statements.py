@@ -30,6 +30,7 @@ from ._sql import (
     queues,
     results,
     schedules,
+    settle,
     stats,
     workers,
     workflows,
@@ -184,6 +185,7 @@ class Statements:
 _MODULES = (
     enqueue,
     lease,
+    settle,
     queues,
     workers,
     limits,

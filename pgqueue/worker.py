@@ -357,7 +357,7 @@ class SyncWorker(SyncIdentity, Handlers):
                 self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
-            self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
+            self._serve(services.jobs, fetcher, runner, completer, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
@@ -439,6 +439,7 @@ class SyncWorker(SyncIdentity, Handlers):
         jobs: TaskGroup,
         fetcher: SyncFetcher,
         runner: SyncRunner,
+        completer: SyncCompleter,
         conn: Held,
         drain: bool,
         startup: SyncStartup,
@@ -453,13 +454,17 @@ class SyncWorker(SyncIdentity, Handlers):
         buffer: deque[Job] = deque()
         sizing = Prefetch(self._concurrency, self._batch_size)
         while not self._stop_requested:
-            while buffer and len(jobs) < self._concurrency:  # held already: run, suspended or not
-                job = buffer.popleft()
-                jobs.spawn(runner.execute, job, key=job.message.id)
             if self._state == SUSPENDED:
+                if buffer:  # suspended: nothing new starts; what waited goes back unspent
+                    waiting = [job.message for job in buffer]
+                    buffer.clear()
+                    completer.release(waiting)
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
+            while buffer and len(jobs) < self._concurrency:
+                job = buffer.popleft()
+                jobs.spawn(runner.execute, job, key=job.message.id)
             if solo:
                 self._wakeup.clear()
                 head = solo[0]

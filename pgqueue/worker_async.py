@@ -358,7 +358,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
-            await self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
+            await self._serve(services.jobs, fetcher, runner, completer, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
@@ -440,6 +440,7 @@ class AsyncWorker(AsyncIdentity, Handlers):
         jobs: TaskGroup,
         fetcher: AsyncFetcher,
         runner: AsyncRunner,
+        completer: AsyncCompleter,
         conn: AsyncHeld,
         drain: bool,
         startup: AsyncStartup,
@@ -454,13 +455,17 @@ class AsyncWorker(AsyncIdentity, Handlers):
         buffer: deque[Job] = deque()
         sizing = Prefetch(self._concurrency, self._batch_size)
         while not self._stop_requested:
-            while buffer and len(jobs) < self._concurrency:  # held already: run, suspended or not
-                job = buffer.popleft()
-                jobs.spawn(runner.execute, job, key=job.message.id)
             if self._state == SUSPENDED:
+                if buffer:  # suspended: nothing new starts; what waited goes back unspent
+                    waiting = [job.message for job in buffer]
+                    buffer.clear()
+                    await completer.release(waiting)
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
+            while buffer and len(jobs) < self._concurrency:
+                job = buffer.popleft()
+                jobs.spawn(runner.execute, job, key=job.message.id)
             if solo:
                 self._wakeup.clear()
                 head = solo[0]
