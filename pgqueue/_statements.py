@@ -21,6 +21,7 @@ from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
 from ._sql import (
+    control,
     enqueue,
     flow,
     jobs,
@@ -192,6 +193,7 @@ _MODULES = (
     flow,
     schedules,
     jobs,
+    control,
     results,
     stats,
     workflows,
