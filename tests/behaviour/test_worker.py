@@ -978,6 +978,45 @@ def test_prefetched_jobs_are_held_and_released_at_shutdown(
     assert len(ran) == len(set(ran)) and len(ran) + len(left) == 300
 
 
+@pytest.mark.slow
+def test_a_suspended_worker_gives_back_its_prefetched_jobs(
+    sync_engine: Engine,
+) -> None:
+    """Suspended, a worker starts nothing new: jobs it leased ahead of its slots go back
+    to the queue unspent; the running one finishes; resumed, it runs the rest once."""
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=1)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                sleep(0.05)
+
+    producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        with running(worker):
+            until_true(lambda: 150 in ran)
+            worker.suspend()
+            running_now = "SELECT count(*) = 1 FROM pgqueue_jobs WHERE status = 'running'"
+            until(sync_engine, running_now)
+            left = rows(sync_engine, "SELECT status, attempts FROM pgqueue_jobs")
+            assert all((r.status, r.attempts) in (("queued", 0), ("running", 1)) for r in left)
+            stop.set()
+            until(sync_engine, "SELECT count(*) = 0 FROM pgqueue_jobs WHERE status = 'running'")
+            assert ran[-1] == 150
+            worker.resume()
+            until(sync_engine, "SELECT count(*) = 0 FROM pgqueue_jobs")
+    finally:
+        stop.set()
+    assert sorted(ran) == list(range(300))
+
+
 # --------------------------------------------------------------------------- cron
 def _minute_with_room(engine: Engine, room: float = 5.0) -> datetime:
     """The database's current minute, after waiting out its last ``room`` seconds (so

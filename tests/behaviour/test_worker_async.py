@@ -988,6 +988,47 @@ async def test_prefetched_jobs_are_held_and_released_at_shutdown(
     assert len(ran) == len(set(ran)) and len(ran) + len(left) == 300
 
 
+@pytest.mark.slow
+async def test_a_suspended_worker_gives_back_its_prefetched_jobs(
+    async_engine: AsyncEngine,
+) -> None:
+    """Suspended, a worker starts nothing new: jobs it leased ahead of its slots go back
+    to the queue unspent; the running one finishes; resumed, it runs the rest once."""
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            await worker.suspend()
+            running_now = "SELECT count(*) = 1 FROM pgqueue_jobs WHERE status = 'running'"
+            await until(async_engine, running_now)
+            left = await rows(async_engine, "SELECT status, attempts FROM pgqueue_jobs")
+            assert all((r.status, r.attempts) in (("queued", 0), ("running", 1)) for r in left)
+            stop.set()
+            await until(
+                async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs WHERE status = 'running'"
+            )
+            assert ran[-1] == 150
+            await worker.resume()
+            await until(async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs")
+    finally:
+        stop.set()
+    assert sorted(ran) == list(range(300))
+
+
 # --------------------------------------------------------------------------- cron
 async def _minute_with_room(engine: AsyncEngine, room: float = 5.0) -> datetime:
     """The database's current minute, after waiting out its last ``room`` seconds (so
