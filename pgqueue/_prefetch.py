@@ -7,8 +7,10 @@ A worker starts with no buffer: it leases only for free slots, ``batch_size`` at
 round trip), the buffer doubles, up to :data:`MOST_PER_SLOT` jobs a slot; a fetch that
 comes back short halves it. Handlers slower than a round trip never see it grow, and a
 worker with little work leases little: nothing is hoarded that another worker could run
-sooner. Buffered jobs are held like running ones (leased, heartbeated, fenced, and
-released unstarted at shutdown).
+sooner. While the oldest buffered job has waited more than :data:`STALE` seconds for a
+slot (handlers that became slow), the buffer halves at each look. Buffered jobs are
+held like running ones (leased, heartbeated, fenced, and released unstarted at
+shutdown).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ._validate import MAX_BATCH
 MOST_PER_SLOT = 16
 #: Largest fetch an adapted buffer asks for (one statement's worth).
 MOST_PER_FETCH = 1_000
+#: Seconds a buffered job may wait for a slot before the buffer is too large.
+STALE = 1.0
 
 
 class Prefetch:
@@ -60,3 +64,10 @@ class Prefetch:
             self.extra //= 2
         elif waited:
             self.extra = min(self._most, max(self._batch, 2 * self.extra))
+
+    def waiting(self, oldest: float) -> None:
+        """The oldest buffered job has waited ``oldest`` seconds for a slot: past
+        :data:`STALE` the buffer is larger than the handlers' pace needs (they slowed
+        down), so it halves (at each call while it is so)."""
+        if oldest > STALE:
+            self.extra //= 2

@@ -10,6 +10,7 @@ the completer (``_completer_async``: every settle, group-committed), maintenance
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -452,19 +453,19 @@ class AsyncWorker(AsyncIdentity, Handlers):
         solo: list[Job] = []
         # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
         # heartbeated and released at shutdown like running ones (they are in _inflight).
-        buffer: deque[Job] = deque()
+        buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
         sizing = Prefetch(self._concurrency, self._batch_size)
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 if buffer:  # suspended: nothing new starts; what waited goes back unspent
-                    waiting = [job.message for job in buffer]
+                    waiting = [job.message for _, job in buffer]
                     buffer.clear()
                     await completer.release(waiting)
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
             while buffer and len(jobs) < self._concurrency:
-                job = buffer.popleft()
+                _, job = buffer.popleft()
                 jobs.spawn(runner.execute, job, key=job.message.id)
             if solo:
                 self._wakeup.clear()
@@ -479,6 +480,8 @@ class AsyncWorker(AsyncIdentity, Handlers):
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
             # may take up to one batch more than the slots and the buffer.
+            if buffer:
+                sizing.waiting(time.monotonic() - buffer[0][0])
             free = sizing.want(len(jobs), len(buffer), len(self._inflight))
             if not free:
                 await wait_event(self._wakeup, self._poll_interval)
@@ -503,11 +506,12 @@ class AsyncWorker(AsyncIdentity, Handlers):
                 await wait_event(self._wakeup, delay)
                 continue
             sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
+            now = time.monotonic()
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:
                     solo.append(job)
                 else:
-                    buffer.append(job)
+                    buffer.append((now, job))
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):

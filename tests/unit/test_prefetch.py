@@ -3,7 +3,7 @@ handlers faster than a round trip, bounded growth, and a halving on a short fetc
 
 from __future__ import annotations
 
-from pgqueue._prefetch import MOST_PER_SLOT, Prefetch
+from pgqueue._prefetch import MOST_PER_SLOT, STALE, Prefetch
 
 
 def test_without_a_buffer_it_fetches_for_free_slots_only() -> None:
@@ -39,3 +39,15 @@ def test_a_short_fetch_halves_the_buffer_and_settling_jobs_count() -> None:
     for _ in range(5):
         sizing.fetched(asked=4, got=0, waited=True)
     assert sizing.extra == 0
+
+
+def test_a_buffer_whose_jobs_wait_too_long_shrinks() -> None:
+    """Handlers that slowed down: the oldest buffered job waited past STALE."""
+    sizing = Prefetch(concurrency=8, batch_size=8)
+    for _ in range(3):
+        sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
+    assert sizing.extra == 32
+    sizing.waiting(STALE / 2)
+    assert sizing.extra == 32
+    sizing.waiting(STALE * 2)
+    assert sizing.extra == 16
