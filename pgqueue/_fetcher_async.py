@@ -61,7 +61,8 @@ class AsyncFetcher:
         for queue, ctx in self._contexts.items():
             vt = self._leases.get(queue)
             held: set[str] = set()
-            want = worker_plans.fetch_size(min(free - len(out), self._batch_size))
+            # ``free`` is sized by the worker (``_prefetch``): plain jobs take all of it.
+            want = worker_plans.fetch_size(free - len(out))
             if want <= 0:
                 break
             if self._plain:

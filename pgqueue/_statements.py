@@ -21,6 +21,7 @@ from sqlalchemy import Column, Executable, MetaData, Table
 from sqlalchemy.sql import visitors
 
 from ._sql import (
+    control,
     enqueue,
     flow,
     jobs,
@@ -30,6 +31,7 @@ from ._sql import (
     queues,
     results,
     schedules,
+    settle,
     stats,
     workers,
     workflow_enqueue,
@@ -189,12 +191,14 @@ class Statements:
 _MODULES = (
     enqueue,
     lease,
+    settle,
     queues,
     workers,
     limits,
     flow,
     schedules,
     jobs,
+    control,
     results,
     stats,
     workflows,

@@ -11,6 +11,8 @@ the completer (``_completer``: every settle, group-committed), maintenance
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -41,6 +43,7 @@ from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
 from ._plans import jobs as jobs_plans
 from ._plans import workflow as workflow_plans
+from ._prefetch import Prefetch
 from ._registry import Entrypoint, Handlers, Schedule
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner import SyncRunner
@@ -355,7 +358,7 @@ class SyncWorker(SyncIdentity, Handlers):
                 self._encode,
             )
             self._observer.run_started(self._concurrency, interval)
-            self._serve(services.jobs, fetcher, runner, fetch_conn, drain, startup)
+            self._serve(services.jobs, fetcher, runner, completer, fetch_conn, drain, startup)
         finally:
             undo_signals()
             self._stop_requested = True
@@ -437,6 +440,7 @@ class SyncWorker(SyncIdentity, Handlers):
         jobs: TaskGroup,
         fetcher: SyncFetcher,
         runner: SyncRunner,
+        completer: SyncCompleter,
         conn: Held,
         drain: bool,
         startup: SyncStartup,
@@ -446,11 +450,22 @@ class SyncWorker(SyncIdentity, Handlers):
         # nothing else in flight and nothing fetched meanwhile, first to last; the first
         # one's handler may be running. Only this loop touches it.
         solo: list[Job] = []
+        # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
+        # heartbeated and released at shutdown like running ones (they are in _inflight).
+        buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
+        sizing = Prefetch(self._concurrency, self._batch_size)
         while not self._stop_requested:
             if self._state == SUSPENDED:
+                if buffer:  # suspended: nothing new starts; what waited goes back unspent
+                    waiting = [job.message for _, job in buffer]
+                    buffer.clear()
+                    completer.release(waiting)
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
+            while buffer and len(jobs) < self._concurrency:
+                _, job = buffer.popleft()
+                jobs.spawn(runner.execute, job, key=job.message.id)
             if solo:
                 self._wakeup.clear()
                 head = solo[0]
@@ -463,12 +478,11 @@ class SyncWorker(SyncIdentity, Handlers):
                 continue
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
-            # may take up to one batch more than the concurrency.
-            held = len(self._inflight)
-            free = min(self._concurrency - len(jobs), self._concurrency + self._batch_size - held)
-            # Fetch in batches: with jobs still running or settling, wait until half a
-            # batch is free rather than leasing one job per round trip.
-            if free <= 0 or (held and free < (self._batch_size + 1) // 2):
+            # may take up to one batch more than the slots and the buffer.
+            if buffer:
+                sizing.waiting(time.monotonic() - buffer[0][0])
+            free = sizing.want(len(jobs), len(buffer), len(self._inflight))
+            if not free:
                 wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
@@ -490,11 +504,13 @@ class SyncWorker(SyncIdentity, Handlers):
                 )
                 wait_event(self._wakeup, delay)
                 continue
+            sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
+            now = time.monotonic()
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:
                     solo.append(job)
                 else:
-                    jobs.spawn(runner.execute, job, key=job.message.id)
+                    buffer.append((now, job))
             if fetched:
                 continue
             if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):

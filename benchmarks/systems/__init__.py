@@ -10,6 +10,7 @@ from .base import System
 #: name -> "module:Class", in table order.
 REGISTRY = {
     "pgqueue-asyncpg": "pgqueue_async:PgqueueAsyncpg",
+    "pgqueue-asyncpg-tuned": "pgqueue_async:PgqueueAsyncpgTuned",
     "pgqueue-psycopg-async": "pgqueue_async:PgqueuePsycopgAsync",
     "pgqueue-sync": "pgqueue_sync:PgqueueSync",
     "pgqueuer": "pgqueuer_:Pgqueuer",

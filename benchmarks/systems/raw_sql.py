@@ -19,8 +19,9 @@ from common import Probe, start_probe
 
 Row = TypeVar("Row")
 
-#: Jobs a raw worker claims per round trip: pgqueue's default batch (= concurrency).
-BATCH = 8
+#: Jobs a raw worker claims per round trip: what a tuned peer claims (pgqrs uses 100),
+#: not pgqueue's own default, so the ceiling is the database's and not pgqueue's choice.
+BATCH = 100
 CHANNEL = "raw_jobs"
 
 SCHEMA = """

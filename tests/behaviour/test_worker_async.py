@@ -920,6 +920,115 @@ async def test_shutdown_timeout_releases_only_what_can_be_stopped(
     assert await scalar(async_engine, "SELECT attempts FROM pgqueue_archive") == 1
 
 
+# --------------------------------------------------------------------------- sharing
+@pytest.mark.slow
+async def test_workers_share_a_backlog_fairly(async_engine: AsyncEngine) -> None:
+    """Four idle workers woken by one batch of 400 jobs each run about a quarter of it:
+    the prefetch buffer grows only for a worker that waits on its fetches, so none
+    leases what the others could run sooner (issue 22: 100 +- 25 each)."""
+    producer = await queue(async_engine)
+    ran: Counter[int] = Counter()
+    workers = []
+    for n in range(4):
+        worker = make_worker(async_engine)
+
+        def handler(n: int) -> Any:
+            async def work(job: Message) -> None:
+                ran[n] += 1
+                await sleep(0.01)  # a little work, as real handlers do
+
+            return work
+
+        worker.entrypoint("tasks")(handler(n))
+        workers.append(worker)
+    a, b, c, d = workers
+    async with running(a), running(b), running(c), running(d):
+        await producer.batch_enqueue([{"n": i} for i in range(400)])
+        await until(async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs", timeout=60)
+    assert sum(ran.values()) == 400
+    assert all(75 <= ran[n] <= 125 for n in range(4)), ran
+
+
+@pytest.mark.slow
+async def test_prefetched_jobs_are_held_and_released_at_shutdown(
+    async_engine: AsyncEngine,
+) -> None:
+    """Jobs a fast worker leased ahead of its slots are held like running ones (leased
+    to it, the lease fenced) and go back to the queue unspent when it stops before
+    running them; none is lost or run twice."""
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1, shutdown_timeout=0.2)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            held = await rows(
+                async_engine,
+                "SELECT locked_by, lease FROM pgqueue_jobs WHERE status = 'running'",
+            )
+            assert held and all(r.locked_by is not None and r.lease is not None for r in held)
+            assert len({r.locked_by for r in held}) == 1
+            stop.set()
+    finally:
+        stop.set()
+    left = await rows(async_engine, "SELECT status, attempts, lease FROM pgqueue_jobs")
+    assert all((r.status, r.attempts, r.lease) == ("queued", 0, None) for r in left), left
+    assert len(ran) == len(set(ran)) and len(ran) + len(left) == 300
+
+
+@pytest.mark.slow
+async def test_a_suspended_worker_gives_back_its_prefetched_jobs(
+    async_engine: AsyncEngine,
+) -> None:
+    """Suspended, a worker starts nothing new: jobs it leased ahead of its slots go back
+    to the queue unspent; the running one finishes; resumed, it runs the rest once."""
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            await worker.suspend()
+            running_now = "SELECT count(*) = 1 FROM pgqueue_jobs WHERE status = 'running'"
+            await until(async_engine, running_now)
+            left = await rows(async_engine, "SELECT status, attempts FROM pgqueue_jobs")
+            assert all((r.status, r.attempts) in (("queued", 0), ("running", 1)) for r in left)
+            stop.set()
+            await until(
+                async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs WHERE status = 'running'"
+            )
+            assert ran[-1] == 150
+            await worker.resume()
+            await until(async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs")
+    finally:
+        stop.set()
+    assert sorted(ran) == list(range(300))
+
+
 # --------------------------------------------------------------------------- cron
 async def _minute_with_room(engine: AsyncEngine, room: float = 5.0) -> datetime:
     """The database's current minute, after waiting out its last ``room`` seconds (so

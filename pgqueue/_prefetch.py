@@ -1,0 +1,73 @@
+"""How many jobs a worker leases per fetch, and how many it may hold before their
+handlers start (its prefetch buffer), adapted to how fast its handlers take them.
+
+A worker starts with no buffer: it leases only for free slots, ``batch_size`` at most
+(what it always did). When a fetch came back full and the worker had waited on it
+(slots free and nothing buffered when it returned: its handlers are faster than a
+round trip), the buffer doubles, up to :data:`MOST_PER_SLOT` jobs a slot; a fetch that
+comes back short halves it. Handlers slower than a round trip never see it grow, and a
+worker with little work leases little: nothing is hoarded that another worker could run
+sooner. While the oldest buffered job has waited more than :data:`STALE` seconds for a
+slot (handlers that became slow), the buffer halves at each look. Buffered jobs are
+held like running ones (leased, heartbeated, fenced, and released unstarted at
+shutdown).
+"""
+
+from __future__ import annotations
+
+from ._plans.worker import fetch_size
+from ._validate import MAX_BATCH
+
+#: Buffered jobs a worker may hold per slot (concurrency) at most.
+MOST_PER_SLOT = 16
+#: Largest fetch an adapted buffer asks for (one statement's worth).
+MOST_PER_FETCH = 1_000
+#: Seconds a buffered job may wait for a slot before the buffer is too large.
+STALE = 1.0
+
+
+class Prefetch:
+    """One run's fetch sizing: pure bookkeeping, the fetch loop does the rest."""
+
+    __slots__ = ("_batch", "_concurrency", "_most", "extra")
+
+    def __init__(self, concurrency: int, batch_size: int) -> None:
+        self._concurrency = concurrency
+        self._batch = batch_size
+        most = min(MOST_PER_FETCH, MOST_PER_SLOT * concurrency)
+        self._most = min(MAX_BATCH, max(batch_size, most))
+        #: Jobs it may hold beyond its slots (not counting ones settling).
+        self.extra = 0
+
+    @property
+    def size(self) -> int:
+        """Jobs one fetch asks for at most."""
+        return max(self._batch, self.extra)
+
+    def want(self, running: int, buffered: int, held: int) -> int:
+        """Jobs to lease now (0: wait for a slot, or for the buffer to run low).
+        ``running``: handlers in their slots; ``buffered``: held, waiting for a slot;
+        ``held``: every job held, settling ones included (up to a batch of those)."""
+        cap = self._concurrency + self.extra
+        size = self.size
+        room = min(cap - running - buffered, cap + self._batch - held, size)
+        # With jobs in hand, wait for room for half a fetch rather than leasing one job
+        # per round trip.
+        if room <= 0 or (held and room < (size + 1) // 2):
+            return 0
+        return fetch_size(room)
+
+    def fetched(self, asked: int, got: int, waited: bool) -> None:
+        """Adapt to a fetch of ``asked`` that leased ``got``; ``waited``: when it
+        returned, slots were free with nothing buffered to run."""
+        if got < asked:
+            self.extra //= 2
+        elif waited:
+            self.extra = min(self._most, max(self._batch, 2 * self.extra))
+
+    def waiting(self, oldest: float) -> None:
+        """The oldest buffered job has waited ``oldest`` seconds for a slot: past
+        :data:`STALE` the buffer is larger than the handlers' pace needs (they slowed
+        down), so it halves (at each call while it is so)."""
+        if oldest > STALE:
+            self.extra //= 2

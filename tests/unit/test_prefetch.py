@@ -1,0 +1,53 @@
+"""The worker's fetch sizing (``pgqueue._prefetch``): no buffer until fetches prove the
+handlers faster than a round trip, bounded growth, and a halving on a short fetch."""
+
+from __future__ import annotations
+
+from pgqueue._prefetch import MOST_PER_SLOT, STALE, Prefetch
+
+
+def test_without_a_buffer_it_fetches_for_free_slots_only() -> None:
+    sizing = Prefetch(concurrency=8, batch_size=8)
+    assert sizing.want(running=0, buffered=0, held=0) == 8
+    assert sizing.want(running=5, buffered=0, held=5) == 0  # 3 free: less than half a batch
+    assert sizing.want(running=4, buffered=0, held=4) == 4
+    assert sizing.want(running=8, buffered=0, held=8) == 0  # every slot busy: nothing
+
+
+def test_the_buffer_grows_only_when_the_worker_waited_on_a_full_fetch() -> None:
+    sizing = Prefetch(concurrency=8, batch_size=8)
+    sizing.fetched(asked=8, got=8, waited=False)  # slow handlers: slots still busy
+    assert sizing.extra == 0
+    sizing.fetched(asked=8, got=8, waited=True)
+    assert sizing.extra == 8
+    assert sizing.want(running=8, buffered=0, held=8) == 8  # leases ahead of the slots
+    for _ in range(20):
+        sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
+    assert sizing.extra == MOST_PER_SLOT * 8
+    assert sizing.want(running=0, buffered=0, held=0) == MOST_PER_SLOT * 8
+
+
+def test_a_short_fetch_halves_the_buffer_and_settling_jobs_count() -> None:
+    sizing = Prefetch(concurrency=4, batch_size=4)
+    for _ in range(3):
+        sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
+    assert sizing.extra == 16
+    sizing.fetched(asked=16, got=3, waited=True)  # little work: lease less
+    assert sizing.extra == 8
+    # Held jobs still settling take room too (at most a batch beyond slots and buffer).
+    assert sizing.want(running=0, buffered=0, held=16) == 0
+    for _ in range(5):
+        sizing.fetched(asked=4, got=0, waited=True)
+    assert sizing.extra == 0
+
+
+def test_a_buffer_whose_jobs_wait_too_long_shrinks() -> None:
+    """Handlers that slowed down: the oldest buffered job waited past STALE."""
+    sizing = Prefetch(concurrency=8, batch_size=8)
+    for _ in range(3):
+        sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
+    assert sizing.extra == 32
+    sizing.waiting(STALE / 2)
+    assert sizing.extra == 32
+    sizing.waiting(STALE * 2)
+    assert sizing.extra == 16
