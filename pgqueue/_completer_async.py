@@ -33,7 +33,7 @@ from ._plans import consumer as consumer_plans
 from ._plans import worker as worker_plans
 from ._plans.consumer import Failure
 from ._retry import TRANSIENT, backoff_delay, first_line, permanent
-from ._stats import Counts
+from ._stats import Counts, write_failed
 from .types import Message
 
 log = logging.getLogger("pgqueue.worker")
@@ -184,7 +184,7 @@ class AsyncCompleter:
         try:
             await self._conn.run(worker_plans.add_stats(ctx, params, self._counts.prune_due()), ctx)
         except Exception as exc:
-            log.warning("per-minute counters not written (%s)", first_line(exc))
+            write_failed(log, exc)  # once a process: a role without the grant, say
 
     async def _run(self, ctx: Context, kind: str, settles: list[Settle]) -> list[str | None]:
         """Outcomes (None: lease lost or given up), retrying while the database is away."""

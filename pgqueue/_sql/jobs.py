@@ -71,7 +71,7 @@ _ids = bindparam("b_ids", type_=ARRAY(BigInteger))
 _statuses = bindparam("b_statuses", type_=ARRAY(Text))
 
 
-def _job_columns(jobs: Table) -> list[Any]:
+def job_columns(jobs: Table) -> list[Any]:
     """A live job as a :class:`~pgqueue.types.JobInfo` row (in its field order)."""
     c = jobs.c
     return [
@@ -97,7 +97,7 @@ def _job_columns(jobs: Table) -> list[Any]:
     ]
 
 
-def _archive_columns(archive: Table, results: Table) -> list[Any]:
+def archive_columns(archive: Table, results: Table) -> list[Any]:
     """A finished job as the same row: its outcome is its status, its result the one
     recorded (while it is kept)."""
     c = archive.c
@@ -154,8 +154,8 @@ def _result_columns(results: Table) -> list[Any]:
 
 _id = bindparam("b_id", type_=BigInteger)
 GET_JOB = union_all(
-    select(*_job_columns(_jobs)).where(_jobs.c.id == _id),
-    select(*_archive_columns(_archive, _results)).where(_archive.c.id == _id),
+    select(*job_columns(_jobs)).where(_jobs.c.id == _id),
+    select(*archive_columns(_archive, _results)).where(_archive.c.id == _id),
     select(*_result_columns(_results)).where(
         _results.c.id == _id, ~exists().where(_archive.c.id == _id)
     ),
@@ -324,10 +324,10 @@ def listing(jobs: Table, archive: Table, queues: Table, results: Table, shape: S
     rows = []  # each id looked up in the table it came from
     if hot:
         mine = select(picked.c.id).where(~picked.c.finished)
-        rows.append(select(*_job_columns(jobs)).where(jobs.c.id.in_(mine)))
+        rows.append(select(*job_columns(jobs)).where(jobs.c.id.in_(mine)))
     if done:
         mine = select(picked.c.id).where(picked.c.finished)
-        rows.append(select(*_archive_columns(archive, results)).where(archive.c.id.in_(mine)))
+        rows.append(select(*archive_columns(archive, results)).where(archive.c.id.in_(mine)))
     found = (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("found")
     return select(*found.c).order_by(found.c.id.desc())
 

@@ -37,9 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from .._sql._common import STAR, const, seconds
-from .._sql.jobs import FINISHED_STATUSES, HOT_STATUSES
-from .._sql.jobs import _archive_columns as archive_columns
-from .._sql.jobs import _job_columns as job_columns
+from .._sql.jobs import FINISHED_STATUSES, HOT_STATUSES, archive_columns, job_columns
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
 
