@@ -266,3 +266,13 @@ def leased(queue: str | None, messages: Iterable[object]) -> list[Message]:
             raise InvalidArgument(f"message {m.id!r} is not a leased message from dequeue()")
         out.append(m)
     return out
+
+
+def heartbeat_within_lease(heartbeat: float | None, lease: float | None) -> None:
+    """A worker's heartbeat must come at most every half lease: a lease must outlive a
+    late heartbeat, else two healthy workers run one job."""
+    if heartbeat is not None and lease is not None and heartbeat > lease / 2:
+        raise InvalidArgument(
+            f"heartbeat_interval ({heartbeat:g}s) must be at most half the visibility "
+            f"timeout ({lease:g}s): a lease must outlive a late heartbeat"
+        )

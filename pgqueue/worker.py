@@ -1,7 +1,8 @@
 # DO NOT EDIT: generated from worker_async.py by tools/async_to_sync.py
 """SyncWorker: run handlers for jobs, by entrypoint, with bounded concurrency.
 
-The worker orchestrates small services, each in its own module: the fetch loop here,
+The worker orchestrates small services, each in its own module: the fetch loop
+(``_fetchloop``: fetching, the prefetch buffer, redelivered jobs run alone),
 the completer (``_completer``: every settle, group-committed), maintenance
 (``_maintenance``: heartbeat, lease keeping, sweeps) and the scheduler
 (``_scheduler``: cron). Written under the rules of threads (shared state is in
@@ -11,8 +12,6 @@ the completer (``_completer``: every settle, group-committed), maintenance
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,13 +28,13 @@ from ._compat import (
     TaskGroup,
     is_handler,
     on_signals,
-    wait_event,
 )
 from ._completer import SyncCompleter
 from ._drive import Bind, Held, check_bind, run
 from ._fetcher import SyncFetcher
+from ._fetchloop import SyncFetchLoop
 from ._identity import READY, STOPPED, SUSPENDED, SyncIdentity
-from ._inflight import InFlight, Job
+from ._inflight import InFlight
 from ._maintenance import AsyncLeadership, SyncMaintainer
 from ._observe import Observer
 from ._plans import Context
@@ -43,9 +42,8 @@ from ._plans import consumer as consumer_plans
 from ._plans import identity as identity_plans
 from ._plans import jobs as jobs_plans
 from ._plans import workflow as workflow_plans
-from ._prefetch import Prefetch
 from ._registry import Entrypoint, Handlers, Schedule
-from ._retry import TRANSIENT, backoff_delay, first_line
+from ._retry import TRANSIENT
 from ._runner import SyncRunner
 from ._scheduler import SyncScheduler
 from ._startup import SyncStartup
@@ -57,11 +55,8 @@ log = logging.getLogger("pgqueue.worker")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-#: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
-DRAIN_HORIZON = 5.0
 
-
-class SyncWorker(SyncIdentity, Handlers):
+class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
     """Serves one or more queues: leases jobs, runs their handlers, settles them.
 
     >>> worker = SyncWorker(engine, ["emails"], concurrency=16)  # doctest: +SKIP
@@ -135,7 +130,7 @@ class SyncWorker(SyncIdentity, Handlers):
         self._heartbeat_interval = _validate.seconds(
             heartbeat_interval, "heartbeat_interval", allow_zero=False
         )
-        _check_intervals(self._heartbeat_interval, self._visibility_timeout)
+        _validate.heartbeat_within_lease(self._heartbeat_interval, self._visibility_timeout)
         self._poll_interval = _validate.positive_seconds(poll_interval, "poll_interval")
         self._shutdown_timeout = _validate.seconds(shutdown_timeout, "shutdown_timeout") or 0.0
         self._max_result_bytes = _validate.positive_int(max_result_bytes, "max_result_bytes")
@@ -310,7 +305,7 @@ class SyncWorker(SyncIdentity, Handlers):
                 return
             self._leases = leases
             interval = self._heartbeat_interval or startup.heartbeat_interval(self._leases)
-            _check_intervals(interval, min(self._leases.values()))
+            _validate.heartbeat_within_lease(interval, min(self._leases.values()))
             maintainer = SyncMaintainer(
                 self._engine,
                 self._ctx,
@@ -433,100 +428,3 @@ class SyncWorker(SyncIdentity, Handlers):
             self._state = SUSPENDED
         elif info.status == READY and self._state == SUSPENDED:
             self._state = READY
-
-    # ------------------------------------------------------------------ the fetch loop
-    def _serve(
-        self,
-        jobs: TaskGroup,
-        fetcher: SyncFetcher,
-        runner: SyncRunner,
-        completer: SyncCompleter,
-        conn: Held,
-        drain: bool,
-        startup: SyncStartup,
-    ) -> None:
-        attempt = 0
-        # Redelivered jobs (a lost lease: docs/reliability.md, poison jobs), each run with
-        # nothing else in flight and nothing fetched meanwhile, first to last; the first
-        # one's handler may be running. Only this loop touches it.
-        solo: list[Job] = []
-        # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
-        # heartbeated and released at shutdown like running ones (they are in _inflight).
-        buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
-        sizing = Prefetch(self._concurrency, self._batch_size)
-        while not self._stop_requested:
-            if self._state == SUSPENDED:
-                if buffer:  # suspended: nothing new starts; what waited goes back unspent
-                    waiting = [job.message for _, job in buffer]
-                    buffer.clear()
-                    completer.release(waiting)
-                wait_event(self._wakeup, self._poll_interval)
-                self._wakeup.clear()
-                continue
-            while buffer and len(jobs) < self._concurrency:
-                _, job = buffer.popleft()
-                jobs.spawn(runner.execute, job, key=job.message.id)
-            if solo:
-                self._wakeup.clear()
-                head = solo[0]
-                if self._inflight.get(head.message.id) is None:
-                    solo.pop(0)  # settled (ran, or cancelled): the next one, or fetch again
-                    continue
-                if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
-                    jobs.spawn(runner.execute, head, key=head.message.id)
-                wait_event(self._wakeup, self._poll_interval)
-                continue
-            # A slot frees when its handler returns; its settle commits in the
-            # background while the next batch is fetched: jobs done but not yet settled
-            # may take up to one batch more than the slots and the buffer.
-            if buffer:
-                sizing.waiting(time.monotonic() - buffer[0][0])
-            free = sizing.want(len(jobs), len(buffer), len(self._inflight))
-            if not free:
-                wait_event(self._wakeup, self._poll_interval)
-                self._wakeup.clear()
-                continue
-            self._wakeup.clear()
-            # Idle before looking: a job still running or settling during the fetch could be
-            # retried (rescheduled) after next_available was read: a stale answer.
-            idle = len(self._inflight) == 0
-            try:
-                fetched, retry_in = fetcher.fetch(conn, free)
-                attempt = 0
-            except TRANSIENT as exc:
-                delay = backoff_delay(attempt)
-                attempt += 1
-                log.warning(
-                    "worker %s: fetch failed (%s); retry in %.2fs",
-                    self._worker_id,
-                    first_line(exc),
-                    delay,
-                )
-                wait_event(self._wakeup, delay)
-                continue
-            sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
-            now = time.monotonic()
-            for job in self._inflight.hold(fetched):
-                if job.message.redelivered:
-                    solo.append(job)
-                else:
-                    buffer.append((now, job))
-            if fetched:
-                continue
-            if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
-                startup.check(draining=True)
-                return
-            pause = self._poll_interval if not self._listen else None
-            for bound in (retry_in, 0.5 if drain else None):
-                if bound is not None:
-                    pause = bound if pause is None else min(pause, bound)
-            wait_event(self._wakeup, pause)
-
-
-def _check_intervals(heartbeat: float | None, lease: float | None) -> None:
-    """A lease must outlive a late heartbeat: else two healthy workers run one job."""
-    if heartbeat is not None and lease is not None and heartbeat > lease / 2:
-        raise InvalidArgument(
-            f"heartbeat_interval ({heartbeat:g}s) must be at most half the visibility "
-            f"timeout ({lease:g}s): a lease must outlive a late heartbeat"
-        )

@@ -30,6 +30,7 @@ SOURCES = [
     "pgqueue/_scheduler_async.py",
     "pgqueue/_startup_async.py",
     "pgqueue/_fetcher_async.py",
+    "pgqueue/_fetchloop_async.py",
     "pgqueue/_runner_async.py",
     "pgqueue/_winddown_async.py",
     "pgqueue/_waiter_async.py",
@@ -75,7 +76,7 @@ RULES: list[tuple[str, str]] = [
     (r"\b_acompat\b", "_compat"),
     (r"\btest_(\w+)_async\b", r"test_\1"),
     (
-        r"\b(_identity|_completer|_maintenance|_scheduler|_startup|_fetcher|_runner"
+        r"\b(_identity|_completer|_maintenance|_scheduler|_startup|_fetcher|_fetchloop|_runner"
         r"|_winddown|_waiter"
         r"|_admin_queues|_admin_jobs|_admin_workflows|_admin_maintenance"
         r"|producer|admin|consumer|worker)_async\b",
@@ -83,7 +84,7 @@ RULES: list[tuple[str, str]] = [
     ),
     (
         r"\bAsync(Identity|Producer|Consumer|Admin|Worker"
-        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|Runner|Services|Waiter|DB"
+        r"|Completer|Maintainer|Scheduler|Startup|Fetcher|FetchLoop|Runner|Services|Waiter|DB"
         r"|QueueAdmin|JobAdmin|WorkflowAdmin|MaintenanceAdmin)\b",
         r"Sync\1",
     ),

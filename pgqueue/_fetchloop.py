@@ -1,0 +1,129 @@
+# DO NOT EDIT: generated from _fetchloop_async.py by tools/async_to_sync.py
+"""The worker's fetch loop: lease jobs into slots (and a prefetch buffer sized by
+``_prefetch.Prefetch``), run redelivered jobs alone, wait for work, notifications or a
+free slot, and stop when asked (or when drained). A mixin of ``SyncWorker``, which owns
+the state it reads; written under the rules of threads like the rest of the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+from ._compat import Event, TaskGroup, wait_event
+from ._completer import SyncCompleter
+from ._drive import Held
+from ._fetcher import SyncFetcher
+from ._identity import SUSPENDED
+from ._inflight import InFlight, Job
+from ._prefetch import Prefetch
+from ._retry import TRANSIENT, backoff_delay, first_line
+from ._runner import SyncRunner
+from ._startup import SyncStartup
+
+log = logging.getLogger("pgqueue.worker")
+
+#: ``run(drain=True)`` waits for retries and scheduled jobs due within this many seconds.
+DRAIN_HORIZON = 5.0
+
+
+class SyncFetchLoop:
+    """``_serve``: the loop ``SyncWorker.run`` runs until stopped."""
+
+    _batch_size: int
+    _concurrency: int
+    _inflight: InFlight
+    _listen: bool
+    _poll_interval: float
+    _state: str
+    _stop_requested: bool
+    _wakeup: Event
+    _worker_id: int | None
+
+    def _serve(
+        self,
+        jobs: TaskGroup,
+        fetcher: SyncFetcher,
+        runner: SyncRunner,
+        completer: SyncCompleter,
+        conn: Held,
+        drain: bool,
+        startup: SyncStartup,
+    ) -> None:
+        attempt = 0
+        # Redelivered jobs (a lost lease: docs/reliability.md, poison jobs), each run with
+        # nothing else in flight and nothing fetched meanwhile, first to last; the first
+        # one's handler may be running. Only this loop touches it.
+        solo: list[Job] = []
+        # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
+        # heartbeated and released at shutdown like running ones (they are in _inflight).
+        buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
+        sizing = Prefetch(self._concurrency, self._batch_size)
+        while not self._stop_requested:
+            if self._state == SUSPENDED:
+                if buffer:  # suspended: nothing new starts; what waited goes back unspent
+                    waiting = [job.message for _, job in buffer]
+                    buffer.clear()
+                    completer.release(waiting)
+                wait_event(self._wakeup, self._poll_interval)
+                self._wakeup.clear()
+                continue
+            while buffer and len(jobs) < self._concurrency:
+                _, job = buffer.popleft()
+                jobs.spawn(runner.execute, job, key=job.message.id)
+            if solo:
+                self._wakeup.clear()
+                head = solo[0]
+                if self._inflight.get(head.message.id) is None:
+                    solo.pop(0)  # settled (ran, or cancelled): the next one, or fetch again
+                    continue
+                if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
+                    jobs.spawn(runner.execute, head, key=head.message.id)
+                wait_event(self._wakeup, self._poll_interval)
+                continue
+            # A slot frees when its handler returns; its settle commits in the
+            # background while the next batch is fetched: jobs done but not yet settled
+            # may take up to one batch more than the slots and the buffer.
+            if buffer:
+                sizing.waiting(time.monotonic() - buffer[0][0])
+            free = sizing.want(len(jobs), len(buffer), len(self._inflight))
+            if not free:
+                wait_event(self._wakeup, self._poll_interval)
+                self._wakeup.clear()
+                continue
+            self._wakeup.clear()
+            # Idle before looking: a job still running or settling during the fetch could be
+            # retried (rescheduled) after next_available was read: a stale answer.
+            idle = len(self._inflight) == 0
+            try:
+                fetched, retry_in = fetcher.fetch(conn, free)
+                attempt = 0
+            except TRANSIENT as exc:
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "worker %s: fetch failed (%s); retry in %.2fs",
+                    self._worker_id,
+                    first_line(exc),
+                    delay,
+                )
+                wait_event(self._wakeup, delay)
+                continue
+            sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
+            now = time.monotonic()
+            for job in self._inflight.hold(fetched):
+                if job.message.redelivered:
+                    solo.append(job)
+                else:
+                    buffer.append((now, job))
+            if fetched:
+                continue
+            if drain and idle and (retry_in is None or retry_in > DRAIN_HORIZON):
+                startup.check(draining=True)
+                return
+            pause = self._poll_interval if not self._listen else None
+            for bound in (retry_in, 0.5 if drain else None):
+                if bound is not None:
+                    pause = bound if pause is None else min(pause, bound)
+            wait_event(self._wakeup, pause)
