@@ -22,7 +22,7 @@ from .._statements import for_schema
 from .._stats import DURATION_BUCKETS, percentile
 from ..errors import InvalidArgument
 from ..types import JobInfo, KeyMetrics
-from . import _queries
+from . import _queries, _queries_system, _queries_workflows
 from ._dashboard import PAGE_SIZE, VERBS, Dashboard, dashboard_of
 from ._format import fmt_chart
 from ._graph import layout
@@ -286,9 +286,11 @@ async def workflow_page(request: Request) -> Response:
     }
     counts = [(s, by_status.pop(s)) for s in NODE_STATUSES if s in by_status]
     counts += sorted(by_status.items())
-    nodes = await d.rows(d.q.workflow_nodes, b_workflow_id=run_id, b_limit=_queries.GRAPH_MAX)
+    nodes = await d.rows(
+        d.q.workflow_nodes, b_workflow_id=run_id, b_limit=_queries_workflows.GRAPH_MAX
+    )
     graph = None
-    if run.nodes <= _queries.GRAPH_MAX:
+    if run.nodes <= _queries_workflows.GRAPH_MAX:
         edges = [
             (int(p), int(c)) for p, c in await d.rows(d.q.workflow_edges, b_workflow_id=run_id)
         ]
@@ -302,7 +304,7 @@ async def workflow_page(request: Request) -> Response:
         counts=counts,
         nodes=nodes,
         graph=graph,
-        graph_max=_queries.GRAPH_MAX,
+        graph_max=_queries_workflows.GRAPH_MAX,
         live_nodes=live,
         failed_nodes=failed,
         done=request.query_params.get("done"),
@@ -348,13 +350,13 @@ async def schedules_page(request: Request) -> Response:
 
 async def system_page(request: Request) -> Response:
     d = dashboard_of(request)
-    tables = await d.rows(_queries.TABLE_SIZES, schema=d.schema)
-    indexes = await d.rows(_queries.INDEX_SIZES, schema=d.schema)
-    holders = await d.rows(_queries.XMIN_HOLDERS)
-    others = await d.rows(_queries.PREPARED_AND_SLOTS)
+    tables = await d.rows(_queries_system.TABLE_SIZES, schema=d.schema)
+    indexes = await d.rows(_queries_system.INDEX_SIZES, schema=d.schema)
+    holders = await d.rows(_queries_system.XMIN_HOLDERS)
+    others = await d.rows(_queries_system.PREPARED_AND_SLOTS)
     archive = d.q.tables["pgqueue_archive"]
     retention = await d.rows(d.q.retention)
-    partitions = await d.rows(_queries.ARCHIVE_PARTITIONS, schema=d.schema)
+    partitions = await d.rows(_queries_system.ARCHIVE_PARTITIONS, schema=d.schema)
     oldest = {}
     for r in retention:  # one index probe per queue: (queue, finished_at)
         found = await d.rows(
@@ -372,7 +374,7 @@ async def system_page(request: Request) -> Response:
         oldest=oldest,
         retention=retention,
         partitions=partitions,
-        retention_cap=_queries.RETENTION_CAP,
+        retention_cap=_queries_system.RETENTION_CAP,
         version=version,
     )
 

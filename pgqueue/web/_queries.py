@@ -29,17 +29,18 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     true,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from .._sql._common import STAR, const, seconds
+from .._sql._common import STAR, const
 from .._sql.jobs import FINISHED_STATUSES, HOT_STATUSES, archive_columns, job_columns
 from .._sql.workers import DEAD_AFTER
 from .._statements import for_schema
+from ._queries_system import capped, retention
+from ._queries_workflows import workflow_queries
 
 #: Counts stop at this many jobs (shown as "N+"): bounded work per status and queue.
 COUNT_CAP = 100_000
@@ -52,10 +53,6 @@ MAX_GROUPS = 200
 DEAD_SAMPLE = 1_000
 #: Statuses of the hot table, in the order pages show them.
 HOT = ("queued", "scheduled", "running", "dead")
-#: A run's graph is drawn up to this many nodes (more: its counts and first nodes).
-GRAPH_MAX = 200
-#: Rows past retention are counted up to this many per queue and kind ("N+").
-RETENTION_CAP = 10_000
 
 
 def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
@@ -76,19 +73,6 @@ def fingerprint(error: ColumnElement[Any]) -> ColumnElement[str]:
         hexed, literal("[0-9]+(\\.[0-9]+)?"), literal("#"), "g"
     )
     return func.pg_catalog.left(numbers, 200)
-
-
-def _capped(
-    table: Table, *where: ColumnElement[bool], outer: Table | None = None, cap: Any = None
-) -> Any:
-    """How many rows match, counting at most ``cap`` (default: the ``b_cap`` parameter);
-    ``outer``: the table of the enclosing query the conditions refer to (a derived
-    table does not correlate by itself)."""
-    limit = bindparam("b_cap", type_=BigInteger) if cap is None else cap
-    inner = select(literal(1)).select_from(table).where(*where).limit(limit)
-    if outer is not None:
-        inner = inner.correlate(outer)
-    return select(func.pg_catalog.count(STAR)).select_from(inner.subquery()).scalar_subquery()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +110,7 @@ def queries(schema: str) -> Queries:
     )
     q = queues.c.name
     counts = [
-        _capped(jobs, jobs.c.queue == q, jobs.c.status == const(status), outer=queues).label(status)
+        capped(jobs, jobs.c.queue == q, jobs.c.status == const(status), outer=queues).label(status)
         for status in HOT
     ]
     # The head of the queue's FIFO (lowest id still queued): its age is how long the
@@ -308,7 +292,7 @@ def queries(schema: str) -> Queries:
         .scalar_subquery(),
     )
     channels = select(q).order_by(q)
-    wf_run, wf_counts, wf_nodes, wf_edges, job_workflow = _workflow_queries(t)
+    wf_run, wf_counts, wf_nodes, wf_edges, job_workflow = workflow_queries(t)
     return Queries(
         overview=(overview, overview_one),
         rates=rates,
@@ -327,150 +311,9 @@ def queries(schema: str) -> Queries:
         workflow_nodes=wf_nodes,
         workflow_edges=wf_edges,
         job_workflow=job_workflow,
-        retention=_retention(t),
+        retention=retention(t),
         tables=t,
     )
-
-
-def _workflow_queries(t: dict[str, Table]) -> tuple[Any, Any, Any, Any, Any]:
-    """A workflow run's page: its row, its nodes' counts by status, its first nodes (up
-    to ``b_limit``, in the order they were added) and their edges; and the run a job
-    belongs to (its page links there). A node's status is its live row's, else the
-    outcome the node recorded, else its archive row's (the archive is probed only for
-    a node with neither: each lookup by id probes every partition)."""
-    jobs, archive, results = t["pgqueue_jobs"], t["pgqueue_archive"], t["pgqueue_results"]
-    runs, n, e = t["pgqueue_workflows"], t["pgqueue_workflow_nodes"], t["pgqueue_workflow_edges"]
-    wid = bindparam("b_workflow_id", type_=BigInteger)
-    run = select(runs.c.id, runs.c.name, runs.c.nodes, runs.c.created_at).where(runs.c.id == wid)
-    live = (
-        select(jobs.c.status, jobs.c.entrypoint, jobs.c.queue, jobs.c.last_error, jobs.c.attempts)
-        .where(jobs.c.id == n.c.job_id)
-        .lateral("live")
-    )
-
-    def archived(*where: ColumnElement[bool]) -> Any:
-        return (
-            select(
-                archive.c.outcome,
-                archive.c.entrypoint,
-                archive.c.queue,
-                archive.c.last_error,
-                archive.c.attempts,
-            )
-            .where(archive.c.id == n.c.job_id, live.c.status.is_(None), *where)
-            .limit(1)
-            .lateral("gone")
-        )
-
-    # The counts read the archive only for a node with no outcome; the nodes' rows for
-    # every finished node (its entrypoint, queue, attempts and error live there).
-    gone = archived(n.c.outcome.is_(None))
-    kept = (
-        select(results.c.entrypoint, results.c.queue, results.c.attempts)
-        .where(results.c.id == n.c.job_id, live.c.status.is_(None))
-        .lateral("kept")
-    )
-    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
-    counts = (
-        select(status.label("status"), func.pg_catalog.count(STAR).label("n"))
-        .select_from(n.outerjoin(live, true()).outerjoin(gone, true()))
-        .where(n.c.workflow_id == wid)
-        .group_by(status)
-    )
-    gone = archived()
-    status = func.coalesce(live.c.status, n.c.outcome, gone.c.outcome, literal("unknown"))
-    joined = n.outerjoin(live, true()).outerjoin(gone, true()).outerjoin(kept, true())
-    parents = (
-        select(func.pg_catalog.count(STAR)).where(e.c.child_id == n.c.job_id).scalar_subquery()
-    )
-    nodes = (
-        select(
-            n.c.job_id,
-            n.c.position,
-            n.c.run_on_failure,
-            status.label("status"),
-            func.coalesce(live.c.entrypoint, gone.c.entrypoint, kept.c.entrypoint).label(
-                "entrypoint"
-            ),
-            func.coalesce(live.c.queue, gone.c.queue, kept.c.queue).label("queue"),
-            func.coalesce(live.c.attempts, gone.c.attempts, kept.c.attempts).label("attempts"),
-            func.coalesce(live.c.last_error, gone.c.last_error).label("last_error"),
-            parents.label("parents"),
-        )
-        .select_from(joined)
-        .where(n.c.workflow_id == wid)
-        .order_by(n.c.position)
-        .limit(bindparam("b_limit", type_=BigInteger))
-    )
-    child = n.alias("child")
-    edges = (
-        select(e.c.parent_id, e.c.child_id)
-        .join(child, child.c.job_id == e.c.child_id)
-        .where(child.c.workflow_id == wid)
-        .order_by(e.c.parent_id, e.c.child_id)
-    )
-    job_workflow = (
-        select(runs.c.id, runs.c.name, n.c.position, runs.c.nodes)
-        .join(runs, runs.c.id == n.c.workflow_id)
-        .where(n.c.job_id == bindparam("b_id", type_=BigInteger))
-    )
-    return run, counts, nodes, edges, job_workflow
-
-
-def _retention(t: dict[str, Table]) -> Any:
-    """Per queue: its retention settings and how many rows are past them now, each count
-    capped at ``RETENTION_CAP`` (an index range each: the archive's (queue, finished_at)
-    up to the cut-off, the hot table's (queue, status, id) over the queue's dead jobs).
-    What the maintenance leader's next passes will remove."""
-    queues, jobs, archive = t["pgqueue_queues"], t["pgqueue_jobs"], t["pgqueue_archive"]
-    now = func.pg_catalog.now()
-
-    def before(retain: Any) -> Any:
-        return now - seconds(retain)
-
-    done = archive.c.outcome.in_([const("completed"), const("archived")])
-    dropped = archive.c.outcome.in_([const("cancelled"), const("deleted")])
-    cap = RETENTION_CAP
-    return select(
-        queues.c.name,
-        queues.c.archive,
-        queues.c.retain_completed,
-        queues.c.retain_cancelled,
-        queues.c.retain_dead,
-        case(
-            (queues.c.retain_completed.is_(None), None),
-            else_=_capped(
-                archive,
-                archive.c.queue == queues.c.name,
-                archive.c.finished_at < before(queues.c.retain_completed),
-                done,
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("completed_past"),
-        case(
-            (queues.c.retain_cancelled.is_(None), None),
-            else_=_capped(
-                archive,
-                archive.c.queue == queues.c.name,
-                archive.c.finished_at < before(queues.c.retain_cancelled),
-                dropped,
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("cancelled_past"),
-        case(
-            (queues.c.retain_dead.is_(None), None),
-            else_=_capped(
-                jobs,
-                jobs.c.queue == queues.c.name,
-                jobs.c.status == const("dead"),
-                jobs.c.available_at < before(queues.c.retain_dead),
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("dead_past"),
-    ).order_by(queues.c.name)
 
 
 def count_matching(schema: str, where: dict[str, Any]) -> Any:
@@ -494,7 +337,7 @@ def count_matching(schema: str, where: dict[str, Any]) -> Any:
             conds.append(table.c.entrypoint == literal(where["entrypoint"]))
         if where.get("headers"):
             conds.append(table.c.headers.op("@>")(cast(literal(where["headers"], JSONB), JSONB)))
-        parts.append(_capped(table, and_(*conds), cap=COUNT_CAP + 1))
+        parts.append(capped(table, and_(*conds), cap=COUNT_CAP + 1))
     if not parts:
         return select(literal(0))
     total: Any = parts[0]
@@ -541,64 +384,3 @@ def header_search(schema: str, where: dict[str, Any]) -> Any:
         return None
     found = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("found")
     return select(*found.c).order_by(found.c.id.desc()).limit(limit)
-
-
-# Catalog reads of the system page: not pgqueue's tables, so plain SQL with binds.
-TABLE_SIZES = text(
-    """
-    SELECT c.relname, pg_catalog.pg_total_relation_size(c.oid), pg_catalog.pg_relation_size(c.oid),
-           pg_catalog.pg_indexes_size(c.oid), c.reltuples::bigint, s.n_live_tup, s.n_dead_tup,
-           s.last_autovacuum, s.last_vacuum, s.last_autoanalyze
-    FROM pg_class c
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-    WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND c.relname LIKE 'pgqueue\\_%'
-    ORDER BY pg_catalog.pg_total_relation_size(c.oid) DESC
-    """
-)
-INDEX_SIZES = text(
-    """
-    SELECT i.relname, t.relname, pg_catalog.pg_relation_size(i.oid), s.idx_scan
-    FROM pg_index x
-    JOIN pg_class i ON i.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid
-    JOIN pg_namespace n ON n.oid = t.relnamespace
-    LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.oid
-    WHERE n.nspname = :schema AND t.relname LIKE 'pgqueue\\_%'
-    ORDER BY pg_catalog.pg_relation_size(i.oid) DESC
-    """
-)
-#: The sessions holding back the xmin horizon (what vacuum may clean), oldest first.
-XMIN_HOLDERS = text(
-    """
-    SELECT pid, usename, application_name, state, pg_catalog.age(backend_xmin) AS xmin_age,
-           pg_catalog.now() - xact_start AS xact_age, pg_catalog.left(query, 200)
-    FROM pg_stat_activity
-    WHERE backend_xmin IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()
-    ORDER BY pg_catalog.age(backend_xmin) DESC
-    LIMIT 5
-    """
-)
-PREPARED_AND_SLOTS = text(
-    """
-    SELECT 'prepared transaction' AS kind, gid AS name, pg_catalog.age(transaction) AS xmin_age
-      FROM pg_prepared_xacts
-    UNION ALL
-    SELECT 'replication slot', slot_name::text, pg_catalog.age(xmin) FROM pg_replication_slots
-      WHERE xmin IS NOT NULL
-    ORDER BY xmin_age DESC
-    """
-)
-#: The archive's partitions (one a month, and the default one): bounds, size, rows.
-ARCHIVE_PARTITIONS = text(
-    """
-    SELECT c.relname, pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-           pg_catalog.pg_total_relation_size(c.oid), c.reltuples::bigint
-    FROM pg_inherits i
-    JOIN pg_class c ON c.oid = i.inhrelid
-    JOIN pg_class p ON p.oid = i.inhparent
-    JOIN pg_namespace n ON n.oid = p.relnamespace
-    WHERE n.nspname = :schema AND p.relname = 'pgqueue_archive'
-    ORDER BY c.relname
-    """
-)

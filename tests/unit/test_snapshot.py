@@ -69,9 +69,11 @@ def test_the_dashboards_sql_is_schema_qualified_too() -> None:
         loose = re.findall(r"\bfunc\.(?!pg_catalog\.)(\w+)\(", source)
         assert set(loose) <= {"any", "coalesce", "distinct"}, (path.name, sorted(set(loose)))
     pytest = __import__("pytest")
-    queries = pytest.importorskip("pgqueue.web._queries")
-    app = pytest.importorskip("pgqueue.web._app")
-    texts = [v.text for m in (queries, app) for v in vars(m).values() if isinstance(v, TextClause)]
+    modules = [
+        pytest.importorskip(f"pgqueue.web.{name}")
+        for name in ("_queries", "_queries_system", "_queries_workflows", "_app")
+    ]
+    texts = [v.text for m in modules for v in vars(m).values() if isinstance(v, TextClause)]
     assert texts
     for sql in texts:
         calls = re.findall(r"(?<![\w.$\"])([A-Za-z_]\w*)\(", sql)
