@@ -60,6 +60,7 @@ class SyncFetchLoop:
         # heartbeated and released at shutdown like running ones (they are in _inflight).
         buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
         sizing = Prefetch(self._concurrency, self._batch_size)
+        spawned = ended = 0  # handlers started by this loop; ended by the last fetch
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 if buffer:  # suspended: nothing new starts; what waited goes back unspent
@@ -72,6 +73,7 @@ class SyncFetchLoop:
             while buffer and len(jobs) < self._concurrency:
                 _, job = buffer.popleft()
                 jobs.spawn(runner.execute, job, key=job.message.id)
+                spawned += 1
             if solo:
                 self._wakeup.clear()
                 head = solo[0]
@@ -80,13 +82,18 @@ class SyncFetchLoop:
                     continue
                 if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
                     jobs.spawn(runner.execute, head, key=head.message.id)
+                    spawned += 1
                 wait_event(self._wakeup, self._poll_interval)
                 continue
             # A slot frees when its handler returns; its settle commits in the
             # background while the next batch is fetched: jobs done but not yet settled
             # may take up to one batch more than the slots and the buffer.
-            if buffer:
-                sizing.waiting(time.monotonic() - buffer[0][0])
+            if buffer and sizing.stale(time.monotonic() - buffer[0][0]):
+                # Handlers slower than the buffer assumed: what waits for a slot goes
+                # back to the queue (unspent), for idle workers to take, not hoarded here.
+                waiting = [job.message for _, job in buffer]
+                buffer.clear()
+                completer.release(waiting)
             free = sizing.want(len(jobs), len(buffer), len(self._inflight))
             if not free:
                 wait_event(self._wakeup, self._poll_interval)
@@ -110,7 +117,12 @@ class SyncFetchLoop:
                 )
                 wait_event(self._wakeup, delay)
                 continue
-            sizing.fetched(free, len(fetched), not buffer and len(jobs) < self._concurrency)
+            # Waited on the fetch: slots free with nothing buffered when it returned, and
+            # handlers ended since the last one (their pace is known: a first fetch, or
+            # handlers still running, never grow the buffer).
+            before, ended = ended, spawned - len(jobs)
+            waited = not buffer and len(jobs) < self._concurrency and ended > before
+            sizing.fetched(free, len(fetched), waited)
             now = time.monotonic()
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:

@@ -3,14 +3,15 @@ handlers start (its prefetch buffer), adapted to how fast its handlers take them
 
 A worker starts with no buffer: it leases only for free slots, ``batch_size`` at most
 (what it always did). When a fetch came back full and the worker had waited on it
-(slots free and nothing buffered when it returned: its handlers are faster than a
-round trip), the buffer doubles, up to :data:`MOST_PER_SLOT` jobs a slot; a fetch that
-comes back short halves it. Handlers slower than a round trip never see it grow, and a
-worker with little work leases little: nothing is hoarded that another worker could run
-sooner. While the oldest buffered job has waited more than :data:`STALE` seconds for a
-slot (handlers that became slow), the buffer halves at each look. Buffered jobs are
-held like running ones (leased, heartbeated, fenced, and released unstarted at
-shutdown).
+(handlers ended during its round trip, leaving slots free and nothing buffered: its
+handlers are faster than a round trip), the buffer doubles, up to
+:data:`MOST_PER_SLOT` jobs a slot; a fetch that comes back short halves it. Handlers
+slower than a round trip never see it grow (nor does a first fetch), and a worker with
+little work leases little: nothing is hoarded that another worker could run sooner.
+Once the oldest buffered job has waited more than :data:`STALE` seconds for a slot
+(handlers that became slow), the buffer halves and what it held goes back to the queue,
+unspent, for workers with free slots. Buffered jobs are held like running ones (leased,
+heartbeated, fenced, and released unstarted at shutdown).
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ class Prefetch:
         elif waited:
             self.extra = min(self._most, max(self._batch, 2 * self.extra))
 
-    def waiting(self, oldest: float) -> None:
+    def stale(self, oldest: float) -> bool:
         """The oldest buffered job has waited ``oldest`` seconds for a slot: past
         :data:`STALE` the buffer is larger than the handlers' pace needs (they slowed
-        down), so it halves (at each call while it is so)."""
-        if oldest > STALE:
-            self.extra //= 2
+        down): it halves, and True says to give the buffered jobs back to the queue
+        (another worker may have a free slot now)."""
+        if oldest <= STALE:
+            return False
+        self.extra //= 2
+        return True

@@ -41,13 +41,14 @@ def test_a_short_fetch_halves_the_buffer_and_settling_jobs_count() -> None:
     assert sizing.extra == 0
 
 
-def test_a_buffer_whose_jobs_wait_too_long_shrinks() -> None:
-    """Handlers that slowed down: the oldest buffered job waited past STALE."""
+def test_a_buffer_whose_jobs_wait_too_long_shrinks_and_is_given_back() -> None:
+    """Handlers that slowed down: the oldest buffered job waited past STALE; the buffer
+    halves and its jobs go back to the queue."""
     sizing = Prefetch(concurrency=8, batch_size=8)
     for _ in range(3):
         sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
     assert sizing.extra == 32
-    sizing.waiting(STALE / 2)
+    assert not sizing.stale(STALE / 2)
     assert sizing.extra == 32
-    sizing.waiting(STALE * 2)
+    assert sizing.stale(STALE * 2)
     assert sizing.extra == 16
