@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -362,3 +363,11 @@ def server(dsn: str | None) -> Iterator[Dsn]:
     finally:
         embedded.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_results(output: str, args: Any, results: Any) -> None:
+    """Write a benchmark's arguments (its DSN left out: it may hold a password) and
+    results as JSON to ``output``, creating its folder."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"args": vars(args) | {"dsn": None}, "results": results}, indent=2))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import server
+from common import server, write_results
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -231,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['face']} | {r['mode']} | {r['jobs_per_s']:,.0f} | {r['overhead']:.1%} "
             f"| {r['cpu_us_per_job']:.0f} µs | {r['cpu_overhead']:+.1%} |"
         )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(
-        json.dumps({"args": vars(args) | {"dsn": None}, "results": results}, indent=2)
-    )
+    write_results(args.output, args, results)
     return 0
 
 

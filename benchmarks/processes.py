@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import server
+from common import server, write_results
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -133,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         ratio = r["jobs_per_s"] / results[0]["jobs_per_s"]
         print(f"| {r['processes']} | {r['jobs_per_s']:,.0f} | {ratio:.2f} |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(
-        json.dumps({"args": vars(args) | {"dsn": None}, "results": results}, indent=2)
-    )
+    write_results(args.output, args, results)
     return 0
 
 

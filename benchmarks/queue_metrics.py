@@ -20,7 +20,6 @@ dropped and rebuilt.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import server
+from common import server, write_results
 from sqlalchemy import create_engine
 
 from pgqueue import SyncAdmin
@@ -165,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['exact_admin_metrics_p50_ms']:.1f} ms | {r['list_queues_p50_ms']:.2f} ms "
             f"| {r['stats_cli_p50_ms']:.1f} ms | {r['worst_count_error']:.1%} |"
         )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(
-        json.dumps({"args": vars(args) | {"dsn": None}, "results": results}, indent=2)
-    )
+    write_results(args.output, args, results)
     return 0
 
 
