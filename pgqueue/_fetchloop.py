@@ -18,6 +18,7 @@ from ._fetcher import SyncFetcher
 from ._identity import SUSPENDED
 from ._inflight import InFlight, Job
 from ._prefetch import Prefetch
+from ._registry import Entrypoint
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner import SyncRunner
 from ._startup import SyncStartup
@@ -33,6 +34,7 @@ class SyncFetchLoop:
 
     _batch_size: int
     _concurrency: int
+    _entrypoints: dict[str, Entrypoint]
     _inflight: InFlight
     _listen: bool
     _poll_interval: float
@@ -59,7 +61,10 @@ class SyncFetchLoop:
         # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
         # heartbeated and released at shutdown like running ones (they are in _inflight).
         buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
-        sizing = Prefetch(self._concurrency, self._batch_size)
+        # No buffer where limits are enforced at lease time (global or per-key
+        # concurrency counts held jobs as running; a rate token is spent at lease).
+        limited = any(e.limited or e.keyed for e in self._entrypoints.values())
+        sizing = Prefetch(self._concurrency, self._batch_size, adaptive=not limited)
         spawned = ended = 0  # handlers started by this loop; ended by the last fetch
         while not self._stop_requested:
             if self._state == SUSPENDED:

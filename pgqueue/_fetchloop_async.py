@@ -17,6 +17,7 @@ from ._fetcher_async import AsyncFetcher
 from ._identity_async import SUSPENDED
 from ._inflight import InFlight, Job
 from ._prefetch import Prefetch
+from ._registry import Entrypoint
 from ._retry import TRANSIENT, backoff_delay, first_line
 from ._runner_async import AsyncRunner
 from ._startup_async import AsyncStartup
@@ -32,6 +33,7 @@ class AsyncFetchLoop:
 
     _batch_size: int
     _concurrency: int
+    _entrypoints: dict[str, Entrypoint]
     _inflight: InFlight
     _listen: bool
     _poll_interval: float
@@ -58,7 +60,10 @@ class AsyncFetchLoop:
         # Held jobs waiting for a slot (the prefetch buffer, sized by ``sizing``): leased,
         # heartbeated and released at shutdown like running ones (they are in _inflight).
         buffer: deque[tuple[float, Job]] = deque()  # (when leased, job)
-        sizing = Prefetch(self._concurrency, self._batch_size)
+        # No buffer where limits are enforced at lease time (global or per-key
+        # concurrency counts held jobs as running; a rate token is spent at lease).
+        limited = any(e.limited or e.keyed for e in self._entrypoints.values())
+        sizing = Prefetch(self._concurrency, self._batch_size, adaptive=not limited)
         spawned = ended = 0  # handlers started by this loop; ended by the last fetch
         while not self._stop_requested:
             if self._state == SUSPENDED:

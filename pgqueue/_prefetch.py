@@ -30,11 +30,14 @@ STALE = 1.0
 class Prefetch:
     """One run's fetch sizing: pure bookkeeping, the fetch loop does the rest."""
 
-    __slots__ = ("_batch", "_concurrency", "_most", "extra")
+    __slots__ = ("_adaptive", "_batch", "_concurrency", "_most", "extra")
 
-    def __init__(self, concurrency: int, batch_size: int) -> None:
+    def __init__(self, concurrency: int, batch_size: int, *, adaptive: bool = True) -> None:
         self._concurrency = concurrency
         self._batch = batch_size
+        #: False: never buffer (a worker with limited entrypoints: a buffered job would
+        #: hold a global concurrency slot, or have spent a rate token, without running).
+        self._adaptive = adaptive
         most = min(MOST_PER_FETCH, MOST_PER_SLOT * concurrency)
         self._most = min(MAX_BATCH, max(batch_size, most))
         #: Jobs it may hold beyond its slots (not counting ones settling).
@@ -63,7 +66,7 @@ class Prefetch:
         returned, slots were free with nothing buffered to run."""
         if got < asked:
             self.extra //= 2
-        elif waited:
+        elif waited and self._adaptive:
             self.extra = min(self._most, max(self._batch, 2 * self.extra))
 
     def stale(self, oldest: float) -> bool:

@@ -52,3 +52,13 @@ def test_a_buffer_whose_jobs_wait_too_long_shrinks_and_is_given_back() -> None:
     assert sizing.extra == 32
     assert sizing.stale(STALE * 2)
     assert sizing.extra == 16
+
+
+def test_a_worker_with_limited_entrypoints_never_buffers() -> None:
+    """Limits are taken at lease time (a held job counts as running against a global
+    concurrency limit; a rate token is spent): such a worker leases for free slots only."""
+    sizing = Prefetch(concurrency=8, batch_size=8, adaptive=False)
+    for _ in range(5):
+        sizing.fetched(asked=sizing.size, got=sizing.size, waited=True)
+    assert sizing.extra == 0 and sizing.size == 8
+    assert sizing.want(running=8, buffered=0, held=8) == 0
