@@ -3,15 +3,17 @@ handlers start (its prefetch buffer), adapted to how fast its handlers take them
 
 A worker starts with no buffer: it leases only for free slots, ``batch_size`` at most
 (what it always did). When a fetch came back full and the worker had waited on it
-(handlers ended during its round trip, leaving slots free and nothing buffered: its
-handlers are faster than a round trip), the buffer doubles, up to
-:data:`MOST_PER_SLOT` jobs a slot; a fetch that comes back short halves it. Handlers
-slower than a round trip never see it grow (nor does a first fetch), and a worker with
-little work leases little: nothing is hoarded that another worker could run sooner.
-Once the oldest buffered job has waited more than :data:`STALE` seconds for a slot
-(handlers that became slow), the buffer halves and what it held goes back to the queue,
-unspent, for workers with free slots. Buffered jobs are held like running ones (leased,
-heartbeated, fenced, and released unstarted at shutdown).
+(slots free and nothing buffered when it returned, and handlers ended since the
+previous fetch, so not a first fetch), the buffer doubles, up to :data:`MOST_PER_SLOT`
+jobs a slot; a fetch that comes back short halves it. Once the oldest buffered job has
+waited more than :data:`STALE` seconds for a slot (handlers slower than the buffer
+assumed), the buffer halves and what it held goes back to the queue, unspent, for
+workers with free slots. Buffered jobs are held like running ones (leased, heartbeated,
+fenced, and released unstarted at shutdown). A worker with limited entrypoints never
+buffers (``adaptive=False``). Known gap: slow handlers still satisfy the growth rule
+after their first completions, so such a worker can lease a few jobs into its buffer
+and give them back a second later, repeatedly (churn, never a job lost or run twice);
+growing only when handler durations are below a fetch's round trip would end it.
 """
 
 from __future__ import annotations
