@@ -48,48 +48,35 @@ def retention(t: dict[str, Table]) -> Any:
     def before(retain: Any) -> Any:
         return now - seconds(retain)
 
+    def past(label: str, retain: Any, table: Table, when: Any, which: Any) -> Any:
+        """How many of a queue's rows are past ``retain`` (capped); NULL: kept for ever."""
+        count = capped(
+            table,
+            table.c.queue == queues.c.name,
+            when < before(retain),
+            which,
+            outer=queues,
+            cap=RETENTION_CAP,
+        )
+        return case((retain.is_(None), None), else_=count).label(label)
+
     done = archive.c.outcome.in_([const("completed"), const("archived")])
     dropped = archive.c.outcome.in_([const("cancelled"), const("deleted")])
-    cap = RETENTION_CAP
     return select(
         queues.c.name,
         queues.c.archive,
         queues.c.retain_completed,
         queues.c.retain_cancelled,
         queues.c.retain_dead,
-        case(
-            (queues.c.retain_completed.is_(None), None),
-            else_=capped(
-                archive,
-                archive.c.queue == queues.c.name,
-                archive.c.finished_at < before(queues.c.retain_completed),
-                done,
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("completed_past"),
-        case(
-            (queues.c.retain_cancelled.is_(None), None),
-            else_=capped(
-                archive,
-                archive.c.queue == queues.c.name,
-                archive.c.finished_at < before(queues.c.retain_cancelled),
-                dropped,
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("cancelled_past"),
-        case(
-            (queues.c.retain_dead.is_(None), None),
-            else_=capped(
-                jobs,
-                jobs.c.queue == queues.c.name,
-                jobs.c.status == const("dead"),
-                jobs.c.available_at < before(queues.c.retain_dead),
-                outer=queues,
-                cap=cap,
-            ),
-        ).label("dead_past"),
+        past("completed_past", queues.c.retain_completed, archive, archive.c.finished_at, done),
+        past("cancelled_past", queues.c.retain_cancelled, archive, archive.c.finished_at, dropped),
+        past(
+            "dead_past",
+            queues.c.retain_dead,
+            jobs,
+            jobs.c.available_at,
+            jobs.c.status == const("dead"),
+        ),
     ).order_by(queues.c.name)
 
 
