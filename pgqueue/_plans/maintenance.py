@@ -211,9 +211,9 @@ def maintain(
 # --------------------------------------------------------------------------- partitions
 #: Months after the current one whose archive partitions are created ahead.
 AHEAD_MONTHS = 2
-#: How long a partition's drop waits for its lock on the archive (it needs an ACCESS
-#: EXCLUSIVE lock for a moment: waiting longer would queue every finishing job behind
-#: a long reader of the archive). It is tried again at the next pass.
+#: How long a partition's creation or drop waits for its lock on the archive (both need
+#: an ACCESS EXCLUSIVE lock for a moment: waiting longer would queue every finishing job
+#: behind a long reader of the archive). It is tried again at the next pass.
 DROP_LOCK_TIMEOUT = "2s"
 
 
@@ -247,15 +247,24 @@ def _ddl(sql: str) -> Executable:
     return statement
 
 
-@plan(transaction=False)
+def _lock_timeout() -> Step:
+    """``lock_timeout`` for the rest of this transaction only (the caller's, with
+    ``bind=``: it then raises rather than queue the caller behind a reader)."""
+    return Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
+
+
+@plan(transaction=True)
 def partitions(ctx: Context, now: datetime | None = None) -> Steps[PartitionWork]:
-    """Create the archive's partitions of this month and :data:`AHEAD_MONTHS` ahead;
-    find those past every queue's retention. ``now``: the database's, unless a test
-    moves it. Only a role that owns the archive may: another gets ``owner=False``."""
+    """Create the archive's partitions of this month and :data:`AHEAD_MONTHS` ahead, in
+    one short transaction that waits at most :data:`DROP_LOCK_TIMEOUT` for the
+    archive's lock (a lock timeout raises: the next pass tries again); find those past
+    every queue's retention. ``now``: the database's, unless a test moves it. Only a
+    role that owns the archive may: another gets ``owner=False``."""
     archive = _quoted(ctx, "pgqueue_archive")
     rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": archive})
     if rows and not rows[0][1]:
         return PartitionWork(owner=False)
+    yield _lock_timeout()
     existing = {r[0] for r in rows}
     ((forever, longest, db_now),) = yield Step(ctx.sql.LONGEST_RETENTION, {})
     now = (now or db_now).astimezone(timezone.utc)
@@ -302,7 +311,7 @@ def drop_partition(ctx: Context, name: str) -> Steps[None]:
     for its lock (a lock timeout raises: the next pass tries again)."""
     if _partition_month(name) is None:  # never the default partition, nor a stranger
         raise ValueError(f"not an archive partition: {name!r}")
-    yield Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
+    yield _lock_timeout()
     yield Step(_ddl(f"DROP TABLE {_quoted(ctx, name)}"), {})
 
 

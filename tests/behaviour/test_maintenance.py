@@ -26,7 +26,7 @@ from pgqueue import (
 )
 from pgqueue._compat import Event, TaskGroup
 from pgqueue._drive import run
-from pgqueue._maintenance import AsyncLeadership
+from pgqueue._maintenance import AsyncLeadership, run_pass
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
 from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
@@ -562,6 +562,30 @@ def test_a_month_is_not_made_over_rows_in_the_default_partition(
         assert db.scalar("SELECT count(*) FROM pgqueue_archive") == 1
     finally:
         db.rows("DELETE FROM pgqueue_archive")
+        drop_partitions(db, made)
+
+
+def test_a_month_is_not_made_while_a_reader_holds_the_archive(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Making a partition takes the archive's ACCESS EXCLUSIVE lock: behind a long
+    reader it gives up after the lock timeout (else every finishing job would queue
+    behind it), the pass goes on without it, and the next pass makes it."""
+    monkeypatch.setattr(maintenance_plans, "DROP_LOCK_TIMEOUT", "100ms")
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    made = [f"pgqueue_archive_y2033m{m:02d}" for m in (6, 7, 8)]
+    try:
+        with sync_engine.connect() as reader:
+            reader.execute(text(f"SELECT count(*) FROM {SCHEMA}.pgqueue_archive"))
+            report = run_pass(sync_engine, None, ctx, now=utc(2033, 6, 10))
+            assert report.partitions_created == ()
+            assert "partitions not made this time" in caplog.text
+            assert not set(made) & set(partition_names(db))
+            reader.rollback()
+        report = run_pass(sync_engine, None, ctx, now=utc(2033, 6, 10))
+        assert report.partitions_created == tuple(made)
+    finally:
         drop_partitions(db, made)
 
 

@@ -26,7 +26,7 @@ from pgqueue import (
 )
 from pgqueue._acompat import Event, TaskGroup
 from pgqueue._drive import arun
-from pgqueue._maintenance_async import AsyncLeadership
+from pgqueue._maintenance_async import AsyncLeadership, run_pass
 from pgqueue._plans import Context
 from pgqueue._plans import maintenance as maintenance_plans
 from pgqueue.errors import InvalidArgument, InvalidDelay, QueueNotFound
@@ -564,6 +564,30 @@ async def test_a_month_is_not_made_over_rows_in_the_default_partition(
         assert await db.scalar("SELECT count(*) FROM pgqueue_archive") == 1
     finally:
         await db.rows("DELETE FROM pgqueue_archive")
+        await drop_partitions(db, made)
+
+
+async def test_a_month_is_not_made_while_a_reader_holds_the_archive(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Making a partition takes the archive's ACCESS EXCLUSIVE lock: behind a long
+    reader it gives up after the lock timeout (else every finishing job would queue
+    behind it), the pass goes on without it, and the next pass makes it."""
+    monkeypatch.setattr(maintenance_plans, "DROP_LOCK_TIMEOUT", "100ms")
+    db = AsyncDB(async_engine, None)
+    ctx = Context(SCHEMA)
+    made = [f"pgqueue_archive_y2033m{m:02d}" for m in (6, 7, 8)]
+    try:
+        async with async_engine.connect() as reader:
+            await reader.execute(text(f"SELECT count(*) FROM {SCHEMA}.pgqueue_archive"))
+            report = await run_pass(async_engine, None, ctx, now=utc(2033, 6, 10))
+            assert report.partitions_created == ()
+            assert "partitions not made this time" in caplog.text
+            assert not set(made) & set(await partition_names(db))
+            await reader.rollback()
+        report = await run_pass(async_engine, None, ctx, now=utc(2033, 6, 10))
+        assert report.partitions_created == tuple(made)
+    finally:
         await drop_partitions(db, made)
 
 
