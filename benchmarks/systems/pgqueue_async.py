@@ -16,6 +16,9 @@ from common import QUEUE, Churn, Paced, Probe, Timed, payload, payload_batches, 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pgqueue import AsyncAdmin, AsyncConsumer, AsyncProducer, AsyncWorker, Message
+from pgqueue._acompat import Event
+from pgqueue._maintenance_async import AsyncLeadership
+from pgqueue._plans import Context
 
 from .base import System
 
@@ -124,15 +127,23 @@ class PgqueueAsyncpg(System):
         await engine.dispose()
 
     async def churn(self, n: int, seconds: float) -> int:
-        engine = self.engine(pool_size=2)
+        """``n`` jobs through a consumer, with a maintenance leader beside it as every
+        deployment of workers has one (without it only autovacuum cleans the hot
+        table: docs/scaling.md, W6)."""
+        engine = self.engine(pool_size=3)
         producer = AsyncProducer(engine, QUEUE)
         consumer = AsyncConsumer(engine, QUEUE, listen=False)
+        stopping = Event()
+        leader = AsyncLeadership(engine, Context("public"), stopping)
+        leading = asyncio.create_task(leader.run())
         jobs = [payload(i) for i in range(self.churn_batch)]
         churn = Churn(n, seconds)
         while churn.going():
             await producer.batch_enqueue(jobs)
             while batch := churn.count(await consumer.dequeue(self.churn_batch)):
                 await consumer.ack_batch(batch)
+        stopping.set()
+        await leading
         await consumer.shutdown()
         await self._done(engine, producer)
         return churn.done
