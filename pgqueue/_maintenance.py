@@ -125,7 +125,10 @@ FIRST_PASS_AFTER = 5.0
 #: (:func:`~pgqueue._plans.maintenance.vacuum_hot_table`): every dequeue walks the
 #: ready index's dead entries until a vacuum removes them, and a pass a minute (or
 #: autovacuum's one-minute naptime) lets a busy queue pile up hundreds of thousands
-#: (docs/scaling.md, W6). The check is one read of the statistics.
+#: (docs/scaling.md, W6). Otherwise it ANALYZEs it when enough rows changed
+#: (:func:`~pgqueue._plans.maintenance.analyze_hot_table`): queue depths past the
+#: exact-count cap are estimated from its statistics. Each check is one read of the
+#: statistics.
 VACUUM_CHECK_EVERY = 5.0
 
 
@@ -244,6 +247,8 @@ class AsyncLeadership:
             plan = maintenance_plans.vacuum_hot_table(self._ctx)
             if run(self._engine, None, plan, self._ctx):
                 log.info("maintenance: hot table vacuumed (many dead tuples)")
+            elif run(self._engine, None, maintenance_plans.analyze_hot_table(self._ctx), self._ctx):
+                log.info("maintenance: hot table analyzed (many rows changed)")
         except Exception as exc:
             log.warning("maintenance: vacuum check failed (%s)", exc)
 

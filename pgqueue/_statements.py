@@ -94,6 +94,9 @@ class Statements:
     HELD_BACK: Executable
     METRICS: Executable
     QUEUE_DEPTHS: Executable
+    METRICS_CAPPED: Executable
+    DEPTH_STATISTICS: Executable
+    ARCHIVE_STATISTICS: Executable
     # registration
     REGISTER_WORKER: Executable
     HEARTBEAT: Executable

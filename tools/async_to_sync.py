@@ -44,6 +44,7 @@ SOURCES = [
     "pgqueue/worker_async.py",
     "tests/behaviour/test_producer_async.py",
     "tests/behaviour/test_admin_async.py",
+    "tests/behaviour/test_counts_async.py",
     "tests/behaviour/test_consumer_async.py",
     "tests/behaviour/test_worker_async.py",
     "tests/behaviour/test_embedding_async.py",

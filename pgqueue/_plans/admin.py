@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Executable
 
-from .. import _rows
+from .. import _counts, _rows
 from .._sql.queues import UPDATABLE
 from ..errors import QueueAlreadyExists, QueueNotFound
 from ..types import (
@@ -153,14 +153,63 @@ def set_paused(ctx: Context, name: str, paused: bool) -> Steps[QueueInfo]:
 
 
 @plan(transaction=False)
-def metrics(ctx: Context, name: str, top_keys: int = 0) -> Steps[QueueMetrics]:
+def metrics(ctx: Context, name: str, top_keys: int = 0, exact: bool = False) -> Steps[QueueMetrics]:
     yield from get_queue(ctx, name).steps
-    (row,) = yield Step(ctx.sql.METRICS, {"b_queue": name})
-    found = _rows.queue_metrics(name, row)
+    if exact:
+        (row,) = yield Step(ctx.sql.METRICS, {"b_queue": name})
+        found = _rows.queue_metrics(name, row)
+    else:
+        found = yield from _capped_metrics(ctx, name)
     if top_keys:
         keys = yield from key_metrics(ctx, name, top_keys)
         found = dataclasses.replace(found, keys=tuple(keys))
     return found
+
+
+def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
+    """Each status counted up to :data:`~pgqueue._counts.COUNT_CAP`, estimated above
+    (``estimated`` names those)."""
+    cap = _counts.COUNT_CAP
+    (row,) = yield Step(ctx.sql.METRICS_CAPPED, {"b_queue": name, "b_cap": cap})
+    params = {"b_schema": ctx.schema}
+    estimate: list[_counts.Estimate] = []
+    if any(c >= cap for c in (row.queued, row.scheduled, row.running, row.dead)):
+        (stats,) = yield Step(ctx.sql.DEPTH_STATISTICS, params)
+        estimate.append(_counts.job_estimates(stats))
+
+    def guess(status: str) -> Callable[[], float]:
+        return lambda: estimate[0](name, status)
+
+    queued, q_est = _counts.settle(row.queued, cap, guess("queued"))
+    scheduled, s_est = _counts.settle(row.scheduled, cap, guess("scheduled"))
+    due = row.due  # of the scheduled ones, those due now (ready)
+    if due >= cap:  # and so is the total: the rest past the cap, halves
+        due = max(cap, scheduled // 2)
+    later = max(0, scheduled - due)
+    running, r_est = _counts.settle(row.running, cap, guess("running"))
+    dead, d_est = _counts.settle(row.dead, cap, guess("dead"))
+    archived, a_est = row.archived, row.archived >= cap
+    if a_est:
+        parts = yield Step(ctx.sql.ARCHIVE_STATISTICS, params)
+        queues = yield Step(ctx.sql.SELECT_QUEUES, {})
+        archived = max(archived, round(_counts.archived_estimate(parts, name, len(queues))))
+    flags = {
+        "ready": q_est or row.due >= cap,
+        "scheduled": s_est,
+        "running": r_est,
+        "dead": d_est,
+        "archived": a_est,
+    }
+    return QueueMetrics(
+        name,
+        queued + due,
+        later,
+        running,
+        dead,
+        archived,
+        row.oldest_ready_age,
+        estimated=tuple(k for k, v in flags.items() if v),
+    )
 
 
 def key_metrics(

@@ -325,6 +325,16 @@ VACUUM_DEAD_MIN = 20_000
 VACUUM_DEAD_FRACTION = 0.2
 
 
+#: The leader ANALYZEs the hot table (and an archive partition) once this many of its
+#: rows, and at least :data:`ANALYZE_MOD_FRACTION` of its live ones, changed since the
+#: last ANALYZE: queue depths past the exact-count cap are estimated from its
+#: statistics (pgqueue/_counts.py), and where autovacuum is off nothing else refreshes
+#: them. ANALYZE reads a sample of 30,000 rows (0.4 s at 1,000,000 jobs) and blocks
+#: no reader or writer.
+ANALYZE_MOD_MIN = 2_000
+ANALYZE_MOD_FRACTION = 0.1
+
+
 def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
     """VACUUM (ANALYZE) the table ``name`` (quoted, qualified) if its statistics show
     at least :data:`VACUUM_DEAD_MIN` dead tuples and :data:`VACUUM_DEAD_FRACTION` of
@@ -332,10 +342,24 @@ def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
     rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
     if not rows:
         return False
-    live, dead, owner = rows[0]
+    live, dead, owner, _ = rows[0]
     if not owner or dead < max(VACUUM_DEAD_MIN, VACUUM_DEAD_FRACTION * live):
         return False
     yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
+    return True
+
+
+def _analyze_if_owed(ctx: Context, name: str) -> Steps[bool]:
+    """ANALYZE the table ``name`` (quoted, qualified) if at least
+    :data:`ANALYZE_MOD_MIN` of its rows, and :data:`ANALYZE_MOD_FRACTION` of its live
+    ones, changed since its last ANALYZE, and this role owns it; whether it did."""
+    rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
+    if not rows:
+        return False
+    live, _, owner, changed = rows[0]
+    if not owner or (changed or 0) < max(ANALYZE_MOD_MIN, ANALYZE_MOD_FRACTION * live):
+        return False
+    yield Step(_ddl(f"ANALYZE {name}"), {})
     return True
 
 
@@ -344,6 +368,13 @@ def vacuum_hot_table(ctx: Context) -> Steps[bool]:
     """VACUUM ``pgqueue_jobs`` if it is owed one (and this role owns it); whether it
     did. Runs in autocommit (VACUUM cannot run in a transaction)."""
     return (yield from _vacuum_if_owed(ctx, _quoted(ctx, "pgqueue_jobs")))
+
+
+@plan(transaction=False)
+def analyze_hot_table(ctx: Context) -> Steps[bool]:
+    """ANALYZE ``pgqueue_jobs`` if it is owed one (:data:`ANALYZE_MOD_MIN`) and this
+    role owns it; whether it did."""
+    return (yield from _analyze_if_owed(ctx, _quoted(ctx, "pgqueue_jobs")))
 
 
 @plan(transaction=False)
@@ -357,4 +388,6 @@ def vacuum_archive(ctx: Context) -> Steps[tuple[str, ...]]:
     for name, owner in rows:
         if owner and (yield from _vacuum_if_owed(ctx, _quoted(ctx, name))):
             done.append(name)
+        elif owner:  # its statistics estimate a queue's archived jobs (pgqueue._counts)
+            yield from _analyze_if_owed(ctx, _quoted(ctx, name))
     return tuple(done)

@@ -283,16 +283,19 @@ _stats = table(
     column("relid", OID),
     column("n_live_tup", Integer),
     column("n_dead_tup", Integer),
+    column("n_mod_since_analyze", Integer),
     schema="pg_catalog",
 )
 _hot = cast(bindparam("b_table", type_=Text), REGCLASS)
-#: A table's (live, dead) tuples as the statistics collector last counted them, and
-#: whether the current role owns it (may VACUUM it) — ``b_table``: its quoted,
-#: qualified name (the hot table, or one partition of the archive).
+#: A table's (live, dead) tuples as the statistics collector last counted them,
+#: whether the current role owns it (may VACUUM it), and the rows changed since its
+#: last ANALYZE — ``b_table``: its quoted, qualified name (the hot table, or one
+#: partition of the archive).
 HOT_TABLE_STATS = select(
     _stats.c.n_live_tup,
     _stats.c.n_dead_tup,
     select(func.pg_catalog.pg_has_role(_owner.c.relowner, const("USAGE")))
     .where(_owner.c.oid == _hot)
     .scalar_subquery(),
+    _stats.c.n_mod_since_analyze,
 ).where(_stats.c.relid == _hot)

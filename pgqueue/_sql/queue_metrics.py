@@ -14,6 +14,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -139,4 +140,77 @@ QUEUE_DEPTHS = (
     )
     .where(or_(_queues_wanted.is_(None), _name == func.any(_queues_wanted)))
     .order_by(_name)
+)
+
+# admin.metrics (and ``pgqueue stats``) without ``exact``: one queue's statuses each
+# counted up to b_cap by a walk of its index (index-only: a few pages), its archived
+# jobs likewise, the scheduled ones due now (ready: a walk of the waiting index that
+# reads each row's status, so only these), and the oldest ready age as the collector
+# reads it; a count at the cap is estimated (pgqueue._counts).
+_sched_due = jobs.c.available_at <= _now
+
+
+def _capped_where(*where: Any, table: Any = jobs) -> Any:
+    hits: Any = select(literal_column("1")).select_from(table).where(*where).correlate(queues)
+    return (
+        select(func.pg_catalog.count(STAR))
+        .select_from(hits.limit(_cap).subquery())
+        .scalar_subquery()
+    )
+
+
+_of_q = jobs.c.queue == _name
+METRICS_CAPPED = select(
+    _capped_where(_of_q, jobs.c.status == STATUS_QUEUED).label("queued"),
+    _capped_where(_of_q, jobs.c.status == STATUS_SCHEDULED, _sched_due).label("due"),
+    _capped_where(_of_q, jobs.c.status == STATUS_SCHEDULED).label("scheduled"),
+    _capped_where(_of_q, jobs.c.status == STATUS_RUNNING).label("running"),
+    _capped_where(_of_q, jobs.c.status == STATUS_DEAD).label("dead"),
+    _capped_where(archive.c.queue == _name, table=archive).label("archived"),
+    (_now - func.least(_oldest_queued, _oldest_due)).label("oldest_ready_age"),
+).where(_name == bindparam("b_queue"))
+
+#: The statistics a depth above the cap is estimated from (pgqueue._counts): the hot
+#: table's live rows (the statistics system's running count) and rows of its last
+#: ANALYZE, each column's most common values, and the (queue, status) MCV list of the
+#: extended statistics (migration 0012), its pairs as two arrays.
+DEPTH_STATISTICS = text(
+    """
+    SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples,
+      q.most_common_vals::text::text[] AS queue_vals, q.most_common_freqs AS queue_freqs,
+      q.n_distinct AS queue_distinct,
+      st.most_common_vals::text::text[] AS status_vals,
+      st.most_common_freqs AS status_freqs, st.n_distinct AS status_distinct,
+      ARRAY(SELECT x.most_common_vals[i][1] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_queues,
+      ARRAY(SELECT x.most_common_vals[i][2] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_statuses,
+      x.most_common_freqs AS pair_freqs
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
+      AND st.tablename = c.relname AND st.attname = 'status'
+    LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
+      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.most_common_vals IS NOT NULL
+    WHERE n.nspname = :b_schema AND c.relname = 'pgqueue_jobs'
+    """
+)
+
+#: Each archive partition's rows (its last ANALYZE's count, and the statistics
+#: system's live count) and its queue column's most common values.
+ARCHIVE_STATISTICS = text(
+    """
+    SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples, q.most_common_vals::text::text[] AS vals,
+      q.most_common_freqs AS freqs, q.n_distinct AS distinct
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    WHERE n.nspname = :b_schema AND p.relname = 'pgqueue_archive'
+    """
 )

@@ -100,6 +100,13 @@ def json_option(f: F) -> F:
     return click.option("--json", is_flag=True, help="one JSON document on stdout")(f)
 
 
+def exact_option(f: F) -> F:
+    """Counts exact to 1,000 and estimated above (shown ``~N``) unless ``--exact``."""
+    return click.option(
+        "--exact", is_flag=True, help="count every job (default: exact to 1,000, ~N above)"
+    )(f)
+
+
 def yes_option(help: str) -> Callable[[F], F]:
     return click.option("--yes", is_flag=True, help=help)
 

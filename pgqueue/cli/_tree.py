@@ -39,6 +39,7 @@ from .. import __version__
 from ._options import (
     DURATION,
     POSITIVE,
+    exact_option,
     filter_options,
     json_option,
     log_options,
@@ -131,6 +132,7 @@ def queue_update() -> None: ...
 
 @queue.command("list", help="queues with their counts")
 @json_option
+@exact_option
 @runs(cmd_queue, action="list")
 def queue_list() -> None: ...
 
@@ -186,6 +188,7 @@ def metrics() -> None: ...
 @click.option("--interval", type=POSITIVE, default=1.0, help="seconds between views")
 @click.option("--once", is_flag=True, help="print once and exit")
 @click.option("--json", is_flag=True, help="print once, as JSON, and exit")
+@exact_option
 @runs(cmd_stats)
 def stats() -> None: ...
 

@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from rich.console import Group
@@ -18,6 +19,7 @@ from rich.text import Text
 from .._validate import UNSET
 from ..admin import SyncAdmin
 from ..producer import SyncProducer
+from ..types import QueueMetrics
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -81,7 +83,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         )
     elif args.action == "list":
         rows = []
-        queues = [(q, admin.metrics(q.name)) for q in admin.list_queues()]
+        queues = [(q, admin.metrics(q.name, exact=args.exact)) for q in admin.list_queues()]
         if args.json:
             print_json([{"queue": q, "metrics": m} for q, m in queues])
             return 0
@@ -90,10 +92,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 (
                     q.name,
                     "paused" if q.paused else "active",
-                    m.ready,
-                    m.scheduled,
-                    m.running,
-                    m.dead,
+                    *(_counted(m, f) for f in ("ready", "scheduled", "running", "dead")),
                     q.max_attempts,
                     q.visibility_timeout,
                 )
@@ -207,25 +206,22 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- stats
-def _stats_view(admin: SyncAdmin) -> Group:
+def _counted(m: QueueMetrics, field: str) -> int | str:
+    """A count as shown: ``~N`` where it is an estimate (past the exact-count cap)."""
+    value: int = getattr(m, field)
+    return f"~{value}" if field in m.estimated else value
+
+
+def _stats_view(admin: SyncAdmin, exact: bool = False) -> Group:
     """Queues and workers now: two tables under a title line."""
     queues = admin.list_queues()
     rows = []
+    counts = ("ready", "scheduled", "running", "dead", "archived")
     for q in queues:
-        m = admin.metrics(q.name)
+        m = admin.metrics(q.name, exact=exact)
         age = f"{m.oldest_ready_age.total_seconds():.1f}s" if m.oldest_ready_age else "-"
-        rows.append(
-            (
-                q.name,
-                "paused" if q.paused else "active",
-                m.ready,
-                m.scheduled,
-                m.running,
-                m.dead,
-                m.archived,
-                age,
-            )
-        )
+        state = "paused" if q.paused else "active"
+        rows.append((q.name, state, *(_counted(m, f) for f in counts), age))
     header = ("queue", "state", "ready", "scheduled", "running", "dead", "archived", "oldest")
     workers = [
         (
@@ -250,9 +246,11 @@ def _stats_view(admin: SyncAdmin) -> Group:
     )
 
 
-def _stats_json(admin: SyncAdmin) -> dict[str, Any]:
+def _stats_json(admin: SyncAdmin, exact: bool = False) -> dict[str, Any]:
     return {
-        "queues": [{"queue": q, "metrics": admin.metrics(q.name)} for q in admin.list_queues()],
+        "queues": [
+            {"queue": q, "metrics": admin.metrics(q.name, exact=exact)} for q in admin.list_queues()
+        ],
         "workers": admin.list_workers(),
     }
 
@@ -260,23 +258,24 @@ def _stats_json(admin: SyncAdmin) -> dict[str, Any]:
 def cmd_stats(args: argparse.Namespace) -> int:
     admin = _admin(args)
     if args.json:
-        print_json(_stats_json(admin))
+        print_json(_stats_json(admin, args.exact))
         return 0
     out = console()
+    view = partial(_stats_view, admin, args.exact)
     if args.once:
-        out.print(_stats_view(admin))
+        out.print(view())
         return 0
     try:
         if not out.is_terminal:  # a pipe or a file: one plain view per interval, appended
             while True:
-                out.print(_stats_view(admin))
+                out.print(view())
                 out.print()
                 sys.stdout.flush()
                 time.sleep(args.interval)
         hint = Text("(ctrl-c to quit)", style="dim")
         with Live(console=out, auto_refresh=False, screen=False) as live:
             while True:
-                live.update(Group(_stats_view(admin), Text(""), hint), refresh=True)
+                live.update(Group(view(), Text(""), hint), refresh=True)
                 time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0

@@ -7,16 +7,15 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
+from .. import _counts
 from ._client import Collector, GaugeMetricFamily
 from ._client import require as _require
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-#: Jobs of one status counted exactly up to here; beyond, the planner's estimate.
-COUNT_CAP = 1_000
+#: Jobs of one status counted exactly up to here; beyond, estimated (pgqueue._counts).
+COUNT_CAP = _counts.COUNT_CAP
 STATUSES = ("queued", "scheduled", "running", "dead")
 #: The families a QueueCollector reports.
 QUEUE_FAMILIES = (
@@ -37,7 +36,8 @@ class QueueCollector(Collector):
     * ``pgqueue_queue_jobs{queue,status}``: jobs by status (queued, scheduled, running,
       dead). Each is counted exactly up to ``count_cap`` (a walk of that status's index,
       which stops there); above it, an estimate from the table's statistics of its last
-      ANALYZE (as the planner makes it; never below the cap), and
+      ANALYZE (the (queue, status) pair's frequency in the extended statistics times
+      the live rows; never below the cap), and
       ``pgqueue_queue_jobs_estimated{queue,status}`` is 1.
     * ``pgqueue_queue_oldest_ready_age_seconds{queue}``: how long the oldest job that
       could run now has waited (0 if none): the first in line of each priority, or the
@@ -108,7 +108,7 @@ class QueueCollector(Collector):
         )
         estimated = GaugeMetricFamily(
             "pgqueue_queue_jobs_estimated",
-            "1 where the count is the planner's estimate (past the exact-count cap).",
+            "1 where the count is estimated from statistics (past the exact-count cap).",
             labels=["queue", "status"],
         )
         oldest = GaugeMetricFamily(
@@ -142,7 +142,7 @@ class QueueCollector(Collector):
                     guess = count >= self._cap
                     if guess:
                         estimate = estimate or self._estimates(conn)
-                        count = max(count, estimate(name, status))
+                        count = max(count, round(estimate(name, status)))
                     jobs.add_metric([name, status], count)
                     estimated.add_metric([name, status], 1.0 if guess else 0.0)
                 oldest.add_metric([name], max(0.0, float(row.oldest_ready_age or 0.0)))
@@ -159,43 +159,8 @@ class QueueCollector(Collector):
         took.add_metric([], time.perf_counter() - started)
         return [jobs, estimated, oldest, paused, serving, took, keyed]
 
-    def _estimates(self, conn: Any) -> Any:
-        """A function (queue, status) -> estimated jobs: the planner's own arithmetic
-        (rows of the table times each value's frequency, the columns taken as
-        independent) over the statistics of the last ANALYZE, read in one query."""
-        row = conn.execute(_STATISTICS, {"schema": self._schema}).one()
-        rows = max(0.0, float(row.reltuples or 0.0))
-        queue_f = _frequencies(row.queue_vals, row.queue_freqs, row.queue_distinct, rows)
-        status_f = _frequencies(row.status_vals, row.status_freqs, row.status_distinct, rows)
-        return lambda queue, status: int(rows * queue_f(queue) * status_f(status))
-
-
-#: The statistics the planner estimates a (queue, status) count from: the table's rows,
-#: and the most common values of each column with their frequencies.
-_STATISTICS = text(
-    """
-    SELECT c.reltuples,
-      q.most_common_vals::text::text[] AS queue_vals, q.most_common_freqs AS queue_freqs,
-      q.n_distinct AS queue_distinct,
-      s.most_common_vals::text::text[] AS status_vals, s.most_common_freqs AS status_freqs,
-      s.n_distinct AS status_distinct
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN pg_stats q ON q.schemaname = n.nspname AND q.tablename = c.relname
-      AND q.attname = 'queue'
-    LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
-      AND s.attname = 'status'
-    WHERE n.nspname = :schema AND c.relname = 'pgqueue_jobs'
-    """
-)
-
-
-def _frequencies(
-    values: Sequence[str] | None, freqs: Sequence[float] | None, distinct: float | None, rows: float
-) -> Any:
-    known = dict(zip(values or (), freqs or (), strict=False))
-    n_distinct = float(distinct or 0.0)
-    if n_distinct < 0:  # a fraction of the rows
-        n_distinct = -n_distinct * rows
-    others = max(1.0, n_distinct - len(known))
-    rest = max(0.0, 1.0 - sum(known.values())) / others
-    return lambda value: known.get(value, rest)
+    def _estimates(self, conn: Any) -> _counts.Estimate:
+        """A function (queue, status) -> estimated jobs, from the statistics of the
+        table's last ANALYZE (pgqueue._counts), read in one query."""
+        row = conn.execute(self._sql.DEPTH_STATISTICS, {"b_schema": self._schema}).one()
+        return _counts.job_estimates(row)

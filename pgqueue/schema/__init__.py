@@ -34,6 +34,7 @@ from ._base import (
 from ._jobs import (
     ARCHIVE_DEFAULT_PARTITION,
     ARCHIVE_PARTITION_PREFIX,
+    JOBS_STATISTICS,
     JOBS_STORAGE,
     archive,
     archive_partition_name,
@@ -57,6 +58,7 @@ __all__ = [
     "COMPLETED",
     "DEAD",
     "DELETED",
+    "JOBS_STATISTICS",
     "JOBS_STORAGE",
     "LIVE_STATUSES",
     "NAMING_CONVENTION",

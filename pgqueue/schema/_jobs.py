@@ -263,3 +263,13 @@ JOBS_STORAGE: dict[str, Any] = {
     "autovacuum_analyze_scale_factor": 0.02,
     "autovacuum_vacuum_cost_delay": 0,
 }
+
+#: Extended statistics on the hot table, made by the migration (0012): (name, kinds,
+#: columns). Queue and status are correlated (each queue its own mix of statuses); the
+#: MCV list gives each (queue, status) pair's frequency, which the queue metrics
+#: estimate depths from above the exact-count cap (pgqueue/_counts.py).
+JOBS_STATISTICS: tuple[str, tuple[str, ...], tuple[str, ...]] = (
+    "pgqueue_jobs_queue_status",
+    ("mcv",),
+    ("queue", "status"),
+)

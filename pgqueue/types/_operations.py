@@ -49,7 +49,9 @@ class QueueMetrics:
     leased; ``dead``: dead-lettered; ``archived``: finished jobs kept in the archive;
     ``oldest_ready_age``: how long the oldest ready job has waited (``None`` if none);
     ``keys``: with ``admin.metrics(..., top_keys=N)``, the N keys with the most running
-    (then waiting) jobs (docs/flow-control.md), else empty.
+    (then waiting) jobs (docs/flow-control.md), else empty; ``estimated``: the counts
+    (of ``ready``, ``scheduled``, ``running``, ``dead``, ``archived``) past the exact-count
+    cap (1,000), estimated from the table's statistics (empty with ``exact=True``).
     """
 
     queue: str
@@ -60,6 +62,7 @@ class QueueMetrics:
     archived: int
     oldest_ready_age: timedelta | None
     keys: tuple[KeyMetrics, ...] = ()
+    estimated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -672,6 +672,44 @@ async def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     assert await dead_tuples() < 2000
 
 
+async def test_the_leader_analyzes_the_hot_table_once_enough_of_it_changed(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue depths past the exact-count cap are estimated from the statistics, which
+    nothing else refreshes where autovacuum is off."""
+    db = AsyncDB(async_engine, None)
+    ctx = Context(SCHEMA)
+    monkeypatch.setattr(maintenance_plans, "ANALYZE_MOD_MIN", 2_000)
+    changed = (
+        "SELECT n_mod_since_analyze FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+
+    async def analyze() -> bool:
+        done: bool = await arun(async_engine, None, maintenance_plans.analyze_hot_table(ctx), ctx)
+        return done
+
+    await db.rows("ANALYZE pgqueue_jobs")
+    await db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 1000)"
+    )
+    await db.until(f"SELECT ({changed}) >= 1000")
+    assert not await analyze()  # below ANALYZE_MOD_MIN
+    await db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 2000)"
+    )
+    await db.until(f"SELECT ({changed}) >= 3000")
+    assert await analyze()
+    assert await db.scalar(
+        "SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)",
+        t=f"{SCHEMA}.pgqueue_jobs",
+    ) == pytest.approx(3000, rel=0.01)
+    await db.until(f"SELECT ({changed}) < 2000")
+    assert not await analyze()
+
+
 async def test_the_pass_vacuums_archive_partitions_its_prunes_left_dead_tuples_in(
     async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,28 @@ SELECT EXISTS (SELECT *
 FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.finished_at >= $1::TIMESTAMP WITH TIME ZONE AND public.pgqueue_archive.finished_at < $2::TIMESTAMP WITH TIME ZONE) AS anon_1;
 
+-- ARCHIVE_STATISTICS [psycopg]
+SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples, q.most_common_vals::text::text[] AS vals,
+      q.most_common_freqs AS freqs, q.n_distinct AS distinct
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    WHERE n.nspname = %(b_schema)s AND p.relname = 'pgqueue_archive';
+
+-- ARCHIVE_STATISTICS [asyncpg]
+SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples, q.most_common_vals::text::text[] AS vals,
+      q.most_common_freqs AS freqs, q.n_distinct AS distinct
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    WHERE n.nspname = $1 AND p.relname = 'pgqueue_archive';
+
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
 (DELETE FROM public.pgqueue_jobs USING ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[])) AS m(id, lease) WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.cancel_requested RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.payload, public.pgqueue_jobs.headers, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.cancel_requested, public.pgqueue_jobs.awaited, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.waiting_on, public.pgqueue_jobs.key, public.pgqueue_jobs.weight),
@@ -445,6 +467,50 @@ DELETE FROM public.pgqueue_queues WHERE public.pgqueue_queues.name = %(b_queue)s
 -- DELETE_QUEUE [asyncpg]
 DELETE FROM public.pgqueue_queues WHERE public.pgqueue_queues.name = $1::VARCHAR RETURNING public.pgqueue_queues.id;
 
+-- DEPTH_STATISTICS [psycopg]
+SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples,
+      q.most_common_vals::text::text[] AS queue_vals, q.most_common_freqs AS queue_freqs,
+      q.n_distinct AS queue_distinct,
+      st.most_common_vals::text::text[] AS status_vals,
+      st.most_common_freqs AS status_freqs, st.n_distinct AS status_distinct,
+      ARRAY(SELECT x.most_common_vals[i][1] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_queues,
+      ARRAY(SELECT x.most_common_vals[i][2] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_statuses,
+      x.most_common_freqs AS pair_freqs
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
+      AND st.tablename = c.relname AND st.attname = 'status'
+    LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
+      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.most_common_vals IS NOT NULL
+    WHERE n.nspname = %(b_schema)s AND c.relname = 'pgqueue_jobs';
+
+-- DEPTH_STATISTICS [asyncpg]
+SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
+      c.reltuples::float8 AS reltuples,
+      q.most_common_vals::text::text[] AS queue_vals, q.most_common_freqs AS queue_freqs,
+      q.n_distinct AS queue_distinct,
+      st.most_common_vals::text::text[] AS status_vals,
+      st.most_common_freqs AS status_freqs, st.n_distinct AS status_distinct,
+      ARRAY(SELECT x.most_common_vals[i][1] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_queues,
+      ARRAY(SELECT x.most_common_vals[i][2] FROM pg_catalog.generate_subscripts(
+        x.most_common_vals, 1) i ORDER BY i) AS pair_statuses,
+      x.most_common_freqs AS pair_freqs
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
+      AND q.tablename = c.relname AND q.attname = 'queue'
+    LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
+      AND st.tablename = c.relname AND st.attname = 'status'
+    LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
+      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.most_common_vals IS NOT NULL
+    WHERE n.nspname = $1 AND c.relname = 'pgqueue_jobs';
+
 -- DEQUEUE [psycopg] (hot: sent to the driver directly)
 WITH ready AS
 (SELECT public.pgqueue_jobs.id AS id, public.pgqueue_jobs.priority AS priority, public.pgqueue_jobs.available_at AS available_at
@@ -842,14 +908,14 @@ WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = '
 -- HOT_TABLE_STATS [psycopg]
 SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
 FROM pg_catalog.pg_class AS owner
-WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze
 FROM pg_catalog.pg_stat_user_tables
 WHERE pg_catalog.pg_stat_user_tables.relid = CAST(%(b_table)s::VARCHAR AS REGCLASS);
 
 -- HOT_TABLE_STATS [asyncpg]
 SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
 FROM pg_catalog.pg_class AS owner
-WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze
 FROM pg_catalog.pg_stat_user_tables
 WHERE pg_catalog.pg_stat_user_tables.relid = CAST($1::VARCHAR AS REGCLASS);
 
@@ -1120,6 +1186,94 @@ FROM public.pgqueue_archive
 WHERE public.pgqueue_archive.queue = $1::VARCHAR) AS archived, pg_catalog.now() - (pg_catalog.min(public.pgqueue_jobs.available_at) FILTER (WHERE public.pgqueue_jobs.status = 'queued' OR public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR;
+
+-- METRICS_CAPPED [psycopg]
+SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT %(b_cap)s::INTEGER) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()
+ LIMIT %(b_cap)s::INTEGER) AS anon_2) AS due, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT %(b_cap)s::INTEGER) AS anon_3) AS scheduled, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT %(b_cap)s::INTEGER) AS anon_4) AS running, (SELECT pg_catalog.count(*) AS count_5
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT %(b_cap)s::INTEGER) AS anon_5) AS dead, (SELECT pg_catalog.count(*) AS count_6
+FROM (SELECT 1
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = public.pgqueue_queues.name
+ LIMIT %(b_cap)s::INTEGER) AS anon_6) AS archived, pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_7
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT %(param_1)s::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
+
+-- METRICS_CAPPED [asyncpg]
+SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT $1::INTEGER) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()
+ LIMIT $1::INTEGER) AS anon_2) AS due, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT $1::INTEGER) AS anon_3) AS scheduled, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT $1::INTEGER) AS anon_4) AS running, (SELECT pg_catalog.count(*) AS count_5
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT $1::INTEGER) AS anon_5) AS dead, (SELECT pg_catalog.count(*) AS count_6
+FROM (SELECT 1
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = public.pgqueue_queues.name
+ LIMIT $1::INTEGER) AS anon_6) AS archived, pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_7
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT $2::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $3::VARCHAR;
 
 -- NACK [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;

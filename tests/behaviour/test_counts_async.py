@@ -1,0 +1,124 @@
+"""Queue depths that stay cheap at any depth (``admin.metrics``): exact up to the cap
+(1,000), estimated above from the (queue, status) extended statistics (migration
+0012), and exact throughout with ``exact=True``.
+
+The layout is correlated on purpose: ten queues, each its own mix of statuses (the
+per-column statistics, multiplied as if independent, are far off on it). Rows are made
+with ``INSERT ... SELECT generate_series`` (tens of thousands, not a million).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from pgqueue import AsyncAdmin
+from pgqueue._counts import COUNT_CAP
+from pgqueue.errors import InvalidArgument
+from tests.support.db import AsyncDB
+
+#: How far an estimate may be from the count on this layout: ANALYZE samples 30,000
+#: rows, about half the table here (docs/monitoring.md has the million-job figures).
+TOLERANCE = 0.15
+
+#: Per queue k: jobs of each status (queued and dead past the cap, in mixes that differ
+#: from queue to queue; scheduled and running below it).
+LAYOUT = {
+    "queued": lambda k: 1_200 + 600 * k,
+    "dead": lambda k: 1_100 + 400 * (9 - k),
+    "scheduled": lambda k: 10 * k,
+    "running": lambda k: 3 + k,
+}
+
+FILL = """
+INSERT INTO pgqueue_jobs (queue, entrypoint, payload, status, attempts, available_at, lease,
+  locked_by)
+SELECT :queue, 'e', '{}', CAST(:status AS text),
+  CASE WHEN :status IN ('running', 'dead') THEN 1 ELSE 0 END,
+  CASE WHEN :status = 'scheduled' THEN now() + interval '1 hour' ELSE now() END,
+  CASE WHEN :status = 'running' THEN gen_random_uuid() END,
+  CASE WHEN :status = 'running' THEN 'test' END
+FROM generate_series(1, :n)
+"""
+
+
+async def correlated(db: AsyncDB, admin: AsyncAdmin) -> dict[str, dict[str, int]]:
+    """Ten queues of :data:`LAYOUT`, analyzed; their counts by status."""
+    truth: dict[str, dict[str, int]] = {}
+    for k in range(10):
+        await admin.create_queue(f"q{k}", **db.kw)
+    async with db.engine.begin() as conn:  # the fill and its ANALYZE in one transaction
+        for k in range(10):
+            for status, n in LAYOUT.items():
+                await conn.execute(text(FILL), {"queue": f"q{k}", "status": status, "n": n(k)})
+                truth.setdefault(f"q{k}", {})[status] = n(k)
+        await conn.execute(text("ANALYZE pgqueue_jobs"))
+    return truth
+
+
+def near(value: int, truth: int) -> bool:
+    return abs(value - truth) <= TOLERANCE * truth
+
+
+async def test_counts_below_the_cap_are_exact(async_db: AsyncDB) -> None:
+    admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
+    await admin.create_queue("tasks", **async_db.kw)
+    for status, n in (("queued", COUNT_CAP - 1), ("dead", 7), ("running", 3)):
+        await async_db.rows(FILL, queue="tasks", status=status, n=n)
+    m = await admin.metrics("tasks", **async_db.kw)
+    assert (m.ready, m.scheduled, m.running, m.dead, m.estimated) == (COUNT_CAP - 1, 0, 3, 7, ())
+    exact = await admin.metrics("tasks", exact=True, **async_db.kw)
+    assert (exact.ready, exact.running, exact.dead, exact.estimated) == (COUNT_CAP - 1, 3, 7, ())
+    assert exact.oldest_ready_age is not None and m.oldest_ready_age is not None
+
+
+@pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+async def test_counts_past_the_cap_are_estimated_per_queue_and_status(async_db: AsyncDB) -> None:
+    admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
+    truth = await correlated(async_db, admin)
+    for queue, by in truth.items():
+        m = await admin.metrics(queue, **async_db.kw)
+        assert m.estimated == ("ready", "dead"), queue
+        assert near(m.ready, by["queued"]), (queue, m.ready, by["queued"])
+        assert near(m.dead, by["dead"]), (queue, m.dead, by["dead"])
+        assert min(m.ready, m.dead) >= COUNT_CAP  # never below what was counted
+        # Below the cap: exact, whatever the statistics say.
+        assert (m.scheduled, m.running) == (by["scheduled"], by["running"])
+
+        exact = await admin.metrics(queue, exact=True, **async_db.kw)
+        counts = (exact.ready, exact.scheduled, exact.running, exact.dead)
+        assert counts == (by["queued"], by["scheduled"], by["running"], by["dead"])
+        assert exact.estimated == ()
+
+
+@pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+async def test_archived_past_the_cap_is_estimated(async_db: AsyncDB) -> None:
+    admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
+    for queue, n in (("big", 3 * COUNT_CAP), ("small", 20)):
+        await admin.create_queue(queue, **async_db.kw)
+        await async_db.rows(
+            "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+            " enqueued_at, outcome) SELECT i, :queue, 'e', '{}', 0, 1, now(), 'completed'"
+            " FROM generate_series(CAST(:lo AS bigint), CAST(:lo AS bigint) + :n - 1) i",
+            queue=queue,
+            lo=1 if queue == "big" else 10**6,
+            n=n,
+        )
+    # Statistics are per partition (the maintenance leader analyzes them too).
+    await async_db.rows("ANALYZE pgqueue_archive")
+    big = await admin.metrics("big", **async_db.kw)
+    assert big.estimated == ("archived",) and near(big.archived, 3 * COUNT_CAP)
+    small = await admin.metrics("small", **async_db.kw)
+    assert (small.archived, small.estimated) == (20, ())
+    assert (await admin.metrics("big", exact=True, **async_db.kw)).archived == 3 * COUNT_CAP
+
+
+@pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+async def test_exact_must_be_a_bool(async_db: AsyncDB) -> None:
+    admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
+    await admin.create_queue("tasks", **async_db.kw)
+    bad: Any = "yes"
+    with pytest.raises(InvalidArgument):
+        await admin.metrics("tasks", exact=bad, **async_db.kw)
