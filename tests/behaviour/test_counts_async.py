@@ -23,14 +23,19 @@ from tests.support.db import AsyncDB
 #: rows, about half the table here (docs/monitoring.md has the million-job figures).
 TOLERANCE = 0.15
 
-#: Per queue k: jobs of each status (queued and dead past the cap, in mixes that differ
-#: from queue to queue; scheduled and running below it).
-LAYOUT = {
-    "queued": lambda k: 1_200 + 600 * k,
-    "dead": lambda k: 1_100 + 400 * (9 - k),
-    "scheduled": lambda k: 10 * k,
-    "running": lambda k: 3 + k,
-}
+
+def layout(status: str, k: int) -> int:
+    """Queue k's jobs of ``status``: queued and dead past the cap, in mixes that differ
+    from queue to queue; scheduled and running below it."""
+    return {
+        "queued": 1_200 + 600 * k,
+        "dead": 1_100 + 400 * (9 - k),
+        "scheduled": 10 * k,
+        "running": 3 + k,
+    }[status]
+
+
+STATUSES = ("queued", "dead", "scheduled", "running")
 
 FILL = """
 INSERT INTO pgqueue_jobs (queue, entrypoint, payload, status, attempts, available_at, lease,
@@ -45,15 +50,16 @@ FROM generate_series(1, :n)
 
 
 async def correlated(db: AsyncDB, admin: AsyncAdmin) -> dict[str, dict[str, int]]:
-    """Ten queues of :data:`LAYOUT`, analyzed; their counts by status."""
+    """Ten queues of :func:`layout`, analyzed; their counts by status."""
     truth: dict[str, dict[str, int]] = {}
     for k in range(10):
         await admin.create_queue(f"q{k}", **db.kw)
     async with db.engine.begin() as conn:  # the fill and its ANALYZE in one transaction
         for k in range(10):
-            for status, n in LAYOUT.items():
-                await conn.execute(text(FILL), {"queue": f"q{k}", "status": status, "n": n(k)})
-                truth.setdefault(f"q{k}", {})[status] = n(k)
+            for status in STATUSES:
+                n = layout(status, k)
+                await conn.execute(text(FILL), {"queue": f"q{k}", "status": status, "n": n})
+                truth.setdefault(f"q{k}", {})[status] = n
         await conn.execute(text("ANALYZE pgqueue_jobs"))
     return truth
 
