@@ -17,10 +17,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .schema import JOBS_STATISTICS
+
 #: Jobs of one status (of one queue) counted exactly up to here; beyond, estimated.
 COUNT_CAP = 1_000
 
 Estimate = Callable[[str, str], float]
+
+
+def depth_params(schema: str) -> dict[str, str]:
+    """The binds of ``DEPTH_STATISTICS`` for pgqueue in ``schema``."""
+    return {"b_schema": schema, "b_table": "pgqueue_jobs", "b_statistics": JOBS_STATISTICS[0]}
+
+
+def archive_params(schema: str) -> dict[str, str]:
+    """The binds of ``ARCHIVE_STATISTICS`` for pgqueue in ``schema``."""
+    return {"b_schema": schema, "b_table": "pgqueue_archive"}
 
 
 def _frequencies(

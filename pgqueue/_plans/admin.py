@@ -171,10 +171,9 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     (``estimated`` names those)."""
     cap = _counts.COUNT_CAP
     (row,) = yield Step(ctx.sql.METRICS_CAPPED, {"b_queue": name, "b_cap": cap})
-    params = {"b_schema": ctx.schema}
     estimate: list[_counts.Estimate] = []
     if any(c >= cap for c in (row.queued, row.scheduled, row.running, row.dead)):
-        (stats,) = yield Step(ctx.sql.DEPTH_STATISTICS, params)
+        (stats,) = yield Step(ctx.sql.DEPTH_STATISTICS, _counts.depth_params(ctx.schema))
         estimate.append(_counts.job_estimates(stats))
 
     def guess(status: str) -> Callable[[], float]:
@@ -190,7 +189,7 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     dead, d_est = _counts.settle(row.dead, cap, guess("dead"))
     archived, a_est = row.archived, row.archived >= cap
     if a_est:
-        parts = yield Step(ctx.sql.ARCHIVE_STATISTICS, params)
+        parts = yield Step(ctx.sql.ARCHIVE_STATISTICS, _counts.archive_params(ctx.schema))
         queues = yield Step(ctx.sql.SELECT_QUEUES, {})
         archived = max(archived, round(_counts.archived_estimate(parts, name, len(queues))))
     flags = {

@@ -173,7 +173,8 @@ METRICS_CAPPED = select(
 #: The statistics a depth above the cap is estimated from (pgqueue._counts): the hot
 #: table's live rows (the statistics system's running count) and rows of its last
 #: ANALYZE, each column's most common values, and the (queue, status) MCV list of the
-#: extended statistics (migration 0012), its pairs as two arrays.
+#: extended statistics (migration 0012), its pairs as two arrays. The names are binds
+#: (pgqueue._counts.depth_params): the statement names no table of its own.
 DEPTH_STATISTICS = text(
     """
     SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
@@ -193,9 +194,9 @@ DEPTH_STATISTICS = text(
     LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
       AND st.tablename = c.relname AND st.attname = 'status'
     LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
-      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.statistics_name = :b_statistics
       AND x.most_common_vals IS NOT NULL
-    WHERE n.nspname = :b_schema AND c.relname = 'pgqueue_jobs'
+    WHERE n.nspname = :b_schema AND c.relname = :b_table
     """
 )
 
@@ -211,6 +212,6 @@ ARCHIVE_STATISTICS = text(
     JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
     LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
       AND q.tablename = c.relname AND q.attname = 'queue'
-    WHERE n.nspname = :b_schema AND p.relname = 'pgqueue_archive'
+    WHERE n.nspname = :b_schema AND p.relname = :b_table
     """
 )

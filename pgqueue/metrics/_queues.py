@@ -162,5 +162,6 @@ class QueueCollector(Collector):
     def _estimates(self, conn: Any) -> _counts.Estimate:
         """A function (queue, status) -> estimated jobs, from the statistics of the
         table's last ANALYZE (pgqueue._counts), read in one query."""
-        row = conn.execute(self._sql.DEPTH_STATISTICS, {"b_schema": self._schema}).one()
+        params = _counts.depth_params(self._schema)
+        row = conn.execute(self._sql.DEPTH_STATISTICS, params).one()
         return _counts.job_estimates(row)

@@ -237,6 +237,32 @@ def test_stats_once_shows_queues_and_workers(dsn: str, engine: Engine) -> None:
     worker.shutdown()
 
 
+def test_stats_marks_estimated_counts_and_counts_exactly_on_request(
+    dsn: str, engine: Engine
+) -> None:
+    """Past the exact-count cap (1,000) a count is estimated (``~N``, ``estimated`` in
+    JSON); ``--exact`` counts every job."""
+    SyncAdmin(engine, schema=SCHEMA).create_queue("tasks")
+    rows(
+        engine,
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'tasks', 'e', '{}' FROM generate_series(1, 1500)",
+    )
+    rows(engine, "ANALYZE pgqueue_jobs")
+    estimated, exact, listed = (
+        r.out
+        for r in together(
+            dsn, ["stats", "--json"], ["stats", "--json", "--exact"], ["queue", "list", "--exact"]
+        )
+    )
+    (queue,) = json.loads(estimated)["queues"]
+    assert queue["metrics"]["estimated"] == ["ready"] and queue["metrics"]["ready"] >= 1000
+    (queue,) = json.loads(exact)["queues"]
+    assert (queue["metrics"]["estimated"], queue["metrics"]["ready"]) == ([], 1500)
+    assert "1500" in listed and "~" not in listed
+    assert "~" in ok(dsn, "stats", "--once")
+
+
 def test_json_on_stats_dead_workers_and_schedules(dsn: str, engine: Engine) -> None:
     SyncAdmin(engine, schema=SCHEMA).create_queue("tasks", max_attempts=1)
     producer = SyncProducer(engine, "tasks", schema=SCHEMA)

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from pgqueue import AsyncAdmin, SchemaNotInstalled, SyncAdmin, _migrate
-from pgqueue.schema import JOBS_STORAGE, include_name, is_archive_partition
+from pgqueue.schema import JOBS_STATISTICS, JOBS_STORAGE, include_name, is_archive_partition
 from pgqueue.schema import metadata as pgqueue_metadata
 from tests.support.db import statements_on
 
@@ -521,9 +521,11 @@ def test_upgrade_matches_model_then_downgrade_and_upgrade_again(pg_url: URL, sch
         assert _diff(engine) == []
         _assert_catalog_matches_model(pg_url, schema)
         _assert_jobs_storage(engine, schema)
+        assert _statistics(engine, schema) == [JOBS_STATISTICS[0]]
 
         admin.uninstall()
         assert _schema_tables(pg_url, schema) == {VERSION_TABLE}
+        assert _statistics(engine, schema) == []
         added = {d[1].name for d in _diff(engine) if d[0] == "add_table"}
         assert added == PGQUEUE_TABLES  # the comparison does see this schema
 
@@ -533,6 +535,19 @@ def test_upgrade_matches_model_then_downgrade_and_upgrade_again(pg_url: URL, sch
         assert _versions(pg_url, schema) == [HEAD]
     finally:
         engine.dispose()
+
+
+def _statistics(engine: Engine, schema: str) -> list[str]:
+    """The extended statistics objects in ``schema`` (migration 0012)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT s.stxname FROM pg_statistic_ext s JOIN pg_namespace n"
+                " ON n.oid = s.stxnamespace WHERE n.nspname = :s ORDER BY 1"
+            ),
+            {"s": schema},
+        ).scalars()
+        return list(found)
 
 
 def _assert_jobs_storage(engine: Engine, schema: str) -> None:

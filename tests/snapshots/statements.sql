@@ -42,7 +42,7 @@ SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
     JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
     LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
       AND q.tablename = c.relname AND q.attname = 'queue'
-    WHERE n.nspname = %(b_schema)s AND p.relname = 'pgqueue_archive';
+    WHERE n.nspname = %(b_schema)s AND p.relname = %(b_table)s;
 
 -- ARCHIVE_STATISTICS [asyncpg]
 SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
@@ -53,7 +53,7 @@ SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
     JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
     LEFT JOIN pg_catalog.pg_stats q ON q.schemaname = n.nspname
       AND q.tablename = c.relname AND q.attname = 'queue'
-    WHERE n.nspname = $1 AND p.relname = 'pgqueue_archive';
+    WHERE n.nspname = $1 AND p.relname = $2;
 
 -- CANCEL_HELD [psycopg] (hot: sent to the driver directly)
 WITH ended AS
@@ -485,9 +485,9 @@ SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
     LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
       AND st.tablename = c.relname AND st.attname = 'status'
     LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
-      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.statistics_name = %(b_statistics)s
       AND x.most_common_vals IS NOT NULL
-    WHERE n.nspname = %(b_schema)s AND c.relname = 'pgqueue_jobs';
+    WHERE n.nspname = %(b_schema)s AND c.relname = %(b_table)s;
 
 -- DEPTH_STATISTICS [asyncpg]
 SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
@@ -507,9 +507,9 @@ SELECT pg_catalog.pg_stat_get_live_tuples(c.oid)::float8 AS live,
     LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = n.nspname
       AND st.tablename = c.relname AND st.attname = 'status'
     LEFT JOIN pg_catalog.pg_stats_ext x ON x.statistics_schemaname = n.nspname
-      AND x.statistics_name = 'pgqueue_jobs_queue_status'
+      AND x.statistics_name = $1
       AND x.most_common_vals IS NOT NULL
-    WHERE n.nspname = $1 AND c.relname = 'pgqueue_jobs';
+    WHERE n.nspname = $2 AND c.relname = $3;
 
 -- DEQUEUE [psycopg] (hot: sent to the driver directly)
 WITH ready AS
