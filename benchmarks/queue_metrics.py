@@ -3,12 +3,15 @@
 
 Builds ``--jobs`` jobs (default 1,000,000: 85% queued, 5% scheduled, half of them due,
 2% running, 8% dead) with SQL (``generate_series``), then ANALYZE, in two layouts: every
-job in one queue, and spread over 10 queues. Each layout is read ``--repeat`` times by
+job in one queue, and spread over 10 queues (each queue its own mix of statuses: queue
+and status are correlated). Each layout is read ``--repeat`` times by
 :class:`pgqueue.metrics.QueueCollector` (no cache: one full read of every queue per
-scrape), beside ``admin.metrics()`` of every queue (exact counts: what the collector
-would cost if it counted), ``admin.list_queues()`` and what ``pgqueue stats --json``
-reads (``_stats_json``: every queue's ``admin.metrics`` and the workers). Target (issues
-14 and 18): a scrape under 10 ms.
+scrape), beside ``admin.metrics()`` of every queue (exact to 1,000 and estimated above,
+the default; and ``exact=True``), ``admin.list_queues()`` and what ``pgqueue stats
+--json`` reads (``_stats_json``: every queue's ``admin.metrics`` and the workers). The
+worst relative error of the estimates against a ``GROUP BY`` count, and of the
+per-column estimate the collector made before the (queue, status) extended statistics
+(migration 0012). Target (issues 14 and 18): a scrape under 10 ms.
 
     python benchmarks/queue_metrics.py --dsn postgresql://postgres@127.0.0.1:5432/bench
     python benchmarks/queue_metrics.py --quick      # CI smoke run: 20,000 jobs
@@ -20,6 +23,7 @@ dropped and rebuilt.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -85,8 +89,46 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
     return samples, result
 
 
-def every_queue(admin: SyncAdmin, names: list[str]) -> list[Any]:
-    return [admin.metrics(name) for name in names]
+def every_queue(admin: SyncAdmin, names: list[str], exact: bool = False) -> list[Any]:
+    return [admin.metrics(name, exact=exact) for name in names]
+
+
+def independent_error(url: str, truth: dict[str, dict[str, int]]) -> float:
+    """The worst error of the estimate from per-column statistics only (a queue's
+    frequency times a status's, as the planner takes them without extended ones)."""
+    from pgqueue._counts import _frequencies
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT c.reltuples, q.most_common_vals::text::text[], q.most_common_freqs,"
+            " q.n_distinct, s.most_common_vals::text::text[], s.most_common_freqs,"
+            " s.n_distinct FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_stats q ON q.schemaname = n.nspname AND q.tablename = c.relname"
+            " AND q.attname = 'queue' JOIN pg_stats s ON s.schemaname = n.nspname"
+            " AND s.tablename = c.relname AND s.attname = 'status'"
+            " WHERE n.nspname = %s AND c.relname = 'pgqueue_jobs'",
+            (SCHEMA,),
+        ).fetchone()
+    assert row is not None
+    rows = float(row[0])
+    queue_f = _frequencies(row[1], row[2], row[3], rows)
+    status_f = _frequencies(row[4], row[5], row[6], rows)
+    return max(
+        abs(rows * queue_f(q) * status_f(s) - n) / n
+        for q, by in truth.items()
+        for s, n in by.items()
+        if n >= 1_000
+    )
+
+
+def admin_error(estimated: list[Any], exact: list[Any]) -> float:
+    """The worst error of admin.metrics' estimated counts against exact=True."""
+    errors = [0.0]
+    for e, x in zip(estimated, exact, strict=True):
+        for field in e.estimated:
+            truth = getattr(x, field)
+            errors.append(abs(getattr(e, field) - truth) / truth if truth else 0.0)
+    return max(errors)
 
 
 def exact(url: str, queues: int) -> dict[str, dict[str, int]]:
@@ -121,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             admin = SyncAdmin(engine, schema=SCHEMA)
             scrape, read = timed(collector.read, args.repeat)
             names = [f"q{q}" for q in range(queues)]
-            counted, _ = timed(partial(every_queue, admin, names), max(3, args.repeat // 10))
+            counted, estimated = timed(partial(every_queue, admin, names), args.repeat)
+            exact_runs = max(3, args.repeat // 10)
+            counted_exact, exact_metrics = timed(
+                partial(every_queue, admin, names, True), exact_runs
+            )
             listed, _ = timed(admin.list_queues, args.repeat)
-            stats_cli, _ = timed(partial(_stats_json, admin), max(3, args.repeat // 10))
+            stats_cli, _ = timed(partial(_stats_json, admin), args.repeat)
+            stats_exact, _ = timed(partial(_stats_json, admin, True), exact_runs)
             truth = exact(dsn.url, queues)
             error = max(
                 abs(read[q][f"jobs:{s}"] - n) / n
@@ -137,10 +184,16 @@ def main(argv: list[str] | None = None) -> int:
                     "jobs": args.jobs,
                     "scrape_p50_ms": statistics.median(scrape),
                     "scrape_p95_ms": sorted(scrape)[int(len(scrape) * 0.95) - 1],
-                    "exact_admin_metrics_p50_ms": statistics.median(counted),
+                    "admin_metrics_p50_ms": statistics.median(counted),
+                    "admin_metrics_p95_ms": sorted(counted)[int(len(counted) * 0.95) - 1],
+                    "exact_admin_metrics_p50_ms": statistics.median(counted_exact),
                     "list_queues_p50_ms": statistics.median(listed),
                     "stats_cli_p50_ms": statistics.median(stats_cli),
+                    "stats_cli_exact_p50_ms": statistics.median(stats_exact),
                     "worst_count_error": error,
+                    "worst_admin_metrics_error": admin_error(estimated, exact_metrics),
+                    "worst_independent_error": independent_error(dsn.url, truth),
+                    "load_average": os.getloadavg(),
                     "estimated": sorted(
                         f"{q}:{k.split(':')[1]}"
                         for q, values in read.items()
@@ -154,15 +207,21 @@ def main(argv: list[str] | None = None) -> int:
             version = conn.execute("SHOW server_version").fetchone()
     print(f"queue metrics with {args.jobs:,} jobs, PostgreSQL {version[0] if version else '?'}\n")
     print(
-        "| queues | scrape p50 | scrape p95 | exact counts (admin.metrics, every queue) "
-        "| admin.list_queues | pgqueue stats --json | worst count error |"
+        "| queues | collector scrape p50 / p95 | admin.metrics, every queue p50 / p95 "
+        "| same, exact=True | pgqueue stats --json (--exact) | admin.list_queues "
+        "| worst error: collector / admin.metrics / per-column only | load average |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['queues']} | {r['scrape_p50_ms']:.2f} ms | {r['scrape_p95_ms']:.2f} ms "
-            f"| {r['exact_admin_metrics_p50_ms']:.1f} ms | {r['list_queues_p50_ms']:.2f} ms "
-            f"| {r['stats_cli_p50_ms']:.1f} ms | {r['worst_count_error']:.1%} |"
+            f"| {r['queues']} | {r['scrape_p50_ms']:.1f} / {r['scrape_p95_ms']:.1f} ms "
+            f"| {r['admin_metrics_p50_ms']:.1f} / {r['admin_metrics_p95_ms']:.1f} ms "
+            f"| {r['exact_admin_metrics_p50_ms']:.0f} ms "
+            f"| {r['stats_cli_p50_ms']:.1f} ms ({r['stats_cli_exact_p50_ms']:.0f} ms) "
+            f"| {r['list_queues_p50_ms']:.2f} ms "
+            f"| {r['worst_count_error']:.1%} / {r['worst_admin_metrics_error']:.1%} "
+            f"/ {r['worst_independent_error']:.1%} "
+            f"| {' '.join(f'{x:.2f}' for x in r['load_average'])} |"
         )
     write_results(args.output, args, results)
     return 0

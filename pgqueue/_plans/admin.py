@@ -170,7 +170,7 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     """Each status counted up to :data:`~pgqueue._counts.COUNT_CAP`, estimated above
     (``estimated`` names those)."""
     cap = _counts.COUNT_CAP
-    (row,) = yield Step(ctx.sql.METRICS_CAPPED, {"b_queue": name, "b_cap": cap})
+    (row,) = yield Step(ctx.sql.METRICS_CAPPED, {"b_queue": name})
     estimate: list[_counts.Estimate] = []
     if any(c >= cap for c in (row.queued, row.scheduled, row.running, row.dead)):
         (stats,) = yield Step(ctx.sql.DEPTH_STATISTICS, _counts.depth_params(ctx.schema))
