@@ -40,7 +40,7 @@ class QueueCollector(Collector):
       dead). Each is counted exactly up to ``count_cap`` (a walk of that status's index,
       which stops there); above it, an estimate from the table's statistics of its last
       ANALYZE (the (queue, status) pair's frequency in the extended statistics times
-      the live rows; never below the cap), and
+      the rows it counted: docs/monitoring.md; never below the cap), and
       ``pgqueue_queue_jobs_estimated{queue,status}`` is 1.
     * ``pgqueue_queue_oldest_ready_age_seconds{queue}``: how long the oldest job that
       could run now has waited (0 if none): the first in line of each priority, or the
