@@ -95,6 +95,7 @@ class Statements:
     METRICS: Executable
     QUEUE_DEPTHS: Executable
     METRICS_CAPPED: Executable
+    METRICS_LATER: Executable
     DEPTH_STATISTICS: Executable
     ARCHIVE_STATISTICS: Executable
     # registration

@@ -181,9 +181,13 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
 
     queued, q_est = _counts.settle(row.queued, cap, guess("queued"))
     scheduled, s_est = _counts.settle(row.scheduled, cap, guess("scheduled"))
-    due = row.due  # of the scheduled ones, those due now (ready)
-    if due >= cap:  # and so is the total: the rest past the cap, halves
-        due = max(cap, scheduled // 2)
+    # The scheduled total split at now (due ones are ready) by the side counted exactly
+    # (both past the cap: halves).
+    due = row.due
+    if due >= cap:
+        (later,) = yield Step(ctx.sql.METRICS_LATER, {"b_queue": name})
+        later = int(later[0])
+        due = max(cap, scheduled - later) if later < cap else max(cap, scheduled // 2)
     later = max(0, scheduled - due)
     running, r_est = _counts.settle(row.running, cap, guess("running"))
     dead, d_est = _counts.settle(row.dead, cap, guess("dead"))
@@ -193,7 +197,7 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
         queues = yield Step(ctx.sql.SELECT_QUEUES, {})
         archived = max(archived, round(_counts.archived_estimate(parts, name, len(queues))))
     flags = {
-        "ready": q_est or row.due >= cap,
+        "ready": q_est or row.due >= cap,  # its due ones estimated
         "scheduled": s_est,
         "running": r_est,
         "dead": d_est,

@@ -177,6 +177,12 @@ METRICS_CAPPED = select(
     (_now - func.least(_oldest_queued, _oldest_due)).label("oldest_ready_age"),
 ).where(_name == bindparam("b_queue"))
 
+#: A queue's scheduled jobs not yet due, counted up to COUNT_CAP: read when those due
+#: reached the cap (the estimated scheduled total is then split by the side counted).
+METRICS_LATER = select(
+    _capped_where(_of_q, jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at > _now)
+).where(_name == bindparam("b_queue"))
+
 #: The statistics a depth above the cap is estimated from (pgqueue._counts): the hot
 #: table's live rows (the statistics system's running count) and rows of its last
 #: ANALYZE, each column's most common values, and the (queue, status) MCV list of the

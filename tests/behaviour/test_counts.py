@@ -101,6 +101,30 @@ def test_counts_past_the_cap_are_estimated_per_queue_and_status(sync_db: SyncDB)
 
 
 @pytest.mark.parametrize("sync_db", ["engine"], indirect=True)
+def test_scheduled_past_the_cap_is_split_at_now_by_the_side_counted(
+    sync_db: SyncDB,
+) -> None:
+    """1,500 scheduled jobs, all due: the due ones past the cap are estimated (ready),
+    the ones for later counted exactly (none)."""
+    admin = SyncAdmin(sync_db.engine, schema=sync_db.schema)
+    admin.create_queue("tasks", **sync_db.kw)
+    with sync_db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO pgqueue_jobs (queue, entrypoint, payload, status, available_at)"
+                " SELECT 'tasks', 'e', '{}', 'scheduled', now() - interval '1 minute'"
+                " FROM generate_series(1, 1500)"
+            )
+        )
+        conn.execute(text("ANALYZE pgqueue_jobs"))
+    m = admin.metrics("tasks", **sync_db.kw)
+    assert m.scheduled == 0 and near(m.ready, 1500), m
+    assert m.estimated == ("ready", "scheduled")
+    exact = admin.metrics("tasks", exact=True, **sync_db.kw)
+    assert (exact.ready, exact.scheduled) == (1500, 0)
+
+
+@pytest.mark.parametrize("sync_db", ["engine"], indirect=True)
 def test_archived_past_the_cap_is_estimated(sync_db: SyncDB) -> None:
     admin = SyncAdmin(sync_db.engine, schema=sync_db.schema)
     for queue, n in (("big", 3 * COUNT_CAP), ("small", 20)):

@@ -100,6 +100,30 @@ async def test_counts_past_the_cap_are_estimated_per_queue_and_status(async_db: 
 
 
 @pytest.mark.parametrize("async_db", ["engine"], indirect=True)
+async def test_scheduled_past_the_cap_is_split_at_now_by_the_side_counted(
+    async_db: AsyncDB,
+) -> None:
+    """1,500 scheduled jobs, all due: the due ones past the cap are estimated (ready),
+    the ones for later counted exactly (none)."""
+    admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
+    await admin.create_queue("tasks", **async_db.kw)
+    async with async_db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO pgqueue_jobs (queue, entrypoint, payload, status, available_at)"
+                " SELECT 'tasks', 'e', '{}', 'scheduled', now() - interval '1 minute'"
+                " FROM generate_series(1, 1500)"
+            )
+        )
+        await conn.execute(text("ANALYZE pgqueue_jobs"))
+    m = await admin.metrics("tasks", **async_db.kw)
+    assert m.scheduled == 0 and near(m.ready, 1500), m
+    assert m.estimated == ("ready", "scheduled")
+    exact = await admin.metrics("tasks", exact=True, **async_db.kw)
+    assert (exact.ready, exact.scheduled) == (1500, 0)
+
+
+@pytest.mark.parametrize("async_db", ["engine"], indirect=True)
 async def test_archived_past_the_cap_is_estimated(async_db: AsyncDB) -> None:
     admin = AsyncAdmin(async_db.engine, schema=async_db.schema)
     for queue, n in (("big", 3 * COUNT_CAP), ("small", 20)):

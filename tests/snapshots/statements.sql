@@ -1275,6 +1275,24 @@ WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $2::VARCHAR;
 
+-- METRICS_LATER [psycopg]
+SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()
+ LIMIT 1000) AS anon_2) AS anon_1
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
+
+-- METRICS_LATER [asyncpg]
+SELECT (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()
+ LIMIT 1000) AS anon_2) AS anon_1
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $1::VARCHAR;
+
 -- NACK [psycopg] (hot: sent to the driver directly)
 UPDATE public.pgqueue_jobs SET status=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN 'dead' ELSE 'scheduled' END, available_at=CASE WHEN (public.pgqueue_jobs.attempts >= coalesce(public.pgqueue_jobs.max_attempts, m.max_attempt, public.pgqueue_queues.max_attempts)) THEN pg_catalog.now() ELSE pg_catalog.now() + coalesce(m.delay, least(public.pgqueue_queues.retry_backoff * pg_catalog.power(CAST(%(param_1)s AS DOUBLE PRECISION), CAST(least(public.pgqueue_jobs.attempts - %(attempts_1)s::INTEGER, %(least_1)s::INTEGER) AS DOUBLE PRECISION)), public.pgqueue_queues.retry_backoff_max) * (%(param_2)s + pg_catalog.random() * %(random_1)s)) * INTERVAL '1 second' END, lease=%(lease)s::UUID, locked_by=%(locked_by)s::VARCHAR, last_error=m.error, errors=(coalesce(public.pgqueue_jobs.errors, CAST('[]' AS JSONB)) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', public.pgqueue_jobs.attempts, 'at', pg_catalog.now(), 'error', m.error, 'traceback', m.traceback))) FROM ROWS FROM (pg_catalog.unnest(%(b_ids)s::BIGINT[]), pg_catalog.unnest(%(b_leases)s::UUID[]), pg_catalog.unnest(%(b_errors)s::TEXT[]), pg_catalog.unnest(%(b_tracebacks)s::TEXT[]), pg_catalog.unnest(%(b_delays)s::DOUBLE PRECISION[]), pg_catalog.unnest(%(b_max_attempts)s::INTEGER[])) AS m(id, lease, error, traceback, delay, max_attempt), public.pgqueue_queues WHERE public.pgqueue_jobs.id = any(%(b_ids)s::BIGINT[]) AND public.pgqueue_jobs.id = m.id AND public.pgqueue_jobs.lease = m.lease AND public.pgqueue_jobs.status = 'running' AND public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND NOT public.pgqueue_jobs.cancel_requested AND public.pgqueue_queues.name = public.pgqueue_jobs.queue RETURNING public.pgqueue_jobs.id, m.lease, public.pgqueue_jobs.status, public.pgqueue_jobs.available_at, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified, CASE WHEN (public.pgqueue_jobs.awaited AND public.pgqueue_jobs.status = 'dead') THEN pg_catalog.pg_notify(%(b_done_channel)s::VARCHAR, CAST(public.pgqueue_jobs.id AS TEXT)) END AS announced;
 
