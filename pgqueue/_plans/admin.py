@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Executable
 
 from .. import _counts, _rows
+from .._sql.queue_metrics import LATER_PROBE
 from .._sql.queues import UPDATABLE
 from ..errors import QueueAlreadyExists, QueueNotFound
 from ..types import (
@@ -182,12 +183,12 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     queued, q_est = _counts.settle(row.queued, cap, guess("queued"))
     scheduled, s_est = _counts.settle(row.scheduled, cap, guess("scheduled"))
     # The scheduled total split at now (due ones are ready) by the side counted exactly
-    # (both past the cap: halves).
+    # (the due ones up to the cap, those for later up to LATER_PROBE; else halves).
     due = row.due
     if due >= cap:
-        (later,) = yield Step(ctx.sql.METRICS_LATER, {"b_queue": name})
-        later = int(later[0])
-        due = max(cap, scheduled - later) if later < cap else max(cap, scheduled // 2)
+        (probe,) = yield Step(ctx.sql.METRICS_LATER, {"b_queue": name})
+        later = int(probe[0])
+        due = max(cap, scheduled - later) if later < LATER_PROBE else max(cap, scheduled // 2)
     later = max(0, scheduled - due)
     running, r_est = _counts.settle(row.running, cap, guess("running"))
     dead, d_est = _counts.settle(row.dead, cap, guess("dead"))

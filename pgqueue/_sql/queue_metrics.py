@@ -157,11 +157,13 @@ _sched_due = jobs.c.available_at <= _now
 _fixed_cap: Any = literal_column(str(COUNT_CAP))
 
 
-def _capped_where(*where: Any, table: Any = jobs) -> Any:
+def _capped_where(*where: Any, table: Any = jobs, order: Any = None, cap: Any = _fixed_cap) -> Any:
     hits: Any = select(literal_column("1")).select_from(table).where(*where).correlate(queues)
+    if order is not None:
+        hits = hits.order_by(order)
     return (
         select(func.pg_catalog.count(STAR))
-        .select_from(hits.limit(_fixed_cap).subquery())
+        .select_from(hits.limit(cap).subquery())
         .scalar_subquery()
     )
 
@@ -177,10 +179,20 @@ METRICS_CAPPED = select(
     (_now - func.least(_oldest_queued, _oldest_due)).label("oldest_ready_age"),
 ).where(_name == bindparam("b_queue"))
 
-#: A queue's scheduled jobs not yet due, counted up to COUNT_CAP: read when those due
-#: reached the cap (the estimated scheduled total is then split by the side counted).
+#: A queue's scheduled jobs not yet due, counted up to LATER_PROBE: read when those
+#: due reached the cap (the estimated scheduled total is then split by the side counted
+#: exactly, else evenly). Each is a heap read (the waiting index has no status), from
+#: the index's far end: the running jobs it also holds (their lease expiry, soon) come
+#: last, read only when fewer are scheduled for later.
+LATER_PROBE = 100
 METRICS_LATER = select(
-    _capped_where(_of_q, jobs.c.status == STATUS_SCHEDULED, jobs.c.available_at > _now)
+    _capped_where(
+        _of_q,
+        jobs.c.status == STATUS_SCHEDULED,
+        jobs.c.available_at > _now,
+        order=jobs.c.available_at.desc(),
+        cap=literal_column(str(LATER_PROBE)),
+    )
 ).where(_name == bindparam("b_queue"))
 
 #: The statistics a depth above the cap is estimated from (pgqueue._counts): the hot

@@ -1279,8 +1279,8 @@ WHERE public.pgqueue_queues.name = $2::VARCHAR;
 SELECT (SELECT pg_catalog.count(*) AS count_1
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()
- LIMIT 1000) AS anon_2) AS anon_1
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now() ORDER BY public.pgqueue_jobs.available_at DESC
+ LIMIT 100) AS anon_2) AS anon_1
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
 
@@ -1288,8 +1288,8 @@ WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR;
 SELECT (SELECT pg_catalog.count(*) AS count_1
 FROM (SELECT 1
 FROM public.pgqueue_jobs
-WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now()
- LIMIT 1000) AS anon_2) AS anon_1
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at > pg_catalog.now() ORDER BY public.pgqueue_jobs.available_at DESC
+ LIMIT 100) AS anon_2) AS anon_1
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $1::VARCHAR;
 
