@@ -65,6 +65,7 @@ class AsyncFetchLoop:
         limited = any(e.limited or e.keyed for e in self._entrypoints.values())
         sizing = Prefetch(self._concurrency, self._batch_size, adaptive=not limited)
         spawned = ended = 0  # handlers started by this loop; ended by the last fetch
+        fetched_at = time.monotonic()  # when the last fetch returned
         while not self._stop_requested:
             if self._state == SUSPENDED:
                 # Suspended: nothing new starts; what waited goes back unspent.
@@ -131,8 +132,10 @@ class AsyncFetchLoop:
             # handlers still running, never grow the buffer).
             before, ended = ended, spawned - len(jobs)
             waited = not buffer and len(jobs) < self._concurrency and ended > before
-            sizing.fetched(free, len(fetched), waited)
             now = time.monotonic()
+            pace = (ended - before) / max(now - fetched_at, 1e-6)  # handlers' jobs a second
+            fetched_at = now
+            sizing.fetched(free, len(fetched), waited, pace)
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:
                     solo.append(job)
