@@ -59,7 +59,7 @@ async def main(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     await worker.run()
     took = time.perf_counter() - began
-    print(f"{args.jobs} jobs of {args.handler_ms} ms: {took:.1f} s, {released} given back unstarted")
+    print(f"{args.jobs} jobs of {args.handler_ms} ms: {took:.1f} s, {released} given back")
     await engine.dispose()
 
 

@@ -284,7 +284,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
         )
         services = SyncServices(
             self._inflight,
-            TaskGroup(self._concurrency),
+            TaskGroup(self._concurrency, ended=self._wakeup.set),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),

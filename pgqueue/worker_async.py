@@ -285,7 +285,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
         )
         services = AsyncServices(
             self._inflight,
-            TaskGroup(self._concurrency),
+            TaskGroup(self._concurrency, ended=self._wakeup.set),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),
