@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .types import Message
 
@@ -34,8 +34,9 @@ class Job:
     #: How the handler's own ``worker.ack(bind=)`` ended it (completed, cancelled).
     acked: str | None = None
     #: Set when the job should stop: its timeout passed, or an admin cancelled it
-    #: (``worker.cancelled(job)``).
-    cancel: threading.Event = field(default_factory=threading.Event)
+    #: (``worker.cancelled(job)``). A plain flag (nothing waits on it, and a bool is
+    #: written atomically): an Event made per job is a cost every job paid (issue 22).
+    stop: bool = False
     #: An admin cancelled it (``admin.cancel_jobs``): it ends cancelled.
     cancel_requested: bool = False
     #: Never to start: its lease may be gone (an extend missed or failed before its
@@ -137,7 +138,7 @@ class InFlight:
                 if job is None or job.cancel_requested:
                     continue
                 job.cancel_requested = True
-                job.cancel.set()
+                job.stop = True
                 if job.started is not None and not job.finished:
                     newly.append(job)
         return newly

@@ -68,7 +68,7 @@ class AsyncRunner:
         seen = self._observer.handling(m)
 
         def timed_out() -> None:
-            job.cancel.set()
+            job.stop = True
             log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
 
         try:

@@ -246,7 +246,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
         ...         write(chunk)
         """
         held = self._inflight.get(job.id)
-        return held is not None and held.cancel.is_set()
+        return held is not None and held.stop
 
     # ------------------------------------------------------------------ run
     def run(self, *, drain: bool = False) -> None:

@@ -247,7 +247,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
         ...         write(chunk)
         """
         held = self._inflight.get(job.id)
-        return held is not None and held.cancel.is_set()
+        return held is not None and held.stop
 
     # ------------------------------------------------------------------ run
     async def run(self, *, drain: bool = False) -> None:

@@ -64,7 +64,7 @@ def test_cancel_requests_flag_once_and_name_only_running_handlers() -> None:
     inflight.finish(done)
     newly = inflight.request_cancel([1, 2, 3, 99])
     assert newly == [running]  # to interrupt: started and not returned
-    assert all(j.cancel_requested and j.cancel.is_set() for j in (waiting, running, done))
+    assert all(j.cancel_requested and j.stop for j in (waiting, running, done))
     assert inflight.request_cancel([2]) == []  # flagged already
 
 
