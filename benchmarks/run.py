@@ -109,7 +109,10 @@ def pgqueue_source() -> dict[str, Any]:
 
 
 def fresh_database(base: Dsn, name: str) -> Dsn:
-    db = "bench_" + name.replace("-", "_")
+    # Named after the --dsn database: two runs on one server (with --dsn naming
+    # different databases) must not drop each other's (DROP DATABASE ... WITH (FORCE)).
+    prefix = base.parts[3] if base.parts[3] not in ("", "postgres") else "bench"
+    db = f"{prefix}_" + name.replace("-", "_")
     sql(base, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     sql(base, f'CREATE DATABASE "{db}"')
     return base.database(db)

@@ -61,14 +61,22 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
 class TaskGroup:
     """Work in flight: one asyncio task each, by key (a job's id)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, ended: Callable[[], None] | None = None) -> None:
         self._tasks: dict[Any, asyncio.Task[Any]] = {}
+        #: Called once a task ended and left the group (a worker's slot is free: a
+        #: wake-up sent from the task itself could come before, and find it still busy).
+        self._ended = ended
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, key: Any = None) -> None:
         task = asyncio.ensure_future(fn(*args))
         key = task if key is None else key
         self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        task.add_done_callback(lambda _: self._discard(key))
+
+    def _discard(self, key: Any) -> None:
+        self._tasks.pop(key, None)
+        if self._ended is not None:
+            self._ended()
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -57,10 +57,13 @@ def wait_event(event: threading.Event, timeout: float | None) -> bool:
 class TaskGroup:
     """Work in flight: one daemon pool thread each, by key (a job's id)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, ended: Callable[[], None] | None = None) -> None:
         self._pool = DaemonPool(size, "pgqueue-job")
         self._futures: dict[Any, Future[Any]] = {}
         self._lock = threading.Lock()
+        #: Called once a task ended and left the group (a worker's slot is free: a
+        #: wake-up sent from the task itself could come before, and find it still busy).
+        self._ended = ended
 
     def spawn(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> None:
         future = self._pool.submit(fn, *args)
@@ -72,6 +75,8 @@ class TaskGroup:
     def _discard(self, key: Any) -> None:
         with self._lock:
             self._futures.pop(key, None)
+        if self._ended is not None:
+            self._ended()
 
     def __len__(self) -> int:
         with self._lock:

@@ -65,24 +65,32 @@ class AsyncFetchLoop:
         limited = any(e.limited or e.keyed for e in self._entrypoints.values())
         sizing = Prefetch(self._concurrency, self._batch_size, adaptive=not limited)
         spawned = ended = 0  # handlers started by this loop; ended by the last fetch
+        fetched_at = time.monotonic()  # when the last fetch returned
         while not self._stop_requested:
             if self._state == SUSPENDED:
-                if buffer:  # suspended: nothing new starts; what waited goes back unspent
-                    waiting = [job.message for _, job in buffer]
-                    buffer.clear()
-                    await completer.release(waiting)
+                # Suspended: nothing new starts; what waited goes back unspent.
+                await self._give_back(completer, buffer, solo)
                 await wait_event(self._wakeup, self._poll_interval)
                 self._wakeup.clear()
                 continue
+            if solo and buffer:
+                # A redelivered job runs alone: what waits behind it goes back at once
+                # rather than be held until the slots empty (another worker may run it).
+                await self._give_back(completer, buffer, [])
             while buffer and len(jobs) < self._concurrency:
                 _, job = buffer.popleft()
+                if job.dropped:  # its lease may be gone (an extend missed or failed)
+                    await self._give_back(completer, deque(), [job])
+                    continue
                 jobs.spawn(runner.execute, job, key=job.message.id)
                 spawned += 1
             if solo:
                 self._wakeup.clear()
                 head = solo[0]
-                if self._inflight.get(head.message.id) is None:
-                    solo.pop(0)  # settled (ran, or cancelled): the next one, or fetch again
+                if self._inflight.get(head.message.id) is not head or head.dropped:
+                    # Settled (ran, or cancelled), or never to start (its lease may be
+                    # gone): the next one, or fetch again.
+                    await self._give_back(completer, deque(), [solo.pop(0)])
                     continue
                 if head.started is None and not len(jobs) and len(self._inflight) == len(solo):
                     jobs.spawn(runner.execute, head, key=head.message.id)
@@ -95,9 +103,7 @@ class AsyncFetchLoop:
             if buffer and sizing.stale(time.monotonic() - buffer[0][0]):
                 # Handlers slower than the buffer assumed: what waits for a slot goes
                 # back to the queue (unspent), for idle workers to take, not hoarded here.
-                waiting = [job.message for _, job in buffer]
-                buffer.clear()
-                await completer.release(waiting)
+                await self._give_back(completer, buffer, [])
             free = sizing.want(len(jobs), len(buffer), len(self._inflight))
             if not free:
                 await wait_event(self._wakeup, self._poll_interval)
@@ -126,8 +132,10 @@ class AsyncFetchLoop:
             # handlers still running, never grow the buffer).
             before, ended = ended, spawned - len(jobs)
             waited = not buffer and len(jobs) < self._concurrency and ended > before
-            sizing.fetched(free, len(fetched), waited)
             now = time.monotonic()
+            pace = (ended - before) / max(now - fetched_at, 1e-6)  # handlers' jobs a second
+            fetched_at = now
+            sizing.fetched(free, len(fetched), waited, pace)
             for job in self._inflight.hold(fetched):
                 if job.message.redelivered:
                     solo.append(job)
@@ -143,3 +151,20 @@ class AsyncFetchLoop:
                 if bound is not None:
                     pause = bound if pause is None else min(pause, bound)
             await wait_event(self._wakeup, pause)
+        # Stopping: what never started goes back now, not after the shutdown timeout
+        # the running handlers get.
+        await self._give_back(completer, buffer, solo)
+
+    async def _give_back(
+        self, completer: AsyncCompleter, buffer: deque[tuple[float, Job]], solo: list[Job]
+    ) -> None:
+        """Release the buffered jobs (emptying ``buffer``) and the jobs of ``solo`` whose
+        handler never started (taken out of it), those this worker still holds."""
+        jobs = [job for _, job in buffer]
+        buffer.clear()
+        unstarted = [job for job in solo if job.started is None]
+        if unstarted:
+            solo[:] = [job for job in solo if job.started is not None]
+        unspent = self._inflight.unspent(jobs + unstarted)
+        if unspent:
+            await completer.release(unspent)

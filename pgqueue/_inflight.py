@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .types import Message
 
@@ -34,10 +34,16 @@ class Job:
     #: How the handler's own ``worker.ack(bind=)`` ended it (completed, cancelled).
     acked: str | None = None
     #: Set when the job should stop: its timeout passed, or an admin cancelled it
-    #: (``worker.cancelled(job)``).
-    cancel: threading.Event = field(default_factory=threading.Event)
+    #: (``worker.cancelled(job)``). A plain flag (nothing waits on it, and a bool is
+    #: written atomically): an Event made per job is a cost every job paid (issue 22).
+    stop: bool = False
     #: An admin cancelled it (``admin.cancel_jobs``): it ends cancelled.
     cancel_requested: bool = False
+    #: Never to start: its lease may be gone (an extend missed or failed before its
+    #: handler began; another worker may run it).
+    dropped: bool = False
+    #: Given back unstarted (its release queued): never released twice.
+    released: bool = False
 
 
 class InFlight:
@@ -59,10 +65,47 @@ class InFlight:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def start(self, job: Job, *, in_thread: bool = False) -> None:
+    def unspent(self, jobs: Iterable[Job]) -> list[Message]:
+        """Of ``jobs``, those still held whose handler never started, marked never to
+        start (atomically with :meth:`start`): their messages, to release."""
+        unspent = []
         with self._lock:
+            for job in jobs:
+                if job.started is None and not job.released:
+                    job.dropped = True
+                    if self._jobs.get(job.message.id) is job:
+                        job.released = True
+                        unspent.append(job.message)
+        return unspent
+
+    def start(self, job: Job, *, in_thread: bool = False) -> bool:
+        """Mark the job's handler started; False (and nothing marked): it was dropped
+        (:meth:`drop_unstarted`) and must not start."""
+        with self._lock:
+            if job.dropped:
+                return False
             job.started = time.monotonic()
             job.in_thread = job.in_thread or in_thread
+            return True
+
+    def drop_unstarted(self, messages: Iterable[Message], *, lost: bool) -> list[Message]:
+        """Jobs whose lease could not be extended (an extend that missed, ``lost``, or
+        failed): those not started are marked never to start (atomically with
+        :meth:`start`). A lost one is let go at once (counted lost: the row is no longer
+        this worker's); a failed one stays held, to be released. Returns those marked."""
+        dropped = []
+        with self._lock:
+            for m in messages:
+                job = self._jobs.get(m.id)
+                if job is None or job.message.lease != m.lease or job.started is not None:
+                    continue  # settled, held again under a new lease, or running
+                if not job.dropped:
+                    job.dropped = True
+                    dropped.append(m)
+                if lost:
+                    del self._jobs[m.id]
+                    self._stats["lost"] += 1
+        return dropped
 
     def ran_for(self, job_id: int) -> float | None:
         """Seconds since the job's handler started (None: not held, or not started)."""
@@ -95,7 +138,7 @@ class InFlight:
                 if job is None or job.cancel_requested:
                     continue
                 job.cancel_requested = True
-                job.cancel.set()
+                job.stop = True
                 if job.started is not None and not job.finished:
                     newly.append(job)
         return newly
@@ -109,7 +152,16 @@ class InFlight:
         counted: list[str | None] = []
         with self._lock:
             for m, outcome in zip(messages, outcomes, strict=True):
-                job = self._jobs.pop(m.id, None)
+                job = self._jobs.get(m.id)
+                if job is None or job.message.lease != m.lease:
+                    # Not held under this lease: a second settle of a job let go already
+                    # (released twice at shutdown, or dropped), or the same job held
+                    # again under a new lease (left held). One that missed is no loss.
+                    if outcome in (None, "lost"):
+                        outcome = "released"
+                    job = None
+                else:
+                    del self._jobs[m.id]
                 if job is not None and job.acked and outcome in (None, "lost"):
                     outcome = job.acked  # committed by the handler (worker.ack(bind=))
                 if outcome != "released":
@@ -127,9 +179,14 @@ class InFlight:
             return [job.message for job in self._jobs.values()]
 
     def waiting(self) -> list[Message]:
-        """Held jobs whose handler never started (safe to release)."""
+        """Held jobs whose handler never started (safe to release), but for those
+        given back already (their release is queued)."""
         with self._lock:
-            return [job.message for job in self._jobs.values() if job.started is None]
+            return [
+                job.message
+                for job in self._jobs.values()
+                if job.started is None and not job.released
+            ]
 
     def running(self) -> list[Job]:
         """Held jobs whose handler started and has not returned."""

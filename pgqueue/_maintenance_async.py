@@ -96,13 +96,23 @@ class AsyncMaintainer:
 
     async def keep_leases(self) -> None:
         """Extend the lease of every held job, from outside handler code; learn which of
-        them an admin cancelled (when the NOTIFY did not reach this worker)."""
+        them an admin cancelled (when the NOTIFY did not reach this worker).
+
+        A held job not started yet (a buffered one) whose extend missed (its lease
+        expired or was taken: another worker may run it) or failed never starts: a missed
+        one is let go, a failed one released by the fetch loop (issue 22)."""
         held = self._inflight.messages()
         for queue, ctx in self._contexts.items():
             mine = [m for m in held if m.queue == queue]
             if mine:
                 plan = consumer_plans.keep(ctx, mine, self._lease(queue))
-                cancelled = await arun(self._engine, None, plan, ctx)
+                try:
+                    cancelled, missed = await arun(self._engine, None, plan, ctx)
+                except BaseException:
+                    self._inflight.drop_unstarted(mine, lost=False)
+                    raise
+                if missed:
+                    self._inflight.drop_unstarted(missed, lost=True)
                 if cancelled:
                     self._cancel(cancelled)
 

@@ -5,18 +5,21 @@ A worker starts with no buffer: it leases only for free slots, ``batch_size`` at
 (what it always did). When a fetch came back full and the worker had waited on it
 (slots free and nothing buffered when it returned, and handlers ended since the
 previous fetch, so not a first fetch), the buffer doubles, up to :data:`MOST_PER_SLOT`
-jobs a slot; a fetch that comes back short halves it. Once the oldest buffered job has
+jobs a slot, if the handlers' pace (jobs ended a second since the previous fetch) would
+take the doubled buffer in :data:`DRAIN_WITHIN` seconds (so slow handlers never buffer);
+a fetch that comes back short halves it. Once the oldest buffered job has
 waited more than :data:`STALE` seconds for a slot (handlers slower than the buffer
 assumed), the buffer halves and what it held goes back to the queue, unspent, for
 workers with free slots. Buffered jobs are held like running ones (leased, heartbeated,
 fenced, and released unstarted at shutdown). A worker with limited entrypoints never
-buffers (``adaptive=False``). Known gap: slow handlers still satisfy the growth rule
-after their first completions, so such a worker can lease a few jobs into its buffer
-and give them back a second later, repeatedly (churn, never a job lost or run twice);
-growing only when handler durations are below a fetch's round trip would end it.
+buffers (``adaptive=False``). Without the pace condition, slow handlers satisfied the
+growth rule once slots freed one at a time: a worker leased a few jobs into its buffer
+and gave them back a second later, every cycle (issue 22).
 """
 
 from __future__ import annotations
+
+import math
 
 from ._plans.worker import fetch_size
 from ._validate import MAX_BATCH
@@ -27,6 +30,8 @@ MOST_PER_SLOT = 16
 MOST_PER_FETCH = 1_000
 #: Seconds a buffered job may wait for a slot before the buffer is too large.
 STALE = 1.0
+#: The buffer grows only to what the handlers' pace takes within this many seconds.
+DRAIN_WITHIN = STALE / 4
 
 
 class Prefetch:
@@ -63,13 +68,16 @@ class Prefetch:
             return 0
         return fetch_size(room)
 
-    def fetched(self, asked: int, got: int, waited: bool) -> None:
+    def fetched(self, asked: int, got: int, waited: bool, pace: float = math.inf) -> None:
         """Adapt to a fetch of ``asked`` that leased ``got``; ``waited``: when it
-        returned, slots were free with nothing buffered to run."""
+        returned, slots were free with nothing buffered to run; ``pace``: jobs a second
+        the handlers ended since the previous fetch."""
         if got < asked:
             self.extra //= 2
         elif waited and self._adaptive:
-            self.extra = min(self._most, max(self._batch, 2 * self.extra))
+            grown = min(self._most, max(self._batch, 2 * self.extra))
+            if grown <= pace * DRAIN_WITHIN:
+                self.extra = grown
 
     def stale(self, oldest: float) -> bool:
         """The oldest buffered job has waited ``oldest`` seconds for a slot: past

@@ -58,11 +58,18 @@ class SyncRunner:
     def execute(self, job: Job) -> None:
         m = job.message
         ep = self._entrypoints.get(m.entrypoint)
-        self._inflight.start(job)
+        if not self._inflight.start(job):
+            # Never to start here (its lease may be gone, or it was given back): if still
+            # held (an extend failed), it goes back to the queue.
+            unspent = self._inflight.unspent([job])
+            if unspent:
+                self._completer.release(unspent)
+            self._freed.set()
+            return
         seen = self._observer.handling(m)
 
         def timed_out() -> None:
-            job.cancel.set()
+            job.stop = True
             log.warning("job %s (%s): past its timeout, still running", m.id, m.entrypoint)
 
         try:

@@ -246,7 +246,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
         ...         write(chunk)
         """
         held = self._inflight.get(job.id)
-        return held is not None and held.cancel.is_set()
+        return held is not None and held.stop
 
     # ------------------------------------------------------------------ run
     def run(self, *, drain: bool = False) -> None:
@@ -284,7 +284,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
         )
         services = SyncServices(
             self._inflight,
-            TaskGroup(self._concurrency),
+            TaskGroup(self._concurrency, ended=self._wakeup.set),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),

@@ -247,7 +247,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
         ...         write(chunk)
         """
         held = self._inflight.get(job.id)
-        return held is not None and held.cancel.is_set()
+        return held is not None and held.stop
 
     # ------------------------------------------------------------------ run
     async def run(self, *, drain: bool = False) -> None:
@@ -285,7 +285,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
         )
         services = AsyncServices(
             self._inflight,
-            TaskGroup(self._concurrency),
+            TaskGroup(self._concurrency, ended=self._wakeup.set),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),

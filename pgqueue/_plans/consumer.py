@@ -209,11 +209,17 @@ def extend(ctx: Context, messages: Sequence[Message], secs: float) -> Steps[list
 
 
 @plan(transaction=False)
-def keep(ctx: Context, messages: Sequence[Message], secs: float) -> Steps[list[int]]:
-    """A worker's lease keeping: :func:`extend`, and which of the jobs it still holds
-    were asked to stop (``admin.cancel_jobs``; the NOTIFY may not have reached it)."""
+def keep(
+    ctx: Context, messages: Sequence[Message], secs: float
+) -> Steps[tuple[list[int], list[Message]]]:
+    """A worker's lease keeping: :func:`extend`; which of the jobs it still holds were
+    asked to stop (``admin.cancel_jobs``; the NOTIFY may not have reached it), and which
+    it no longer holds (the extend missed: lease expired or taken, or settled)."""
     kept = yield from _extend(ctx, messages, secs)
-    return [m.id for m, (hit, cancel) in zip(messages, kept, strict=True) if hit and cancel]
+    pairs = list(zip(messages, kept, strict=True))
+    return [m.id for m, (hit, cancel) in pairs if hit and cancel], [
+        m for m, (hit, _) in pairs if not hit
+    ]
 
 
 def _extend(

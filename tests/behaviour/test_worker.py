@@ -1017,6 +1017,95 @@ def test_a_suspended_worker_gives_back_its_prefetched_jobs(
     assert sorted(ran) == list(range(300))
 
 
+@pytest.mark.slow
+def test_a_buffered_job_whose_lease_was_taken_never_starts(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job waiting in the prefetch buffer whose lease extend misses (its lease was
+    taken: another worker may run it) is let go, counted lost, and never started here
+    (issue 22); the jobs it did not lose run once."""
+    monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)  # held until a slot frees
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=1, heartbeat_interval=0.2, visibility_timeout=30)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                sleep(0.05)
+
+    producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        with running(worker):
+            until_true(lambda: 150 in ran)
+            # The jobs before it settled: only the running one and the buffer are leased.
+            until(
+                sync_engine,
+                "SELECT count(*) = 0 FROM pgqueue_jobs WHERE (payload->>'n')::int < 150",
+            )
+            stolen = "(payload->>'n')::int > 150 AND status = 'running'"
+            taken = rows(
+                sync_engine,
+                f"UPDATE pgqueue_jobs SET lease = gen_random_uuid() WHERE {stolen} "
+                "RETURNING (payload->>'n')::int AS n",
+            )
+            assert taken  # the buffer held some
+            until_true(lambda: worker.stats["lost"] == len(taken), what="extend")
+            stop.set()
+            rest = "SELECT count(*) = :n FROM pgqueue_jobs"
+            until(sync_engine, rest, n=len(taken), timeout=60)
+    finally:
+        stop.set()
+    lost = {r.n for r in taken}
+    assert not lost & set(ran), sorted(lost & set(ran))
+    assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
+    assert worker.stats["lost"] == len(lost)
+
+
+@pytest.mark.slow
+def test_stopping_gives_back_the_buffer_before_the_shutdown_timeout(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked to stop, a worker releases the jobs it buffered at once, while its running
+    handler still has its shutdown timeout (issue 22); a double release is no loss."""
+    monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=1, shutdown_timeout=60)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                sleep(0.05)
+
+    producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        with running(worker):
+            until_true(lambda: 150 in ran)
+            worker.request_stop()
+            until(
+                sync_engine,
+                "SELECT count(*) = 1 FROM pgqueue_jobs WHERE status = 'running'",
+            )
+            stop.set()
+    finally:
+        stop.set()
+    left = rows(sync_engine, "SELECT status, attempts FROM pgqueue_jobs")
+    assert all((r.status, r.attempts) == ("queued", 0) for r in left), left
+    assert len(ran) == len(set(ran)) and len(ran) + len(left) == 300
+    assert worker.stats["lost"] == 0
+
+
 # --------------------------------------------------------------------------- cron
 def _minute_with_room(engine: Engine, room: float = 5.0) -> datetime:
     """The database's current minute, after waiting out its last ``room`` seconds (so

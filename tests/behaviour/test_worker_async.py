@@ -1029,6 +1029,95 @@ async def test_a_suspended_worker_gives_back_its_prefetched_jobs(
     assert sorted(ran) == list(range(300))
 
 
+@pytest.mark.slow
+async def test_a_buffered_job_whose_lease_was_taken_never_starts(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job waiting in the prefetch buffer whose lease extend misses (its lease was
+    taken: another worker may run it) is let go, counted lost, and never started here
+    (issue 22); the jobs it did not lose run once."""
+    monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)  # held until a slot frees
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1, heartbeat_interval=0.2, visibility_timeout=30)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            # The jobs before it settled: only the running one and the buffer are leased.
+            await until(
+                async_engine,
+                "SELECT count(*) = 0 FROM pgqueue_jobs WHERE (payload->>'n')::int < 150",
+            )
+            stolen = "(payload->>'n')::int > 150 AND status = 'running'"
+            taken = await rows(
+                async_engine,
+                f"UPDATE pgqueue_jobs SET lease = gen_random_uuid() WHERE {stolen} "
+                "RETURNING (payload->>'n')::int AS n",
+            )
+            assert taken  # the buffer held some
+            await until_true(lambda: worker.stats["lost"] == len(taken), what="extend")
+            stop.set()
+            rest = "SELECT count(*) = :n FROM pgqueue_jobs"
+            await until(async_engine, rest, n=len(taken), timeout=60)
+    finally:
+        stop.set()
+    lost = {r.n for r in taken}
+    assert not lost & set(ran), sorted(lost & set(ran))
+    assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
+    assert worker.stats["lost"] == len(lost)
+
+
+@pytest.mark.slow
+async def test_stopping_gives_back_the_buffer_before_the_shutdown_timeout(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked to stop, a worker releases the jobs it buffered at once, while its running
+    handler still has its shutdown timeout (issue 22); a double release is no loss."""
+    monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1, shutdown_timeout=60)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            worker.request_stop()
+            await until(
+                async_engine,
+                "SELECT count(*) = 1 FROM pgqueue_jobs WHERE status = 'running'",
+            )
+            stop.set()
+    finally:
+        stop.set()
+    left = await rows(async_engine, "SELECT status, attempts FROM pgqueue_jobs")
+    assert all((r.status, r.attempts) == ("queued", 0) for r in left), left
+    assert len(ran) == len(set(ran)) and len(ran) + len(left) == 300
+    assert worker.stats["lost"] == 0
+
+
 # --------------------------------------------------------------------------- cron
 async def _minute_with_room(engine: AsyncEngine, room: float = 5.0) -> datetime:
     """The database's current minute, after waiting out its last ``room`` seconds (so

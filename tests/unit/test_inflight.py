@@ -64,7 +64,7 @@ def test_cancel_requests_flag_once_and_name_only_running_handlers() -> None:
     inflight.finish(done)
     newly = inflight.request_cancel([1, 2, 3, 99])
     assert newly == [running]  # to interrupt: started and not returned
-    assert all(j.cancel_requested and j.cancel.is_set() for j in (waiting, running, done))
+    assert all(j.cancel_requested and j.stop for j in (waiting, running, done))
     assert inflight.request_cancel([2]) == []  # flagged already
 
 
@@ -89,3 +89,42 @@ def test_threads_holding_and_settling_at_once_lose_nothing() -> None:
         w.join()
     assert len(inflight) == 0
     assert inflight.stats["completed"] == per_thread * threads
+
+
+def test_a_second_settle_of_a_job_let_go_counts_nothing() -> None:
+    """Released twice at shutdown (a stale release still queued, then the wind-down's):
+    the second one misses, and is no lost lease (issue 22)."""
+    inflight = InFlight()
+    (job,) = inflight.hold([message(3)])
+    inflight.settled([job.message], ["released"])
+    assert inflight.settled([job.message], [None]) == ["released"]
+    assert inflight.stats == dict.fromkeys(STATS, 0)
+
+
+def test_a_settle_under_an_old_lease_leaves_the_job_held_again() -> None:
+    """A job released, then leased again by the same worker: a late settle of its old
+    lease neither lets go of the new hold nor counts."""
+    inflight = InFlight()
+    (old,) = inflight.hold([message(4)])
+    (new,) = inflight.hold([message(4)])
+    assert inflight.settled([old.message], [None]) == ["released"]
+    assert inflight.get(4) is new and inflight.stats["lost"] == 0
+
+
+def test_an_unstarted_job_whose_extend_missed_never_starts() -> None:
+    """Lease keeping that missed lets go of a job not started (counted lost) and it can
+    no longer start; a running one is left to its handler; a failed extend marks the
+    job never to start but keeps it held, to be released once."""
+    inflight = InFlight()
+    waiting, running, failed = inflight.hold([message(5), message(6), message(7)])
+    assert inflight.start(running)
+    dropped = inflight.drop_unstarted([waiting.message, running.message], lost=True)
+    assert dropped == [waiting.message]
+    assert not inflight.start(waiting) and waiting.started is None
+    assert inflight.get(5) is None and inflight.get(6) is running
+    assert inflight.stats["lost"] == 1
+    assert inflight.drop_unstarted([failed.message], lost=False) == [failed.message]
+    assert not inflight.start(failed) and inflight.get(7) is failed
+    assert inflight.unspent([failed, waiting, running]) == [failed.message]
+    assert inflight.unspent([failed]) == []  # given back once
+    assert [m.id for m in inflight.waiting()] == []

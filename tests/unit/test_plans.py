@@ -174,7 +174,10 @@ def test_a_job_whose_cancellation_was_requested_ends_cancelled_whatever_the_sett
     assert outcome == ["snoozed"] and names(steps) == ["SNOOZE"]
     # Lease keeping learns which held jobs were cancelled.
     kept, _ = drive(consumer.keep(CTX, [m], 30.0), [[(7, lease, NOW, True)]])
-    assert kept == [7]
+    assert kept == ([7], [])
+    # ... and which it no longer holds (the extend missed).
+    kept, _ = drive(consumer.keep(CTX, [m], 30.0), [[]])
+    assert kept == ([], [m])
 
 
 # --------------------------------------------------------------------------- admin

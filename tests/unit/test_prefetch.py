@@ -3,7 +3,7 @@ handlers faster than a round trip, bounded growth, and a halving on a short fetc
 
 from __future__ import annotations
 
-from pgqueue._prefetch import MOST_PER_SLOT, STALE, Prefetch
+from pgqueue._prefetch import DRAIN_WITHIN, MOST_PER_SLOT, STALE, Prefetch
 
 
 def test_without_a_buffer_it_fetches_for_free_slots_only() -> None:
@@ -52,6 +52,20 @@ def test_a_buffer_whose_jobs_wait_too_long_shrinks_and_is_given_back() -> None:
     assert sizing.extra == 32
     assert sizing.stale(STALE * 2)
     assert sizing.extra == 16
+
+
+def test_slow_handlers_never_grow_the_buffer() -> None:
+    """Slots that free one at a time satisfy the growth rule; a pace that would take the
+    doubled buffer longer than DRAIN_WITHIN does not grow it (no lease-and-give-back
+    churn with slow handlers, issue 22); a fast pace does."""
+    sizing = Prefetch(concurrency=8, batch_size=8)
+    for _ in range(5):  # 1 s handlers on 8 slots: 8 jobs a second
+        sizing.fetched(asked=1, got=1, waited=True, pace=8.0)
+    assert sizing.extra == 0
+    sizing.fetched(asked=8, got=8, waited=True, pace=8 / DRAIN_WITHIN)
+    assert sizing.extra == 8
+    sizing.fetched(asked=8, got=8, waited=True, pace=8 / DRAIN_WITHIN)
+    assert sizing.extra == 8  # 16 would take longer than DRAIN_WITHIN
 
 
 def test_a_worker_with_limited_entrypoints_never_buffers() -> None:

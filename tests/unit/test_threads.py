@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from pgqueue._compat import TaskGroup
 from pgqueue._threads import DaemonPool
 
 
@@ -48,3 +49,22 @@ def test_a_failing_call_fails_its_future_only() -> None:
     good = pool.submit(int, "7")
     assert isinstance(bad.exception(timeout=5), ValueError) and good.result(timeout=5) == 7
     pool.close()
+
+
+def test_a_task_groups_end_callback_sees_the_slot_free() -> None:
+    """The sync TaskGroup calls ``ended`` after the task left it: a worker woken by it
+    finds the slot free (a wake-up from inside the task could find it still busy and
+    wait a poll interval, issue 22)."""
+
+    seen: list[int] = []
+    done = threading.Event()
+    group: TaskGroup
+
+    def ended() -> None:
+        seen.append(len(group))
+        done.set()
+
+    group = TaskGroup(1, ended=ended)
+    group.spawn(lambda: None, key=1)
+    assert done.wait(5)
+    assert seen == [0]
