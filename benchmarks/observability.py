@@ -2,21 +2,29 @@
 """What metrics and tracing cost a worker: W3 (drain ready jobs with a no-op handler),
 with instrumentation off and on, on both faces.
 
-The jobs are enqueued inside a sampled trace (each carries a ``traceparent``), then
-drained by a worker in a process of its own, in one of four modes:
+Each job carries a trace of its own in its ``traceparent`` header, as jobs enqueued by
+separate requests do (so the worker's cache of parent contexts does not help: every
+job's header is parsed), and one job in ten is flagged sampled, as a producer's 10%
+head sampler would have left them. The jobs are drained by a worker in a process of
+its own, in one of five modes:
 
 * ``off``: ``instrument=False`` (log records only, as before this existed);
 * ``metrics``: Prometheus metrics, OpenTelemetry installed but not configured (no
   tracer provider: what a user gets from the extras alone);
-* ``unsampled``: metrics, and an SDK ``TracerProvider`` whose sampler follows the
-  parent, which is not sampled here (spans made, nothing recorded);
-* ``sampled``: metrics, and an SDK that records every CONSUMER span into a
-  ``BatchSpanProcessor`` whose exporter drops them (the SDK's cost, not a collector's).
+* ``unsampled``: metrics, and an SDK ``TracerProvider`` whose sampler records nothing
+  (``ALWAYS_OFF``: spans made and made current, none recorded);
+* ``ratio10``: metrics, and an SDK with the usual production sampler,
+  ``ParentBased(TraceIdRatioBased(0.1))``: it follows the producer's flag, so one span
+  in ten is recorded (into a ``BatchSpanProcessor`` whose exporter drops them);
+* ``sampled``: metrics, and an SDK that records every CONSUMER span (``ALWAYS_ON``) into
+  that processor (the SDK's cost, not a collector's).
 
-The modes alternate ``--repeats`` times; the table gives each one's median rate and the
-median CPU time the worker's process spent per job (user + system, all threads), with
-their overhead against ``off``. On a shared machine the rates swing with the load
-(other processes take the cores); the CPU per job is the steadier measure of what the
+Each repeat runs every mode once, in an order rotated by one at each repeat (a mode
+always run first or last would carry the table's drift as its own overhead); the
+table gives each one's median rate and the median CPU time the worker's process spent
+per job (user + system, all threads), with their overhead against ``off``, and the
+spans the SDK recorded. On a shared machine the rates swing with the load (other
+processes take the cores); the CPU per job is the steadier measure of what the
 instrumentation adds. Target (issue 14): overhead <= 10%.
 
     python benchmarks/observability.py --dsn postgresql://postgres@127.0.0.1:5432/bench
@@ -30,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
 import statistics
 import subprocess
 import sys
@@ -46,7 +56,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgqueue import AsyncWorker, Message, SyncAdmin, SyncProducer, SyncWorker, metrics
+from pgqueue import AsyncWorker, JobSpec, Message, SyncAdmin, SyncProducer, SyncWorker, metrics
 
 SCHEMA = "pgq_bench_obs"
 QUEUE = "bench"
@@ -66,12 +76,26 @@ class Dropped(SpanExporter):
         pass
 
 
+#: One job in this many carries a sampled ``traceparent`` (a producer's 10% sampler).
+SAMPLED_EVERY = 10
+
+
+def traceparent(i: int) -> str:
+    """A W3C ``traceparent`` of a trace of its own, flagged sampled for one job in ten."""
+    flags = "01" if i % SAMPLED_EVERY == 0 else "00"
+    return f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-{flags}"
+
+
 def fill(url: str, n: int) -> None:
     engine = create_engine(url)
     producer = SyncProducer(engine, QUEUE, schema=SCHEMA)
-    with trace.get_tracer("bench").start_as_current_span("fill"):
-        for lo in range(0, n, 1000):
-            producer.batch_enqueue([{"seq": i} for i in range(lo, min(n, lo + 1000))])
+    for lo in range(0, n, 1000):
+        producer.batch_enqueue(
+            [
+                JobSpec({"seq": i}, headers={"traceparent": traceparent(i)})
+                for i in range(lo, min(n, lo + 1000))
+            ]
+        )
     engine.dispose()
 
 
@@ -109,21 +133,33 @@ async def drain_async(url: str, instrument: bool, concurrency: int) -> None:
     await engine.dispose()
 
 
-MODES = ("off", "metrics", "unsampled", "sampled")
+MODES = ("off", "metrics", "unsampled", "ratio10", "sampled")
+TRACED = ("unsampled", "ratio10", "sampled")
 
 
-def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, float]:
-    """One drain in this process, instrumented as ``mode``: its jobs/s, and the CPU
-    time this process spent per job (µs: user + system, every thread)."""
-    if mode in ("unsampled", "sampled"):
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, float, int]:
+    """One drain in this process, instrumented as ``mode``: its jobs/s, the CPU time
+    this process spent per job (µs: user + system, every thread), and the spans
+    recorded (exported after the clock stops)."""
+    exporter, provider = Dropped(), None
+    if mode in TRACED:
+        from opentelemetry.sdk.trace.sampling import (
+            ALWAYS_OFF,
+            ALWAYS_ON,
+            ParentBased,
+            Sampler,
+            TraceIdRatioBased,
+        )
 
-        root = ALWAYS_ON if mode == "sampled" else ALWAYS_OFF
-        # "unsampled": the producer's context says sampled, so ignore it (a parent-based
-        # sampler would follow it): every span is made, none is recorded.
-        sampler = ParentBased(root) if mode == "sampled" else ALWAYS_OFF
+        samplers: dict[str, Sampler] = {
+            "unsampled": ALWAYS_OFF,
+            # Follows the job's traceparent (one in ten sampled); the ratio is for roots.
+            "ratio10": ParentBased(TraceIdRatioBased(0.1)),
+            "sampled": ALWAYS_ON,
+        }
+        sampler = samplers[mode]
         provider = TracerProvider(sampler=sampler)
-        provider.add_span_processor(BatchSpanProcessor(Dropped(), max_queue_size=100_000))
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=100_000))
         trace.set_tracer_provider(provider)
     instrument = mode != "off"
     # Imported and registered before the clock starts, in every mode: what is measured
@@ -139,7 +175,9 @@ def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, floa
     else:
         asyncio.run(drain_async(url, instrument, concurrency))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return jobs / elapsed, cpu / max(jobs, 1) * 1e6
+    if provider is not None:
+        provider.force_flush()
+    return jobs / elapsed, cpu / max(jobs, 1) * 1e6, exporter.spans
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.jobs, args.repeats = 1_000, 1
-    # The producer's trace: sampled, so every job carries a sampled traceparent.
-    trace.set_tracer_provider(TracerProvider())
+    load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
     with server(args.dsn) as dsn:
         with psycopg.connect(dsn.url, autocommit=True) as conn:
@@ -176,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             url = sync_url if face == "sync" else dsn.sqlalchemy("asyncpg")
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}
             cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
-            for _ in range(args.repeats):
-                for mode in MODES:
+            spans: dict[str, list[int]] = {mode: [] for mode in MODES}
+            for repeat in range(args.repeats):
+                shift = repeat % len(MODES)
+                for mode in MODES[shift:] + MODES[:shift]:
                     admin.purge_queue(QUEUE)
                     fill(sync_url, args.jobs)
                     with psycopg.connect(dsn.url, autocommit=True) as conn:
@@ -197,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                         text=True,
                         check=True,
                     )
-                    rate_text, cpu_text = out.stdout.strip().splitlines()[-1].split()
+                    rate_text, cpu_text, spans_text = out.stdout.strip().splitlines()[-1].split()
                     rates[mode].append(float(rate_text))
                     cpus[mode].append(float(cpu_text))
+                    spans[mode].append(int(spans_text))
                     left = admin.metrics(QUEUE)
                     assert left.ready == left.scheduled == left.running == 0, left
             off = statistics.median(rates["off"])
@@ -216,19 +256,25 @@ def main(argv: list[str] | None = None) -> int:
                         "cpu_overhead": cpu / off_cpu - 1,
                         "runs": rates[mode],
                         "cpu_runs": cpus[mode],
+                        "spans_recorded": spans[mode],
                     }
                 )
         admin_engine.dispose()
+    args.server_version = version[0] if version else None
+    args.load_average_before = load_before
+    args.load_average_after = os.getloadavg()
     print(
         f"W3 drain of {args.jobs:,} jobs, concurrency {args.concurrency}, median of "
-        f"{args.repeats}, PostgreSQL {version[0] if version else '?'}\n"
+        f"{args.repeats}, PostgreSQL {version[0] if version else '?'}, load average "
+        f"{load_before[0]:.2f} before, {args.load_average_after[0]:.2f} after\n"
     )
-    print("| face | mode | jobs/s | overhead | worker CPU per job | CPU overhead |")
-    print("|---|---|---|---|---|---|")
+    print("| face | mode | jobs/s | overhead | worker CPU per job | CPU overhead | spans |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['face']} | {r['mode']} | {r['jobs_per_s']:,.0f} | {r['overhead']:.1%} "
-            f"| {r['cpu_us_per_job']:.0f} µs | {r['cpu_overhead']:+.1%} |"
+            f"| {r['cpu_us_per_job']:.0f} µs | {r['cpu_overhead']:+.1%} "
+            f"| {statistics.median(r['spans_recorded']):,.0f} |"
         )
     write_results(args.output, args, results)
     return 0

@@ -145,23 +145,45 @@ def enqueued(span: Any, messages: list[Message]) -> None:
 #: (parsing ``traceparent``, building the context) was 10 µs of a job's 35 µs of tracing.
 _PARENTS: dict[tuple[Any, ...], Any] = {}
 _PARENTS_KEPT = 1024
-_FIELDS: dict[int, tuple[str, ...]] = {}
+#: The global propagator last seen and the header fields it reads (sorted).
+_FIELDS: list[Any] = [None, ()]
 
 
 def _parent(headers: Mapping[str, Any]) -> Any:
     """The trace context ``headers`` carry (None: none), as ``propagate.extract`` gives
     it; cached (contexts are immutable) by the propagator and its fields' values."""
     propagator = propagate.get_global_textmap()
-    fields = _FIELDS.get(id(propagator))
-    if fields is None:
-        fields = _FIELDS[id(propagator)] = tuple(sorted(propagator.fields))
-    key = (id(propagator), *(headers.get(f) for f in fields))
+    if propagator is not _FIELDS[0]:
+        _FIELDS[:] = [propagator, tuple(sorted(propagator.fields))]
+    key = (id(propagator), *map(headers.get, _FIELDS[1]))
     found = _PARENTS.get(key)
     if found is None:
         found = propagate.extract(headers)
         if len(_PARENTS) >= _PARENTS_KEPT:
             _PARENTS.clear()
         _PARENTS[key] = found
+    return found
+
+
+#: Per (queue, entrypoint): the CONSUMER span's name and the attributes every job of
+#: that pair shares (built once: a job adds its id and attempt to a copy).
+_TEMPLATES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+
+def _template(queue: str, entrypoint: str) -> tuple[str, dict[str, Any]]:
+    found = _TEMPLATES.get((queue, entrypoint))
+    if found is None:
+        if len(_TEMPLATES) >= _PARENTS_KEPT:
+            _TEMPLATES.clear()
+        found = _TEMPLATES[(queue, entrypoint)] = (
+            f"process {queue}",
+            {
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "process",
+                "messaging.destination.name": queue,
+                "pgqueue.entrypoint": entrypoint,
+            },
+        )
     return found
 
 
@@ -178,18 +200,15 @@ class ConsumerSpan:
                 parent = _parent(m.headers)
             except Exception:
                 parent = None
+        name, shared = _template(m.queue, m.entrypoint)
+        attributes = shared.copy()
+        attributes["messaging.message.id"] = str(m.id)
+        attributes["pgqueue.attempt"] = m.attempts
         self._span = _tracer().start_span(
-            f"process {m.queue}",
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.destination.name": m.queue,
-                "messaging.message.id": str(m.id),
-                "pgqueue.entrypoint": m.entrypoint,
-                "pgqueue.attempt": m.attempts,
-            },
+            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -212,6 +231,11 @@ class ConsumerSpan:
             otel_context.detach(self._token)
 
 
+#: The last global provider found to be a real one: the API lets the global provider
+#: be set once, so a job's check is an identity test.
+_CONFIGURED: list[Any] = [None]
+
+
 def configured() -> bool:
     """Whether OpenTelemetry is installed and a tracer provider set (the API's default
     makes spans that record nothing: not worth a job's microseconds)."""
@@ -222,10 +246,15 @@ def configured() -> bool:
     # The API's own global, read without get_tracer_provider() (which reads the
     # environment at every call until a provider is set: a microsecond a job).
     provider = getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is not None and provider is _CONFIGURED[0]:
+        return True
     if provider is None and not _FROM_ENVIRONMENT:
         return False
     provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return False
+    _CONFIGURED[0] = provider
+    return True
 
 
 def consumer_span(m: Message) -> ConsumerSpan | None:

@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import HEALTH_INTERVAL, backoff, deliver, listen_sql, log
 
+#: How long close() waits for its cancellation to be seen before cancelling again.
+CANCEL_AGAIN_AFTER = 0.5
+
 
 class Listener:
     """Sets :attr:`event` on every notification of its channels (and hands its payload
@@ -36,6 +39,9 @@ class Listener:
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
+        # Set by close(); the task's loops end on it too (see close()).
+        self._closing = False
+        self._cancel_seen = False
 
     async def start(self, timeout: float = 10.0) -> bool:
         """Start listening; True once LISTEN is in effect (False if not yet, on timeout)."""
@@ -75,7 +81,7 @@ class Listener:
                     lost.set_result(None)
 
             conn.add_termination_listener(on_lost)
-            while True:  # a health check catches a silently dead socket too
+            while not self._closing:  # a health check catches a silently dead socket too
                 try:
                     await asyncio.wait_for(asyncio.shield(lost), HEALTH_INTERVAL)
                 except asyncio.TimeoutError:
@@ -83,7 +89,7 @@ class Listener:
                 else:
                     raise ConnectionError("listen connection closed")
         else:
-            while True:
+            while not self._closing:
                 async for notification in conn.notifies(timeout=HEALTH_INTERVAL):
                     self.event.set()
                     deliver(self._on_payload, notification.payload)
@@ -91,7 +97,7 @@ class Listener:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self._closing:
             try:
                 self._conn = await self._connect()
                 if attempt:
@@ -103,6 +109,7 @@ class Listener:
                     self._on_connect()
                 await self._serve(self._conn)
             except asyncio.CancelledError:
+                self._cancel_seen = True
                 await self._close_conn()
                 raise
             except Exception as exc:
@@ -112,6 +119,7 @@ class Listener:
                 log.warning("LISTEN %s lost (%s); retrying in %.2fs", self._channel, exc, delay)
                 await self._close_conn()
                 await asyncio.sleep(delay)
+        await self._close_conn()  # closing, and a cancellation was lost (see close())
 
     async def _close_conn(self) -> None:
         conn, self._conn = self._conn, None
@@ -120,8 +128,20 @@ class Listener:
                 await asyncio.wait_for(conn.close(), 2)
 
     async def close(self) -> None:
+        """Stop listening and close the connection."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if task is None:
+            return
+        self._closing = True
+        # Before Python 3.12, asyncio.wait_for returns the result of an operation that
+        # completes in the same loop iteration as the task is cancelled, and the
+        # cancellation is lost (CPython gh-86296): a health check's SELECT 1 answering
+        # just then kept the task listening and this waiting for it forever (a worker's
+        # run never returned). So: cancel again while the task has not seen it (the
+        # flag above also ends its loops at their next turn, within HEALTH_INTERVAL).
+        while not task.done():
+            if not self._cancel_seen:
+                task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_AGAIN_AFTER)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
