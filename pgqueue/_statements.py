@@ -163,6 +163,8 @@ class Statements:
     ARCHIVE_ROWS_IN: Executable
     LONGEST_RETENTION: Executable
     HOT_TABLE_STATS: Executable
+    LOCK_TIMEOUT: Executable
+    SET_LOCK_TIMEOUT: Executable
     PRUNE_ARCHIVE_PAST_RETENTION: Executable
     PRUNE_DEAD: Executable
     PRUNE_WORKFLOWS: Executable

@@ -247,10 +247,15 @@ def _ddl(sql: str) -> Executable:
     return statement
 
 
-def _lock_timeout() -> Step:
-    """``lock_timeout`` for the rest of this transaction only (the caller's, with
-    ``bind=``: it then raises rather than queue the caller behind a reader)."""
-    return Step(_ddl(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), {})
+def _with_lock_timeout(ctx: Context, ddl: list[Executable]) -> Steps[None]:
+    """``ddl`` waiting at most :data:`DROP_LOCK_TIMEOUT` for each lock (a timeout
+    raises), then this transaction's own ``lock_timeout`` put back: with ``bind=`` the
+    caller's transaction goes on as it was."""
+    ((before,),) = yield Step(ctx.sql.LOCK_TIMEOUT, {})
+    yield Step(ctx.sql.SET_LOCK_TIMEOUT, {"b_value": DROP_LOCK_TIMEOUT})
+    for statement in ddl:
+        yield Step(statement, {})
+    yield Step(ctx.sql.SET_LOCK_TIMEOUT, {"b_value": before})
 
 
 @plan(transaction=True)
@@ -259,17 +264,19 @@ def partitions(ctx: Context, now: datetime | None = None) -> Steps[PartitionWork
     one short transaction that waits at most :data:`DROP_LOCK_TIMEOUT` for the
     archive's lock (a lock timeout raises: the next pass tries again); find those past
     every queue's retention. ``now``: the database's, unless a test moves it. Only a
-    role that owns the archive may: another gets ``owner=False``."""
+    role that owns the archive may: another gets ``owner=False``. Every month is
+    checked before the first creation takes the archive's lock, so no check runs
+    under it."""
     archive = _quoted(ctx, "pgqueue_archive")
     rows = yield Step(ctx.sql.ARCHIVE_PARTITIONS, {"b_table": archive})
     if rows and not rows[0][1]:
         return PartitionWork(owner=False)
-    yield _lock_timeout()
     existing = {r[0] for r in rows}
     ((forever, longest, db_now),) = yield Step(ctx.sql.LONGEST_RETENTION, {})
     now = (now or db_now).astimezone(timezone.utc)
     created: list[str] = []
     skipped: list[str] = []
+    ddl: list[Executable] = []
     for ahead in range(AHEAD_MONTHS + 1):
         year, month = _month(now.year, now.month, ahead)
         name = archive_partition_name(year, month)
@@ -280,14 +287,15 @@ def partitions(ctx: Context, now: datetime | None = None) -> Steps[PartitionWork
         if taken:  # rows of that month in the default partition: left there
             skipped.append(name)
             continue
-        yield Step(
+        ddl.append(
             _ddl(
                 f"CREATE TABLE {_quoted(ctx, name)} PARTITION OF {archive} FOR VALUES FROM "
                 f"('{lo.isoformat()}') TO ('{hi.isoformat()}')"
-            ),
-            {},
+            )
         )
         created.append(name)
+    if ddl:
+        yield from _with_lock_timeout(ctx, ddl)
     droppable: list[str] = []
     if not forever and longest is not None:
         cutoff = now - timedelta(seconds=float(longest))
@@ -311,8 +319,7 @@ def drop_partition(ctx: Context, name: str) -> Steps[None]:
     for its lock (a lock timeout raises: the next pass tries again)."""
     if _partition_month(name) is None:  # never the default partition, nor a stranger
         raise ValueError(f"not an archive partition: {name!r}")
-    yield _lock_timeout()
-    yield Step(_ddl(f"DROP TABLE {_quoted(ctx, name)}"), {})
+    yield from _with_lock_timeout(ctx, [_ddl(f"DROP TABLE {_quoted(ctx, name)}")])
 
 
 # --------------------------------------------------------------------------- the hot table
@@ -338,12 +345,14 @@ ANALYZE_MOD_FRACTION = 0.1
 def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
     """VACUUM (ANALYZE) the table ``name`` (quoted, qualified) if its statistics show
     at least :data:`VACUUM_DEAD_MIN` dead tuples and :data:`VACUUM_DEAD_FRACTION` of
-    its live ones, and this role owns it; whether it did."""
+    its live ones, and this role owns it, unless a VACUUM or ANALYZE (an autovacuum's
+    too) holds it now: waiting behind it would stall the leader, or make PostgreSQL
+    cancel the autovacuum's work; the next check comes in seconds. Whether it did."""
     rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
     if not rows:
         return False
-    live, dead, owner, _ = rows[0]
-    if not owner or dead < max(VACUUM_DEAD_MIN, VACUUM_DEAD_FRACTION * live):
+    live, dead, owner, _, busy = rows[0]
+    if not owner or busy or dead < max(VACUUM_DEAD_MIN, VACUUM_DEAD_FRACTION * live):
         return False
     yield Step(_ddl(f"VACUUM (ANALYZE) {name}"), {})
     return True
@@ -352,12 +361,13 @@ def _vacuum_if_owed(ctx: Context, name: str) -> Steps[bool]:
 def _analyze_if_owed(ctx: Context, name: str) -> Steps[bool]:
     """ANALYZE the table ``name`` (quoted, qualified) if at least
     :data:`ANALYZE_MOD_MIN` of its rows, and :data:`ANALYZE_MOD_FRACTION` of its live
-    ones, changed since its last ANALYZE, and this role owns it; whether it did."""
+    ones, changed since its last ANALYZE, and this role owns it, unless a VACUUM or
+    ANALYZE holds it now (as :func:`_vacuum_if_owed`); whether it did."""
     rows = yield Step(ctx.sql.HOT_TABLE_STATS, {"b_table": name})
     if not rows:
         return False
-    live, _, owner, changed = rows[0]
-    if not owner or (changed or 0) < max(ANALYZE_MOD_MIN, ANALYZE_MOD_FRACTION * live):
+    live, _, owner, changed, busy = rows[0]
+    if not owner or busy or (changed or 0) < max(ANALYZE_MOD_MIN, ANALYZE_MOD_FRACTION * live):
         return False
     yield Step(_ddl(f"ANALYZE {name}"), {})
     return True

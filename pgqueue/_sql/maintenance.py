@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Double,
     Integer,
     Text,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    true,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import OID, REGCLASS, insert
@@ -277,6 +279,14 @@ LONGEST_RETENTION = select(
     func.pg_catalog.now(),
 )
 
+#: This transaction's ``lock_timeout``, and a new value for the rest of it only (a
+#: partition's creation or drop waits at most that long for the archive's lock; with
+#: ``bind=`` the caller's value is put back after the DDL).
+LOCK_TIMEOUT = select(func.pg_catalog.current_setting(const("lock_timeout")))
+SET_LOCK_TIMEOUT = select(
+    func.pg_catalog.set_config(const("lock_timeout"), bindparam("b_value", type_=Text), true())
+)
+
 # --------------------------------------------------------------------------- the hot table
 _stats = table(
     "pg_stat_user_tables",
@@ -287,10 +297,19 @@ _stats = table(
     schema="pg_catalog",
 )
 _hot = cast(bindparam("b_table", type_=Text), REGCLASS)
+_locks = table(
+    "pg_locks",
+    column("relation", OID),
+    column("mode", Text),
+    column("granted", Boolean),
+    schema="pg_catalog",
+)
 #: A table's (live, dead) tuples as the statistics collector last counted them,
-#: whether the current role owns it (may VACUUM it), and the rows changed since its
-#: last ANALYZE — ``b_table``: its quoted, qualified name (the hot table, or one
-#: partition of the archive).
+#: whether the current role owns it (may VACUUM it), the rows changed since its last
+#: ANALYZE, and whether a VACUUM or ANALYZE (autovacuum's too) holds it now — its SHARE
+#: UPDATE EXCLUSIVE lock, which every role may see in ``pg_locks``: another would wait
+#: behind it, and one that waits makes PostgreSQL cancel an autovacuum's work —
+#: ``b_table``: its quoted, qualified name (the hot table, or one archive partition).
 HOT_TABLE_STATS = select(
     _stats.c.n_live_tup,
     _stats.c.n_dead_tup,
@@ -298,4 +317,9 @@ HOT_TABLE_STATS = select(
     .where(_owner.c.oid == _hot)
     .scalar_subquery(),
     _stats.c.n_mod_since_analyze,
+    exists().where(
+        _locks.c.relation == _hot,
+        _locks.c.mode == const("ShareUpdateExclusiveLock"),
+        _locks.c.granted,
+    ),
 ).where(_stats.c.relid == _hot)

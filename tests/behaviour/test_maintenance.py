@@ -670,6 +670,49 @@ def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     assert dead_tuples() < 2000
 
 
+def test_the_leader_does_not_queue_behind_a_vacuum_already_running(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VACUUM or ANALYZE (an autovacuum's) holding the table: the leader's would wait
+    behind it, or make PostgreSQL cancel the autovacuum; it skips, and does it once the
+    table is free."""
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
+    db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
+    )
+    db.rows("DELETE FROM pgqueue_jobs")
+    db.until(
+        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+    with sync_engine.connect() as holder:  # the lock a VACUUM holds
+        holder.execute(text(f"LOCK TABLE {SCHEMA}.pgqueue_jobs IN SHARE UPDATE EXCLUSIVE MODE"))
+        plan = maintenance_plans.vacuum_hot_table(ctx)
+        assert not run(sync_engine, None, plan, ctx)
+        holder.rollback()
+    assert run(sync_engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
+
+
+def test_making_partitions_in_the_callers_transaction_keeps_its_lock_timeout(
+    sync_engine: Engine,
+) -> None:
+    db = SyncDB(sync_engine, None)
+    ctx = Context(SCHEMA)
+    made = [f"pgqueue_archive_y2035m{m:02d}" for m in (3, 4, 5)]
+    try:
+        with sync_engine.connect() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '7s'"))
+            report = run_pass(sync_engine, conn, ctx, now=utc(2035, 3, 1))
+            assert report.partitions_created == tuple(made)
+            assert (conn.execute(text("SHOW lock_timeout"))).scalar() == "7s"
+            conn.commit()
+    finally:
+        drop_partitions(db, made)
+
+
 def test_the_leader_analyzes_the_hot_table_once_enough_of_it_changed(
     sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -908,14 +908,18 @@ WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = '
 -- HOT_TABLE_STATS [psycopg]
 SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
 FROM pg_catalog.pg_class AS owner
-WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze
+WHERE owner.oid = CAST(%(b_table)s::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze, EXISTS (SELECT *
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.relation = CAST(%(b_table)s::VARCHAR AS REGCLASS) AND pg_catalog.pg_locks.mode = 'ShareUpdateExclusiveLock' AND pg_catalog.pg_locks.granted) AS anon_2
 FROM pg_catalog.pg_stat_user_tables
 WHERE pg_catalog.pg_stat_user_tables.relid = CAST(%(b_table)s::VARCHAR AS REGCLASS);
 
 -- HOT_TABLE_STATS [asyncpg]
 SELECT pg_catalog.pg_stat_user_tables.n_live_tup, pg_catalog.pg_stat_user_tables.n_dead_tup, (SELECT pg_catalog.pg_has_role(owner.relowner, 'USAGE') AS pg_has_role_1
 FROM pg_catalog.pg_class AS owner
-WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze
+WHERE owner.oid = CAST($1::VARCHAR AS REGCLASS)) AS anon_1, pg_catalog.pg_stat_user_tables.n_mod_since_analyze, EXISTS (SELECT *
+FROM pg_catalog.pg_locks
+WHERE pg_catalog.pg_locks.relation = CAST($1::VARCHAR AS REGCLASS) AND pg_catalog.pg_locks.mode = 'ShareUpdateExclusiveLock' AND pg_catalog.pg_locks.granted) AS anon_2
 FROM pg_catalog.pg_stat_user_tables
 WHERE pg_catalog.pg_stat_user_tables.relid = CAST($1::VARCHAR AS REGCLASS);
 
@@ -1138,6 +1142,12 @@ SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.pa
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $1::VARCHAR AND public.pgqueue_jobs.status = 'dead' AND public.pgqueue_jobs.id > $2::BIGINT ORDER BY public.pgqueue_jobs.id
  LIMIT $3::INTEGER;
+
+-- LOCK_TIMEOUT [psycopg]
+SELECT pg_catalog.current_setting('lock_timeout') AS current_setting_1;
+
+-- LOCK_TIMEOUT [asyncpg]
+SELECT pg_catalog.current_setting('lock_timeout') AS current_setting_1;
 
 -- LONGEST_RETENTION [psycopg]
 SELECT pg_catalog.bool_or(public.pgqueue_queues.retain_completed IS NULL OR public.pgqueue_queues.retain_cancelled IS NULL) AS bool_or_1, pg_catalog.max(greatest(public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled)) AS max_1, pg_catalog.now() AS now_1
@@ -2248,6 +2258,12 @@ FROM wf_locked))) AND public.pgqueue_jobs.id = wf_counts.child_id AND public.pgq
 FROM wf_marked) AS anon_2, (SELECT pg_catalog.array_agg(wf_released.queue ORDER BY wf_released.queue) AS array_agg_1
 FROM wf_released
 WHERE wf_released.status = 'queued') AS released_queues;
+
+-- SET_LOCK_TIMEOUT [psycopg]
+SELECT pg_catalog.set_config('lock_timeout', %(b_value)s::VARCHAR, true) AS set_config_1;
+
+-- SET_LOCK_TIMEOUT [asyncpg]
+SELECT pg_catalog.set_config('lock_timeout', $1::VARCHAR, true) AS set_config_1;
 
 -- SET_QUEUE_PAUSED [psycopg]
 UPDATE public.pgqueue_queues SET paused=%(b_paused)s WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR RETURNING public.pgqueue_queues.id, public.pgqueue_queues.name, public.pgqueue_queues.max_attempts, public.pgqueue_queues.visibility_timeout, public.pgqueue_queues.retry_backoff, public.pgqueue_queues.retry_backoff_max, public.pgqueue_queues.archive, public.pgqueue_queues.paused, public.pgqueue_queues.created_at, public.pgqueue_queues.result_ttl, public.pgqueue_queues.retain_completed, public.pgqueue_queues.retain_cancelled, public.pgqueue_queues.retain_dead, (SELECT pg_catalog.pg_notify(%(b_channel)s::VARCHAR, %(b_queue)s::VARCHAR) AS pg_notify_1) AS notified;
