@@ -101,17 +101,21 @@ class SyncMaintainer:
 
         A held job not started yet (a buffered one) whose extend missed (its lease
         expired or was taken: another worker may run it) or failed never starts: a missed
-        one is let go, a failed one released by the fetch loop (issue 22)."""
+        one is let go, a failed one released by the fetch loop (issue 22). An extend
+        that hit pushes back the jobs' deadlines to start (``InFlight.start``)."""
         held = self._inflight.messages()
         for queue, ctx in self._contexts.items():
             mine = [m for m in held if m.queue == queue]
             if mine:
                 plan = consumer_plans.keep(ctx, mine, self._lease(queue))
+                since = time.monotonic()
                 try:
                     cancelled, missed = run(self._engine, None, plan, ctx)
                 except BaseException:
                     self._inflight.drop_unstarted(mine, lost=False)
                     raise
+                gone = {m.id for m in missed}
+                self._inflight.extended([m for m in mine if m.id not in gone], since)
                 if missed:
                     self._inflight.drop_unstarted(missed, lost=True)
                 if cancelled:
