@@ -124,16 +124,17 @@ class InFlight:
         """Jobs whose lease could not be extended (an extend that missed, ``lost``, or
         failed): those not started are marked never to start (atomically with
         :meth:`start`). A lost one is let go at once (counted lost: the row is no longer
-        this worker's); a failed one stays held, to be released. Returns those marked."""
+        this worker's); a failed one stays held, to be released. Returns those marked
+        (``lost``: those let go, each counted, for the observer to count too)."""
         dropped = []
         with self._lock:
             for m in messages:
                 job = self._jobs.get(m.id)
                 if job is None or job.message.lease != m.lease or job.started is not None:
                     continue  # settled, held again under a new lease, or running
-                if not job.dropped:
-                    job.dropped = True
+                if lost or not job.dropped:
                     dropped.append(m)
+                job.dropped = True
                 if lost:
                     del self._jobs[m.id]
                     self._stats["lost"] += 1

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from ._compat import Event, sleep, wait_event
 from ._drive import Bind, run
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import maintenance as maintenance_plans
@@ -54,7 +55,9 @@ class SyncMaintainer:
         check: Callable[[], None],
         stopping: Event,
         cancel: Callable[[list[int]], None],
+        observer: Observer,
     ) -> None:
+        self._observer = observer
         self._engine = engine
         self._ctx = ctx
         self._contexts = contexts
@@ -117,7 +120,8 @@ class SyncMaintainer:
                 gone = {m.id for m in missed}
                 self._inflight.extended([m for m in mine if m.id not in gone], since)
                 if missed:
-                    self._inflight.drop_unstarted(missed, lost=True)
+                    let_go = self._inflight.drop_unstarted(missed, lost=True)
+                    self._observer.settled(let_go, ["lost"] * len(let_go))
                 if cancelled:
                     self._cancel(cancelled)
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ._acompat import Event, sleep, wait_event
 from ._drive import AsyncBind, arun
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import maintenance as maintenance_plans
@@ -53,7 +54,9 @@ class AsyncMaintainer:
         check: Callable[[], Awaitable[None]],
         stopping: Event,
         cancel: Callable[[list[int]], None],
+        observer: Observer,
     ) -> None:
+        self._observer = observer
         self._engine = engine
         self._ctx = ctx
         self._contexts = contexts
@@ -116,7 +119,8 @@ class AsyncMaintainer:
                 gone = {m.id for m in missed}
                 self._inflight.extended([m for m in mine if m.id not in gone], since)
                 if missed:
-                    self._inflight.drop_unstarted(missed, lost=True)
+                    let_go = self._inflight.drop_unstarted(missed, lost=True)
+                    self._observer.settled(let_go, ["lost"] * len(let_go))
                 if cancelled:
                     self._cancel(cancelled)
 

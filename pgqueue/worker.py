@@ -318,6 +318,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
                 check=startup.check,
                 stopping=halt,
                 cancel=self._cancel,
+                observer=self._observer,
             )
             services.background.spawn(maintainer.run)
             if self._maintenance:

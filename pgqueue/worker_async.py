@@ -319,6 +319,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
                 check=startup.check,
                 stopping=halt,
                 cancel=self._cancel,
+                observer=self._observer,
             )
             services.background.spawn(maintainer.run)
             if self._maintenance:

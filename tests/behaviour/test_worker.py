@@ -1040,6 +1040,7 @@ def test_a_buffered_job_whose_lease_was_taken_never_starts(
                 sleep(0.05)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
+    lost_before = lost_metric()
     try:
         with running(worker):
             until_true(lambda: 150 in ran)
@@ -1065,6 +1066,15 @@ def test_a_buffered_job_whose_lease_was_taken_never_starts(
     assert not lost & set(ran), sorted(lost & set(ran))
     assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
     assert worker.stats["lost"] == len(lost)
+    assert lost_metric() - lost_before == len(lost)  # the observer counted them too
+
+
+def lost_metric() -> float:
+    """The worker metrics' lost settles of queue "tasks" (prometheus_client's registry)."""
+    from prometheus_client import REGISTRY
+
+    labels = {"queue": "tasks", "entrypoint": "tasks"}
+    return REGISTRY.get_sample_value("pgqueue_jobs_lost_total", labels) or 0.0
 
 
 @pytest.mark.slow

@@ -1052,6 +1052,7 @@ async def test_a_buffered_job_whose_lease_was_taken_never_starts(
                 await sleep(0.05)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
+    lost_before = lost_metric()
     try:
         async with running(worker):
             await until_true(lambda: 150 in ran)
@@ -1077,6 +1078,15 @@ async def test_a_buffered_job_whose_lease_was_taken_never_starts(
     assert not lost & set(ran), sorted(lost & set(ran))
     assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
     assert worker.stats["lost"] == len(lost)
+    assert lost_metric() - lost_before == len(lost)  # the observer counted them too
+
+
+def lost_metric() -> float:
+    """The worker metrics' lost settles of queue "tasks" (prometheus_client's registry)."""
+    from prometheus_client import REGISTRY
+
+    labels = {"queue": "tasks", "entrypoint": "tasks"}
+    return REGISTRY.get_sample_value("pgqueue_jobs_lost_total", labels) or 0.0
 
 
 @pytest.mark.slow
