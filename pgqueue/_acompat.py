@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 import logging
 import signal
 import threading
@@ -121,15 +120,17 @@ async def call_handler(
     threads: DaemonPool,
     in_thread: Callable[[], None],
     on_timeout: Callable[[], None],
+    coroutine: bool,
 ) -> Any:
-    """Run a handler: ``async def`` on the loop (cancelled at its timeout), a plain
-    function on one of the worker's handler threads (``in_thread()`` is called first).
+    """Run a handler (``coroutine``: an ``async def`` one, known at registration):
+    ``async def`` on the loop (cancelled at its timeout), a plain function on one of
+    the worker's handler threads (``in_thread()`` is called first).
 
     A thread cannot be interrupted: at its timeout ``on_timeout()`` is called (the job
     is flagged, see ``worker.cancelled``), and the handler keeps its slot until it
     really returns; then the attempt fails with JobTimeout. Cancelling this call does
     not pretend the thread stopped either (it is shielded)."""
-    if inspect.iscoroutinefunction(fn):
+    if coroutine:
         if timeout is None:
             return await fn(message)
         try:

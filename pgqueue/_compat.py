@@ -119,9 +119,11 @@ def call_handler(
     threads: DaemonPool,
     in_thread: Callable[[], None],
     on_timeout: Callable[[], None],
+    coroutine: bool,
 ) -> Any:
     """Run a handler in this thread (a job slot of the worker's daemon pool; ``threads``
-    serves the async face only). A thread cannot be interrupted: at its timeout
+    serves the async face only; never a ``coroutine``: this face refuses those). A
+    thread cannot be interrupted: at its timeout
     ``on_timeout()`` is called (the job is flagged, see ``worker.cancelled``), the
     handler keeps its slot until it really returns, and then the attempt fails with
     JobTimeout."""

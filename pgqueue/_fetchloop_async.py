@@ -113,6 +113,7 @@ class AsyncFetchLoop:
             # Idle before looking: a job still running or settling during the fetch could be
             # retried (rescheduled) after next_available was read: a stale answer.
             idle = len(self._inflight) == 0
+            leasing = time.monotonic()  # before the database's clock starts the leases
             try:
                 fetched, retry_in = await fetcher.fetch(conn, free)
                 attempt = 0
@@ -136,7 +137,7 @@ class AsyncFetchLoop:
             pace = (ended - before) / max(now - fetched_at, 1e-6)  # handlers' jobs a second
             fetched_at = now
             sizing.fetched(free, len(fetched), waited, pace)
-            for job in self._inflight.hold(fetched):
+            for job in self._inflight.hold(fetched, leasing):
                 if job.message.redelivered:
                     solo.append(job)
                 else:

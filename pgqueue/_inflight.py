@@ -10,9 +10,10 @@ async face too).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .types import Message
@@ -44,6 +45,10 @@ class Job:
     dropped: bool = False
     #: Given back unstarted (its release queued): never released twice.
     released: bool = False
+    #: Monotonic time past which it never starts: its lease may have expired unseen
+    #: (an event-loop stall, a lease keeping that could not run; another worker may
+    #: have leased it). Set at lease time, pushed back by each extend that hit.
+    deadline: float = math.inf
 
 
 class InFlight:
@@ -53,13 +58,36 @@ class InFlight:
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._stats = dict.fromkeys(STATS, 0)
+        self._leases: Mapping[str, float] = {}
+        self._margin = 0.0
 
-    def hold(self, messages: Iterable[Message]) -> list[Job]:
+    def keep_within(self, leases: Mapping[str, float], margin: float) -> None:
+        """Leases per queue (seconds) of the run; a job held past its lease less
+        ``margin`` (the lease keeping's interval: room for the next extend once its
+        handler runs) never starts."""
+        self._leases, self._margin = leases, margin
+
+    def _deadline(self, m: Message, since: float) -> float:
+        lease = self._leases.get(m.queue)
+        return math.inf if lease is None else since + lease - self._margin
+
+    def hold(self, messages: Iterable[Message], since: float | None = None) -> list[Job]:
+        """Hold leased jobs; ``since``: monotonic time before their lease was taken."""
         with self._lock:
             jobs = [Job(m) for m in messages]
             for job in jobs:
+                if since is not None:
+                    job.deadline = self._deadline(job.message, since)
                 self._jobs[job.message.id] = job
             return jobs
+
+    def extended(self, messages: Iterable[Message], since: float) -> None:
+        """Leases extended (``since``: monotonic time before the extend was sent)."""
+        with self._lock:
+            for m in messages:
+                job = self._jobs.get(m.id)
+                if job is not None and job.message.lease == m.lease:
+                    job.deadline = max(job.deadline, self._deadline(m, since))
 
     def get(self, job_id: int) -> Job | None:
         with self._lock:
@@ -80,9 +108,13 @@ class InFlight:
 
     def start(self, job: Job, *, in_thread: bool = False) -> bool:
         """Mark the job's handler started; False (and nothing marked): it was dropped
-        (:meth:`drop_unstarted`) and must not start."""
+        (:meth:`drop_unstarted`), or held past its deadline (marked dropped), and must
+        not start."""
         with self._lock:
             if job.dropped:
+                return False
+            if time.monotonic() > job.deadline:
+                job.dropped = True  # its lease may be gone: released like a failed extend
                 return False
             job.started = time.monotonic()
             job.in_thread = job.in_thread or in_thread
@@ -92,16 +124,17 @@ class InFlight:
         """Jobs whose lease could not be extended (an extend that missed, ``lost``, or
         failed): those not started are marked never to start (atomically with
         :meth:`start`). A lost one is let go at once (counted lost: the row is no longer
-        this worker's); a failed one stays held, to be released. Returns those marked."""
+        this worker's); a failed one stays held, to be released. Returns those marked
+        (``lost``: those let go, each counted, for the observer to count too)."""
         dropped = []
         with self._lock:
             for m in messages:
                 job = self._jobs.get(m.id)
                 if job is None or job.message.lease != m.lease or job.started is not None:
                     continue  # settled, held again under a new lease, or running
-                if not job.dropped:
-                    job.dropped = True
+                if lost or not job.dropped:
                     dropped.append(m)
+                job.dropped = True
                 if lost:
                     del self._jobs[m.id]
                     self._stats["lost"] += 1

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from ._compat import Event, sleep, wait_event
 from ._drive import Bind, run
 from ._inflight import InFlight
+from ._observe import Observer
 from ._plans import Context
 from ._plans import consumer as consumer_plans
 from ._plans import maintenance as maintenance_plans
@@ -54,7 +55,9 @@ class SyncMaintainer:
         check: Callable[[], None],
         stopping: Event,
         cancel: Callable[[list[int]], None],
+        observer: Observer,
     ) -> None:
+        self._observer = observer
         self._engine = engine
         self._ctx = ctx
         self._contexts = contexts
@@ -101,19 +104,24 @@ class SyncMaintainer:
 
         A held job not started yet (a buffered one) whose extend missed (its lease
         expired or was taken: another worker may run it) or failed never starts: a missed
-        one is let go, a failed one released by the fetch loop (issue 22)."""
+        one is let go, a failed one released by the fetch loop (issue 22). An extend
+        that hit pushes back the jobs' deadlines to start (``InFlight.start``)."""
         held = self._inflight.messages()
         for queue, ctx in self._contexts.items():
             mine = [m for m in held if m.queue == queue]
             if mine:
                 plan = consumer_plans.keep(ctx, mine, self._lease(queue))
+                since = time.monotonic()
                 try:
                     cancelled, missed = run(self._engine, None, plan, ctx)
                 except BaseException:
                     self._inflight.drop_unstarted(mine, lost=False)
                     raise
+                gone = {m.id for m in missed}
+                self._inflight.extended([m for m in mine if m.id not in gone], since)
                 if missed:
-                    self._inflight.drop_unstarted(missed, lost=True)
+                    let_go = self._inflight.drop_unstarted(missed, lost=True)
+                    self._observer.settled(let_go, ["lost"] * len(let_go))
                 if cancelled:
                     self._cancel(cancelled)
 

@@ -7,6 +7,7 @@ worker does not serve is an ``InvalidArgument`` at import time, not a dead sched
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,9 @@ class Entrypoint:
     on_dead: str = "hold"
     #: Validates a job's payload as the handler's ``Message[T]`` asks (None: as it is).
     parse: Parse | None = None
+    #: The handler is an ``async def`` one (asked once, here: ``inspect`` per job was
+    #: 2% of a worker's time on 20,000 no-op jobs).
+    coroutine: bool = False
 
     @property
     def limited(self) -> bool:
@@ -221,7 +225,13 @@ class Handlers:
                 )
             if name in self._entrypoints:
                 raise InvalidArgument(f"entrypoint {name!r} is already registered")
-            self._entrypoints[name] = Entrypoint(name, fn, **checked, parse=parser_for(fn))
+            self._entrypoints[name] = Entrypoint(
+                name,
+                fn,
+                **checked,
+                parse=parser_for(fn),
+                coroutine=inspect.iscoroutinefunction(fn),
+            )
             return fn
 
         return register

@@ -86,6 +86,7 @@ class SyncRunner:
                 self._threads,
                 lambda: self._inflight.in_thread(job),
                 timed_out,
+                ep.coroutine,
             )
             # The result as it will be stored; one that cannot be fails the attempt.
             result = _validate.result_text(returned, self._max_result_bytes, self._encode)

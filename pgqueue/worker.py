@@ -306,6 +306,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
             self._leases = leases
             interval = self._heartbeat_interval or startup.heartbeat_interval(self._leases)
             _validate.heartbeat_within_lease(interval, min(self._leases.values()))
+            self._inflight.keep_within(self._leases, interval)
             maintainer = SyncMaintainer(
                 self._engine,
                 self._ctx,
@@ -317,6 +318,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
                 check=startup.check,
                 stopping=halt,
                 cancel=self._cancel,
+                observer=self._observer,
             )
             services.background.spawn(maintainer.run)
             if self._maintenance:

@@ -307,6 +307,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
             self._leases = leases
             interval = self._heartbeat_interval or startup.heartbeat_interval(self._leases)
             _validate.heartbeat_within_lease(interval, min(self._leases.values()))
+            self._inflight.keep_within(self._leases, interval)
             maintainer = AsyncMaintainer(
                 self._engine,
                 self._ctx,
@@ -318,6 +319,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
                 check=startup.check,
                 stopping=halt,
                 cancel=self._cancel,
+                observer=self._observer,
             )
             services.background.spawn(maintainer.run)
             if self._maintenance:

@@ -1052,6 +1052,7 @@ async def test_a_buffered_job_whose_lease_was_taken_never_starts(
                 await sleep(0.05)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
+    lost_before = lost_metric()
     try:
         async with running(worker):
             await until_true(lambda: 150 in ran)
@@ -1077,6 +1078,80 @@ async def test_a_buffered_job_whose_lease_was_taken_never_starts(
     assert not lost & set(ran), sorted(lost & set(ran))
     assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
     assert worker.stats["lost"] == len(lost)
+    assert lost_metric() - lost_before == len(lost)  # the observer counted them too
+
+
+def lost_metric() -> float:
+    """The worker metrics' lost settles of queue "tasks" (prometheus_client's registry)."""
+    from prometheus_client import REGISTRY
+
+    labels = {"queue": "tasks", "entrypoint": "tasks"}
+    return REGISTRY.get_sample_value("pgqueue_jobs_lost_total", labels) or 0.0
+
+
+@pytest.mark.slow
+async def test_a_buffered_job_held_past_its_lease_never_starts(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job waiting in the prefetch buffer past its lease (less the lease keeping's
+    interval) never starts, though no lease keeping noticed (an event-loop stall, say:
+    another worker may have leased it); it goes back to the queue, and every job runs
+    once. The held jobs' clock is moved ahead instead of waiting a lease out."""
+    monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)  # held until a slot frees
+    ahead = [0.0]
+    real = time.monotonic
+
+    class Clock:  # pgqueue._inflight's ``time``: what InFlight.start compares
+        @staticmethod
+        def monotonic() -> float:
+            return real() + ahead[0]
+
+    monkeypatch.setattr("pgqueue._inflight.time", Clock)
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1, visibility_timeout=30)
+    ran: list[int] = []
+    stop = threading.Event()
+
+    @worker.entrypoint("tasks")
+    async def work(job: Message) -> None:
+        ran.append(job.payload["n"])
+        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                await sleep(0.05)
+
+    await producer.batch_enqueue([{"n": i} for i in range(300)])
+    try:
+        async with running(worker):
+            await until_true(lambda: 150 in ran)
+            await until(
+                async_engine,
+                "SELECT count(*) = 0 FROM pgqueue_jobs WHERE (payload->>'n')::int < 150",
+            )
+            buffered = await rows(
+                async_engine,
+                "SELECT id, lease FROM pgqueue_jobs "
+                "WHERE (payload->>'n')::int > 150 AND status = 'running'",
+            )
+            assert buffered  # the buffer held some
+            ahead[0] = 3600.0  # every held job is past its deadline
+            stop.set()
+            # Each buffered job was given back (its lease ended), none started.
+            await until(
+                async_engine,
+                "SELECT count(*) = 0 FROM pgqueue_jobs WHERE (id, lease) IN "
+                "(SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:leases AS uuid[])))",
+                ids=[r.id for r in buffered],
+                leases=[str(r.lease) for r in buffered],
+            )
+            assert sorted(ran) == list(range(151))
+            ahead[0] = 0.0  # the leases are kept again: the rest run
+            await until(async_engine, "SELECT count(*) = 0 FROM pgqueue_jobs", timeout=60)
+    finally:
+        stop.set()
+    assert len(ran) == len(set(ran)) and sorted(ran) == list(range(300))
+    assert worker.stats["lost"] == 0
 
 
 @pytest.mark.slow

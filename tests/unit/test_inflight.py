@@ -3,7 +3,9 @@ service sees as a job goes from leased to settled, and the counters, under threa
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -128,3 +130,19 @@ def test_an_unstarted_job_whose_extend_missed_never_starts() -> None:
     assert inflight.unspent([failed, waiting, running]) == [failed.message]
     assert inflight.unspent([failed]) == []  # given back once
     assert [m.id for m in inflight.waiting()] == []
+
+
+def test_a_job_held_past_its_lease_less_the_margin_never_starts() -> None:
+    """A job held past its lease less the margin (no lease keeping saw it: a stall)
+    never starts and is released once; an extend that hit gives it its lease again;
+    without leases (none configured) there is no deadline."""
+    inflight = InFlight()
+    inflight.keep_within({"tasks": 30.0}, 10.0)
+    late, kept = inflight.hold([message(8), message(9)], since=time.monotonic() - 25.0)
+    assert late.deadline < time.monotonic()
+    inflight.extended([kept.message], since=time.monotonic())
+    assert not inflight.start(late) and late.dropped and late.started is None
+    assert inflight.start(kept)
+    assert inflight.unspent([late]) == [late.message]
+    (free,) = InFlight().hold([message(10)], since=time.monotonic() - 1e6)
+    assert free.deadline == math.inf
