@@ -132,6 +132,8 @@ class InFlight:
                 job = self._jobs.get(m.id)
                 if job is None or job.message.lease != m.lease or job.started is not None:
                     continue  # settled, held again under a new lease, or running
+                if lost and job.released:
+                    continue  # given back already: its release settles it, not lost here
                 if lost or not job.dropped:
                     dropped.append(m)
                 job.dropped = True
@@ -220,6 +222,15 @@ class InFlight:
                 for job in self._jobs.values()
                 if job.started is None and not job.released
             ]
+
+    def give_back(self) -> list[Message]:
+        """Every held job whose handler never started, marked never to start
+        (atomically with :meth:`start`, as :meth:`unspent`): their messages, to
+        release. A thread that picked up such a job's task but had not started it can
+        no longer run it."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return self.unspent(jobs)
 
     def running(self) -> list[Job]:
         """Held jobs whose handler started and has not returned."""

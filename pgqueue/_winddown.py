@@ -41,7 +41,7 @@ class SyncServices:
             running = self.inflight.running()
             self.jobs.cancel([j.message.id for j in running if not j.in_thread])
             self.jobs.cancel([m.id for m in self.inflight.waiting()])
-        self.completer.release(self.inflight.waiting())
+        self.completer.release(self.inflight.give_back())
         still = self.inflight.running()
         if still:
             log.warning(

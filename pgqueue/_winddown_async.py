@@ -42,7 +42,7 @@ class AsyncServices:
             running = self.inflight.running()
             await self.jobs.cancel([j.message.id for j in running if not j.in_thread])
             await self.jobs.cancel([m.id for m in self.inflight.waiting()])
-        await self.completer.release(self.inflight.waiting())
+        await self.completer.release(self.inflight.give_back())
         still = self.inflight.running()
         if still:
             log.warning(

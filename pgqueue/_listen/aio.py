@@ -119,7 +119,10 @@ class Listener:
                 log.warning("LISTEN %s lost (%s); retrying in %.2fs", self._channel, exc, delay)
                 await self._close_conn()
                 await asyncio.sleep(delay)
-        await self._close_conn()  # closing, and a cancellation was lost (see close())
+        # Closing, and a cancellation was lost (see close()): no more cancels, so none
+        # interrupts this last close and leaves the connection open.
+        self._cancel_seen = True
+        await self._close_conn()
 
     async def _close_conn(self) -> None:
         conn, self._conn = self._conn, None

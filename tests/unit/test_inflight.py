@@ -146,3 +146,24 @@ def test_a_job_held_past_its_lease_less_the_margin_never_starts() -> None:
     assert inflight.unspent([late]) == [late.message]
     (free,) = InFlight().hold([message(10)], since=time.monotonic() - 1e6)
     assert free.deadline == math.inf
+
+
+def test_giving_back_at_shutdown_marks_the_unstarted_never_to_start() -> None:
+    """The wind-down's release: a job whose task a pool thread picked up but had not
+    started can no longer start once given back; a running one is not given back."""
+    inflight = InFlight()
+    running, waiting = inflight.hold([message(1), message(2)])
+    assert inflight.start(running)
+    assert [m.id for m in inflight.give_back()] == [2]
+    assert not inflight.start(waiting)
+    assert inflight.give_back() == []  # given back once
+
+
+def test_a_job_given_back_then_found_lost_is_not_counted_lost() -> None:
+    """Its release is queued (a give-back) when the keeper finds its lease gone: the
+    release settles it; counting it lost too would be false."""
+    inflight = InFlight()
+    (job,) = inflight.hold([message(3)])
+    assert [m.id for m in inflight.give_back()] == [3]
+    assert inflight.drop_unstarted([job.message], lost=True) == []
+    assert inflight.stats["lost"] == 0
