@@ -631,6 +631,20 @@ def test_months_past_every_queues_retention_are_dropped_whole(
         drop_partitions(db, made)
 
 
+def dead_rows(db: SyncDB, n: int) -> None:
+    """``n`` dead tuples in the hot table, once its statistics show them."""
+    db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, :n)",
+        n=n,
+    )
+    db.rows("DELETE FROM pgqueue_jobs")
+    db.until(
+        f"SELECT n_dead_tup >= {n} FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+
+
 # --------------------------------------------------------------------------- the hot table
 def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
@@ -652,15 +666,7 @@ def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
         done: bool = run(sync_engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
         return done
 
-    db.rows(
-        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
-        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
-    )
-    db.rows("DELETE FROM pgqueue_jobs")
-    db.until(
-        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
-        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
-    )
+    dead_rows(db, 3000)
     assert vacuum()
     db.until(
         "SELECT n_dead_tup < 2000 FROM pg_stat_user_tables"
@@ -679,15 +685,7 @@ def test_the_leader_does_not_queue_behind_a_vacuum_already_running(
     db = SyncDB(sync_engine, None)
     ctx = Context(SCHEMA)
     monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
-    db.rows(
-        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
-        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
-    )
-    db.rows("DELETE FROM pgqueue_jobs")
-    db.until(
-        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
-        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
-    )
+    dead_rows(db, 3000)
     with sync_engine.connect() as holder:  # the lock a VACUUM holds
         holder.execute(text(f"LOCK TABLE {SCHEMA}.pgqueue_jobs IN SHARE UPDATE EXCLUSIVE MODE"))
         plan = maintenance_plans.vacuum_hot_table(ctx)

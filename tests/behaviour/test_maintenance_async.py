@@ -633,6 +633,20 @@ async def test_months_past_every_queues_retention_are_dropped_whole(
         await drop_partitions(db, made)
 
 
+async def dead_rows(db: AsyncDB, n: int) -> None:
+    """``n`` dead tuples in the hot table, once its statistics show them."""
+    await db.rows(
+        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
+        " SELECT 'q', 'e', '{}' FROM generate_series(1, :n)",
+        n=n,
+    )
+    await db.rows("DELETE FROM pgqueue_jobs")
+    await db.until(
+        f"SELECT n_dead_tup >= {n} FROM pg_stat_user_tables"
+        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
+    )
+
+
 # --------------------------------------------------------------------------- the hot table
 async def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
     async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
@@ -654,15 +668,7 @@ async def test_the_leader_vacuums_the_hot_table_once_it_holds_many_dead_tuples(
         done: bool = await arun(async_engine, None, maintenance_plans.vacuum_hot_table(ctx), ctx)
         return done
 
-    await db.rows(
-        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
-        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
-    )
-    await db.rows("DELETE FROM pgqueue_jobs")
-    await db.until(
-        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
-        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
-    )
+    await dead_rows(db, 3000)
     assert await vacuum()
     await db.until(
         "SELECT n_dead_tup < 2000 FROM pg_stat_user_tables"
@@ -681,15 +687,7 @@ async def test_the_leader_does_not_queue_behind_a_vacuum_already_running(
     db = AsyncDB(async_engine, None)
     ctx = Context(SCHEMA)
     monkeypatch.setattr(maintenance_plans, "VACUUM_DEAD_MIN", 2_000)
-    await db.rows(
-        "INSERT INTO pgqueue_jobs (queue, entrypoint, payload)"
-        " SELECT 'q', 'e', '{}' FROM generate_series(1, 3000)"
-    )
-    await db.rows("DELETE FROM pgqueue_jobs")
-    await db.until(
-        "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables"
-        f" WHERE relid = '{SCHEMA}.pgqueue_jobs'::regclass"
-    )
+    await dead_rows(db, 3000)
     async with async_engine.connect() as holder:  # the lock a VACUUM holds
         await holder.execute(
             text(f"LOCK TABLE {SCHEMA}.pgqueue_jobs IN SHARE UPDATE EXCLUSIVE MODE")

@@ -939,15 +939,10 @@ def test_workers_share_a_backlog_fairly(sync_engine: Engine) -> None:
     assert all(75 <= ran[n] <= 125 for n in range(4)), ran
 
 
-@pytest.mark.slow
-def test_prefetched_jobs_are_held_and_released_at_shutdown(
-    sync_engine: Engine,
-) -> None:
-    """Jobs a fast worker leased ahead of its slots are held like running ones (leased
-    to it, the lease fenced) and go back to the queue unspent when it stops before
-    running them; none is lost or run twice."""
-    producer = queue(sync_engine)
-    worker = make_worker(sync_engine, concurrency=1, shutdown_timeout=0.2)
+def busy_at_150(worker: SyncWorker) -> tuple[list[int], threading.Event]:
+    """A handler that records each job's ``n`` and stays busy at job 150 until the
+    event is set (20 s at most): the jobs its worker leased after that one wait in the
+    buffer. Returns what ran, in order, and the event."""
     ran: list[int] = []
     stop = threading.Event()
 
@@ -959,6 +954,20 @@ def test_prefetched_jobs_are_held_and_released_at_shutdown(
                 if stop.is_set():
                     return
                 sleep(0.05)
+
+    return ran, stop
+
+
+@pytest.mark.slow
+def test_prefetched_jobs_are_held_and_released_at_shutdown(
+    sync_engine: Engine,
+) -> None:
+    """Jobs a fast worker leased ahead of its slots are held like running ones (leased
+    to it, the lease fenced) and go back to the queue unspent when it stops before
+    running them; none is lost or run twice."""
+    producer = queue(sync_engine)
+    worker = make_worker(sync_engine, concurrency=1, shutdown_timeout=0.2)
+    ran, stop = busy_at_150(worker)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -986,17 +995,7 @@ def test_a_suspended_worker_gives_back_its_prefetched_jobs(
     to the queue unspent; the running one finishes; resumed, it runs the rest once."""
     producer = queue(sync_engine)
     worker = make_worker(sync_engine, concurrency=1)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -1027,17 +1026,7 @@ def test_a_buffered_job_whose_lease_was_taken_never_starts(
     monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)  # held until a slot frees
     producer = queue(sync_engine)
     worker = make_worker(sync_engine, concurrency=1, heartbeat_interval=0.2, visibility_timeout=30)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
     lost_before = lost_metric()
@@ -1097,17 +1086,7 @@ def test_a_buffered_job_held_past_its_lease_never_starts(
     monkeypatch.setattr("pgqueue._inflight.time", Clock)
     producer = queue(sync_engine)
     worker = make_worker(sync_engine, concurrency=1, visibility_timeout=30)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -1151,17 +1130,7 @@ def test_stopping_gives_back_the_buffer_before_the_shutdown_timeout(
     monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)
     producer = queue(sync_engine)
     worker = make_worker(sync_engine, concurrency=1, shutdown_timeout=60)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     producer.batch_enqueue([{"n": i} for i in range(300)])
     try:

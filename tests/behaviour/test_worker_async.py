@@ -949,15 +949,10 @@ async def test_workers_share_a_backlog_fairly(async_engine: AsyncEngine) -> None
     assert all(75 <= ran[n] <= 125 for n in range(4)), ran
 
 
-@pytest.mark.slow
-async def test_prefetched_jobs_are_held_and_released_at_shutdown(
-    async_engine: AsyncEngine,
-) -> None:
-    """Jobs a fast worker leased ahead of its slots are held like running ones (leased
-    to it, the lease fenced) and go back to the queue unspent when it stops before
-    running them; none is lost or run twice."""
-    producer = await queue(async_engine)
-    worker = make_worker(async_engine, concurrency=1, shutdown_timeout=0.2)
+def busy_at_150(worker: AsyncWorker) -> tuple[list[int], threading.Event]:
+    """A handler that records each job's ``n`` and stays busy at job 150 until the
+    event is set (20 s at most): the jobs its worker leased after that one wait in the
+    buffer. Returns what ran, in order, and the event."""
     ran: list[int] = []
     stop = threading.Event()
 
@@ -969,6 +964,20 @@ async def test_prefetched_jobs_are_held_and_released_at_shutdown(
                 if stop.is_set():
                     return
                 await sleep(0.05)
+
+    return ran, stop
+
+
+@pytest.mark.slow
+async def test_prefetched_jobs_are_held_and_released_at_shutdown(
+    async_engine: AsyncEngine,
+) -> None:
+    """Jobs a fast worker leased ahead of its slots are held like running ones (leased
+    to it, the lease fenced) and go back to the queue unspent when it stops before
+    running them; none is lost or run twice."""
+    producer = await queue(async_engine)
+    worker = make_worker(async_engine, concurrency=1, shutdown_timeout=0.2)
+    ran, stop = busy_at_150(worker)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -996,17 +1005,7 @@ async def test_a_suspended_worker_gives_back_its_prefetched_jobs(
     to the queue unspent; the running one finishes; resumed, it runs the rest once."""
     producer = await queue(async_engine)
     worker = make_worker(async_engine, concurrency=1)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    async def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                await sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -1039,17 +1038,7 @@ async def test_a_buffered_job_whose_lease_was_taken_never_starts(
     monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)  # held until a slot frees
     producer = await queue(async_engine)
     worker = make_worker(async_engine, concurrency=1, heartbeat_interval=0.2, visibility_timeout=30)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    async def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                await sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
     lost_before = lost_metric()
@@ -1109,17 +1098,7 @@ async def test_a_buffered_job_held_past_its_lease_never_starts(
     monkeypatch.setattr("pgqueue._inflight.time", Clock)
     producer = await queue(async_engine)
     worker = make_worker(async_engine, concurrency=1, visibility_timeout=30)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    async def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:  # busy from here: the rest wait in the buffer
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                await sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
@@ -1163,17 +1142,7 @@ async def test_stopping_gives_back_the_buffer_before_the_shutdown_timeout(
     monkeypatch.setattr("pgqueue._prefetch.STALE", 1000.0)
     producer = await queue(async_engine)
     worker = make_worker(async_engine, concurrency=1, shutdown_timeout=60)
-    ran: list[int] = []
-    stop = threading.Event()
-
-    @worker.entrypoint("tasks")
-    async def work(job: Message) -> None:
-        ran.append(job.payload["n"])
-        if job.payload["n"] == 150:
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                await sleep(0.05)
+    ran, stop = busy_at_150(worker)
 
     await producer.batch_enqueue([{"n": i} for i in range(300)])
     try:
