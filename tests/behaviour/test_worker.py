@@ -1055,12 +1055,17 @@ def test_a_buffered_job_whose_lease_was_taken_never_starts(
     assert not lost & set(ran), sorted(lost & set(ran))
     assert len(ran) == len(set(ran)) and sorted(ran + sorted(lost)) == list(range(300))
     assert worker.stats["lost"] == len(lost)
-    assert lost_metric() - lost_before == len(lost)  # the observer counted them too
+    if lost_before is not None:  # the observer counted them too (with pgqueue[prometheus])
+        assert (lost_metric() or 0.0) - lost_before == len(lost)
 
 
-def lost_metric() -> float:
-    """The worker metrics' lost settles of queue "tasks" (prometheus_client's registry)."""
-    from prometheus_client import REGISTRY
+def lost_metric() -> float | None:
+    """The worker metrics' lost settles of queue "tasks" (prometheus_client's registry),
+    or None where the extra is not installed (CI's floors stage runs without extras)."""
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return None
 
     labels = {"queue": "tasks", "entrypoint": "tasks"}
     return REGISTRY.get_sample_value("pgqueue_jobs_lost_total", labels) or 0.0
