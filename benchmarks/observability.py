@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import statistics
@@ -137,10 +138,25 @@ MODES = ("off", "metrics", "unsampled", "ratio10", "sampled")
 TRACED = ("unsampled", "ratio10", "sampled")
 
 
-def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, float, int]:
+class Collections:
+    """The wall time the garbage collector spends in this process (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, float, int, float]:
     """One drain in this process, instrumented as ``mode``: its jobs/s, the CPU time
-    this process spent per job (µs: user + system, every thread), and the spans
-    recorded (exported after the clock stops)."""
+    this process spent per job (µs: user + system, every thread), the spans recorded
+    (exported after the clock stops), and the garbage collector's time per job (µs)."""
     exporter, provider = Dropped(), None
     if mode in TRACED:
         from opentelemetry.sdk.trace.sampling import (
@@ -169,15 +185,18 @@ def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, floa
     with psycopg.connect(url.replace("+psycopg", "").replace("+asyncpg", ""), autocommit=True) as c:
         n = c.execute(f"SELECT count(*) FROM {SCHEMA}.pgqueue_jobs").fetchone()
     jobs = n[0] if n else 0
+    collections = Collections()
     started, cpu = time.perf_counter(), time.process_time()
     if face == "sync":
         drain_sync(url, instrument, concurrency)
     else:
         asyncio.run(drain_async(url, instrument, concurrency))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    collected = collections.seconds
     if provider is not None:
         provider.force_flush()
-    return jobs / elapsed, cpu / max(jobs, 1) * 1e6, exporter.spans
+    per_job = 1e6 / max(jobs, 1)
+    return jobs / elapsed, cpu * per_job, exporter.spans, collected * per_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}
             cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
             spans: dict[str, list[int]] = {mode: [] for mode in MODES}
+            gcs: dict[str, list[float]] = {mode: [] for mode in MODES}
             for repeat in range(args.repeats):
                 shift = repeat % len(MODES)
                 for mode in MODES[shift:] + MODES[:shift]:
@@ -236,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                         text=True,
                         check=True,
                     )
-                    rate_text, cpu_text, spans_text = out.stdout.strip().splitlines()[-1].split()
-                    rates[mode].append(float(rate_text))
-                    cpus[mode].append(float(cpu_text))
-                    spans[mode].append(int(spans_text))
+                    fields = out.stdout.strip().splitlines()[-1].split()
+                    rates[mode].append(float(fields[0]))
+                    cpus[mode].append(float(fields[1]))
+                    spans[mode].append(int(fields[2]))
+                    gcs[mode].append(float(fields[3]))
                     left = admin.metrics(QUEUE)
                     assert left.ready == left.scheduled == left.running == 0, left
             off = statistics.median(rates["off"])
@@ -257,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                         "runs": rates[mode],
                         "cpu_runs": cpus[mode],
                         "spans_recorded": spans[mode],
+                        "gc_us_per_job": statistics.median(gcs[mode]),
                     }
                 )
         admin_engine.dispose()
@@ -268,12 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats}, PostgreSQL {version[0] if version else '?'}, load average "
         f"{load_before[0]:.2f} before, {args.load_average_after[0]:.2f} after\n"
     )
-    print("| face | mode | jobs/s | overhead | worker CPU per job | CPU overhead | spans |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| face | mode | jobs/s | overhead | worker CPU per job | CPU overhead "
+        "| garbage collector per job | spans |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['face']} | {r['mode']} | {r['jobs_per_s']:,.0f} | {r['overhead']:.1%} "
             f"| {r['cpu_us_per_job']:.0f} µs | {r['cpu_overhead']:+.1%} "
+            f"| {r['gc_us_per_job']:.1f} µs "
             f"| {statistics.median(r['spans_recorded']):,.0f} |"
         )
     write_results(args.output, args, results)

@@ -13,7 +13,11 @@ its own (OpenTelemetry's tracer provider is set once per process):
 * ``metrics``: Prometheus metrics, no tracer provider;
 * ``unsampled``: metrics, and an SDK whose sampler records nothing;
 * ``sampled``: metrics, and an SDK recording every span into a batch processor that
-  drops them.
+  drops them;
+* ``ratio10``: metrics, and the usual production sampler
+  (``ParentBased(TraceIdRatioBased(0.1))``); each job carries a ``traceparent`` of its
+  own (jobs enqueued by separate requests), one in ten flagged sampled, as a
+  producer's 10% sampler leaves them.
 
     python benchmarks/observer_cost.py              # 50,000 jobs, best of 3 rounds
     python benchmarks/observer_cost.py --quick      # 2,000 jobs, 1 round
@@ -33,10 +37,11 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-MODES = ("off", "metrics", "unsampled", "sampled")
+MODES = ("off", "metrics", "unsampled", "sampled", "ratio10")
 
 
 def child(mode: str, jobs: int, rounds: int) -> float:
@@ -48,7 +53,12 @@ def child(mode: str, jobs: int, rounds: int) -> float:
         SpanExporter,
         SpanExportResult,
     )
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        TraceIdRatioBased,
+    )
 
     from pgqueue._observe import Observer
     from pgqueue.types import Message
@@ -64,8 +74,13 @@ def child(mode: str, jobs: int, rounds: int) -> float:
     with TracerProvider().get_tracer("bench").start_as_current_span("enqueue"):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-    if mode in ("unsampled", "sampled"):
-        provider = TracerProvider(sampler=ALWAYS_ON if mode == "sampled" else ALWAYS_OFF)
+    if mode in ("unsampled", "sampled", "ratio10"):
+        samplers = {
+            "sampled": ALWAYS_ON,
+            "unsampled": ALWAYS_OFF,
+            "ratio10": ParentBased(TraceIdRatioBased(0.1)),
+        }
+        provider = TracerProvider(sampler=samplers[mode])
         provider.add_span_processor(BatchSpanProcessor(Dropped(), max_queue_size=jobs * 2))
         trace.set_tracer_provider(provider)
     del ReadableSpan
@@ -74,6 +89,11 @@ def child(mode: str, jobs: int, rounds: int) -> float:
         Message(i, "q", {}, "q", 0, "running", 1, None, now, now, headers=carrier, ready_at=now)
         for i in range(jobs)
     ]
+    if mode == "ratio10":  # a trace of its own per job, one in ten sampled
+        messages = [
+            replace(m, headers={"traceparent": f"00-{i + 1:032x}-{i + 1:016x}-0{int(i % 10 == 0)}"})
+            for i, m in enumerate(messages)
+        ]
     observer = Observer(instrument=mode != "off")
     if mode == "metrics":
         observer.tracing = False  # OpenTelemetry installed, no provider configured
