@@ -22,10 +22,12 @@ its own, in one of five modes:
 Each repeat runs every mode once, in an order rotated by one at each repeat (a mode
 always run first or last would carry the table's drift as its own overhead); the
 table gives each one's median rate and the median CPU time the worker's process spent
-per job (user + system, all threads), with their overhead against ``off``, and the
-spans the SDK recorded. On a shared machine the rates swing with the load (other
-processes take the cores); the CPU per job is the steadier measure of what the
-instrumentation adds. Target (issue 14): overhead <= 10%.
+per job (user + system, all threads), with their overhead against ``off``, the
+garbage collector's wall time per job (``gc.callbacks``), and the spans the SDK
+recorded. ``--gc-freeze``: each worker process calls ``gc.collect(); gc.freeze()``
+before the clock starts (docs/production.md, "Many short jobs"). On a shared machine
+the rates swing with the load (other processes take the cores); the CPU per job is
+the steadier measure of what the instrumentation adds. Target (issue 14): overhead <= 10%.
 
     python benchmarks/observability.py --dsn postgresql://postgres@127.0.0.1:5432/bench
     python benchmarks/observability.py --quick       # CI smoke run: 1,000 jobs, 1 repeat
@@ -76,6 +78,10 @@ class Dropped(SpanExporter):
     def shutdown(self) -> None:
         pass
 
+
+#: ``--gc-freeze``: the child freezes its start-up objects out of the garbage
+#: collector's sight before the clock starts (``gc.freeze()``).
+FREEZE = os.environ.get("PGQUEUE_BENCH_GC_FREEZE") == "1"
 
 #: One job in this many carries a sampled ``traceparent`` (a producer's 10% sampler).
 SAMPLED_EVERY = 10
@@ -185,6 +191,9 @@ def child(mode: str, face: str, url: str, concurrency: int) -> tuple[float, floa
     with psycopg.connect(url.replace("+psycopg", "").replace("+asyncpg", ""), autocommit=True) as c:
         n = c.execute(f"SELECT count(*) FROM {SCHEMA}.pgqueue_jobs").fetchone()
     jobs = n[0] if n else 0
+    if FREEZE:  # once start-up is done, as docs/production.md suggests
+        gc.collect()
+        gc.freeze()
     collections = Collections()
     started, cpu = time.perf_counter(), time.process_time()
     if face == "sync":
@@ -206,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="freeze each worker process's start-up objects (gc.freeze) before the clock",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "FACE", "URL"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--output", default=str(Path(__file__).parent / "results/observability.json")
@@ -217,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.jobs, args.repeats = 1_000, 1
+    if args.gc_freeze:  # the children read it
+        os.environ["PGQUEUE_BENCH_GC_FREEZE"] = "1"
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
     with server(args.dsn) as dsn:
@@ -286,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args.load_average_before = load_before
     args.load_average_after = os.getloadavg()
     print(
-        f"W3 drain of {args.jobs:,} jobs, concurrency {args.concurrency}, median of "
+        f"W3 drain of {args.jobs:,} jobs, concurrency {args.concurrency}"
+        f"{', gc.freeze()' if args.gc_freeze else ''}, median of "
         f"{args.repeats}, PostgreSQL {version[0] if version else '?'}, load average "
         f"{load_before[0]:.2f} before, {args.load_average_after[0]:.2f} after\n"
     )
