@@ -21,7 +21,6 @@ is configured (the API's default): no span, no header, a few hundred nanoseconds
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -57,7 +56,9 @@ def available() -> bool:
     return trace is not None
 
 
-_cached: list[Any] = []
+#: pgqueue's tracer and whether its sampler drops spans under unsampled parents, as one
+#: tuple (read once per job: ``use_tracer_provider`` may replace it meanwhile).
+_cached: list[tuple[Any, bool]] = []
 #: A provider pgqueue traces with instead of the global one (``use_tracer_provider``).
 _provider: list[Any] = []
 
@@ -74,44 +75,48 @@ def use_tracer_provider(provider: Any) -> None:
         _provider.append(provider)
 
 
-def _tracer() -> Any:
-    """pgqueue's tracer, looked up once (a quarter of a span's cost otherwise); made
-    before an SDK is configured it is the API's proxy, which follows the provider set
-    later."""
-    if not _cached:
+def _traced() -> tuple[Any, bool]:
+    """pgqueue's tracer, looked up once (a quarter of a span's cost otherwise), and
+    whether its spans under an unsampled parent can be skipped; made before an SDK is
+    configured the tracer is the API's proxy, which follows the provider set later."""
+    found = next(iter(_cached), None)
+    if found is None:
         from . import __version__
 
         source = _provider[0] if _provider else trace.get_tracer_provider()
         tracer = source.get_tracer("pgqueue", __version__)
-        _cached[:] = [tracer, _drops_unsampled_parents(tracer)]
-    return _cached[0]
+        # With a provider of pgqueue's own, a handler's spans come from another one
+        # (the global provider), whose sampler pgqueue does not ask: never skipped.
+        found = (tracer, not _provider and _drops_unsampled_parents(tracer))
+        _cached[:] = [found]
+    return found
 
 
-#: The tail of a ``ParentBased`` sampler's description (``Sampler.get_description``,
-#: the API every sampler has) when a parent that is not sampled drops the span:
-#: the SDK's default (``ParentBased(ALWAYS_ON)``) and the usual production
-#: ``ParentBased(TraceIdRatioBased(r))`` both.
-_DROPS_UNSAMPLED = re.compile(
-    r",remoteParentNotSampled:AlwaysOffSampler,localParentSampled:[^{},]*"
-    r",localParentNotSampled:AlwaysOffSampler}$"
-)
+def _tracer() -> Any:
+    return _traced()[0]
 
 
 def _drops_unsampled_parents(tracer: Any) -> bool:
     """Whether ``tracer``'s sampler drops every span whose parent, remote or local, is
-    not sampled, whatever else it is given: ``ALWAYS_OFF``, or a ``ParentBased`` whose
-    ``remote_parent_not_sampled`` and ``local_parent_not_sampled`` are ``ALWAYS_OFF``
-    (so a handler's own spans under the remote parent are dropped as they would be
-    under pgqueue's span). Anything else (a sampler of the user's own, a tracer that is
-    not the SDK's) is not assumed to."""
-    sampler = getattr(tracer, "sampler", None)
+    not sampled, whatever else it is given: the SDK's own ``ALWAYS_OFF``, or the SDK's
+    own ``ParentBased`` (exactly that class or ``ParentBasedTraceIdRatio``, not a
+    subclass that may decide otherwise) whose ``remote_parent_not_sampled`` and
+    ``local_parent_not_sampled`` are ``ALWAYS_OFF``, as by default (so a handler's own
+    spans under the remote parent are dropped as they would be under pgqueue's span).
+    Anything else (a sampler of the user's own, a wrapper, a tracer that is not the
+    SDK's) is asked for every span, as always."""
     try:
-        description = sampler.get_description() if sampler is not None else ""
-    except Exception:
+        from opentelemetry.sdk.trace import sampling
+    except ImportError:  # an SDK of another vendor's: not assumed
         return False
-    if description == "AlwaysOffSampler":
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is sampling.ALWAYS_OFF:
         return True
-    return description.startswith("ParentBased{") and bool(_DROPS_UNSAMPLED.search(description))
+    parent_based = (sampling.ParentBased, sampling.ParentBasedTraceIdRatio)
+    return type(sampler) in parent_based and all(
+        getattr(sampler, delegate, None) is sampling.ALWAYS_OFF
+        for delegate in ("_remote_parent_not_sampled", "_local_parent_not_sampled")
+    )
 
 
 @contextmanager
@@ -234,20 +239,22 @@ class ConsumerSpan:
 
     def __init__(self, m: Message) -> None:
         parent = None
-        tracer = _tracer()
+        tracer, skippable = _traced()
         if m.headers:
             try:  # headers come from producers: a malformed one is no parent, not a crash
                 parent, unsampled = _extracted(m.headers)
             except Exception:
                 parent = unsampled = None
-            if unsampled is not None and _cached[1]:
+            if unsampled is not None and skippable:
                 # The sampler drops a span under a remote parent that is not sampled:
                 # the span start_span would make records nothing and carries the
-                # parent's trace id and flags, so the parent's own (non-recording)
-                # span is made current instead. A handler's spans and outgoing
-                # ``traceparent`` stay in the trace, unsampled, as they would; what
-                # differs is the parent span id downstream, in a trace nobody records.
-                # A third of the cost of an unsampled job's span (and its garbage).
+                # parent's trace id, tracestate and flags, so the parent's own
+                # (non-recording) span is made current instead. A handler's spans and
+                # outgoing ``traceparent`` stay in the trace, unsampled, as they would;
+                # what differs is the span id they carry (the producer's, not a new
+                # one), in a trace nobody records, and that the current span is the
+                # remote one (as log correlation shows). A third of the cost of an
+                # unsampled job's span (and its garbage).
                 self._span = unsampled
                 self._token = otel_context.attach(trace.set_span_in_context(unsampled))
                 return
