@@ -95,6 +95,8 @@ class Statements:
     METRICS: Executable
     QUEUE_DEPTHS: Executable
     METRICS_CAPPED: Executable
+    METRICS_CAPPED_ALL: Executable
+    JIT_OFF: Executable
     METRICS_LATER: Executable
     DEPTH_STATISTICS: Executable
     ARCHIVE_STATISTICS: Executable

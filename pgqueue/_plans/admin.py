@@ -167,18 +167,60 @@ def metrics(ctx: Context, name: str, top_keys: int = 0, exact: bool = False) -> 
     return found
 
 
+@plan(transaction=True)
+def metrics_of_queues(ctx: Context, exact: bool = False) -> Steps[list[QueueMetrics]]:
+    """Every queue's metrics as :func:`metrics` gives each (no keys), by name: the capped
+    counts of all queues read in one statement (``pgqueue stats``), the statistics
+    behind any estimate once. In a transaction of its own (it turns JIT off in it)."""
+    yield Step(ctx.sql.JIT_OFF, {})
+    if exact:
+        found = []
+        for q in (yield Step(ctx.sql.SELECT_QUEUES, {})):
+            (row,) = yield Step(ctx.sql.METRICS, {"b_queue": q.name})
+            found.append(_rows.queue_metrics(q.name, row))
+        return sorted(found, key=lambda m: m.queue)
+    statistics = _Statistics()
+    found = []
+    for row in (yield Step(ctx.sql.METRICS_CAPPED_ALL, {})):
+        found.append((yield from _settled_metrics(ctx, row.name, row, statistics)))
+    return found
+
+
 def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     """Each status counted up to :data:`~pgqueue._counts.COUNT_CAP`, estimated above
     (``estimated`` names those)."""
-    cap = _counts.COUNT_CAP
     (row,) = yield Step(ctx.sql.METRICS_CAPPED, {"b_queue": name})
-    estimate: list[_counts.Estimate] = []
-    if any(c >= cap for c in (row.queued, row.scheduled, row.running, row.dead)):
+    return (yield from _settled_metrics(ctx, name, row, _Statistics()))
+
+
+class _Statistics:
+    """The statistics counts past the cap are estimated from, read at most once for
+    the queues of one call."""
+
+    __slots__ = ("archive", "jobs")
+
+    def __init__(self) -> None:
+        self.jobs: _counts.Estimate | None = None
+        #: The archive partitions' statistics and how many queues there are.
+        self.archive: tuple[Any, int] | None = None
+
+
+def _settled_metrics(
+    ctx: Context, name: str, row: Any, statistics: _Statistics
+) -> Steps[QueueMetrics]:
+    """``name``'s metrics from its row of capped counts (``METRICS_CAPPED``)."""
+    cap = _counts.COUNT_CAP
+    at_cap = any(c >= cap for c in (row.queued, row.scheduled, row.running, row.dead))
+    if at_cap and statistics.jobs is None:
         (stats,) = yield Step(ctx.sql.DEPTH_STATISTICS, _counts.depth_params(ctx.schema))
-        estimate.append(_counts.job_estimates(stats))
+        statistics.jobs = _counts.job_estimates(stats)
 
     def guess(status: str) -> Callable[[], float]:
-        return lambda: estimate[0](name, status)
+        def estimate() -> float:
+            assert statistics.jobs is not None  # read above: some count is at the cap
+            return statistics.jobs(name, status)
+
+        return estimate
 
     queued, q_est = _counts.settle(row.queued, cap, guess("queued"))
     scheduled, s_est = _counts.settle(row.scheduled, cap, guess("scheduled"))
@@ -194,9 +236,13 @@ def _capped_metrics(ctx: Context, name: str) -> Steps[QueueMetrics]:
     dead, d_est = _counts.settle(row.dead, cap, guess("dead"))
     archived, a_est = row.archived, row.archived >= cap
     if a_est:
-        parts = yield Step(ctx.sql.ARCHIVE_STATISTICS, _counts.archive_params(ctx.schema))
-        queues = yield Step(ctx.sql.SELECT_QUEUES, {})
-        archived = max(archived, round(_counts.archived_estimate(parts, name, len(queues))))
+        if statistics.archive is None:
+            params = _counts.archive_params(ctx.schema)
+            parts = yield Step(ctx.sql.ARCHIVE_STATISTICS, params)
+            queues = yield Step(ctx.sql.SELECT_QUEUES, {})
+            statistics.archive = (parts, len(queues))
+        parts, n_queues = statistics.archive
+        archived = max(archived, round(_counts.archived_estimate(parts, name, n_queues)))
     flags = {
         "ready": q_est or row.due >= cap,  # its due ones estimated
         "scheduled": s_est,

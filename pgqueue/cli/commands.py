@@ -212,13 +212,28 @@ def _counted(m: QueueMetrics, field: str) -> int | str:
     return f"~{value}" if field in m.estimated else value
 
 
+def _queue_metrics(admin: SyncAdmin, exact: bool) -> dict[str, QueueMetrics]:
+    """Every queue's metrics as ``admin.metrics`` gives each, read together: one
+    statement for all queues' capped counts, not one per queue."""
+    from .._drive import run
+    from .._plans import Context
+    from .._plans import admin as admin_plans
+
+    ctx = Context(admin.schema)
+    found = run(admin.engine, None, admin_plans.metrics_of_queues(ctx, exact), ctx)
+    return {m.queue: m for m in found}
+
+
 def _stats_view(admin: SyncAdmin, exact: bool = False) -> Group:
     """Queues and workers now: two tables under a title line."""
     queues = admin.list_queues()
+    metrics = _queue_metrics(admin, exact)
     rows = []
     counts = ("ready", "scheduled", "running", "dead", "archived")
     for q in queues:
-        m = admin.metrics(q.name, exact=exact)
+        m = metrics.get(q.name)
+        if m is None:  # deleted since it was listed
+            continue
         age = f"{m.oldest_ready_age.total_seconds():.1f}s" if m.oldest_ready_age else "-"
         state = "paused" if q.paused else "active"
         rows.append((q.name, state, *(_counted(m, f) for f in counts), age))
@@ -247,10 +262,10 @@ def _stats_view(admin: SyncAdmin, exact: bool = False) -> Group:
 
 
 def _stats_json(admin: SyncAdmin, exact: bool = False) -> dict[str, Any]:
+    queues = admin.list_queues()
+    metrics = _queue_metrics(admin, exact)
     return {
-        "queues": [
-            {"queue": q, "metrics": admin.metrics(q.name, exact=exact)} for q in admin.list_queues()
-        ],
+        "queues": [{"queue": q, "metrics": metrics[q.name]} for q in queues if q.name in metrics],
         "workers": admin.list_workers(),
     }
 

@@ -10,6 +10,7 @@ with ``INSERT ... SELECT generate_series`` (tens of thousands, not a million).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,9 @@ from sqlalchemy import text
 
 from pgqueue import SyncAdmin
 from pgqueue._counts import COUNT_CAP
+from pgqueue._drive import run
+from pgqueue._plans import Context
+from pgqueue._plans import admin as admin_plans
 from pgqueue.errors import InvalidArgument
 from tests.support.db import SyncDB
 
@@ -98,6 +102,41 @@ def test_counts_past_the_cap_are_estimated_per_queue_and_status(sync_db: SyncDB)
         counts = (exact.ready, exact.scheduled, exact.running, exact.dead)
         assert counts == (by["queued"], by["scheduled"], by["running"], by["dead"])
         assert exact.estimated == ()
+
+
+@pytest.mark.parametrize("sync_db", ["engine"], indirect=True)
+def test_every_queue_read_together_is_each_queue_read_alone(sync_db: SyncDB) -> None:
+    """``pgqueue stats`` reads every queue's capped counts in one statement
+    (``metrics_of_queues``): the same metrics, estimates and flags as ``admin.metrics``
+    of each queue, capped or exact (the oldest ready age aside: each statement reads
+    its own clock)."""
+    admin = SyncAdmin(sync_db.engine, schema=sync_db.schema)
+    correlated(sync_db, admin)
+    admin.create_queue("small", **sync_db.kw)
+    sync_db.rows(FILL, queue="small", status="queued", n=5)
+    sync_db.rows(
+        "INSERT INTO pgqueue_archive (id, queue, entrypoint, payload, priority, attempts,"
+        " enqueued_at, outcome) SELECT i, 'q3', 'e', '{}', 0, 1, now(), 'completed'"
+        " FROM generate_series(1, :n) i",
+        n=2 * COUNT_CAP,
+    )
+    sync_db.rows("ANALYZE pgqueue_archive")
+    ctx = Context(sync_db.schema)
+    names = sorted(q.name for q in admin.list_queues())
+    for exact in (False, True):
+        together = run(sync_db.engine, None, admin_plans.metrics_of_queues(ctx, exact), ctx)
+        alone = [admin.metrics(name, exact=exact) for name in names]
+        assert [m.queue for m in together] == names
+        for t, a in zip(together, alone, strict=True):
+            assert t.oldest_ready_age is not None and a.oldest_ready_age is not None
+            assert abs((t.oldest_ready_age - a.oldest_ready_age).total_seconds()) < 5
+            assert replace(t, oldest_ready_age=None) == replace(a, oldest_ready_age=None)
+        estimated = {m.queue: m.estimated for m in together}
+        if exact:
+            assert set(estimated.values()) == {()}
+        else:  # the layout's queued and dead past the cap, q3's archive too; small's none
+            assert estimated["q3"] == ("ready", "dead", "archived")
+            assert estimated["q0"] == ("ready", "dead") and estimated["small"] == ()
 
 
 @pytest.mark.parametrize("sync_db", ["engine"], indirect=True)

@@ -1013,6 +1013,12 @@ FROM ROWS FROM (pg_catalog.unnest($16::INTEGER[]), pg_catalog.unnest($17::INTEGE
  SELECT wf.id, ins.id AS id_3, ins.status, ins.enqueued_at, ins.queue
 FROM ins JOIN wf ON true ORDER BY ins.id;
 
+-- JIT_OFF [psycopg]
+SELECT pg_catalog.set_config('jit', 'off', true) AS set_config_1;
+
+-- JIT_OFF [asyncpg]
+SELECT pg_catalog.set_config('jit', 'off', true) AS set_config_1;
+
 -- KEYED_DEQUEUE [psycopg]
 WITH RECURSIVE keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
@@ -1284,6 +1290,92 @@ FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
 FROM public.pgqueue_queues
 WHERE public.pgqueue_queues.name = $2::VARCHAR;
+
+-- METRICS_CAPPED_ALL [psycopg]
+SELECT public.pgqueue_queues.name AS name, (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT 1000) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()
+ LIMIT 1000) AS anon_2) AS due, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT 1000) AS anon_3) AS scheduled, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT 1000) AS anon_4) AS running, (SELECT pg_catalog.count(*) AS count_5
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT 1000) AS anon_5) AS dead, (SELECT pg_catalog.count(*) AS count_6
+FROM (SELECT 1
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = public.pgqueue_queues.name
+ LIMIT 1000) AS anon_6) AS archived, pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_7
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT %(param_1)s::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
+FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
+
+-- METRICS_CAPPED_ALL [asyncpg]
+SELECT public.pgqueue_queues.name AS name, (SELECT pg_catalog.count(*) AS count_1
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued'
+ LIMIT 1000) AS anon_1) AS queued, (SELECT pg_catalog.count(*) AS count_2
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now()
+ LIMIT 1000) AS anon_2) AS due, (SELECT pg_catalog.count(*) AS count_3
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled'
+ LIMIT 1000) AS anon_3) AS scheduled, (SELECT pg_catalog.count(*) AS count_4
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'running'
+ LIMIT 1000) AS anon_4) AS running, (SELECT pg_catalog.count(*) AS count_5
+FROM (SELECT 1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'dead'
+ LIMIT 1000) AS anon_5) AS dead, (SELECT pg_catalog.count(*) AS count_6
+FROM (SELECT 1
+FROM public.pgqueue_archive
+WHERE public.pgqueue_archive.queue = public.pgqueue_queues.name
+ LIMIT 1000) AS anon_6) AS archived, pg_catalog.now() - least((WITH RECURSIVE prio(p) AS
+(SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS p
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' UNION ALL SELECT (SELECT pg_catalog.max(public.pgqueue_jobs.priority) AS max_1
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority < prio.p) AS anon_7
+FROM prio
+WHERE prio.p IS NOT NULL)
+ SELECT pg_catalog.min((SELECT public.pgqueue_jobs.available_at
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.priority = prio.p ORDER BY public.pgqueue_jobs.priority DESC, public.pgqueue_jobs.id
+ LIMIT $1::INTEGER)) AS min_1
+FROM prio
+WHERE prio.p IS NOT NULL), (SELECT pg_catalog.min(public.pgqueue_jobs.available_at) AS min_2
+FROM public.pgqueue_jobs
+WHERE public.pgqueue_jobs.queue = public.pgqueue_queues.name AND public.pgqueue_jobs.status = 'scheduled' AND public.pgqueue_jobs.available_at <= pg_catalog.now())) AS oldest_ready_age
+FROM public.pgqueue_queues ORDER BY public.pgqueue_queues.name;
 
 -- METRICS_LATER [psycopg]
 SELECT (SELECT pg_catalog.count(*) AS count_1
