@@ -183,15 +183,11 @@ _PARENTS_KEPT = 1024
 _FIELDS: list[Any] = [None, ()]
 
 
-def _parent(headers: Mapping[str, Any]) -> Any:
-    """The trace context ``headers`` carry (None: none), as ``propagate.extract`` gives
-    it; cached (contexts are immutable) by the propagator and its fields' values."""
-    return _extracted(headers)[0]
-
-
 def _extracted(headers: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``headers``' trace context and, when it holds a valid remote span context that
-    is not sampled, that (non-recording) span; else None."""
+    """The trace context ``headers`` carry, as ``propagate.extract`` gives it, and,
+    when it holds a valid remote span context that is not sampled, that
+    (non-recording) span, else None; cached (contexts are immutable) by the
+    propagator and its fields' values."""
     propagator = propagate.get_global_textmap()
     if propagator is not _FIELDS[0]:
         _FIELDS[:] = [propagator, tuple(sorted(propagator.fields))]

@@ -84,9 +84,9 @@ def test_consumer_spans_reuse_a_parent_context_per_traceparent() -> None:
 
     a = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     b = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
-    first = tracing._parent({"traceparent": a})
-    assert tracing._parent({"traceparent": a, "other": "x"}) is first
-    other = tracing._parent({"traceparent": b})
+    first = tracing._extracted({"traceparent": a})[0]
+    assert tracing._extracted({"traceparent": a, "other": "x"})[0] is first
+    other = tracing._extracted({"traceparent": b})[0]
     assert other is not first
     from opentelemetry import trace
 
