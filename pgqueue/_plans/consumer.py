@@ -15,12 +15,39 @@ from . import Context, Rows, Step, Steps, plan, workflow
 DELETE, ACK, ARCHIVE = 0, 1, 2
 
 
-def _lease_params(ctx: Context, messages: Sequence[Message]) -> dict[str, Any]:
-    return {
-        "b_queue": ctx.queue,
-        "b_ids": [m.id for m in messages],
-        "b_leases": [m.lease for m in messages],
-    }
+def _rounds(
+    ctx: Context, messages: Sequence[Message], **per_job: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """A settle's parameters, a statement's worth each: ``b_ids`` ascending and
+    distinct (the statements find each job's values by binary search in them:
+    ``_sql.lease._LeaseRows``), with ``b_leases`` and each ``per_job`` list (``b_results``
+    ...) in the same order. Almost always one round. A job listed twice under one lease
+    is sent once; under two (an old delivery's message beside the new one) each lease
+    has a round of its own, so the one still held takes effect, as it did when the
+    arrays were joined as rows."""
+    order = sorted(range(len(messages)), key=lambda i: messages[i].id)
+    rounds: list[list[int]] = []
+    last_id: int | None = None
+    leases: list[Any] = []  # of the id being walked, in its rounds' order
+    for i in order:
+        m = messages[i]
+        if m.id != last_id:
+            last_id, leases = m.id, []
+        if m.lease in leases:
+            continue  # listed twice: once is enough (``_hits`` counts it once)
+        leases.append(m.lease)
+        if len(rounds) < len(leases):
+            rounds.append([])
+        rounds[len(leases) - 1].append(i)
+    return [
+        {
+            "b_queue": ctx.queue,
+            "b_ids": [messages[i].id for i in picked],
+            "b_leases": [messages[i].lease for i in picked],
+            **{name: [values[i] for i in picked] for name, values in per_job.items()},
+        }
+        for picked in rounds
+    ]
 
 
 def _in_workflow(messages: Sequence[Message]) -> bool:
@@ -95,13 +122,15 @@ def _cancel_missed(
     missed = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome is None]
     if not missed:
         return outcomes
-    params = {**_lease_params(ctx, missed), "b_done_channel": ctx.done_channel}
-    if _in_workflow(missed):
-        rows = yield Step(ctx.sql.CANCEL_HELD_WF, params)
-        yield from workflow.released(ctx, rows, 3)
-    else:
-        rows = yield Step(ctx.sql.CANCEL_HELD, params)
-    ended = {(r[0], r[1]) for r in rows}
+    ended: set[tuple[int, Any]] = set()
+    for params in _rounds(ctx, missed):
+        params["b_done_channel"] = ctx.done_channel
+        if _in_workflow(missed):
+            rows = yield Step(ctx.sql.CANCEL_HELD_WF, params)
+            yield from workflow.released(ctx, rows, 3)
+        else:
+            rows = yield Step(ctx.sql.CANCEL_HELD, params)
+        ended.update((r[0], r[1]) for r in rows)
     return [
         CANCELLED if outcome is None and (m.id, m.lease) in ended else outcome
         for m, outcome in zip(messages, outcomes, strict=True)
@@ -121,17 +150,16 @@ def finish(
     None."""
     if not messages:
         return []
-    params = {
-        **_lease_params(ctx, messages),
-        "b_results": list(results) if results is not None else [None] * len(messages),
-        "b_mode": mode,
-        "b_done_channel": ctx.done_channel,
-    }
-    if _in_workflow(messages):
-        rows = yield Step(ctx.sql.FINISH_WF, params)
-        yield from workflow.released(ctx, rows, 4)
-    else:
-        rows = yield Step(ctx.sql.FINISH, params)
+    rows: list[Any] = []
+    per_job = list(results) if results is not None else [None] * len(messages)
+    for params in _rounds(ctx, messages, b_results=per_job):
+        params.update(b_mode=mode, b_done_channel=ctx.done_channel)
+        if _in_workflow(messages):
+            got = yield Step(ctx.sql.FINISH_WF, params)
+            yield from workflow.released(ctx, got, 4)
+        else:
+            got = yield Step(ctx.sql.FINISH, params)
+        rows += got
     cancelled = {(r[0], r[1]) for r in rows if r[2]}
     return [
         None if not hit else CANCELLED if (m.id, m.lease) in cancelled else COMPLETED
@@ -159,21 +187,22 @@ def nack(
     ``cancelled``, or None if the lease was lost."""
     if not messages:
         return []
-    params = {
-        **_lease_params(ctx, messages),
-        "b_errors": [f.error for f in failures],
-        "b_tracebacks": [f.traceback for f in failures],
-        "b_delays": [f.delay for f in failures],
-        "b_max_attempts": [f.max_attempts for f in failures],
-        "b_channel": ctx.channel,
-        "b_done_channel": ctx.done_channel,
-    }
-    if _in_workflow(messages):
-        rows = yield Step(ctx.sql.NACK_WF, params)
-        yield from workflow.released(ctx, rows, 6)
-    else:
-        rows = yield Step(ctx.sql.NACK, params)
-    status = {(r[0], r[1]): r[2] for r in rows}
+    status: dict[tuple[int, Any], str] = {}
+    for params in _rounds(
+        ctx,
+        messages,
+        b_errors=[f.error for f in failures],
+        b_tracebacks=[f.traceback for f in failures],
+        b_delays=[f.delay for f in failures],
+        b_max_attempts=[f.max_attempts for f in failures],
+    ):
+        params.update(b_channel=ctx.channel, b_done_channel=ctx.done_channel)
+        if _in_workflow(messages):
+            rows = yield Step(ctx.sql.NACK_WF, params)
+            yield from workflow.released(ctx, rows, 6)
+        else:
+            rows = yield Step(ctx.sql.NACK, params)
+        status.update(((r[0], r[1]), r[2]) for r in rows)
     outcomes = [status.get((m.id, m.lease)) for m in messages]
     return (yield from _cancel_missed(ctx, messages, outcomes))
 
@@ -184,8 +213,9 @@ def release(ctx: Context, messages: Sequence[Message]) -> Steps[list[str | None]
     ``released``, ``cancelled``, or None."""
     if not messages:
         return []
-    params = _lease_params(ctx, messages)
-    rows = yield Step(ctx.sql.RELEASE, {**params, "b_channel": ctx.channel})
+    rows: list[Any] = []
+    for params in _rounds(ctx, messages):
+        rows += yield Step(ctx.sql.RELEASE, {**params, "b_channel": ctx.channel})
     return (yield from _cancel_missed(ctx, messages, _outcomes(messages, rows, RELEASED)))
 
 
@@ -197,8 +227,9 @@ def snooze(
     message ``snoozed``, ``cancelled``, or None."""
     if not messages:
         return []
-    params = {**_lease_params(ctx, messages), "b_delays": list(delays)}
-    rows = yield Step(ctx.sql.SNOOZE, params)
+    rows: list[Any] = []
+    for params in _rounds(ctx, messages, b_delays=delays):
+        rows += yield Step(ctx.sql.SNOOZE, params)
     return (yield from _cancel_missed(ctx, messages, _outcomes(messages, rows, SNOOZED)))
 
 
@@ -227,8 +258,9 @@ def _extend(
 ) -> Steps[list[tuple[bool, bool]]]:
     if not messages:
         return []
-    params = _lease_params(ctx, messages)
-    rows = yield Step(ctx.sql.EXTEND_LEASE, {**params, "b_seconds": secs})
+    rows: list[Any] = []
+    for params in _rounds(ctx, messages):
+        rows += yield Step(ctx.sql.EXTEND_LEASE, {**params, "b_seconds": secs})
     cancel = {(r[0], r[1]): bool(r[3]) for r in rows}
     return [
         (hit, cancel.get((m.id, m.lease), False))

@@ -101,6 +101,26 @@ def test_batch_ack_is_one_statement_with_per_message_results(sync_db: SyncDB) ->
     assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs WHERE status = 'scheduled'") == 2
 
 
+def test_batch_settles_in_any_order_give_each_job_its_own_values(sync_db: SyncDB) -> None:
+    """A settle finds each job's lease, result or error by its place among the ids,
+    sorted before they are sent: messages in any order, each job gets its own."""
+    _, producer, consumer = _setup(sync_db)
+    producer.batch_enqueue([{"n": i} for i in range(40)], **sync_db.kw)
+    batch = consumer.dequeue(batch_size=40, **sync_db.kw)
+    assert len(batch) == 40
+    acked, failed = batch[::2], batch[1::2]
+    acked.reverse()
+    failed = failed[7:] + failed[:7]
+    results = [{"id": m.id, "n": m.payload["n"]} for m in acked]
+    assert consumer.ack_batch(acked, results=results, **sync_db.kw) == [True] * 20
+    for m in failed:  # one at a time: each with an error that names it
+        assert consumer.nack(m, error=f"E{m.id}", delay=0, **sync_db.kw)
+    stored = sync_db.rows("SELECT id, result FROM pgqueue_results")
+    assert {r[0]: r[1] for r in stored} == {m.id: {"id": m.id, "n": m.payload["n"]} for m in acked}
+    errors = sync_db.rows("SELECT id, last_error FROM pgqueue_jobs")
+    assert {r[0]: r[1] for r in errors} == {m.id: f"E{m.id}" for m in failed}
+
+
 @pytest.mark.slow
 def test_nack_retries_with_backoff_then_dead_letters(sync_db: SyncDB) -> None:
     admin, producer, consumer = _setup(

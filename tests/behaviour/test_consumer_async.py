@@ -102,6 +102,26 @@ async def test_batch_ack_is_one_statement_with_per_message_results(async_db: Asy
     )
 
 
+async def test_batch_settles_in_any_order_give_each_job_its_own_values(async_db: AsyncDB) -> None:
+    """A settle finds each job's lease, result or error by its place among the ids,
+    sorted before they are sent: messages in any order, each job gets its own."""
+    _, producer, consumer = await _setup(async_db)
+    await producer.batch_enqueue([{"n": i} for i in range(40)], **async_db.kw)
+    batch = await consumer.dequeue(batch_size=40, **async_db.kw)
+    assert len(batch) == 40
+    acked, failed = batch[::2], batch[1::2]
+    acked.reverse()
+    failed = failed[7:] + failed[:7]
+    results = [{"id": m.id, "n": m.payload["n"]} for m in acked]
+    assert await consumer.ack_batch(acked, results=results, **async_db.kw) == [True] * 20
+    for m in failed:  # one at a time: each with an error that names it
+        assert await consumer.nack(m, error=f"E{m.id}", delay=0, **async_db.kw)
+    stored = await async_db.rows("SELECT id, result FROM pgqueue_results")
+    assert {r[0]: r[1] for r in stored} == {m.id: {"id": m.id, "n": m.payload["n"]} for m in acked}
+    errors = await async_db.rows("SELECT id, last_error FROM pgqueue_jobs")
+    assert {r[0]: r[1] for r in errors} == {m.id: f"E{m.id}" for m in failed}
+
+
 @pytest.mark.slow
 async def test_nack_retries_with_backoff_then_dead_letters(async_db: AsyncDB) -> None:
     admin, producer, consumer = await _setup(

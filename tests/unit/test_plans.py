@@ -131,6 +131,31 @@ def test_a_redelivered_job_is_handed_out_alone() -> None:
     assert lost.id == 7 and lost.redelivered and len(steps) == 1
 
 
+def test_settles_send_ids_sorted_and_distinct_with_their_values_alongside() -> None:
+    """The settle statements find each job's values by binary search among the ids
+    (``_sql.lease._LeaseRows``): sent ascending and distinct, a job under two leases
+    in a round of its own for each."""
+    import uuid
+
+    def msg(i: int, lease: uuid.UUID) -> Message:
+        return Message(i, "tasks", {}, "tasks", 0, "running", 1, None, NOW, NOW, lease=lease)
+
+    leases = {i: uuid.uuid4() for i in (3, 9, 5)}
+    old = uuid.uuid4()
+    ms = [msg(9, leases[9]), msg(3, leases[3]), msg(5, old), msg(5, leases[5]), msg(9, leases[9])]
+    rows = [(3, leases[3], False), (9, leases[9], False)]
+    done, steps = drive(
+        consumer.finish(CTX, ms, consumer.ACK, ["r9", "r3", "old5", "r5", "again9"]),
+        [rows, [(5, leases[5], False)]],
+    )
+    assert done == ["completed", "completed", None, "completed", None]
+    first, second = (s.params for s in steps)
+    assert first["b_ids"] == [3, 5, 9] and first["b_results"] == ["r3", "old5", "r9"]
+    assert first["b_leases"] == [leases[3], old, leases[9]]
+    assert second["b_ids"] == [5] and second["b_leases"] == [leases[5]]
+    assert second["b_results"] == ["r5"]
+
+
 def test_settles_report_per_message_whether_they_took() -> None:
     import uuid
 
