@@ -277,8 +277,9 @@ def _claim(ordered: bool) -> Any:
     return (
         update(jobs)
         .where(
+            # By key, and no join to picked: costed at one row against picked's ten,
+            # such a join read all of picked for every job (``_sql.lease.DEQUEUE``).
             jobs.c.id == func.any(func.array(select(picked.c.id).scalar_subquery())),
-            jobs.c.id == picked.c.id,
             # Keyed claims are serialised per entrypoint (LIMIT_LOCK); only a plain
             # consumer could have taken a pick meanwhile: checked again on the new row.
             jobs.c.status == STATUS_QUEUED,

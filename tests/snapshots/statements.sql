@@ -1030,7 +1030,11 @@ SELECT pg_catalog.set_config('jit', 'off', true) AS set_config_1;
 SELECT pg_catalog.set_config('jit', 'off', true) AS set_config_1;
 
 -- KEYED_DEQUEUE [psycopg]
-WITH RECURSIVE keys(k) AS
+WITH RECURSIVE q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
+keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > %(b_after)s::VARCHAR ORDER BY public.pgqueue_jobs.key
@@ -1040,10 +1044,6 @@ WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s
  LIMIT %(param_3)s::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
-q AS
-(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
-FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
 picked AS
 (SELECT cand.id AS id
 FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
@@ -1071,11 +1071,15 @@ WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_2)s::INTEGER AND 
 WHERE EXISTS (SELECT q.name
 FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
 
 -- KEYED_DEQUEUE [asyncpg]
-WITH RECURSIVE keys(k) AS
+WITH RECURSIVE q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
+keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > $9::VARCHAR ORDER BY public.pgqueue_jobs.key
@@ -1085,10 +1089,6 @@ WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.sta
  LIMIT $11::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
-q AS
-(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
-FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
 picked AS
 (SELECT cand.id AS id
 FROM (SELECT c.id AS id, c.priority AS priority, c.rn AS rn
@@ -1116,8 +1116,8 @@ WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $20::INTEGER AND k0.to
 WHERE EXISTS (SELECT q.name
 FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $21::INTEGER) AS coalesce_4;
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $21::INTEGER) AS coalesce_4;
 
 -- KEYED_WAITING [psycopg]
 SELECT EXISTS (SELECT *
@@ -1542,7 +1542,11 @@ FROM pg_catalog.pg_locks
 WHERE pg_catalog.pg_locks.locktype = 'virtualxid' AND pg_catalog.pg_locks.pid != pg_catalog.pg_backend_pid();
 
 -- ORDERED_DEQUEUE [psycopg]
-WITH RECURSIVE keys(k) AS
+WITH RECURSIVE q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
+keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = %(b_queue)s::VARCHAR AND public.pgqueue_jobs.entrypoint = %(b_entrypoint)s::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > %(b_after)s::VARCHAR ORDER BY public.pgqueue_jobs.key
@@ -1552,10 +1556,6 @@ WHERE after.queue = %(b_queue)s::VARCHAR AND after.entrypoint = %(b_entrypoint)s
  LIMIT %(param_3)s::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
-q AS
-(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
-FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = %(b_queue)s::VARCHAR AND public.pgqueue_queues.paused IS false),
 picked AS
 (SELECT cand.id AS id
 FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
@@ -1583,11 +1583,15 @@ WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = %(rn_1)s::INTEGER AND 
 WHERE EXISTS (SELECT q.name
 FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + %(attempts_1)s::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce(%(b_visibility_timeout)s, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=%(b_consumer)s::VARCHAR FROM q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, %(coalesce_5)s::INTEGER) AS coalesce_4;
 
 -- ORDERED_DEQUEUE [asyncpg]
-WITH RECURSIVE keys(k) AS
+WITH RECURSIVE q AS
+(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
+FROM public.pgqueue_queues
+WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
+keys(k) AS
 ((SELECT public.pgqueue_jobs.key AS k
 FROM public.pgqueue_jobs
 WHERE public.pgqueue_jobs.queue = $4::VARCHAR AND public.pgqueue_jobs.entrypoint = $5::VARCHAR AND public.pgqueue_jobs.status = 'queued' AND public.pgqueue_jobs.key > $9::VARCHAR ORDER BY public.pgqueue_jobs.key
@@ -1597,10 +1601,6 @@ WHERE after.queue = $4::VARCHAR AND after.entrypoint = $5::VARCHAR AND after.sta
  LIMIT $11::INTEGER) AS anon_1
 FROM keys
 WHERE keys.k IS NOT NULL),
-q AS
-(SELECT public.pgqueue_queues.name AS name, public.pgqueue_queues.visibility_timeout AS visibility_timeout
-FROM public.pgqueue_queues
-WHERE public.pgqueue_queues.name = $4::VARCHAR AND public.pgqueue_queues.paused IS false),
 picked AS
 (SELECT cand.id AS id
 FROM (SELECT head.id AS id, head.priority AS priority, 1 AS rn
@@ -1628,8 +1628,8 @@ WHERE k0.tokens IS NULL OR n.spent <= k0.tokens OR n.rn = $22::INTEGER AND k0.to
 WHERE EXISTS (SELECT q.name
 FROM q)
  LIMIT __[POSTCOMPILE_b_limit])
- UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM picked, q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
-FROM picked))) AND public.pgqueue_jobs.id = picked.id AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $23::INTEGER) AS coalesce_4;
+ UPDATE public.pgqueue_jobs SET status='running', attempts=(public.pgqueue_jobs.attempts + $1::INTEGER), available_at=(pg_catalog.statement_timestamp() + coalesce($2::FLOAT, q.visibility_timeout) * INTERVAL '1 second'), lease=pg_catalog.gen_random_uuid(), locked_by=$3::VARCHAR FROM q WHERE public.pgqueue_jobs.id = any(array((SELECT picked.id
+FROM picked))) AND public.pgqueue_jobs.status = 'queued' AND q.name = coalesce(public.pgqueue_jobs.queue, q.name) RETURNING public.pgqueue_jobs.id, public.pgqueue_jobs.queue, public.pgqueue_jobs.payload, public.pgqueue_jobs.entrypoint, public.pgqueue_jobs.priority, public.pgqueue_jobs.status, public.pgqueue_jobs.attempts, public.pgqueue_jobs.max_attempts, public.pgqueue_jobs.enqueued_at, public.pgqueue_jobs.available_at, public.pgqueue_jobs.dedupe_key, public.pgqueue_jobs.headers, public.pgqueue_jobs.lease, public.pgqueue_jobs.locked_by, public.pgqueue_jobs.last_error, public.pgqueue_jobs.errors, public.pgqueue_jobs.workflow_id, public.pgqueue_jobs.key, coalesce(public.pgqueue_jobs.weight, $23::INTEGER) AS coalesce_4;
 
 -- OUTCOMES [psycopg] (hot: sent to the driver directly)
 SELECT public.pgqueue_jobs.id, public.pgqueue_jobs.status, CAST(NULL AS JSONB) AS result, public.pgqueue_jobs.last_error, public.pgqueue_jobs.available_at AS finished_at, 0 AS source, public.pgqueue_jobs.awaited
