@@ -20,7 +20,7 @@ def _rounds(
 ) -> list[dict[str, Any]]:
     """A settle's parameters, a statement's worth each: ``b_ids`` ascending and
     distinct (the statements find each job's values by binary search in them:
-    ``_sql.lease._LeaseRows``), with ``b_leases`` and each ``per_job`` list (``b_results``
+    ``_sql.lease._Values``), with ``b_leases`` and each ``per_job`` list (``b_results``
     ...) in the same order. Almost always one round. A job listed twice under one lease
     is sent once; under two (an old delivery's message beside the new one) each lease
     has a round of its own, so the one still held takes effect, as it did when the
@@ -34,7 +34,7 @@ def _rounds(
         if m.id != last_id:
             last_id, leases = m.id, []
         if m.lease in leases:
-            continue  # listed twice: once is enough (``_hits`` counts it once)
+            continue  # listed twice under one lease: sent once
         leases.append(m.lease)
         if len(rounds) < len(leases):
             rounds.append([])

@@ -1,5 +1,5 @@
 """Leases: dequeue, extend, next due time; and the fencing every settle shares (a job
-still held under the lease a row names). The settles themselves: ``settle``."""
+still held under the lease the settle names for it). The settles themselves: ``settle``."""
 
 from __future__ import annotations
 
@@ -136,9 +136,10 @@ DEQUEUE = hot(
     update(jobs)
     .where(
         # By key: an index condition on the primary key, whatever the planner believes
-        # of the table's size. Not joined to picked: that side is costed at ten rows and
-        # one, so the planner put picked inside the loop and read all of it for every
-        # job (batch 100: 10,000 rows, 2.7 ms of 5); the pick-up times come from arrays.
+        # of the table's size. Not joined to picked as well: the planner costed the jobs
+        # found by id = ANY(...) at one row and picked at ten, put picked inside a nested
+        # loop and read all of it for every job (batch 100: 10,000 rows, 2.7 ms of 5);
+        # the pick-up times come from the sorted arrays instead.
         jobs.c.id == func.any(func.array(select(_picked.c.id).scalar_subquery())),
         # q is one row (the picks are its jobs): joined without a condition on the job's
         # queue, which the planner would serve from (queue, status, id) by walking the
@@ -164,7 +165,7 @@ DEQUEUE = hot(
         *MESSAGE_COLUMNS,
         announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
         exists(select(_lost.c.id)).label("redelivered"),
-        # Each job's ready_at, found in the picks sorted by id (as in _LeaseRows).
+        # Each job's ready_at, found in the picks sorted by id (as in _Values).
         Grouping(select(_sorted.c.ready_ats).scalar_subquery())[
             func.pg_catalog.width_bucket(
                 jobs.c.id, select(_sorted.c.ids).scalar_subquery(), type_=Integer
@@ -174,17 +175,23 @@ DEQUEUE = hot(
 )
 
 
-class _LeaseRows:
-    """The settled jobs' values, from parallel arrays sorted by job id (``b_ids``,
-    ascending and distinct: ``_plans.consumer.fenced`` sends them so): ``c.lease`` (the
-    lease a settle is fenced by, ``b_leases``) and ``c.<name>`` of each ``extra`` column
-    (``b_<name>s``), each the element at the row's own job's place in ``b_ids``.
+_ids = bindparam("b_ids", type_=ARRAY(BigInteger))
+
+
+class _Values:
+    """What a settle sends for each job, found in parallel arrays by the job's place
+    among ``b_ids`` (sent ascending and distinct: ``_plans.consumer._rounds``):
+    ``c.lease`` (the lease the settle is fenced by, ``b_leases``) and ``c.<name>`` of each
+    ``extra`` value (``b_<name>s``). A job not among the ids finds no place (NULL, or
+    another job's lease, which its own never equals) and ``id = ANY(b_ids)`` leaves it
+    out anyway.
 
     The place is found by binary search (``width_bucket`` over the sorted ids), not by
-    joining the arrays as rows: the planner costed such a join's two sides at ten rows
-    and one, and with the table's side outside read every job's row for each job (a
-    settle of 576 jobs: 331,200 rows, 120 ms). Without a join there is no plan that
-    goes quadratic; the table is reached by key (``id = ANY(b_ids)``)."""
+    joining the arrays, unnested as rows, to the jobs: the planner costed the jobs found
+    by ``id = ANY(b_ids)`` at one row and the unnested arrays at ten, put the arrays
+    inside a nested loop and read all of them for every job (a settle of 576 jobs:
+    331,200 rows, 120 ms). Without a join no plan goes quadratic; the table is reached
+    by key."""
 
     def __init__(self, *extra: tuple[str, Any]) -> None:
         place = func.pg_catalog.width_bucket(jobs.c.id, _ids, type_=Integer)
@@ -197,26 +204,18 @@ class _LeaseRows:
         )
 
 
-_ids = bindparam("b_ids", type_=ARRAY(BigInteger))
-
-
-def _lease_rows(*extra: tuple[str, Any]) -> Any:
-    """The settled jobs' lease and ``extra`` values (:class:`_LeaseRows`)."""
-    return _LeaseRows(*extra)
-
-
-def _holding(rows: Any) -> Any:
-    """Jobs of ``b_queue`` still running under the lease ``rows`` names for them
+def _holding(values: _Values) -> Any:
+    """Jobs of ``b_queue`` still running under the lease ``values`` names for each
     (fencing), reached by key whatever the planner believes of the table's size."""
     return and_(
         jobs.c.id == func.any(_ids),
-        jobs.c.lease == rows.c.lease,
+        jobs.c.lease == values.c.lease,
         jobs.c.status == STATUS_RUNNING,
         jobs.c.queue == bindparam("b_queue"),
     )
 
 
-_leased = _lease_rows()
+_leased = _Values()
 _holds_lease = _holding(_leased)
 
 _extended = func.greatest(

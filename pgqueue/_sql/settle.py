@@ -32,7 +32,7 @@ from ._common import (
     notify,
     seconds,
 )
-from .lease import _holding, _holds_lease, _lease_rows, _leased
+from .lease import _holding, _holds_lease, _leased, _Values
 from .workflows import settled
 
 # Finishing: delete from the hot table and, per b_mode, copy into the archive in the
@@ -42,7 +42,7 @@ from .workflows import settled
 # result (JSON text, NULL for none: b_results) is recorded in pgqueue_results when there
 # is one or someone waits for the job, kept for its queue's result_ttl; the jobs waited
 # for are announced. A job with neither costs one NULL per row and nothing else.
-_acked = _lease_rows(("result", Text))
+_acked = _Values(("result", Text))
 _finished = delete(jobs).where(_holding(_acked)).returning(*jobs.c, _acked.c.result).cte("finished")
 _mode = bindparam("b_mode", type_=Integer)
 _outcome = case(
@@ -145,9 +145,7 @@ CANCEL_HELD_WF = hot(
 # own delay), or dead-lettered once the attempts are spent. Each failure is appended to
 # errors, with its traceback. Per job (a batch mixes entrypoints): the error, its
 # traceback, a delay (NULL: the queue's backoff) and the entrypoint's max_attempts.
-_failed = _lease_rows(
-    ("error", Text), ("traceback", Text), ("delay", Double), ("max_attempt", Integer)
-)
+_failed = _Values(("error", Text), ("traceback", Text), ("delay", Double), ("max_attempt", Integer))
 _max_attempts = func.coalesce(jobs.c.max_attempts, _failed.c.max_attempt, queues.c.max_attempts)
 _spent = jobs.c.attempts >= _max_attempts
 # pg_catalog.power(float8, float8): qualified and exact, so no function of that name
@@ -235,7 +233,7 @@ RELEASE = hot(
 
 #: A handler asked to run later (``raise Snooze(seconds)``): back to scheduled, its
 #: attempt not counted, as if it had never been leased.
-_snoozed = _lease_rows(("delay", Double))
+_snoozed = _Values(("delay", Double))
 SNOOZE = hot(
     update(jobs)
     .where(_holding(_snoozed), ~jobs.c.cancel_requested)

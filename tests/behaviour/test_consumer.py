@@ -23,6 +23,9 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
 )
+from pgqueue._drive import run
+from pgqueue._plans import Context
+from pgqueue._plans import consumer as consumer_plans
 from tests.support.db import SyncDB
 
 
@@ -119,6 +122,64 @@ def test_batch_settles_in_any_order_give_each_job_its_own_values(sync_db: SyncDB
     assert {r[0]: r[1] for r in stored} == {m.id: {"id": m.id, "n": m.payload["n"]} for m in acked}
     errors = sync_db.rows("SELECT id, last_error FROM pgqueue_jobs")
     assert {r[0]: r[1] for r in errors} == {m.id: f"E{m.id}" for m in failed}
+
+
+def test_a_nack_batch_gives_each_job_its_own_failure(sync_db: SyncDB) -> None:
+    """A worker's settles nack many jobs in one statement, each with its own error,
+    delay and max_attempts (the completer's path), in the order handlers ended."""
+    _, producer, consumer = _setup(sync_db)
+    producer.batch_enqueue([{"n": i} for i in range(12)], **sync_db.kw)
+    batch = consumer.dequeue(batch_size=12, **sync_db.kw)
+    batch.reverse()
+    failures = [
+        consumer_plans.Failure(f"E{m.id}", f"T{m.id}", 100.0 + m.id, 1 if m.id % 2 else None)
+        for m in batch
+    ]
+    ctx = Context(sync_db.schema, "tasks")
+    outcomes = run(sync_db.engine, sync_db.bind, consumer_plans.nack(ctx, batch, failures), ctx)
+    assert outcomes == ["dead" if m.id % 2 else "scheduled" for m in batch]
+    rows = sync_db.rows(
+        "SELECT id, status, last_error, errors -> 0 ->> 'traceback',"
+        " extract(epoch FROM available_at - now()) FROM pgqueue_jobs"
+    )
+    for job_id, status, error, traceback, due_in in rows:
+        assert (status, error, traceback) == (
+            "dead" if job_id % 2 else "scheduled",
+            f"E{job_id}",
+            f"T{job_id}",
+        )
+        if status == "scheduled":
+            assert 100.0 + job_id - 5 < due_in <= 100.0 + job_id
+
+
+def test_a_stale_message_listed_first_does_not_hide_the_held_one(
+    sync_db: SyncDB,
+) -> None:
+    """A job listed under an old lease and then its current one, in one batch: the
+    current one settles it (the two go in separate statements)."""
+    _, producer, consumer = _setup(sync_db)
+    producer.batch_enqueue([{"n": 1}, {"n": 2}], **sync_db.kw)
+    a, b = consumer.dequeue(batch_size=2, **sync_db.kw)
+    stale = replace(a, lease=uuid.uuid4())
+    assert consumer.ack_batch([stale, b, a, stale], **sync_db.kw) == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert sync_db.scalar("SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+def test_each_job_of_a_batch_has_its_own_ready_time(sync_db: SyncDB) -> None:
+    """DEQUEUE reads when each job became ready from its picks, sorted by id: jobs that
+    became ready at different times each keep their own."""
+    _, producer, consumer = _setup(sync_db)
+    producer.batch_enqueue([{"n": i} for i in range(6)], **sync_db.kw)
+    sync_db.rows("UPDATE pgqueue_jobs SET available_at = now() - (id % 5 + 1) * interval '1 hour'")
+    before = {r[0]: r[1] for r in sync_db.rows("SELECT id, available_at FROM pgqueue_jobs")}
+    batch = consumer.dequeue(batch_size=6, **sync_db.kw)
+    assert len(batch) == 6
+    assert {m.id: m.ready_at for m in batch} == before
 
 
 @pytest.mark.slow

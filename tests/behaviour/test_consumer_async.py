@@ -22,6 +22,9 @@ from pgqueue import (
     Message,
     NotRunning,
 )
+from pgqueue._drive import arun
+from pgqueue._plans import Context
+from pgqueue._plans import consumer as consumer_plans
 from tests.support.db import AsyncDB
 
 
@@ -120,6 +123,68 @@ async def test_batch_settles_in_any_order_give_each_job_its_own_values(async_db:
     assert {r[0]: r[1] for r in stored} == {m.id: {"id": m.id, "n": m.payload["n"]} for m in acked}
     errors = await async_db.rows("SELECT id, last_error FROM pgqueue_jobs")
     assert {r[0]: r[1] for r in errors} == {m.id: f"E{m.id}" for m in failed}
+
+
+async def test_a_nack_batch_gives_each_job_its_own_failure(async_db: AsyncDB) -> None:
+    """A worker's settles nack many jobs in one statement, each with its own error,
+    delay and max_attempts (the completer's path), in the order handlers ended."""
+    _, producer, consumer = await _setup(async_db)
+    await producer.batch_enqueue([{"n": i} for i in range(12)], **async_db.kw)
+    batch = await consumer.dequeue(batch_size=12, **async_db.kw)
+    batch.reverse()
+    failures = [
+        consumer_plans.Failure(f"E{m.id}", f"T{m.id}", 100.0 + m.id, 1 if m.id % 2 else None)
+        for m in batch
+    ]
+    ctx = Context(async_db.schema, "tasks")
+    outcomes = await arun(
+        async_db.engine, async_db.bind, consumer_plans.nack(ctx, batch, failures), ctx
+    )
+    assert outcomes == ["dead" if m.id % 2 else "scheduled" for m in batch]
+    rows = await async_db.rows(
+        "SELECT id, status, last_error, errors -> 0 ->> 'traceback',"
+        " extract(epoch FROM available_at - now()) FROM pgqueue_jobs"
+    )
+    for job_id, status, error, traceback, due_in in rows:
+        assert (status, error, traceback) == (
+            "dead" if job_id % 2 else "scheduled",
+            f"E{job_id}",
+            f"T{job_id}",
+        )
+        if status == "scheduled":
+            assert 100.0 + job_id - 5 < due_in <= 100.0 + job_id
+
+
+async def test_a_stale_message_listed_first_does_not_hide_the_held_one(
+    async_db: AsyncDB,
+) -> None:
+    """A job listed under an old lease and then its current one, in one batch: the
+    current one settles it (the two go in separate statements)."""
+    _, producer, consumer = await _setup(async_db)
+    await producer.batch_enqueue([{"n": 1}, {"n": 2}], **async_db.kw)
+    a, b = await consumer.dequeue(batch_size=2, **async_db.kw)
+    stale = replace(a, lease=uuid.uuid4())
+    assert await consumer.ack_batch([stale, b, a, stale], **async_db.kw) == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert await async_db.scalar("SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+async def test_each_job_of_a_batch_has_its_own_ready_time(async_db: AsyncDB) -> None:
+    """DEQUEUE reads when each job became ready from its picks, sorted by id: jobs that
+    became ready at different times each keep their own."""
+    _, producer, consumer = await _setup(async_db)
+    await producer.batch_enqueue([{"n": i} for i in range(6)], **async_db.kw)
+    await async_db.rows(
+        "UPDATE pgqueue_jobs SET available_at = now() - (id % 5 + 1) * interval '1 hour'"
+    )
+    before = {r[0]: r[1] for r in await async_db.rows("SELECT id, available_at FROM pgqueue_jobs")}
+    batch = await consumer.dequeue(batch_size=6, **async_db.kw)
+    assert len(batch) == 6
+    assert {m.id: m.ready_at for m in batch} == before
 
 
 @pytest.mark.slow

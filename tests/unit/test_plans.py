@@ -133,7 +133,7 @@ def test_a_redelivered_job_is_handed_out_alone() -> None:
 
 def test_settles_send_ids_sorted_and_distinct_with_their_values_alongside() -> None:
     """The settle statements find each job's values by binary search among the ids
-    (``_sql.lease._LeaseRows``): sent ascending and distinct, a job under two leases
+    (``_sql.lease._Values``): sent ascending and distinct, a job under two leases
     in a round of its own for each."""
     import uuid
 
