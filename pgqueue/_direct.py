@@ -335,7 +335,7 @@ def drive(
 
 
 # --------------------------------------------------------------------------- pooled
-def _checkout(engine: Engine) -> Any:
+def checkout(engine: Engine) -> Any:
     """A pool connection; a failure to connect raised as ``engine.connect()`` raises it
     (a DBAPIError: transient for the loops that retry), not as the driver's error."""
     dialect = engine.dialect
@@ -365,7 +365,7 @@ def pooled(
     Sync code for both faces: the async face runs it inside one ``greenlet_spawn``
     (``aio``), so checkout, statements and return cost one greenlet, not one for the
     checkout and one for the return (25 to 35 µs of client CPU per call on asyncpg)."""
-    fairy = _checkout(engine)
+    fairy = checkout(engine)
     try:
         if not capable(fairy.dbapi_connection, dialect):
             return False, None, step

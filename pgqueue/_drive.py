@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -25,6 +25,9 @@ from sqlalchemy.util import greenlet_spawn
 from . import _direct
 from ._plans import Context, Plan, Step, Steps
 from .errors import WrongBindType, translate
+
+if TYPE_CHECKING:
+    from ._kept import AsyncKept
 
 T = TypeVar("T")
 
@@ -142,8 +145,15 @@ def run(engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context) -> T:
         return _execute(conn, steps, ctx, step)
 
 
-async def arun(engine: AsyncEngine, bind: AsyncBind | None, plan: Plan[T], ctx: Context) -> T:
-    """Async twin of :func:`run`."""
+async def arun(
+    engine: AsyncEngine,
+    bind: AsyncBind | None,
+    plan: Plan[T],
+    ctx: Context,
+    kept: AsyncKept | None = None,
+) -> T:
+    """Async twin of :func:`run`; ``kept``: a producer's kept connection
+    (``pgqueue._kept``), for the hot statements when it may take them."""
     if bind is not None:
         return await _aexecute(acheck_bind(bind), plan.steps, ctx)
     if plan.transaction:
@@ -157,9 +167,12 @@ async def arun(engine: AsyncEngine, bind: AsyncBind | None, plan: Plan[T], ctx: 
     dialect = _direct.dialect_for(engine.sync_engine)
     if dialect is not None and _direct.compiled_for(step.statement, dialect, ctx.sql):
         try:
-            done, value, step = await greenlet_spawn(
-                _direct.pooled, engine.sync_engine, dialect, steps, step, ctx, True
-            )
+            if kept is not None and kept.ready(dialect):
+                done, value, step = await kept.drive(dialect, steps, step, ctx)
+            else:
+                done, value, step = await greenlet_spawn(
+                    _direct.pooled, engine.sync_engine, dialect, steps, step, ctx, True
+                )
         except DBAPIError as exc:
             _raise_translated(exc, ctx)
         if done:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL
 from . import _validate, _validate_jobs, tracing
 from ._drive import Bind, check_bind, run
 from ._identity import SyncIdentity
+from ._kept import Kept
 from ._plans import producer as producer_plans
 from ._plans import workflow as workflow_plans
 from ._waiter import SyncWaiter
@@ -71,6 +72,8 @@ class SyncProducer(SyncIdentity):
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
         self._waiter = SyncWaiter(self._engine, self._ctx, listen=bool(listen))
+        # The connection back-to-back enqueues share (pgqueue._kept).
+        self._kept = Kept(self._engine)
 
     @property
     def queue(self) -> str:
@@ -336,6 +339,7 @@ class SyncProducer(SyncIdentity):
     def shutdown(self) -> None:
         """As :meth:`SyncIdentity.shutdown`, and close the waits' LISTEN connection."""
         try:
+            self._kept.close()
             self._waiter.close()
         finally:
             super().shutdown()
@@ -368,6 +372,6 @@ class SyncProducer(SyncIdentity):
                 in_caller_tx=bind is not None,
                 awaited=awaited,
             )
-            messages = run(self._engine, bind, plan, self._ctx)
+            messages = self._kept.run(bind, plan, self._ctx)
             tracing.enqueued(span, messages)
             return messages

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import _validate, _validate_jobs, tracing
 from ._drive import AsyncBind, acheck_bind, arun
 from ._identity_async import AsyncIdentity
+from ._kept import AsyncKept
 from ._plans import producer as producer_plans
 from ._plans import workflow as workflow_plans
 from ._waiter_async import AsyncWaiter
@@ -70,6 +71,8 @@ class AsyncProducer(AsyncIdentity):
         super().__init__(engine, [queue], schema=schema, hostname=hostname, port=port)
         self._queue = queue
         self._waiter = AsyncWaiter(self._engine, self._ctx, listen=bool(listen))
+        # The connection back-to-back enqueues share (pgqueue._kept).
+        self._kept = AsyncKept(self._engine)
 
     @property
     def queue(self) -> str:
@@ -337,6 +340,7 @@ class AsyncProducer(AsyncIdentity):
     async def shutdown(self) -> None:
         """As :meth:`AsyncIdentity.shutdown`, and close the waits' LISTEN connection."""
         try:
+            await self._kept.close()
             await self._waiter.close()
         finally:
             await super().shutdown()
@@ -369,6 +373,6 @@ class AsyncProducer(AsyncIdentity):
                 in_caller_tx=bind is not None,
                 awaited=awaited,
             )
-            messages = await arun(self._engine, bind, plan, self._ctx)
+            messages = await self._kept.run(bind, plan, self._ctx)
             tracing.enqueued(span, messages)
             return messages

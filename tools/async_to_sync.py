@@ -67,6 +67,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncBind\b", "Bind"),
     (r"\bAsyncHeld\b", "Held"),
+    (r"\bAsyncKept\b", "Kept"),
     (r"\bcreate_async_engine\b", "create_engine"),
     (r"postgresql\+asyncpg://", "postgresql+psycopg://"),
     (r"\bacheck_bind\b", "check_bind"),

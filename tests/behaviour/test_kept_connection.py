@@ -1,0 +1,208 @@
+"""The connection an AsyncProducer keeps between back-to-back calls (``pgqueue._kept``).
+
+Async face only: the sync face takes a pool connection per call. Each test counts the
+pool's checkouts and what is checked out, around real enqueues on asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pgqueue import AsyncAdmin, AsyncProducer, QueueNotFound
+from tests.support.db import SCHEMA, make_async_engine
+
+pytestmark = pytest.mark.timeout(60)
+
+APP = "pgqueue-kept-test"
+
+
+def engine_of(url: URL, driver: str = "asyncpg", **kw: Any) -> AsyncEngine:
+    if driver == "asyncpg":
+        kw.setdefault("connect_args", {"server_settings": {"application_name": APP}})
+    else:
+        kw.setdefault("connect_args", {"application_name": APP})
+    return make_async_engine(url, driver, **kw)
+
+
+class Checkouts:
+    """Counts the pool's checkouts of ``engine``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.count = 0
+        self.pool = engine.sync_engine.pool
+        event.listen(engine.sync_engine, "checkout", self._hit)
+
+    def _hit(self, *_: Any) -> None:
+        self.count += 1
+
+    @property
+    def out(self) -> int:
+        """Connections checked out now."""
+        return int(self.pool.checkedout())  # type: ignore[attr-defined]
+
+
+async def producer_on(engine: AsyncEngine) -> AsyncProducer:
+    admin = AsyncAdmin(engine, schema=SCHEMA)
+    await admin.create_queue("kept")
+    producer = AsyncProducer(engine, "kept", schema=SCHEMA, listen=False)
+    await producer.register()
+    return producer
+
+
+async def count_jobs(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        found = await conn.execute(text("SELECT count(*) FROM pgqueue_jobs WHERE queue = 'kept'"))
+        return int(found.scalar_one())
+
+
+async def test_back_to_back_enqueues_share_one_checkout_given_back_at_the_next_turn(
+    clean: URL,
+) -> None:
+    engine = engine_of(clean)
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+        for i in range(50):
+            await producer.enqueue({"i": i})
+        await producer.batch_enqueue([{"i": i} for i in range(50, 60)])
+        assert seen.count == 1
+        assert seen.out == 1  # kept: nothing else ran on the loop since
+        await asyncio.sleep(0)
+        assert seen.out == 0  # the loop turned with no call in flight
+        assert await count_jobs(engine) == 60
+        await producer.shutdown()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_caller_waiting_on_a_pool_of_one_gets_it_at_the_next_turn(clean: URL) -> None:
+    engine = engine_of(clean, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        producer = await producer_on(engine)
+        for _ in range(3):
+            await producer.enqueue({"n": 1})
+            # The only connection is kept here; asking the pool for it turns the loop.
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        assert await count_jobs(engine) == 3
+        await producer.shutdown()
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_enqueues_take_connections_of_their_own(clean: URL) -> None:
+    engine = engine_of(clean, pool_size=4, max_overflow=0, pool_timeout=5)
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+
+        async def burst(k: int) -> None:
+            for i in range(25):
+                await producer.enqueue({"k": k, "i": i})
+
+        await asyncio.gather(*(burst(k) for k in range(4)))
+        await asyncio.sleep(0)
+        assert seen.out == 0
+        assert seen.count > 1  # one task at a time uses the kept one
+        assert await count_jobs(engine) == 100
+        await producer.shutdown()
+    finally:
+        await engine.dispose()
+
+
+async def test_an_error_gives_the_connection_back_at_once(clean: URL) -> None:
+    engine = engine_of(clean)
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+        await producer.enqueue({"n": 1})
+        assert seen.out == 1
+        await AsyncAdmin(engine, schema=SCHEMA).delete_queue("kept")
+        missing = AsyncProducer(engine, "kept", schema=SCHEMA, listen=False)
+        with pytest.raises(QueueNotFound):
+            await missing.enqueue({"n": 2})
+        # Its INSERT found no queue; the kept connection went back before the check
+        # that runs through SQLAlchemy, and nothing is left out after the error.
+        assert seen.out == 0
+        await producer.shutdown()
+        await missing.shutdown()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_kept_connection_lost_with_the_server_is_not_used_again(clean: URL) -> None:
+    engine = engine_of(clean)
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+        await producer.enqueue({"n": 1})
+        assert seen.out == 1
+        # Kill the kept connection's backend without turning the loop (a sync client).
+        url = clean.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (APP,),
+            )
+        with pytest.raises(DBAPIError) as lost:
+            await producer.enqueue({"n": 2})
+        assert lost.value.connection_invalidated
+        assert seen.out == 0  # given back (invalidated) with the error
+        await producer.enqueue({"n": 3})  # a fresh connection
+        assert await count_jobs(engine) == 2
+        await producer.shutdown()
+    finally:
+        await engine.dispose()
+
+
+async def test_shutdown_gives_the_kept_connection_back(clean: URL) -> None:
+    engine = engine_of(clean)
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+        await producer.enqueue({"n": 1})
+        assert seen.out == 1
+        await producer.shutdown()
+        assert seen.out == 0
+    finally:
+        await engine.dispose()
+
+
+def test_a_loop_that_stops_right_after_an_enqueue_leaves_nothing_checked_out(
+    clean: URL,
+) -> None:
+    """``run_until_complete`` stops the loop as soon as the enqueue returns: the
+    connection must be back by then, not in a task the stopped loop never runs."""
+    loop = asyncio.new_event_loop()
+    try:
+        engine = engine_of(clean)
+        seen = Checkouts(engine)
+        producer = loop.run_until_complete(producer_on(engine))
+        loop.run_until_complete(producer.enqueue({"n": 1}))
+        assert seen.out == 0
+        loop.run_until_complete(engine.dispose())
+    finally:
+        loop.close()
+
+
+async def test_psycopg_takes_a_connection_per_call(clean: URL) -> None:
+    engine = engine_of(clean, "psycopg")
+    try:
+        producer = await producer_on(engine)
+        seen = Checkouts(engine)
+        for i in range(5):
+            await producer.enqueue({"i": i})
+        assert seen.count == 5
+        assert seen.out == 0
+        await producer.shutdown()
+    finally:
+        await engine.dispose()
