@@ -48,6 +48,53 @@ def payload(seq: int) -> dict[str, Any]:
 PAYLOAD_BYTES = len(json.dumps(payload(12345678), separators=(",", ":")))
 
 
+class CpuClock:
+    """CPU seconds spent by this process (every thread) and by the PostgreSQL server of
+    ``dsn`` (its postmaster and every child: backends, walwriter, autovacuum), read
+    from ``/proc``: where a drain's time goes on a machine whose cores both sides share.
+    A child that exits is still counted (in the postmaster's reaped-children time). The
+    server's figure is None when its data directory cannot be read (not superuser, or
+    not on this machine)."""
+
+    def __init__(self, dsn: Dsn) -> None:
+        self._postmaster: int | None = None
+        with contextlib.suppress(Exception):
+            data = sql(dsn, "SHOW data_directory")[0][0]
+            self._postmaster = int(Path(data, "postmaster.pid").read_text().split()[0])
+
+    def read(self) -> tuple[float, float | None]:
+        """(this process's CPU seconds, the server's or None)."""
+        mine = os.times()
+        return mine.user + mine.system, self._server()
+
+    def _server(self) -> float | None:
+        if self._postmaster is None:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        try:
+            fields = _stat(self._postmaster)
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        except OSError:
+            return None
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = _stat(int(entry.name))
+            except OSError:  # exited meanwhile: in the postmaster's cutime by now
+                continue
+            if int(fields[1]) == self._postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+
+def _stat(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: [state, ppid, ...]; utime is [11]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()
+
+
 def rss_mb() -> float:
     """Resident set size of this process, in MiB."""
     import psutil

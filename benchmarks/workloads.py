@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import (
+    CpuClock,
     Dsn,
     PickupProbe,
     Probe,
@@ -96,10 +97,24 @@ class Ctx:
         """Run the system's worker until ``target`` handlers started (or the time cap);
         with ``expect_left``, check that many jobs are left once it stopped."""
         probe = Probe(target, deadline=self.sizes.drain_seconds)
+        clock = CpuClock(self.dsn)
+        client0, server0 = clock.read()
         with watchdog(probe, self.sizes.drain_seconds + 60):
             self.call(self.system.drain(probe))
+        # A backend that just exited is a zombie until the postmaster reaps it (and adds
+        # its CPU to its own reaped-children time); a zombie's CPU reads 0 meanwhile.
+        time.sleep(0.3)
+        client1, server1 = clock.read()
+        jobs = max(probe.hits, 1)
         out: dict[str, Any] = {
             "jobs_per_s": probe.rate,
+            # CPU a job, worker start to stop (both sides share this machine's cores).
+            "client_cpu_us": round((client1 - client0) / jobs * 1e6, 1),
+            "server_cpu_us": (
+                None
+                if server0 is None or server1 is None
+                else round((server1 - server0) / jobs * 1e6, 1)
+            ),
             "handled": probe.hits,
             "capped": probe.stopped_by_deadline,
             "rss_start_mb": round(probe.rss_start_mb, 1),
@@ -160,8 +175,11 @@ def w3_drain(ctx: Ctx) -> dict[str, Any]:
         ctx.reset()
         ctx.fill(n)
         runs.append(ctx.drain(n, expect_left=0))
+    servers = [r["server_cpu_us"] for r in runs if r["server_cpu_us"] is not None]
     return {
         "jobs_per_s": median([r["jobs_per_s"] for r in runs]),
+        "client_cpu_us": median([r["client_cpu_us"] for r in runs]),
+        "server_cpu_us": median(servers) if servers else None,
         "capped": any(r["capped"] for r in runs),
         "runs": runs,
         "jobs": n,
