@@ -206,7 +206,7 @@ def _adapted(exc: BaseException, dbapi_connection: Any, dialect: Dialect) -> Bas
     """The exception SQLAlchemy's DBAPI layer would have raised: asyncpg's own errors
     translated by SQLAlchemy's adapter (IntegrityError, ProgrammingError, ... with the
     same message); psycopg's are its DBAPI's already."""
-    if dialect.driver != "asyncpg":
+    if dialect.driver != "asyncpg" or dbapi_connection is None:  # None: given back already
         return exc
     try:
         dbapi_connection._handle_exception(exc)

@@ -17,11 +17,19 @@ next waits for the pool (even a pool of one) gets it at that first turn.
 Only hot statements on the direct path (``pgqueue._direct``) are sent on it, never a
 caller's ``bind=`` or a transaction; one call at a time (a concurrent call takes a
 pool connection as before); any error gives it back, invalidated where the sender
-found it broken. Only on asyncpg: there, giving a connection back never waits for
-the database (it is in autocommit, with nothing to roll back), so it is done at once
-even when the loop is about to stop. Async psycopg must await to give one back
-(``set_autocommit``, ``rollback``), which a loop ending right after the call might
-never run: it takes a connection per call, as before.
+found it broken.
+
+Where it applies: asyncpg, on a ``QueuePool`` (SQLAlchemy's default for async engines).
+Giving such a connection back into the pool's queue waits for nothing (autocommit,
+nothing to roll back), so a turn of the loop does it at once, with no task that a
+stopping loop might never run. A give-back that would close the connection instead
+(the queue is full: an overflow connection) is awaited by the call itself and the
+connection is not kept; one that finds the queue filled by the next turn runs as a
+task. A ``NullPool`` closes every connection it is given back, so nothing is kept on
+one. An engine disposed of while a connection is kept gets it closed at the next turn,
+not put back into its old pool (SQLAlchemy's asyncpg adapter, outside a greenlet,
+closes the socket without waiting). Async psycopg must await to give any connection
+back (``set_autocommit``, ``rollback``): it takes one per call, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from . import _direct
@@ -50,9 +59,13 @@ class AsyncKept:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._fairy: Any = None
+        self._pool: Any = None  # the pool it came from
         self._sender: _direct.AsyncSender | None = None
         self._busy = False
-        self._turn_asked = False
+        self._closing = False
+        #: The loop asked to call ``_turn`` (None: not asked); a loop closed before it
+        #: could is not the running one, so the next call asks again.
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
         self._giving_back: set[asyncio.Future[Any]] = set()
 
     async def run(self, bind: AsyncBind | None, plan: Plan[T], ctx: Context) -> T:
@@ -61,22 +74,29 @@ class AsyncKept:
 
     def ready(self, dialect: Dialect) -> bool:
         """Whether the next hot statements may go on the kept connection."""
-        return not self._busy and dialect.driver == "asyncpg"
+        return (
+            not self._busy
+            and not self._closing
+            and dialect.driver == "asyncpg"
+            and isinstance(self._engine.sync_engine.pool, QueuePool)
+        )
 
     async def drive(
         self, dialect: Dialect, steps: Steps[T], step: Step, ctx: Context
     ) -> tuple[bool, Any, Step]:
         """As :func:`pgqueue._direct.pooled`, on the kept connection (taken first if
         none is kept): ``(True, result, step)`` when the plan finished, else ``(False,
-        None, step)`` with the first statement that is not hot."""
+        None, step)`` with the first statement that is not hot, which the caller runs
+        through SQLAlchemy after the connection went back."""
         self._busy = True
+        finished = False
         try:
             if self._sender is None:
                 engine = self._engine.sync_engine
+                pool = engine.pool
                 fairy = await greenlet_spawn(_direct.checkout, engine)
-                self._fairy = fairy
+                self._fairy, self._pool = fairy, pool
                 if not _direct.capable(fairy.dbapi_connection, dialect):
-                    self._give_back()
                     return False, None, step
                 self._sender = _direct.AsyncSender(engine, dialect, fairy)
             send = self._sender
@@ -84,37 +104,79 @@ class AsyncKept:
                 while (rows := await send(step, ctx)) is not None:
                     step = steps.send(rows)
             except StopIteration as stop:
+                finished = True
                 return True, stop.value, step
-            # The caller runs the rest through SQLAlchemy, on a pool connection.
-            self._give_back()
             return False, None, step
-        except BaseException:
-            self._give_back()
-            raise
         finally:
             self._busy = False
-            if self._fairy is not None and not self._turn_asked:
-                self._turn_asked = True
-                asyncio.get_running_loop().call_soon(self._turn)
+            if finished and not self._closing and self._quiet():
+                self._ask_turn()
+            else:  # an error, the rest through SQLAlchemy, a shutdown, an overflow
+                pending = self._give_back()
+                if pending is not None:
+                    await pending
+
+    def _quiet(self) -> bool:
+        """Whether the kept connection would go back into its pool's queue, open, with
+        no wait (else the pool closes it: an overflow connection)."""
+        pool = self._pool
+        return pool is self._engine.sync_engine.pool and self._quiet_pool(pool)
+
+    def _ask_turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._turn_loop is not loop:
+            self._turn_loop = loop
+            loop.call_soon(self._turn)
 
     def _turn(self) -> None:
-        """The loop turned: give the connection back unless a call is using it."""
-        self._turn_asked = False
-        if not self._busy:
-            self._give_back()
-
-    def _give_back(self) -> None:
-        fairy, self._fairy, self._sender = self._fairy, None, None
-        if fairy is None:
+        """The loop turned: give the connection back unless a call is using it (that
+        call asks again when it ends)."""
+        self._turn_loop = None
+        if self._busy:
             return
-        waiting = _now_or_later(greenlet_spawn(fairy.close))
-        if waiting is not None:
-            self._giving_back.add(waiting)
-            waiting.add_done_callback(self._giving_back.discard)
+        pending = self._give_back()
+        if pending is not None:  # the queue filled meanwhile: the pool closes it
+            task = asyncio.ensure_future(pending)
+            self._giving_back.add(task)
+            task.add_done_callback(self._given_back)
+
+    def _given_back(self, task: asyncio.Future[Any]) -> None:
+        self._giving_back.discard(task)
+        with contextlib.suppress(BaseException):
+            task.exception()
+
+    def _give_back(self) -> Coroutine[Any, Any, Any] | None:
+        """Give the kept connection back: at once when that cannot wait for the
+        database; else the coroutine that does it, for the caller to await."""
+        fairy, pool = self._fairy, self._pool
+        self._fairy = self._pool = self._sender = None
+        if fairy is None:
+            return None
+        if pool is not self._engine.sync_engine.pool:
+            # The engine was disposed of since: closed, not put back into the old pool.
+            with contextlib.suppress(Exception):
+                fairy.invalidate()
+            with contextlib.suppress(Exception):
+                fairy.close()
+            return None
+        if fairy.dbapi_connection is None or self._quiet_pool(pool):
+            # Into the pool's queue (or an invalidated one's empty record): no wait.
+            _now_or_later(greenlet_spawn(fairy.close))
+            return None
+        return greenlet_spawn(fairy.close)
+
+    @staticmethod
+    def _quiet_pool(pool: Any) -> bool:
+        return bool(pool.checkedin() < pool.size())
 
     async def close(self) -> None:
-        """Give the kept connection back now (a producer's ``shutdown``)."""
-        self._give_back()
+        """Give the kept connection back now (a producer's ``shutdown``); a call in
+        flight gives it back when it ends, and nothing is kept after this."""
+        self._closing = True
+        if not self._busy:
+            pending = self._give_back()
+            if pending is not None:
+                await pending
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
 
@@ -137,9 +199,10 @@ class Kept:
 
 # --------------------------------------------------------------------------- helpers
 def _now_or_later(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any] | None:
-    """Run ``coro`` now, to its end if it never waits (giving an asyncpg connection back
-    does not); if it waits, the rest runs as a task, which is returned. Errors are
-    dropped: a connection that cannot be given back is discarded by the pool."""
+    """Run ``coro`` now, to its end if it never waits (a give-back into the pool's
+    queue does not); if it waits after all (a pool listener of the host's), the rest
+    runs as a task, which is returned. Errors are dropped: a connection that cannot be
+    given back is discarded by the pool."""
     try:
         waiting = coro.send(None)
     except StopIteration:
