@@ -337,7 +337,9 @@ class SyncProducer(SyncIdentity):
         return self._waiter.enqueue_and_wait(insert, secs, fresh=dedupe_key is None)
 
     def shutdown(self) -> None:
-        """As :meth:`SyncIdentity.shutdown`, and close the waits' LISTEN connection."""
+        """As :meth:`SyncIdentity.shutdown`; also gives back a connection kept between
+        back-to-back enqueues (only the async face on asyncpg keeps one) and closes the
+        waits' LISTEN connection."""
         try:
             self._kept.close()
             self._waiter.close()

@@ -338,7 +338,9 @@ class AsyncProducer(AsyncIdentity):
         return await self._waiter.enqueue_and_wait(insert, secs, fresh=dedupe_key is None)
 
     async def shutdown(self) -> None:
-        """As :meth:`AsyncIdentity.shutdown`, and close the waits' LISTEN connection."""
+        """As :meth:`AsyncIdentity.shutdown`; also gives back a connection kept between
+        back-to-back enqueues (only the async face on asyncpg keeps one) and closes the
+        waits' LISTEN connection."""
         try:
             await self._kept.close()
             await self._waiter.close()
