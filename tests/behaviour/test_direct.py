@@ -187,6 +187,26 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
             assert len(args7) == highest and 7 not in args7
 
 
+def test_a_psycopg_result_with_rows_is_told_by_its_status(clean: URL) -> None:
+    """The direct path reads a psycopg result's status (libpq's TUPLES_OK), not
+    ``cursor.description``: a statement with no rows gives (), one with rows its rows,
+    even none of them."""
+    from psycopg import pq
+
+    assert pq.ExecStatus.TUPLES_OK == _direct._TUPLES_OK
+    engine = make_sync_engine(clean)
+    try:
+        with engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            with raw.cursor() as cur:
+                cur.execute("SELECT 1 WHERE false")
+                assert _direct._rows(cur) and cur.fetchall() == []
+                cur.execute("SET application_name = 'direct'")
+                assert not _direct._rows(cur)
+    finally:
+        engine.dispose()
+
+
 def _terminate(url: URL, pid: int) -> None:
     engine = make_sync_engine(url)
     with engine.begin() as conn:
