@@ -9,8 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
@@ -54,40 +52,90 @@ def wait_event(event: threading.Event, timeout: float | None) -> bool:
     return event.wait(timeout)
 
 
+class _Task:
+    """One call of a :class:`TaskGroup`: started, or dropped before it could start."""
+
+    __slots__ = ("args", "dropped", "fn", "key", "started")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], key: Any) -> None:
+        self.fn, self.args = fn, args
+        self.key: Any = self if key is None else key
+        self.started = self.dropped = False
+
+
 class TaskGroup:
-    """Work in flight: one daemon pool thread each, by key (a job's id)."""
+    """Work in flight: one daemon pool thread each, by key (a job's id).
+
+    A task is a record on the pool's queue, not a ``Future``: a Future's Condition,
+    callbacks and waiter list were a SyncWorker's costliest per-job hand-off (issue
+    22's profile). An error a task lets escape is logged (there is no Future to keep
+    it in)."""
 
     def __init__(self, size: int, *, ended: Callable[[], None] | None = None) -> None:
         self._pool = DaemonPool(size, "pgqueue-job")
-        self._futures: dict[Any, Future[Any]] = {}
+        self._tasks: dict[Any, _Task] = {}
         self._lock = threading.Lock()
+        self._left = threading.Condition(self._lock)  # a task left, and someone joins
+        self._joining = 0
         #: Called once a task ended and left the group (a worker's slot is free: a
         #: wake-up sent from the task itself could come before, and find it still busy).
         self._ended = ended
 
     def spawn(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> None:
-        future = self._pool.submit(fn, *args)
-        key = future if key is None else key
+        task = _Task(fn, args, key)
         with self._lock:
-            self._futures[key] = future
-        future.add_done_callback(lambda _: self._discard(key))
+            self._tasks[task.key] = task
+        try:
+            self._pool.call(self._run, task)
+        except BaseException:
+            with self._lock:
+                self._forget(task)
+            raise
 
-    def _discard(self, key: Any) -> None:
+    def _run(self, task: _Task) -> None:
         with self._lock:
-            self._futures.pop(key, None)
-        if self._ended is not None:
-            self._ended()
+            if task.dropped:
+                return
+            task.started = True
+        try:
+            task.fn(*task.args)
+        except Cancelled:
+            pass
+        except BaseException:
+            log.exception("a worker task failed")
+        finally:
+            with self._lock:
+                self._forget(task)
+            if self._ended is not None:
+                self._ended()
+
+    def _forget(self, task: _Task) -> None:
+        """Take ``task`` out of the group (the lock held)."""
+        if self._tasks.get(task.key) is task:
+            del self._tasks[task.key]
+        if self._joining:
+            self._left.notify_all()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._futures)
+        return len(self._tasks)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for every task; whether they all finished within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            futures = set(self._futures.values())
-        _, pending = wait_futures(futures, timeout=timeout)
-        return not pending
+            waiting = list(self._tasks.values())
+            self._joining += 1
+            try:
+                while True:
+                    waiting = [t for t in waiting if self._tasks.get(t.key) is t]
+                    if not waiting:
+                        return True
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._left.wait(left)
+            finally:
+                self._joining -= 1
 
     def interrupt(self, key: Any) -> None:
         """Threads cannot be interrupted: their handlers check ``worker.cancelled(job)``
@@ -96,11 +144,19 @@ class TaskGroup:
     def cancel(self, keys: Iterable[Any] | None = None) -> None:
         """Threads cannot be interrupted: drop the tasks of ``keys`` (all if None) that
         have not started; the others run on until they return."""
+        wanted = None if keys is None else set(keys)
         with self._lock:
-            wanted = self._futures.keys() if keys is None else set(keys)
-            futures = [f for k, f in self._futures.items() if k in wanted]
-        for future in futures:
-            future.cancel()
+            dropped = [
+                t
+                for k, t in self._tasks.items()
+                if not t.started and (wanted is None or k in wanted)
+            ]
+            for task in dropped:
+                task.dropped = True
+                self._forget(task)
+        if self._ended is not None:
+            for _ in dropped:
+                self._ended()
 
 
 #: What a handler of this face may be (for error messages).

@@ -11,6 +11,7 @@ holds a slot until it really returns.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _STOP = object()
+log = logging.getLogger("pgqueue")
 
 
 class DaemonPool:
@@ -36,10 +38,21 @@ class DaemonPool:
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         future: Future[T] = Future()
+        self._put((future, fn, args))
+        return future
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a pool thread with no Future to report back: ``fn``
+        handles its own errors (one that escapes is logged). A worker's per-job
+        hand-off: a Future's Condition and callbacks cost a job's slot more than
+        the rest of the hand-off (issue 22's SyncWorker profile)."""
+        self._put((None, fn, args))
+
+    def _put(self, item: tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]]) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the handler pool is closed")
-            self._work.put((future, fn, args))
+            self._work.put(item)
             # Each call is promised a thread: an idle one (taken off the count now, so
             # two calls never count on the same one), else a new one while there is room.
             if self._idle:
@@ -50,7 +63,6 @@ class DaemonPool:
                 )
                 self._threads.append(thread)
                 thread.start()
-        return future
 
     def _serve(self) -> None:
         while True:
@@ -58,7 +70,12 @@ class DaemonPool:
             if item is _STOP:
                 return
             future, fn, args = item
-            if future.set_running_or_notify_cancel():
+            if future is None:
+                try:
+                    fn(*args)
+                except BaseException:
+                    log.exception("%s: a call failed", threading.current_thread().name)
+            elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args)
                 except BaseException as exc:

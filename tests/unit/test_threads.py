@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+import pytest
 
 from pgqueue._compat import TaskGroup
 from pgqueue._threads import DaemonPool
@@ -68,3 +71,86 @@ def test_a_task_groups_end_callback_sees_the_slot_free() -> None:
     group.spawn(lambda: None, key=1)
     assert done.wait(5)
     assert seen == [0]
+
+
+def test_a_call_with_no_future_runs_and_a_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``DaemonPool.call`` (a worker's per-job hand-off) keeps no Future: the call runs,
+    and an error it lets escape is logged, not lost, and the thread serves on."""
+    pool = DaemonPool(1)
+    ran = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="pgqueue"):
+        pool.call(int, "x")
+        pool.call(ran.set)
+        assert ran.wait(5)
+    assert "a call failed" in caplog.text and "ValueError" in caplog.text
+    pool.close()
+
+
+def test_a_task_group_joins_what_it_held_and_times_out_on_what_runs_on() -> None:
+    group = TaskGroup(2)
+    release = threading.Event()
+    group.spawn(release.wait, 5, key="slow")
+    group.spawn(time.sleep, 0.01, key="quick")
+    assert not group.join(0.2)  # the slow one is still running
+    assert len(group) == 1
+    release.set()
+    assert group.join(5) and len(group) == 0
+
+
+def test_cancel_drops_unstarted_tasks_only_and_each_frees_its_slot() -> None:
+    """``cancel`` takes tasks that have not started out of the group at once (each one
+    calls ``ended``, a freed slot); a task already running goes on to its end."""
+    ended: list[int] = []
+    group = TaskGroup(1, ended=lambda: ended.append(1))
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        started.set()
+        release.wait(5)
+        ran.append("first")
+
+    group.spawn(first, key="first")
+    assert started.wait(5)
+    group.spawn(ran.append, "second", key="second")  # waits for the only thread
+    group.spawn(ran.append, "third", key="third")
+    group.cancel(["second"])
+    assert len(group) == 2 and ended == [1]
+    group.cancel()  # all: the running one stays
+    assert len(group) == 1 and ended == [1, 1]
+    release.set()
+    assert group.join(5)
+    assert ran == ["first"] and ended == [1, 1, 1]
+
+
+def test_a_task_that_raises_is_logged_and_leaves_the_group(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    group = TaskGroup(1)
+    with caplog.at_level(logging.ERROR, logger="pgqueue"):
+        group.spawn(int, "x", key=1)
+        assert group.join(5)
+    assert len(group) == 0 and "a worker task failed" in caplog.text
+
+
+def test_a_key_spawned_again_is_not_forgotten_when_its_first_task_ends() -> None:
+    """The same key held by a newer task (a job leased again while its first task
+    unwinds): the first task's end does not take the newer one out of the group."""
+    group = TaskGroup(2)
+    first_go, second_go = threading.Event(), threading.Event()
+    first_done = threading.Event()
+
+    def first() -> None:
+        first_go.wait(5)
+        first_done.set()
+
+    group.spawn(first, key=7)
+    group.spawn(second_go.wait, 5, key=7)
+    first_go.set()
+    assert first_done.wait(5)
+    time.sleep(0.05)  # the first task left
+    assert len(group) == 1 and not group.join(0.05)
+    second_go.set()
+    assert group.join(5) and len(group) == 0
