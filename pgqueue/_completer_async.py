@@ -39,6 +39,11 @@ from .types import Message
 log = logging.getLogger("pgqueue.worker")
 
 ACK, NACK, RELEASE, SNOOZE = "ack", "nack", "release", "snooze"
+#: Seconds a flush may wait for more settles while handlers are still running (one
+#: wait per statement), and how many settles end the wait: a statement's fixed cost
+#: (a round trip and a commit: about 0.45 ms here) is most of a small batch's (issue 22).
+LINGER = 0.002
+ENOUGH = 64
 #: Attempts at a settle while the worker stops before giving up (the jobs' leases then
 #: expire and they are delivered again).
 ATTEMPTS_WHEN_STOPPING = 10
@@ -88,6 +93,7 @@ class AsyncCompleter:
         self._lock = threading.Lock()  # pending and flushing: never held across I/O
         self._pending: list[Settle] = []
         self._flushing = False
+        self._lingering = False  # a flush waits for more settles (woken at ENOUGH)
         # Per-minute counters (pgqueue_stats), written by the flush at most once a second;
         # a flush with counters waiting stays up to a second for them, woken by a settle.
         self._counts = Counts()
@@ -117,13 +123,34 @@ class AsyncCompleter:
         with self._lock:
             self._pending += settles
             if self._flushing:
-                self._wake.set()
+                if not self._lingering or self._enough():
+                    self._wake.set()
                 return
             self._flushing = True
         self._flusher.spawn(self._flush)
 
+    def _enough(self) -> bool:
+        """Whether a lingering flush should stop waiting (the lock held): enough
+        settles, no other held job left to add one (one running, or waiting for a
+        slot: a no-op handler is never seen running by another thread), or the worker
+        stopping."""
+        pending = len(self._pending)
+        return pending >= ENOUGH or len(self._inflight) <= pending or self._halt.is_set()
+
     async def _flush(self) -> None:
+        lingered = False
         while True:
+            with self._lock:
+                if self._pending and not lingered and not self._enough():
+                    # Other jobs held: their settles join this statement if they come
+                    # within LINGER (a submit wakes it at ENOUGH, or when it was the
+                    # last one held).
+                    self._lingering = lingered = True
+                    self._wake.clear()
+            if self._lingering:
+                await wait_event(self._wake, LINGER)
+                with self._lock:
+                    self._lingering = False
             with self._lock:
                 batch, self._pending = self._pending, []
                 if not batch and not self._counts.waiting:
@@ -139,6 +166,7 @@ class AsyncCompleter:
                 else:
                     await self._write_counts()
                 continue
+            lingered = False
             try:
                 await self._settle(batch)
             except BaseException:  # cancelled: settle them later

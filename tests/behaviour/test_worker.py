@@ -38,7 +38,7 @@ from pgqueue import (
     SyncProducer,
     SyncWorker,
 )
-from pgqueue._compat import Event, TaskGroup, sleep
+from pgqueue._compat import Event, TaskGroup, sleep, wait_event
 from pgqueue._scheduler import SyncScheduler
 from tests.support.db import SCHEMA, SyncDB, statements_on
 from tests.support.worker_app import coroutine_handler
@@ -305,6 +305,58 @@ def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> Non
     drain(worker)
     assert sorted(ran) == ids  # each once: fetches of rounded sizes lose nothing
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_jobs_that_end_together_are_settled_by_one_statement(
+    sync_engine: Engine,
+) -> None:
+    """The completer waits a moment (``LINGER``) for the settles of the other jobs the
+    worker holds, so handlers that return together cost one statement, not one for
+    the first and another for the rest (on threads, the flush would start as the first
+    returned). One statement is one transaction: its archived jobs share
+    ``finished_at``. Rounds of four; most must be one statement (a loaded machine may
+    hold a thread back past the wait)."""
+    producer = queue(sync_engine, "together", archive=True)
+    worker = make_worker(sync_engine, "together", concurrency=4, batch_size=4)
+    round_of: dict[int, int] = {}
+    arrived = Counter[int]()
+    gates = {r: Event() for r in range(6)}
+    lock = threading.Lock()
+
+    @worker.entrypoint("together")
+    def handler(job: Message) -> None:
+        r = job.payload["round"]
+        with lock:
+            arrived[r] += 1
+            if arrived[r] == 4:
+                gates[r].set()
+        wait_event(gates[r], 10)  # all four return together
+
+    with running(worker):
+        for r in range(6):
+            ids = [m.id for m in producer.batch_enqueue([{"round": r}] * 4)]
+            round_of.update(dict.fromkeys(ids, r))
+            until(
+                sync_engine,
+                "SELECT count(*) = :n FROM pgqueue_archive WHERE queue = 'together'",
+                n=4 * (r + 1),
+            )
+    got = rows(
+        sync_engine,
+        "SELECT id, finished_at FROM pgqueue_archive WHERE queue = 'together'",
+    )
+    statements = Counter[int]()
+    for r, stamps in _group((round_of[i], at) for i, at in got).items():
+        statements[r] = len(set(stamps))
+    assert sum(1 for n in statements.values() if n == 1) >= 4, statements
+
+
+def _group(pairs: Any) -> dict[int, list[Any]]:
+    grouped: dict[int, list[Any]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return grouped
 
 
 @pytest.mark.slow
