@@ -4,6 +4,7 @@
 
     python benchmarks/profile_drain.py --dsn postgresql://postgres@127.0.0.1:5432/test_x
     python benchmarks/profile_drain.py --dsn ... --concurrency 100 --batch-size 100 --profile
+    python benchmarks/profile_drain.py --dsn ... --sync   # a SyncWorker on psycopg
 
 The database must exist; pgqueue is installed in its ``public`` schema if it is not
 there, and the queue ``bench`` is emptied first (issue 22's profiles were taken so).
@@ -15,12 +16,13 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import threading
 import time
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgqueue import AsyncAdmin, AsyncProducer, AsyncWorker, Message
+from pgqueue import AsyncAdmin, AsyncProducer, AsyncWorker, Message, SyncWorker
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -39,6 +41,11 @@ async def main(args: argparse.Namespace) -> None:
     await producer.shutdown()
     async with engine.begin() as conn:
         await conn.execute(text("ANALYZE pgqueue_jobs"))
+    if args.sync:
+        await engine.dispose()
+        took, done = await asyncio.to_thread(sync_drain, args)
+        print(f"{done:,} jobs in {took:.2f} s: {done / took:,.0f} jobs/s")
+        return
     worker = AsyncWorker(
         engine,
         ["bench"],
@@ -47,12 +54,14 @@ async def main(args: argparse.Namespace) -> None:
         install_signal_handlers=False,
     )
     done = 0
+    last = 0.0
 
     @worker.entrypoint("bench")
     async def handle(job: Message) -> None:
-        nonlocal done
+        nonlocal done, last
         done += 1
         if done == args.jobs:
+            last = time.perf_counter()
             worker.request_stop()
 
     profile = cProfile.Profile() if args.profile else None
@@ -62,11 +71,42 @@ async def main(args: argparse.Namespace) -> None:
     await worker.run(drain=True)
     if profile is not None:
         profile.disable()
-    took = time.perf_counter() - began
+    took = last - began  # to the last handler's call (as benchmarks/run.py): not the stop
     print(f"{done:,} jobs in {took:.2f} s: {done / took:,.0f} jobs/s")
     await engine.dispose()
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+def sync_drain(args: argparse.Namespace) -> tuple[float, int]:
+    """The same drain by a SyncWorker on psycopg (its own threads; not profiled)."""
+    url = args.dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url, pool_size=args.concurrency + 5)
+    worker = SyncWorker(
+        engine,
+        ["bench"],
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        install_signal_handlers=False,
+    )
+    done = 0
+    last = 0.0
+    lock = threading.Lock()
+
+    @worker.entrypoint("bench")
+    def handle(job: Message) -> None:
+        nonlocal done, last
+        with lock:
+            done += 1
+            if done == args.jobs:
+                last = time.perf_counter()
+                worker.request_stop()
+
+    began = time.perf_counter()
+    worker.run(drain=True)
+    took = last - began  # to the last handler's call (as benchmarks/run.py)
+    engine.dispose()
+    return took, done
 
 
 if __name__ == "__main__":
@@ -76,5 +116,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sync", action="store_true", help="a SyncWorker (psycopg) drains")
     parser.add_argument("--top", type=int, default=30)
     asyncio.run(main(parser.parse_args()))
