@@ -3,9 +3,13 @@
 When a handler returns or raises, its slot is free at once and its settle (ack; nack,
 which retries or dead-letters; release; snooze) is queued here. Whoever finds no flush in
 progress starts one in the background that settles everything queued by then, one
-statement per kind and queue, and again until nothing is left: settles batch
-themselves under load and wait for nothing when idle. Failures cost what successes
-cost (each used to be a statement of its own, from its job's slot).
+statement per kind and queue, and again until nothing is left. While the worker holds
+other jobs (running, or waiting for a slot) a flush first waits up to ``LINGER`` for
+their settles (until ``ENOUGH`` are queued, or the last held job's came): a statement's
+fixed cost, a round trip and a commit, was most of a small batch's, and on threads the
+flush started as the first handler returned. So settles batch themselves under load
+and wait for nothing when a worker holds one job. Failures cost what successes cost
+(each used to be a statement of its own, from its job's slot).
 
 A settle that fails because the database is away is retried with backoff for as long
 as the worker lives (the jobs stay held, so their leases are kept). One the database
