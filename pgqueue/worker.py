@@ -284,7 +284,7 @@ class SyncWorker(SyncIdentity, Handlers, SyncFetchLoop):
         )
         services = SyncServices(
             self._inflight,
-            TaskGroup(self._concurrency, ended=self._wakeup.set),
+            TaskGroup(self._concurrency, ended=self._slot_freed),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),

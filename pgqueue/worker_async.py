@@ -285,7 +285,7 @@ class AsyncWorker(AsyncIdentity, Handlers, AsyncFetchLoop):
         )
         services = AsyncServices(
             self._inflight,
-            TaskGroup(self._concurrency, ended=self._wakeup.set),
+            TaskGroup(self._concurrency, ended=self._slot_freed),
             completer,
             TaskGroup(3),
             DaemonPool(self._concurrency),

@@ -39,6 +39,7 @@ from pgqueue import (
     SyncWorker,
 )
 from pgqueue._compat import Event, TaskGroup, sleep, wait_event
+from pgqueue._fetcher import SyncFetcher
 from pgqueue._scheduler import SyncScheduler
 from tests.support.db import SCHEMA, SyncDB, statements_on
 from tests.support.worker_app import coroutine_handler
@@ -305,6 +306,39 @@ def test_a_large_batch_drains_every_job_exactly_once(sync_engine: Engine) -> Non
     drain(worker)
     assert sorted(ran) == ids  # each once: fetches of rounded sizes lose nothing
     assert scalar(sync_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+def test_freed_slots_start_buffered_jobs_while_the_worker_fetches(
+    sync_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freed slot starts the next buffered job itself. With fetches that take 50 ms
+    (a far database), a worker of two slots grows its buffer and drains 600 jobs in
+    26 fetches; when only the fetch loop started jobs, the slots emptied during each
+    fetch, the buffer hardly grew, and it took 155."""
+    producer = queue(sync_engine)
+    ids = [m.id for m in producer.batch_enqueue([{"n": i} for i in range(600)])]
+    worker = make_worker(sync_engine, concurrency=2)
+    fetches = 0
+    real = SyncFetcher.fetch
+
+    def slow(self: SyncFetcher, conn: Any, free: int) -> Any:
+        nonlocal fetches
+        fetches += 1
+        got = real(self, conn, free)
+        sleep(0.05)
+        return got
+
+    monkeypatch.setattr(SyncFetcher, "fetch", slow)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    drain(worker, timeout=60)
+    assert sorted(ran) == ids
+    assert fetches < 100, fetches
 
 
 @pytest.mark.slow

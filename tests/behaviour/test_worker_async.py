@@ -39,6 +39,7 @@ from pgqueue import (
     NotRunning,
 )
 from pgqueue._acompat import Event, TaskGroup, sleep, wait_event
+from pgqueue._fetcher_async import AsyncFetcher
 from pgqueue._scheduler_async import AsyncScheduler
 from tests.support.db import SCHEMA, AsyncDB, statements_on
 from tests.support.worker_app import coroutine_handler
@@ -305,6 +306,39 @@ async def test_a_large_batch_drains_every_job_exactly_once(async_engine: AsyncEn
     await drain(worker)
     assert sorted(ran) == ids  # each once: fetches of rounded sizes lose nothing
     assert await scalar(async_engine, "SELECT count(*) FROM pgqueue_jobs") == 0
+
+
+@pytest.mark.slow
+async def test_freed_slots_start_buffered_jobs_while_the_worker_fetches(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freed slot starts the next buffered job itself. With fetches that take 50 ms
+    (a far database), a worker of two slots grows its buffer and drains 600 jobs in
+    26 fetches; when only the fetch loop started jobs, the slots emptied during each
+    fetch, the buffer hardly grew, and it took 155."""
+    producer = await queue(async_engine)
+    ids = [m.id for m in await producer.batch_enqueue([{"n": i} for i in range(600)])]
+    worker = make_worker(async_engine, concurrency=2)
+    fetches = 0
+    real = AsyncFetcher.fetch
+
+    async def slow(self: AsyncFetcher, conn: Any, free: int) -> Any:
+        nonlocal fetches
+        fetches += 1
+        got = await real(self, conn, free)
+        await sleep(0.05)
+        return got
+
+    monkeypatch.setattr(AsyncFetcher, "fetch", slow)
+    ran: list[int] = []
+
+    @worker.entrypoint("tasks")
+    async def handler(job: Message) -> None:
+        ran.append(job.id)
+
+    await drain(worker, timeout=60)
+    assert sorted(ran) == ids
+    assert fetches < 100, fetches
 
 
 @pytest.mark.slow
