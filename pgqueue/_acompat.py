@@ -70,10 +70,12 @@ class TaskGroup:
         task = asyncio.ensure_future(fn(*args))
         key = task if key is None else key
         self._tasks[key] = task
-        task.add_done_callback(lambda _: self._discard(key))
+        task.add_done_callback(lambda _: self._discard(key, task))
 
-    def _discard(self, key: Any) -> None:
-        self._tasks.pop(key, None)
+    def _discard(self, key: Any, task: asyncio.Task[Any]) -> None:
+        # A newer task under the same key (a job leased again) stays in the group.
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
         if self._ended is not None:
             self._ended()
 

@@ -144,41 +144,44 @@ class SyncCompleter:
 
     def _flush(self) -> None:
         lingered = False
-        while True:
-            with self._lock:
-                if self._pending and not lingered and not self._enough():
-                    # Other jobs held: their settles join this statement if they come
-                    # within LINGER (a submit wakes it at ENOUGH, or when it was the
-                    # last one held).
-                    self._lingering = lingered = True
+        batch: list[Settle] = []
+        try:
+            while True:
+                with self._lock:
+                    if self._pending and not lingered and not self._enough():
+                        # Other jobs held: their settles join this statement if they
+                        # come within LINGER (a submit wakes it at ENOUGH, or when it was
+                        # the last one held).
+                        self._lingering = lingered = True
+                        self._wake.clear()
+                if self._lingering:
+                    wait_event(self._wake, LINGER)
+                    with self._lock:
+                        self._lingering = False
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    if not batch and not self._counts.waiting:
+                        # In the same critical section as the check: a settle queued now
+                        # either was in this batch or finds no flush in progress and
+                        # starts one.
+                        self._flushing = False
+                        return
                     self._wake.clear()
-            if self._lingering:
-                wait_event(self._wake, LINGER)
-                with self._lock:
-                    self._lingering = False
-            with self._lock:
-                batch, self._pending = self._pending, []
-                if not batch and not self._counts.waiting:
-                    # In the same critical section as the check: a settle queued now
-                    # either was in this batch or finds no flush in progress and starts one.
-                    self._flushing = False
-                    return
-                self._wake.clear()
-            if not batch:
-                wait = 0.0 if self._halt.is_set() else self._counts.due_in()
-                if wait > 0:  # in slices: a stopping worker writes them at once
-                    wait_event(self._wake, min(wait, 0.1))
-                else:
-                    self._write_counts()
-                continue
-            lingered = False
-            try:
+                if not batch:
+                    wait = 0.0 if self._halt.is_set() else self._counts.due_in()
+                    if wait > 0:  # in slices: a stopping worker writes them at once
+                        wait_event(self._wake, min(wait, 0.1))
+                    else:
+                        self._write_counts()
+                    continue
+                lingered = False
                 self._settle(batch)
-            except BaseException:  # cancelled: settle them later
-                with self._lock:
-                    self._pending[:0] = batch
-                    self._flushing = False
-                raise
+                batch = []
+        except BaseException:  # cancelled: settle them later (the next submit or join)
+            with self._lock:
+                self._pending[:0] = batch
+                self._flushing = self._lingering = False
+            raise
 
     def join(self) -> None:
         """Wait until everything queued so far is settled (or given up)."""

@@ -55,9 +55,11 @@ class SyncFetchLoop:
         """A handler's slot is free (the job TaskGroup's ``ended``): the next buffered
         job starts now, and the loop wakes (to fetch, or to see the worker idle)."""
         refill = self._refill
-        if refill is not None:
-            refill()
-        self._wakeup.set()
+        try:
+            if refill is not None:
+                refill()
+        finally:
+            self._wakeup.set()
 
     def _serve(
         self,
@@ -88,30 +90,42 @@ class SyncFetchLoop:
         ended = 0  # of those, ended by the last fetch
         fetched_at = time.monotonic()  # when the last fetch returned
 
+        dropped: list[Job] = []  # taken out of the buffer unstarted, for the loop to give back
+        closed = [False]  # this loop ended: nothing more starts from the buffer
+
         def refill() -> None:
             """Start buffered jobs in free slots, first to last; none while the worker
-            stops or is suspended, or a redelivered job runs alone, and none past one
-            whose lease may be gone (``dropped``: the loop gives it back)."""
+            stops or is suspended, or a redelivered job runs alone, or once this loop
+            ended. One whose lease may be gone (``dropped``) is set aside for the loop
+            to give back."""
             with lock:
-                if solo or self._stop_requested or self._state == SUSPENDED:
+                if solo or closed[0] or self._stop_requested or self._state == SUSPENDED:
                     return
-                while buffer and len(jobs) < self._concurrency and not buffer[0][1].dropped:
-                    _, job = buffer.popleft()
-                    jobs.spawn(runner.execute, job, key=job.message.id)
-                    spawned[0] += 1
+                while buffer and len(jobs) < self._concurrency:
+                    job = buffer[0][1]
+                    if not job.dropped:
+                        # Spawned, then taken out: a spawn that failed leaves it buffered.
+                        jobs.spawn(runner.execute, job, key=job.message.id)
+                        spawned[0] += 1
+                    else:
+                        dropped.append(job)
+                    buffer.popleft()
 
         def take_all() -> list[Job]:
             with lock:
-                taken = [job for _, job in buffer]
+                taken = [*dropped, *(job for _, job in buffer)]
+                dropped.clear()
                 buffer.clear()
             return taken
 
         def take_dropped() -> list[Job]:
-            """The first buffered job if its lease may be gone (taken out), else none."""
+            """Buffered jobs whose lease may be gone, taken out of the buffer."""
             with lock:
-                if buffer and buffer[0][1].dropped:
-                    return [buffer.popleft()[1]]
-            return []
+                while buffer and buffer[0][1].dropped:
+                    dropped.append(buffer.popleft()[1])
+                taken = dropped[:]
+                dropped.clear()
+            return taken
 
         self._refill = refill
         try:
@@ -127,8 +141,9 @@ class SyncFetchLoop:
                     # once rather than be held until the slots empty (another worker
                     # may run it).
                     self._give_back(completer, take_all(), [])
-                while dropped := take_dropped():  # an extend missed or failed
-                    self._give_back(completer, dropped, [])
+                lost = take_dropped()  # an extend missed or failed
+                if lost:
+                    self._give_back(completer, lost, [])
                 refill()
                 if solo:
                     self._wakeup.clear()
@@ -206,6 +221,8 @@ class SyncFetchLoop:
             # the running handlers get.
             self._give_back(completer, take_all(), solo)
         finally:
+            with lock:  # a slot freed now starts nothing (an error ended this loop)
+                closed[0] = True
             self._refill = None
 
     def _give_back(self, completer: SyncCompleter, jobs: list[Job], solo: list[Job]) -> None:

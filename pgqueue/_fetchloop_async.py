@@ -54,9 +54,11 @@ class AsyncFetchLoop:
         """A handler's slot is free (the job TaskGroup's ``ended``): the next buffered
         job starts now, and the loop wakes (to fetch, or to see the worker idle)."""
         refill = self._refill
-        if refill is not None:
-            refill()
-        self._wakeup.set()
+        try:
+            if refill is not None:
+                refill()
+        finally:
+            self._wakeup.set()
 
     async def _serve(
         self,
@@ -87,30 +89,42 @@ class AsyncFetchLoop:
         ended = 0  # of those, ended by the last fetch
         fetched_at = time.monotonic()  # when the last fetch returned
 
+        dropped: list[Job] = []  # taken out of the buffer unstarted, for the loop to give back
+        closed = [False]  # this loop ended: nothing more starts from the buffer
+
         def refill() -> None:
             """Start buffered jobs in free slots, first to last; none while the worker
-            stops or is suspended, or a redelivered job runs alone, and none past one
-            whose lease may be gone (``dropped``: the loop gives it back)."""
+            stops or is suspended, or a redelivered job runs alone, or once this loop
+            ended. One whose lease may be gone (``dropped``) is set aside for the loop
+            to give back."""
             with lock:
-                if solo or self._stop_requested or self._state == SUSPENDED:
+                if solo or closed[0] or self._stop_requested or self._state == SUSPENDED:
                     return
-                while buffer and len(jobs) < self._concurrency and not buffer[0][1].dropped:
-                    _, job = buffer.popleft()
-                    jobs.spawn(runner.execute, job, key=job.message.id)
-                    spawned[0] += 1
+                while buffer and len(jobs) < self._concurrency:
+                    job = buffer[0][1]
+                    if not job.dropped:
+                        # Spawned, then taken out: a spawn that failed leaves it buffered.
+                        jobs.spawn(runner.execute, job, key=job.message.id)
+                        spawned[0] += 1
+                    else:
+                        dropped.append(job)
+                    buffer.popleft()
 
         def take_all() -> list[Job]:
             with lock:
-                taken = [job for _, job in buffer]
+                taken = [*dropped, *(job for _, job in buffer)]
+                dropped.clear()
                 buffer.clear()
             return taken
 
         def take_dropped() -> list[Job]:
-            """The first buffered job if its lease may be gone (taken out), else none."""
+            """Buffered jobs whose lease may be gone, taken out of the buffer."""
             with lock:
-                if buffer and buffer[0][1].dropped:
-                    return [buffer.popleft()[1]]
-            return []
+                while buffer and buffer[0][1].dropped:
+                    dropped.append(buffer.popleft()[1])
+                taken = dropped[:]
+                dropped.clear()
+            return taken
 
         self._refill = refill
         try:
@@ -126,8 +140,9 @@ class AsyncFetchLoop:
                     # once rather than be held until the slots empty (another worker
                     # may run it).
                     await self._give_back(completer, take_all(), [])
-                while dropped := take_dropped():  # an extend missed or failed
-                    await self._give_back(completer, dropped, [])
+                lost = take_dropped()  # an extend missed or failed
+                if lost:
+                    await self._give_back(completer, lost, [])
                 refill()
                 if solo:
                     self._wakeup.clear()
@@ -205,6 +220,8 @@ class AsyncFetchLoop:
             # the running handlers get.
             await self._give_back(completer, take_all(), solo)
         finally:
+            with lock:  # a slot freed now starts nothing (an error ended this loop)
+                closed[0] = True
             self._refill = None
 
     async def _give_back(self, completer: AsyncCompleter, jobs: list[Job], solo: list[Job]) -> None:
