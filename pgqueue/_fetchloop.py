@@ -162,7 +162,7 @@ class SyncFetchLoop:
                     continue
                 # A slot frees when its handler returns; its settle commits in the
                 # background while the next batch is fetched: jobs done but not yet
-                # settled may take up to one batch more than the slots and the buffer.
+                # settled may take up to one fetch more than the slots and the buffer.
                 with lock:
                     oldest = buffer[0][0] if buffer else None
                 if oldest is not None and sizing.stale(time.monotonic() - oldest):

@@ -58,10 +58,13 @@ class Prefetch:
     def want(self, running: int, buffered: int, held: int) -> int:
         """Jobs to lease now (0: wait for a slot, or for the buffer to run low).
         ``running``: handlers in their slots; ``buffered``: held, waiting for a slot;
-        ``held``: every job held, settling ones included (up to a batch of those)."""
+        ``held``: every job held, settling ones included (up to a fetch's worth of
+        those: a buffer's jobs done together settle together, and when the cap was a
+        batch, 8 by default, the next fetch waited for their settle's round trip:
+        fetch, run, settle, fetch, one at a time, issue 22)."""
         cap = self._concurrency + self.extra
         size = self.size
-        room = min(cap - running - buffered, cap + self._batch - held, size)
+        room = min(cap - running - buffered, cap + size - held, size)
         # With jobs in hand, wait for room for half a fetch rather than leasing one job
         # per round trip.
         if room <= 0 or (held and room < (size + 1) // 2):

@@ -34,8 +34,11 @@ def test_a_short_fetch_halves_the_buffer_and_settling_jobs_count() -> None:
     assert sizing.extra == 16
     sizing.fetched(asked=16, got=3, waited=True)  # little work: lease less
     assert sizing.extra == 8
-    # Held jobs still settling take room too (at most a batch beyond slots and buffer).
-    assert sizing.want(running=0, buffered=0, held=16) == 0
+    # Held jobs still settling take room too (at most a fetch's worth beyond the slots
+    # and the buffer: 4 + 8 + 8 here).
+    assert sizing.want(running=0, buffered=0, held=20) == 0
+    assert sizing.want(running=0, buffered=0, held=17) == 0  # 3: less than half a fetch
+    assert sizing.want(running=0, buffered=0, held=16) == 4
     for _ in range(5):
         sizing.fetched(asked=4, got=0, waited=True)
     assert sizing.extra == 0
