@@ -187,6 +187,32 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
             assert len(args7) == highest and 7 not in args7
 
 
+def test_psycopg_statements_are_numbered_once_for_its_raw_cursor() -> None:
+    """psycopg's ``%(name)s`` text is numbered once ($1, $2 ...; a name used twice keeps
+    its number, a doubled % is one again) and sent through a RawCursor: psycopg parsed
+    a named query at every execution past 4,096 bytes, DEQUEUE among them."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    sql, names = _direct._numbered(
+        "SELECT %(a)s, %(b)s, %(a)s, 5 %% 2, '%%(a)s'", None, positional=False
+    )
+    assert sql == "SELECT $1, $2, $1, 5 % 2, '%(a)s'" and names == ("a", "b")
+    statements = _statements.for_schema(SCHEMA)
+    d = _direct.compiled_for(statements.DEQUEUE, psycopg.dialect(), statements)  # type: ignore[no-untyped-call]
+    assert d is not None and "%(" not in d.sql and len(d.sql.encode()) > 4096
+    params = {
+        "b_queue": "q",
+        "b_consumer": "c",
+        "b_visibility_timeout": None,
+        "b_entrypoints": None,
+        "b_done_channel": "pgqueue-done",
+        "b_limit": 7,
+    }
+    sql7, args7 = d.prepare(params)
+    assert "LIMIT 7" in sql7 and "%(" not in sql7
+    assert len(args7) == max(int(n) for n in re.findall(r"\$(\d+)", sql7))
+
+
 def test_a_psycopg_result_with_rows_is_told_by_its_status(clean: URL) -> None:
     """The direct path reads a psycopg result's status (libpq's TUPLES_OK), not
     ``cursor.description``: a statement with no rows gives (), one with rows its rows,
