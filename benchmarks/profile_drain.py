@@ -18,6 +18,7 @@ import cProfile
 import pstats
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -46,13 +47,7 @@ async def main(args: argparse.Namespace) -> None:
         took, done = await asyncio.to_thread(sync_drain, args)
         print(f"{done:,} jobs in {took:.2f} s: {done / took:,.0f} jobs/s")
         return
-    worker = AsyncWorker(
-        engine,
-        ["bench"],
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        install_signal_handlers=False,
-    )
+    worker = AsyncWorker(engine, ["bench"], **settings(args))
     done = 0
     last = 0.0
 
@@ -78,17 +73,20 @@ async def main(args: argparse.Namespace) -> None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The worker's settings, either face."""
+    return {
+        "concurrency": args.concurrency,
+        "batch_size": args.batch_size,
+        "install_signal_handlers": False,
+    }
+
+
 def sync_drain(args: argparse.Namespace) -> tuple[float, int]:
     """The same drain by a SyncWorker on psycopg (its own threads; not profiled)."""
     url = args.dsn.replace("postgresql://", "postgresql+psycopg://", 1)
     engine = create_engine(url, pool_size=args.concurrency + 5)
-    worker = SyncWorker(
-        engine,
-        ["bench"],
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        install_signal_handlers=False,
-    )
+    worker = SyncWorker(engine, ["bench"], **settings(args))
     done = 0
     last = 0.0
     lock = threading.Lock()

@@ -161,6 +161,16 @@ async def test_instrumented_engine_sees_every_statement(clean: URL) -> None:
         await engine.dispose()
 
 
+#: DEQUEUE's parameters but its LIMIT, for the tests that prepare it without a database.
+_DEQUEUE_PARAMS = {
+    "b_queue": "q",
+    "b_consumer": "c",
+    "b_visibility_timeout": None,
+    "b_entrypoints": None,
+    "b_done_channel": "pgqueue-done",
+}
+
+
 def test_dequeue_limit_is_part_of_the_sql() -> None:
     """A literal LIMIT lets PostgreSQL keep a generic plan for the prepared DEQUEUE
     (with ``LIMIT $n`` it planned again at every execution)."""
@@ -172,15 +182,8 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
             _statements.for_schema(SCHEMA).DEQUEUE, dialect, _statements.for_schema(SCHEMA)
         )
         assert d is not None
-        params = {
-            "b_queue": "q",
-            "b_consumer": "c",
-            "b_visibility_timeout": None,
-            "b_entrypoints": None,
-            "b_done_channel": "pgqueue-done",
-        }
-        sql7, args7 = d.prepare({**params, "b_limit": 7})
-        sql9, _ = d.prepare({**params, "b_limit": 9})
+        sql7, args7 = d.prepare({**_DEQUEUE_PARAMS, "b_limit": 7})
+        sql9, _ = d.prepare({**_DEQUEUE_PARAMS, "b_limit": 9})
         assert sql7.count("LIMIT 7") == 3 and sql9.count("LIMIT 9") == 3
         if isinstance(args7, list):  # asyncpg: not a parameter any more
             highest = max(int(n) for n in re.findall(r"\$(\d+)", sql7))
@@ -200,15 +203,7 @@ def test_psycopg_statements_are_numbered_once_for_its_raw_cursor() -> None:
     statements = _statements.for_schema(SCHEMA)
     d = _direct.compiled_for(statements.DEQUEUE, psycopg.dialect(), statements)  # type: ignore[no-untyped-call]
     assert d is not None and "%(" not in d.sql and len(d.sql.encode()) > 4096
-    params = {
-        "b_queue": "q",
-        "b_consumer": "c",
-        "b_visibility_timeout": None,
-        "b_entrypoints": None,
-        "b_done_channel": "pgqueue-done",
-        "b_limit": 7,
-    }
-    sql7, args7 = d.prepare(params)
+    sql7, args7 = d.prepare({**_DEQUEUE_PARAMS, "b_limit": 7})
     assert "LIMIT 7" in sql7 and "%(" not in sql7
     assert len(args7) == max(int(n) for n in re.findall(r"\$(\d+)", sql7))
 
