@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from . import _direct
+from . import _direct, _direct_sql
 from ._plans import Context, Plan, Step, Steps
 from .errors import WrongBindType, translate
 
@@ -133,7 +133,7 @@ def run(engine: Engine, bind: Bind | None, plan: Plan[T], ctx: Context) -> T:
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
     dialect = _direct.dialect_for(engine)
-    if dialect is not None and _direct.compiled_for(step.statement, dialect, ctx.sql):
+    if dialect is not None and _direct_sql.compiled_for(step.statement, dialect, ctx.sql):
         try:
             done, value, step = _direct.pooled(engine, dialect, steps, step, ctx, aio=False)
         except DBAPIError as exc:
@@ -165,7 +165,7 @@ async def arun(
     except StopIteration as stop:  # nothing to do (an empty batch)
         return stop.value  # type: ignore[no-any-return]
     dialect = _direct.dialect_for(engine.sync_engine)
-    if dialect is not None and _direct.compiled_for(step.statement, dialect, ctx.sql):
+    if dialect is not None and _direct_sql.compiled_for(step.statement, dialect, ctx.sql):
         try:
             if kept is not None and kept.ready(dialect):
                 done, value, step = await kept.drive(dialect, steps, step, ctx)

@@ -174,7 +174,7 @@ class Statements:
     #: pgqueue's tables in this schema, by name (for statements built per call).
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     #: Hot statements compiled for the direct path, by kind of dialect and name
-    #: (``pgqueue._direct.compiled_for``): as bounded as the schemas kept.
+    #: (``pgqueue._direct_sql.compiled_for``): as bounded as the schemas kept.
     direct: dict[Any, Any] = field(default_factory=dict, repr=False)
     #: ``admin.list_jobs`` statements by the shape of their filters (bounded).
     listings: dict[jobs.Shape, Executable] = field(default_factory=dict, repr=False)

@@ -19,7 +19,7 @@ def fetch_size(want: int) -> int:
     Each LIMIT is its own prepared DEQUEUE (``_sql.lease._limit``), and a worker's room
     varies from fetch to fetch: with a ``batch_size`` in the hundreds, exact sizes would
     be hundreds of statements, beyond the drivers' statement caches (asyncpg and
-    psycopg keep 100) and ``_direct.Direct``'s variants. Rounded, a batch of 10,000
+    psycopg keep 100) and ``_direct_sql.Direct``'s variants. Rounded, a batch of 10,000
     needs at most 89. Leasing fewer is harmless: the next fetch takes the rest."""
     if want <= 16:
         return want

@@ -32,6 +32,7 @@ from pgqueue import (
     SyncConsumer,
     SyncProducer,
     _direct,
+    _direct_sql,
     _drive,
     _statements,
 )
@@ -178,7 +179,7 @@ def test_dequeue_limit_is_part_of_the_sql() -> None:
 
     dialects: list[Any] = [asyncpg.dialect(), psycopg.dialect()]  # type: ignore[no-untyped-call]
     for dialect in dialects:
-        d = _direct.compiled_for(
+        d = _direct_sql.compiled_for(
             _statements.for_schema(SCHEMA).DEQUEUE, dialect, _statements.for_schema(SCHEMA)
         )
         assert d is not None
@@ -196,12 +197,12 @@ def test_psycopg_statements_are_numbered_once_for_its_raw_cursor() -> None:
     a named query at every execution past 4,096 bytes, DEQUEUE among them."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    sql, names = _direct._numbered(
+    sql, names = _direct_sql._numbered(
         "SELECT %(a)s, %(b)s, %(a)s, 5 %% 2, '%%(a)s'", None, positional=False
     )
     assert sql == "SELECT $1, $2, $1, 5 % 2, '%(a)s'" and names == ("a", "b")
     statements = _statements.for_schema(SCHEMA)
-    d = _direct.compiled_for(statements.DEQUEUE, psycopg.dialect(), statements)  # type: ignore[no-untyped-call]
+    d = _direct_sql.compiled_for(statements.DEQUEUE, psycopg.dialect(), statements)  # type: ignore[no-untyped-call]
     assert d is not None and "%(" not in d.sql and len(d.sql.encode()) > 4096
     sql7, args7 = d.prepare({**_DEQUEUE_PARAMS, "b_limit": 7})
     assert "LIMIT 7" in sql7 and "%(" not in sql7
