@@ -14,13 +14,15 @@ from typing import Any
 
 from ._cron import Cron
 from ._sql import enqueue
-from ._sql._common import MESSAGE_COLUMNS
+from ._sql._common import JSON_COLUMNS, MESSAGE_COLUMNS
 from .types import JobInfo, Message, QueueInfo, QueueMetrics, ScheduleInfo, WorkerInfo
 
 Row = Sequence[Any]
 
-STATUS = [c.name for c in MESSAGE_COLUMNS].index("status")
-DEDUPE_KEY = [c.name for c in MESSAGE_COLUMNS].index("dedupe_key")
+_NAMES = [c.name for c in MESSAGE_COLUMNS]
+STATUS = _NAMES.index("status")
+DEDUPE_KEY = _NAMES.index("dedupe_key")
+PAYLOAD, HEADERS, ERRORS = (_NAMES.index(name) for name in JSON_COLUMNS)
 INSERTED_DEDUPE_KEY = [c.name for c in enqueue.INSERTED_COLUMNS].index("dedupe_key")
 
 
@@ -55,11 +57,34 @@ def message(row: Row) -> Message:
     return _message(*row[:_MESSAGE_FIELDS], False, None)  # type: ignore[no-any-return]
 
 
-def leased(row: Row) -> Message:
-    """A row of DEQUEUE: the message, whether it is a redelivery, since when it was ready."""
-    return _message(  # type: ignore[no-any-return]
-        *row[:_MESSAGE_FIELDS], row[REDELIVERED], row[READY_AT]
-    )
+def leased(rows: Sequence[Row]) -> list[Message]:
+    """Rows of DEQUEUE (``_sql._common.LEASED_COLUMNS``, whether each job is a
+    redelivery, since when it was ready): their messages, JSON decoded in one call."""
+    values = _json_decoded(rows)
+    return [
+        _message(*_fields(r, values, 3 * k), r[REDELIVERED], r[READY_AT])
+        for k, r in enumerate(rows)
+    ]
+
+
+def claimed(rows: Sequence[Row]) -> list[Message]:
+    """Rows of the keyed claims (``_sql.flow``: LEASED_COLUMNS first): their messages."""
+    values = _json_decoded(rows)
+    return [_message(*_fields(r, values, 3 * k), False, None) for k, r in enumerate(rows)]
+
+
+def _json_decoded(rows: Sequence[Row]) -> list[Any]:
+    """Each row's payload, headers and errors, sent as JSON text (SQL NULL: None)."""
+    texts: list[str] = []
+    for r in rows:
+        texts += (r[PAYLOAD], r[HEADERS] or "null", r[ERRORS] or "null")
+    return decoded(texts) if texts else []
+
+
+def _fields(row: Row, values: list[Any], at: int) -> list[Any]:
+    fields = list(row[:_MESSAGE_FIELDS])
+    fields[PAYLOAD], fields[HEADERS], fields[ERRORS] = values[at : at + 3]
+    return fields
 
 
 def decoded(texts: Sequence[str]) -> list[Any]:

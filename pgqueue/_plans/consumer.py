@@ -90,7 +90,7 @@ def dequeue(
         # Jobs dead-lettered on the way (lease expired on their last attempt) are not
         # handed out; they took slots of this batch, so look again for the others. Each
         # pass dead-letters at least one job, so this ends.
-        leased_now += [_rows.leased(r) for r in rows if r[_rows.STATUS] == RUNNING]
+        leased_now += _rows.leased([r for r in rows if r[_rows.STATUS] == RUNNING])
         if all(r[_rows.STATUS] == RUNNING for r in rows):
             break
         # A lost job comes alone (``_sql.lease.DEQUEUE``): never batched with more.

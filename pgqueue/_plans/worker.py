@@ -131,7 +131,7 @@ def keyed_dequeue(
             ctx.sql.SPEND_KEY_TOKENS,
             {**scope, "b_rate": rate_limit, "b_keys": list(spent), "b_spent": list(spent.values())},
         )
-    got = [_rows.message(r) for r in rows]
+    got = _rows.claimed(rows)
     got.sort(key=lambda m: (-m.priority, m.id))
     keys = [r[-2] for r in last_pass if r[-2] is not None]
     last = max(keys) if keys else ""

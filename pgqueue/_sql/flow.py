@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from ..schema import jobs, key_rate_limits, queues
 from ._common import (
-    MESSAGE_COLUMNS,
+    LEASED_COLUMNS,
     STAR,
     STATUS_DEAD,
     STATUS_QUEUED,
@@ -292,7 +292,7 @@ def _claim(ordered: bool) -> Any:
             locked_by=bindparam("b_consumer", type_=Text),
             available_at=stmt_now + seconds(vt),
         )
-        .returning(*MESSAGE_COLUMNS, jobs.c.key, func.coalesce(jobs.c.weight, 1))
+        .returning(*LEASED_COLUMNS, jobs.c.key, func.coalesce(jobs.c.weight, 1))
     )
 
 

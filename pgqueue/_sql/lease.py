@@ -31,7 +31,7 @@ from ..schema import (
     queues,
 )
 from ._common import (
-    MESSAGE_COLUMNS,
+    LEASED_COLUMNS,
     STATUS_DEAD,
     STATUS_QUEUED,
     STATUS_RUNNING,
@@ -162,7 +162,7 @@ DEQUEUE = hot(
     # A job dead-lettered here (its lease expired on its last attempt) wakes its waiters.
     # (RETURNING sees the new row: dead only if it was exhausted.)
     .returning(
-        *MESSAGE_COLUMNS,
+        *LEASED_COLUMNS,
         announce(and_(jobs.c.awaited, jobs.c.status == STATUS_DEAD), jobs.c.id),
         exists(select(_lost.c.id)).label("redelivered"),
         # Each job's ready_at, found in the picks sorted by id (as in _Values).

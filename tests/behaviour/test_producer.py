@@ -996,9 +996,14 @@ def test_the_fast_message_constructor_builds_ordinary_messages() -> None:
     built = _rows.message(values)
     assert built == Message(*values) and type(built) is Message
     assert dataclasses.astuple(built) == (*values, False, None)
-    # DEQUEUE's row: announced, redelivered, ready since
-    redelivered = _rows.leased((*values, None, True, now))
+    # DEQUEUE's rows: JSON as text (decoded together), announced, redelivered, ready since
+    row = list(values)
+    row[2], row[11], row[15] = '{"a": [1]}', '{"h": 1}', '[{"attempt": 1}]'
+    plain = [*row[:11], None, *row[12:15], None, *row[16:]]  # no headers, no errors
+    redelivered, fresh = _rows.leased([(*row, None, True, now), (*plain, None, False, now)])
     assert redelivered == dataclasses.replace(built, redelivered=True, ready_at=now)
+    assert fresh == dataclasses.replace(built, headers=None, errors=None, ready_at=now)
+    assert _rows.leased([]) == []
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.id = 8  # type: ignore[misc]
     assert dataclasses.replace(built, id=8).id == 8

@@ -108,7 +108,9 @@ def test_plain_batch_is_one_statement_and_checks_the_count() -> None:
 
 # --------------------------------------------------------------------------- consumer
 def _running(job_id: int, status: str = "running") -> tuple[Any, ...]:
-    return (job_id, "tasks", {}, "tasks", 0, status, 1, None, NOW, NOW, None, None)
+    # Leasing statements send the JSON columns as text (``_sql._common.LEASED_COLUMNS``).
+    payload = f'{{"n": {job_id}}}'
+    return (job_id, "tasks", payload, "tasks", 0, status, 1, None, NOW, NOW, None, None)
 
 
 def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
@@ -120,6 +122,7 @@ def test_dequeue_looks_again_for_jobs_dead_lettered_on_the_way() -> None:
     second = [(*_running(i), "lease", "me", None, None, None, None, False, NOW) for i in (1, 3, 4)]
     result, steps = drive(plan, [first, second])
     assert [m.id for m in result] == [1, 3, 4]
+    assert [m.payload for m in result] == [{"n": 1}, {"n": 3}, {"n": 4}]
     assert not any(m.redelivered for m in result)
     assert [s.params["b_limit"] for s in steps] == [3, 3]
 
