@@ -24,6 +24,7 @@ _NAMES = [c.name for c in MESSAGE_COLUMNS]
 STATUS = _NAMES.index("status")
 DEDUPE_KEY = _NAMES.index("dedupe_key")
 PAYLOAD, HEADERS, ERRORS = (_NAMES.index(name) for name in JSON_COLUMNS)
+_JSON = len(JSON_COLUMNS)  # JSON values a leased row has
 INSERTED_DEDUPE_KEY = [c.name for c in enqueue.INSERTED_COLUMNS].index("dedupe_key")
 
 
@@ -37,9 +38,10 @@ def _builder(
     This one fills an instance of an unfrozen twin class with the very same slots, by
     plain attribute stores, and then makes it an instance of ``cls`` (``__class__``
     assignment, which Python allows between classes of one layout): 0.9 µs for a
-    Message, where calling each slot's descriptor took 2.9 and ``__init__`` more (on
-    issue 22's last machine). One is built per job enqueued or leased. Should the
-    layouts ever differ, each slot's descriptor is called instead."""
+    Message, where calling each slot's descriptor took 2.9 and ``__init__`` more
+    (``timeit``, docs/benchmarks.md: "Messages are built as an unfrozen twin"). One is
+    built per job enqueued or leased. Should the layouts ever differ, each slot's
+    descriptor is called instead."""
     names = [f.name for f in fields(cls)]
     values = values or {name: name for name in names}
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_twin": _twin(cls)}
@@ -77,7 +79,7 @@ def _twin(cls: type[Any]) -> type[Any] | None:
     return twin
 
 
-#: ``Message(...)`` with every field given positionally, about twice as fast.
+#: ``Message(...)`` with every field given positionally, about three times as fast.
 _message = _builder(Message)
 _MESSAGE_FIELDS = len(MESSAGE_COLUMNS)
 #: In DEQUEUE's rows: whether the job was leased again after a lost lease, and when
@@ -91,7 +93,7 @@ def message(row: Row) -> Message:
 
 
 #: A Message from a leasing statement's row (``_sql._common.LEASED_COLUMNS``), its JSON
-#: columns taken from ``json[at:at + 3]`` (``_json_decoded``): no slice, no star-args.
+#: columns taken from ``json[at:at + _JSON]`` (``_json_decoded``): no slice, no star-args.
 _from_leased_row = _builder(
     Message,
     "row, json, at, redelivered, ready_at",
@@ -109,14 +111,15 @@ def leased(rows: Sequence[Row]) -> list[Message]:
     redelivery, since when it was ready): their messages, JSON decoded in one call."""
     json = _json_decoded(rows)
     return [
-        _from_leased_row(r, json, 3 * k, r[REDELIVERED], r[READY_AT]) for k, r in enumerate(rows)
+        _from_leased_row(r, json, _JSON * k, r[REDELIVERED], r[READY_AT])
+        for k, r in enumerate(rows)
     ]
 
 
 def claimed(rows: Sequence[Row]) -> list[Message]:
     """Rows of the keyed claims (``_sql.flow``: LEASED_COLUMNS first): their messages."""
     json = _json_decoded(rows)
-    return [_from_leased_row(r, json, 3 * k, False, None) for k, r in enumerate(rows)]
+    return [_from_leased_row(r, json, _JSON * k, False, None) for k, r in enumerate(rows)]
 
 
 def _json_decoded(rows: Sequence[Row]) -> list[Any]:
