@@ -8,6 +8,7 @@ are plain tuples or records, not SQLAlchemy ``Row`` objects.
 from __future__ import annotations
 
 import json
+import sys
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -40,8 +41,10 @@ def _builder(
     assignment, which Python allows between classes of one layout): 0.9 µs for a
     Message, where calling each slot's descriptor took 2.9 and ``__init__`` more
     (``timeit``, docs/benchmarks.md: "Messages are built as an unfrozen twin"). One is
-    built per job enqueued or leased. Should the layouts ever differ, each slot's
+    built per job enqueued or leased. Where there is no twin (``_twin``), each slot's
     descriptor is called instead."""
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: a dataclass with slots=True is needed")
     names = [f.name for f in fields(cls)]
     values = values or {name: name for name in names}
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_twin": _twin(cls)}
@@ -63,9 +66,10 @@ def _builder(
 
 def _twin(cls: type[Any]) -> type[Any] | None:
     """An unfrozen class with ``cls``'s bases and slots, whose instances may become
-    instances of ``cls``; None if they may not."""
+    instances of ``cls``; None if they may not, or on a free-threaded Python (where a
+    ``__class__`` assignment may pause every thread: CPython gh-120198)."""
     slots = cls.__dict__.get("__slots__")
-    if slots is None:
+    if slots is None or not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None
     bases = cls.__dict__.get("__orig_bases__", cls.__bases__)  # Generic[T], not Generic
     twin = types.new_class(

@@ -43,14 +43,31 @@ def test_a_class_whose_instances_cannot_change_class_gets_no_twin() -> None:
     class NoSlots:
         a: int
 
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Slots:
-        a: int
-        b: int
-
     assert _rows._twin(NoSlots) is None
-    twin = _rows._twin(Slots)
-    assert twin is not None and twin.__slots__ == ("a", "b")
-    # The descriptors' way, which a layout the twin cannot share falls back to.
-    build = _rows._builder(Slots)
-    assert build(1, 2) == Slots(1, 2) and type(build(1, 2)) is Slots
+    with pytest.raises(TypeError, match="slots=True"):
+        _rows._builder(NoSlots)
+
+
+def test_without_a_twin_each_slot_is_set_through_its_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_rows, "_twin", lambda cls: None)
+    build = _rows._builder(Message)
+    assert "_twin" not in build.__code__.co_names  # the descriptors' way
+    values: Any = (7, "q", {"a": 1}, "ep", 0, "queued", 0, None, NOW, NOW, None, None)
+    values += (None, None, None, None, None, False, None)
+    built = build(*values)
+    assert type(built) is Message and built == Message(*values)
+
+
+def test_claimed_rows_decode_their_json_together() -> None:
+    # A keyed claim's row: LEASED_COLUMNS (JSON as text), then the key and its weight.
+    retried: Any = (5, "q", '{"n": 5}', "ep", 0, "running", 2, 3, NOW, NOW, None, None)
+    retried += ("lease", "w", "boom", '[{"attempt": 1, "error": "boom"}]', None, "k", 1)
+    first: Any = (6, "q", '"plain"', "ep", 0, "running", 1, 3, NOW, NOW, None)
+    first += ('{"traceparent": "00-ab"}', "lease", "w", None, None, None, None, 1)
+    a, b = _rows.claimed([retried, first])
+    assert (a.id, a.payload, a.headers) == (5, {"n": 5}, None)
+    assert a.errors == [{"attempt": 1, "error": "boom"}] and not a.redelivered
+    assert (b.id, b.payload, b.headers, b.errors) == (6, "plain", {"traceparent": "00-ab"}, None)
+    assert _rows.claimed([]) == []
